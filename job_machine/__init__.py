@@ -1,0 +1,58 @@
+"""job_machine: hand work from one process to another through PostgreSQL, and get the answer back.
+
+Sync: :class:`Client`, :class:`Worker`. Asyncio: :class:`AsyncClient`,
+:class:`AsyncWorker`. Both faces share one implementation
+(job_machine/_async/, with job_machine/_sync/ generated from it).
+"""
+
+from __future__ import annotations
+
+from ._async.client import AsyncClient
+from ._async.schema import ainstall_schema
+from ._async.worker import AsyncWorker
+from ._schema_sql import create_tables_sql
+from ._sync.client import Client
+from ._sync.schema import install_schema
+from ._sync.worker import Worker
+from .channels import queue_channel, reply_channel, validate_queue
+from .errors import (
+    ConnectionFailed,
+    InvalidData,
+    InvalidQueueName,
+    JobMachineError,
+    NoCurrentTask,
+    SchemaMissing,
+    TaskFailed,
+    TaskNotHeld,
+    UnknownTask,
+    WaitTimeout,
+)
+from .task import Status, Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncClient",
+    "AsyncWorker",
+    "Client",
+    "ConnectionFailed",
+    "InvalidData",
+    "InvalidQueueName",
+    "JobMachineError",
+    "NoCurrentTask",
+    "SchemaMissing",
+    "Status",
+    "Task",
+    "TaskFailed",
+    "TaskNotHeld",
+    "UnknownTask",
+    "WaitTimeout",
+    "Worker",
+    "__version__",
+    "ainstall_schema",
+    "create_tables_sql",
+    "install_schema",
+    "queue_channel",
+    "reply_channel",
+    "validate_queue",
+]

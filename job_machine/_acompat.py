@@ -1,0 +1,54 @@
+"""The few things that really differ between the async core and its sync twin.
+
+job_machine/_async/ is the only hand-written implementation; the sync modules
+in job_machine/_sync/ are generated from it by tools/async_to_sync.py, which
+renames each async name here to its sync partner (``asleep`` -> ``sleep``,
+``aselect_readable`` -> ``select_readable``). Keep every difference that a
+rename cannot express in this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import time
+from collections.abc import Sequence
+
+
+def sleep(seconds: float) -> None:
+    """Block the thread for ``seconds``."""
+    time.sleep(seconds)
+
+
+async def asleep(seconds: float) -> None:
+    """Suspend the task for ``seconds``."""
+    await asyncio.sleep(seconds)
+
+
+def select_readable(fds: Sequence[int], timeout: float | None) -> list[int]:
+    """Block until one of ``fds`` is readable or ``timeout`` passes; return the readable ones."""
+    readable, _, _ = select.select(fds, [], [], timeout)
+    return list(readable)
+
+
+async def aselect_readable(fds: Sequence[int], timeout: float | None) -> list[int]:
+    """Wait, without blocking the loop, until one of ``fds`` is readable or ``timeout`` passes."""
+    loop = asyncio.get_running_loop()
+    woken: asyncio.Future[None] = loop.create_future()
+    ready: list[int] = []
+
+    def on_readable(fd: int) -> None:
+        ready.append(fd)
+        if not woken.done():
+            woken.set_result(None)
+
+    for fd in fds:
+        loop.add_reader(fd, on_readable, fd)
+    try:
+        await asyncio.wait_for(woken, timeout)
+    except TimeoutError:
+        pass
+    finally:
+        for fd in fds:
+            loop.remove_reader(fd)
+    return ready

@@ -1,0 +1,189 @@
+"""AsyncClient: send tasks and get their replies."""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from .. import _codec
+from ..channels import queue_channel, reply_channel, validate_queue
+from ..errors import NoCurrentTask, TaskFailed, UnknownTask, WaitTimeout
+from ..task import Status
+from .connection import AsyncConnector
+from .listener import AsyncListener
+from .store import Answer, AsyncStore
+
+
+class AsyncClient:
+    """Sends tasks to a queue and reads the replies of the workers.
+
+    :param dsn: a PostgreSQL connection string; the client opens its own
+        autocommit connection on first use.
+    :param queue: the default queue of :meth:`send` (a dotted name such as
+        ``"gl.accounting"``).
+    :param conn: use this connection instead. A :meth:`send` made while it is
+        inside a transaction is part of that transaction: the task exists, and
+        its notification fires, only if the caller commits.
+    :param pool: use connections from this pool instead.
+    :param extra: any other keyword arguments are kept as attributes of the
+        client, as Job::Machine's extra parameters are.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        queue: str | None = None,
+        *,
+        conn: AsyncConnection[Any] | None = None,
+        pool: AsyncConnectionPool | None = None,
+        **extra: Any,
+    ) -> None:
+        self.queue = validate_queue(queue) if queue is not None else None
+        #: The id of the task most recently sent; the default of check/receive/wait.
+        self.id: int | None = None
+        self._connector = AsyncConnector(dsn=dsn, conn=conn, pool=pool)
+        self._store = AsyncStore(self._connector)
+        for name, value in extra.items():
+            setattr(self, name, value)
+
+    # -- sending ----------------------------------------------------------
+
+    async def send(self, data: Any, queue: str | None = None) -> int:
+        """Send ``data`` (any JSON value) as a new task and return its id.
+
+        The task is inserted and ``jm:<queue>`` notified in one statement.
+        The id becomes the client's current id (:attr:`id`).
+
+        :raises InvalidData: ``data`` cannot be encoded as JSON (nothing is written).
+        :raises InvalidQueueName: the queue name is empty, malformed or too long.
+        """
+        name = self._queue(queue)
+        parameters = _codec.encode(data)
+        self.id = await self._store.task_insert(name, parameters, queue_channel(name))
+        return self.id
+
+    # -- replies ----------------------------------------------------------
+
+    async def check(self, task_id: int | str = "reply") -> bool:
+        """True when the task has been answered: it has a reply, or it has
+        finished (done without one, or failed).
+
+        Reads the table, so it works from any process, however long after the
+        reply was sent. ``check("reply")`` checks the current task, as in
+        Job::Machine.
+
+        :raises UnknownTask: there is no such task.
+        """
+        tid = self._task_id(task_id)
+        answered = await self._store.task_answered(tid)
+        if answered is None:
+            raise UnknownTask(f"there is no task {tid}")
+        return answered
+
+    async def receive(self, task_id: int | str | None = None) -> Any:
+        """The newest reply of the task (the value the worker passed to
+        ``reply`` or ``result``), or None when there is none yet.
+
+        :raises TaskFailed: the task failed; the exception carries its last error.
+        :raises UnknownTask: there is no such task.
+        """
+        tid = self._task_id(task_id)
+        return self._value(tid, await self._answer(tid))
+
+    async def wait(self, task_id: int | str | None = None, timeout: float | None = 30.0) -> Any:
+        """Block until the task is answered and return its reply (see :meth:`receive`).
+
+        Woken by the worker's notification on ``jmr:<task_id>``, not by
+        polling; the table is re-read after each wake-up, so a reply that was
+        committed before the wait began is returned at once.
+
+        :param timeout: seconds to wait at most; None waits forever.
+        :raises WaitTimeout: no answer within ``timeout``.
+        :raises TaskFailed: the task failed.
+        """
+        tid = self._task_id(task_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        channel = reply_channel(tid)
+        async with self._connector.listening() as conn:
+            listener = AsyncListener(conn)
+            try:
+                await listener.listen(channel)
+                while True:
+                    answer = await self._answer(tid)
+                    if answer.reply is not None or answer.status in (
+                        Status.FINISHED,
+                        Status.FAILED,
+                    ):
+                        return self._value(tid, answer)
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise WaitTimeout(f"no reply to task {tid} within {timeout} s")
+                    await listener.wait(remaining)
+            finally:
+                if not conn.closed and not conn.broken:
+                    await listener.unlisten(channel)
+                listener.close()
+
+    async def uncheck(self, task_id: int | str | None = None) -> None:
+        """Stop waiting for a task's reply: it is no longer the current task.
+
+        A client never keeps listening between calls (:meth:`wait` listens on
+        ``jmr:<task_id>`` only while it waits), so there is nothing else to undo.
+        """
+        tid = self._task_id(task_id)
+        if self.id == tid:
+            self.id = None
+
+    # -- lifetime ---------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the client's own connection (a given connection or pool stays open)."""
+        await self._connector.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- helpers ----------------------------------------------------------
+
+    def _queue(self, queue: str | None) -> str:
+        if queue is not None:
+            return validate_queue(queue)
+        if self.queue is None:
+            raise ValueError("no queue: pass queue= to send() or to the client")
+        return self.queue
+
+    def _task_id(self, task_id: int | str | None) -> int:
+        if task_id is None or task_id == "reply":
+            if self.id is None:
+                raise NoCurrentTask()
+            return self.id
+        if isinstance(task_id, bool) or not isinstance(task_id, int):
+            raise TypeError(f"task id must be an int or 'reply', not {task_id!r}")
+        return task_id
+
+    async def _answer(self, tid: int) -> Answer:
+        answer = await self._store.task_answer(tid)
+        if answer is None:
+            raise UnknownTask(f"there is no task {tid}")
+        return answer
+
+    @staticmethod
+    def _value(tid: int, answer: Answer) -> Any:
+        if answer.reply is not None:
+            return _codec.decode(answer.reply)
+        if answer.status == Status.FAILED:
+            raise TaskFailed(tid, _codec.decode(answer.error))
+        return None
+

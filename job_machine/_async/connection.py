@@ -1,0 +1,151 @@
+"""Where the core gets its connections: its own, the caller's, or a pool's."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import TransactionStatus
+from psycopg_pool import AsyncConnectionPool
+
+from ..errors import ConnectionFailed, JobMachineError
+
+logger = logging.getLogger("job_machine")
+
+
+def describe_target(conninfo: str) -> str:
+    """``host=... port=... dbname=... user=...`` of a DSN, never its password."""
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "an unparsable DSN"
+    shown = {k: params[k] for k in ("host", "hostaddr", "port", "dbname", "user") if k in params}
+    if "host" not in shown and "hostaddr" not in shown:
+        shown["host"] = "(default socket)"
+    return " ".join(f"{k}={v}" for k, v in shown.items())
+
+
+def redact(conninfo: str) -> str:
+    """The DSN with its password removed, for logs and error messages."""
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "<unparsable DSN>"
+    params.pop("password", None)
+    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+
+
+async def aconnect(dsn: str, **kwargs: Any) -> AsyncConnection[Any]:
+    """Open an autocommit connection, or raise ConnectionFailed naming where it tried."""
+    try:
+        return await AsyncConnection.connect(dsn, autocommit=True, **kwargs)
+    except psycopg.OperationalError as ex:
+        reason = str(ex).strip().splitlines()[-1] if str(ex).strip() else type(ex).__name__
+        raise ConnectionFailed(
+            f"could not connect to PostgreSQL at {describe_target(dsn)}: {reason}"
+        ) from None
+    except psycopg.ProgrammingError as ex:
+        raise ConnectionFailed(f"invalid DSN: {ex}") from None
+
+
+class AsyncConnector:
+    """Hands out a connection for one statement or transaction.
+
+    Exactly one source is used:
+
+    - ``dsn``: a connection of our own, in autocommit (each statement is its
+      own transaction), opened on first use and reopened after it broke;
+    - ``conn``: the caller's connection; every operation runs inside
+      ``conn.transaction()``, so inside the caller's transaction it becomes
+      part of it (a savepoint) and is committed only when the caller commits;
+    - ``pool``: a connection borrowed from the pool for each operation and
+      committed when returned.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        conn: AsyncConnection[Any] | None = None,
+        pool: AsyncConnectionPool | None = None,
+        connect_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        given = [name for name, v in (("dsn", dsn), ("conn", conn), ("pool", pool)) if v]
+        if len(given) != 1:
+            raise JobMachineError(
+                "give exactly one of dsn=, conn= or pool=" + (f" (got {', '.join(given)})" if given else "")
+            )
+        self.dsn = dsn
+        self.pool = pool
+        self._user_conn = conn
+        self._own: AsyncConnection[Any] | None = None
+        self._connect_kwargs = connect_kwargs or {}
+
+    @property
+    def conninfo(self) -> str:
+        """The connection string in use, to open further connections like it."""
+        if self.dsn:
+            return self.dsn
+        if self.pool:
+            return self.pool.conninfo
+        assert self._user_conn is not None
+        return self._user_conn.info.dsn
+
+    async def own(self) -> AsyncConnection[Any]:
+        """Our own autocommit connection, (re)opened when needed."""
+        assert self.dsn is not None
+        if self._own is None or self._own.closed or self._own.broken:
+            if self._own is not None:
+                logger.info("reconnecting to %s", describe_target(self.dsn))
+            self._own = await aconnect(self.dsn, **self._connect_kwargs)
+        return self._own
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A connection to run one unit of work on, committed at the end."""
+        if self._user_conn is not None:
+            async with self._user_conn.transaction():
+                yield self._user_conn
+        elif self.pool is not None:
+            async with self.pool.connection() as conn:
+                yield conn
+        else:
+            yield await self.own()
+
+    @asynccontextmanager
+    async def listening(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A connection outside any transaction, fit for LISTEN and waiting for notifications."""
+        if self._user_conn is not None:
+            conn = self._user_conn
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                raise JobMachineError(
+                    "waiting for a notification needs a connection outside a transaction "
+                    "(notifications are delivered only between transactions)"
+                )
+            if not conn.autocommit:
+                await conn.set_autocommit(True)
+                try:
+                    yield conn
+                finally:
+                    await conn.set_autocommit(False)
+            else:
+                yield conn
+        elif self.pool is not None:
+            async with self.pool.connection() as conn:
+                await conn.set_autocommit(True)
+                try:
+                    yield conn
+                finally:
+                    await conn.set_autocommit(False)
+        else:
+            yield await self.own()
+
+    async def close(self) -> None:
+        """Close our own connection; the caller's connection and pool are left alone."""
+        if self._own is not None:
+            await self._own.close()
+            self._own = None

@@ -1,0 +1,40 @@
+"""Installing and upgrading the jobmachine schema from Python."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.pq import TransactionStatus
+
+from .._schema_sql import create_tables_sql
+from ..errors import JobMachineError
+from .connection import aconnect
+
+
+async def ainstall_schema(target: AsyncConnection[Any] | str) -> None:
+    """Install or upgrade the ``jobmachine`` schema: the same file as
+    ``psql -f sql/create_tables.sql``. Idempotent: safe on a database that has
+    the schema already (job_machine's or Perl Job::Machine's), losing no data.
+
+    :param target: a connection (not inside a transaction) or a DSN.
+    """
+    if isinstance(target, str):
+        conn = await aconnect(target)
+        try:
+            await conn.execute(create_tables_sql())
+        finally:
+            await conn.close()
+        return
+    if target.info.transaction_status != TransactionStatus.IDLE:
+        raise JobMachineError("install the schema on a connection outside a transaction")
+    was_autocommit = target.autocommit
+    if not was_autocommit:
+        await target.set_autocommit(True)
+    try:
+        # The file has its own BEGIN/COMMIT; no parameters, so it is sent as
+        # one simple query.
+        await target.execute(create_tables_sql())
+    finally:
+        if not was_autocommit:
+            await target.set_autocommit(False)

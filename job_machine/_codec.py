@@ -1,0 +1,27 @@
+"""JSON in and out of the parameters and result columns."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import InvalidData
+
+
+def encode(data: Any, what: str = "data") -> str:
+    """JSON-encode ``data``, or raise InvalidData naming what could not be encoded.
+
+    NaN and infinities are refused: they are not JSON, and Perl's decoder and
+    PostgreSQL's json parser would reject them on the other side.
+    """
+    try:
+        return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as ex:
+        raise InvalidData(f"{what} cannot be encoded as JSON: {ex}") from None
+
+
+def decode(text: str | None) -> Any:
+    """Decode a stored JSON column; None stays None."""
+    if text is None:
+        return None
+    return json.loads(text)

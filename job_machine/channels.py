@@ -1,0 +1,53 @@
+"""Queue names and the notification channels derived from them.
+
+A task sent to queue ``q`` is announced on channel ``jm:q``, and the reply to
+task ``n`` on ``jmr:n``: the names Perl Job::Machine uses. PostgreSQL channel
+names are identifiers of at most 63 bytes, so a queue name may have at most 60
+bytes of UTF-8; a longer one is refused (not truncated or hashed, which would
+break the contract with Perl workers listening on the full name).
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidQueueName
+
+QUEUE_PREFIX = "jm:"
+REPLY_PREFIX = "jmr:"
+MAX_IDENTIFIER_BYTES = 63
+MAX_QUEUE_BYTES = MAX_IDENTIFIER_BYTES - len(QUEUE_PREFIX)
+
+# Dotted segments of letters, digits, '_' and '-': "gl.accounting",
+# "message.email". '*' and '#' stay free for subscription patterns.
+_QUEUE = re.compile(r"[\w-]+(?:\.[\w-]+)*")
+
+
+def validate_queue(name: object) -> str:
+    """Return ``name`` if it is a valid queue name, else raise InvalidQueueName saying why."""
+    if not isinstance(name, str):
+        raise InvalidQueueName(f"queue name must be a string, not {type(name).__name__}")
+    if not name:
+        raise InvalidQueueName("queue name is empty")
+    if not _QUEUE.fullmatch(name):
+        raise InvalidQueueName(
+            f"queue name {name!r} is malformed: use dot-separated segments of letters, "
+            "digits, '_' and '-' (like 'gl.accounting')"
+        )
+    size = len(name.encode("utf-8"))
+    if size > MAX_QUEUE_BYTES:
+        raise InvalidQueueName(
+            f"queue name {name[:20]!r}... is {size} bytes; at most {MAX_QUEUE_BYTES} fit in "
+            f"a PostgreSQL channel name ({QUEUE_PREFIX!r} + name <= {MAX_IDENTIFIER_BYTES} bytes)"
+        )
+    return name
+
+
+def queue_channel(queue: str) -> str:
+    """The channel a queue's new tasks are announced on."""
+    return QUEUE_PREFIX + validate_queue(queue)
+
+
+def reply_channel(task_id: int) -> str:
+    """The channel the reply to a task is announced on."""
+    return f"{REPLY_PREFIX}{int(task_id)}"

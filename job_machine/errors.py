@@ -1,0 +1,75 @@
+"""The exceptions job_machine raises; all derive from JobMachineError."""
+
+from __future__ import annotations
+
+
+class JobMachineError(Exception):
+    """Unexpected job_machine error."""
+
+    __module__ = "job_machine"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.__doc__)
+
+
+class InvalidQueueName(JobMachineError, ValueError):  # noqa: N818 - reads as a sentence
+    """The queue name is not valid."""
+
+    __module__ = "job_machine"
+
+
+class InvalidData(JobMachineError, TypeError):  # noqa: N818
+    """The data cannot be encoded as JSON."""
+
+    __module__ = "job_machine"
+
+
+class UnknownTask(JobMachineError, LookupError):  # noqa: N818
+    """There is no task with that id."""
+
+    __module__ = "job_machine"
+
+
+class NoCurrentTask(JobMachineError):  # noqa: N818
+    """No task id was given and this object has no current task."""
+
+    __module__ = "job_machine"
+
+
+class TaskNotHeld(JobMachineError):  # noqa: N818
+    """The task is no longer held by this worker (it was revived and may be running elsewhere)."""
+
+    __module__ = "job_machine"
+
+
+class TaskFailed(JobMachineError):  # noqa: N818
+    """The task failed: every attempt raised an error."""
+
+    __module__ = "job_machine"
+
+    def __init__(self, task_id: int, error: object) -> None:
+        self.task_id = task_id
+        #: The newest error result: ``{"type", "message", "traceback"}`` for
+        #: errors stored by job_machine, whatever was stored otherwise.
+        self.error = error
+        detail = error.get("message") if isinstance(error, dict) else error
+        super().__init__(f"task {task_id} failed: {detail}")
+
+
+class WaitTimeout(JobMachineError, TimeoutError):  # noqa: N818
+    """No reply arrived in time."""
+
+    __module__ = "job_machine"
+
+
+class ConnectionFailed(JobMachineError):  # noqa: N818
+    """Could not connect to PostgreSQL."""
+
+    __module__ = "job_machine"
+
+
+class SchemaMissing(JobMachineError):  # noqa: N818
+    """Schema `jobmachine` is not installed: run `psql -f sql/create_tables.sql` or
+    job_machine.install_schema()."""
+
+    __module__ = "job_machine"

