@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from functools import cache
 from importlib.resources import files
-from typing import LiteralString, cast
+from typing import LiteralString
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -25,7 +25,7 @@ def parse(text: str) -> dict[str, LiteralString]:
         if not statement:
             raise ValueError(f"query {name!r} is empty")
         # The file ships with the package and is never built from values.
-        queries[name] = cast(LiteralString, statement)
+        queries[name] = statement
     return queries
 
 

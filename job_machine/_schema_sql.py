@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
-from typing import LiteralString, cast
+from typing import LiteralString
 
 
 @cache
@@ -24,4 +24,4 @@ def create_tables_sql() -> LiteralString:
             "utf-8"
         )
     # A file of the project, never built from values.
-    return cast(LiteralString, text)
+    return text

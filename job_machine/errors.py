@@ -12,37 +12,37 @@ class JobMachineError(Exception):
         super().__init__(message or self.__doc__)
 
 
-class InvalidQueueName(JobMachineError, ValueError):  # noqa: N818 - reads as a sentence
+class InvalidQueueName(JobMachineError, ValueError):
     """The queue name is not valid."""
 
     __module__ = "job_machine"
 
 
-class InvalidData(JobMachineError, TypeError):  # noqa: N818
+class InvalidData(JobMachineError, TypeError):
     """The data cannot be encoded as JSON."""
 
     __module__ = "job_machine"
 
 
-class UnknownTask(JobMachineError, LookupError):  # noqa: N818
+class UnknownTask(JobMachineError, LookupError):
     """There is no task with that id."""
 
     __module__ = "job_machine"
 
 
-class NoCurrentTask(JobMachineError):  # noqa: N818
+class NoCurrentTask(JobMachineError):
     """No task id was given and this object has no current task."""
 
     __module__ = "job_machine"
 
 
-class TaskNotHeld(JobMachineError):  # noqa: N818
+class TaskNotHeld(JobMachineError):
     """The task is no longer held by this worker (it was revived and may be running elsewhere)."""
 
     __module__ = "job_machine"
 
 
-class TaskFailed(JobMachineError):  # noqa: N818
+class TaskFailed(JobMachineError):
     """The task failed: every attempt raised an error."""
 
     __module__ = "job_machine"
@@ -56,19 +56,19 @@ class TaskFailed(JobMachineError):  # noqa: N818
         super().__init__(f"task {task_id} failed: {detail}")
 
 
-class WaitTimeout(JobMachineError, TimeoutError):  # noqa: N818
+class WaitTimeout(JobMachineError, TimeoutError):
     """No reply arrived in time."""
 
     __module__ = "job_machine"
 
 
-class ConnectionFailed(JobMachineError):  # noqa: N818
+class ConnectionFailed(JobMachineError):
     """Could not connect to PostgreSQL."""
 
     __module__ = "job_machine"
 
 
-class SchemaMissing(JobMachineError):  # noqa: N818
+class SchemaMissing(JobMachineError):
     """Schema `jobmachine` is not installed: run `psql -f sql/create_tables.sql` or
     job_machine.install_schema()."""
 

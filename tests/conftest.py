@@ -76,7 +76,9 @@ def _admin(server_dsn: str) -> psycopg.Connection[Any]:
 def template_dsn(server_dsn: str) -> str:
     """A template database with the schema installed, cloned for each test."""
     with _admin(server_dsn) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
     dsn = make_conninfo(server_dsn, dbname=TEMPLATE)
     job_machine.install_schema(dsn)
@@ -87,7 +89,9 @@ def new_database(server_dsn: str, template: str | None = TEMPLATE) -> str:
     """Create a fresh database (from the schema template, or empty) and return its DSN."""
     name = f"jm_test_{os.getpid()}_{next(_counter)}"
     with _admin(server_dsn) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         if template:
             conn.execute(
                 sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
@@ -102,7 +106,9 @@ def new_database(server_dsn: str, template: str | None = TEMPLATE) -> str:
 def drop_database(server_dsn: str, dsn: str) -> None:
     name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
     with _admin(server_dsn) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture
@@ -138,7 +144,9 @@ def client(dsn: str) -> Iterator[job_machine.Client]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "dsn" in getattr(item, "fixturenames", ()) or "server_dsn" in getattr(item, "fixturenames", ()):
+        if "dsn" in getattr(item, "fixturenames", ()) or "server_dsn" in getattr(
+            item, "fixturenames", ()
+        ):
             item.add_marker(pytest.mark.db)
 
 

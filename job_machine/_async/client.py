@@ -186,4 +186,3 @@ class AsyncClient:
         if answer.status == Status.FAILED:
             raise TaskFailed(tid, _codec.decode(answer.error))
         return None
-

@@ -37,7 +37,7 @@ def redact(conninfo: str) -> str:
     except psycopg.ProgrammingError:
         return "<unparsable DSN>"
     params.pop("password", None)
-    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+    return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
 
 
 async def aconnect(dsn: str, **kwargs: Any) -> AsyncConnection[Any]:
@@ -77,7 +77,8 @@ class AsyncConnector:
         given = [name for name, v in (("dsn", dsn), ("conn", conn), ("pool", pool)) if v]
         if len(given) != 1:
             raise JobMachineError(
-                "give exactly one of dsn=, conn= or pool=" + (f" (got {', '.join(given)})" if given else "")
+                "give exactly one of dsn=, conn= or pool="
+                + (f" (got {', '.join(given)})" if given else "")
             )
         self.dsn = dsn
         self.pool = pool
@@ -91,6 +92,8 @@ class AsyncConnector:
         if self.dsn:
             return self.dsn
         if self.pool:
+            if not isinstance(self.pool.conninfo, str):
+                raise JobMachineError("the pool's conninfo must be a string to open a listener")
             return self.pool.conninfo
         assert self._user_conn is not None
         return self._user_conn.info.dsn

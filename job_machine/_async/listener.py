@@ -7,6 +7,7 @@ loses it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -67,22 +68,16 @@ class AsyncListener:
 
     def wake(self) -> None:
         """Make a current or the next :meth:`wait` return at once. Thread- and signal-safe."""
-        try:
+        with contextlib.suppress(BlockingIOError):  # full of wake-ups already
             os.write(self._wake_w, b"!")
-        except BlockingIOError:
-            pass  # the pipe is full of wake-ups already
 
     def _drain_wake(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_r, 512):
                 pass
-        except BlockingIOError:
-            pass
 
     def close(self) -> None:
         """Release the wake-up pipe (the connection belongs to the caller)."""
         for fd in (self._wake_r, self._wake_w):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass

@@ -251,7 +251,7 @@ class AsyncWorker:
         self._current, self._answered = task, False
         try:
             await self.process(task)
-        except Exception as ex:  # noqa: BLE001 - user code may raise anything; the worker lives on
+        except Exception as ex:
             await self._record_failure(task, ex)
         else:
             if not self._answered and not await self._store.task_done(task.id, task.attempt):

@@ -188,4 +188,3 @@ class Client:
         if answer.status == Status.FAILED:
             raise TaskFailed(tid, _codec.decode(answer.error))
         return None
-

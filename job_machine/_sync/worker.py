@@ -253,7 +253,7 @@ class Worker:
         self._current, self._answered = task, False
         try:
             self.process(task)
-        except Exception as ex:  # noqa: BLE001 - user code may raise anything; the worker lives on
+        except Exception as ex:
             self._record_failure(task, ex)
         else:
             if not self._answered and not self._store.task_done(task.id, task.attempt):

@@ -1,0 +1,39 @@
+"""The named-query loader and the names the Store uses."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from job_machine._queries import parse, queries
+
+STORE = Path(__file__).resolve().parents[2] / "job_machine" / "_async" / "store.py"
+
+
+def test_parse_splits_named_blocks_and_drops_comments() -> None:
+    text = "-- header\n-- name: a\n-- about a\nSELECT 1\n\n-- name: b\nSELECT\n  2\n"
+    assert parse(text) == {"a": "SELECT 1", "b": "SELECT\n  2"}
+
+
+def test_parse_rejects_a_repeated_name() -> None:
+    with pytest.raises(ValueError, match="'a' is defined twice"):
+        parse("-- name: a\nSELECT 1\n-- name: a\nSELECT 2\n")
+
+
+def test_parse_rejects_an_empty_block() -> None:
+    with pytest.raises(ValueError, match="'a' is empty"):
+        parse("-- name: a\n-- only a comment\n-- name: b\nSELECT 1\n")
+
+
+def test_every_query_the_store_runs_exists_and_every_query_is_used() -> None:
+    used = set(re.findall(r'self\._(?:one|all)\(\s*"(\w+)"', STORE.read_text()))
+    assert used, "found no query names in store.py"
+    assert used <= set(queries()), f"missing from queries.sql: {used - set(queries())}"
+    assert set(queries()) <= used, f"unused queries: {set(queries()) - used}"
+
+
+def test_queries_use_named_placeholders_only() -> None:
+    for name, statement in queries().items():
+        assert "%s" not in statement, f"{name} uses a positional placeholder"
