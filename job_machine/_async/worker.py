@@ -9,7 +9,7 @@ import traceback
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import Any, ClassVar
 
 from psycopg import AsyncConnection
@@ -219,6 +219,21 @@ class AsyncWorker:
         for task in tasks:
             await self._run(task)
         return bool(tasks)
+
+    async def close(self) -> None:
+        """Close the worker's own connection (receive() does this when it returns)."""
+        await self._connector.close()
+
+    async def __aenter__(self) -> AsyncWorker:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
 
     async def housekeeping(self) -> ChoreCounts:
         """Revive started tasks untouched for :attr:`max_runtime`, fail those

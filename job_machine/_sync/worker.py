@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import Any, ClassVar
 
 from psycopg import Connection
@@ -221,6 +221,21 @@ class Worker:
         for task in tasks:
             self._run(task)
         return bool(tasks)
+
+    def close(self) -> None:
+        """Close the worker's own connection (receive() does this when it returns)."""
+        self._connector.close()
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def housekeeping(self) -> ChoreCounts:
         """Revive started tasks untouched for :attr:`max_runtime`, fail those
