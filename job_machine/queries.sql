@@ -139,7 +139,7 @@ DELETE FROM jobmachine.task
     SELECT task_id FROM jobmachine.task
      WHERE status IN (200, 900)
        AND coalesce(remove_after,
-                    modified + make_interval(days => %(remove_after_days)s))
+                    modified + %(remove_after_days)s * interval '1 day')
            < coalesce(%(now)s, now())
      LIMIT %(limit)s)
 RETURNING task_id

@@ -14,6 +14,7 @@ from datetime import timedelta
 from types import FrameType, TracebackType
 from typing import Any, ClassVar
 
+import psycopg
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
@@ -203,7 +204,12 @@ class Worker:
                 break
             woke = listener.wait(self.timeout)
             if woke is None:
-                self.housekeeping()
+                try:
+                    self.housekeeping()
+                except psycopg.Error:
+                    if listener.conn.broken or listener.conn.closed:
+                        raise
+                    logger.exception("housekeeping failed; trying again after the next timeout")
 
     def stop(self) -> None:
         """Ask :meth:`receive` to return after the task in hand. Safe from any
@@ -332,9 +338,11 @@ class Worker:
         def on_signal(signum: int, frame: FrameType | None) -> None:
             self._signals_seen += 1
             if self._signals_seen > 1:
-                # Second signal: stop now. The task in hand stays started and
-                # is revived by housekeeping; it is never marked done.
-                raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
+                # Second signal: stop now, exiting as a shell reports death
+                # by that signal. The task in hand stays started and is
+                # revived by housekeeping; it is never marked done.
+                logger.warning("second %s: stopping now", signal.Signals(signum).name)
+                raise SystemExit(128 + signum)
             logger.info(
                 "%s: finishing the task in hand, then stopping", signal.Signals(signum).name
             )

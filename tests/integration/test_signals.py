@@ -1,0 +1,224 @@
+"""Stopping a worker process with signals, and its startup hook.
+
+Every worker here is a real child process (``python -m tests.procs worker``),
+sync or asyncio, signalled with os.kill from the test.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import job_machine as jm
+from tests.procs import (
+    Child,
+    create_tables,
+    expected_reply,
+    start_worker,
+    started_count,
+    wait_until,
+)
+
+QUEUE = "sig.test"
+KINDS = ["sync", "async"]
+
+
+@pytest.fixture
+def db(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    create_tables(conn)
+    return conn
+
+
+def _task(conn: psycopg.Connection[Any], tid: int) -> tuple[int, int]:
+    row = conn.execute(
+        "SELECT status, attempts FROM jobmachine.task WHERE task_id = %s", (tid,)
+    ).fetchone()
+    assert row is not None, f"task {tid} is gone"
+    return int(row[0]), int(row[1])
+
+
+def _results(conn: psycopg.Connection[Any], tid: int) -> list[tuple[str, str | None]]:
+    rows = conn.execute(
+        "SELECT result, resulttype FROM jobmachine.result WHERE task_id = %s ORDER BY result_id",
+        (tid,),
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def _processed(conn: psycopg.Connection[Any]) -> list[tuple[int, int]]:
+    return [
+        (int(r[0]), int(r[1]))
+        for r in conn.execute("SELECT task_id, pid FROM processed ORDER BY started_at")
+    ]
+
+
+def _start_ready_worker(
+    dsn: str, db: psycopg.Connection[Any], tmp_path: Path, kind: str, **options: Any
+) -> Child:
+    """Start a worker process and return once its startup() ran (it is listening)."""
+    child = start_worker(dsn, QUEUE, tmp_path, f"worker-{kind}", kind=kind, **options)
+    try:
+        wait_until(lambda: started_count(db) >= 1, 30, "the worker's startup()", [child])
+    except BaseException:
+        child.kill()
+        raise
+    return child
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_idle_worker_exits_0_on_signal(
+    dsn: str, db: psycopg.Connection[Any], tmp_path: Path, kind: str, sig: signal.Signals
+) -> None:
+    child = _start_ready_worker(dsn, db, tmp_path, kind, timeout=60)
+    try:
+        time.sleep(0.3)  # let it reach the wait for notifications
+        assert child.alive(), child.describe()
+        t0 = time.monotonic()
+        child.signal(sig)
+        code = child.wait_exit(2.0)
+        elapsed = time.monotonic() - t0
+        assert code == 0, (
+            f"exit code {code} ({elapsed:.2f} s after {sig.name}, None = still running)\n"
+            + child.describe()
+        )
+        assert "receive() returned" in child.log(), child.describe()
+    finally:
+        child.kill()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sigterm_during_task_finishes_it_then_exits_without_taking_the_next(
+    dsn: str, db: psycopg.Connection[Any], client: jm.Client, tmp_path: Path, kind: str
+) -> None:
+    child = _start_ready_worker(dsn, db, tmp_path, kind, timeout=60, sleep=1.5)
+    try:
+        first = client.send({"seq": 1}, queue=QUEUE)
+        second = client.send({"seq": 2}, queue=QUEUE)
+        wait_until(lambda: _processed(db), 10, "the slow task's 'started' marker", [child])
+        assert [tid for tid, _ in _processed(db)] == [first]
+        assert _task(db, first) == (jm.Status.STARTED, 1)
+
+        t0 = time.monotonic()
+        child.signal(signal.SIGTERM)
+        code = child.wait_exit(1.5 + 3.0)
+        elapsed = time.monotonic() - t0
+        assert code == 0, (
+            f"exit code {code} after {elapsed:.2f} s (None = still running)\n{child.describe()}"
+        )
+
+        # The task in hand was finished and answered ...
+        assert _task(db, first) == (jm.Status.FINISHED, 1), child.describe()
+        results = _results(db, first)
+        assert len(results) == 1, results
+        assert client.receive(first) == expected_reply(1)
+        # ... and the next one was left alone.
+        assert _task(db, second) == (jm.Status.WAITING, 0), child.describe()
+        assert _results(db, second) == []
+        assert [tid for tid, _ in _processed(db)] == [first]
+    finally:
+        child.kill()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_second_sigterm_during_task_exits_promptly_and_leaves_it_started(
+    dsn: str, db: psycopg.Connection[Any], client: jm.Client, tmp_path: Path, kind: str
+) -> None:
+    # A task far longer than the time allowed to exit, so finishing it first
+    # cannot pass for a prompt exit.
+    slow = 15.0
+    child = _start_ready_worker(dsn, db, tmp_path, kind, timeout=60, sleep=slow)
+    try:
+        tid = client.send({"seq": 7}, queue=QUEUE)
+        wait_until(lambda: _processed(db), 10, "the slow task's 'started' marker", [child])
+        t0 = time.monotonic()
+        child.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert child.alive(), (
+            f"the first SIGTERM alone stopped the worker mid-task\n{child.describe()}"
+        )
+        child.signal(signal.SIGTERM)
+        code = child.wait_exit(3.0)
+        elapsed = time.monotonic() - t0
+        assert code is not None, (
+            f"still running {elapsed:.2f} s after the second SIGTERM\n{child.describe()}"
+        )
+        assert elapsed < slow - 5, elapsed
+        # Exits as a shell reports death by SIGTERM: 128 + 15.
+        assert code == 128 + signal.SIGTERM, child.describe()
+
+        # Not marked done, no result: housekeeping will revive it.
+        assert _task(db, tid) == (jm.Status.STARTED, 1), child.describe()
+        assert _results(db, tid) == [], child.describe()
+        assert not client.check(tid)
+        assert client.receive(tid) is None
+    finally:
+        child.kill()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_startup_runs_once_in_the_child_before_the_first_task(
+    dsn: str, db: psycopg.Connection[Any], client: jm.Client, tmp_path: Path, kind: str
+) -> None:
+    child = _start_ready_worker(dsn, db, tmp_path, kind, timeout=60)
+    try:
+        tids = [client.send({"seq": n}, queue=QUEUE) for n in range(5)]
+        for n, tid in enumerate(tids):
+            assert client.wait(tid, timeout=10) == expected_reply(n), child.describe()
+        startups = db.execute("SELECT pid, at FROM worker_started").fetchall()
+        assert [pid for pid, _ in startups] == [child.pid], startups
+        first_task_at = db.execute("SELECT min(started_at) FROM processed").fetchone()
+        assert first_task_at is not None
+        assert startups[0][1] < first_task_at[0]
+        pids = {pid for _, pid in _processed(db)}
+        assert pids == {child.pid}
+        assert child.log().count("startup done") == 1, child.describe()
+
+        child.signal(signal.SIGTERM)
+        assert child.wait_exit(2.0) == 0, child.describe()
+        assert db.execute("SELECT count(*) FROM worker_started").fetchone() == (1,)
+    finally:
+        child.kill()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_task_of_a_killed_worker_is_revived_and_done_by_another_worker(
+    dsn: str, db: psycopg.Connection[Any], client: jm.Client, tmp_path: Path, kind: str
+) -> None:
+    # A worker dies (SIGKILL) in the middle of a slow task: the task stays started.
+    dying = start_worker(dsn, QUEUE, tmp_path, "dying", kind=kind, timeout=60, sleep=30)
+    rescuer: Child | None = None
+    try:
+        wait_until(lambda: started_count(db) >= 1, 30, "the first worker's startup()", [dying])
+        tid = client.send({"seq": 9}, queue=QUEUE)
+        wait_until(lambda: _processed(db), 10, "the slow task's 'started' marker", [dying])
+        dying.signal(signal.SIGKILL)
+        assert dying.wait_exit(5) == -signal.SIGKILL
+        assert _task(db, tid) == (jm.Status.STARTED, 1)
+
+        # Another worker process, whose housekeeping (every 0.3 s when idle)
+        # revives tasks untouched for 1 s: it takes the task again and does it.
+        rescuer = start_worker(
+            dsn, QUEUE, tmp_path, "rescuer", kind=kind, timeout=0.3, max_runtime=1
+        )
+        wait_until(
+            lambda: _task(db, tid)[0] == jm.Status.FINISHED,
+            15,
+            "the task to be revived and done",
+            [rescuer],
+        )
+        assert client.wait(tid, timeout=1) == expected_reply(9), rescuer.describe()
+        assert _task(db, tid) == (jm.Status.FINISHED, 2), rescuer.describe()
+        assert [pid for _, pid in _processed(db)] == [dying.pid, rescuer.pid]
+        assert len(_results(db, tid)) == 1
+        rescuer.signal(signal.SIGTERM)
+        assert rescuer.wait_exit(2.0) == 0, rescuer.describe()
+    finally:
+        dying.kill()
+        if rescuer is not None:
+            rescuer.kill()

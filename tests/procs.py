@@ -1,0 +1,366 @@
+"""Real OS processes for the multi-process tests: workers and clients.
+
+Child side (run as ``python -m tests.procs ...`` from the repository root)::
+
+    python -m tests.procs worker --dsn DSN --queue Q [--kind sync|async]
+        [--timeout S] [--max-runtime S] [--sleep S] [--barrier N]
+    python -m tests.procs client --dsn DSN --queue Q --first SEQ --count N
+        [--wait-timeout S]
+
+A worker records what it does in tables the test creates (:func:`create_tables`):
+
+- ``worker_started``: one row per call of ``startup()`` (pid, time). startup()
+  runs after the worker LISTENs, so a row there means "ready for notifications".
+- ``processed``: one row per call of ``process()``, written at its start, before
+  any sleep (task id, seq, attempt, pid, clock_timestamp()). Plain table, no
+  unique constraint: a task processed twice shows up twice.
+
+Each task's data is ``{"seq": n, ...}``; the worker replies
+``{"seq": n, "double": 2 * n}`` (see :func:`expected_reply`).
+
+A client sends ``count`` tasks with seqs ``first .. first+count-1``, then waits
+for the reply of each of its tasks, and prints one JSON object on stdout:
+``{"pid": ..., "replies": [[task_id, seq, reply], ...]}``.
+
+Parent side (imported by the tests): :class:`Child`, :func:`start_worker`,
+:func:`start_client`, :func:`wait_until`, :func:`create_tables`.
+
+Children log to stderr, which the parent sends to a file so a failing test can
+show it (and a chatty child never blocks on a full pipe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+import job_machine as jm
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TABLES_SQL = """
+CREATE TABLE worker_started (
+    pid  int NOT NULL,
+    at   timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE processed (
+    task_id     bigint NOT NULL,
+    seq         int,
+    attempt     int,
+    pid         int NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+"""
+
+_RECORD_SQL = "INSERT INTO processed (task_id, seq, attempt, pid) VALUES (%s, %s, %s, %s)"
+_STARTED_SQL = "INSERT INTO worker_started (pid) VALUES (%s)"
+_COUNT_STARTED_SQL = "SELECT count(*) FROM worker_started"
+
+
+def create_tables(conn: psycopg.Connection[Any]) -> None:
+    """Create the tables the child workers write their records into."""
+    conn.execute(TABLES_SQL)
+
+
+def expected_reply(seq: int) -> dict[str, int]:
+    """What a recording worker replies to the task with this seq."""
+    return {"seq": seq, "double": 2 * seq}
+
+
+# ---------------------------------------------------------------------------
+# Child side: the workers
+# ---------------------------------------------------------------------------
+
+
+class RecordingWorker(jm.Worker):
+    """Sync worker: records startup and every task, optionally sleeps, replies."""
+
+    record_dsn: str = ""
+    sleep: float = 0.0
+    barrier: int = 0
+
+    def startup(self) -> None:
+        self.rec = psycopg.connect(self.record_dsn, autocommit=True)
+        self.rec.execute(_STARTED_SQL, (os.getpid(),))
+        logging.info("startup done (listening)")
+        deadline = time.monotonic() + 30
+        while self.barrier and time.monotonic() < deadline:
+            row = self.rec.execute(_COUNT_STARTED_SQL).fetchone()
+            if row is not None and row[0] >= self.barrier:
+                break
+            time.sleep(0.01)
+
+    def process(self, task: jm.Task) -> None:
+        seq = task.data.get("seq") if isinstance(task.data, dict) else None
+        self.rec.execute(_RECORD_SQL, (task.id, seq, task.attempt, os.getpid()))
+        if self.sleep:
+            logging.info("task %d: sleeping %.1f s", task.id, self.sleep)
+            time.sleep(self.sleep)
+        self.reply(expected_reply(seq) if seq is not None else None)
+
+
+class AsyncRecordingWorker(jm.AsyncWorker):
+    """The asyncio twin of :class:`RecordingWorker`."""
+
+    record_dsn: str = ""
+    sleep: float = 0.0
+    barrier: int = 0
+
+    async def startup(self) -> None:
+        self.rec = await psycopg.AsyncConnection.connect(self.record_dsn, autocommit=True)
+        await self.rec.execute(_STARTED_SQL, (os.getpid(),))
+        logging.info("startup done (listening)")
+        deadline = time.monotonic() + 30
+        while self.barrier and time.monotonic() < deadline:
+            cur = await self.rec.execute(_COUNT_STARTED_SQL)
+            row = await cur.fetchone()
+            if row is not None and row[0] >= self.barrier:
+                break
+            await asyncio.sleep(0.01)
+
+    async def process(self, task: jm.Task) -> None:
+        seq = task.data.get("seq") if isinstance(task.data, dict) else None
+        await self.rec.execute(_RECORD_SQL, (task.id, seq, task.attempt, os.getpid()))
+        if self.sleep:
+            logging.info("task %d: sleeping %.1f s", task.id, self.sleep)
+            await asyncio.sleep(self.sleep)
+        await self.reply(expected_reply(seq) if seq is not None else None)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    options: dict[str, Any] = {
+        "queue": args.queue,
+        "timeout": args.timeout,
+        "max_runtime": args.max_runtime,
+        "record_dsn": args.dsn,
+        "sleep": args.sleep,
+        "barrier": args.barrier,
+    }
+    if args.kind == "async":
+        aworker = AsyncRecordingWorker(args.dsn, **options)
+        asyncio.run(aworker.receive())
+    else:
+        RecordingWorker(args.dsn, **options).receive()
+    logging.info("receive() returned; exiting 0")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Child side: the clients
+# ---------------------------------------------------------------------------
+
+
+def run_client(args: argparse.Namespace) -> int:
+    client = jm.Client(args.dsn, queue=args.queue)
+    try:
+        sent = []
+        for seq in range(args.first, args.first + args.count):
+            sent.append((client.send({"seq": seq, "client": os.getpid()}), seq))
+        logging.info("sent %d tasks; waiting for the replies", len(sent))
+        replies = [[tid, seq, client.wait(tid, timeout=args.wait_timeout)] for tid, seq in sent]
+        logging.info("got %d replies", len(replies))
+    finally:
+        client.close()
+    json.dump({"pid": os.getpid(), "replies": replies}, sys.stdout)
+    sys.stdout.flush()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.procs")
+    sub = parser.add_subparsers(dest="role", required=True)
+    w = sub.add_parser("worker")
+    w.add_argument("--dsn", required=True)
+    w.add_argument("--queue", required=True)
+    w.add_argument("--kind", choices=("sync", "async"), default="sync")
+    w.add_argument("--timeout", type=float, default=60.0)
+    w.add_argument("--max-runtime", type=float, default=1800.0)
+    w.add_argument("--sleep", type=float, default=0.0)
+    w.add_argument("--barrier", type=int, default=0)
+    c = sub.add_parser("client")
+    c.add_argument("--dsn", required=True)
+    c.add_argument("--queue", required=True)
+    c.add_argument("--first", type=int, required=True)
+    c.add_argument("--count", type=int, required=True)
+    c.add_argument("--wait-timeout", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format=f"%(asctime)s {args.role}[%(process)d] %(name)s %(levelname)s: %(message)s",
+    )
+    return run_worker(args) if args.role == "worker" else run_client(args)
+
+
+# ---------------------------------------------------------------------------
+# Parent side
+# ---------------------------------------------------------------------------
+
+
+class Child:
+    """A child process whose stderr goes to a log file (stdout too, if asked)."""
+
+    def __init__(self, args: list[str], log_dir: Path, name: str) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.log_path = log_dir / f"{name}.stderr"
+        self.out_path = log_dir / f"{name}.stdout"
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(self.log_path, "wb") as err, open(self.out_path, "wb") as out:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "tests.procs", *args],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        self.popen.send_signal(sig)
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """The exit code, or None if still running after ``timeout`` seconds."""
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stdout(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def log(self, tail: int = 4000) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "<no log>"
+        return text[-tail:]
+
+    def describe(self) -> str:
+        return (
+            f"--- {self.name} pid={self.pid} returncode={self.returncode} ---\n"
+            f"{self.log()}\n--- end of {self.name} ---"
+        )
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(10)
+
+
+def start_worker(
+    dsn: str,
+    queue: str,
+    log_dir: Path,
+    name: str,
+    *,
+    kind: str = "sync",
+    timeout: float = 60.0,
+    max_runtime: float = 1800.0,
+    sleep: float = 0.0,
+    barrier: int = 0,
+) -> Child:
+    args = ["worker", "--dsn", dsn, "--queue", queue, "--kind", kind, "--timeout", str(timeout)]
+    args += ["--max-runtime", str(max_runtime), "--sleep", str(sleep), "--barrier", str(barrier)]
+    return Child(args, log_dir, name)
+
+
+def start_client(
+    dsn: str,
+    queue: str,
+    log_dir: Path,
+    name: str,
+    *,
+    first: int,
+    count: int,
+    wait_timeout: float = 60.0,
+) -> Child:
+    args = ["client", "--dsn", dsn, "--queue", queue, "--first", str(first), "--count", str(count)]
+    args += ["--wait-timeout", str(wait_timeout)]
+    return Child(args, log_dir, name)
+
+
+def kill_all(children: Iterable[Child]) -> None:
+    for child in children:
+        child.kill()
+
+
+def describe_all(children: Iterable[Child]) -> str:
+    return "\n".join(child.describe() for child in children)
+
+
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    children: Iterable[Child] = (),
+    interval: float = 0.02,
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with the
+    children's logs after ``timeout`` seconds, or as soon as one of them died."""
+    children = list(children)
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        dead = [c for c in children if not c.alive()]
+        if dead:
+            raise AssertionError(f"while waiting for {what}, a child exited:\n{describe_all(dead)}")
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what}\n{describe_all(children)}"
+            )
+        time.sleep(interval)
+
+
+def started_count(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(_COUNT_STARTED_SQL).fetchone()
+    return int(row[0]) if row else 0
+
+
+def terminate_and_check(
+    children: Iterable[Child], timeout: float = 5.0, sig: int = signal.SIGTERM
+) -> None:
+    """Send ``sig`` to every child; each must exit with code 0 within ``timeout`` s."""
+    children = list(children)
+    for child in children:
+        child.signal(sig)
+    deadline = time.monotonic() + timeout
+    for child in children:
+        code = child.wait_exit(max(0.0, deadline - time.monotonic()))
+        assert code == 0, (
+            f"{child.name} did not exit 0 within {timeout} s of {signal.Signals(sig).name}:\n"
+            + child.describe()
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
