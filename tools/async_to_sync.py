@@ -28,6 +28,7 @@ NAMES = {
     "AsyncStore": "Store",
     "AsyncListener": "Listener",
     "AsyncConnector": "Connector",
+    "AsyncConnectorOwner": "ConnectorOwner",
     "AsyncConnection": "Connection",
     "AsyncConnectionPool": "ConnectionPool",
     "AsyncCursor": "Cursor",

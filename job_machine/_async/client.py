@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from types import TracebackType
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -13,12 +12,12 @@ from .. import _codec
 from ..channels import queue_channel, reply_channel, validate_queue
 from ..errors import NoCurrentTask, TaskFailed, UnknownTask, WaitTimeout
 from ..task import Status
-from .connection import AsyncConnector
+from .connection import AsyncConnector, AsyncConnectorOwner
 from .listener import AsyncListener
 from .store import Answer, AsyncStore
 
 
-class AsyncClient:
+class AsyncClient(AsyncConnectorOwner):
     """Sends tasks to a queue and reads the replies of the workers.
 
     :param dsn: a PostgreSQL connection string; the client opens its own
@@ -137,23 +136,6 @@ class AsyncClient:
         tid = self._task_id(task_id)
         if self.id == tid:
             self.id = None
-
-    # -- lifetime ---------------------------------------------------------
-
-    async def close(self) -> None:
-        """Close the client's own connection (a given connection or pool stays open)."""
-        await self._connector.close()
-
-    async def __aenter__(self) -> AsyncClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- helpers ----------------------------------------------------------
 

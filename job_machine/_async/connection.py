@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import psycopg
 from psycopg import AsyncConnection
@@ -152,3 +153,25 @@ class AsyncConnector:
         if self._own is not None:
             await self._own.close()
             self._own = None
+
+
+class AsyncConnectorOwner:
+    """What AsyncClient and AsyncWorker share: a connector to close, and ``async with``."""
+
+    _connector: AsyncConnector
+
+    async def close(self) -> None:
+        """Close the connection this object opened itself; a connection or
+        pool given by the caller stays open."""
+        await self._connector.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -9,7 +9,7 @@ import traceback
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any, ClassVar
 
 import psycopg
@@ -20,7 +20,7 @@ from .. import _codec
 from ..channels import queue_channel, validate_queue
 from ..errors import NoCurrentTask, TaskNotHeld
 from ..task import Status, Task
-from .connection import AsyncConnector, aconnect
+from .connection import AsyncConnector, AsyncConnectorOwner, aconnect
 from .listener import AsyncListener
 from .store import AsyncStore, ChoreCounts
 
@@ -29,7 +29,7 @@ logger = logging.getLogger("job_machine.worker")
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class AsyncWorker:
+class AsyncWorker(AsyncConnectorOwner):
     """A service that takes tasks from one or more queues and answers them.
 
     Subclass it and override :meth:`process`; in it, call :meth:`reply`
@@ -225,21 +225,6 @@ class AsyncWorker:
         for task in tasks:
             await self._run(task)
         return bool(tasks)
-
-    async def close(self) -> None:
-        """Close the worker's own connection (receive() does this when it returns)."""
-        await self._connector.close()
-
-    async def __aenter__(self) -> AsyncWorker:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def housekeeping(self) -> ChoreCounts:
         """Revive started tasks untouched for :attr:`max_runtime`, fail those

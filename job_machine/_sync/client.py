@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import time
-from types import TracebackType
 from typing import Any
 
 from psycopg import Connection
@@ -15,12 +14,12 @@ from .. import _codec
 from ..channels import queue_channel, reply_channel, validate_queue
 from ..errors import NoCurrentTask, TaskFailed, UnknownTask, WaitTimeout
 from ..task import Status
-from .connection import Connector
+from .connection import Connector, ConnectorOwner
 from .listener import Listener
 from .store import Answer, Store
 
 
-class Client:
+class Client(ConnectorOwner):
     """Sends tasks to a queue and reads the replies of the workers.
 
     :param dsn: a PostgreSQL connection string; the client opens its own
@@ -139,23 +138,6 @@ class Client:
         tid = self._task_id(task_id)
         if self.id == tid:
             self.id = None
-
-    # -- lifetime ---------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the client's own connection (a given connection or pool stays open)."""
-        self._connector.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- helpers ----------------------------------------------------------
 

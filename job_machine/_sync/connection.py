@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import psycopg
 from psycopg import Connection
@@ -154,3 +155,25 @@ class Connector:
         if self._own is not None:
             self._own.close()
             self._own = None
+
+
+class ConnectorOwner:
+    """What Client and Worker share: a connector to close, and ``with``."""
+
+    _connector: Connector
+
+    def close(self) -> None:
+        """Close the connection this object opened itself; a connection or
+        pool given by the caller stays open."""
+        self._connector.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any, ClassVar
 
 import psycopg
@@ -22,7 +22,7 @@ from .. import _codec
 from ..channels import queue_channel, validate_queue
 from ..errors import NoCurrentTask, TaskNotHeld
 from ..task import Status, Task
-from .connection import Connector, connect
+from .connection import Connector, ConnectorOwner, connect
 from .listener import Listener
 from .store import Store, ChoreCounts
 
@@ -31,7 +31,7 @@ logger = logging.getLogger("job_machine.worker")
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class Worker:
+class Worker(ConnectorOwner):
     """A service that takes tasks from one or more queues and answers them.
 
     Subclass it and override :meth:`process`; in it, call :meth:`reply`
@@ -227,21 +227,6 @@ class Worker:
         for task in tasks:
             self._run(task)
         return bool(tasks)
-
-    def close(self) -> None:
-        """Close the worker's own connection (receive() does this when it returns)."""
-        self._connector.close()
-
-    def __enter__(self) -> Worker:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def housekeeping(self) -> ChoreCounts:
         """Revive started tasks untouched for :attr:`max_runtime`, fail those
