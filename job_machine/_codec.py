@@ -15,9 +15,11 @@ def encode(data: Any, what: str = "data") -> str:
     PostgreSQL's json parser would reject them on the other side.
     """
     try:
-        return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as ex:
+        text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text.encode("utf-8")  # a lone surrogate is valid Python text but not UTF-8
+    except (TypeError, ValueError) as ex:  # UnicodeEncodeError is a ValueError
         raise InvalidData(f"{what} cannot be encoded as JSON: {ex}") from None
+    return text
 
 
 def decode(text: str | None) -> Any:

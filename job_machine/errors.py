@@ -52,7 +52,11 @@ class TaskFailed(JobMachineError):
         #: The newest error result: ``{"type", "message", "traceback"}`` for
         #: errors stored by job_machine, whatever was stored otherwise.
         self.error = error
-        detail = error.get("message") if isinstance(error, dict) else error
+        detail: object
+        if error is None:
+            detail = "no attempts left after its worker stopped answering (no error was stored)"
+        else:
+            detail = error.get("message") if isinstance(error, dict) else error
         super().__init__(f"task {task_id} failed: {detail}")
 
 

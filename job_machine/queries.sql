@@ -122,13 +122,19 @@ SELECT t.status IN (200, 900)
 
 -- name: task_revive
 -- Housekeeping: started tasks untouched for max_runtime seconds go back to
--- waiting, or to failed when they have used all their attempts.
-UPDATE jobmachine.task
-   SET status = CASE WHEN attempts > %(retries)s THEN 900 ELSE 0 END,
-       modified = coalesce(%(now)s, now())
- WHERE status = 100
-   AND modified < coalesce(%(now)s, now()) - make_interval(secs => %(max_runtime)s)
-RETURNING task_id, status
+-- waiting, or to failed when they have used all their attempts (and then
+-- the waiting client is told, as when process() fails).
+WITH revived AS (
+    UPDATE jobmachine.task
+       SET status = CASE WHEN attempts > %(retries)s THEN 900 ELSE 0 END,
+           modified = coalesce(%(now)s, now())
+     WHERE status = 100
+       AND modified < coalesce(%(now)s, now()) - make_interval(secs => %(max_runtime)s)
+    RETURNING task_id, status
+)
+SELECT task_id, status,
+       CASE WHEN status = 900 THEN pg_notify('jmr:' || task_id::text, 'failed') END
+  FROM revived
 
 -- name: task_remove_old
 -- Housekeeping: delete finished (done or failed) tasks whose remove_after has

@@ -112,7 +112,7 @@ class AsyncClient(AsyncConnectorOwner):
             try:
                 await listener.listen(channel)
                 while True:
-                    answer = await self._answer(tid)
+                    answer = await self._answer(tid, conn)
                     if answer.reply is not None or answer.status in (
                         Status.FINISHED,
                         Status.FAILED,
@@ -155,8 +155,8 @@ class AsyncClient(AsyncConnectorOwner):
             raise TypeError(f"task id must be an int or 'reply', not {task_id!r}")
         return task_id
 
-    async def _answer(self, tid: int) -> Answer:
-        answer = await self._store.task_answer(tid)
+    async def _answer(self, tid: int, conn: AsyncConnection[Any] | None = None) -> Answer:
+        answer = await self._store.task_answer(tid, conn)
         if answer is None:
             raise UnknownTask(f"there is no task {tid}")
         return answer

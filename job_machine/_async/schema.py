@@ -36,5 +36,10 @@ async def ainstall_schema(target: AsyncConnection[Any] | str) -> None:
         # one simple query.
         await target.execute(create_tables_sql())
     finally:
+        # A failed statement leaves the file's own transaction open and
+        # aborted: end it, so the connection is usable and the real error
+        # is the one raised.
+        if target.info.transaction_status != TransactionStatus.IDLE:
+            await target.execute("ROLLBACK")
         if not was_autocommit:
             await target.set_autocommit(False)

@@ -179,7 +179,6 @@ class AsyncWorker(AsyncConnectorOwner):
         the queues again. Returns after SIGTERM/SIGINT or :meth:`stop` (the
         task in hand is finished first), or when :meth:`keep_running` says so.
         """
-        self._stopping = False
         self._signals_seen = 0
         restore = self._install_signal_handlers()
         try:
@@ -191,6 +190,7 @@ class AsyncWorker(AsyncConnectorOwner):
         finally:
             restore()
             await self._connector.close()
+            self._stopping = False  # a later receive() serves again
 
     async def _serve(self, listener: AsyncListener) -> None:
         if not self._started:

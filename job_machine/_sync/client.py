@@ -114,7 +114,7 @@ class Client(ConnectorOwner):
             try:
                 listener.listen(channel)
                 while True:
-                    answer = self._answer(tid)
+                    answer = self._answer(tid, conn)
                     if answer.reply is not None or answer.status in (
                         Status.FINISHED,
                         Status.FAILED,
@@ -157,8 +157,8 @@ class Client(ConnectorOwner):
             raise TypeError(f"task id must be an int or 'reply', not {task_id!r}")
         return task_id
 
-    def _answer(self, tid: int) -> Answer:
-        answer = self._store.task_answer(tid)
+    def _answer(self, tid: int, conn: Connection[Any] | None = None) -> Answer:
+        answer = self._store.task_answer(tid, conn)
         if answer is None:
             raise UnknownTask(f"there is no task {tid}")
         return answer

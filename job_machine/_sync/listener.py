@@ -70,6 +70,8 @@ class Listener:
 
     def wake(self) -> None:
         """Make a current or the next :meth:`wait` return at once. Thread- and signal-safe."""
+        if self._wake_w < 0:
+            return  # closed: nothing is waiting any more
         with contextlib.suppress(BlockingIOError):  # full of wake-ups already
             os.write(self._wake_w, b"!")
 
@@ -80,6 +82,7 @@ class Listener:
 
     def close(self) -> None:
         """Release the wake-up pipe (the connection belongs to the caller)."""
-        for fd in (self._wake_r, self._wake_w):
+        fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+        for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)

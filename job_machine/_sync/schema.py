@@ -38,5 +38,10 @@ def install_schema(target: Connection[Any] | str) -> None:
         # one simple query.
         target.execute(create_tables_sql())
     finally:
+        # A failed statement leaves the file's own transaction open and
+        # aborted: end it, so the connection is usable and the real error
+        # is the one raised.
+        if target.info.transaction_status != TransactionStatus.IDLE:
+            target.execute("ROLLBACK")
         if not was_autocommit:
             target.set_autocommit(False)

@@ -64,6 +64,14 @@ class Store:
                     yield cur
         except (errors.UndefinedTable, errors.InvalidSchemaName) as ex:
             raise SchemaMissing(f"{SchemaMissing.__doc__} ({ex.diag.message_primary})") from None
+        except (errors.UndefinedColumn, errors.InvalidColumnReference) as ex:
+            # A Perl Job::Machine database that job_machine's install has not
+            # upgraded yet: no attempts column, no unique class name.
+            raise SchemaMissing(
+                "the jobmachine schema is not upgraded for job_machine (a Perl Job::Machine "
+                "schema?): run `psql -f sql/create_tables.sql` or job_machine.install_schema() "
+                f"({ex.diag.message_primary})"
+            ) from None
 
     def _one(
         self, name: str, params: dict[str, Any], conn: Connection[Any] | None = None
@@ -132,9 +140,15 @@ class Store:
         row = self._one("task_fail_attempt", params)
         return None if row is None else Status(row["status"])
 
-    def task_answer(self, task_id: int) -> Answer | None:
-        """Status, newest reply and newest error of a task; None if there is no such task."""
-        row = self._one("task_answer", {"task_id": task_id})
+    def task_answer(
+        self, task_id: int, conn: Connection[Any] | None = None
+    ) -> Answer | None:
+        """Status, newest reply and newest error of a task; None if there is no such task.
+
+        :param conn: read on this connection (the one a waiting client listens
+            on) instead of taking another.
+        """
+        row = self._one("task_answer", {"task_id": task_id}, conn)
         if row is None:
             return None
         return Answer(Status(row["status"]), row["reply"], row["error"])

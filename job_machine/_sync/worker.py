@@ -181,7 +181,6 @@ class Worker(ConnectorOwner):
         the queues again. Returns after SIGTERM/SIGINT or :meth:`stop` (the
         task in hand is finished first), or when :meth:`keep_running` says so.
         """
-        self._stopping = False
         self._signals_seen = 0
         restore = self._install_signal_handlers()
         try:
@@ -193,6 +192,7 @@ class Worker(ConnectorOwner):
         finally:
             restore()
             self._connector.close()
+            self._stopping = False  # a later receive() serves again
 
     def _serve(self, listener: Listener) -> None:
         if not self._started:
