@@ -3,8 +3,9 @@
 job_machine/_async/ is the only hand-written implementation; the sync modules
 in job_machine/_sync/ are generated from it by tools/async_to_sync.py, which
 renames each async name here to its sync partner (``asleep`` -> ``sleep``,
-``aselect_readable`` -> ``select_readable``). Keep every difference that a
-rename cannot express in this module.
+``aselect_readable`` -> ``select_readable``, ``arun_blocking`` ->
+``run_blocking``). Keep every difference that a rename cannot express in
+this module.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import select
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def sleep(seconds: float) -> None:
@@ -23,6 +27,16 @@ def sleep(seconds: float) -> None:
 async def asleep(seconds: float) -> None:
     """Suspend the task for ``seconds``."""
     await asyncio.sleep(seconds)
+
+
+def run_blocking(fn: Callable[[], T]) -> T:
+    """Run a blocking function (here: simply call it)."""
+    return fn()
+
+
+async def arun_blocking(fn: Callable[[], T]) -> T:
+    """Run a blocking function in a thread, so the event loop goes on meanwhile."""
+    return await asyncio.to_thread(fn)
 
 
 def select_readable(fds: Sequence[int], timeout: float | None) -> list[int]:

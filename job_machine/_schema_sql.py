@@ -7,6 +7,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import LiteralString
 
+#: The newest version recorded in jobmachine.schema_version by create_tables.sql.
+SCHEMA_VERSION = 2
+
 
 @cache
 def create_tables_sql() -> LiteralString:

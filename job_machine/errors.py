@@ -42,6 +42,21 @@ class TaskNotHeld(JobMachineError):
     __module__ = "job_machine"
 
 
+class Retry(JobMachineError):
+    """Raise it from ``process()`` to try the task again later: the attempt counts,
+    and the task waits ``after`` seconds (the worker's backoff when None)."""
+
+    __module__ = "job_machine"
+
+    def __init__(self, after: float | None = None, reason: str = "retry requested") -> None:
+        if after is not None and (
+            isinstance(after, bool) or not isinstance(after, int | float) or not after >= 0
+        ):
+            raise ValueError(f"Retry(after=...) must be a number of seconds >= 0, not {after!r}")
+        self.after = after
+        super().__init__(reason)
+
+
 class TaskFailed(JobMachineError):
     """The task failed: every attempt raised an error."""
 
@@ -68,6 +83,14 @@ class WaitTimeout(JobMachineError, TimeoutError):
 
 class ConnectionFailed(JobMachineError):
     """Could not connect to PostgreSQL."""
+
+    __module__ = "job_machine"
+
+
+class ConnectionLost(ConnectionFailed):
+    """The connection to PostgreSQL was lost during the call; the call may or may not
+    have taken effect. A client or worker opened with a DSN reconnects on its next
+    call."""
 
     __module__ = "job_machine"
 

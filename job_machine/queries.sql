@@ -27,7 +27,7 @@ SELECT task_id, pg_notify(%(channel)s, task_id::text) FROM task
 
 -- name: task_claim
 -- Take the oldest waiting, due task of any of the given queues, mark it
--- started and count the attempt. SKIP LOCKED: concurrent workers each get a
+-- started by this worker (NULL outside receive()) and count the attempt. SKIP LOCKED: concurrent workers each get a
 -- different task, and none waits for another.
 WITH next AS (
     SELECT t.task_id
@@ -40,7 +40,8 @@ WITH next AS (
        FOR UPDATE OF t SKIP LOCKED
 )
 UPDATE jobmachine.task t
-   SET status = 100, modified = coalesce(%(now)s, now()), attempts = t.attempts + 1
+   SET status = 100, modified = coalesce(%(now)s, now()), started = coalesce(%(now)s, now()),
+       attempts = t.attempts + 1, worker_id = %(worker_id)s
   FROM next
  WHERE t.task_id = next.task_id
 RETURNING t.task_id, t.parameters, t.attempts, t.created,
@@ -80,12 +81,15 @@ SELECT task_id, %(result)s, 'error'
 RETURNING task_id
 
 -- name: task_fail_attempt
--- process() raised: store the error, then put the task back to waiting, or
--- fail it (900) when it has used all its attempts. Failing notifies the
--- client, which is waiting for an answer that will not come.
+-- process() raised: store the error, then put the task back to waiting,
+-- due again after %(delay)s seconds (the retry backoff), or fail it (900)
+-- when it has used all its attempts. Failing notifies the client, which is
+-- waiting for an answer that will not come.
 WITH held AS (
     UPDATE jobmachine.task
        SET status = CASE WHEN attempts > %(retries)s THEN 900 ELSE 0 END,
+           run_after = CASE WHEN attempts > %(retries)s THEN run_after
+                            ELSE now() + make_interval(secs => %(delay)s) END,
            modified = now()
      WHERE task_id = %(task_id)s AND status = 100 AND attempts = %(attempt)s
     RETURNING task_id, status
@@ -121,20 +125,57 @@ SELECT t.status IN (200, 900)
  WHERE t.task_id = %(task_id)s
 
 -- name: task_revive
--- Housekeeping: started tasks untouched for max_runtime seconds go back to
--- waiting, or to failed when they have used all their attempts (and then
--- the waiting client is told, as when process() fails).
+-- Housekeeping: started tasks that no registered worker holds (claimed by a
+-- Perl worker, by work_once(), or by a worker whose row is gone) and that
+-- were untouched for %(max_runtime)s seconds go back to waiting, or to
+-- failed when they have used all their attempts (and then the waiting
+-- client is told, as when process() fails). A live worker's tasks are
+-- never revived here: see worker_reap and task_give_up.
 WITH revived AS (
-    UPDATE jobmachine.task
-       SET status = CASE WHEN attempts > %(retries)s THEN 900 ELSE 0 END,
+    UPDATE jobmachine.task t
+       SET status = CASE WHEN t.attempts > %(retries)s THEN 900 ELSE 0 END,
            modified = coalesce(%(now)s, now())
-     WHERE status = 100
-       AND modified < coalesce(%(now)s, now()) - make_interval(secs => %(max_runtime)s)
-    RETURNING task_id, status
+     WHERE t.status = 100
+       AND t.modified < coalesce(%(now)s, now()) - make_interval(secs => %(max_runtime)s)
+       AND (t.worker_id IS NULL
+            OR NOT EXISTS (SELECT 1 FROM jobmachine.worker w WHERE w.worker_id = t.worker_id))
+    RETURNING t.task_id, t.status, t.class_id
 )
 SELECT task_id, status,
-       CASE WHEN status = 900 THEN pg_notify('jmr:' || task_id::text, 'failed') END
+       CASE WHEN status = 900 THEN pg_notify('jmr:' || task_id::text, 'failed')
+            ELSE pg_notify('jm:' || (SELECT name FROM jobmachine.class c
+                                      WHERE c.class_id = revived.class_id), task_id::text)
+       END
   FROM revived
+
+-- name: task_give_up
+-- Housekeeping, only when the worker sets max_runtime: a live worker's task
+-- started more than %(max_runtime)s seconds ago is given up on, as if the
+-- attempt had raised: an error is stored, and the task waits again (the
+-- worker still running it can no longer finish it) or fails.
+WITH given_up AS (
+    UPDATE jobmachine.task t
+       SET status = CASE WHEN t.attempts > %(retries)s THEN 900 ELSE 0 END,
+           modified = coalesce(%(now)s, now())
+     WHERE t.status = 100 AND t.worker_id IS NOT NULL
+       AND t.started < coalesce(%(now)s, now()) - make_interval(secs => %(max_runtime)s)
+    RETURNING t.task_id, t.status, t.attempts, t.class_id
+), noted AS (
+    INSERT INTO jobmachine.result (task_id, result, resulttype)
+    SELECT task_id,
+           json_build_object('type', 'MaxRuntimeExceeded',
+                             'message', 'attempt ' || attempts || ' ran longer than max_runtime ('
+                                        || %(max_runtime)s::float8 || ' s)',
+                             'attempt', attempts)::text,
+           'error'
+      FROM given_up
+)
+SELECT task_id, status,
+       CASE WHEN status = 900 THEN pg_notify('jmr:' || task_id::text, 'failed')
+            ELSE pg_notify('jm:' || (SELECT name FROM jobmachine.class c
+                                      WHERE c.class_id = given_up.class_id), task_id::text)
+       END
+  FROM given_up
 
 -- name: task_remove_old
 -- Housekeeping: delete finished (done or failed) tasks whose remove_after has
@@ -152,8 +193,128 @@ RETURNING task_id
 
 -- name: chore_lock
 -- One housekeeper at a time across the fleet: a transaction-level advisory
--- lock, taken in the same transaction as the chores.
+-- lock, taken in the same transaction as the chores. The fleet's leader
+-- holds the same key at session level (leader_lock), so a manual
+-- housekeeping() never runs beside it.
 SELECT pg_try_advisory_xact_lock(%(key)s) AS got
+
+-- name: leader_lock
+-- Become the fleet's housekeeper: a session-level advisory lock that the
+-- leader keeps until its registry connection ends. Re-entrant for the
+-- session that holds it.
+SELECT pg_try_advisory_lock(%(key)s) AS got
+
+-- name: task_next_due
+-- Seconds until the next waiting task of these queues becomes due (a retry
+-- in backoff, a delayed task); NULL when none is pending.
+SELECT extract(epoch FROM min(t.run_after) - now())::float8 AS wait
+  FROM jobmachine.task t
+ WHERE t.status = 0
+   AND t.class_id IN (SELECT class_id FROM jobmachine.class WHERE name = ANY(%(queues)s))
+   AND t.run_after > now()
+
+-- name: task_info
+-- Everything about one task a client may want to see: its state, attempts,
+-- every error (oldest first), the newest reply, and the worker holding it.
+SELECT t.task_id, c.name AS queue, t.status, t.attempts, t.parameters,
+       t.created, t.modified, t.run_after, t.started, t.worker_id,
+       w.host AS worker_host, w.pid AS worker_pid,
+       ARRAY(SELECT r.result FROM jobmachine.result r
+              WHERE r.task_id = t.task_id AND r.resulttype = 'error'
+              ORDER BY r.result_id) AS errors,
+       (SELECT r.result FROM jobmachine.result r
+         WHERE r.task_id = t.task_id AND r.resulttype IS DISTINCT FROM 'error'
+         ORDER BY r.result_id DESC LIMIT 1) AS reply
+  FROM jobmachine.task t
+  LEFT JOIN jobmachine.class c ON c.class_id = t.class_id
+  LEFT JOIN jobmachine.worker w ON w.worker_id = t.worker_id
+ WHERE t.task_id = %(task_id)s
+
+-- name: worker_register
+-- A worker starts: register it and take its liveness lock, a session-level
+-- advisory lock (1785558891, worker_id mod 2^31) that PostgreSQL releases
+-- the moment the worker's registry session ends, however it ends.
+INSERT INTO jobmachine.worker (host, pid, queues)
+VALUES (%(host)s, %(pid)s, %(queues)s)
+RETURNING worker_id, pg_try_advisory_lock(1785558891, (worker_id %% 2147483648)::int) AS locked
+
+-- name: worker_heartbeat
+-- Every few seconds, from the worker's registry connection: say it is
+-- alive (re-creating its row if a rescuer removed it while it was cut off),
+-- take its liveness lock again after a reconnect, and touch the modified
+-- time of the tasks it holds, so a Perl worker's max_runtime revive never
+-- takes them. Returns the worker's lock state.
+WITH upsert AS (
+    INSERT INTO jobmachine.worker (worker_id, host, pid, queues)
+    VALUES (%(worker_id)s, %(host)s, %(pid)s, %(queues)s)
+    ON CONFLICT (worker_id) DO UPDATE SET seen = now()
+    RETURNING worker_id
+), touched AS (
+    UPDATE jobmachine.task t
+       SET modified = now()
+     WHERE t.worker_id = %(worker_id)s AND t.status = 100
+       AND t.modified < now() - interval '60 seconds'
+    RETURNING t.task_id
+)
+SELECT pg_try_advisory_lock(1785558891, (worker_id %% 2147483648)::int) AS locked,
+       (SELECT count(*) FROM touched) AS touched
+  FROM upsert
+
+-- name: worker_reap
+-- Rescue the tasks of dead workers: a worker is dead when no session holds
+-- its liveness lock and it has not been seen for %(grace)s seconds (time
+-- for a live worker to reconnect). Right after the server started, nobody
+-- is judged for %(grace)s seconds, since every worker lost its session at
+-- once. Rescued tasks notify their queue, so an idle worker takes them at
+-- once. Given %(worker_id)s, reap that worker instead, alive or not (a
+-- worker that stops cleanly hands back what it still holds). The dead
+-- workers' rows are removed; each of their started tasks gets an error
+-- result and waits again, or fails when it has used all its attempts.
+WITH live AS (
+    SELECT l.objid::bigint AS lock_id
+      FROM pg_locks l
+     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+       AND l.classid = 1785558891::oid
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+), dead AS (
+    DELETE FROM jobmachine.worker w
+     WHERE CASE WHEN %(worker_id)s::bigint IS NOT NULL THEN w.worker_id = %(worker_id)s::bigint
+           ELSE w.seen < coalesce(%(now)s, now()) - make_interval(secs => %(grace)s)
+                AND pg_postmaster_start_time()
+                    < coalesce(%(now)s, now()) - make_interval(secs => %(grace)s)
+                AND w.worker_id %% 2147483648 NOT IN (SELECT lock_id FROM live)
+           END
+    RETURNING w.worker_id, w.host, w.pid
+), revived AS (
+    UPDATE jobmachine.task t
+       SET status = CASE WHEN t.attempts > %(retries)s THEN 900 ELSE 0 END,
+           modified = coalesce(%(now)s, now())
+      FROM dead
+     WHERE t.worker_id = dead.worker_id AND t.status = 100
+    RETURNING t.task_id, t.status, t.attempts, t.class_id, dead.host, dead.pid, dead.worker_id
+), noted AS (
+    INSERT INTO jobmachine.result (task_id, result, resulttype)
+    SELECT task_id,
+           json_build_object('type', CASE WHEN %(worker_id)s::bigint IS NULL
+                                          THEN 'WorkerDied' ELSE 'WorkerStopped' END,
+                             'message', 'worker ' || host || ' (pid ' || pid
+                                        || ') ended during attempt ' || attempts,
+                             'attempt', attempts)::text,
+           'error'
+      FROM revived
+)
+SELECT d.worker_id, r.task_id, r.status,
+       CASE WHEN r.status = 900 THEN pg_notify('jmr:' || r.task_id::text, 'failed')
+            WHEN r.status = 0 THEN pg_notify('jm:' || (SELECT name FROM jobmachine.class c
+                                                        WHERE c.class_id = r.class_id),
+                                             r.task_id::text)
+       END
+  FROM dead d LEFT JOIN revived r ON r.worker_id = d.worker_id
+
+-- name: session_set
+-- Set a configuration parameter for the rest of the session (the registry
+-- session's server-side TCP keepalives).
+SELECT set_config(%(name)s, %(value)s, false)
 
 -- name: schema_version
 -- The newest installed schema version; fails with undefined_table when the

@@ -3,7 +3,8 @@
 Child side (run as ``python -m tests.procs ...`` from the repository root)::
 
     python -m tests.procs worker --dsn DSN --queue Q [--kind sync|async]
-        [--timeout S] [--max-runtime S] [--sleep S] [--barrier N]
+        [--timeout S] [--max-runtime S] [--dead-after S] [--shutdown-grace S]
+        [--sleep S] [--barrier N]
     python -m tests.procs client --dsn DSN --queue Q --first SEQ --count N
         [--wait-timeout S]
 
@@ -145,6 +146,10 @@ def run_worker(args: argparse.Namespace) -> int:
         "queue": args.queue,
         "timeout": args.timeout,
         "max_runtime": args.max_runtime,
+        "dead_after": args.dead_after,
+        "shutdown_grace": args.shutdown_grace,
+        "reconnect_backoff": 0.05,
+        "reconnect_backoff_cap": 1.0,
         "record_dsn": args.dsn,
         "sleep": args.sleep,
         "barrier": args.barrier,
@@ -187,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--queue", required=True)
     w.add_argument("--kind", choices=("sync", "async"), default="sync")
     w.add_argument("--timeout", type=float, default=60.0)
-    w.add_argument("--max-runtime", type=float, default=1800.0)
+    w.add_argument("--max-runtime", type=float, default=None)
+    w.add_argument("--dead-after", type=float, default=15.0)
+    w.add_argument("--shutdown-grace", type=float, default=30.0)
     w.add_argument("--sleep", type=float, default=0.0)
     w.add_argument("--barrier", type=int, default=0)
     c = sub.add_parser("client")
@@ -283,12 +290,17 @@ def start_worker(
     *,
     kind: str = "sync",
     timeout: float = 60.0,
-    max_runtime: float = 1800.0,
+    max_runtime: float | None = None,
+    dead_after: float = 15.0,
+    shutdown_grace: float = 30.0,
     sleep: float = 0.0,
     barrier: int = 0,
 ) -> Child:
     args = ["worker", "--dsn", dsn, "--queue", queue, "--kind", kind, "--timeout", str(timeout)]
-    args += ["--max-runtime", str(max_runtime), "--sleep", str(sleep), "--barrier", str(barrier)]
+    args += ["--sleep", str(sleep), "--barrier", str(barrier), "--dead-after", str(dead_after)]
+    args += ["--shutdown-grace", str(shutdown_grace)]
+    if max_runtime is not None:
+        args += ["--max-runtime", str(max_runtime)]
     return Child(args, log_dir, name)
 
 

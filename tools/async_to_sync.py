@@ -41,6 +41,7 @@ NAMES = {
     "aconnect": "connect",
     "asleep": "sleep",
     "aselect_readable": "select_readable",
+    "arun_blocking": "run_blocking",
     "ainstall_schema": "install_schema",
 }
 
@@ -57,6 +58,8 @@ def to_sync(source: str, name: str) -> str:
     """The sync twin of one async module's source."""
     text = re.sub(r"\basync (def|with|for)\b", r"\1", source)
     text = re.sub(r"\bawait ", "", text)
+    text = re.sub(r"\bAwaitable\[(\w+)\]", r"\1", text)  # a sync callable returns the value
+    text = re.sub(r"\bAwaitable, ", "", text)
     text = _WORDS.sub(lambda m: NAMES[m.group(1)], text)
     text = _DOC_ASYNC.sub("", text)
     text = text.replace("The async implementation", "The sync implementation")

@@ -99,6 +99,12 @@ class AsyncConnector:
         assert self._user_conn is not None
         return self._user_conn.info.dsn
 
+    @property
+    def opened(self) -> AsyncConnection[Any] | None:
+        """Our own connection if it is open and usable, else None."""
+        own = self._own
+        return None if own is None or own.closed or own.broken else own
+
     async def own(self) -> AsyncConnection[Any]:
         """Our own autocommit connection, (re)opened when needed."""
         assert self.dsn is not None

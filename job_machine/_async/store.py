@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 
 from .. import _codec
 from .._queries import queries
-from ..errors import SchemaMissing
+from ..errors import ConnectionLost, SchemaMissing
 from ..task import Status, Task
 from .connection import AsyncConnector
 
@@ -36,9 +36,18 @@ class ChoreCounts:
     """What one round of housekeeping did."""
 
     ran: bool  #: False when another worker held the housekeeping lock
-    revived: int = 0
-    failed: int = 0
-    removed: int = 0
+    revived: int = 0  #: tasks put back to waiting
+    failed: int = 0  #: tasks failed because they had used all their attempts
+    removed: int = 0  #: finished tasks deleted
+    reaped: int = 0  #: dead workers whose tasks were rescued
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A worker's row in jobmachine.worker."""
+
+    worker_id: int
+    locked: bool  #: whether this session holds the worker's liveness lock
 
 
 class AsyncStore:
@@ -52,14 +61,24 @@ class AsyncStore:
     async def _cursor(
         self, conn: AsyncConnection[Any] | None = None
     ) -> AsyncIterator[psycopg.AsyncCursor[dict[str, Any]]]:
-        """A dict-row cursor, with a missing schema reported as SchemaMissing."""
+        """A dict-row cursor, with a missing schema reported as SchemaMissing and a
+        connection that died under the call as ConnectionLost."""
+        used: list[AsyncConnection[Any]] = []
         try:
             if conn is not None:
+                used.append(conn)
                 async with conn.cursor(row_factory=dict_row) as cur:
                     yield cur
             else:
                 async with self.connector.connection() as c, c.cursor(row_factory=dict_row) as cur:
+                    used.append(c)
                     yield cur
+        except psycopg.OperationalError as ex:
+            if used and (used[0].broken or used[0].closed):
+                raise ConnectionLost(
+                    f"{ConnectionLost.__doc__} ({str(ex).strip() or type(ex).__name__})"
+                ) from ex
+            raise
         except (errors.UndefinedTable, errors.InvalidSchemaName) as ex:
             raise SchemaMissing(f"{SchemaMissing.__doc__} ({ex.diag.message_primary})") from None
         except (errors.UndefinedColumn, errors.InvalidColumnReference) as ex:
@@ -99,10 +118,15 @@ class AsyncStore:
         return int(row["task_id"])
 
     async def task_claim(
-        self, queues: Sequence[str], limit: int = 1, now: datetime | None = None
+        self,
+        queues: Sequence[str],
+        limit: int = 1,
+        worker_id: int | None = None,
+        now: datetime | None = None,
     ) -> list[Task]:
-        """Claim up to ``limit`` waiting tasks of ``queues``, oldest first."""
-        rows = await self._all("task_claim", {"queues": list(queues), "limit": limit, "now": now})
+        """Claim up to ``limit`` waiting tasks of ``queues``, oldest first, for ``worker_id``."""
+        params = {"queues": list(queues), "limit": limit, "worker_id": worker_id, "now": now}
+        rows = await self._all("task_claim", params)
         return [
             Task(
                 id=int(r["task_id"]),
@@ -130,11 +154,18 @@ class AsyncStore:
         return await self._one("result_insert_error", params) is not None
 
     async def task_fail_attempt(
-        self, task_id: int, attempt: int, error: str, retries: int
+        self, task_id: int, attempt: int, error: str, retries: int, delay: float = 0.0
     ) -> Status | None:
-        """Store the error of a failed attempt; the task waits again, or fails when
-        ``attempt > retries``. The new status, or None if this attempt no longer holds it."""
-        params = {"task_id": task_id, "attempt": attempt, "result": error, "retries": retries}
+        """Store the error of a failed attempt; the task waits again, due in ``delay``
+        seconds, or fails when ``attempt > retries``. The new status, or None if this
+        attempt no longer holds it."""
+        params = {
+            "task_id": task_id,
+            "attempt": attempt,
+            "result": error,
+            "retries": retries,
+            "delay": delay,
+        }
         row = await self._one("task_fail_attempt", params)
         return None if row is None else Status(row["status"])
 
@@ -156,35 +187,109 @@ class AsyncStore:
         row = await self._one("task_answered", {"task_id": task_id})
         return None if row is None else bool(row["answered"])
 
+    async def task_info(self, task_id: int) -> dict[str, Any] | None:
+        """The task_info row of a task; None if there is no such task."""
+        return await self._one("task_info", {"task_id": task_id})
+
+    async def task_next_due(self, queues: Sequence[str]) -> float | None:
+        """Seconds until the next pending task of ``queues`` is due; None if none is."""
+        row = await self._one("task_next_due", {"queues": list(queues)})
+        return None if row is None or row["wait"] is None else max(0.0, float(row["wait"]))
+
+    # -- workers ----------------------------------------------------------
+
+    async def worker_register(
+        self, host: str, pid: int, queues: Sequence[str], conn: AsyncConnection[Any]
+    ) -> Registration:
+        """Register a worker and take its liveness lock on ``conn`` (its registry session)."""
+        params = {"host": host, "pid": pid, "queues": list(queues)}
+        row = await self._one("worker_register", params, conn)
+        assert row is not None
+        return Registration(int(row["worker_id"]), bool(row["locked"]))
+
+    async def worker_heartbeat(
+        self, worker_id: int, host: str, pid: int, queues: Sequence[str], conn: AsyncConnection[Any]
+    ) -> bool:
+        """Mark the worker seen and (re)take its liveness lock; True if ``conn`` holds it."""
+        params = {"worker_id": worker_id, "host": host, "pid": pid, "queues": list(queues)}
+        row = await self._one("worker_heartbeat", params, conn)
+        return bool(row and row["locked"])
+
+    async def leader_lock(self, conn: AsyncConnection[Any]) -> bool:
+        """Try to become (or stay) the fleet's housekeeper on ``conn``'s session."""
+        row = await self._one("leader_lock", {"key": CHORE_LOCK_KEY}, conn)
+        return bool(row and row["got"])
+
+    async def worker_reap(
+        self,
+        *,
+        grace: float,
+        retries: int,
+        worker_id: int | None = None,
+        now: datetime | None = None,
+        conn: AsyncConnection[Any] | None = None,
+    ) -> tuple[int, int, int]:
+        """Remove dead workers (or the one given) and rescue their started tasks:
+        (workers removed, tasks put back to waiting, tasks failed)."""
+        params = {"grace": grace, "retries": retries, "worker_id": worker_id, "now": now}
+        rows = await self._all("worker_reap", params, conn)
+        workers = len({r["worker_id"] for r in rows})
+        failed = sum(1 for r in rows if r["status"] == Status.FAILED)
+        revived = sum(1 for r in rows if r["status"] == Status.WAITING)
+        return workers, revived, failed
+
     # -- housekeeping -----------------------------------------------------
 
     async def chores(
         self,
         *,
-        max_runtime: float,
         retries: int,
         remove_after_days: float,
+        grace: float,
+        max_runtime: float | None,
+        orphan_after: float,
+        cleanup: bool = True,
         remove_limit: int = 1000,
         now: datetime | None = None,
+        conn: AsyncConnection[Any] | None = None,
     ) -> ChoreCounts:
-        """Revive stale started tasks, fail exhausted ones and remove old finished
-        ones, in one transaction, unless another worker is doing it right now."""
-        async with self.connector.connection() as conn, conn.transaction():
+        """One round of housekeeping, in one transaction, unless another worker is
+        doing it right now: rescue dead workers' tasks, give up on tasks past
+        ``max_runtime`` (when set), and with ``cleanup`` also revive unowned tasks
+        untouched for ``orphan_after`` seconds and remove old finished ones."""
+        async with AsyncExitStack() as stack:
+            if conn is None:
+                conn = await stack.enter_async_context(self.connector.connection())
+            await stack.enter_async_context(conn.transaction())
             got = await self._one("chore_lock", {"key": CHORE_LOCK_KEY}, conn)
             if not (got and got["got"]):
                 return ChoreCounts(ran=False)
-            revived = await self._all(
-                "task_revive", {"max_runtime": max_runtime, "retries": retries, "now": now}, conn
+            reaped, revived, failed = await self.worker_reap(
+                grace=grace, retries=retries, now=now, conn=conn
             )
-            removed = await self._all(
-                "task_remove_old",
-                {"remove_after_days": remove_after_days, "limit": remove_limit, "now": now},
-                conn,
-            )
-        failed = sum(1 for r in revived if r["status"] == Status.FAILED)
+            rows: list[dict[str, Any]] = []
+            if max_runtime is not None:
+                params = {"max_runtime": max_runtime, "retries": retries, "now": now}
+                rows += await self._all("task_give_up", params, conn)
+            removed: list[dict[str, Any]] = []
+            if cleanup:
+                params = {"max_runtime": orphan_after, "retries": retries, "now": now}
+                rows += await self._all("task_revive", params, conn)
+                removed = await self._all(
+                    "task_remove_old",
+                    {"remove_after_days": remove_after_days, "limit": remove_limit, "now": now},
+                    conn,
+                )
+        failed += sum(1 for r in rows if r["status"] == Status.FAILED)
+        revived += sum(1 for r in rows if r["status"] == Status.WAITING)
         return ChoreCounts(
-            ran=True, revived=len(revived) - failed, failed=failed, removed=len(removed)
+            ran=True, revived=revived, failed=failed, removed=len(removed), reaped=reaped
         )
+
+    async def session_set(self, settings: dict[str, str], conn: AsyncConnection[Any]) -> None:
+        """Set configuration parameters for the rest of ``conn``'s session."""
+        for name, value in settings.items():
+            await self._one("session_set", {"name": name, "value": value}, conn)
 
     async def schema_version(self) -> int | None:
         """The installed schema version; raises SchemaMissing when there is none."""

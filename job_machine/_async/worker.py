@@ -6,23 +6,32 @@ import logging
 import signal
 import threading
 import traceback
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from types import FrameType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from .. import _codec
+from .._acompat import arun_blocking, aselect_readable
+from .._backoff import Backoff, backoff_delay
+from .._waker import Waker
 from ..channels import queue_channel, validate_queue
-from ..errors import NoCurrentTask, TaskNotHeld
+from ..errors import ConnectionFailed, NoCurrentTask, Retry, TaskNotHeld
+from ..liveness import CLIENT_KEEPALIVES, Liveness
 from ..task import Status, Task
 from .connection import AsyncConnector, AsyncConnectorOwner, aconnect
 from .listener import AsyncListener
 from .store import AsyncStore, ChoreCounts
+
+T = TypeVar("T")
+
+#: What a lost or unreachable database raises: reconnect and carry on.
+_CONNECTION_ERRORS = (ConnectionFailed, psycopg.OperationalError, psycopg.InterfaceError)
 
 logger = logging.getLogger("job_machine.worker")
 
@@ -38,32 +47,51 @@ class AsyncWorker(AsyncConnectorOwner):
     status unchanged). Then run :meth:`receive`.
 
     :param dsn: PostgreSQL connection string. The worker keeps one connection
-        of its own, which listens and does the work.
+        of its own, which listens and does the work, plus its registry
+        connection (see :attr:`dead_after`).
     :param queue: a queue name or a list of them.
     :param conn: use this connection instead (it must not be in a transaction
         when :meth:`receive` starts; it is switched to autocommit).
     :param pool: take connections for the work from this pool; listening
         uses one more connection of its own, opened from the pool's conninfo.
-    :param timeout: seconds without a notification after which the worker
-        does housekeeping and re-reads its queues (Perl's ``timeout``).
-    :param max_runtime: seconds after which a started task that nobody
-        touched is revived (put back to waiting).
-    :param retries: how many times a task is retried after its first attempt
-        raised; after the last one it fails (status 900).
-    :param remove_after: days after which finished tasks are deleted.
+    :param listen_dsn: where to open the listening and registry connections,
+        when the work goes elsewhere (a PgBouncer in transaction mode cannot
+        LISTEN or hold a session lock: give it the direct address here).
     :param extra: other keyword arguments become attributes of the worker.
 
-    Every default can also be set as a class attribute of the subclass.
+    Every setting below can be given to the constructor or set as a class
+    attribute of the subclass.
     """
 
     #: The queue(s) to serve when none is given to the constructor.
     queue: ClassVar[str | Sequence[str] | None] = None
-    #: Seconds without a notification before housekeeping runs.
-    timeout: float = 300.0
-    #: Seconds after which an untouched started task is revived.
-    max_runtime: float = 1800.0
+    #: Seconds without a notification after which the worker pings its
+    #: listening connection and reads its queues again: a lost notification
+    #: delays a task by at most this long.
+    timeout: float = 30.0
+    #: Seconds within which a dead worker's tasks go back to waiting
+    #: (liveness is judged by PostgreSQL: see docs/liveness.md).
+    dead_after: float = 15.0
+    #: Optional limit: seconds after which a task a *live* worker still runs
+    #: is given up on (an error is stored and it is retried or failed; the
+    #: worker running it can no longer finish it). None: never.
+    max_runtime: float | None = None
+    #: Seconds after which a started task that no registered worker holds (a
+    #: Perl worker's, or one claimed by work_once()) is revived, as Perl does.
+    orphan_after: float = 1800.0
     #: Retries after the first attempt before a task fails.
     retries: int = 3
+    #: Backoff of a retry: ``retry_backoff * 2 ** (attempt - 1)`` seconds,
+    #: capped at ``retry_backoff_cap``, with jitter.
+    retry_backoff: float = 1.0
+    retry_backoff_cap: float = 300.0
+    #: Backoff of reconnects after the database went away.
+    reconnect_backoff: float = 0.5
+    reconnect_backoff_cap: float = 30.0
+    #: Seconds the task in hand may take to finish after SIGTERM/SIGINT.
+    shutdown_grace: float = 30.0
+    #: Seconds between the fleet's slower chores (orphans, old finished tasks).
+    housekeeping_interval: float = 60.0
     #: Days after which finished tasks are removed.
     remove_after: float = 30.0
     #: Whether receive() installs SIGTERM/SIGINT handlers (main thread only).
@@ -76,9 +104,18 @@ class AsyncWorker(AsyncConnectorOwner):
         *,
         conn: AsyncConnection[Any] | None = None,
         pool: AsyncConnectionPool | None = None,
+        listen_dsn: str | None = None,
         timeout: float | None = None,
+        dead_after: float | None = None,
         max_runtime: float | None = None,
+        orphan_after: float | None = None,
         retries: int | None = None,
+        retry_backoff: float | None = None,
+        retry_backoff_cap: float | None = None,
+        reconnect_backoff: float | None = None,
+        reconnect_backoff_cap: float | None = None,
+        shutdown_grace: float | None = None,
+        housekeeping_interval: float | None = None,
         remove_after: float | timedelta | None = None,
         **extra: Any,
     ) -> None:
@@ -90,10 +127,22 @@ class AsyncWorker(AsyncConnectorOwner):
         self.queues: list[str] = [validate_queue(q) for q in names]
         if not self.queues:
             raise ValueError("queue list is empty")
-        if timeout is not None:
-            self.timeout = _positive("timeout", timeout)
-        if max_runtime is not None:
-            self.max_runtime = _positive("max_runtime", max_runtime)
+        seconds = {
+            "timeout": timeout,
+            "dead_after": dead_after,
+            "max_runtime": max_runtime,
+            "orphan_after": orphan_after,
+            "retry_backoff": retry_backoff,
+            "retry_backoff_cap": retry_backoff_cap,
+            "reconnect_backoff": reconnect_backoff,
+            "reconnect_backoff_cap": reconnect_backoff_cap,
+            "shutdown_grace": shutdown_grace,
+            "housekeeping_interval": housekeeping_interval,
+        }
+        for name, value in seconds.items():
+            if value is not None:
+                zero_ok = name.startswith("retry_backoff")  # 0: retry at once
+                setattr(self, name, _positive(name, value, zero_ok=zero_ok))
         if retries is not None:
             if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
                 raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")
@@ -102,14 +151,24 @@ class AsyncWorker(AsyncConnectorOwner):
             if isinstance(remove_after, timedelta):
                 remove_after = remove_after.total_seconds() / 86400
             self.remove_after = _positive("remove_after", remove_after)
-        self._connector = AsyncConnector(dsn=dsn, conn=conn, pool=pool)
+        self._connector = AsyncConnector(
+            dsn=dsn, conn=conn, pool=pool, connect_kwargs=dict(CLIENT_KEEPALIVES)
+        )
         self._store = AsyncStore(self._connector)
+        self.listen_dsn = listen_dsn
+        #: This worker's id in jobmachine.worker while :meth:`receive` runs.
+        self.worker_id: int | None = None
+        self._liveness: Liveness | None = None
+        self._waker: Waker | None = None
+        self._grace_timer: threading.Timer | None = None
+        self._grace_lock = threading.Lock()
         self._listener: AsyncListener | None = None
         self._current: Task | None = None
         self._answered = False
         self._started = False
         self._stopping = False
         self._signals_seen = 0
+        self._grace_expired = False
         for name, value in extra.items():
             setattr(self, name, value)
 
@@ -123,10 +182,19 @@ class AsyncWorker(AsyncConnectorOwner):
 
         Call :meth:`reply` (or :meth:`result`) to answer. If this returns
         without answering, the task is marked done with no result. If it
-        raises, the error is stored and the task is retried, up to
-        :attr:`retries` times, then failed.
+        raises, the error is stored and the task is retried after a backoff
+        (:meth:`retry_delay`; raise :class:`~job_machine.Retry` to choose the
+        delay), up to :attr:`retries` times, then failed.
         """
         raise NotImplementedError(f"{type(self).__name__} must override process(task)")
+
+    def retry_delay(self, task: Task, error: BaseException) -> float:
+        """Seconds before the task is tried again after ``error``. Override for
+        a policy of your own; the default is exponential with jitter:
+        ``retry_backoff * 2 ** (attempt - 1)``, capped at ``retry_backoff_cap``."""
+        if isinstance(error, Retry) and error.after is not None:
+            return error.after
+        return backoff_delay(task.attempt, self.retry_backoff, self.retry_backoff_cap)
 
     def keep_running(self) -> bool:
         """Checked after every task and every wake-up; return False to make
@@ -164,7 +232,10 @@ class AsyncWorker(AsyncConnectorOwner):
     async def _finish(self, data: Any, notify: bool) -> None:
         task = self.task
         text = _codec.encode(data, "reply data")
-        if not await self._store.task_finish(task.id, task.attempt, text, notify):
+        done = await self._persist(
+            lambda: self._store.task_finish(task.id, task.attempt, text, notify), task, True
+        )
+        if not done:
             raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
         self._answered = True
 
@@ -173,71 +244,131 @@ class AsyncWorker(AsyncConnectorOwner):
     async def receive(self) -> None:
         """Serve the queues until stopped.
 
-        Listens on ``jm:<queue>`` for each queue, processes what is already
-        waiting, then sleeps until a notification arrives. After
-        :attr:`timeout` seconds without one it does housekeeping and looks at
-        the queues again. Returns after SIGTERM/SIGINT or :meth:`stop` (the
-        task in hand is finished first), or when :meth:`keep_running` says so.
+        Registers the worker (see :attr:`dead_after`), listens on
+        ``jm:<queue>`` for each queue, processes what is already waiting, then
+        sleeps until a notification arrives, a retry falls due, or
+        :attr:`timeout` passes. When the database goes away it logs it,
+        reconnects with capped exponential backoff and drains the queues
+        again; it never exits on a lost connection (only the very first
+        connection failing raises :class:`~job_machine.ConnectionFailed`).
+
+        Returns after :meth:`stop`, or when :meth:`keep_running` says so, once
+        the task in hand is finished. On SIGTERM/SIGINT it stops claiming and
+        gives the task in hand :attr:`shutdown_grace` seconds; a second
+        signal, or the end of the grace period, exits at once (SystemExit,
+        code 128 + the signal) and the unfinished task goes back to waiting.
         """
         self._signals_seen = 0
+        self._grace_expired = False
+        self._waker = Waker()
+        if self._stopping:  # stop() was called before receive()
+            self._waker.wake()
         restore = self._install_signal_handlers()
+        liveness = Liveness(
+            self.listen_dsn or self._connector.conninfo,
+            self.queues,
+            dead_after=self.dead_after,
+            retries=self.retries,
+            max_runtime=self.max_runtime,
+            orphan_after=self.orphan_after,
+            remove_after_days=self.remove_after,
+            housekeeping_interval=self.housekeeping_interval,
+        )
         try:
-            async with AsyncExitStack() as stack:
-                conn = await stack.enter_async_context(self._listening_connection())
-                listener = await self._open_listener(conn)
-                stack.callback(self._close_listener)
-                await self._serve(listener)
+            self.worker_id = await arun_blocking(liveness.start)
+            self._liveness = liveness
+            if not self._started:
+                await self.startup()
+                self._started = True
+            await self._serve_reconnecting()
         finally:
+            self._cancel_grace_timer()
             restore()
+            if self._liveness is not None:
+                await arun_blocking(self._liveness.stop)
+                self._liveness = None
+            self.worker_id = None
             await self._connector.close()
+            self._waker.close()
+            self._waker = None
             self._stopping = False  # a later receive() serves again
 
+    async def _serve_reconnecting(self) -> None:
+        backoff = Backoff(self.reconnect_backoff, self.reconnect_backoff_cap)
+        while self._running():
+            try:
+                async with self._listening_connection() as conn:
+                    listener = await self._open_listener(conn)
+                    try:
+                        if backoff.failures:
+                            logger.info("worker %s: reconnected; draining", self.worker_id)
+                        backoff.reset()
+                        await self._serve(listener)
+                    finally:
+                        self._close_listener()
+            except _CONNECTION_ERRORS as ex:
+                if not self._running():
+                    break
+                delay = backoff.next()
+                logger.warning(
+                    "worker %s: database connection lost (%s); reconnecting in %.1f s",
+                    self.worker_id,
+                    _first_line(ex),
+                    delay,
+                )
+                await self._pause(delay)
+
     async def _serve(self, listener: AsyncListener) -> None:
-        if not self._started:
-            await self.startup()
-            self._started = True
         while self._running():
             await self._drain()
             if not self._running():
                 break
-            woke = await listener.wait(self.timeout)
-            if woke is None:
-                try:
-                    await self.housekeeping()
-                except psycopg.Error:
-                    if listener.conn.broken or listener.conn.closed:
-                        raise
-                    logger.exception("housekeeping failed; trying again after the next timeout")
+            wait = self.timeout
+            due = await self._store.task_next_due(self.queues)
+            if due is not None:
+                wait = min(wait, due + 0.005)
+            if await listener.wait(wait) is None:
+                # Nothing heard for a while: prove the listening connection
+                # still works (a half-open one raises here), then look again.
+                await listener.ping()
 
     def stop(self) -> None:
         """Ask :meth:`receive` to return after the task in hand. Safe from any
         thread and from signal handlers."""
         self._stopping = True
-        if self._listener is not None:
-            self._listener.wake()
+        if self._waker is not None:
+            self._waker.wake()
 
     async def work_once(self) -> bool:
         """Claim and process one waiting task, if there is one; True if there was.
 
         Useful in tests and scripts; :meth:`receive` is the service loop.
+        Outside :meth:`receive` the worker is not registered, so a task it
+        claims is judged by :attr:`orphan_after` like a Perl worker's.
         """
-        tasks = await self._store.task_claim(self.queues, limit=1)
+        tasks = await self._store.task_claim(self.queues, limit=1, worker_id=self.worker_id)
         for task in tasks:
             await self._run(task)
         return bool(tasks)
 
     async def housekeeping(self) -> ChoreCounts:
-        """Revive started tasks untouched for :attr:`max_runtime`, fail those
-        that used all their attempts, remove finished tasks older than
-        :attr:`remove_after` days. Only one worker of the fleet does it at a time."""
+        """Run the fleet's chores now: rescue the tasks of dead workers, give up
+        on tasks past :attr:`max_runtime` (when set), revive unowned tasks
+        untouched for :attr:`orphan_after`, remove finished tasks older than
+        :attr:`remove_after` days. A running worker fleet does this by itself
+        (one housekeeper at a time); this call does nothing when another
+        worker is doing it (``ran`` is False)."""
         counts = await self._store.chores(
-            max_runtime=self.max_runtime,
             retries=self.retries,
             remove_after_days=self.remove_after,
+            grace=self.dead_after / 2,
+            max_runtime=self.max_runtime,
+            orphan_after=self.orphan_after,
         )
-        if counts.revived or counts.failed or counts.removed:
+        if counts.reaped or counts.revived or counts.failed or counts.removed:
             logger.info(
-                "housekeeping: revived %d, failed %d, removed %d",
+                "housekeeping: reaped %d, revived %d, failed %d, removed %d",
+                counts.reaped,
                 counts.revived,
                 counts.failed,
                 counts.removed,
@@ -253,6 +384,48 @@ class AsyncWorker(AsyncConnectorOwner):
         while self._running() and await self.work_once():
             pass
 
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but return at once when stop() is called."""
+        if self._waker is None:
+            return
+        if self._waker.fd in await aselect_readable([self._waker.fd], seconds):
+            self._waker.clear()
+
+    async def _persist(self, write: Callable[[], Awaitable[T]], task: Task, recovered: T) -> T:
+        """Run a write about ``task`` until it reaches the database: a finished
+        task's outcome is kept through a lost connection, retried with backoff
+        (the task stays held meanwhile, so nobody else takes it). When a try
+        committed but its answer was lost, the next finds the task no longer
+        held, by this very attempt: that is ``recovered``."""
+        backoff = Backoff(self.reconnect_backoff, self.reconnect_backoff_cap)
+        lost = False
+        while True:
+            try:
+                result = await write()
+            except ConnectionFailed as ex:
+                lost = True
+                delay = backoff.next()
+                logger.warning(
+                    "task %d: could not store its outcome (%s); trying again in %.1f s",
+                    task.id,
+                    _first_line(ex),
+                    delay,
+                )
+                await self._pause(delay)
+                continue
+            if not result and lost and await self._stored_by_us(task):
+                return recovered
+            return result
+
+    async def _stored_by_us(self, task: Task) -> bool:
+        row = await self._store.task_info(task.id)
+        return bool(
+            row
+            and row["status"] in (Status.FINISHED, Status.FAILED, Status.WAITING)
+            and row["attempts"] == task.attempt
+            and row["worker_id"] == self.worker_id
+        )
+
     async def _run(self, task: Task) -> None:
         self._current, self._answered = task, False
         try:
@@ -260,37 +433,46 @@ class AsyncWorker(AsyncConnectorOwner):
         except Exception as ex:
             await self._record_failure(task, ex)
         else:
-            if not self._answered and not await self._store.task_done(task.id, task.attempt):
+            if not self._answered and not await self._persist(
+                lambda: self._store.task_done(task.id, task.attempt), task, True
+            ):
                 logger.warning("task %d was revived while it ran; not marked done", task.id)
         finally:
             self._current = None
 
     async def _record_failure(self, task: Task, ex: Exception) -> None:
+        if isinstance(ex, TaskNotHeld):
+            logger.warning("%s", ex)
+            return
         error = {
             "type": type(ex).__qualname__,
             "message": str(ex),
             "traceback": "".join(traceback.format_exception(ex)),
             "attempt": task.attempt,
         }
-        if isinstance(ex, TaskNotHeld):
-            logger.warning("%s", ex)
-            return
-        status = await self._store.task_fail_attempt(
-            task.id, task.attempt, _codec.encode(error, "error"), self.retries
+        delay = self.retry_delay(task, ex)
+        text = _codec.encode(error, "error")
+        recovered: Status | None = Status.WAITING
+        status = await self._persist(
+            lambda: self._store.task_fail_attempt(task.id, task.attempt, text, self.retries, delay),
+            task,
+            recovered,
         )
         if status is None:
             logger.warning("task %d raised %r but was revived meanwhile", task.id, ex)
-        elif status == Status.FAILED:
-            logger.error("task %d failed after %d attempts: %r", task.id, task.attempt, ex)
+        elif status == Status.WAITING:
+            logger.warning(
+                "task %d attempt %d raised %r; retrying in %.1f s", task.id, task.attempt, ex, delay
+            )
         else:
-            logger.warning("task %d attempt %d raised %r; will retry", task.id, task.attempt, ex)
+            logger.error("task %d failed after %d attempts: %r", task.id, task.attempt, ex)
 
     @asynccontextmanager
     async def _listening_connection(self) -> AsyncIterator[AsyncConnection[Any]]:
-        if self._connector.pool is not None:
-            # Work goes through the pool; listening needs a connection that
-            # is never handed to anyone else.
-            conn = await aconnect(self._connector.conninfo)
+        if self._connector.pool is not None or self.listen_dsn:
+            # Work goes through the pool (or elsewhere); listening needs a
+            # connection that is never handed to anyone else.
+            conn = await aconnect(self.listen_dsn or self._connector.conninfo, **CLIENT_KEEPALIVES)
             try:
                 yield conn
             finally:
@@ -300,12 +482,10 @@ class AsyncWorker(AsyncConnectorOwner):
                 yield conn
 
     async def _open_listener(self, conn: AsyncConnection[Any]) -> AsyncListener:
-        listener = AsyncListener(conn)
+        listener = AsyncListener(conn, self._waker)
         for name in self.queues:
             await listener.listen(queue_channel(name))
         self._listener = listener
-        if self._stopping:  # stop() was called before the listener existed
-            listener.wake()
         return listener
 
     def _close_listener(self) -> None:
@@ -321,15 +501,23 @@ class AsyncWorker(AsyncConnectorOwner):
         def on_signal(signum: int, frame: FrameType | None) -> None:
             self._signals_seen += 1
             if self._signals_seen > 1:
-                # Second signal: stop now, exiting as a shell reports death
-                # by that signal. The task in hand stays started and is
-                # revived by housekeeping; it is never marked done.
-                logger.warning("second %s: stopping now", signal.Signals(signum).name)
+                # Second signal, or the grace period is over: stop now,
+                # exiting as a shell reports death by that signal. The task
+                # in hand is never marked done; receive() hands it back.
+                reason = (
+                    "shutdown grace period is over"
+                    if self._grace_expired
+                    else f"second {signal.Signals(signum).name}"
+                )
+                logger.warning("%s: stopping now", reason)
                 raise SystemExit(128 + signum)
             logger.info(
-                "%s: finishing the task in hand, then stopping", signal.Signals(signum).name
+                "%s: finishing the task in hand (up to %.0f s), then stopping",
+                signal.Signals(signum).name,
+                self.shutdown_grace,
             )
             self.stop()
+            self._start_grace_timer(signum)
 
         for sig in _STOP_SIGNALS:
             signal.signal(sig, on_signal)
@@ -340,8 +528,42 @@ class AsyncWorker(AsyncConnectorOwner):
 
         return restore
 
+    def _start_grace_timer(self, signum: int) -> None:
+        main = threading.main_thread().ident
+        assert main is not None
 
-def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds/days, not {value!r}")
+        def grace_over() -> None:
+            with self._grace_lock:
+                if self._grace_timer is None:
+                    return  # receive() has returned meanwhile
+                self._grace_timer = None
+                self._grace_expired = True
+            signal.pthread_kill(main, signum)
+
+        with self._grace_lock:
+            self._grace_timer = threading.Timer(self.shutdown_grace, grace_over)
+            self._grace_timer.daemon = True
+            self._grace_timer.start()
+
+    def _cancel_grace_timer(self) -> None:
+        with self._grace_lock:
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
+                self._grace_timer = None
+
+
+def _first_line(ex: BaseException) -> str:
+    text = str(ex).strip()
+    return text.splitlines()[0] if text else type(ex).__name__
+
+
+def _positive(name: str, value: float, zero_ok: bool = False) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (value >= 0 if zero_ok else value > 0)
+        or value == float("inf")
+    ):
+        what = "a number >= 0" if zero_ok else "a positive number"
+        raise ValueError(f"{name} must be {what} of seconds/days, not {value!r}")
     return float(value)

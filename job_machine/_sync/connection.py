@@ -101,6 +101,12 @@ class Connector:
         assert self._user_conn is not None
         return self._user_conn.info.dsn
 
+    @property
+    def opened(self) -> Connection[Any] | None:
+        """Our own connection if it is open and usable, else None."""
+        own = self._own
+        return None if own is None or own.closed or own.broken else own
+
     def own(self) -> Connection[Any]:
         """Our own autocommit connection, (re)opened when needed."""
         assert self.dsn is not None

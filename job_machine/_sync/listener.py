@@ -9,13 +9,12 @@ loses it.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from typing import Any
 
 from psycopg import Connection, Notify, sql
 
 from .._acompat import select_readable
+from .._waker import Waker
 
 
 class Listener:
@@ -26,12 +25,11 @@ class Listener:
     (the self-pipe trick), so a blocked wait returns at once.
     """
 
-    def __init__(self, conn: Connection[Any]) -> None:
+    def __init__(self, conn: Connection[Any], waker: Waker | None = None) -> None:
         self.conn = conn
         self.channels: set[str] = set()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._own_waker = waker is None
+        self.waker = waker if waker is not None else Waker()
 
     def listen(self, channel: str) -> None:
         """Start receiving ``channel``'s notifications (a no-op if already listening)."""
@@ -59,30 +57,27 @@ class Listener:
         if got:
             return got
         sock = self.conn.pgconn.socket
-        ready = select_readable([sock, self._wake_r], timeout)
-        if self._wake_r in ready:
-            self._drain_wake()
+        ready = select_readable([sock, self.waker.fd], timeout)
+        if self.waker.fd in ready:
+            self.waker.clear()
         if sock in ready:
             got = self.pending()
         if not ready:
             return None
         return got
 
+    def ping(self) -> None:
+        """A trivial round trip, to find a connection that died silently: it
+        raises when the server is gone (client-side TCP keepalives and
+        ``tcp_user_timeout`` bound how long that takes on a half-open link)."""
+        self.conn.execute("SELECT 1")
+
     def wake(self) -> None:
         """Make a current or the next :meth:`wait` return at once. Thread- and signal-safe."""
-        if self._wake_w < 0:
-            return  # closed: nothing is waiting any more
-        with contextlib.suppress(BlockingIOError):  # full of wake-ups already
-            os.write(self._wake_w, b"!")
-
-    def _drain_wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._wake_r, 512):
-                pass
+        self.waker.wake()
 
     def close(self) -> None:
-        """Release the wake-up pipe (the connection belongs to the caller)."""
-        fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        """Release the wake-up pipe if it is the listener's own (the connection
+        belongs to the caller)."""
+        if self._own_waker:
+            self.waker.close()

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 import job_machine as jm
+from job_machine._schema_sql import SCHEMA_VERSION
 
 
 class AsyncEcho(jm.AsyncWorker):
@@ -43,7 +44,7 @@ async def test_async_send_wait_reply(dsn: str) -> None:
 
 async def test_async_failure_is_retried_then_failed(dsn: str) -> None:
     async with (
-        AsyncEcho(dsn, queue="job.async", retries=1) as worker,
+        AsyncEcho(dsn, queue="job.async", retries=1, retry_backoff=0) as worker,
         jm.AsyncClient(dsn, queue="job.async") as client,
     ):
         tid = await client.send("boom")
@@ -83,4 +84,4 @@ async def test_async_install_schema_is_idempotent(empty_dsn: str) -> None:
         await jm.ainstall_schema(conn)
         await jm.ainstall_schema(conn)
         cur = await conn.execute("SELECT max(version) FROM jobmachine.schema_version")
-        assert (await cur.fetchone()) == (1,)
+        assert (await cur.fetchone()) == (SCHEMA_VERSION,)

@@ -6,6 +6,7 @@ sync or asyncio, signalled with os.kill from the test.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -152,9 +153,12 @@ def test_second_sigterm_during_task_exits_promptly_and_leaves_it_started(
         # Exits as a shell reports death by SIGTERM: 128 + 15.
         assert code == 128 + signal.SIGTERM, child.describe()
 
-        # Not marked done, no result: housekeeping will revive it.
-        assert _task(db, tid) == (jm.Status.STARTED, 1), child.describe()
-        assert _results(db, tid) == [], child.describe()
+        # Never marked done: on its way out the worker handed the task back
+        # (waiting again, the attempt counted, an error saying why).
+        assert _task(db, tid) == (jm.Status.WAITING, 1), child.describe()
+        assert [(rtype, json.loads(body)["type"]) for body, rtype in _results(db, tid)] == [
+            ("error", "WorkerStopped")
+        ], child.describe()
         assert not client.check(tid)
         assert client.receive(tid) is None
     finally:
@@ -201,21 +205,23 @@ def test_task_of_a_killed_worker_is_revived_and_done_by_another_worker(
         assert dying.wait_exit(5) == -signal.SIGKILL
         assert _task(db, tid) == (jm.Status.STARTED, 1)
 
-        # Another worker process, whose housekeeping (every 0.3 s when idle)
-        # revives tasks untouched for 1 s: it takes the task again and does it.
-        rescuer = start_worker(
-            dsn, QUEUE, tmp_path, "rescuer", kind=kind, timeout=0.3, max_runtime=1
-        )
+        # Another worker process, with the default dead_after (15 s): its
+        # liveness thread sees the dead worker's lock gone and puts the task
+        # back, and the worker does it, within the bound.
+        rescuer = start_worker(dsn, QUEUE, tmp_path, "rescuer", kind=kind, timeout=60)
         wait_until(
             lambda: _task(db, tid)[0] == jm.Status.FINISHED,
-            15,
-            "the task to be revived and done",
+            15 + 3,
+            "the task to be revived and done within dead_after",
             [rescuer],
         )
         assert client.wait(tid, timeout=1) == expected_reply(9), rescuer.describe()
         assert _task(db, tid) == (jm.Status.FINISHED, 2), rescuer.describe()
         assert [pid for _, pid in _processed(db)] == [dying.pid, rescuer.pid]
-        assert len(_results(db, tid)) == 1
+        # The rescue left an error saying why attempt 1 ended, then the reply.
+        (died, _), (_, reply_type) = _results(db, tid)
+        assert json.loads(died)["type"] == "WorkerDied"
+        assert reply_type == "json"
         rescuer.signal(signal.SIGTERM)
         assert rescuer.wait_exit(2.0) == 0, rescuer.describe()
     finally:

@@ -302,7 +302,7 @@ def test_exception_is_recorded_and_retried_then_fails(
                 raise KeyError(f"bad {task.attempt}")
             self.reply("fine")
 
-    with W(dsn, retries=1) as w:
+    with W(dsn, retries=1, retry_backoff=0) as w:
         assert w.work_once()  # attempt 1 of tid raises
         assert status(conn, tid) == 0
         assert attempts(conn, tid) == 1
@@ -547,12 +547,12 @@ def test_housekeeping_revives_a_stale_started_task(
     conn.execute(
         "UPDATE jobmachine.task SET status = 100, attempts = 1 WHERE task_id = %s", [fresh]
     )
-    with Base(dsn, max_runtime=600, retries=3) as w:
+    with Base(dsn, orphan_after=600, retries=3) as w:
         counts = w.housekeeping()
         assert counts.ran is True
         assert (counts.revived, counts.failed) == (1, 0)
         assert status(conn, stale) == 0
-        assert status(conn, fresh) == 100  # still within max_runtime
+        assert status(conn, fresh) == 100  # still within orphan_after
         assert w.work_once()
     assert w.seen[-1].id == stale
     assert w.seen[-1].attempt == 2
@@ -566,7 +566,7 @@ def test_housekeeping_fails_a_stale_task_that_used_its_attempts(
     one_left = client.send("one left")
     make_stale(conn, used_up, tries=3)  # retries=2: 3 attempts allowed
     make_stale(conn, one_left, tries=2)
-    with Base(dsn, max_runtime=600, retries=2) as w:
+    with Base(dsn, orphan_after=600, retries=2) as w:
         counts = w.housekeeping()
     assert (counts.revived, counts.failed) == (1, 1)
     assert status(conn, used_up) == 900
@@ -613,12 +613,14 @@ def test_housekeeping_removes_old_finished_tasks_only(
         client.check(done_old)
 
 
-def test_housekeeping_runs_after_timeout_without_notification(
+def test_a_serving_worker_does_the_housekeeping_by_itself(
     dsn: str, client: jm.Client, conn: psycopg.Connection[Any]
 ) -> None:
     tid = client.send("stuck")
     make_stale(conn, tid, tries=1)
-    w = Base(dsn, timeout=0.5, max_runtime=60, retries=3)
+    # The fleet's housekeeper (the liveness thread of a serving worker) does
+    # the chores by itself, every dead_after / 4 seconds.
+    w = Base(dsn, timeout=30, dead_after=1, orphan_after=60, retries=3)
     with serving(w):
         assert wait_for(lambda: status(conn, tid) == 200, timeout=5)
     assert [(t.id, t.attempt) for t in w.seen] == [(tid, 2)]
@@ -667,7 +669,7 @@ def test_idle_worker_with_default_settings_survives_its_housekeeping(
 ) -> None:
     tid = client.send("stuck")
     make_stale(conn, tid, tries=1)
-    w = Base(dsn, timeout=0.3, max_runtime=60)
+    w = Base(dsn, timeout=0.3, dead_after=1, orphan_after=60)
     with serving(w) as t:
         assert wait_for(lambda: status(conn, tid) == 200, timeout=3)
         assert t.is_alive()
@@ -686,7 +688,7 @@ def test_housekeeping_that_fails_a_task_wakes_its_waiting_client(
 
     def chores() -> None:
         time.sleep(0.3)
-        with Base(dsn, max_runtime=60, retries=3) as w:
+        with Base(dsn, orphan_after=60, retries=3) as w:
             assert w.housekeeping().failed == 1
 
     t = threading.Thread(target=chores)
@@ -761,7 +763,7 @@ def test_old_attempt_cannot_answer_after_another_worker_took_over(
             # The first worker stalls; housekeeping revives the task and a
             # second worker claims and answers it (attempt 2).
             make_stale(conn, task.id, tries=task.attempt)
-            with Base(dsn, max_runtime=60) as hk:
+            with Base(dsn, orphan_after=60) as hk:
                 assert hk.housekeeping().revived == 1
             with Second(dsn) as other:
                 assert other.work_once()
@@ -786,6 +788,7 @@ def test_class_attribute_defaults(dsn: str) -> None:
         queue = "from.class"
         timeout = 7
         max_runtime = 99
+        dead_after = 4
         retries = 5
         remove_after = 3
 
@@ -793,15 +796,17 @@ def test_class_attribute_defaults(dsn: str) -> None:
     assert w.queues == ["from.class"]
     assert w.timeout == 7
     assert w.max_runtime == 99
+    assert w.dead_after == 4
     assert w.retries == 5
     assert w.remove_after == 3
     plain = Base(dsn)
     assert (plain.timeout, plain.max_runtime, plain.retries, plain.remove_after) == (
-        300.0,
-        1800.0,
+        30.0,
+        None,
         3,
         30.0,
     )
+    assert (plain.dead_after, plain.orphan_after, plain.shutdown_grace) == (15.0, 1800.0, 30.0)
 
 
 def test_constructor_overrides(dsn: str) -> None:

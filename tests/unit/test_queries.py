@@ -37,3 +37,12 @@ def test_every_query_the_store_runs_exists_and_every_query_is_used() -> None:
 def test_queries_use_named_placeholders_only() -> None:
     for name, statement in queries().items():
         assert "%s" not in statement, f"{name} uses a positional placeholder"
+
+
+def test_schema_version_constant_matches_the_schema_file() -> None:
+    """SCHEMA_VERSION is what the tests and tools expect create_tables.sql to record."""
+    from job_machine._schema_sql import SCHEMA_VERSION, create_tables_sql  # noqa: PLC0415
+
+    recorded = [int(v) for v in re.findall(r"VALUES \((\d+), '", create_tables_sql())]
+    assert max(recorded) == SCHEMA_VERSION
+    assert recorded == list(range(1, SCHEMA_VERSION + 1))

@@ -1,0 +1,241 @@
+"""A worker's registry session: how the fleet tells a dead worker from a slow one.
+
+Every running worker (sync or async) keeps one extra connection in a thread of
+its own. On it the worker registers in ``jobmachine.worker`` and holds a
+session-level advisory lock keyed by its id. PostgreSQL releases that lock the
+moment the session ends, however the worker ended (SIGKILL, crash, power
+loss once TCP keepalives notice), so liveness is judged by the database
+itself, not guessed from how long a task has run. The thread also:
+
+- heartbeats (``seen``) every ``dead_after / 4`` seconds, which gives a live
+  worker whose session dropped (server restart, ``pg_terminate_backend``)
+  time to reconnect before anyone calls it dead;
+- keeps the modified time of its started tasks fresh, so a Perl worker's
+  ``max_runtime`` revive never takes them;
+- competes for the fleet's housekeeper lock; the one holder rescues dead
+  workers' tasks every heartbeat, and every ``housekeeping_interval`` does
+  the slower chores (orphans, old finished tasks).
+
+Being a thread, none of this waits for ``process()``: a task that runs for
+hours keeps its worker alive, and a blocked event loop does not stop the
+heartbeat. See docs/liveness.md for the choice and its bounds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from ._acompat import select_readable
+from ._backoff import Backoff
+from ._sync.connection import Connector
+from ._sync.store import Store
+from ._waker import Waker
+from .errors import ConnectionFailed
+
+logger = logging.getLogger("job_machine.liveness")
+
+#: Server-side TCP keepalive settings of the registry session: PostgreSQL
+#: drops the session of a worker that vanished from the network (and so
+#: releases its liveness lock) within about 10 seconds. Ignored on Unix sockets.
+SERVER_KEEPALIVES = {
+    "tcp_keepalives_idle": "4",
+    "tcp_keepalives_interval": "2",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "10000",
+}
+
+#: libpq keepalives for the worker's long-lived connections, so the worker
+#: notices a half-open link (a NAT that forgot it) instead of waiting forever.
+CLIENT_KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10000,
+}
+
+
+class Liveness:
+    """The registry session of one worker, run in a daemon thread.
+
+    :param conninfo: where to connect; must be a direct or session-pooled
+        connection (advisory locks live in a session).
+    :param queues: the worker's queues, shown in the registry.
+    :param dead_after: seconds within which a dead worker's tasks are back
+        to waiting.
+    :param retries: the worker's retries, applied to rescued tasks.
+    :param max_runtime: seconds after which a live worker's task is given up
+        on; None never gives up.
+    :param orphan_after: seconds after which a started task that no
+        registered worker holds (a Perl worker's) is revived.
+    :param remove_after_days: days after which finished tasks are deleted.
+    :param housekeeping_interval: seconds between the slower chores.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        queues: Sequence[str],
+        *,
+        dead_after: float,
+        retries: int,
+        max_runtime: float | None,
+        orphan_after: float,
+        remove_after_days: float,
+        housekeeping_interval: float,
+    ) -> None:
+        self.queues = list(queues)
+        self.dead_after = dead_after
+        self.interval = dead_after / 4
+        self.grace = dead_after / 2
+        self.retries = retries
+        self.max_runtime = max_runtime
+        self.orphan_after = orphan_after
+        self.remove_after_days = remove_after_days
+        self.housekeeping_interval = housekeeping_interval
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.worker_id: int | None = None
+        self.leader = False
+        self._connector = Connector(dsn=conninfo, connect_kwargs=dict(CLIENT_KEEPALIVES))
+        self._store = Store(self._connector)
+        self._waker = Waker()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._next_cleanup = 0.0
+        self._backoff = Backoff(base=0.05, cap=self.interval)
+
+    # -- from the worker ----------------------------------------------------
+
+    def start(self) -> int:
+        """Connect, register and take the liveness lock, then start the thread.
+
+        :raises ConnectionFailed: the first connection failed.
+        :raises SchemaMissing: the schema is not installed or not upgraded.
+        """
+        conn = self._connect()
+        reg = self._store.worker_register(self.host, self.pid, self.queues, conn)
+        self.worker_id = reg.worker_id
+        if not reg.locked:  # only if a stale session of a reused id holds it
+            logger.warning("worker %d: liveness lock is held elsewhere", reg.worker_id)
+        self._thread = threading.Thread(
+            target=self._run, name=f"job_machine-liveness-{reg.worker_id}", daemon=True
+        )
+        self._thread.start()
+        return reg.worker_id
+
+    def stop(self, hand_back: bool = True) -> None:
+        """Stop the thread, then remove the registration; with ``hand_back``
+        the worker's started tasks go back to waiting at once (a clean stop
+        should hold none)."""
+        self._stopping = True
+        self._waker.wake()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        try:
+            if hand_back and self.worker_id is not None:
+                _, revived, failed = self._store.worker_reap(
+                    grace=self.grace,
+                    retries=self.retries,
+                    worker_id=self.worker_id,
+                    conn=self._connect(),
+                )
+                if revived or failed:
+                    logger.warning(
+                        "worker %d stopped holding %d task(s): %d back to waiting, %d failed",
+                        self.worker_id,
+                        revived + failed,
+                        revived,
+                        failed,
+                    )
+        except (psycopg.Error, ConnectionFailed) as ex:
+            logger.warning("could not deregister worker %s: %s", self.worker_id, ex)
+        finally:
+            self._connector.close()
+            self._waker.close()
+
+    # -- the thread ---------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        before = self._connector.opened
+        conn = self._connector.own()
+        if conn is not before:
+            self._store.session_set(SERVER_KEEPALIVES, conn)
+        return conn
+
+    def _run(self) -> None:
+        delay = self.interval
+        while not self._stopping:
+            self._sleep(delay)
+            if self._stopping:
+                break
+            try:
+                self._tick()
+                delay = self.interval
+                self._backoff.reset()
+            except (psycopg.OperationalError, ConnectionFailed) as ex:
+                self.leader = False
+                self._connector.close()
+                delay = self._backoff.next()
+                logger.warning(
+                    "worker %s: registry connection lost (%s); reconnecting in %.2f s",
+                    self.worker_id,
+                    str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__,
+                    delay,
+                )
+            except Exception:
+                logger.exception("worker %s: liveness round failed", self.worker_id)
+                delay = self.interval
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake early when stopped or when the server says something
+        on the idle registry connection (it is about to close it)."""
+        fds = [self._waker.fd]
+        own = self._connector.opened
+        if own is not None:
+            fds.append(own.pgconn.socket)
+        ready = select_readable(fds, seconds)
+        if self._waker.fd in ready:
+            self._waker.clear()
+
+    def _tick(self) -> None:
+        assert self.worker_id is not None
+        conn = self._connect()
+        if not self._store.worker_heartbeat(self.worker_id, self.host, self.pid, self.queues, conn):
+            logger.warning("worker %d: liveness lock is held elsewhere", self.worker_id)
+        if not self._store.leader_lock(conn):
+            self.leader = False
+            return
+        if not self.leader:
+            logger.info("worker %d is now the fleet's housekeeper", self.worker_id)
+            self.leader = True
+        cleanup = time.monotonic() >= self._next_cleanup
+        counts = self._store.chores(
+            retries=self.retries,
+            remove_after_days=self.remove_after_days,
+            grace=self.grace,
+            max_runtime=self.max_runtime,
+            orphan_after=self.orphan_after,
+            cleanup=cleanup,
+            conn=conn,
+        )
+        if cleanup:
+            self._next_cleanup = time.monotonic() + self.housekeeping_interval
+        if counts.reaped or counts.revived or counts.failed or counts.removed:
+            logger.info(
+                "housekeeping: %d dead worker(s) reaped, %d task(s) back to waiting, "
+                "%d failed, %d removed",
+                counts.reaped,
+                counts.revived,
+                counts.failed,
+                counts.removed,
+            )
