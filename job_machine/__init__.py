@@ -17,17 +17,19 @@ from ._sync.worker import Worker
 from .channels import queue_channel, reply_channel, validate_queue
 from .errors import (
     ConnectionFailed,
+    ConnectionLost,
     InvalidData,
     InvalidQueueName,
     JobMachineError,
     NoCurrentTask,
+    Retry,
     SchemaMissing,
     TaskFailed,
     TaskNotHeld,
     UnknownTask,
     WaitTimeout,
 )
-from .task import Status, Task
+from .task import Status, Task, TaskInfo
 
 __version__ = "0.1.0"
 
@@ -36,14 +38,17 @@ __all__ = [
     "AsyncWorker",
     "Client",
     "ConnectionFailed",
+    "ConnectionLost",
     "InvalidData",
     "InvalidQueueName",
     "JobMachineError",
     "NoCurrentTask",
+    "Retry",
     "SchemaMissing",
     "Status",
     "Task",
     "TaskFailed",
+    "TaskInfo",
     "TaskNotHeld",
     "UnknownTask",
     "WaitTimeout",

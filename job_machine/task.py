@@ -40,3 +40,51 @@ class Task:
     created: datetime
     #: Raw JSON of the data, as stored.
     parameters: str = field(repr=False, default="")
+
+
+#: The word for each status, as task_info() reports it.
+STATE_NAMES = {
+    Status.WAITING: "waiting",
+    Status.STARTED: "running",
+    Status.FINISHED: "done",
+    Status.FAILED: "failed",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """What a client can see of a task (:meth:`Client.task_info`)."""
+
+    #: The task id.
+    id: int
+    #: Its queue (None only if its class row was removed by hand).
+    queue: str | None
+    #: Its status; see :attr:`state` for a word.
+    status: Status
+    #: How many times a worker has claimed it.
+    attempts: int
+    #: The data it was sent with.
+    data: Any
+    #: Every error stored for it, oldest first: job_machine stores
+    #: ``{"type", "message", "traceback", "attempt"}``.
+    errors: list[Any]
+    #: The newest reply or result, None when there is none.
+    reply: Any
+    created: datetime
+    modified: datetime
+    #: When it is due again (a retry in backoff), if set.
+    run_after: datetime | None
+    #: When its current or last attempt started.
+    started: datetime | None
+    #: The worker holding it while it runs: ``(worker_id, host, pid)``.
+    worker: tuple[int, str, int] | None
+
+    @property
+    def state(self) -> str:
+        """``"waiting"``, ``"running"``, ``"done"`` or ``"failed"``."""
+        return STATE_NAMES[self.status]
+
+    @property
+    def last_error(self) -> Any:
+        """The newest error, None when there is none."""
+        return self.errors[-1] if self.errors else None

@@ -11,7 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 from .. import _codec
 from ..channels import queue_channel, reply_channel, validate_queue
 from ..errors import NoCurrentTask, TaskFailed, UnknownTask, WaitTimeout
-from ..task import Status
+from ..task import Status, TaskInfo
 from .connection import AsyncConnector, AsyncConnectorOwner
 from .listener import AsyncListener
 from .store import Answer, AsyncStore
@@ -126,6 +126,35 @@ class AsyncClient(AsyncConnectorOwner):
                 if not conn.closed and not conn.broken:
                     await listener.unlisten(channel)
                 listener.close()
+
+    async def task_info(self, task_id: int | str | None = None) -> TaskInfo:
+        """Where the task stands: its state (waiting, running, done, failed),
+        attempts, every error stored so far, its reply, and which worker holds it.
+
+        :raises UnknownTask: there is no such task.
+        """
+        tid = self._task_id(task_id)
+        row = await self._store.task_info(tid)
+        if row is None:
+            raise UnknownTask(f"there is no task {tid}")
+        status = Status(row["status"])
+        worker = None
+        if status == Status.STARTED and row["worker_host"] is not None:
+            worker = (int(row["worker_id"]), row["worker_host"], int(row["worker_pid"]))
+        return TaskInfo(
+            id=tid,
+            queue=row["queue"],
+            status=status,
+            attempts=int(row["attempts"]),
+            data=_codec.decode(row["parameters"]),
+            errors=[_codec.decode(e) for e in row["errors"]],
+            reply=_codec.decode(row["reply"]),
+            created=row["created"],
+            modified=row["modified"],
+            run_after=row["run_after"],
+            started=row["started"],
+            worker=worker,
+        )
 
     async def uncheck(self, task_id: int | str | None = None) -> None:
         """Stop waiting for a task's reply: it is no longer the current task.
