@@ -1,0 +1,71 @@
+"""In-process workers for the database tests: a recording worker, and
+running its receive() in a thread for the length of a ``with`` block.
+
+Tests about crashes and concurrency use real processes instead (tests/procs.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import job_machine as jm
+
+
+class Base(jm.Worker):
+    """A worker for tests: records what it saw; ``ready`` is set by startup()."""
+
+    handle_signals = False
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        kw.setdefault("queue", "job.task")
+        super().__init__(*args, **kw)
+        self.ready = threading.Event()
+        self.seen: list[jm.Task] = []
+        self.events: list[str] = []
+
+    def startup(self) -> None:
+        self.events.append("startup")
+        self.ready.set()
+
+    def process(self, task: jm.Task) -> None:
+        self.events.append(f"process {task.id}")
+        self.seen.append(task)
+        self.handle(task)
+
+    def handle(self, task: jm.Task) -> None:
+        self.reply({"echo": task.data})
+
+
+@contextmanager
+def serving(w: Base, wait_ready: bool = True) -> Iterator[threading.Thread]:
+    """Run w.receive() in a thread; stop and join it at the end, re-raising its error."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            w.receive()
+        except BaseException as ex:  # surfaced in the test thread below
+            errors.append(ex)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        if wait_ready:
+            # Only stop() after receive() is listening: a stop() that comes
+            # before receive() starts is forgotten (receive resets it).
+            deadline = time.monotonic() + 10
+            while not w.ready.wait(0.05):
+                assert not errors, errors
+                assert time.monotonic() < deadline, "worker did not start"
+        yield t
+    finally:
+        w.stop()
+        t.join(10)
+        if errors:
+            # What broke receive() matters more than the test's own symptom.
+            raise errors[0]
+    assert not t.is_alive(), "receive() did not return after stop()"
