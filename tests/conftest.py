@@ -135,6 +135,15 @@ def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 @pytest.fixture
+def db(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """``conn``, with the tables the worker processes of tests/procs.py record into."""
+    from tests.procs import create_tables  # noqa: PLC0415
+
+    create_tables(conn)
+    return conn
+
+
+@pytest.fixture
 def client(dsn: str) -> Iterator[job_machine.Client]:
     """A Client on the test's database, default queue ``job.task``."""
     c = job_machine.Client(dsn, queue="job.task")

@@ -70,6 +70,12 @@ _RECORD_SQL = "INSERT INTO processed (task_id, seq, attempt, pid) VALUES (%s, %s
 _STARTED_SQL = "INSERT INTO worker_started (pid) VALUES (%s)"
 _COUNT_STARTED_SQL = "SELECT count(*) FROM worker_started"
 
+#: application_name of a worker's recording connection (not job_machine's own
+#: connections), so a fault test can tell the two apart.
+RECORD_APP = "procs_record"
+#: How long a worker keeps trying to record a task through a lost connection.
+_RECORD_PATIENCE = 60.0
+
 
 def create_tables(conn: psycopg.Connection[Any]) -> None:
     """Create the tables the child workers write their records into."""
@@ -94,7 +100,7 @@ class RecordingWorker(jm.Worker):
     barrier: int = 0
 
     def startup(self) -> None:
-        self.rec = psycopg.connect(self.record_dsn, autocommit=True)
+        self.rec = psycopg.connect(self.record_dsn, autocommit=True, application_name=RECORD_APP)
         self.rec.execute(_STARTED_SQL, (os.getpid(),))
         logging.info("startup done (listening)")
         deadline = time.monotonic() + 30
@@ -106,11 +112,30 @@ class RecordingWorker(jm.Worker):
 
     def process(self, task: jm.Task) -> None:
         seq = task.data.get("seq") if isinstance(task.data, dict) else None
-        self.rec.execute(_RECORD_SQL, (task.id, seq, task.attempt, os.getpid()))
+        self._record(task, seq)
         if self.sleep:
             logging.info("task %d: sleeping %.1f s", task.id, self.sleep)
             time.sleep(self.sleep)
         self.reply(expected_reply(seq) if seq is not None else None)
+
+    def _record(self, task: jm.Task, seq: int | None) -> None:
+        """Write the ``processed`` row, reconnecting through a lost connection
+        (a server restart ends this connection too), so that a fault of the
+        recording never passes for a fault of job_machine."""
+        deadline = time.monotonic() + _RECORD_PATIENCE
+        while True:
+            try:
+                if self.rec.closed or self.rec.broken:
+                    self.rec = psycopg.connect(
+                        self.record_dsn, autocommit=True, application_name=RECORD_APP
+                    )
+                self.rec.execute(_RECORD_SQL, (task.id, seq, task.attempt, os.getpid()))
+                return
+            except psycopg.OperationalError as ex:
+                if time.monotonic() > deadline:
+                    raise
+                logging.warning("task %d: recording failed (%s); trying again", task.id, ex)
+                time.sleep(0.05)
 
 
 class AsyncRecordingWorker(jm.AsyncWorker):
@@ -121,7 +146,9 @@ class AsyncRecordingWorker(jm.AsyncWorker):
     barrier: int = 0
 
     async def startup(self) -> None:
-        self.rec = await psycopg.AsyncConnection.connect(self.record_dsn, autocommit=True)
+        self.rec = await psycopg.AsyncConnection.connect(
+            self.record_dsn, autocommit=True, application_name=RECORD_APP
+        )
         await self.rec.execute(_STARTED_SQL, (os.getpid(),))
         logging.info("startup done (listening)")
         deadline = time.monotonic() + 30
@@ -134,11 +161,28 @@ class AsyncRecordingWorker(jm.AsyncWorker):
 
     async def process(self, task: jm.Task) -> None:
         seq = task.data.get("seq") if isinstance(task.data, dict) else None
-        await self.rec.execute(_RECORD_SQL, (task.id, seq, task.attempt, os.getpid()))
+        await self._record(task, seq)
         if self.sleep:
             logging.info("task %d: sleeping %.1f s", task.id, self.sleep)
             await asyncio.sleep(self.sleep)
         await self.reply(expected_reply(seq) if seq is not None else None)
+
+    async def _record(self, task: jm.Task, seq: int | None) -> None:
+        """The asyncio twin of :meth:`RecordingWorker._record`."""
+        deadline = time.monotonic() + _RECORD_PATIENCE
+        while True:
+            try:
+                if self.rec.closed or self.rec.broken:
+                    self.rec = await psycopg.AsyncConnection.connect(
+                        self.record_dsn, autocommit=True, application_name=RECORD_APP
+                    )
+                await self.rec.execute(_RECORD_SQL, (task.id, seq, task.attempt, os.getpid()))
+                return
+            except psycopg.OperationalError as ex:
+                if time.monotonic() > deadline:
+                    raise
+                logging.warning("task %d: recording failed (%s); trying again", task.id, ex)
+                await asyncio.sleep(0.05)
 
 
 def run_worker(args: argparse.Namespace) -> int:

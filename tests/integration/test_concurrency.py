@@ -20,7 +20,6 @@ import pytest
 import job_machine as jm
 from tests.procs import (
     Child,
-    create_tables,
     describe_all,
     expected_reply,
     kill_all,
@@ -33,12 +32,6 @@ from tests.procs import (
 
 QUEUE = "conc.test"
 KINDS = ["sync", "async", "sync", "async"]
-
-
-@pytest.fixture
-def db(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-    create_tables(conn)
-    return conn
 
 
 def _start_workers(

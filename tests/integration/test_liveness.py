@@ -8,7 +8,6 @@ worker in a thread of the test process.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -23,46 +22,16 @@ import pytest
 import job_machine as jm
 from tests.procs import (
     Child,
-    create_tables,
     expected_reply,
     start_worker,
     started_count,
     wait_until,
 )
+from tests.rows import error_types, processed_by, task_state
 from tests.workers import Base, serving
 
 QUEUE = "live.test"
 KINDS = ["sync", "async"]
-
-
-@pytest.fixture
-def db(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-    create_tables(conn)
-    return conn
-
-
-def _task(db: psycopg.Connection[Any], tid: int) -> tuple[int, int]:
-    row = db.execute(
-        "SELECT status, attempts FROM jobmachine.task WHERE task_id = %s", (tid,)
-    ).fetchone()
-    assert row is not None
-    return row[0], row[1]
-
-
-def _error_types(db: psycopg.Connection[Any], tid: int) -> list[str]:
-    rows = db.execute(
-        "SELECT result FROM jobmachine.result WHERE task_id = %s AND resulttype = 'error'"
-        " ORDER BY result_id",
-        (tid,),
-    ).fetchall()
-    return [json.loads(r[0])["type"] for r in rows]
-
-
-def _processed_by(db: psycopg.Connection[Any], tid: int) -> list[int]:
-    rows = db.execute(
-        "SELECT pid FROM processed WHERE task_id = %s ORDER BY started_at", (tid,)
-    ).fetchall()
-    return [r[0] for r in rows]
 
 
 def _ready(db: psycopg.Connection[Any], n: int, children: list[Child]) -> None:
@@ -151,13 +120,13 @@ def test_a_live_workers_long_task_is_never_taken_from_it(
     try:
         _ready(db, 1, children)
         tid = client.send({"seq": 1}, queue=QUEUE)
-        wait_until(lambda: _processed_by(db, tid), 10, "the task to start", children)
+        wait_until(lambda: processed_by(db, tid), 10, "the task to start", children)
         idle = start_worker(dsn, QUEUE, tmp_path, "idle", kind=kind, dead_after=0.5, timeout=0.2)
         children.append(idle)
         assert client.wait(tid, timeout=15) == expected_reply(1), busy.describe()
-        assert _processed_by(db, tid) == [busy.pid], idle.describe()
-        assert _task(db, tid) == (jm.Status.FINISHED, 1)
-        assert _error_types(db, tid) == []
+        assert processed_by(db, tid) == [busy.pid], idle.describe()
+        assert task_state(db, tid) == (jm.Status.FINISHED, 1)
+        assert error_types(db, tid) == []
     finally:
         for child in children:
             child.kill()
@@ -173,7 +142,7 @@ def test_the_task_of_a_sigkilled_worker_is_done_by_another_within_dead_after(
     try:
         _ready(db, 1, children)
         tid = client.send({"seq": 5}, queue=QUEUE)
-        wait_until(lambda: _processed_by(db, tid), 10, "the task to start", children)
+        wait_until(lambda: processed_by(db, tid), 10, "the task to start", children)
         rescuer = start_worker(dsn, QUEUE, tmp_path, "rescuer", kind=kind, dead_after=dead_after)
         children.append(rescuer)
         _ready(db, 2, children)
@@ -181,16 +150,16 @@ def test_the_task_of_a_sigkilled_worker_is_done_by_another_within_dead_after(
         killed_at = time.monotonic()
         assert dying.wait_exit(5) == -signal.SIGKILL
         wait_until(
-            lambda: _task(db, tid)[0] == jm.Status.FINISHED,
+            lambda: task_state(db, tid)[0] == jm.Status.FINISHED,
             dead_after + 5,
             "the dead worker's task to be done by the other",
             [rescuer],
         )
         elapsed = time.monotonic() - killed_at
         assert elapsed < dead_after + 2, elapsed
-        assert _processed_by(db, tid) == [dying.pid, rescuer.pid]
-        assert _task(db, tid) == (jm.Status.FINISHED, 2)
-        assert _error_types(db, tid) == ["WorkerDied"]
+        assert processed_by(db, tid) == [dying.pid, rescuer.pid]
+        assert task_state(db, tid) == (jm.Status.FINISHED, 2)
+        assert error_types(db, tid) == ["WorkerDied"]
         assert client.wait(tid, timeout=1) == expected_reply(5)
         # The dead worker's registration is gone; the live one's stays.
         rows = db.execute("SELECT pid FROM jobmachine.worker").fetchall()
@@ -211,12 +180,12 @@ def test_max_runtime_gives_up_on_a_live_workers_task(
     try:
         _ready(db, 1, children)
         tid = client.send({"seq": 3}, queue=QUEUE)
-        wait_until(lambda: _processed_by(db, tid), 10, "the task to start", children)
+        wait_until(lambda: processed_by(db, tid), 10, "the task to start", children)
         fast = start_worker(dsn, QUEUE, tmp_path, "fast", dead_after=1, max_runtime=1)
         children.append(fast)
         assert client.wait(tid, timeout=10) == expected_reply(3), slow.describe()
-        assert _processed_by(db, tid) == [slow.pid, fast.pid]
-        assert _error_types(db, tid) == ["MaxRuntimeExceeded"]
+        assert processed_by(db, tid) == [slow.pid, fast.pid]
+        assert error_types(db, tid) == ["MaxRuntimeExceeded"]
         wait_until(
             lambda: "no longer held" in slow.log(), 10, "the slow worker's refused reply", children
         )
@@ -242,12 +211,12 @@ def test_sigterm_lets_the_task_in_hand_finish_within_the_grace_period(
         _ready(db, 1, [child])
         tid = client.send({"seq": 2}, queue=QUEUE)
         later = client.send({"seq": 3}, queue=QUEUE)
-        wait_until(lambda: _processed_by(db, tid), 10, "the task to start", [child])
+        wait_until(lambda: processed_by(db, tid), 10, "the task to start", [child])
         child.signal(signal.SIGTERM)
         assert child.wait_exit(10) == 0, child.describe()
-        assert _task(db, tid) == (jm.Status.FINISHED, 1)
+        assert task_state(db, tid) == (jm.Status.FINISHED, 1)
         # It stopped claiming: the next task is still waiting, untouched.
-        assert _task(db, later) == (jm.Status.WAITING, 0)
+        assert task_state(db, later) == (jm.Status.WAITING, 0)
     finally:
         child.kill()
 
@@ -260,7 +229,7 @@ def test_the_end_of_the_grace_period_hands_the_task_back(
     try:
         _ready(db, 1, [child])
         tid = client.send({"seq": 4}, queue=QUEUE)
-        wait_until(lambda: _processed_by(db, tid), 10, "the task to start", [child])
+        wait_until(lambda: processed_by(db, tid), 10, "the task to start", [child])
         t0 = time.monotonic()
         child.signal(signal.SIGTERM)
         code = child.wait_exit(10)
@@ -269,8 +238,8 @@ def test_the_end_of_the_grace_period_hands_the_task_back(
         assert 0.9 < elapsed < 5, elapsed
         assert "grace period is over" in child.log(), child.describe()
         # Never marked done: back to waiting at once, with an error saying why.
-        assert _task(db, tid) == (jm.Status.WAITING, 1)
-        assert _error_types(db, tid) == ["WorkerStopped"]
+        assert task_state(db, tid) == (jm.Status.WAITING, 1)
+        assert error_types(db, tid) == ["WorkerStopped"]
         assert db.execute("SELECT count(*) FROM jobmachine.worker").fetchone() == (0,)
     finally:
         child.kill()
@@ -327,7 +296,7 @@ def test_a_reply_survives_the_connection_dying_inside_process(
         tid = client.send("cut")
         assert client.wait(tid, timeout=10) == {"survived": "cut"}
     assert [task.attempt for task in w.seen] == [1]
-    assert _task(conn, tid) == (jm.Status.FINISHED, 1)
+    assert task_state(conn, tid) == (jm.Status.FINISHED, 1)
 
 
 def test_a_task_whose_notification_was_lost_is_found_within_the_timeout(

@@ -18,44 +18,15 @@ import pytest
 import job_machine as jm
 from tests.procs import (
     Child,
-    create_tables,
     expected_reply,
     start_worker,
     started_count,
     wait_until,
 )
+from tests.rows import processed, result_rows, task_state
 
 QUEUE = "sig.test"
 KINDS = ["sync", "async"]
-
-
-@pytest.fixture
-def db(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-    create_tables(conn)
-    return conn
-
-
-def _task(conn: psycopg.Connection[Any], tid: int) -> tuple[int, int]:
-    row = conn.execute(
-        "SELECT status, attempts FROM jobmachine.task WHERE task_id = %s", (tid,)
-    ).fetchone()
-    assert row is not None, f"task {tid} is gone"
-    return int(row[0]), int(row[1])
-
-
-def _results(conn: psycopg.Connection[Any], tid: int) -> list[tuple[str, str | None]]:
-    rows = conn.execute(
-        "SELECT result, resulttype FROM jobmachine.result WHERE task_id = %s ORDER BY result_id",
-        (tid,),
-    ).fetchall()
-    return [(r[0], r[1]) for r in rows]
-
-
-def _processed(conn: psycopg.Connection[Any]) -> list[tuple[int, int]]:
-    return [
-        (int(r[0]), int(r[1]))
-        for r in conn.execute("SELECT task_id, pid FROM processed ORDER BY started_at")
-    ]
 
 
 def _start_ready_worker(
@@ -101,9 +72,9 @@ def test_sigterm_during_task_finishes_it_then_exits_without_taking_the_next(
     try:
         first = client.send({"seq": 1}, queue=QUEUE)
         second = client.send({"seq": 2}, queue=QUEUE)
-        wait_until(lambda: _processed(db), 10, "the slow task's 'started' marker", [child])
-        assert [tid for tid, _ in _processed(db)] == [first]
-        assert _task(db, first) == (jm.Status.STARTED, 1)
+        wait_until(lambda: processed(db), 10, "the slow task's 'started' marker", [child])
+        assert [tid for tid, _ in processed(db)] == [first]
+        assert task_state(db, first) == (jm.Status.STARTED, 1)
 
         t0 = time.monotonic()
         child.signal(signal.SIGTERM)
@@ -114,14 +85,14 @@ def test_sigterm_during_task_finishes_it_then_exits_without_taking_the_next(
         )
 
         # The task in hand was finished and answered ...
-        assert _task(db, first) == (jm.Status.FINISHED, 1), child.describe()
-        results = _results(db, first)
+        assert task_state(db, first) == (jm.Status.FINISHED, 1), child.describe()
+        results = result_rows(db, first)
         assert len(results) == 1, results
         assert client.receive(first) == expected_reply(1)
         # ... and the next one was left alone.
-        assert _task(db, second) == (jm.Status.WAITING, 0), child.describe()
-        assert _results(db, second) == []
-        assert [tid for tid, _ in _processed(db)] == [first]
+        assert task_state(db, second) == (jm.Status.WAITING, 0), child.describe()
+        assert result_rows(db, second) == []
+        assert [tid for tid, _ in processed(db)] == [first]
     finally:
         child.kill()
 
@@ -136,7 +107,7 @@ def test_second_sigterm_during_task_exits_promptly_and_leaves_it_started(
     child = _start_ready_worker(dsn, db, tmp_path, kind, timeout=60, sleep=slow)
     try:
         tid = client.send({"seq": 7}, queue=QUEUE)
-        wait_until(lambda: _processed(db), 10, "the slow task's 'started' marker", [child])
+        wait_until(lambda: processed(db), 10, "the slow task's 'started' marker", [child])
         t0 = time.monotonic()
         child.signal(signal.SIGTERM)
         time.sleep(0.3)
@@ -155,8 +126,8 @@ def test_second_sigterm_during_task_exits_promptly_and_leaves_it_started(
 
         # Never marked done: on its way out the worker handed the task back
         # (waiting again, the attempt counted, an error saying why).
-        assert _task(db, tid) == (jm.Status.WAITING, 1), child.describe()
-        assert [(rtype, json.loads(body)["type"]) for body, rtype in _results(db, tid)] == [
+        assert task_state(db, tid) == (jm.Status.WAITING, 1), child.describe()
+        assert [(rtype, json.loads(body)["type"]) for body, rtype in result_rows(db, tid)] == [
             ("error", "WorkerStopped")
         ], child.describe()
         assert not client.check(tid)
@@ -179,7 +150,7 @@ def test_startup_runs_once_in_the_child_before_the_first_task(
         first_task_at = db.execute("SELECT min(started_at) FROM processed").fetchone()
         assert first_task_at is not None
         assert startups[0][1] < first_task_at[0]
-        pids = {pid for _, pid in _processed(db)}
+        pids = {pid for _, pid in processed(db)}
         assert pids == {child.pid}
         assert child.log().count("startup done") == 1, child.describe()
 
@@ -200,26 +171,26 @@ def test_task_of_a_killed_worker_is_revived_and_done_by_another_worker(
     try:
         wait_until(lambda: started_count(db) >= 1, 30, "the first worker's startup()", [dying])
         tid = client.send({"seq": 9}, queue=QUEUE)
-        wait_until(lambda: _processed(db), 10, "the slow task's 'started' marker", [dying])
+        wait_until(lambda: processed(db), 10, "the slow task's 'started' marker", [dying])
         dying.signal(signal.SIGKILL)
         assert dying.wait_exit(5) == -signal.SIGKILL
-        assert _task(db, tid) == (jm.Status.STARTED, 1)
+        assert task_state(db, tid) == (jm.Status.STARTED, 1)
 
         # Another worker process, with the default dead_after (15 s): its
         # liveness thread sees the dead worker's lock gone and puts the task
         # back, and the worker does it, within the bound.
         rescuer = start_worker(dsn, QUEUE, tmp_path, "rescuer", kind=kind, timeout=60)
         wait_until(
-            lambda: _task(db, tid)[0] == jm.Status.FINISHED,
+            lambda: task_state(db, tid)[0] == jm.Status.FINISHED,
             15 + 3,
             "the task to be revived and done within dead_after",
             [rescuer],
         )
         assert client.wait(tid, timeout=1) == expected_reply(9), rescuer.describe()
-        assert _task(db, tid) == (jm.Status.FINISHED, 2), rescuer.describe()
-        assert [pid for _, pid in _processed(db)] == [dying.pid, rescuer.pid]
+        assert task_state(db, tid) == (jm.Status.FINISHED, 2), rescuer.describe()
+        assert [pid for _, pid in processed(db)] == [dying.pid, rescuer.pid]
         # The rescue left an error saying why attempt 1 ended, then the reply.
-        (died, _), (_, reply_type) = _results(db, tid)
+        (died, _), (_, reply_type) = result_rows(db, tid)
         assert json.loads(died)["type"] == "WorkerDied"
         assert reply_type == "json"
         rescuer.signal(signal.SIGTERM)
