@@ -97,7 +97,14 @@ class AsyncConnector:
                 raise JobMachineError("the pool's conninfo must be a string to open a listener")
             return self.pool.conninfo
         assert self._user_conn is not None
-        return self._user_conn.info.dsn
+        info = self._user_conn.info
+        # info.dsn leaves the password out; a connection opened like it needs it.
+        return make_conninfo(info.dsn, password=info.password) if info.password else info.dsn
+
+    @property
+    def reconnects(self) -> bool:
+        """Whether a broken connection is replaced (not so for the caller's own)."""
+        return self._user_conn is None
 
     @property
     def opened(self) -> AsyncConnection[Any] | None:

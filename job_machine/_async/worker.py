@@ -51,7 +51,8 @@ class AsyncWorker(AsyncConnectorOwner):
         connection (see :attr:`dead_after`).
     :param queue: a queue name or a list of them.
     :param conn: use this connection instead (it must not be in a transaction
-        when :meth:`receive` starts; it is switched to autocommit).
+        when :meth:`receive` starts; it is switched to autocommit). Only the
+        caller can replace it, so :meth:`receive` raises when it breaks.
     :param pool: take connections for the work from this pool; listening
         uses one more connection of its own, opened from the pool's conninfo.
     :param listen_dsn: where to open the listening and registry connections,
@@ -313,6 +314,8 @@ class AsyncWorker(AsyncConnectorOwner):
             except _CONNECTION_ERRORS as ex:
                 if not self._running():
                     break
+                if not self._connector.reconnects:
+                    raise  # the caller's connection: only the caller can replace it
                 delay = backoff.next()
                 logger.warning(
                     "worker %s: database connection lost (%s); reconnecting in %.1f s",
@@ -407,6 +410,8 @@ class AsyncWorker(AsyncConnectorOwner):
             try:
                 result = await write()
             except ConnectionFailed as ex:
+                if not self._connector.reconnects:
+                    raise
                 lost = True
                 delay = backoff.next()
                 logger.warning(

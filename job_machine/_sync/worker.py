@@ -53,7 +53,8 @@ class Worker(ConnectorOwner):
         connection (see :attr:`dead_after`).
     :param queue: a queue name or a list of them.
     :param conn: use this connection instead (it must not be in a transaction
-        when :meth:`receive` starts; it is switched to autocommit).
+        when :meth:`receive` starts; it is switched to autocommit). Only the
+        caller can replace it, so :meth:`receive` raises when it breaks.
     :param pool: take connections for the work from this pool; listening
         uses one more connection of its own, opened from the pool's conninfo.
     :param listen_dsn: where to open the listening and registry connections,
@@ -315,6 +316,8 @@ class Worker(ConnectorOwner):
             except _CONNECTION_ERRORS as ex:
                 if not self._running():
                     break
+                if not self._connector.reconnects:
+                    raise  # the caller's connection: only the caller can replace it
                 delay = backoff.next()
                 logger.warning(
                     "worker %s: database connection lost (%s); reconnecting in %.1f s",
@@ -409,6 +412,8 @@ class Worker(ConnectorOwner):
             try:
                 result = write()
             except ConnectionFailed as ex:
+                if not self._connector.reconnects:
+                    raise
                 lost = True
                 delay = backoff.next()
                 logger.warning(
