@@ -336,3 +336,45 @@ def test_a_client_whose_connection_died_raises_connection_lost_then_works_again(
             c.check(tid)
         assert c.check(tid) is False  # reconnected by itself
         assert c.send("two") > tid
+
+
+def test_a_running_tasks_modified_time_is_kept_fresh_for_perl_workers(
+    dsn: str, client: jm.Client, conn: psycopg.Connection[Any]
+) -> None:
+    """A Perl worker revives started tasks untouched for its max_runtime; the
+    registry heartbeat keeps a live job_machine task's modified time fresh,
+    so that never happens to it."""
+    started, release = threading.Event(), threading.Event()
+
+    class Slow(Base):
+        def handle(self, task: jm.Task) -> None:
+            started.set()
+            release.wait(10)
+            self.reply("ok")
+
+    w = Slow(dsn, dead_after=0.4)
+    with serving(w):
+        tid = client.send("long")
+        assert started.wait(5)
+        conn.execute(
+            "UPDATE jobmachine.task SET modified = now() - interval '1 hour' WHERE task_id = %s",
+            (tid,),
+        )
+
+        def fresh() -> bool:
+            row = conn.execute(
+                "SELECT modified > now() - interval '1 minute' FROM jobmachine.task"
+                " WHERE task_id = %s",
+                (tid,),
+            ).fetchone()
+            return bool(row and row[0])
+
+        assert wait_until(fresh, 5, "the heartbeat to touch the running task")
+        # What Perl's revive statement would do now takes nothing.
+        revived = conn.execute(
+            "UPDATE jobmachine.task SET status = 0 WHERE status = 100"
+            " AND modified < now() - interval '1800 seconds' RETURNING task_id"
+        ).fetchall()
+        assert revived == []
+        release.set()
+        assert client.wait(tid, timeout=5) == "ok"
