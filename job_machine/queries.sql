@@ -125,9 +125,8 @@ SELECT t.status IN (200, 900)
  WHERE t.task_id = %(task_id)s
 
 -- name: task_revive
--- Housekeeping: started tasks that no registered worker holds (claimed by a
--- Perl worker, by work_once(), or by a worker whose row is gone) and that
--- were untouched for %(max_runtime)s seconds go back to waiting, or to
+-- Housekeeping: started tasks that no job_machine worker holds (claimed by
+-- a Perl worker, or by work_once() outside receive()) and that were untouched for %(max_runtime)s seconds go back to waiting, or to
 -- failed when they have used all their attempts (and then the waiting
 -- client is told, as when process() fails). A live worker's tasks are
 -- never revived here: see worker_reap and task_give_up.
@@ -137,8 +136,7 @@ WITH revived AS (
            modified = coalesce(%(now)s, now())
      WHERE t.status = 100
        AND t.modified < coalesce(%(now)s, now()) - make_interval(secs => %(max_runtime)s)
-       AND (t.worker_id IS NULL
-            OR NOT EXISTS (SELECT 1 FROM jobmachine.worker w WHERE w.worker_id = t.worker_id))
+       AND t.worker_id IS NULL
     RETURNING t.task_id, t.status, t.class_id
 )
 SELECT task_id, status,
@@ -265,11 +263,12 @@ SELECT pg_try_advisory_lock(1785558891, (worker_id %% 2147483648)::int) AS locke
 -- its liveness lock and it has not been seen for %(grace)s seconds (time
 -- for a live worker to reconnect). Right after the server started, nobody
 -- is judged for %(grace)s seconds, since every worker lost its session at
--- once. Rescued tasks notify their queue, so an idle worker takes them at
--- once. Given %(worker_id)s, reap that worker instead, alive or not (a
--- worker that stops cleanly hands back what it still holds). The dead
--- workers' rows are removed; each of their started tasks gets an error
--- result and waits again, or fails when it has used all its attempts.
+-- once. The dead workers' rows are removed; each of their started tasks
+-- gets an error result and waits again (its queue is notified, so an idle
+-- worker takes it at once), or fails when it has used all its attempts.
+-- Started tasks of a worker whose row is already gone are rescued the same
+-- way once its lock is free. Given %(worker_id)s, reap that worker instead,
+-- alive or not: a worker that stops hands back what it still holds.
 WITH live AS (
     SELECT l.objid::bigint AS lock_id
       FROM pg_locks l
@@ -285,31 +284,61 @@ WITH live AS (
                 AND w.worker_id %% 2147483648 NOT IN (SELECT lock_id FROM live)
            END
     RETURNING w.worker_id, w.host, w.pid
+), unregistered AS (
+    SELECT t.task_id
+      FROM jobmachine.task t
+     WHERE %(worker_id)s::bigint IS NULL
+       AND t.status = 100 AND t.worker_id IS NOT NULL
+       AND t.modified < coalesce(%(now)s, now()) - make_interval(secs => %(grace)s)
+       AND NOT EXISTS (SELECT 1 FROM jobmachine.worker w WHERE w.worker_id = t.worker_id)
+       AND t.worker_id %% 2147483648 NOT IN (SELECT lock_id FROM live)
 ), revived AS (
     UPDATE jobmachine.task t
        SET status = CASE WHEN t.attempts > %(retries)s THEN 900 ELSE 0 END,
            modified = coalesce(%(now)s, now())
-      FROM dead
-     WHERE t.worker_id = dead.worker_id AND t.status = 100
-    RETURNING t.task_id, t.status, t.attempts, t.class_id, dead.host, dead.pid, dead.worker_id
+     WHERE t.status = 100
+       AND (t.worker_id IN (SELECT worker_id FROM dead)
+            OR t.task_id IN (SELECT task_id FROM unregistered))
+    RETURNING t.task_id, t.status, t.attempts, t.class_id, t.worker_id
 ), noted AS (
     INSERT INTO jobmachine.result (task_id, result, resulttype)
-    SELECT task_id,
+    SELECT r.task_id,
            json_build_object('type', CASE WHEN %(worker_id)s::bigint IS NULL
                                           THEN 'WorkerDied' ELSE 'WorkerStopped' END,
-                             'message', 'worker ' || host || ' (pid ' || pid
-                                        || ') ended during attempt ' || attempts,
-                             'attempt', attempts)::text,
+                             'message', 'worker ' || r.worker_id
+                                        || coalesce(' on ' || d.host || ' (pid ' || d.pid || ')', '')
+                                        || ' ended during attempt ' || r.attempts,
+                             'attempt', r.attempts)::text,
            'error'
-      FROM revived
+      FROM revived r LEFT JOIN dead d USING (worker_id)
 )
-SELECT d.worker_id, r.task_id, r.status,
+SELECT r.worker_id, r.task_id, r.status,
        CASE WHEN r.status = 900 THEN pg_notify('jmr:' || r.task_id::text, 'failed')
-            WHEN r.status = 0 THEN pg_notify('jm:' || (SELECT name FROM jobmachine.class c
-                                                        WHERE c.class_id = r.class_id),
-                                             r.task_id::text)
+            ELSE pg_notify('jm:' || (SELECT name FROM jobmachine.class c
+                                      WHERE c.class_id = r.class_id), r.task_id::text)
        END
-  FROM dead d LEFT JOIN revived r ON r.worker_id = d.worker_id
+  FROM revived r
+ UNION ALL
+SELECT d.worker_id, NULL, NULL, NULL
+  FROM dead d
+
+-- name: task_release_held
+-- A worker that lost its connection hands back the started tasks it holds
+-- but is not processing (those in %(keep)s it is): a claim that committed
+-- while its answer was lost with the connection left the worker unaware
+-- of them. They wait again at once, their queue notified; the attempt stays
+-- counted, so the fencing token only grows.
+WITH released AS (
+    UPDATE jobmachine.task t
+       SET status = 0, modified = now()
+     WHERE t.worker_id = %(worker_id)s AND t.status = 100
+       AND NOT (t.task_id = ANY(%(keep)s))
+    RETURNING t.task_id, t.class_id
+)
+SELECT task_id,
+       pg_notify('jm:' || (SELECT name FROM jobmachine.class c
+                            WHERE c.class_id = released.class_id), task_id::text)
+  FROM released
 
 -- name: session_set
 -- Set a configuration parameter for the rest of the session (the registry

@@ -307,6 +307,7 @@ class AsyncWorker(AsyncConnectorOwner):
                     try:
                         if backoff.failures:
                             logger.info("worker %s: reconnected; draining", self.worker_id)
+                            await self._release_lost_claims()
                         backoff.reset()
                         await self._serve(listener)
                     finally:
@@ -397,6 +398,20 @@ class AsyncWorker(AsyncConnectorOwner):
             return
         if self._waker.fd in await aselect_readable([self._waker.fd], seconds):
             self._waker.clear()
+
+    async def _release_lost_claims(self) -> None:
+        """After a lost connection: a claim may have committed while its answer
+        was lost, leaving a task started by this worker that it never saw."""
+        if self.worker_id is None:
+            return
+        keep = [self._current.id] if self._current is not None else []
+        released = await self._store.task_release_held(self.worker_id, keep)
+        if released:
+            logger.warning(
+                "worker %s: handed back %d task(s) whose claim was lost with the connection",
+                self.worker_id,
+                released,
+            )
 
     async def _persist(self, write: Callable[[], Awaitable[T]], task: Task, recovered: T) -> T:
         """Run a write about ``task`` until it reaches the database: a finished

@@ -217,6 +217,12 @@ class Store:
         row = self._one("worker_heartbeat", params, conn)
         return bool(row and row["locked"])
 
+    def task_release_held(self, worker_id: int, keep: Sequence[int] = ()) -> int:
+        """Put back to waiting the started tasks of ``worker_id`` other than ``keep``;
+        how many there were."""
+        params = {"worker_id": worker_id, "keep": list(keep)}
+        return len(self._all("task_release_held", params))
+
     def leader_lock(self, conn: Connection[Any]) -> bool:
         """Try to become (or stay) the fleet's housekeeper on ``conn``'s session."""
         row = self._one("leader_lock", {"key": CHORE_LOCK_KEY}, conn)
@@ -235,7 +241,7 @@ class Store:
         (workers removed, tasks put back to waiting, tasks failed)."""
         params = {"grace": grace, "retries": retries, "worker_id": worker_id, "now": now}
         rows = self._all("worker_reap", params, conn)
-        workers = len({r["worker_id"] for r in rows})
+        workers = sum(1 for r in rows if r["task_id"] is None)
         failed = sum(1 for r in rows if r["status"] == Status.FAILED)
         revived = sum(1 for r in rows if r["status"] == Status.WAITING)
         return workers, revived, failed

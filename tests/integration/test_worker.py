@@ -778,3 +778,25 @@ def test_constructor_overrides(dsn: str) -> None:
     # The class keeps its defaults.
     assert Configured.timeout == 7
     assert Configured(dsn, queue=None).timeout == 7
+
+
+def test_housekeeping_rescues_a_task_whose_worker_row_is_gone_and_lock_free(
+    dsn: str, client: jm.Client, conn: psycopg.Connection[Any]
+) -> None:
+    """A task started by a worker that has no registry row any more (it was
+    judged dead, then claimed before its heartbeat re-registered it, then
+    died) is rescued once that worker's liveness lock is free, not after
+    orphan_after."""
+    tid = client.send("unregistered")
+    conn.execute(
+        "UPDATE jobmachine.task SET status = 100, attempts = 1, worker_id = 4242,"
+        " modified = now() - interval '1 minute' WHERE task_id = %s",
+        [tid],
+    )
+    with Base(dsn, dead_after=2) as w:
+        counts = w.housekeeping()
+    assert (counts.revived, counts.failed, counts.reaped) == (1, 0, 0)
+    assert status(conn, tid) == 0
+    (err,) = results(conn, tid)
+    assert err[0]["type"] == "WorkerDied"
+    assert "worker 4242 ended during attempt 1" in err[0]["message"]
