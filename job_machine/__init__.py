@@ -7,10 +7,12 @@ Sync: :class:`Client`, :class:`Worker`. Asyncio: :class:`AsyncClient`,
 
 from __future__ import annotations
 
+from ._async.admin import AsyncAdmin
 from ._async.client import AsyncClient
 from ._async.schema import ainstall_schema
 from ._async.worker import AsyncWorker
 from ._schema_sql import create_tables_sql
+from ._sync.admin import Admin
 from ._sync.client import Client
 from ._sync.schema import install_schema
 from ._sync.worker import Worker
@@ -29,11 +31,13 @@ from .errors import (
     UnknownTask,
     WaitTimeout,
 )
-from .task import Status, Task, TaskInfo
+from .task import QueueStats, Status, Task, TaskInfo, TaskSummary, WorkerInfo
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Admin",
+    "AsyncAdmin",
     "AsyncClient",
     "AsyncWorker",
     "Client",
@@ -43,6 +47,7 @@ __all__ = [
     "InvalidQueueName",
     "JobMachineError",
     "NoCurrentTask",
+    "QueueStats",
     "Retry",
     "SchemaMissing",
     "Status",
@@ -50,9 +55,11 @@ __all__ = [
     "TaskFailed",
     "TaskInfo",
     "TaskNotHeld",
+    "TaskSummary",
     "UnknownTask",
     "WaitTimeout",
     "Worker",
+    "WorkerInfo",
     "__version__",
     "ainstall_schema",
     "create_tables_sql",

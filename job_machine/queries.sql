@@ -349,3 +349,106 @@ SELECT set_config(%(name)s, %(value)s, false)
 -- The newest installed schema version; fails with undefined_table when the
 -- schema is not installed.
 SELECT max(version) AS version FROM jobmachine.schema_version
+
+-- name: admin_stats
+-- Counts of tasks by queue and state (delayed: waiting but not due yet),
+-- for the status command and dashboards. One pass over the task table's
+-- status/class columns.
+SELECT c.name AS queue,
+       count(*) FILTER (WHERE t.status = 0
+                          AND (t.run_after IS NULL OR t.run_after <= now())) AS waiting,
+       count(*) FILTER (WHERE t.status = 0 AND t.run_after > now()) AS delayed,
+       count(*) FILTER (WHERE t.status = 100) AS running,
+       count(*) FILTER (WHERE t.status = 200) AS done,
+       count(*) FILTER (WHERE t.status = 900) AS failed
+  FROM jobmachine.task t
+  JOIN jobmachine.class c ON c.class_id = t.class_id
+ GROUP BY c.name
+ ORDER BY c.name
+
+-- name: admin_list_tasks
+-- A page of tasks, newest first, filtered by status and queue (NULL: any),
+-- continuing below %(before_id)s (keyset pagination: fast on any page).
+SELECT t.task_id, c.name AS queue, t.status, t.attempts, t.created, t.modified,
+       t.run_after, t.worker_id, left(t.parameters, 200) AS parameters
+  FROM jobmachine.task t
+  LEFT JOIN jobmachine.class c ON c.class_id = t.class_id
+ WHERE (%(status)s::int IS NULL OR t.status = %(status)s::int)
+   AND (%(queue)s::text IS NULL OR c.name = %(queue)s::text)
+   AND (%(before_id)s::bigint IS NULL OR t.task_id < %(before_id)s::bigint)
+ ORDER BY t.task_id DESC
+ LIMIT %(limit)s
+
+-- name: admin_cancel
+-- Cancel a waiting task: it fails (900) with an error saying so, and a
+-- waiting client is told. A task that is running or finished is left alone.
+WITH cancelled AS (
+    UPDATE jobmachine.task SET status = 900, modified = now()
+     WHERE task_id = %(task_id)s AND status = 0
+    RETURNING task_id
+), noted AS (
+    INSERT INTO jobmachine.result (task_id, result, resulttype)
+    SELECT task_id, '{"type": "Cancelled", "message": "cancelled by hand"}', 'error'
+      FROM cancelled
+)
+SELECT task_id, pg_notify('jmr:' || task_id::text, 'failed') FROM cancelled
+
+-- name: admin_retry
+-- Send a failed or done task again: waiting, due now, with a fresh count of
+-- attempts, optionally to another queue (created if missing). Its earlier
+-- results stay, for the record. A waiting or running task is left alone.
+WITH target AS (
+    SELECT class_id FROM jobmachine.class WHERE name = %(queue)s::text
+), created AS (
+    INSERT INTO jobmachine.class (name)
+    SELECT %(queue)s::text WHERE %(queue)s::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM target)
+    ON CONFLICT (name) DO NOTHING
+    RETURNING class_id
+), retried AS (
+    UPDATE jobmachine.task t
+       SET status = 0, attempts = 0, run_after = NULL, modified = now(),
+           class_id = coalesce((SELECT class_id FROM target UNION ALL SELECT class_id FROM created
+                                LIMIT 1), t.class_id)
+     WHERE t.task_id = %(task_id)s AND t.status IN (200, 900)
+    RETURNING t.task_id, t.class_id
+)
+SELECT task_id,
+       pg_notify('jm:' || coalesce(%(queue)s::text,
+                                   (SELECT name FROM jobmachine.class c
+                                     WHERE c.class_id = retried.class_id)),
+                 task_id::text)
+  FROM retried
+
+-- name: admin_remove
+-- Delete a task that is not running, with its results.
+DELETE FROM jobmachine.task WHERE task_id = %(task_id)s AND status <> 100
+RETURNING task_id
+
+-- name: admin_purge
+-- Delete finished tasks of the given statuses (and queue, and age), in one
+-- bounded batch; call again until it returns fewer than %(limit)s.
+DELETE FROM jobmachine.task
+ WHERE task_id IN (
+    SELECT t.task_id FROM jobmachine.task t
+      LEFT JOIN jobmachine.class c ON c.class_id = t.class_id
+     WHERE t.status = ANY(%(statuses)s)
+       AND (%(queue)s::text IS NULL OR c.name = %(queue)s::text)
+       AND t.modified < now() - make_interval(secs => %(older_than)s)
+     LIMIT %(limit)s)
+RETURNING task_id
+
+-- name: admin_workers
+-- The registered workers, whether PostgreSQL still holds their liveness
+-- lock, and the tasks each is running.
+SELECT w.worker_id, w.host, w.pid, w.queues, w.started, w.seen,
+       EXISTS (SELECT 1 FROM pg_locks l
+                WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                  AND l.classid = 1785558891::oid
+                  AND l.objid::bigint = w.worker_id %% 2147483648
+                  AND l.database = (SELECT oid FROM pg_database
+                                     WHERE datname = current_database())) AS alive,
+       ARRAY(SELECT t.task_id FROM jobmachine.task t
+              WHERE t.worker_id = w.worker_id AND t.status = 100
+              ORDER BY t.task_id) AS running
+  FROM jobmachine.worker w
+ ORDER BY w.worker_id

@@ -78,6 +78,8 @@ class TaskInfo:
     started: datetime | None
     #: The worker holding it while it runs: ``(worker_id, host, pid)``.
     worker: tuple[int, str, int] | None
+    #: The id of the job_machine worker that claimed it last (None if none did).
+    worker_id: int | None = None
 
     @property
     def state(self) -> str:
@@ -88,3 +90,53 @@ class TaskInfo:
     def last_error(self) -> Any:
         """The newest error, None when there is none."""
         return self.errors[-1] if self.errors else None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """How many tasks of one queue are in each state (:meth:`Admin.stats`)."""
+
+    queue: str
+    waiting: int  #: due now
+    delayed: int  #: waiting, but not due yet (a retry in backoff)
+    running: int
+    done: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSummary:
+    """One line of :meth:`Admin.list_tasks`."""
+
+    id: int
+    queue: str | None
+    status: Status
+    attempts: int
+    created: datetime
+    modified: datetime
+    run_after: datetime | None
+    worker_id: int | None
+    #: The first 200 characters of the task's JSON data.
+    parameters: str
+
+    @property
+    def state(self) -> str:
+        """``"waiting"``, ``"running"``, ``"done"`` or ``"failed"``."""
+        return STATE_NAMES[self.status]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A registered worker (:meth:`Admin.workers`)."""
+
+    id: int
+    host: str
+    pid: int
+    queues: list[str]
+    started: datetime
+    #: Its last heartbeat.
+    seen: datetime
+    #: Whether PostgreSQL still holds its liveness lock (its session is open).
+    alive: bool
+    #: The ids of the tasks it is running.
+    running: list[int]

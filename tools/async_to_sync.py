@@ -23,6 +23,7 @@ DST = ROOT / "job_machine" / "_sync"
 
 #: async name -> sync name, matched as whole words.
 NAMES = {
+    "AsyncAdmin": "Admin",
     "AsyncClient": "Client",
     "AsyncWorker": "Worker",
     "AsyncStore": "Store",

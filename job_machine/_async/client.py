@@ -140,27 +140,10 @@ class AsyncClient(AsyncConnectorOwner):
         :raises UnknownTask: there is no such task.
         """
         tid = self._task_id(task_id)
-        row = await self._store.task_info(tid)
-        if row is None:
+        info = await self._store.task_info(tid)
+        if info is None:
             raise UnknownTask(f"there is no task {tid}")
-        status = Status(row["status"])
-        worker = None
-        if status == Status.STARTED and row["worker_host"] is not None:
-            worker = (int(row["worker_id"]), row["worker_host"], int(row["worker_pid"]))
-        return TaskInfo(
-            id=tid,
-            queue=row["queue"],
-            status=status,
-            attempts=int(row["attempts"]),
-            data=_codec.decode(row["parameters"]),
-            errors=[_codec.decode(e) for e in row["errors"]],
-            reply=_codec.decode(row["reply"]),
-            created=row["created"],
-            modified=row["modified"],
-            run_after=row["run_after"],
-            started=row["started"],
-            worker=worker,
-        )
+        return info
 
     async def uncheck(self, task_id: int | str | None = None) -> None:
         """Stop waiting for a task's reply: it is no longer the current task.

@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 from .. import _codec
 from .._queries import queries
 from ..errors import ConnectionLost, SchemaMissing
-from ..task import Status, Task
+from ..task import QueueStats, Status, Task, TaskInfo, TaskSummary, WorkerInfo
 from .connection import Connector
 
 #: Advisory lock key of the housekeeping chores (one housekeeper at a time).
@@ -189,14 +189,101 @@ class Store:
         row = self._one("task_answered", {"task_id": task_id})
         return None if row is None else bool(row["answered"])
 
-    def task_info(self, task_id: int) -> dict[str, Any] | None:
-        """The task_info row of a task; None if there is no such task."""
-        return self._one("task_info", {"task_id": task_id})
+    def task_info(self, task_id: int) -> TaskInfo | None:
+        """Everything about a task; None if there is no such task."""
+        row = self._one("task_info", {"task_id": task_id})
+        if row is None:
+            return None
+        status = Status(row["status"])
+        worker = None
+        if status == Status.STARTED and row["worker_host"] is not None:
+            worker = (int(row["worker_id"]), row["worker_host"], int(row["worker_pid"]))
+        return TaskInfo(
+            id=int(row["task_id"]),
+            queue=row["queue"],
+            status=status,
+            attempts=int(row["attempts"]),
+            data=_codec.decode(row["parameters"]),
+            errors=[_codec.decode(e) for e in row["errors"]],
+            reply=_codec.decode(row["reply"]),
+            created=row["created"],
+            modified=row["modified"],
+            run_after=row["run_after"],
+            started=row["started"],
+            worker=worker,
+            worker_id=row["worker_id"],
+        )
 
     def task_next_due(self, queues: Sequence[str]) -> float | None:
         """Seconds until the next pending task of ``queues`` is due; None if none is."""
         row = self._one("task_next_due", {"queues": list(queues)})
         return None if row is None or row["wait"] is None else max(0.0, float(row["wait"]))
+
+    # -- administration ---------------------------------------------------
+
+    def admin_stats(self) -> list[QueueStats]:
+        """Task counts by queue and state."""
+        return [QueueStats(**r) for r in self._all("admin_stats", {})]
+
+    def admin_list_tasks(
+        self, status: Status | None, queue: str | None, before_id: int | None, limit: int
+    ) -> list[TaskSummary]:
+        """A page of tasks, newest first."""
+        params = {"status": status, "queue": queue, "before_id": before_id, "limit": limit}
+        return [
+            TaskSummary(
+                id=int(r["task_id"]),
+                queue=r["queue"],
+                status=Status(r["status"]),
+                attempts=int(r["attempts"]),
+                created=r["created"],
+                modified=r["modified"],
+                run_after=r["run_after"],
+                worker_id=r["worker_id"],
+                parameters=r["parameters"] or "",
+            )
+            for r in self._all("admin_list_tasks", params)
+        ]
+
+    def admin_cancel(self, task_id: int) -> bool:
+        """Fail a waiting task as cancelled; False if it was not waiting."""
+        return self._one("admin_cancel", {"task_id": task_id}) is not None
+
+    def admin_retry(self, task_id: int, queue: str | None) -> bool:
+        """Make a finished task wait again; False if it was not finished."""
+        return self._one("admin_retry", {"task_id": task_id, "queue": queue}) is not None
+
+    def admin_remove(self, task_id: int) -> bool:
+        """Delete a task that is not running; False if there was none to delete."""
+        return self._one("admin_remove", {"task_id": task_id}) is not None
+
+    def admin_purge(
+        self, statuses: Sequence[Status], queue: str | None, older_than: float, limit: int
+    ) -> int:
+        """Delete one batch of finished tasks; how many."""
+        params = {
+            "statuses": [int(s) for s in statuses],
+            "queue": queue,
+            "older_than": older_than,
+            "limit": limit,
+        }
+        return len(self._all("admin_purge", params))
+
+    def admin_workers(self) -> list[WorkerInfo]:
+        """The registered workers."""
+        return [
+            WorkerInfo(
+                id=int(r["worker_id"]),
+                host=r["host"],
+                pid=int(r["pid"]),
+                queues=list(r["queues"]),
+                started=r["started"],
+                seen=r["seen"],
+                alive=bool(r["alive"]),
+                running=[int(t) for t in r["running"]],
+            )
+            for r in self._all("admin_workers", {})
+        ]
 
     # -- workers ----------------------------------------------------------
 

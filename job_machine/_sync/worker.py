@@ -444,12 +444,12 @@ class Worker(ConnectorOwner):
             return result
 
     def _stored_by_us(self, task: Task) -> bool:
-        row = self._store.task_info(task.id)
+        info = self._store.task_info(task.id)
         return bool(
-            row
-            and row["status"] in (Status.FINISHED, Status.FAILED, Status.WAITING)
-            and row["attempts"] == task.attempt
-            and row["worker_id"] == self.worker_id
+            info
+            and info.status in (Status.FINISHED, Status.FAILED, Status.WAITING)
+            and info.attempts == task.attempt
+            and info.worker_id == self.worker_id
         )
 
     def _run(self, task: Task) -> None:
