@@ -11,10 +11,12 @@ this module.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import select
+import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -66,3 +68,42 @@ async def aselect_readable(fds: Sequence[int], timeout: float | None) -> list[in
         for fd in fds:
             loop.remove_reader(fd)
     return ready
+
+
+#: A task being processed concurrently: a thread (sync) or an asyncio task.
+Handle = threading.Thread
+AHandle = asyncio.Task[None]
+
+
+def spawn(fn: Callable[[], None], done: Callable[[], None]) -> Handle:
+    """Run ``fn`` in a daemon thread of its own (in a copy of the caller's
+    context), then call ``done``. Daemon: a worker told to exit at once is not
+    held up by a task still running."""
+
+    def run() -> None:
+        try:
+            contextvars.copy_context().run(fn)
+        finally:
+            done()
+
+    thread = threading.Thread(target=run, name="job_machine-task", daemon=True)
+    thread.start()
+    return thread
+
+
+def aspawn(fn: Callable[[], Coroutine[Any, Any, None]], done: Callable[[], None]) -> AHandle:
+    """Run the coroutine ``fn()`` as an asyncio task, then call ``done``."""
+    task = asyncio.get_running_loop().create_task(fn())
+    task.add_done_callback(lambda _: done())
+    return task
+
+
+def join_all(handles: Sequence[Handle]) -> None:
+    """Wait until every spawned thread has finished."""
+    for thread in handles:
+        thread.join()
+
+
+async def ajoin_all(handles: Sequence[AHandle]) -> None:
+    """Wait until every spawned task has finished."""
+    await asyncio.gather(*handles, return_exceptions=True)

@@ -41,8 +41,10 @@ class Base(jm.Worker):
 
 
 @contextmanager
-def serving(w: Base, wait_ready: bool = True) -> Iterator[threading.Thread]:
-    """Run w.receive() in a thread; stop and join it at the end, re-raising its error."""
+def serving(w: jm.Worker, wait_ready: bool = True) -> Iterator[threading.Thread]:
+    """Run w.receive() in a thread; stop and join it at the end, re-raising its error.
+
+    With ``wait_ready``, ``w`` must have a ``ready`` event its startup() sets."""
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -58,7 +60,8 @@ def serving(w: Base, wait_ready: bool = True) -> Iterator[threading.Thread]:
             # Only stop() after receive() is listening: a stop() that comes
             # before receive() starts is forgotten (receive resets it).
             deadline = time.monotonic() + 10
-            while not w.ready.wait(0.05):
+            ready: threading.Event = w.ready  # type: ignore[attr-defined]
+            while not ready.wait(0.05):
                 assert not errors, errors
                 assert time.monotonic() < deadline, "worker did not start"
         yield t

@@ -43,6 +43,9 @@ NAMES = {
     "asleep": "sleep",
     "aselect_readable": "select_readable",
     "arun_blocking": "run_blocking",
+    "aspawn": "spawn",
+    "AHandle": "Handle",
+    "ajoin_all": "join_all",
     "ainstall_schema": "install_schema",
 }
 

@@ -8,7 +8,10 @@ import threading
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from types import FrameType
 from typing import Any, ClassVar, TypeVar
 
@@ -17,7 +20,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from .. import _codec
-from .._acompat import arun_blocking, aselect_readable
+from .._acompat import AHandle, ajoin_all, arun_blocking, aselect_readable, aspawn
 from .._backoff import Backoff, backoff_delay
 from .._waker import Waker
 from ..channels import queue_channel, validate_queue
@@ -32,6 +35,15 @@ T = TypeVar("T")
 
 #: What a lost or unreachable database raises: reconnect and carry on.
 _CONNECTION_ERRORS = (ConnectionFailed, psycopg.OperationalError, psycopg.InterfaceError)
+
+
+@dataclass(slots=True)
+class _InHand:
+    """A task being processed, and whether process() has answered it yet."""
+
+    task: Task
+    answered: bool = False
+
 
 logger = logging.getLogger("job_machine.worker")
 
@@ -61,6 +73,11 @@ class AsyncWorker(AsyncConnectorOwner):
     :param connect_kwargs: extra keyword arguments for ``psycopg.connect``
         when the worker opens its own work connection; behind PgBouncer in
         transaction mode pass ``{"prepare_threshold": None}``.
+    :param concurrency: how many tasks to process at once (1 by default).
+        An AsyncWorker runs them as asyncio tasks, a Worker in threads (for
+        I/O-bound work); with a ``dsn`` the work then goes through a pool of
+        ``concurrency`` connections, beside one listening connection. A
+        graceful stop waits for every task in hand.
     :param extra: other keyword arguments become attributes of the worker.
 
     Every setting below can be given to the constructor or set as a class
@@ -100,6 +117,8 @@ class AsyncWorker(AsyncConnectorOwner):
     remove_after: float = 30.0
     #: Whether receive() installs SIGTERM/SIGINT handlers (main thread only).
     handle_signals: bool = True
+    #: How many tasks to process at once.
+    concurrency: int = 1
 
     def __init__(
         self,
@@ -110,6 +129,7 @@ class AsyncWorker(AsyncConnectorOwner):
         pool: AsyncConnectionPool | None = None,
         listen_dsn: str | None = None,
         connect_kwargs: dict[str, Any] | None = None,
+        concurrency: int | None = None,
         timeout: float | None = None,
         dead_after: float | None = None,
         max_runtime: float | None = None,
@@ -149,16 +169,27 @@ class AsyncWorker(AsyncConnectorOwner):
                 zero_ok = name.startswith("retry_backoff")  # 0: retry at once
                 setattr(self, name, _positive(name, value, zero_ok=zero_ok))
         if retries is not None:
-            if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-                raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")
-            self.retries = retries
+            self.retries = _whole("retries", retries, 0)
+        if concurrency is not None:
+            self.concurrency = _whole("concurrency", concurrency, 1)
         if remove_after is not None:
             if isinstance(remove_after, timedelta):
                 remove_after = remove_after.total_seconds() / 86400
             self.remove_after = _positive("remove_after", remove_after)
-        self._connector = AsyncConnector(
-            dsn=dsn, conn=conn, pool=pool, connect_kwargs=CLIENT_KEEPALIVES | (connect_kwargs or {})
-        )
+        kwargs = CLIENT_KEEPALIVES | (connect_kwargs or {})
+        #: The pool the worker makes for itself to run several tasks at once.
+        self._own_pool: AsyncConnectionPool | None = None
+        if dsn and self.concurrency > 1:
+            self._own_pool = AsyncConnectionPool(
+                dsn,
+                min_size=1,
+                max_size=self.concurrency,
+                kwargs={"autocommit": True, **kwargs},
+                open=False,
+                name="job_machine-worker",
+            )
+            dsn, pool = None, self._own_pool
+        self._connector = AsyncConnector(dsn=dsn, conn=conn, pool=pool, connect_kwargs=kwargs)
         self._store = AsyncStore(self._connector)
         self.listen_dsn = listen_dsn
         #: This worker's id in jobmachine.worker while :meth:`receive` runs.
@@ -168,8 +199,11 @@ class AsyncWorker(AsyncConnectorOwner):
         self._grace_timer: threading.Timer | None = None
         self._grace_lock = threading.Lock()
         self._listener: AsyncListener | None = None
-        self._current: Task | None = None
-        self._answered = False
+        self._in_hand: ContextVar[_InHand | None] = ContextVar(
+            f"job_machine_task_{id(self)}", default=None
+        )
+        #: Tasks running concurrently (concurrency > 1), by task id.
+        self._running_tasks: dict[int, AHandle] = {}
         self._started = False
         self._stopping = False
         self._signals_seen = 0
@@ -211,9 +245,10 @@ class AsyncWorker(AsyncConnectorOwner):
     @property
     def task(self) -> Task:
         """The task being processed."""
-        if self._current is None:
+        in_hand = self._in_hand.get()
+        if in_hand is None:
             raise NoCurrentTask("no task is being processed (call this from process())")
-        return self._current
+        return in_hand.task
 
     async def reply(self, data: Any) -> None:
         """Store ``data`` as the task's result, mark it done and notify the client.
@@ -242,7 +277,9 @@ class AsyncWorker(AsyncConnectorOwner):
         )
         if not done:
             raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
-        self._answered = True
+        in_hand = self._in_hand.get()
+        if in_hand is not None:
+            in_hand.answered = True
 
     # -- the service loop ---------------------------------------------------
 
@@ -280,12 +317,16 @@ class AsyncWorker(AsyncConnectorOwner):
             housekeeping_interval=self.housekeeping_interval,
         )
         try:
+            if self._own_pool is not None:
+                await self._own_pool.open(wait=True)
             self.worker_id = await arun_blocking(liveness.start)
             self._liveness = liveness
             if not self._started:
                 await self.startup()
                 self._started = True
             await self._serve_reconnecting()
+            # A graceful stop: let the tasks in hand finish.
+            await ajoin_all(list(self._running_tasks.values()))
         finally:
             self._cancel_grace_timer()
             restore()
@@ -294,6 +335,8 @@ class AsyncWorker(AsyncConnectorOwner):
                 self._liveness = None
             self.worker_id = None
             await self._connector.close()
+            if self._own_pool is not None:
+                await self._own_pool.close()
             self._waker.close()
             self._waker = None
             self._stopping = False  # a later receive() serves again
@@ -389,8 +432,35 @@ class AsyncWorker(AsyncConnectorOwner):
         return not self._stopping and self.keep_running()
 
     async def _drain(self) -> None:
-        while self._running() and await self.work_once():
-            pass
+        if self.concurrency == 1:
+            while self._running() and await self.work_once():
+                pass
+            return
+        while self._running():
+            free = self.concurrency - len(self._running_tasks)
+            if free <= 0:
+                return  # the wait wakes when one of them finishes
+            tasks = await self._store.task_claim(self.queues, limit=free, worker_id=self.worker_id)
+            for task in tasks:
+                self._running_tasks[task.id] = aspawn(
+                    partial(self._run_concurrently, task), self._one_finished
+                )
+            if len(tasks) < free:
+                return
+
+    async def _run_concurrently(self, task: Task) -> None:
+        try:
+            await self._run(task)
+        except Exception:
+            # Only a lost connection that cannot be replaced gets here; the
+            # task stays started and is handed back when the worker stops.
+            logger.exception("task %d: its outcome could not be stored", task.id)
+        finally:
+            self._running_tasks.pop(task.id, None)
+
+    def _one_finished(self) -> None:
+        if self._waker is not None:
+            self._waker.wake()  # a slot is free: look at the queues again
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but return at once when stop() is called."""
@@ -404,7 +474,7 @@ class AsyncWorker(AsyncConnectorOwner):
         was lost, leaving a task started by this worker that it never saw."""
         if self.worker_id is None:
             return
-        keep = [self._current.id] if self._current is not None else []
+        keep = list(self._running_tasks)
         released = await self._store.task_release_held(self.worker_id, keep)
         if released:
             logger.warning(
@@ -451,18 +521,19 @@ class AsyncWorker(AsyncConnectorOwner):
         )
 
     async def _run(self, task: Task) -> None:
-        self._current, self._answered = task, False
+        in_hand = _InHand(task)
+        token = self._in_hand.set(in_hand)
         try:
             await self.process(task)
         except Exception as ex:
             await self._record_failure(task, ex)
         else:
-            if not self._answered and not await self._persist(
+            if not in_hand.answered and not await self._persist(
                 lambda: self._store.task_done(task.id, task.attempt), task, True
             ):
                 logger.warning("task %d was revived while it ran; not marked done", task.id)
         finally:
-            self._current = None
+            self._in_hand.reset(token)
 
     async def _record_failure(self, task: Task, ex: Exception) -> None:
         if isinstance(ex, TaskNotHeld):
@@ -579,6 +650,12 @@ class AsyncWorker(AsyncConnectorOwner):
 def _first_line(ex: BaseException) -> str:
     text = str(ex).strip()
     return text.splitlines()[0] if text else type(ex).__name__
+
+
+def _whole(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, not {value!r}")
+    return value
 
 
 def _positive(name: str, value: float, zero_ok: bool = False) -> float:

@@ -10,7 +10,10 @@ import threading
 import traceback
 from collections.abc import Iterator, Callable, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from types import FrameType
 from typing import Any, ClassVar, TypeVar
 
@@ -19,7 +22,7 @@ from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
 from .. import _codec
-from .._acompat import run_blocking, select_readable
+from .._acompat import Handle, join_all, run_blocking, select_readable, spawn
 from .._backoff import Backoff, backoff_delay
 from .._waker import Waker
 from ..channels import queue_channel, validate_queue
@@ -34,6 +37,15 @@ T = TypeVar("T")
 
 #: What a lost or unreachable database raises: reconnect and carry on.
 _CONNECTION_ERRORS = (ConnectionFailed, psycopg.OperationalError, psycopg.InterfaceError)
+
+
+@dataclass(slots=True)
+class _InHand:
+    """A task being processed, and whether process() has answered it yet."""
+
+    task: Task
+    answered: bool = False
+
 
 logger = logging.getLogger("job_machine.worker")
 
@@ -63,6 +75,11 @@ class Worker(ConnectorOwner):
     :param connect_kwargs: extra keyword arguments for ``psycopg.connect``
         when the worker opens its own work connection; behind PgBouncer in
         transaction mode pass ``{"prepare_threshold": None}``.
+    :param concurrency: how many tasks to process at once (1 by default).
+        An Worker runs them as asyncio tasks, a Worker in threads (for
+        I/O-bound work); with a ``dsn`` the work then goes through a pool of
+        ``concurrency`` connections, beside one listening connection. A
+        graceful stop waits for every task in hand.
     :param extra: other keyword arguments become attributes of the worker.
 
     Every setting below can be given to the constructor or set as a class
@@ -102,6 +119,8 @@ class Worker(ConnectorOwner):
     remove_after: float = 30.0
     #: Whether receive() installs SIGTERM/SIGINT handlers (main thread only).
     handle_signals: bool = True
+    #: How many tasks to process at once.
+    concurrency: int = 1
 
     def __init__(
         self,
@@ -112,6 +131,7 @@ class Worker(ConnectorOwner):
         pool: ConnectionPool | None = None,
         listen_dsn: str | None = None,
         connect_kwargs: dict[str, Any] | None = None,
+        concurrency: int | None = None,
         timeout: float | None = None,
         dead_after: float | None = None,
         max_runtime: float | None = None,
@@ -151,16 +171,27 @@ class Worker(ConnectorOwner):
                 zero_ok = name.startswith("retry_backoff")  # 0: retry at once
                 setattr(self, name, _positive(name, value, zero_ok=zero_ok))
         if retries is not None:
-            if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-                raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")
-            self.retries = retries
+            self.retries = _whole("retries", retries, 0)
+        if concurrency is not None:
+            self.concurrency = _whole("concurrency", concurrency, 1)
         if remove_after is not None:
             if isinstance(remove_after, timedelta):
                 remove_after = remove_after.total_seconds() / 86400
             self.remove_after = _positive("remove_after", remove_after)
-        self._connector = Connector(
-            dsn=dsn, conn=conn, pool=pool, connect_kwargs=CLIENT_KEEPALIVES | (connect_kwargs or {})
-        )
+        kwargs = CLIENT_KEEPALIVES | (connect_kwargs or {})
+        #: The pool the worker makes for itself to run several tasks at once.
+        self._own_pool: ConnectionPool | None = None
+        if dsn and self.concurrency > 1:
+            self._own_pool = ConnectionPool(
+                dsn,
+                min_size=1,
+                max_size=self.concurrency,
+                kwargs={"autocommit": True, **kwargs},
+                open=False,
+                name="job_machine-worker",
+            )
+            dsn, pool = None, self._own_pool
+        self._connector = Connector(dsn=dsn, conn=conn, pool=pool, connect_kwargs=kwargs)
         self._store = Store(self._connector)
         self.listen_dsn = listen_dsn
         #: This worker's id in jobmachine.worker while :meth:`receive` runs.
@@ -170,8 +201,11 @@ class Worker(ConnectorOwner):
         self._grace_timer: threading.Timer | None = None
         self._grace_lock = threading.Lock()
         self._listener: Listener | None = None
-        self._current: Task | None = None
-        self._answered = False
+        self._in_hand: ContextVar[_InHand | None] = ContextVar(
+            f"job_machine_task_{id(self)}", default=None
+        )
+        #: Tasks running concurrently (concurrency > 1), by task id.
+        self._running_tasks: dict[int, Handle] = {}
         self._started = False
         self._stopping = False
         self._signals_seen = 0
@@ -213,9 +247,10 @@ class Worker(ConnectorOwner):
     @property
     def task(self) -> Task:
         """The task being processed."""
-        if self._current is None:
+        in_hand = self._in_hand.get()
+        if in_hand is None:
             raise NoCurrentTask("no task is being processed (call this from process())")
-        return self._current
+        return in_hand.task
 
     def reply(self, data: Any) -> None:
         """Store ``data`` as the task's result, mark it done and notify the client.
@@ -244,7 +279,9 @@ class Worker(ConnectorOwner):
         )
         if not done:
             raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
-        self._answered = True
+        in_hand = self._in_hand.get()
+        if in_hand is not None:
+            in_hand.answered = True
 
     # -- the service loop ---------------------------------------------------
 
@@ -282,12 +319,16 @@ class Worker(ConnectorOwner):
             housekeeping_interval=self.housekeeping_interval,
         )
         try:
+            if self._own_pool is not None:
+                self._own_pool.open(wait=True)
             self.worker_id = run_blocking(liveness.start)
             self._liveness = liveness
             if not self._started:
                 self.startup()
                 self._started = True
             self._serve_reconnecting()
+            # A graceful stop: let the tasks in hand finish.
+            join_all(list(self._running_tasks.values()))
         finally:
             self._cancel_grace_timer()
             restore()
@@ -296,6 +337,8 @@ class Worker(ConnectorOwner):
                 self._liveness = None
             self.worker_id = None
             self._connector.close()
+            if self._own_pool is not None:
+                self._own_pool.close()
             self._waker.close()
             self._waker = None
             self._stopping = False  # a later receive() serves again
@@ -391,8 +434,35 @@ class Worker(ConnectorOwner):
         return not self._stopping and self.keep_running()
 
     def _drain(self) -> None:
-        while self._running() and self.work_once():
-            pass
+        if self.concurrency == 1:
+            while self._running() and self.work_once():
+                pass
+            return
+        while self._running():
+            free = self.concurrency - len(self._running_tasks)
+            if free <= 0:
+                return  # the wait wakes when one of them finishes
+            tasks = self._store.task_claim(self.queues, limit=free, worker_id=self.worker_id)
+            for task in tasks:
+                self._running_tasks[task.id] = spawn(
+                    partial(self._run_concurrently, task), self._one_finished
+                )
+            if len(tasks) < free:
+                return
+
+    def _run_concurrently(self, task: Task) -> None:
+        try:
+            self._run(task)
+        except Exception:
+            # Only a lost connection that cannot be replaced gets here; the
+            # task stays started and is handed back when the worker stops.
+            logger.exception("task %d: its outcome could not be stored", task.id)
+        finally:
+            self._running_tasks.pop(task.id, None)
+
+    def _one_finished(self) -> None:
+        if self._waker is not None:
+            self._waker.wake()  # a slot is free: look at the queues again
 
     def _pause(self, seconds: float) -> None:
         """Sleep, but return at once when stop() is called."""
@@ -406,7 +476,7 @@ class Worker(ConnectorOwner):
         was lost, leaving a task started by this worker that it never saw."""
         if self.worker_id is None:
             return
-        keep = [self._current.id] if self._current is not None else []
+        keep = list(self._running_tasks)
         released = self._store.task_release_held(self.worker_id, keep)
         if released:
             logger.warning(
@@ -453,18 +523,19 @@ class Worker(ConnectorOwner):
         )
 
     def _run(self, task: Task) -> None:
-        self._current, self._answered = task, False
+        in_hand = _InHand(task)
+        token = self._in_hand.set(in_hand)
         try:
             self.process(task)
         except Exception as ex:
             self._record_failure(task, ex)
         else:
-            if not self._answered and not self._persist(
+            if not in_hand.answered and not self._persist(
                 lambda: self._store.task_done(task.id, task.attempt), task, True
             ):
                 logger.warning("task %d was revived while it ran; not marked done", task.id)
         finally:
-            self._current = None
+            self._in_hand.reset(token)
 
     def _record_failure(self, task: Task, ex: Exception) -> None:
         if isinstance(ex, TaskNotHeld):
@@ -581,6 +652,12 @@ class Worker(ConnectorOwner):
 def _first_line(ex: BaseException) -> str:
     text = str(ex).strip()
     return text.splitlines()[0] if text else type(ex).__name__
+
+
+def _whole(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, not {value!r}")
+    return value
 
 
 def _positive(name: str, value: float, zero_ok: bool = False) -> float:

@@ -1,0 +1,159 @@
+"""A worker processing several tasks at once: asyncio tasks for AsyncWorker,
+threads for Worker. The tasks really overlap, each is claimed once, each
+reply goes to its own task, and a graceful stop waits for all in hand."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+import job_machine as jm
+from tests.workers import serving
+
+
+class Overlap:
+    """Counts how many process() calls run at the same moment."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+        self.seen: list[int] = []
+
+    def enter(self, task: jm.Task) -> None:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self.seen.append(task.id)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.now -= 1
+
+
+class SlowThreads(jm.Worker):
+    handle_signals = False
+    queue = "conc.q"
+    pause = 0.4
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.ready = threading.Event()
+        self.overlap = Overlap()
+
+    def startup(self) -> None:
+        self.ready.set()
+
+    def process(self, task: jm.Task) -> None:
+        self.overlap.enter(task)
+        try:
+            time.sleep(self.pause)
+            # self.task is this thread's task, not another one's.
+            self.reply({"id": self.task.id, "data": task.data})
+        finally:
+            self.overlap.leave()
+
+
+class SlowTasks(jm.AsyncWorker):
+    handle_signals = False
+    queue = "conc.q"
+    pause = 0.4
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.overlap = Overlap()
+
+    async def process(self, task: jm.Task) -> None:
+        self.overlap.enter(task)
+        try:
+            await asyncio.sleep(self.pause)
+            await self.reply({"id": self.task.id, "data": task.data})
+        finally:
+            self.overlap.leave()
+
+
+def _claims(conn: psycopg.Connection[Any]) -> list[tuple[int, int]]:
+    return [
+        (r[0], r[1])
+        for r in conn.execute("SELECT status, attempts FROM jobmachine.task ORDER BY task_id")
+    ]
+
+
+def test_a_sync_worker_runs_tasks_in_threads_at_once(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    w = SlowThreads(dsn, concurrency=3)
+    with jm.Client(dsn, queue="conc.q") as client:
+        tids = [client.send(n) for n in range(9)]
+        t0 = time.monotonic()
+        with serving(w):
+            replies = [client.wait(tid, timeout=10) for tid in tids]
+        elapsed = time.monotonic() - t0
+    assert replies == [{"id": tid, "data": n} for n, tid in enumerate(tids)]
+    assert w.overlap.most == 3
+    assert sorted(w.overlap.seen) == tids  # each once
+    assert _claims(conn) == [(jm.Status.FINISHED, 1)] * 9
+    assert elapsed < 9 * SlowThreads.pause  # not one after the other
+
+
+async def test_an_async_worker_runs_tasks_at_once(dsn: str, conn: psycopg.Connection[Any]) -> None:
+    w = SlowTasks(dsn, concurrency=4)
+    async with jm.AsyncClient(dsn, queue="conc.q") as client:
+        tids = [await client.send(n) for n in range(12)]
+        serving = asyncio.create_task(w.receive())
+        try:
+            t0 = time.monotonic()
+            replies = [await client.wait(tid, timeout=10) for tid in tids]
+            elapsed = time.monotonic() - t0
+        finally:
+            w.stop()
+            await asyncio.wait_for(serving, 10)
+    assert replies == [{"id": tid, "data": n} for n, tid in enumerate(tids)]
+    assert w.overlap.most == 4
+    assert sorted(w.overlap.seen) == tids
+    assert _claims(conn) == [(jm.Status.FINISHED, 1)] * 12
+    assert elapsed < 12 * SlowTasks.pause / 2
+
+
+async def test_a_graceful_stop_waits_for_every_task_in_hand(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    w = SlowTasks(dsn, concurrency=3)
+    w.pause = 1.0
+    async with jm.AsyncClient(dsn, queue="conc.q") as client:
+        tids = [await client.send(n) for n in range(5)]
+        serving = asyncio.create_task(w.receive())
+        deadline = time.monotonic() + 10
+        while w.overlap.now < 3:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        w.stop()
+        await asyncio.wait_for(serving, 10)
+    states = _claims(conn)
+    # The three in hand finished; the other two were never claimed.
+    assert states == [(jm.Status.FINISHED, 1)] * 3 + [(jm.Status.WAITING, 0)] * 2, tids
+    assert w.overlap.now == 0
+
+
+def test_a_sync_worker_with_a_pool_and_concurrency(dsn: str, conn: psycopg.Connection[Any]) -> None:
+    from psycopg_pool import ConnectionPool  # noqa: PLC0415
+
+    with ConnectionPool(dsn, min_size=1, max_size=4, open=True) as pool:
+        w = SlowThreads(pool=pool, concurrency=4)
+        w.pause = 0.2
+        with jm.Client(pool=pool, queue="conc.q") as client:
+            tids = [client.send(n) for n in range(8)]
+            with serving(w):
+                assert [client.wait(t, timeout=10)["data"] for t in tids] == list(range(8))
+    assert w.overlap.most == 4
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "2"])
+def test_concurrency_must_be_a_whole_number_from_one(dsn: str, value: Any) -> None:
+    with pytest.raises(ValueError, match="concurrency must be a whole number >= 1"):
+        SlowThreads(dsn, concurrency=value)
