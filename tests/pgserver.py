@@ -32,6 +32,12 @@ can reach them.
 
 POSIX only, and Linux for :meth:`PgServer.kill`, which finds the server's
 child processes in ``/proc``.
+
+Network fault tests may run the server inside a Linux network namespace
+(``netns=``, made with ``ip netns add``, root only) and have it listen on an
+address there (``host=``): the server then runs under ``nsenter
+--net=/run/netns/NAME``, which also drops root for the service user (a
+process that has already dropped root cannot enter a namespace).
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ _STOP_SIGNALS: dict[str, signal.Signals] = {
 }
 
 _DEFAULT_SETTINGS: dict[str, str] = {
-    "listen_addresses": "'127.0.0.1'",
+    "listen_addresses": "'127.0.0.1'",  # start_new(host=...) sets it
     # TCP only: no socket path to keep short, nothing left behind in /tmp.
     "unix_socket_directories": "''",
     "fsync": "off",
@@ -180,15 +186,19 @@ class PgServer:
         host: the address the server listens on (``127.0.0.1``).
         port: the TCP port, the same for every start.
         user: the database superuser (``postgres``, trust authentication).
+        netns: the network namespace the server runs in (None: ours).
     """
 
-    def __init__(self, basedir: Path, port: int, *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, basedir: Path, port: int, *, host: str = "127.0.0.1", netns: str | None = None
+    ) -> None:
         """Describe a server in ``basedir``; :meth:`start_new` is the way to make one."""
         self.basedir = basedir
         self.datadir = basedir / "data"
         self.log_path = basedir / "postgres.log"
         self.host = host
         self.port = port
+        self.netns = netns
         self.user = "postgres"
         self.bin_dir = postgres_bin_dir()
         self._account = _service_account() if _running_as_root() else None
@@ -205,6 +215,8 @@ class PgServer:
         *,
         settings: Mapping[str, str] | None = None,
         timeout: float = 30.0,
+        host: str = "127.0.0.1",
+        netns: str | None = None,
     ) -> PgServer:
         """Initialise a new cluster in a fresh directory under ``tmpdir``, start it, return it.
 
@@ -217,11 +229,22 @@ class PgServer:
                 They go in ``postgresql.conf``, so ``ALTER SYSTEM`` can still
                 override them.
             timeout: seconds to wait for the server to accept connections.
+            host: the address to listen on and to put in :attr:`dsn`; clients
+                from its subnet are trusted as loopback clients are.
+            netns: run the server in this network namespace (``ip netns add``;
+                needs root); ``host`` should then be an address of that namespace.
         """
         basedir = Path(tempfile.mkdtemp(prefix="pgserver-", dir=tmpdir)).resolve()
-        server = cls(basedir, free_port())
+        server = cls(basedir, free_port(), host=host, netns=netns)
         try:
-            server._initdb({**_DEFAULT_SETTINGS, "port": str(server.port), **(settings or {})})
+            server._initdb(
+                {
+                    **_DEFAULT_SETTINGS,
+                    "listen_addresses": f"'{host}'",
+                    "port": str(server.port),
+                    **(settings or {}),
+                }
+            )
             server.start(timeout=timeout)
         except BaseException:
             server.cleanup()
@@ -264,6 +287,10 @@ class PgServer:
         lines = "".join(f"{name} = {value}\n" for name, value in settings.items())
         with (self.datadir / "postgresql.conf").open("a") as conf:
             conf.write("\n# tests/pgserver.py\n" + lines)
+        if self.host != "127.0.0.1":
+            # initdb trusts loopback only; trust the clients of the host's subnet too.
+            with (self.datadir / "pg_hba.conf").open("a") as hba:
+                hba.write("\n# tests/pgserver.py\nhost all all samenet trust\n")
 
     # ``subprocess`` arguments that drop root for the service user (None: stay who we are).
 
@@ -334,17 +361,30 @@ class PgServer:
             raise RuntimeError("the server is already running")
         self._close_log()
         self._log = self.log_path.open("ab")
+        args = [str(self.bin_dir / "postgres"), "-D", str(self.datadir)]
+        uid, gid, extra_groups = self._uid, self._gid, self._extra_groups
+        if self.netns is not None:
+            # nsenter enters the namespace, then drops root (and every
+            # supplementary group) itself, and execs postgres in the same pid.
+            nsenter = [
+                shutil.which("nsenter") or "/usr/bin/nsenter",
+                f"--net=/run/netns/{self.netns}",
+            ]
+            if uid is not None and gid is not None:
+                nsenter += ["--setuid", str(uid), "--setgid", str(gid)]
+            args = [*nsenter, *args]
+            uid, gid, extra_groups = None, None, None
         self._proc = subprocess.Popen(
-            [str(self.bin_dir / "postgres"), "-D", str(self.datadir)],
+            args,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,
             env=self._env(),
             # Its own session: a Ctrl-C in the terminal reaches pytest, not the server.
             start_new_session=True,
-            user=self._uid,
-            group=self._gid,
-            extra_groups=self._extra_groups,
+            user=uid,
+            group=gid,
+            extra_groups=extra_groups,
         )
         self._wait_ready(self._proc, timeout)
 
