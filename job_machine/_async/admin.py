@@ -8,15 +8,19 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from ..channels import validate_queue
-from ..errors import UnknownTask
+from ..errors import SchemaMissing, UnknownTask
 from ..task import STATE_NAMES, QueueStats, Status, TaskInfo, TaskSummary, WorkerInfo
 from .connection import AsyncConnector, AsyncConnectorOwner
 from .store import AsyncStore
 
-#: State words accepted by list_tasks() and purge(), to statuses.
+#: State words accepted by list_tasks(), to statuses.
 STATES = {name: status for status, name in STATE_NAMES.items()}
-_PURGEABLE = {"done": [Status.FINISHED], "failed": [Status.FAILED]}
-_PURGEABLE["finished"] = _PURGEABLE["done"] + _PURGEABLE["failed"]
+#: State words accepted by purge(), to the statuses they remove.
+PURGEABLE = {
+    "finished": [Status.FINISHED, Status.FAILED],
+    "done": [Status.FINISHED],
+    "failed": [Status.FAILED],
+}
 
 
 class AsyncAdmin(AsyncConnectorOwner):
@@ -142,8 +146,8 @@ class AsyncAdmin(AsyncConnectorOwner):
         """Delete finished tasks (``"done"``, ``"failed"`` or both:
         ``"finished"``), optionally of one queue and older than ``older_than``
         seconds, in batches of ``batch`` (no long lock). Returns how many."""
-        if state not in _PURGEABLE:
-            raise ValueError(f"state must be one of {', '.join(_PURGEABLE)}, not {state!r}")
+        if state not in PURGEABLE:
+            raise ValueError(f"state must be one of {', '.join(PURGEABLE)}, not {state!r}")
         if (
             isinstance(older_than, bool)
             or not isinstance(older_than, int | float)
@@ -153,7 +157,7 @@ class AsyncAdmin(AsyncConnectorOwner):
         name = validate_queue(queue) if queue is not None else None
         removed = 0
         while True:
-            n = await self._store.admin_purge(_PURGEABLE[state], name, float(older_than), batch)
+            n = await self._store.admin_purge(PURGEABLE[state], name, float(older_than), batch)
             removed += n
             if n < batch:
                 return removed
@@ -162,11 +166,18 @@ class AsyncAdmin(AsyncConnectorOwner):
         """The registered workers, whether each is alive, and what it runs."""
         return await self._store.admin_workers()
 
+    async def schema_version(self) -> int | None:
+        """The installed schema version; None when the schema is not installed."""
+        try:
+            return await self._store.schema_version()
+        except SchemaMissing:
+            return None
+
     async def _state(self, task_id: int) -> str:
         info = await self._store.task_info(task_id)
         if info is None:
             raise UnknownTask(f"there is no task {task_id}")
-        return info.state
+        return repr(info.state)
 
 
 def _short(n: int) -> str:

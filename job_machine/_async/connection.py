@@ -46,7 +46,10 @@ async def aconnect(dsn: str, **kwargs: Any) -> AsyncConnection[Any]:
     try:
         return await AsyncConnection.connect(dsn, autocommit=True, **kwargs)
     except psycopg.OperationalError as ex:
-        reason = str(ex).strip().splitlines()[-1] if str(ex).strip() else type(ex).__name__
+        # libpq: 'connection failed: connection to server at "h", port p failed:
+        # Connection refused\n\tIs the server running...': keep the cause.
+        lines = str(ex).strip().splitlines()
+        reason = lines[0].rsplit("failed: ", 1)[-1].strip() if lines else type(ex).__name__
         raise ConnectionFailed(
             f"could not connect to PostgreSQL at {describe_target(dsn)}: {reason}"
         ) from None

@@ -10,15 +10,19 @@ from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
 from ..channels import validate_queue
-from ..errors import UnknownTask
+from ..errors import SchemaMissing, UnknownTask
 from ..task import STATE_NAMES, QueueStats, Status, TaskInfo, TaskSummary, WorkerInfo
 from .connection import Connector, ConnectorOwner
 from .store import Store
 
-#: State words accepted by list_tasks() and purge(), to statuses.
+#: State words accepted by list_tasks(), to statuses.
 STATES = {name: status for status, name in STATE_NAMES.items()}
-_PURGEABLE = {"done": [Status.FINISHED], "failed": [Status.FAILED]}
-_PURGEABLE["finished"] = _PURGEABLE["done"] + _PURGEABLE["failed"]
+#: State words accepted by purge(), to the statuses they remove.
+PURGEABLE = {
+    "finished": [Status.FINISHED, Status.FAILED],
+    "done": [Status.FINISHED],
+    "failed": [Status.FAILED],
+}
 
 
 class Admin(ConnectorOwner):
@@ -144,8 +148,8 @@ class Admin(ConnectorOwner):
         """Delete finished tasks (``"done"``, ``"failed"`` or both:
         ``"finished"``), optionally of one queue and older than ``older_than``
         seconds, in batches of ``batch`` (no long lock). Returns how many."""
-        if state not in _PURGEABLE:
-            raise ValueError(f"state must be one of {', '.join(_PURGEABLE)}, not {state!r}")
+        if state not in PURGEABLE:
+            raise ValueError(f"state must be one of {', '.join(PURGEABLE)}, not {state!r}")
         if (
             isinstance(older_than, bool)
             or not isinstance(older_than, int | float)
@@ -155,7 +159,7 @@ class Admin(ConnectorOwner):
         name = validate_queue(queue) if queue is not None else None
         removed = 0
         while True:
-            n = self._store.admin_purge(_PURGEABLE[state], name, float(older_than), batch)
+            n = self._store.admin_purge(PURGEABLE[state], name, float(older_than), batch)
             removed += n
             if n < batch:
                 return removed
@@ -164,11 +168,18 @@ class Admin(ConnectorOwner):
         """The registered workers, whether each is alive, and what it runs."""
         return self._store.admin_workers()
 
+    def schema_version(self) -> int | None:
+        """The installed schema version; None when the schema is not installed."""
+        try:
+            return self._store.schema_version()
+        except SchemaMissing:
+            return None
+
     def _state(self, task_id: int) -> str:
         info = self._store.task_info(task_id)
         if info is None:
             raise UnknownTask(f"there is no task {task_id}")
-        return info.state
+        return repr(info.state)
 
 
 def _short(n: int) -> str:

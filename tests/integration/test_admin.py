@@ -102,7 +102,7 @@ def test_cancel_fails_a_waiting_task_and_tells_its_client(
     t.join(10)
     assert len(got) == 1 and got[0].error["type"] == "Cancelled"  # type: ignore[attr-defined]
     assert admin.task_info(tid).state == "failed"
-    with pytest.raises(ValueError, match="is failed: only a waiting task can be cancelled"):
+    with pytest.raises(ValueError, match="is 'failed': only a waiting task can be cancelled"):
         admin.cancel(tid)
     with pytest.raises(jm.UnknownTask):
         admin.cancel(tid + 1000)
@@ -141,7 +141,7 @@ def test_remove_deletes_a_task_with_its_results_but_not_a_running_one(
         "SELECT count(*) FROM jobmachine.result WHERE task_id = %s", (ids["failed"],)
     ).fetchone() == (0,)
     conn.execute("UPDATE jobmachine.task SET status = 100 WHERE task_id = %s", (ids["waiting"],))
-    with pytest.raises(ValueError, match="is running: a running task cannot be removed"):
+    with pytest.raises(ValueError, match="is 'running': a running task cannot be removed"):
         admin.remove(ids["waiting"])
 
 
@@ -163,7 +163,7 @@ def test_purge_removes_finished_tasks_in_batches(
         (ids["other"], "waiting"),
         (ids["delayed"], "waiting"),
     ]
-    with pytest.raises(ValueError, match="state must be one of done, failed, finished"):
+    with pytest.raises(ValueError, match="state must be one of finished, done, failed"):
         admin.purge("waiting")
 
 

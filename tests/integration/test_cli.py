@@ -1,0 +1,497 @@
+"""The ``job-machine`` command line, every command run as a real subprocess
+against the test's own database.
+
+Commands run as ``python -m job_machine.cli``; the sync worker runs through
+the installed ``job-machine`` script from the tests folder, so that
+``cli_workers:Echo`` is found in the working directory. Their stdout is a
+pipe, so every output checked here is the plain one scripts read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import job_machine as jm
+from job_machine._schema_sql import SCHEMA_VERSION
+from tests.cli_workers import Echo
+
+ROOT = Path(__file__).resolve().parents[2]
+TESTS = ROOT / "tests"
+CLI = [sys.executable, "-m", "job_machine.cli"]
+SCRIPT = Path(sys.executable).with_name("job-machine")
+#: What a terminal gets and a pipe must not: escape sequences and box drawing.
+DECORATION = re.compile(r"\x1b\[|[─│┃━┏┗╭╰]")
+
+Result = subprocess.CompletedProcess[str]
+
+
+def _env(dsn: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "JOB_MACHINE_DSN"}
+    if dsn is not None:
+        env["JOB_MACHINE_DSN"] = dsn
+    return env
+
+
+def cli(*args: str, dsn: str | None = None, stdin: str | None = None, cwd: Path = ROOT) -> Result:
+    """Run ``python -m job_machine.cli ARGS``, with $JOB_MACHINE_DSN = ``dsn`` (unset if None)."""
+    return subprocess.run(
+        [*CLI, *args],
+        cwd=cwd,
+        env=_env(dsn),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def cli_many(commands: Sequence[Sequence[str]], dsn: str | None = None) -> list[Result]:
+    """Run independent commands at once (from the tests folder), in order of ``commands``."""
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(lambda args: cli(*args, dsn=dsn, cwd=TESTS), commands))
+
+
+def _show(r: Result) -> str:
+    return f"{r.args[3:]} exited {r.returncode}\nstdout: {r.stdout!r}\nstderr: {r.stderr!r}"
+
+
+def ok(r: Result) -> str:
+    """The stdout of a command that succeeded, checked to be plain text."""
+    assert r.returncode == 0, _show(r)
+    assert not DECORATION.search(r.stdout), _show(r)
+    return r.stdout
+
+
+def failed(r: Result, code: int, notes: int = 0) -> str:
+    """The one error line of a command that failed with ``code``, after ``notes``
+    lines of commentary on stderr; no traceback."""
+    assert r.returncode == code, _show(r)
+    assert "Traceback" not in r.stderr, _show(r)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == notes + 1, _show(r)
+    assert lines[-1].startswith("Error: "), _show(r)
+    return lines[-1]
+
+
+def tsv(text: str) -> list[list[str]]:
+    return [line.split("\t") for line in text.splitlines()]
+
+
+@contextmanager
+def cli_worker(
+    dsn: str, tmp_path: Path, *args: str, script: bool = True
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``job-machine worker ARGS`` as a child process, yielded once it is
+    registered (its signal handlers are in place by then). With ``script``, the
+    installed script runs from the tests folder; else ``python -m`` from the root."""
+    if script:
+        assert SCRIPT.exists(), f"{SCRIPT} is missing: pip install -e . installs it"
+        command, cwd = [str(SCRIPT), "worker", *args], TESTS
+    else:
+        command, cwd = [*CLI, "worker", *args], ROOT
+    out, err = tmp_path / "worker.out", tmp_path / "worker.log"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen([*command, "--dsn", dsn], cwd=cwd, stdout=stdout, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 30
+        with jm.Admin(dsn) as admin:
+            while not any(w.pid == proc.pid and w.alive for w in admin.workers()):
+                assert proc.poll() is None, f"worker exited {proc.returncode}:\n{err.read_text()}"
+                assert time.monotonic() < deadline, f"worker did not register:\n{err.read_text()}"
+                time.sleep(0.05)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _task(dsn: str, task_id: int) -> jm.TaskInfo:
+    with jm.Admin(dsn) as admin:
+        return admin.task_info(task_id)
+
+
+# -- help, usage errors, missing database -------------------------------------------
+
+COMMANDS = [
+    ["install"],
+    ["migrate"],
+    ["worker"],
+    ["send"],
+    ["status"],
+    ["tasks", "list"],
+    ["tasks", "show"],
+    ["tasks", "retry"],
+    ["tasks", "cancel"],
+    ["tasks", "remove"],
+    ["workers"],
+    ["purge"],
+]
+
+
+def test_help_on_every_command() -> None:
+    results = cli_many([["--help"], ["tasks", "--help"], ["demo", "--help"]])
+    results += cli_many([[*c, "--help"] for c in COMMANDS])
+    for r in results:
+        assert ok(r).startswith("Usage: job-machine"), _show(r)
+    for command, r in zip(COMMANDS, results[3:], strict=True):
+        assert "--dsn" in r.stdout and "JOB_MACHINE_DSN" in r.stdout, (command, r.stdout)
+    top = results[0].stdout
+    for name in ["install", "migrate", "worker", "send", "status", "tasks", "workers", "purge"]:
+        assert re.search(rf"^  {name} ", top, re.MULTILINE), top
+    # The installed script, bare: its help, exit 0; --version.
+    bare = subprocess.run([SCRIPT], capture_output=True, text=True, check=False)
+    assert ok(bare) == top
+    version = subprocess.run([SCRIPT, "--version"], capture_output=True, text=True, check=False)
+    assert ok(version).strip() == f"job-machine, version {jm.__version__}"
+
+
+def test_a_missing_database_is_a_usage_error() -> None:
+    commands = [
+        ["status"],
+        ["workers"],
+        ["tasks", "list"],
+        ["tasks", "cancel", "1"],
+        ["send", "q.one", "{}"],
+        ["purge"],
+        ["install"],
+        ["worker", "cli_workers:Echo"],
+    ]
+    for r in cli_many(commands, dsn=None):
+        line = failed(r, 2)
+        assert "no database: pass --dsn DSN or set JOB_MACHINE_DSN" in line, line
+
+
+def test_usage_errors_exit_2_with_one_line_naming_the_problem(dsn: str) -> None:
+    cases = {
+        ("send", "q.one", "{nope"): "Invalid value for 'JSON': not valid JSON: Expecting",
+        ("send", "q.one", "NaN"): "NaN is not JSON",
+        ("send", "bad queue", "{}"): "Invalid value for 'QUEUE': queue name 'bad queue'",
+        ("tasks", "list", "--state", "sleeping"): "'--state'",
+        ("tasks", "list", "--limit", "0"): "'--limit'",
+        ("tasks", "show", "x"): "'ID'",
+        ("purge", "--older-than", "soon"): "'soon' is not a duration",
+        ("status", "--bogus"): "--bogus",  # the wording varies with click's version
+        ("worker", "nocolon"): "'nocolon' is not MODULE:CLASS",
+        ("worker", "cli_workers:NotAWorker"): "is the class cli_workers.NotAWorker, not a sub",
+        ("worker", "cli_workers:not_a_class"): "is a function, not a subclass",
+        ("worker", "cli_workers:Lazy"): "does not override process(task)",
+        ("worker", "cli_workers:nothing"): "module 'cli_workers' has no 'nothing'",
+        ("worker", "no_such_module:W"): "no module named 'no_such_module'",
+        ("worker", "job_machine:Worker"): "job_machine's own base class",
+        ("worker", "cli_workers:NoQueue"): "no queue: pass --queue",
+        ("worker", "cli_workers:Echo", "--timeout", "0"): "'--timeout'",
+    }
+    for (args, expected), r in zip(cases.items(), cli_many(list(cases), dsn=dsn), strict=True):
+        line = failed(r, 2)
+        assert expected in line, (args, line)
+        assert "--help" in line, line  # where to read more
+
+
+def test_runtime_errors_exit_1_with_one_line(empty_dsn: str) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nowhere = f"host=127.0.0.1 port={port} dbname=x user=x password=secret connect_timeout=5"
+    no_schema, no_server, no_server_worker = cli_many(
+        [
+            ["status"],
+            ["tasks", "list", "--dsn", nowhere],
+            ["worker", "cli_workers:Echo", "--dsn", nowhere],
+        ],
+        dsn=empty_dsn,
+    )
+    assert "is not installed" in failed(no_schema, 1)
+    assert "job-machine install" in failed(no_schema, 1)
+    # The worker has logged that it starts before it finds no server.
+    for r, notes in ((no_server, 0), (no_server_worker, 1)):
+        line = failed(r, 1, notes)
+        assert f"could not connect to PostgreSQL at host=127.0.0.1 port={port}" in line, line
+        assert "secret" not in line
+
+
+# -- install ------------------------------------------------------------------------
+
+
+def test_install_prints_versions_and_is_idempotent(empty_dsn: str) -> None:
+    v = SCHEMA_VERSION
+    first = ok(cli("install", "--dsn", empty_dsn))
+    assert first.startswith(f"installed the jobmachine schema: version none -> {v} (host="), first
+    again = ok(cli("install", dsn=empty_dsn))  # the DSN from $JOB_MACHINE_DSN
+    assert again.startswith(f"the jobmachine schema is up to date: version {v} -> {v} ("), again
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM jobmachine.schema_version WHERE version = %s", [v])
+    upgraded = ok(cli("migrate", dsn=empty_dsn))
+    assert upgraded.startswith(f"upgraded the jobmachine schema: version {v - 1} -> {v} ("), (
+        upgraded
+    )
+    assert ok(cli("status", dsn=empty_dsn)).startswith("W=0 D=0 R=0 done=0 F=0 workers=0\n")
+
+
+def test_install_print_needs_no_database() -> None:
+    assert ok(cli("install", "--print", dsn=None)) == jm.create_tables_sql()
+
+
+# -- send, status, tasks ----------------------------------------------------------------
+
+
+def test_send_prints_the_id_reads_stdin_and_times_out(dsn: str) -> None:
+    first = int(ok(cli("send", "q.one", '{"a": [1, 2]}', dsn=dsn)))
+    second = json.loads(ok(cli("send", "q.one", "-", "--json", "--dsn", dsn, stdin="[3]")))
+    assert second == {"id": first + 1}
+    assert _task(dsn, first).data == {"a": [1, 2]}
+    assert _task(dsn, first + 1).data == [3]
+    r = cli("send", "q.one", "null", "--wait", "--timeout", "0.3", dsn=dsn)
+    assert re.fullmatch(r"Error: no reply to task \d+ within 0.3 s", failed(r, 1, notes=1))
+
+
+def test_status_and_tasks_list_and_show(dsn: str) -> None:
+    with jm.Client(dsn) as client:
+        a = client.send({"n": 1}, queue="q.one")
+        b = client.send({"n": 2}, queue="q.one")
+        c = client.send({"n": 3}, queue="q.two")
+    with Echo(dsn, queue="q.two") as worker:
+        assert worker.work_once()  # c is done
+
+    (st_json, st_text, all_json, all_text, page1, page2, done, q_one, show_json, show_text) = (
+        cli_many(
+            [
+                ["status", "--json"],
+                ["status"],
+                ["tasks", "list", "--json"],
+                ["tasks", "list"],
+                ["tasks", "list", "--json", "--limit", "1"],
+                ["tasks", "list", "--json", "--before-id", str(c)],
+                ["tasks", "list", "--json", "--state", "done"],
+                ["tasks", "list", "--json", "--queue", "q.one"],
+                ["tasks", "show", str(c), "--json"],
+                ["tasks", "show", str(c)],
+            ],
+            dsn=dsn,
+        )
+    )
+    line = "W=2 D=0 R=0 done=1 F=0 workers=0"
+    assert json.loads(ok(st_json)) == {
+        "status": line,
+        "queues": [
+            {"queue": "q.one", "waiting": 2, "delayed": 0, "running": 0, "done": 0, "failed": 0},
+            {"queue": "q.two", "waiting": 0, "delayed": 0, "running": 0, "done": 1, "failed": 0},
+        ],
+        "totals": {"waiting": 2, "delayed": 0, "running": 0, "done": 1, "failed": 0},
+        "workers": 0,
+    }
+    assert ok(st_text).splitlines()[0] == line
+    assert tsv(st_text.stdout)[1:] == [
+        ["queue", "waiting", "delayed", "running", "done", "failed"],
+        ["q.one", "2", "0", "0", "0", "0"],
+        ["q.two", "0", "0", "0", "1", "0"],
+    ]
+
+    listed = json.loads(ok(all_json))
+    assert [(t["id"], t["queue"], t["state"], t["attempts"]) for t in listed] == [
+        (c, "q.two", "done", 1),
+        (b, "q.one", "waiting", 0),
+        (a, "q.one", "waiting", 0),
+    ]
+    assert json.loads(listed[2]["parameters"]) == {"n": 1}
+    rows = tsv(ok(all_text))
+    assert rows[0] == [
+        "id",
+        "queue",
+        "state",
+        "attempts",
+        "created",
+        "modified",
+        "run_after",
+        "worker",
+        "data",
+    ]
+    assert [(r[0], r[2], r[8]) for r in rows[1:]] == [
+        (str(c), "done", '{"n":3}'),  # the data as stored
+        (str(b), "waiting", '{"n":2}'),
+        (str(a), "waiting", '{"n":1}'),
+    ]
+    assert [t["id"] for t in json.loads(ok(page1))] == [c]
+    assert [t["id"] for t in json.loads(ok(page2))] == [b, a]
+    assert [t["id"] for t in json.loads(ok(done))] == [c]
+    assert [t["id"] for t in json.loads(ok(q_one))] == [b, a]
+
+    info = json.loads(ok(show_json))
+    assert {k: info[k] for k in ("id", "queue", "state", "status", "attempts", "data")} == {
+        "id": c,
+        "queue": "q.two",
+        "state": "done",
+        "status": 200,
+        "attempts": 1,
+        "data": {"n": 3},
+    }
+    assert info["reply"]["echo"] == {"n": 3}
+    assert info["errors"] == []
+    fields = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in ok(show_text).splitlines())
+    assert fields["state"] == "done (200)"
+    assert fields["data"] == '{"n": 3}'
+    assert json.loads(fields["reply"])["echo"] == {"n": 3}
+
+
+def test_tasks_cancel_retry_remove(dsn: str) -> None:
+    with jm.Client(dsn, queue="q.one") as client:
+        a = client.send({"n": 1})
+        b = client.send({"n": 2})
+
+    assert ok(cli("tasks", "cancel", str(a), dsn=dsn)) == f"task {a} cancelled\n"
+    info = _task(dsn, a)
+    assert (info.state, info.last_error["type"]) == ("failed", "Cancelled")
+    again = failed(cli("tasks", "cancel", str(a), dsn=dsn), 1)
+    assert "only a waiting task can be cancelled" in again
+
+    retried = ok(cli("tasks", "retry", str(a), "--queue", "q.other", dsn=dsn))
+    assert retried == f"task {a} is waiting again on queue q.other\n"
+    info = _task(dsn, a)
+    assert (info.state, info.queue, info.attempts) == ("waiting", "q.other", 0)
+    assert "only a done or failed task can be retried" in failed(
+        cli("tasks", "retry", str(b), dsn=dsn), 1
+    )
+
+    assert ok(cli("tasks", "remove", str(a), dsn=dsn)) == f"task {a} removed\n"
+    with pytest.raises(jm.UnknownTask):
+        _task(dsn, a)
+    gone, never = cli_many([["tasks", "show", str(a)], ["tasks", "remove", "999999"]], dsn=dsn)
+    assert failed(gone, 1) == f"Error: there is no task {a}"
+    assert failed(never, 1) == "Error: there is no task 999999"
+    assert _task(dsn, b).state == "waiting"
+
+
+def test_purge_removes_finished_tasks(dsn: str) -> None:
+    with jm.Client(dsn) as client:
+        c = [client.send(n, queue="p.one") for n in range(3)][-1]
+        d = client.send(3, queue="p.two")
+    with Echo(dsn, queue=["p.one", "p.two"]) as worker:
+        assert worker.work_once() and worker.work_once()  # the first two are done
+    with jm.Admin(dsn) as admin:
+        admin.cancel(c)  # failed
+
+    assert ok(cli("purge", "--older-than", "1h", dsn=dsn)) == "removed 0 tasks\n"
+    assert ok(cli("purge", "--state", "failed", dsn=dsn)) == "removed 1 task\n"
+    assert ok(cli("purge", "--queue", "p.two", dsn=dsn)) == "removed 0 tasks\n"
+    assert ok(cli("purge", dsn=dsn)) == "removed 2 tasks\n"
+    with jm.Admin(dsn) as admin:
+        assert [(t.id, t.state) for t in admin.list_tasks()] == [(d, "waiting")]
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_status_watch_refreshes_until_ctrl_c(dsn: str, as_json: bool) -> None:
+    args = ["status", "--watch", "--interval", "0.2"] + (["--json"] if as_json else [])
+    with subprocess.Popen(
+        [*CLI, *args, "--dsn", dsn], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            refreshes: list[str] = []
+            while len(refreshes) < 3:
+                line = proc.stdout.readline().decode()
+                assert line, f"status --watch ended: {proc.wait(5)} {proc.stderr.read()!r}"
+                if as_json:
+                    refreshes.append(json.loads(line)["status"])
+                elif re.match(r"\d\d:\d\d:\d\d W=", line):
+                    refreshes.append(line.split(" ", 1)[1].strip())
+            assert refreshes == ["W=0 D=0 R=0 done=0 F=0 workers=0"] * 3
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(10) == 0
+            assert proc.stderr.read() == b""
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+# -- worker, workers ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_worker_answers_send_wait_and_exits_0_on_sigterm(
+    dsn: str, tmp_path: Path, kind: str
+) -> None:
+    options = ["--retries", "0", "--timeout", "5", "--log-level", "debug"]
+    options += ["--concurrency", "1" if kind == "sync" else "2"]
+    if kind == "sync":
+        # The class's own queue; found in the working directory (tests/).
+        spec, queues, script = "cli_workers:Echo", ["cli.echo"], True
+        queue_args: list[str] = []
+    else:
+        spec, queues, script = "tests.cli_workers:AsyncEcho", ["cli.a", "cli.b"], False
+        queue_args = ["-q", "cli.a", "--queue", "cli.b"]
+    with cli_worker(dsn, tmp_path, spec, *queue_args, *options, script=script) as proc:
+        listed, table = cli_many([["workers", "--json"], ["workers"]], dsn=dsn)
+        found: list[dict[str, Any]] = json.loads(ok(listed))
+        assert [(w["pid"], w["alive"], w["queues"], w["running"]) for w in found] == [
+            (proc.pid, True, queues, [])
+        ]
+        rows = tsv(ok(table))
+        assert rows[0] == ["id", "host", "pid", "alive", "queues", "running", "started", "seen"]
+        assert rows[1][2:5] == [str(proc.pid), "yes", ",".join(queues)]
+
+        r = cli("send", queues[-1], '{"n": 1}', "--wait", "--timeout", "20", dsn=dsn)
+        assert json.loads(ok(r)) == {"echo": {"n": 1}, "pid": proc.pid, "kind": kind}
+        assert re.fullmatch(rf"sent task \d+ to {queues[-1]}; waiting for its reply\n", r.stderr)
+
+        r = cli("send", queues[-1], '{"fail": "boom"}', "--wait", "--json", dsn=dsn)
+        assert re.fullmatch(r"Error: task \d+ failed: boom", failed(r, 1, notes=1))
+        out = json.loads(r.stdout)
+        assert (out["state"], out["error"]["type"], out["error"]["message"]) == (
+            "failed",
+            "RuntimeError",
+            "boom",
+        )
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, (tmp_path / "worker.log").read_text()
+    log = (tmp_path / "worker.log").read_text()
+    name = spec.split(":")[1]
+    assert (
+        f"INFO job_machine.cli: starting {name} ({'sync' if kind == 'sync' else 'asyncio'})" in log
+    )
+    assert "SIGTERM: finishing the task in hand" in log
+    assert f"INFO job_machine.cli: {name} stopped" in log
+    assert (tmp_path / "worker.out").read_text() == ""  # logs go to stderr only
+
+
+# -- demo -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command", [["job_machine.cli", "demo"], ["job_machine.demo"]], ids=["cli", "python-m-demo"]
+)
+def test_demo_sends_tasks_to_a_worker_process(dsn: str, command: list[str]) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", *command, "--dsn", dsn, "--tasks", "3", "--work", "0"],
+        cwd=ROOT,
+        env=_env(None),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    out = ok(r)
+    assert "1. installing the jobmachine schema" in out
+    assert re.search(r"worker pid \d+ is registered and listening on jm:demo.greet", out)
+    assert re.search(r"task \d+: reply after [\d.]+ ms from pid \d+: Hello, Ada!", out)
+    assert len(re.findall(r"task \d+ -> Hello, \w+!", out)) == 3
+    assert "3 replies in" in out
+    assert out.endswith("done: the worker stopped on SIGTERM (exit code 0)\n"), out
+    with jm.Admin(dsn) as admin:
+        assert [(s.queue, s.done) for s in admin.stats()] == [("demo.greet", 4)]
