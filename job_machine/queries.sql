@@ -25,6 +25,31 @@ WITH found AS (
 )
 SELECT task_id, pg_notify(%(channel)s, task_id::text) FROM task
 
+-- name: task_insert_many
+-- Insert many waiting tasks into one queue in one statement (creating the
+-- queue's class row when it is missing), in the order given, and notify
+-- the queue's channel once: a worker woken once drains them all. Returns
+-- no row when a concurrent sender created the class at the same moment.
+WITH found AS (
+    SELECT class_id FROM jobmachine.class WHERE name = %(queue)s
+), created AS (
+    INSERT INTO jobmachine.class (name)
+    SELECT %(queue)s WHERE NOT EXISTS (SELECT 1 FROM found)
+    ON CONFLICT (name) DO NOTHING
+    RETURNING class_id
+), cls AS (
+    SELECT class_id FROM found UNION ALL SELECT class_id FROM created LIMIT 1
+), task AS (
+    INSERT INTO jobmachine.task (class_id, parameters, status)
+    SELECT cls.class_id, u.p, 0
+      FROM cls, unnest(%(parameters)s::text[]) WITH ORDINALITY AS u (p, n)
+     ORDER BY u.n
+    RETURNING task_id
+), batch AS (
+    SELECT array_agg(task_id ORDER BY task_id) AS ids, count(*) AS n FROM task
+)
+SELECT ids, pg_notify(%(channel)s, n::text) FROM batch WHERE n > 0
+
 -- name: task_claim
 -- Take the oldest waiting, due task of any of the given queues, mark it
 -- started by this worker (NULL outside receive()) and count the attempt. SKIP LOCKED: concurrent workers each get a

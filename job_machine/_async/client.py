@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -70,6 +71,26 @@ class AsyncClient(AsyncConnectorOwner):
         parameters = _codec.encode(data)
         self.id = await self._store.task_insert(name, parameters, queue_channel(name))
         return self.id
+
+    async def send_many(self, items: Iterable[Any], queue: str | None = None) -> list[int]:
+        """Send each of ``items`` as a task of one queue, in one statement and
+        one transaction, and return their ids in the same order.
+
+        The queue is notified once for the whole batch. Much faster than a
+        loop of :meth:`send` (one commit instead of one per task). The last id
+        becomes the client's current id.
+
+        :raises InvalidData: an item cannot be encoded as JSON; the message
+            names its index, and nothing is written.
+        :raises InvalidQueueName: the queue name is empty, malformed or too long.
+        """
+        name = self._queue(queue)
+        parameters = [_codec.encode(item, f"item {n}") for n, item in enumerate(items)]
+        if not parameters:
+            return []
+        ids = await self._store.task_insert_many(name, parameters, queue_channel(name))
+        self.id = ids[-1]
+        return ids
 
     # -- replies ----------------------------------------------------------
 

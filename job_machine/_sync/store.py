@@ -119,6 +119,18 @@ class Store:
         assert row is not None, "task_insert returned no row twice"
         return int(row["task_id"])
 
+    def task_insert_many(
+        self, queue: str, parameters: Sequence[str], channel: str
+    ) -> list[int]:
+        """Insert waiting tasks in order, notify ``channel`` once; return their ids."""
+        params = {"queue": queue, "parameters": list(parameters), "channel": channel}
+        row = self._one("task_insert_many", params)
+        if row is None:
+            # Another sender created the queue's class row at the same moment.
+            row = self._one("task_insert_many", params)
+        assert row is not None, "task_insert_many returned no row twice"
+        return [int(i) for i in row["ids"]]
+
     def task_claim(
         self,
         queues: Sequence[str],

@@ -576,3 +576,56 @@ def test_client_with_a_callers_connection_leaves_it_open(dsn: str) -> None:
         assert user.execute(
             "SELECT status FROM jobmachine.task WHERE task_id = %s", [tid]
         ).fetchone() == (0,)
+
+
+# -- send_many ----------------------------------------------------------------
+
+
+def test_send_many_inserts_in_order_in_one_transaction_and_notifies_once(
+    dsn: str, client: jm.Client, conn: psycopg.Connection[Any]
+) -> None:
+    conn.execute('LISTEN "jm:job.task"')
+    ids = client.send_many([{"n": n} for n in range(500)])
+    assert len(ids) == 500 and ids == sorted(ids)
+    assert client.id == ids[-1]
+    rows = conn.execute(
+        "SELECT task_id, parameters, status, xmin::text FROM jobmachine.task ORDER BY task_id"
+    ).fetchall()
+    assert [r[0] for r in rows] == ids
+    assert [json.loads(r[1]) for r in rows] == [{"n": n} for n in range(500)]
+    assert {r[2] for r in rows} == {0}
+    assert len({r[3] for r in rows}) == 1  # one transaction
+    notes = list(conn.notifies(timeout=0.5))
+    assert [(n.channel, n.payload) for n in notes] == [("jm:job.task", "500")]
+
+
+def test_send_many_refuses_the_whole_batch_when_one_item_is_bad(
+    client: jm.Client, conn: psycopg.Connection[Any]
+) -> None:
+    with pytest.raises(jm.InvalidData, match="item 2 cannot be encoded as JSON"):
+        client.send_many([1, 2, {3}, 4])
+    assert conn.execute("SELECT count(*) FROM jobmachine.task").fetchone() == (0,)
+    assert client.send_many([]) == []
+    with pytest.raises(jm.InvalidQueueName):
+        client.send_many([1], queue="bad name")
+
+
+def test_a_worker_drains_a_batch_sent_with_send_many(dsn: str, client: jm.Client) -> None:
+    ids = client.send_many(range(50), queue="batch.q")
+
+    class Echo(jm.Worker):
+        handle_signals = False
+
+        def process(self, task: jm.Task) -> None:
+            self.reply(task.data)
+
+    with Echo(dsn, queue="batch.q") as w:
+        while w.work_once():
+            pass
+    assert [client.receive(t) for t in ids] == list(range(50))
+
+
+async def test_async_send_many(dsn: str) -> None:
+    async with jm.AsyncClient(dsn, queue="job.task") as client:
+        ids = await client.send_many(["a", "b"])
+        assert len(ids) == 2 and await client.check(ids[0]) is False
