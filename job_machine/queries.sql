@@ -51,26 +51,35 @@ WITH found AS (
 SELECT ids, pg_notify(%(channel)s, n::text) FROM batch WHERE n > 0
 
 -- name: task_claim
--- Take the oldest waiting, due task of any of the given queues, mark it
--- started by this worker (NULL outside receive()) and count the attempt. SKIP LOCKED: concurrent workers each get a
--- different task, and none waits for another.
+-- Take the oldest waiting, due tasks of any of the given queues, mark them
+-- started by this worker (NULL outside receive()) and count the attempt.
+-- Per queue, the head of task_waiting_idx (class_id, task_id) is read in
+-- index order (LATERAL), so a claim costs O(log n) however many tasks wait;
+-- the heads of several queues are then merged oldest first. SKIP LOCKED:
+-- concurrent workers each get different tasks, and none waits for another.
 WITH next AS (
-    SELECT t.task_id
-      FROM jobmachine.task t
-     WHERE t.status = 0
-       AND t.class_id IN (SELECT class_id FROM jobmachine.class WHERE name = ANY(%(queues)s))
-       AND (t.run_after IS NULL OR t.run_after <= coalesce(%(now)s, now()))
-     ORDER BY t.task_id
+    SELECT head.task_id, c.name AS queue
+      FROM jobmachine.class c
+     CROSS JOIN LATERAL (
+        SELECT t.task_id
+          FROM jobmachine.task t
+         WHERE t.class_id = c.class_id
+           AND t.status = 0
+           AND (t.run_after IS NULL OR t.run_after <= coalesce(%(now)s, now()))
+         ORDER BY t.task_id
+         LIMIT %(limit)s
+           FOR UPDATE OF t SKIP LOCKED
+     ) head
+     WHERE c.name = ANY(%(queues)s)
+     ORDER BY head.task_id
      LIMIT %(limit)s
-       FOR UPDATE OF t SKIP LOCKED
 )
 UPDATE jobmachine.task t
    SET status = 100, modified = coalesce(%(now)s, now()), started = coalesce(%(now)s, now()),
        attempts = t.attempts + 1, worker_id = %(worker_id)s
   FROM next
  WHERE t.task_id = next.task_id
-RETURNING t.task_id, t.parameters, t.attempts, t.created,
-          (SELECT name FROM jobmachine.class c WHERE c.class_id = t.class_id) AS queue
+RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue
 
 -- name: task_finish
 -- Store a reply or result and mark the task done, only while this attempt
