@@ -132,16 +132,19 @@ class Liveness:
         self._thread.start()
         return reg.worker_id
 
-    def stop(self, hand_back: bool = True) -> None:
+    def stop(self, hand_back: bool = True, unclaim: Sequence[int] = ()) -> None:
         """Stop the thread, then remove the registration; with ``hand_back``
         the worker's started tasks go back to waiting at once (a clean stop
-        should hold none)."""
+        should hold none). ``unclaim``: tasks claimed ahead but never started,
+        given back first as if never claimed."""
         self._stopping = True
         self._waker.wake()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
         try:
+            if unclaim and self.worker_id is not None:
+                self._store.task_unclaim(unclaim, self.worker_id, conn=self._connect())
             if hand_back and self.worker_id is not None:
                 _, revived, failed = self._store.worker_reap(
                     grace=self.grace,

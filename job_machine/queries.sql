@@ -230,6 +230,22 @@ RETURNING task_id
 -- housekeeping() never runs beside it.
 SELECT pg_try_advisory_xact_lock(%(key)s) AS got
 
+-- name: task_unclaim
+-- A worker gives back tasks it claimed ahead (a batch claim) but never
+-- started: waiting again, as if never claimed (the attempt is not counted;
+-- nobody else can hold an attempt that never ran). The queue is notified.
+WITH unclaimed AS (
+    UPDATE jobmachine.task t
+       SET status = 0, attempts = t.attempts - 1, modified = now()
+     WHERE t.task_id = ANY(%(task_ids)s) AND t.status = 100
+       AND t.worker_id = %(worker_id)s
+    RETURNING t.task_id, t.class_id
+)
+SELECT task_id,
+       pg_notify('jm:' || (SELECT name FROM jobmachine.class c
+                            WHERE c.class_id = unclaimed.class_id), task_id::text)
+  FROM unclaimed
+
 -- name: leader_lock
 -- Become the fleet's housekeeper: a session-level advisory lock that the
 -- leader keeps until its registry connection ends. Re-entrant for the

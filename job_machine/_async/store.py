@@ -320,6 +320,15 @@ class AsyncStore:
         params = {"worker_id": worker_id, "keep": list(keep)}
         return len(await self._all("task_release_held", params))
 
+    async def task_unclaim(
+        self, task_ids: Sequence[int], worker_id: int, conn: AsyncConnection[Any] | None = None
+    ) -> int:
+        """Give back claimed tasks that never started; how many there were."""
+        if not task_ids:
+            return 0
+        params = {"task_ids": list(task_ids), "worker_id": worker_id}
+        return len(await self._all("task_unclaim", params, conn))
+
     async def leader_lock(self, conn: AsyncConnection[Any]) -> bool:
         """Try to become (or stay) the fleet's housekeeper on ``conn``'s session."""
         row = await self._one("leader_lock", {"key": CHORE_LOCK_KEY}, conn)

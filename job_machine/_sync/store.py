@@ -322,6 +322,15 @@ class Store:
         params = {"worker_id": worker_id, "keep": list(keep)}
         return len(self._all("task_release_held", params))
 
+    def task_unclaim(
+        self, task_ids: Sequence[int], worker_id: int, conn: Connection[Any] | None = None
+    ) -> int:
+        """Give back claimed tasks that never started; how many there were."""
+        if not task_ids:
+            return 0
+        params = {"task_ids": list(task_ids), "worker_id": worker_id}
+        return len(self._all("task_unclaim", params, conn))
+
     def leader_lock(self, conn: Connection[Any]) -> bool:
         """Try to become (or stay) the fleet's housekeeper on ``conn``'s session."""
         row = self._one("leader_lock", {"key": CHORE_LOCK_KEY}, conn)

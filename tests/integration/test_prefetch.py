@@ -1,0 +1,103 @@
+"""Prefetch: a one-at-a-time worker claims several short tasks per statement,
+long ones one by one, and gives back what it claimed ahead when it stops."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+import job_machine as jm
+from tests.workers import Base, serving
+
+
+class Recording(Base):
+    """Records, at the start of each task, how many tasks this worker holds."""
+
+    pause = 0.0
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.held: list[int] = []
+        self.look = psycopg.connect(args[0], autocommit=True)
+
+    def handle(self, task: jm.Task) -> None:
+        row = self.look.execute(
+            "SELECT count(*) FROM jobmachine.task WHERE status = 100 AND worker_id = %s",
+            (self.worker_id,),
+        ).fetchone()
+        assert row is not None
+        self.held.append(row[0])
+        time.sleep(self.pause)
+
+
+def _drain(dsn: str, w: Recording, client: jm.Client, n: int) -> None:
+    client.send_many(range(n))
+    with serving(w):
+        deadline = time.monotonic() + 30
+        while len(w.held) < n:
+            assert time.monotonic() < deadline, w.held
+            time.sleep(0.02)
+    w.look.close()
+
+
+def test_short_tasks_are_claimed_several_at_a_time(dsn: str, client: jm.Client) -> None:
+    w = Recording(dsn, prefetch=10)
+    _drain(dsn, w, client, 60)
+    assert w.held[0] == 1  # nothing known about run times yet: one
+    assert max(w.held) == 10  # then batches of up to 10
+    assert all(h <= 10 for h in w.held)
+
+
+def test_long_tasks_are_claimed_one_by_one(dsn: str, client: jm.Client) -> None:
+    w = Recording(dsn, prefetch=10, prefetch_below=0.02)
+    w.pause = 0.05
+    _drain(dsn, w, client, 8)
+    assert w.held == [1] * 8
+
+
+def test_prefetch_1_claims_one_at_a_time(dsn: str, client: jm.Client) -> None:
+    w = Recording(dsn, prefetch=1)
+    _drain(dsn, w, client, 30)
+    assert w.held == [1] * 30
+
+
+def test_a_stop_gives_back_the_tasks_claimed_ahead_as_never_claimed(
+    dsn: str, client: jm.Client, conn: psycopg.Connection[Any]
+) -> None:
+    stop_at = threading.Event()
+
+    class StopsItself(Base):
+        count = 0
+
+        def handle(self, task: jm.Task) -> None:
+            self.count += 1
+            if self.count == 15:  # well into a batch of ten
+                stop_at.set()
+                self.stop()
+            self.reply("ok")
+
+    ids = client.send_many(range(40))
+    w = StopsItself(dsn, prefetch=10)
+    with serving(w):
+        assert stop_at.wait(10)
+    rows = conn.execute(
+        "SELECT status, attempts, worker_id IS NULL FROM jobmachine.task ORDER BY task_id"
+    ).fetchall()
+    done = [r for r in rows if r[0] == jm.Status.FINISHED]
+    assert len(done) == 15
+    # Everything else waits, unclaimed: no attempt counted, no error stored.
+    assert {(r[0], r[1]) for r in rows[15:]} == {(jm.Status.WAITING, 0)}
+    errors = conn.execute(
+        "SELECT count(*) FROM jobmachine.result WHERE resulttype = 'error'"
+    ).fetchone()
+    assert errors == (0,)
+    assert ids == sorted(ids)
+
+
+def test_prefetch_must_be_a_whole_number_from_one(dsn: str) -> None:
+    with pytest.raises(ValueError, match="prefetch must be a whole number >= 1"):
+        Base(dsn, prefetch=0)
