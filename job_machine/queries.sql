@@ -106,6 +106,16 @@ UPDATE jobmachine.task
  WHERE task_id = %(task_id)s AND status = 100 AND attempts = %(attempt)s
 RETURNING task_id
 
+-- name: task_done_many
+-- Mark several held tasks done without a result, in one statement: the
+-- tasks of one prefetched batch whose process() returned without answering.
+-- Returns the ids marked; a task missing was revived while it ran.
+UPDATE jobmachine.task t
+   SET status = 200, modified = now()
+  FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[]) AS d (task_id, attempt)
+ WHERE t.task_id = d.task_id AND t.status = 100 AND t.attempts = d.attempt
+RETURNING t.task_id
+
 -- name: result_insert_error
 -- Store an error result of a held task without changing its status.
 INSERT INTO jobmachine.result (task_id, result, resulttype)

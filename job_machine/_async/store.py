@@ -160,6 +160,11 @@ class AsyncStore:
         """Mark the task done without a result; False if this attempt no longer holds it."""
         return await self._one("task_done", {"task_id": task_id, "attempt": attempt}) is not None
 
+    async def task_done_many(self, tasks: Sequence[tuple[int, int]]) -> set[int]:
+        """Mark held tasks ``(task_id, attempt)`` done; the ids this marked."""
+        params = {"task_ids": [t for t, _ in tasks], "attempts": [a for _, a in tasks]}
+        return {int(r["task_id"]) for r in await self._all("task_done_many", params)}
+
     async def result_insert_error(self, task_id: int, attempt: int, result: str) -> bool:
         """Store an error result, status unchanged; False if this attempt no longer holds it."""
         params = {"task_id": task_id, "attempt": attempt, "result": result}

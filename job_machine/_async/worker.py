@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -218,6 +219,8 @@ class AsyncWorker(AsyncConnectorOwner):
         self._ahead: list[Task] = []
         #: Moving average of process() time, which decides the prefetch.
         self._avg_runtime: float | None = None
+        #: Done marks of a prefetched batch, written together at its end.
+        self._done_later: list[tuple[int, int]] | None = None
         self._started = False
         self._stopping = False
         self._signals_seen = 0
@@ -474,16 +477,54 @@ class AsyncWorker(AsyncConnectorOwner):
             )
             if not self._ahead:
                 return
-            while self._ahead:
-                if not self._running():
-                    await self._give_back_ahead()
-                    return
-                task = self._ahead.pop(0)
-                started = time.monotonic()
-                await self._run(task)
-                took = time.monotonic() - started
-                avg = self._avg_runtime
-                self._avg_runtime = took if avg is None else 0.8 * avg + 0.2 * took
+            # A batch of short tasks: those that return without answering are
+            # marked done together at the end of the batch (at most
+            # prefetch * prefetch_below seconds later), one statement for all.
+            self._done_later = [] if len(self._ahead) > 1 else None
+            try:
+                while self._ahead:
+                    if not self._running():
+                        await self._give_back_ahead()
+                        break
+                    task = self._ahead.pop(0)
+                    started = time.monotonic()
+                    await self._run(task)
+                    took = time.monotonic() - started
+                    avg = self._avg_runtime
+                    self._avg_runtime = took if avg is None else 0.8 * avg + 0.2 * took
+            except BaseException:
+                # Leaving in a hurry (a second signal, say): still record what
+                # finished, but never let that hide why we are leaving.
+                with contextlib.suppress(Exception):
+                    await self._mark_done_later()
+                raise
+            await self._mark_done_later()
+
+    async def _mark_done_later(self) -> None:
+        """Write the batch's deferred done marks (through a lost connection too)."""
+        pending, self._done_later = self._done_later, None
+        if not pending:
+            return
+        backoff = Backoff(self.reconnect_backoff, self.reconnect_backoff_cap)
+        while True:
+            try:
+                marked = await self._store.task_done_many(pending)
+                break
+            except ConnectionFailed as ex:
+                if not self._connector.reconnects:
+                    raise
+                delay = backoff.next()
+                logger.warning(
+                    "%d task(s): could not mark them done (%s); trying again in %.1f s",
+                    len(pending),
+                    _first_line(ex),
+                    delay,
+                )
+                await self._pause(delay)
+        for task_id, _ in pending:
+            if task_id not in marked:
+                # Revived while it ran, or marked by a try whose answer was lost.
+                logger.info("task %d was not marked done by this batch", task_id)
 
     async def _give_back_ahead(self) -> None:
         ahead, self._ahead = self._ahead, []
@@ -576,7 +617,9 @@ class AsyncWorker(AsyncConnectorOwner):
         except Exception as ex:
             await self._record_failure(task, ex)
         else:
-            if not in_hand.answered and not await self._persist(
+            if not in_hand.answered and self._done_later is not None:
+                self._done_later.append((task.id, task.attempt))
+            elif not in_hand.answered and not await self._persist(
                 lambda: self._store.task_done(task.id, task.attempt), task, True
             ):
                 logger.warning("task %d was revived while it ran; not marked done", task.id)

@@ -101,3 +101,51 @@ def test_a_stop_gives_back_the_tasks_claimed_ahead_as_never_claimed(
 def test_prefetch_must_be_a_whole_number_from_one(dsn: str) -> None:
     with pytest.raises(ValueError, match="prefetch must be a whole number >= 1"):
         Base(dsn, prefetch=0)
+
+
+def test_a_batch_of_short_tasks_is_marked_done_in_one_statement(
+    dsn: str, client: jm.Client, conn: psycopg.Connection[Any]
+) -> None:
+    """Tasks of a prefetched batch that return without answering are marked
+    done together at the end of the batch: one transaction for the batch."""
+
+    class Quiet(Base):
+        def handle(self, task: jm.Task) -> None:
+            pass  # no reply: marked done by the worker
+
+    client.send_many(range(40))
+    w = Quiet(dsn, prefetch=10)
+    with serving(w):
+        deadline = time.monotonic() + 20
+        while conn.execute(
+            "SELECT count(*) FROM jobmachine.task WHERE status <> 200"
+        ).fetchone() != (0,):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    # xmin is the transaction that wrote the done mark: after the first
+    # task, batches of ten share one.
+    rows = conn.execute("SELECT xmin::text FROM jobmachine.task ORDER BY task_id").fetchall()
+    assert len({r[0] for r in rows}) < 40 / 2, rows
+    assert conn.execute("SELECT count(*) FROM jobmachine.result").fetchone() == (0,)
+
+
+def test_a_stop_mid_batch_still_marks_the_finished_ones_done(
+    dsn: str, client: jm.Client, conn: psycopg.Connection[Any]
+) -> None:
+    class StopsAtFive(Base):
+        count = 0
+
+        def handle(self, task: jm.Task) -> None:
+            self.count += 1
+            if self.count == 5 + 10:  # the fifth task of the second batch
+                self.stop()
+
+    client.send_many(range(60))
+    with serving(StopsAtFive(dsn, prefetch=10)):
+        time.sleep(0.5)
+    counts = dict(
+        conn.execute("SELECT status, count(*) FROM jobmachine.task GROUP BY status").fetchall()
+    )
+    assert counts[jm.Status.FINISHED] + counts[jm.Status.WAITING] == 60, counts
+    assert jm.Status.STARTED not in counts
+    assert 15 <= counts[jm.Status.FINISHED] < 60
