@@ -217,6 +217,7 @@ class Worker(ConnectorOwner):
         )
         #: Tasks running concurrently (concurrency > 1), by task id.
         self._running_tasks: dict[int, Handle] = {}
+        self._slots = threading.Lock()
         #: Tasks claimed ahead and not started yet (prefetch).
         self._ahead: list[Task] = []
         #: Moving average of process() time, which decides the prefetch.
@@ -461,9 +462,12 @@ class Worker(ConnectorOwner):
                 return  # the wait wakes when one of them finishes
             tasks = self._store.task_claim(self.queues, limit=free, worker_id=self.worker_id)
             for task in tasks:
-                self._running_tasks[task.id] = spawn(
-                    partial(self._run_concurrently, task), self._one_finished
-                )
+                # Held while spawning: a thread that finishes at once must not
+                # remove its entry before it is there (it would stay forever).
+                with self._slots:
+                    self._running_tasks[task.id] = spawn(
+                        partial(self._run_concurrently, task), self._one_finished
+                    )
             if len(tasks) < free:
                 return
 
@@ -541,7 +545,8 @@ class Worker(ConnectorOwner):
             # task stays started and is handed back when the worker stops.
             logger.exception("task %d: its outcome could not be stored", task.id)
         finally:
-            self._running_tasks.pop(task.id, None)
+            with self._slots:
+                self._running_tasks.pop(task.id, None)
 
     def _one_finished(self) -> None:
         if self._waker is not None:

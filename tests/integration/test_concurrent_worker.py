@@ -157,3 +157,53 @@ def test_a_sync_worker_with_a_pool_and_concurrency(dsn: str, conn: psycopg.Conne
 def test_concurrency_must_be_a_whole_number_from_one(dsn: str, value: Any) -> None:
     with pytest.raises(ValueError, match="concurrency must be a whole number >= 1"):
         SlowThreads(dsn, concurrency=value)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_many_instant_tasks_never_leave_a_slot_taken(
+    dsn: str, conn: psycopg.Connection[Any], kind: str
+) -> None:
+    """Tasks that finish before the worker has even recorded them (threads)
+    must still free their slot: a leak here stalled the drain after a few
+    hundred tasks, with every slot held by a thread long gone."""
+
+    class Instant(jm.Worker):
+        handle_signals = False
+        queue = "conc.q"
+
+        def process(self, task: jm.Task) -> None:
+            pass
+
+    class AsyncInstant(jm.AsyncWorker):
+        handle_signals = False
+        queue = "conc.q"
+
+        async def process(self, task: jm.Task) -> None:
+            pass
+
+    with jm.Client(dsn, queue="conc.q") as client:
+        client.send_many(range(2000))
+    w: Any = Instant(dsn, concurrency=8) if kind == "sync" else AsyncInstant(dsn, concurrency=8)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            w.receive() if kind == "sync" else asyncio.run(w.receive())
+        except BaseException as ex:
+            errors.append(ex)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 60
+    try:
+        while conn.execute(
+            "SELECT count(*) FROM jobmachine.task WHERE status <> 200"
+        ).fetchone() != (0,):
+            assert not errors, errors
+            assert time.monotonic() < deadline, f"stalled; slots held: {list(w._running_tasks)}"
+            time.sleep(0.05)
+    finally:
+        w.stop()
+        t.join(10)
+    assert not errors, errors
+    assert w._running_tasks == {}
