@@ -1,0 +1,286 @@
+"""Records -> medians, ratios, markdown (and the rows of the terminal table)."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from bench.scenarios import BY_KEY, NOTIFY_KEYS, PGBENCH_CLIENTS, SCENARIOS, Sizes, label
+from bench.systems import SYSTEMS
+
+PHYSICAL = ("pgbench", "LISTEN/NOTIFY")
+PGBENCH_SCRIPTS = ("A_enqueue", "B_claim", "C_done", "ABC_combined")
+#: job_machine's scenario -> (physical record key, what it is), for "% of the limit".
+LIMITS = {
+    "send": ("pgbench A_enqueue c1", "pgbench A_enqueue, 1 client"),
+    "drain_w1": ("pgbench ABC_combined c1", "pgbench ABC_combined, 1 client"),
+    "wakeup": ("notify one-way", "raw NOTIFY one-way"),
+    "roundtrip": ("notify ping-pong", "raw NOTIFY ping-pong"),
+}
+
+
+def stats(values: list[float]) -> dict[str, float | int]:
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "runs": len(values),
+    }
+
+
+def _fields(r: dict[str, Any]) -> dict[str, float]:
+    """The measured numbers of a successful record, by field."""
+    if r.get("unit") == "ms":
+        return {"p50": float(r["p50_ms"]), "p99": float(r["p99_ms"])}
+    if r.get("unit") == "MiB":
+        names = ("rss_start_mib", "rss_end_mib", "growth_mib", "rss_peak_mib")
+        return {f: float(r[f]) for f in names}
+    return {"value": float(r["value"])}
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """system -> key -> {unit, median/min/max/runs (p50/p99 or RSS fields: the
+    same of each), concurrency, notes}, in the order the records came."""
+    values: dict[str, dict[str, dict[str, list[float]]]] = {}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in records:
+        system, key = r.get("system", "?"), r.get("key", r.get("metric", "?"))
+        entry = out.setdefault(system, {}).setdefault(key, {"unit": ""})
+        fields = values.setdefault(system, {}).setdefault(key, {})
+        notes: list[str] = entry.setdefault("notes", [])
+        if not r.get("ok"):
+            kind = "not supported" if r.get("unsupported") else "error"
+            note = f"{kind}: {r.get('unsupported') or r.get('error') or 'failed'}"
+            if note not in notes:
+                notes.append(note)
+            continue
+        entry["unit"] = r.get("unit", "")
+        if r.get("concurrency"):
+            entry["concurrency"] = r["concurrency"]
+        if r.get("received") is not None and r["received"] < r.get("n", 0):
+            notes.append(f"only {r['received']}/{r['n']} observed in run {r['run']}")
+        for field, v in _fields(r).items():
+            fields.setdefault(field, []).append(v)
+    for system, entries in out.items():
+        for key, entry in entries.items():
+            for field, vals in values[system][key].items():
+                if field == "value":
+                    entry.update(stats(vals))
+                else:
+                    entry[field] = stats(vals)
+            if not entry["notes"]:
+                del entry["notes"]
+    return out
+
+
+def _central(entry: dict[str, Any] | None, kind: str) -> float | None:
+    if not entry:
+        return None
+    value = entry.get("p50", {}).get("median") if kind == "latency" else entry.get("median")
+    return None if value is None else float(value)
+
+
+def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """job_machine's median over each peer's median, per scenario, from the same run;
+    then job_machine against the physical limit, and history against the empty table."""
+    jm = summary.get("job_machine", {})
+    out: list[dict[str, Any]] = []
+    for s in SCENARIOS:
+        if s.kind == "memory":
+            continue
+        mine = _central(jm.get(s.key), s.kind)
+        if mine is None:
+            continue
+        for peer in SYSTEMS:
+            if peer == "job_machine":
+                continue
+            theirs = _central(summary.get(peer, {}).get(s.key), s.kind)
+            if not theirs:
+                continue
+            r = mine / theirs
+            what = "p50 latency, lower is better" if s.kind == "latency" else "throughput"
+            out.append(
+                {
+                    "key": s.key,
+                    "against": peer,
+                    "ratio": r,
+                    "text": f"{s.key}: {r:.2f}× {peer} ({what})",
+                }
+            )
+    for key, (limit_key, what) in LIMITS.items():
+        kind = BY_KEY[key].kind
+        mine = _central(jm.get(key), kind)
+        system = "pgbench" if limit_key.startswith("pgbench") else "LISTEN/NOTIFY"
+        theirs = _central(summary.get(system, {}).get(limit_key), kind)
+        if mine is None or not theirs:
+            continue
+        r = mine / theirs
+        text = (
+            f"{key}: {r:.0%} of {what}"
+            if kind == "rate"
+            else f"{key}: {r:.1f}× the latency of {what}"
+        )
+        out.append({"key": key, "against": limit_key, "ratio": r, "text": text})
+    for system, entries in summary.items():
+        empty = _central(entries.get("drain_big_empty"), "rate")
+        full = _central(entries.get("drain_big_history"), "rate")
+        if empty and full:
+            out.append(
+                {
+                    "key": "drain_big_history",
+                    "against": f"{system} drain_big_empty",
+                    "ratio": full / empty,
+                    "text": f"{system}: drain with history at {full / empty:.0%} of the "
+                    "empty-table rate",
+                }
+            )
+    return out
+
+
+# -- formatting ---------------------------------------------------------------
+
+
+def _num(v: float, digits: int) -> str:
+    return f"{v:,.{digits}f}"
+
+
+def _range(e: dict[str, Any], digits: int) -> str:
+    if e["runs"] == 1:
+        return _num(e["median"], digits)
+    return f"{_num(e['median'], digits)} ({_num(e['min'], digits)}–{_num(e['max'], digits)})"
+
+
+def cell(entry: dict[str, Any] | None, kind: str) -> str:
+    """A table cell: median (min–max), p50 / p99 for a latency, start → end for memory."""
+    if not entry:
+        return "—"
+    if kind == "latency" and "p50" in entry:
+        return f"{_range(entry['p50'], 1)} / {_range(entry['p99'], 1)}"
+    if kind == "memory" and "rss_start_mib" in entry:
+        start, end = entry["rss_start_mib"], entry["rss_end_mib"]
+        return f"{_range(start, 1)} → {_range(end, 1)}"
+    if "median" in entry:
+        return _range(entry, 0)
+    notes = entry.get("notes", [])
+    if any(n.startswith("not supported") for n in notes):
+        return "n/a"
+    return "ERROR"
+
+
+def table_rows(
+    summary: dict[str, dict[str, dict[str, Any]]],
+    systems: list[str],
+    sizes: Sizes,
+    short: bool = False,
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the main table: scenarios by systems, plus ratio
+    columns; ``short``: scenario keys instead of labels (a terminal)."""
+    peers = [s for s in systems if s in SYSTEMS and s != "job_machine" and s in summary]
+    shown = [s for s in systems if s in summary and s not in PHYSICAL]
+    header = ["scenario", *shown]
+    if "job_machine" in shown:
+        header += [f"{'jm' if short else 'job_machine'} / {p}" for p in peers]
+    rows = []
+    for s in SCENARIOS:
+        if not any(s.key in summary.get(name, {}) for name in shown):
+            continue
+        row = [s.key if short else label(s, sizes)]
+        row += [cell(summary[name].get(s.key), s.kind) for name in shown]
+        if "job_machine" in shown:
+            mine = _central(summary["job_machine"].get(s.key), s.kind)
+            for p in peers:
+                theirs = _central(summary[p].get(s.key), s.kind)
+                if mine is not None and theirs and s.kind != "memory":
+                    row.append(f"{mine / theirs:.2f}×")
+                else:
+                    row.append("—")
+        rows.append(row)
+    return header, rows
+
+
+def physical_rows(summary: dict[str, dict[str, dict[str, Any]]]) -> list[list[str]]:
+    rows = []
+    pg = summary.get("pgbench", {})
+    for script in PGBENCH_SCRIPTS:
+        cells = [cell(pg.get(f"pgbench {script} c{c}"), "rate") for c in PGBENCH_CLIENTS]
+        if any(c != "—" for c in cells):
+            rows.append([f"pgbench {script} (tps)", *cells])
+    raw = summary.get("LISTEN/NOTIFY", {})
+    for key in NOTIFY_KEYS:
+        if key in raw:
+            rows.append([f"{key} p50 / p99 (ms)", cell(raw[key], "latency"), ""])
+    return rows
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The whole report as markdown."""
+    summary = result["summary"]
+    sizes = Sizes(**result["params"]["sizes"])
+    meta = result["meta"]
+    lines = [
+        f"# job_machine benchmark — {meta['date']}",
+        "",
+        f"Cells: **median (min–max)** over {result['params']['runs']} interleaved run(s); "
+        "latencies are p50 / p99 in ms; memory is RSS at start → after the drain. "
+        "Ratio columns: job_machine's median over the peer's (throughput: > 1 is faster; "
+        "latency: < 1 is quicker).",
+        "",
+        f"Machine: {meta['machine']}. Server: PostgreSQL {meta['server_version']}, "
+        f"{meta['server_source']}; settings {meta['server_settings']}.",
+        "",
+        f"Command: `{meta['command']}` — took {meta['elapsed_s'] / 60:.1f} min.",
+        "",
+    ]
+    header, rows = table_rows(summary, result["params"]["systems"], sizes)
+    if rows:
+        lines += ["## Queue systems", ""]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|---" * len(header) + "|")
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        lines.append("")
+        lines += ["Versions:", ""]
+        lines += [f"- {name}: {v}" for name, v in result["versions"].items()]
+        lines.append("")
+    phys = physical_rows(summary)
+    if phys:
+        lines += [
+            "## Physical limit of the same server",
+            "",
+            "pgbench custom scripts (`-M prepared`, fresh `bench_task` table with "
+            f"300k waiting rows, {sizes.pgbench_seconds:g} s per run); raw LISTEN/NOTIFY "
+            f"with psycopg 3 ({sizes.notify} notifications; one-way 20 ms apart, ping-pong "
+            "back to back).",
+            "",
+            "| what | 1 client | 4 clients |",
+            "|---|---|---|",
+        ]
+        lines += ["| " + " | ".join(r) + " |" for r in phys]
+        lines.append("")
+    if result["ratios"]:
+        lines += ["## Ratios (medians of this run)", ""]
+        lines += [f"- {r['text']}" for r in result["ratios"]]
+        lines.append("")
+    order = [*SYSTEMS, *PHYSICAL]
+    by_system = sorted(summary.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99)
+    keys = [s.key for s in SCENARIOS]
+
+    def in_order(entries: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+        return sorted(entries.items(), key=lambda kv: keys.index(kv[0]) if kv[0] in keys else 99)
+
+    notes = [
+        f"- {system} — {key}: {note}"
+        for system, entries in by_system
+        for key, entry in in_order(entries)
+        for note in entry.get("notes", [])
+    ]
+    conc = [
+        f"- {system} — {key}: {entry['concurrency']}"
+        for system, entries in by_system
+        for key, entry in in_order(entries)
+        if entry.get("concurrency")
+    ]
+    if notes:
+        lines += ["## Notes", "", *notes, ""]
+    if conc:
+        lines += ["## How each worker ran", "", *conc, ""]
+    return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""job_machine, measured through its public API.
+
+- send: ``Client.send`` (one autocommit statement: insert + pg_notify).
+- send_many: ``Client.send_many`` in batches of 1000.
+- worker: a ``Worker`` subclass (``AsyncWorker`` with ``--async``) whose
+  ``process`` marks the task and returns (done, no result); the round trip's
+  tasks carry ``"reply": true`` and are answered with ``self.reply``.
+- round trip: ``client.send`` then ``client.wait(task_id)`` (LISTEN on
+  ``jmr:<task_id>``, woken by the worker's reply).
+- history: finished tasks inserted with SQL (status 200, one attempt,
+  modified an hour ago, so housekeeping leaves them alone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import job_machine
+import psycopg
+
+from bench import harness
+
+QUEUE = "bench.noop"
+
+
+def revision() -> str:
+    """`` @<commit>[-dirty]`` of the checkout job_machine is imported from, if any
+    ($BENCH_JM_REVISION when it runs from a copy)."""
+    if rev := os.environ.get("BENCH_JM_REVISION"):
+        return f" @{rev}"
+    root = Path(job_machine.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "job_machine", "sql"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return f" @{head}{'-dirty' if dirty else ''}"
+
+
+class JobMachine(harness.Adapter):
+    name = "job_machine"
+    remaining_sql = "SELECT count(*) FROM jobmachine.task WHERE status IN (0, 100)"
+
+    def version(self) -> str:
+        return f"{job_machine.__version__}{revision()} (psycopg {psycopg.__version__})"
+
+    def concurrency_note(self, spec: harness.WorkerSpec) -> str:
+        kind = "AsyncWorker" if spec.use_async else "Worker"
+        return f"{kind}, concurrency={spec.concurrency or 1}"
+
+    def reset(self) -> None:
+        harness.reset_database(self.dsn, extra_schemas=("jobmachine",))
+        job_machine.install_schema(self.dsn)
+
+    def fill_history(self, n: int) -> None:
+        harness.execute(
+            self.dsn,
+            f"INSERT INTO jobmachine.class (name) VALUES ('{QUEUE}') ON CONFLICT DO NOTHING",
+            "INSERT INTO jobmachine.task"
+            " (class_id, parameters, status, attempts, created, modified, started)"
+            " SELECT c.class_id, '{\"seq\": -1}', 200, 1,"
+            "        now() - interval '1 hour', now() - interval '1 hour',"
+            "        now() - interval '1 hour'"
+            f"   FROM jobmachine.class c, generate_series(1, {int(n)})"
+            f"  WHERE c.name = '{QUEUE}'",
+        )
+
+    # -- client -------------------------------------------------------------
+
+    def open_client(self) -> None:
+        self.client = job_machine.Client(self.dsn, queue=QUEUE)
+
+    def close_client(self) -> None:
+        self.client.close()
+
+    def enqueue(self, seq: int) -> None:
+        self.client.send({"seq": seq})
+
+    def enqueue_bulk(self, seqs: list[int]) -> None:
+        self.client.send_many([{"seq": s} for s in seqs])
+
+    def roundtrip(self, seq: int) -> None:
+        task_id = self.client.send({"seq": seq, "reply": True})
+        reply = self.client.wait(task_id, timeout=30)
+        assert reply == "ok", reply
+
+    # -- worker -------------------------------------------------------------
+
+    def run_worker(self, spec: harness.WorkerSpec) -> None:
+        # The harness stops workers with SIGTERM and exits at once: the
+        # worker must not install its own graceful-stop handlers.
+        options: dict[str, Any] = {"handle_signals": False}
+        if spec.concurrency is not None:
+            options["concurrency"] = spec.concurrency
+        if spec.use_async:
+
+            class AsyncBenchWorker(job_machine.AsyncWorker):
+                async def process(self, task: job_machine.Task) -> None:
+                    harness.mark(task.data["seq"])
+                    if task.data.get("reply"):
+                        await self.reply("ok")
+
+            asyncio.run(AsyncBenchWorker(self.dsn, queue=QUEUE, **options).receive())
+            return
+
+        class BenchWorker(job_machine.Worker):
+            def process(self, task: job_machine.Task) -> None:
+                harness.mark(task.data["seq"])
+                if task.data.get("reply"):
+                    self.reply("ok")
+
+        BenchWorker(self.dsn, queue=QUEUE, **options).receive()
+
+
+ADAPTER = JobMachine

@@ -1,0 +1,86 @@
+"""The benchmark keeps working: ``python -m bench --quick`` on the test server.
+
+Runs the bench as a user would (a subprocess from the repository root) with
+job_machine only (no network, no peers' venvs) against the test database;
+the bench creates a database of its own next to it and drops it at the end.
+Every job_machine scenario must be in the JSON with a sane value.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from bench.scenarios import SCENARIOS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Sync Worker(concurrency > 1) can stop claiming for good: a task thread that
+#: finishes before _drain() records its handle leaves a stale entry in
+#: _running_tasks, and once `concurrency` such entries pile up no slot is
+#: free. The bench reports it as a stalled drain; tolerated here as an xfail.
+KNOWN_STALLS = {"drain_w1_c8", "drain_w2_c8"}
+
+
+def _bench_databases(dsn: str) -> set[str]:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        rows = c.execute("SELECT datname FROM pg_database WHERE datname LIKE 'jm_bench_%'")
+        return {r[0] for r in rows}
+
+
+@pytest.mark.timeout(120)
+def test_quick_bench_has_every_job_machine_metric(dsn: str, tmp_path: Path) -> None:
+    before = _bench_databases(dsn)
+    prefix = tmp_path / "smoke"
+    cmd = [sys.executable, "-m", "bench", "--quick", "--systems", "job_machine"]
+    cmd += ["--runs", "1", "--dsn", dsn, "--out", str(prefix)]
+    started = time.monotonic()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    elapsed = time.monotonic() - started
+    log = prefix.with_suffix(".log")
+    assert proc.returncode == 0, proc.stderr + (log.read_text() if log.exists() else "")
+    assert elapsed < 60, f"the quick bench took {elapsed:.0f} s"
+
+    result = json.loads(prefix.with_suffix(".json").read_text())
+    assert prefix.with_suffix(".md").read_text().startswith("# job_machine benchmark")
+    assert result["params"]["systems"] == ["job_machine"]
+    sizes = result["params"]["sizes"]
+    jm = result["summary"]["job_machine"]
+    assert set(jm) == {s.key for s in SCENARIOS}
+
+    stalled = []
+    for s in SCENARIOS:
+        entry = jm[s.key]
+        notes = entry.get("notes", [])
+        if s.key in KNOWN_STALLS and any("drain stalled" in n for n in notes):
+            stalled.append(s.key)
+            continue
+        assert not notes, (s.key, notes)
+        if s.kind == "rate":
+            # tasks per second: above a crawl, below what a laptop could dream of
+            assert 50 < entry["median"] < 1_000_000, (s.key, entry)
+        elif s.kind == "latency":
+            p50, p99 = entry["p50"]["median"], entry["p99"]["median"]
+            assert 0 < p50 <= p99 < 1000, (s.key, entry)
+        else:
+            start, end = entry["rss_start_mib"]["median"], entry["rss_end_mib"]["median"]
+            assert 5 < start < 500, entry
+            assert 5 < end < start + 100, entry
+
+    records = {r["key"]: r for r in result["records"] if r["system"] == "job_machine"}
+    assert records["wakeup"]["received"] == sizes["latency"]
+    assert records["roundtrip"]["received"] == sizes["latency"]
+    assert records["drain_big_history"]["history"] == sizes["big_history"]
+    assert records["drain_w2"]["workers"] == 2
+    assert "AsyncWorker, concurrency=8" in records["drain_async_c8"]["concurrency"]
+    assert result["versions"]["job_machine"].startswith("0.")
+    # the given database is left alone; the bench's own is gone again
+    assert _bench_databases(dsn) == before
+    if stalled:
+        pytest.xfail(f"sync Worker(concurrency=8) stalled in {', '.join(stalled)}")
