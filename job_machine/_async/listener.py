@@ -18,9 +18,9 @@ from .._waker import Waker
 class AsyncListener:
     """LISTENs on channels of one connection and waits for their notifications.
 
-    :meth:`wake` may be called from another thread or a signal handler: it
-    writes to a pipe that the wait watches beside the connection's socket
-    (the self-pipe trick), so a blocked wait returns at once.
+    The wait also watches a :class:`~job_machine._waker.Waker` (the
+    worker's, or one of its own): waking it from another thread or a signal
+    handler makes a blocked wait return at once.
     """
 
     def __init__(self, conn: AsyncConnection[Any], waker: Waker | None = None) -> None:
@@ -48,7 +48,7 @@ class AsyncListener:
     async def wait(self, timeout: float | None) -> list[Notify] | None:
         """Wait up to ``timeout`` seconds for notifications.
 
-        :return: the notifications received, possibly ``[]`` when :meth:`wake`
+        :return: the notifications received, possibly ``[]`` when the waker
             was called, or ``None`` when the timeout passed.
         """
         got = await self.pending()
@@ -69,10 +69,6 @@ class AsyncListener:
         raises when the server is gone (client-side TCP keepalives and
         ``tcp_user_timeout`` bound how long that takes on a half-open link)."""
         await self.conn.execute("SELECT 1")
-
-    def wake(self) -> None:
-        """Make a current or the next :meth:`wait` return at once. Thread- and signal-safe."""
-        self.waker.wake()
 
     def close(self) -> None:
         """Release the wake-up pipe if it is the listener's own (the connection

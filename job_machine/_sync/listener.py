@@ -20,9 +20,9 @@ from .._waker import Waker
 class Listener:
     """LISTENs on channels of one connection and waits for their notifications.
 
-    :meth:`wake` may be called from another thread or a signal handler: it
-    writes to a pipe that the wait watches beside the connection's socket
-    (the self-pipe trick), so a blocked wait returns at once.
+    The wait also watches a :class:`~job_machine._waker.Waker` (the
+    worker's, or one of its own): waking it from another thread or a signal
+    handler makes a blocked wait return at once.
     """
 
     def __init__(self, conn: Connection[Any], waker: Waker | None = None) -> None:
@@ -50,7 +50,7 @@ class Listener:
     def wait(self, timeout: float | None) -> list[Notify] | None:
         """Wait up to ``timeout`` seconds for notifications.
 
-        :return: the notifications received, possibly ``[]`` when :meth:`wake`
+        :return: the notifications received, possibly ``[]`` when the waker
             was called, or ``None`` when the timeout passed.
         """
         got = self.pending()
@@ -71,10 +71,6 @@ class Listener:
         raises when the server is gone (client-side TCP keepalives and
         ``tcp_user_timeout`` bound how long that takes on a half-open link)."""
         self.conn.execute("SELECT 1")
-
-    def wake(self) -> None:
-        """Make a current or the next :meth:`wait` return at once. Thread- and signal-safe."""
-        self.waker.wake()
 
     def close(self) -> None:
         """Release the wake-up pipe if it is the listener's own (the connection
