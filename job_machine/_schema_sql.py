@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import LiteralString
 
 #: The newest version recorded in jobmachine.schema_version by create_tables.sql.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @cache

@@ -14,6 +14,9 @@ import re
 from .errors import InvalidQueueName
 
 QUEUE_PREFIX = "jm:"
+#: Announces a queue's first task (payload: the queue name), for workers
+#: subscribed to a branch of queues.
+NEW_QUEUE_CHANNEL = "jmq"
 REPLY_PREFIX = "jmr:"
 MAX_IDENTIFIER_BYTES = 63
 MAX_QUEUE_BYTES = MAX_IDENTIFIER_BYTES - len(QUEUE_PREFIX)
@@ -51,3 +54,43 @@ def queue_channel(queue: str) -> str:
 def reply_channel(task_id: int) -> str:
     """The channel the reply to a task is announced on."""
     return f"{REPLY_PREFIX}{int(task_id)}"
+
+
+def is_pattern(name: str) -> bool:
+    """Whether a worker's queue entry is a pattern (``gl.*``, ``gl.**``)."""
+    return name in {"*", "**"} or name.endswith((".*", ".**"))
+
+
+def validate_subscription(name: object) -> str:
+    """Return ``name`` if a worker may serve it: a queue name, or a pattern.
+
+    ``gl.*`` takes the queues one level below ``gl`` (``gl.accounting``, not
+    ``gl`` nor ``gl.accounting.eu``); ``gl.**`` takes every queue below
+    ``gl`` at any depth; ``*`` and ``**`` do the same from the top. The
+    wildcard is only allowed as the last segment.
+
+    :raises InvalidQueueName: neither a queue name nor such a pattern.
+    """
+    if isinstance(name, str) and is_pattern(name):
+        stem = name.rpartition(".")[0] if "." in name else ""
+        if stem:
+            try:
+                validate_queue(stem)
+            except InvalidQueueName as ex:
+                raise InvalidQueueName(f"queue pattern {name!r}: {ex}") from None
+        return name
+    return validate_queue(name)
+
+
+def matches(pattern: str, queue: str) -> bool:
+    """Whether ``queue`` is served by the subscription ``pattern``."""
+    if not is_pattern(pattern):
+        return pattern == queue
+    stem, _, wildcard = pattern.rpartition(".")
+    if stem:
+        if not queue.startswith(stem + "."):
+            return False
+        rest = queue[len(stem) + 1 :]
+    else:
+        rest = queue
+    return bool(rest) and (wildcard == "**" or "." not in rest)

@@ -28,7 +28,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -78,6 +78,7 @@ class Liveness:
         registered worker holds (a Perl worker's) is revived.
     :param remove_after_days: days after which finished tasks are deleted.
     :param housekeeping_interval: seconds between the slower chores.
+    :param on_command: called with a command left for the worker.
     """
 
     def __init__(
@@ -91,8 +92,12 @@ class Liveness:
         orphan_after: float,
         remove_after_days: float,
         housekeeping_interval: float,
+        on_command: Callable[[str], None] | None = None,
     ) -> None:
         self.queues = list(queues)
+        #: Called in the liveness thread with a command an operator left for
+        #: the worker (``Admin.stop_workers``).
+        self.on_command = on_command
         self.dead_after = dead_after
         self.interval = dead_after / 4
         self.grace = dead_after / 2
@@ -213,8 +218,13 @@ class Liveness:
     def _tick(self) -> None:
         assert self.worker_id is not None
         conn = self._connect()
-        if not self._store.worker_heartbeat(self.worker_id, self.host, self.pid, self.queues, conn):
+        locked, command = self._store.worker_heartbeat(
+            self.worker_id, self.host, self.pid, self.queues, conn
+        )
+        if not locked:
             logger.warning("worker %d: liveness lock is held elsewhere", self.worker_id)
+        if command is not None and self.on_command is not None:
+            self.on_command(command)
         if not self._store.leader_lock(conn):
             self.leader = False
             return

@@ -6,9 +6,16 @@
 -- coalesce(%(now)s, now()) so tests can move the clock without sleeping.
 
 -- name: task_insert
--- Insert a waiting task into a queue (creating the queue's class row when it
--- is missing) and notify the queue's channel. Returns no row when a
--- concurrent sender created the class at the same moment: run it again.
+-- Insert a task into a queue (creating the queue's class row when it is
+-- missing, which is announced on channel jmq for workers subscribed to a
+-- branch of queues) and notify the queue's channel. With parents, the task
+-- is blocked (10) until they are all done, and failed at once when one of
+-- them has failed; each parent is locked and marked as having children.
+-- With a unique key, nothing is inserted while a task of the same queue and
+-- key is waiting, blocked or running. Returns one row: no class (a
+-- concurrent sender created it at the same moment: run it again), the
+-- parents found, and the new task's id and status (NULL: a unique key
+-- conflict, or a parent is missing).
 WITH found AS (
     SELECT class_id FROM jobmachine.class WHERE name = %(queue)s
 ), created AS (
@@ -17,19 +24,59 @@ WITH found AS (
     ON CONFLICT (name) DO NOTHING
     RETURNING class_id
 ), cls AS (
-    SELECT class_id FROM found UNION ALL SELECT class_id FROM created
+    SELECT class_id FROM found UNION ALL SELECT class_id FROM created LIMIT 1
+), parent AS (
+    UPDATE jobmachine.task p SET has_children = true
+     WHERE p.task_id = ANY(%(parents)s::bigint[])
+    RETURNING p.task_id, p.status
+), verdict AS (
+    SELECT array_agg(task_id) AS found,
+           min(task_id) FILTER (WHERE status = 900) AS failed_parent,
+           count(*) FILTER (WHERE status <> 200) AS pending
+      FROM parent
 ), task AS (
-    INSERT INTO jobmachine.task (class_id, parameters, status)
-    SELECT class_id, %(parameters)s, 0 FROM cls LIMIT 1
-    RETURNING task_id
+    INSERT INTO jobmachine.task (class_id, parameters, status, priority, run_after, max_attempts,
+                                 title, grouping, remove_after, keep_for, unique_key, parents)
+    SELECT cls.class_id, %(parameters)s,
+           CASE WHEN v.failed_parent IS NOT NULL THEN 900 WHEN v.pending > 0 THEN 10 ELSE 0 END,
+           %(priority)s::int,
+           coalesce(%(run_after)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
+           %(max_attempts)s::int, %(title)s::text, %(grouping)s::text, %(remove_after)s::timestamptz,
+           make_interval(secs => %(keep_for)s::float8), %(unique_key)s::text,
+           %(parents)s::bigint[]
+      FROM cls, verdict v
+     WHERE coalesce(cardinality(v.found), 0) = coalesce(cardinality(%(parents)s::bigint[]), 0)
+    ON CONFLICT (class_id, unique_key)
+       WHERE unique_key IS NOT NULL AND status IN (0, 10, 100) DO NOTHING
+    RETURNING task_id, status
+), noted AS (
+    INSERT INTO jobmachine.result (task_id, result, resulttype)
+    SELECT task.task_id,
+           json_build_object('type', 'ParentFailed',
+                             'message', 'parent task ' || v.failed_parent || ' failed',
+                             'parent', v.failed_parent)::text,
+           'error'
+      FROM task, verdict v
+     WHERE task.status = 900
 )
-SELECT task_id, pg_notify(%(channel)s, task_id::text) FROM task
+SELECT EXISTS (SELECT 1 FROM cls) AS has_class, v.found AS parents_found,
+       task.task_id, task.status,
+       CASE WHEN task.status = 0 THEN pg_notify(%(channel)s, task.task_id::text) END AS notified,
+       (SELECT count(pg_notify('jmq', %(queue)s)) FROM created) AS new_queue
+  FROM verdict v LEFT JOIN task ON true
+
+-- name: task_unique_holder
+-- The task of a queue that holds a unique key (waiting, blocked or running).
+SELECT t.task_id
+  FROM jobmachine.task t JOIN jobmachine.class c ON c.class_id = t.class_id
+ WHERE c.name = %(queue)s AND t.unique_key = %(unique_key)s AND t.status IN (0, 10, 100)
 
 -- name: task_insert_many
 -- Insert many waiting tasks into one queue in one statement (creating the
--- queue's class row when it is missing), in the order given, and notify
--- the queue's channel once: a worker woken once drains them all. Returns
--- no row when a concurrent sender created the class at the same moment.
+-- queue's class row when it is missing), in the order given, with the same
+-- options, and notify the queue's channel once: a worker woken once drains
+-- them all. Returns no row when a concurrent sender created the class at
+-- the same moment.
 WITH found AS (
     SELECT class_id FROM jobmachine.class WHERE name = %(queue)s
 ), created AS (
@@ -40,38 +87,47 @@ WITH found AS (
 ), cls AS (
     SELECT class_id FROM found UNION ALL SELECT class_id FROM created LIMIT 1
 ), task AS (
-    INSERT INTO jobmachine.task (class_id, parameters, status)
-    SELECT cls.class_id, u.p, 0
+    INSERT INTO jobmachine.task (class_id, parameters, status, priority, run_after, max_attempts,
+                                 title, grouping, remove_after, keep_for)
+    SELECT cls.class_id, u.p, 0, %(priority)s::int,
+           coalesce(%(run_after)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
+           %(max_attempts)s::int, %(title)s::text, %(grouping)s::text, %(remove_after)s::timestamptz,
+           make_interval(secs => %(keep_for)s::float8)
       FROM cls, unnest(%(parameters)s::text[]) WITH ORDINALITY AS u (p, n)
      ORDER BY u.n
     RETURNING task_id
 ), batch AS (
     SELECT array_agg(task_id ORDER BY task_id) AS ids, count(*) AS n FROM task
 )
-SELECT ids, pg_notify(%(channel)s, n::text) FROM batch WHERE n > 0
+SELECT ids, pg_notify(%(channel)s, n::text),
+       (SELECT count(pg_notify('jmq', %(queue)s)) FROM created) AS new_queue
+  FROM batch WHERE n > 0
 
 -- name: task_claim
--- Take the oldest waiting, due tasks of any of the given queues, mark them
--- started by this worker (NULL outside receive()) and count the attempt.
--- Per queue, the head of task_waiting_idx (class_id, task_id) is read in
--- index order (LATERAL), so a claim costs O(log n) however many tasks wait;
--- the heads of several queues are then merged oldest first. SKIP LOCKED:
--- concurrent workers each get different tasks, and none waits for another.
+-- Take the best waiting, due tasks of any of the given queues (highest
+-- priority, then oldest; none below %(min_priority)s; none of a paused
+-- queue), mark them started by this worker (NULL outside receive()) and
+-- count the attempt. Per queue, the head of task_ready_idx (class_id,
+-- priority DESC, task_id) is read in index order (LATERAL), so a claim costs
+-- O(log n) however many tasks wait; the heads of several queues are then
+-- merged. SKIP LOCKED: concurrent workers each get different tasks, and
+-- none waits for another.
 WITH next AS (
-    SELECT head.task_id, c.name AS queue
+    SELECT head.task_id, head.priority, c.name AS queue
       FROM jobmachine.class c
      CROSS JOIN LATERAL (
-        SELECT t.task_id
+        SELECT t.task_id, t.priority
           FROM jobmachine.task t
          WHERE t.class_id = c.class_id
            AND t.status = 0
+           AND t.priority >= %(min_priority)s
            AND (t.run_after IS NULL OR t.run_after <= coalesce(%(now)s, now()))
-         ORDER BY t.task_id
+         ORDER BY t.priority DESC, t.task_id
          LIMIT %(limit)s
            FOR UPDATE OF t SKIP LOCKED
      ) head
-     WHERE c.name = ANY(%(queues)s)
-     ORDER BY head.task_id
+     WHERE c.name = ANY(%(queues)s) AND NOT c.paused
+     ORDER BY head.priority DESC, head.task_id
      LIMIT %(limit)s
 )
 UPDATE jobmachine.task t
@@ -79,7 +135,8 @@ UPDATE jobmachine.task t
        attempts = t.attempts + 1, worker_id = %(worker_id)s
   FROM next
  WHERE t.task_id = next.task_id
-RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue
+RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue, t.priority,
+          t.max_attempts, t.title, t.grouping
 
 -- name: task_finish
 -- Store a reply or result and mark the task done, only while this attempt
@@ -131,8 +188,8 @@ RETURNING task_id
 -- waiting for an answer that will not come.
 WITH held AS (
     UPDATE jobmachine.task
-       SET status = CASE WHEN attempts > %(retries)s THEN 900 ELSE 0 END,
-           run_after = CASE WHEN attempts > %(retries)s THEN NULL
+       SET status = CASE WHEN attempts >= coalesce(max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
+           run_after = CASE WHEN attempts >= coalesce(max_attempts, %(retries)s + 1) THEN NULL
                             ELSE now() + make_interval(secs => %(delay)s) END,
            modified = now()
      WHERE task_id = %(task_id)s AND status = 100 AND attempts = %(attempt)s
@@ -176,7 +233,7 @@ SELECT t.status IN (200, 900)
 -- never revived here: see worker_reap and task_give_up.
 WITH revived AS (
     UPDATE jobmachine.task t
-       SET status = CASE WHEN t.attempts > %(retries)s THEN 900 ELSE 0 END,
+       SET status = CASE WHEN t.attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
            modified = coalesce(%(now)s, now())
      WHERE t.status = 100
        AND t.modified < coalesce(%(now)s, now()) - make_interval(secs => %(max_runtime)s)
@@ -197,7 +254,7 @@ SELECT task_id, status,
 -- worker still running it can no longer finish it) or fails.
 WITH given_up AS (
     UPDATE jobmachine.task t
-       SET status = CASE WHEN t.attempts > %(retries)s THEN 900 ELSE 0 END,
+       SET status = CASE WHEN t.attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
            modified = coalesce(%(now)s, now())
      WHERE t.status = 100 AND t.worker_id IS NOT NULL
        AND t.started < coalesce(%(now)s, now()) - make_interval(secs => %(max_runtime)s)
@@ -220,17 +277,23 @@ SELECT task_id, status,
   FROM given_up
 
 -- name: task_remove_old
--- Housekeeping: delete finished (done or failed) tasks whose remove_after has
--- passed, or that were not modified for remove_after_days; their results go
--- with them (ON DELETE CASCADE). Bounded, so no long lock.
+-- Retention: delete one bounded batch of finished (done or failed) tasks,
+-- with their results (ON DELETE CASCADE), whose time has come: their own
+-- remove_after time, their own keep_for after they finished, or else
+-- %(remove_after_days)s days after they finished. Each branch reads an index
+-- range (task_status_modified_idx, task_retention_idx), so a batch costs the
+-- rows it deletes, not the size of the history.
 DELETE FROM jobmachine.task
  WHERE task_id IN (
-    SELECT task_id FROM jobmachine.task
-     WHERE status IN (200, 900)
-       AND coalesce(remove_after,
-                    modified + %(remove_after_days)s * interval '1 day')
-           < coalesce(%(now)s, now())
-     LIMIT %(limit)s)
+    (SELECT task_id FROM jobmachine.task
+      WHERE status IN (200, 900) AND remove_after IS NULL AND keep_for IS NULL
+        AND modified < coalesce(%(now)s, now()) - %(remove_after_days)s * interval '1 day'
+      LIMIT %(limit)s)
+    UNION ALL
+    (SELECT task_id FROM jobmachine.task
+      WHERE (remove_after IS NOT NULL OR keep_for IS NOT NULL) AND status IN (200, 900)
+        AND coalesce(remove_after, modified + keep_for) < coalesce(%(now)s, now())
+      LIMIT %(limit)s))
 RETURNING task_id
 
 -- name: chore_lock
@@ -272,21 +335,56 @@ SELECT extract(epoch FROM min(t.run_after) - now())::float8 AS wait
    AND t.run_after > now()
 
 -- name: task_info
--- Everything about one task a client may want to see: its state, attempts,
--- every error (oldest first), the newest reply, and the worker holding it.
+-- Everything about one task: its state, options, attempts, every error
+-- (oldest first), every reply or result (oldest first), its notes, its
+-- parents and blocked children, and the worker holding it.
 SELECT t.task_id, c.name AS queue, t.status, t.attempts, t.parameters,
        t.created, t.modified, t.run_after, t.started, t.worker_id,
+       t.priority, t.max_attempts, t.title, t.grouping, t.unique_key, t.notes::text AS notes,
+       t.parents, t.remove_after, extract(epoch FROM t.keep_for)::float8 AS keep_for,
        w.host AS worker_host, w.pid AS worker_pid,
        ARRAY(SELECT r.result FROM jobmachine.result r
               WHERE r.task_id = t.task_id AND r.resulttype = 'error'
               ORDER BY r.result_id) AS errors,
-       (SELECT r.result FROM jobmachine.result r
-         WHERE r.task_id = t.task_id AND r.resulttype IS DISTINCT FROM 'error'
-         ORDER BY r.result_id DESC LIMIT 1) AS reply
+       ARRAY(SELECT r.result FROM jobmachine.result r
+              WHERE r.task_id = t.task_id AND r.resulttype IS DISTINCT FROM 'error'
+              ORDER BY r.result_id) AS results,
+       ARRAY(SELECT k.task_id FROM jobmachine.task k
+              WHERE t.has_children AND k.parents @> ARRAY[t.task_id]
+              ORDER BY k.task_id) AS children
   FROM jobmachine.task t
   LEFT JOIN jobmachine.class c ON c.class_id = t.class_id
   LEFT JOIN jobmachine.worker w ON w.worker_id = t.worker_id
  WHERE t.task_id = %(task_id)s
+
+-- name: task_note
+-- Set notes of a task (merged into its notes) and remove others (%(remove)s
+-- keys). Returns no row when there is no such task.
+UPDATE jobmachine.task
+   SET notes = (coalesce(notes, '{}'::jsonb) || %(set)s::jsonb) - %(remove)s::text[]
+ WHERE task_id = %(task_id)s
+RETURNING task_id
+
+-- name: lock_take
+-- Take a named lock (see jobmachine.lock() in create_tables.sql): the
+-- lock's id, 0 for a free check (expire <= 0), NULL when all holds are taken.
+SELECT jobmachine.lock(%(name)s::text, %(expire)s::float8, %(limit)s::int) AS lock_id
+
+-- name: lock_release
+-- Release a named lock: the hold %(lock_id)s, or else the one of the name
+-- that expires first. Returns the hold released, no row when none was held.
+DELETE FROM jobmachine.lock
+ WHERE lock_id = (SELECT l.lock_id FROM jobmachine.lock l
+                   WHERE l.name = %(name)s
+                     AND (%(lock_id)s::bigint IS NULL OR l.lock_id = %(lock_id)s::bigint)
+                     AND l.expires > clock_timestamp()
+                   ORDER BY l.expires
+                   LIMIT 1)
+RETURNING lock_id
+
+-- name: queue_names
+-- Every queue name known (for workers subscribed to a branch of queues).
+SELECT name FROM jobmachine.class ORDER BY name
 
 -- name: worker_register
 -- A worker starts: register it and take its liveness lock, a session-level
@@ -301,12 +399,12 @@ RETURNING worker_id, pg_try_advisory_lock(1785558891, (worker_id %% 2147483648):
 -- alive (re-creating its row if a rescuer removed it while it was cut off),
 -- take its liveness lock again after a reconnect, and touch the modified
 -- time of the tasks it holds, so a Perl worker's max_runtime revive never
--- takes them. Returns the worker's lock state.
+-- takes them. Returns the worker's lock state and any command for it.
 WITH upsert AS (
     INSERT INTO jobmachine.worker (worker_id, host, pid, queues)
     VALUES (%(worker_id)s, %(host)s, %(pid)s, %(queues)s)
     ON CONFLICT (worker_id) DO UPDATE SET seen = now()
-    RETURNING worker_id
+    RETURNING worker_id, command
 ), touched AS (
     UPDATE jobmachine.task t
        SET modified = now()
@@ -315,7 +413,7 @@ WITH upsert AS (
     RETURNING t.task_id
 )
 SELECT pg_try_advisory_lock(1785558891, (worker_id %% 2147483648)::int) AS locked,
-       (SELECT count(*) FROM touched) AS touched
+       (SELECT count(*) FROM touched) AS touched, command
   FROM upsert
 
 -- name: worker_reap
@@ -354,7 +452,7 @@ WITH live AS (
        AND t.worker_id %% 2147483648 NOT IN (SELECT lock_id FROM live)
 ), revived AS (
     UPDATE jobmachine.task t
-       SET status = CASE WHEN t.attempts > %(retries)s THEN 900 ELSE 0 END,
+       SET status = CASE WHEN t.attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
            modified = coalesce(%(now)s, now())
      WHERE t.status = 100
        AND (t.worker_id IN (SELECT worker_id FROM dead)
@@ -411,40 +509,85 @@ SELECT set_config(%(name)s, %(value)s, false)
 SELECT max(version) AS version FROM jobmachine.schema_version
 
 -- name: admin_stats
--- Counts of tasks by queue and state (delayed: waiting but not due yet),
--- for the status command and dashboards. One pass over the task table's
--- status/class columns.
-SELECT c.name AS queue,
-       count(*) FILTER (WHERE t.status = 0
-                          AND (t.run_after IS NULL OR t.run_after <= now())) AS waiting,
-       count(*) FILTER (WHERE t.status = 0 AND t.run_after > now()) AS delayed,
-       count(*) FILTER (WHERE t.status = 100) AS running,
-       count(*) FILTER (WHERE t.status = 200) AS done,
-       count(*) FILTER (WHERE t.status = 900) AS failed
-  FROM jobmachine.task t
-  JOIN jobmachine.class c ON c.class_id = t.class_id
- GROUP BY c.name
+-- Counts of the tasks of each queue that are not done, by state (delayed:
+-- waiting but not due yet), and whether the queue is paused. Reads only
+-- the partial indexes of those states (task_ready_idx, task_started_worker_idx,
+-- task_parked_idx), never the finished history: cheap enough every second.
+SELECT c.name AS queue, c.paused,
+       coalesce(n.waiting, 0) AS waiting, coalesce(n.delayed, 0) AS delayed,
+       coalesce(n.blocked, 0) AS blocked, coalesce(n.running, 0) AS running,
+       coalesce(n.failed, 0) AS failed
+  FROM jobmachine.class c
+  LEFT JOIN (
+    SELECT t.class_id,
+           count(*) FILTER (WHERE t.status = 0
+                              AND (t.run_after IS NULL OR t.run_after <= now())) AS waiting,
+           count(*) FILTER (WHERE t.status = 0 AND t.run_after > now()) AS delayed,
+           count(*) FILTER (WHERE t.status = 10) AS blocked,
+           count(*) FILTER (WHERE t.status = 100) AS running,
+           count(*) FILTER (WHERE t.status = 900) AS failed
+      FROM (SELECT class_id, status, run_after FROM jobmachine.task WHERE status = 0
+            UNION ALL
+            SELECT class_id, status, NULL FROM jobmachine.task WHERE status = 100
+            UNION ALL
+            SELECT class_id, status, NULL FROM jobmachine.task WHERE status IN (10, 900)) t
+     GROUP BY t.class_id) n ON n.class_id = c.class_id
  ORDER BY c.name
 
+-- name: admin_done_estimate
+-- The planner's estimate of the task table's rows (-1: never analysed), the
+-- cheap base of a done count over a large history.
+SELECT reltuples::bigint AS rows FROM pg_class WHERE oid = 'jobmachine.task'::regclass
+
+-- name: admin_done_count
+-- The exact number of done tasks (an index-only count; used while the
+-- table is small).
+SELECT count(*) AS done FROM jobmachine.task WHERE status = 200
+
+-- name: admin_history
+-- Done and failed tasks per hour over the last 24 hours (by when they
+-- finished), oldest first, hours without any included.
+WITH finished AS (
+    SELECT date_trunc('hour', t.modified) AS hour,
+           count(*) FILTER (WHERE t.status = 200) AS done,
+           count(*) FILTER (WHERE t.status = 900) AS failed
+      FROM jobmachine.task t
+     WHERE t.status IN (200, 900)
+       AND t.modified >= date_trunc('hour', now()) - interval '23 hours'
+     GROUP BY 1
+)
+SELECT h.hour, coalesce(f.done, 0) AS done, coalesce(f.failed, 0) AS failed
+  FROM generate_series(date_trunc('hour', now()) - interval '23 hours',
+                       date_trunc('hour', now()), interval '1 hour') AS h (hour)
+  LEFT JOIN finished f ON f.hour = h.hour
+ ORDER BY h.hour
+
 -- name: admin_list_tasks
--- A page of tasks, newest first, filtered by status and queue (NULL: any),
--- continuing below %(before_id)s (keyset pagination: fast on any page).
+-- A page of tasks, newest first, filtered by status, queue and grouping
+-- (NULL: any). Pages continue below %(before_id)s (keyset pagination: fast
+-- on any page) or skip %(offset)s rows. Run unprepared, so each filter's
+-- plan uses the index that fits it (task_ready_idx, task_parked_idx, ...).
 SELECT t.task_id, c.name AS queue, t.status, t.attempts, t.created, t.modified,
-       t.run_after, t.worker_id, left(t.parameters, 200) AS parameters
+       t.run_after, t.worker_id, t.priority, t.title, t.grouping,
+       left(t.parameters, 200) AS parameters
   FROM jobmachine.task t
   LEFT JOIN jobmachine.class c ON c.class_id = t.class_id
  WHERE (%(status)s::int IS NULL OR t.status = %(status)s::int)
-   AND (%(queue)s::text IS NULL OR c.name = %(queue)s::text)
+   AND (%(queue)s::text IS NULL OR t.class_id = (SELECT class_id FROM jobmachine.class
+                                                  WHERE name = %(queue)s::text))
+   AND (%(grouping)s::text IS NULL OR t.grouping = %(grouping)s::text)
    AND (%(before_id)s::bigint IS NULL OR t.task_id < %(before_id)s::bigint)
  ORDER BY t.task_id DESC
+ OFFSET %(offset)s
  LIMIT %(limit)s
 
 -- name: admin_cancel
--- Cancel a waiting task: it fails (900) with an error saying so, and a
--- waiting client is told. A task that is running or finished is left alone.
+-- Cancel a waiting or blocked task: it fails (900) with an error saying so,
+-- and a waiting client is told (and its blocked children fail in turn). A
+-- task that is running or finished is left alone.
 WITH cancelled AS (
     UPDATE jobmachine.task SET status = 900, modified = now()
-     WHERE task_id = %(task_id)s AND status = 0
+     WHERE task_id = %(task_id)s AND status IN (0, 10)
     RETURNING task_id
 ), noted AS (
     INSERT INTO jobmachine.result (task_id, result, resulttype)
@@ -454,9 +597,11 @@ WITH cancelled AS (
 SELECT task_id, pg_notify('jmr:' || task_id::text, 'failed') FROM cancelled
 
 -- name: admin_retry
--- Send a failed or done task again: waiting, due now, with a fresh count of
--- attempts, optionally to another queue (created if missing). Its earlier
--- results stay, for the record. A waiting or running task is left alone.
+-- Send a failed or done task again with a fresh count of attempts, due now,
+-- optionally to another queue (created if missing) or with another
+-- priority: waiting, or blocked while any of its parents is not done. Its
+-- earlier results stay, for the record. A waiting, blocked or running task
+-- is left alone.
 WITH target AS (
     SELECT class_id FROM jobmachine.class WHERE name = %(queue)s::text
 ), created AS (
@@ -466,18 +611,40 @@ WITH target AS (
     RETURNING class_id
 ), retried AS (
     UPDATE jobmachine.task t
-       SET status = 0, attempts = 0, run_after = NULL, modified = now(),
+       SET status = CASE WHEN EXISTS (SELECT 1 FROM jobmachine.task p
+                                       WHERE p.task_id = ANY(t.parents) AND p.status <> 200)
+                         THEN 10 ELSE 0 END,
+           attempts = 0, run_after = NULL, modified = now(),
+           priority = coalesce(%(priority)s::int, t.priority),
            class_id = coalesce((SELECT class_id FROM target UNION ALL SELECT class_id FROM created
                                 LIMIT 1), t.class_id)
      WHERE t.task_id = %(task_id)s AND t.status IN (200, 900)
-    RETURNING t.task_id, t.class_id
+    RETURNING t.task_id, t.class_id, t.status
 )
-SELECT task_id,
-       pg_notify('jm:' || coalesce(%(queue)s::text,
-                                   (SELECT name FROM jobmachine.class c
-                                     WHERE c.class_id = retried.class_id)),
-                 task_id::text)
+SELECT task_id, status,
+       CASE WHEN status = 0 THEN
+           pg_notify('jm:' || coalesce(%(queue)s::text,
+                                       (SELECT name FROM jobmachine.class c
+                                         WHERE c.class_id = retried.class_id)),
+                     task_id::text) END
   FROM retried
+
+-- name: admin_pause
+-- Pause or resume a queue. A resumed queue is notified, so its workers
+-- take what waits at once. Returns no row when there is no such queue.
+WITH changed AS (
+    UPDATE jobmachine.class SET paused = %(paused)s, modified = now()
+     WHERE name = %(queue)s
+    RETURNING name, paused
+)
+SELECT name, CASE WHEN NOT paused THEN pg_notify('jm:' || name, 'resumed') END FROM changed
+
+-- name: admin_worker_command
+-- Leave a command ('stop') for one worker, or for every registered worker
+-- when %(worker_id)s is NULL; each reads it with its next heartbeat.
+UPDATE jobmachine.worker SET command = %(command)s
+ WHERE %(worker_id)s::bigint IS NULL OR worker_id = %(worker_id)s::bigint
+RETURNING worker_id
 
 -- name: admin_remove
 -- Delete a task that is not running, with its results.
@@ -500,7 +667,7 @@ RETURNING task_id
 -- name: admin_workers
 -- The registered workers, whether PostgreSQL still holds their liveness
 -- lock, and the tasks each is running.
-SELECT w.worker_id, w.host, w.pid, w.queues, w.started, w.seen,
+SELECT w.worker_id, w.host, w.pid, w.queues, w.started, w.seen, w.command,
        EXISTS (SELECT 1 FROM pg_locks l
                 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
                   AND l.classid = 1785558891::oid

@@ -11,7 +11,8 @@ from typing import Any
 class Status(IntEnum):
     """The life of a task; the numbers are Perl Job::Machine's.
 
-    ``WAITING -> STARTED`` when a worker claims it; ``STARTED -> FINISHED``
+    ``BLOCKED -> WAITING`` when its last parent is done (``-> FAILED`` when
+    a parent fails); ``WAITING -> STARTED`` when a worker claims it; ``STARTED -> FINISHED``
     when the worker replies, stores a result or returns; ``STARTED -> WAITING``
     when ``process`` raised and attempts remain, or when housekeeping revives
     a task whose worker went silent; ``STARTED -> FAILED`` when the last
@@ -19,6 +20,7 @@ class Status(IntEnum):
     """
 
     WAITING = 0  #: entered, waiting for a worker (the only state Perl workers claim)
+    BLOCKED = 10  #: waiting for its parent tasks to be done (job_machine only)
     STARTED = 100  #: a worker claimed it and is processing it
     FINISHED = 200  #: done: replied, stored a result, or returned
     FAILED = 900  #: given up after its last attempt raised
@@ -40,11 +42,19 @@ class Task:
     created: datetime
     #: Raw JSON of the data, as stored.
     parameters: str = field(repr=False, default="")
+    #: Its priority (higher runs first).
+    priority: int = 0
+    #: How many attempts it may have in all (None: the worker's ``retries + 1``).
+    max_attempts: int | None = None
+    #: Job::Machine's title and grouping columns, as given to ``send``.
+    title: str | None = None
+    grouping: str | None = None
 
 
 #: The word for each status, as task_info() reports it.
 STATE_NAMES = {
     Status.WAITING: "waiting",
+    Status.BLOCKED: "blocked",
     Status.STARTED: "running",
     Status.FINISHED: "done",
     Status.FAILED: "failed",
@@ -80,10 +90,26 @@ class TaskInfo:
     worker: tuple[int, str, int] | None
     #: The id of the job_machine worker that claimed it last (None if none did).
     worker_id: int | None = None
+    priority: int = 0
+    #: Its own limit of attempts (None: the worker's).
+    max_attempts: int | None = None
+    title: str | None = None
+    grouping: str | None = None
+    unique_key: str | None = None
+    #: Metadata attached with ``note()``.
+    notes: dict[str, Any] = field(default_factory=dict)
+    #: The tasks it waits for, and the blocked tasks that wait for it.
+    parents: list[int] = field(default_factory=list)
+    children: list[int] = field(default_factory=list)
+    #: Every reply or result stored, oldest first (:attr:`reply` is the last).
+    results: list[Any] = field(default_factory=list)
+    #: When it is removed: its own time, or seconds kept once finished.
+    remove_after: datetime | None = None
+    keep_for: float | None = None
 
     @property
     def state(self) -> str:
-        """``"waiting"``, ``"running"``, ``"done"`` or ``"failed"``."""
+        """``"waiting"``, ``"blocked"``, ``"running"``, ``"done"`` or ``"failed"``."""
         return STATE_NAMES[self.status]
 
     @property
@@ -94,12 +120,46 @@ class TaskInfo:
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    """How many tasks of one queue are in each state (:meth:`Admin.stats`)."""
+    """How many tasks of one queue are in each state but done (:meth:`Admin.stats`)."""
 
     queue: str
     waiting: int  #: due now
-    delayed: int  #: waiting, but not due yet (a retry in backoff)
+    delayed: int  #: waiting, but not due yet (delayed, or a retry in backoff)
+    blocked: int  #: waiting for parent tasks
     running: int
+    failed: int
+    paused: bool = False  #: no worker claims its tasks until it is resumed
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """The whole machine at a glance (:meth:`Admin.stats`), cheap enough to
+    read every second: it never counts the finished history row by row."""
+
+    queues: list[QueueStats]
+    #: Done tasks still kept: exact while the table is small (under 100,000
+    #: rows), else the planner's estimate (see :attr:`done_estimated`).
+    done: int
+    done_estimated: bool
+    #: Registered workers that are alive, and how many of them run a task.
+    workers: int
+    busy: int
+
+    @property
+    def idle(self) -> int:
+        return self.workers - self.busy
+
+    def total(self, state: str) -> int:
+        """The sum over all queues of ``waiting``, ``delayed``, ``blocked``,
+        ``running`` or ``failed``."""
+        return sum(getattr(q, state) for q in self.queues)
+
+
+@dataclass(frozen=True, slots=True)
+class HourStats:
+    """Tasks finished in one hour (:meth:`Admin.history`)."""
+
+    hour: datetime  #: the start of the hour
     done: int
     failed: int
 
@@ -118,10 +178,13 @@ class TaskSummary:
     worker_id: int | None
     #: The first 200 characters of the task's JSON data.
     parameters: str
+    priority: int = 0
+    title: str | None = None
+    grouping: str | None = None
 
     @property
     def state(self) -> str:
-        """``"waiting"``, ``"running"``, ``"done"`` or ``"failed"``."""
+        """``"waiting"``, ``"blocked"``, ``"running"``, ``"done"`` or ``"failed"``."""
         return STATE_NAMES[self.status]
 
 
@@ -140,3 +203,9 @@ class WorkerInfo:
     alive: bool
     #: The ids of the tasks it is running.
     running: list[int]
+    #: A command left for it (``"stop"``) that it has not acted on yet.
+    command: str | None = None
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.running)

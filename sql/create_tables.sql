@@ -80,10 +80,7 @@ END
 $$;
 CREATE UNIQUE INDEX IF NOT EXISTS class_name_key ON jobmachine.class (name);
 
--- Claiming: the oldest waiting task of a queue. Partial, so its size follows
--- the waiting tasks, not the finished history.
-CREATE INDEX IF NOT EXISTS task_waiting_idx
-    ON jobmachine.task (class_id, task_id) WHERE status = 0;
+-- (Claiming's index is task_ready_idx, version 3.)
 -- Housekeeping: started tasks by age (revive), finished tasks by age (remove).
 CREATE INDEX IF NOT EXISTS task_status_modified_idx
     ON jobmachine.task (status, modified);
@@ -128,6 +125,155 @@ CREATE INDEX IF NOT EXISTS task_started_worker_idx
     ON jobmachine.task (worker_id) WHERE status = 100;
 INSERT INTO jobmachine.schema_version (version, description)
     VALUES (2, 'worker registry, task.worker_id and task.started')
+    ON CONFLICT (version) DO NOTHING;
+
+-- Version 3: what a production queue offers beyond Job::Machine (docs/features.md).
+-- Every new column has a default, so the Perl client's insert of
+-- (class_id, parameters, status) still works; a Perl worker claims status 0
+-- only, so it never runs a task that waits for its parents (status 10).
+--
+-- priority: higher first, then oldest first.
+ALTER TABLE jobmachine.task ADD COLUMN IF NOT EXISTS priority integer NOT NULL DEFAULT 0;
+-- max_attempts: how many times the task may run in all; NULL: the worker's
+-- retries + 1.
+ALTER TABLE jobmachine.task ADD COLUMN IF NOT EXISTS max_attempts integer;
+-- keep_for: how long the task is kept once finished; NULL: the worker's
+-- remove_after. (remove_after, Perl's column, is an absolute time.)
+ALTER TABLE jobmachine.task ADD COLUMN IF NOT EXISTS keep_for interval;
+-- parents: tasks that must be done before this one runs. A task with
+-- unfinished parents is blocked (status 10); has_children marks a parent,
+-- so finishing a task without children costs nothing extra.
+ALTER TABLE jobmachine.task ADD COLUMN IF NOT EXISTS parents bigint[];
+ALTER TABLE jobmachine.task ADD COLUMN IF NOT EXISTS has_children boolean NOT NULL DEFAULT false;
+-- notes: metadata a worker or client attaches to the task.
+ALTER TABLE jobmachine.task ADD COLUMN IF NOT EXISTS notes jsonb;
+-- unique_key: at most one task per queue and key is waiting, blocked or running.
+ALTER TABLE jobmachine.task ADD COLUMN IF NOT EXISTS unique_key text;
+-- A paused queue keeps taking tasks; no worker claims them until resumed.
+ALTER TABLE jobmachine.class ADD COLUMN IF NOT EXISTS paused boolean NOT NULL DEFAULT false;
+-- A command for a worker ('stop'), read with its heartbeat.
+ALTER TABLE jobmachine.worker ADD COLUMN IF NOT EXISTS command text;
+
+-- Claiming: the best waiting task of a queue, highest priority then oldest.
+-- Replaces task_waiting_idx (class_id, task_id) of version 1. Partial, so
+-- its size follows the waiting tasks, not the finished history.
+CREATE INDEX IF NOT EXISTS task_ready_idx
+    ON jobmachine.task (class_id, priority DESC, task_id) WHERE status = 0;
+DROP INDEX IF EXISTS jobmachine.task_waiting_idx;
+-- Blocked and failed tasks by queue: listing and counting them among a
+-- million done tasks reads only these.
+CREATE INDEX IF NOT EXISTS task_parked_idx
+    ON jobmachine.task (status, class_id, task_id) WHERE status IN (10, 900);
+-- Tasks by parent: a parent that finishes finds its blocked children, and
+-- task_info lists a task's children. Only tasks that have parents are in it.
+CREATE INDEX IF NOT EXISTS task_parents_idx
+    ON jobmachine.task USING gin (parents) WHERE parents IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS task_unique_idx
+    ON jobmachine.task (class_id, unique_key)
+    WHERE unique_key IS NOT NULL AND status IN (0, 10, 100);
+-- Retention of tasks with a removal time or a keep_for of their own.
+CREATE INDEX IF NOT EXISTS task_retention_idx
+    ON jobmachine.task (task_id)
+    WHERE remove_after IS NOT NULL OR keep_for IS NOT NULL;
+
+-- A parent task settled: when it is done, its blocked children whose
+-- parents are now all done wait for a worker (their queues are notified);
+-- when it failed, was cancelled or was removed, its blocked children fail
+-- and say why (which fails their own children in turn). The children are
+-- locked first, so two parents finishing at once cannot both miss the
+-- moment the last one is done.
+CREATE OR REPLACE FUNCTION jobmachine.task_settled() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    parent_id bigint := CASE WHEN TG_OP = 'DELETE' THEN OLD.task_id ELSE NEW.task_id END;
+    parent_ok boolean := TG_OP = 'UPDATE' AND NEW.status = 200;
+    n bigint;
+BEGIN
+    PERFORM 1 FROM jobmachine.task c
+      WHERE c.status = 10 AND c.parents @> ARRAY[parent_id]
+      ORDER BY c.task_id FOR UPDATE;
+    IF parent_ok THEN
+        WITH ready AS (
+            UPDATE jobmachine.task c
+               SET status = 0, modified = now()
+             WHERE c.status = 10 AND c.parents @> ARRAY[parent_id]
+               AND NOT EXISTS (SELECT 1 FROM jobmachine.task p
+                                WHERE p.task_id = ANY(c.parents) AND p.status <> 200)
+            RETURNING c.task_id, c.class_id
+        )
+        SELECT count(pg_notify('jm:' || cl.name, ready.task_id::text)) INTO n
+          FROM ready JOIN jobmachine.class cl ON cl.class_id = ready.class_id;
+    ELSE
+        WITH failed AS (
+            UPDATE jobmachine.task c
+               SET status = 900, modified = now()
+             WHERE c.status = 10 AND c.parents @> ARRAY[parent_id]
+            RETURNING c.task_id
+        ), noted AS (
+            INSERT INTO jobmachine.result (task_id, result, resulttype)
+            SELECT task_id,
+                   json_build_object('type', 'ParentFailed',
+                                     'message', 'parent task ' || parent_id || CASE
+                                         WHEN TG_OP = 'DELETE' THEN ' was removed'
+                                         ELSE ' failed' END,
+                                     'parent', parent_id)::text,
+                   'error'
+              FROM failed
+        )
+        SELECT count(pg_notify('jmr:' || task_id::text, 'failed')) INTO n
+          FROM failed;
+    END IF;
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS task_settled ON jobmachine.task;
+CREATE TRIGGER task_settled
+    AFTER UPDATE OF status ON jobmachine.task
+    FOR EACH ROW
+    WHEN (NEW.has_children AND NEW.status IN (200, 900) AND OLD.status <> NEW.status)
+    EXECUTE FUNCTION jobmachine.task_settled();
+DROP TRIGGER IF EXISTS task_removed ON jobmachine.task;
+CREATE TRIGGER task_removed
+    AFTER DELETE ON jobmachine.task
+    FOR EACH ROW
+    WHEN (OLD.has_children AND OLD.status <> 200)
+    EXECUTE FUNCTION jobmachine.task_settled();
+
+-- Named locks shared across processes (Minion's lock/unlock): at most
+-- "limit" unexpired holders of a name at once.
+CREATE TABLE IF NOT EXISTS jobmachine.lock (
+    lock_id     bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    name        text NOT NULL,
+    expires     timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lock_name_expires_idx ON jobmachine.lock (name, expires);
+
+-- Take one of the "limit" holds of a name for "expire" seconds: the new
+-- lock's id, or NULL when all are held. expire <= 0 only asks whether a hold
+-- is free (0 if so) and takes none (lock_free() in Python). Atomic under concurrency: holders of one
+-- name are serialised by a transaction-level advisory lock.
+CREATE OR REPLACE FUNCTION jobmachine.lock(p_name text, p_expire double precision, p_limit integer)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(1785558892, hashtext(p_name));
+    DELETE FROM jobmachine.lock WHERE name = p_name AND expires <= clock_timestamp();
+    IF (SELECT count(*) FROM jobmachine.lock WHERE name = p_name) >= p_limit THEN
+        RETURN NULL;
+    END IF;
+    IF p_expire <= 0 THEN
+        RETURN 0;
+    END IF;
+    INSERT INTO jobmachine.lock (name, expires)
+    VALUES (p_name, clock_timestamp() + make_interval(secs => p_expire))
+    RETURNING lock_id INTO new_id;
+    RETURN new_id;
+END
+$$;
+
+INSERT INTO jobmachine.schema_version (version, description)
+    VALUES (3, 'priorities, per-task options, dependencies, notes, unique keys, named locks, pause, worker commands')
     ON CONFLICT (version) DO NOTHING;
 
 COMMIT;

@@ -37,10 +37,16 @@ def _docker_answers() -> bool:
     try:
         import docker  # type: ignore[import-untyped]  # noqa: PLC0415
 
-        docker.from_env(timeout=2).ping()
+        client = docker.from_env(timeout=2)
+    except Exception:
+        return False
+    try:
+        client.ping()
         return True
     except Exception:
         return False
+    finally:
+        client.close()  # else its socket is left open: a ResourceWarning later
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ..channels import validate_queue
 from ..errors import SchemaMissing, UnknownTask
-from ..task import STATE_NAMES, QueueStats, Status, TaskInfo, TaskSummary, WorkerInfo
+from ..task import STATE_NAMES, HourStats, Stats, Status, TaskInfo, TaskSummary, WorkerInfo
 from .connection import AsyncConnector, AsyncConnectorOwner
 from .store import AsyncStore
 
@@ -24,8 +24,9 @@ PURGEABLE = {
 
 
 class AsyncAdmin(AsyncConnectorOwner):
-    """Operations for operators and dashboards: counts, listings, workers, and
-    cancel / retry / remove / purge of tasks.
+    """Operations for operators and dashboards: counts, history, listings,
+    workers, cancel / retry / remove / purge of tasks, pausing queues and
+    stopping workers.
 
     Takes ``dsn=``, ``conn=`` or ``pool=`` like :class:`AsyncClient`.
     """
@@ -43,48 +44,77 @@ class AsyncAdmin(AsyncConnectorOwner):
         )
         self._store = AsyncStore(self._connector)
 
-    async def stats(self) -> list[QueueStats]:
-        """How many tasks each queue has in each state."""
-        return await self._store.admin_stats()
+    async def stats(self) -> Stats:
+        """The machine at a glance: per queue, how many tasks wait (due now),
+        are delayed, blocked, running or failed, and whether it is paused;
+        the done tasks kept; the workers alive, busy and idle. Cheap enough
+        to call every second: it reads the indexes of the unfinished states,
+        and estimates the done count once the table is large."""
+        queues = await self._store.admin_stats()
+        done, estimated = await self._store.admin_done()
+        if estimated:  # an estimate of every row: take away the rows that are not done
+            unfinished = ("waiting", "delayed", "blocked", "running", "failed")
+            done = max(0, done - sum(getattr(q, s) for q in queues for s in unfinished))
+        alive = [w for w in await self._store.admin_workers() if w.alive]
+        return Stats(
+            queues=queues,
+            done=done,
+            done_estimated=estimated,
+            workers=len(alive),
+            busy=sum(1 for w in alive if w.busy),
+        )
 
     async def status_string(self) -> str:
-        """One line for a terminal or a log: totals over all queues, e.g.
-        ``W=12 D=3 R=2 done=1.23K F=4 workers=3``."""
+        """One line for a terminal or a log (the style of Perl job servers):
+        ``W=12 D=3 B=0 R=2 F=4 done=1.23K workers=2/3`` (waiting, delayed,
+        blocked, running, failed, done, busy/alive workers; ``~`` marks an
+        estimated done count)."""
         stats = await self.stats()
-        workers = await self._store.admin_workers()
-
-        def total(field: str) -> str:
-            return _short(sum(getattr(q, field) for q in stats))
-
+        done = ("~" if stats.done_estimated else "") + _short(stats.done)
         return (
-            f"W={total('waiting')} D={total('delayed')} R={total('running')} "
-            f"done={total('done')} F={total('failed')} "
-            f"workers={sum(1 for w in workers if w.alive)}"
+            f"W={_short(stats.total('waiting'))} D={_short(stats.total('delayed'))} "
+            f"B={_short(stats.total('blocked'))} R={_short(stats.total('running'))} "
+            f"F={_short(stats.total('failed'))} done={done} "
+            f"workers={stats.busy}/{stats.workers}"
         )
+
+    async def history(self) -> list[HourStats]:
+        """Tasks done and failed in each of the last 24 hours (by when they
+        finished), oldest hour first; hours without any are included."""
+        return await self._store.admin_history()
 
     async def list_tasks(
         self,
         *,
         state: str | None = None,
         queue: str | None = None,
+        grouping: str | None = None,
         limit: int = 50,
         before_id: int | None = None,
+        offset: int = 0,
     ) -> list[TaskSummary]:
-        """A page of tasks, newest first. For the next page pass the last id
-        you got as ``before_id``; every page is an index range scan.
+        """A page of tasks, newest first, filtered by state, queue and grouping.
 
-        :param state: ``"waiting"``, ``"running"``, ``"done"`` or ``"failed"``.
-        :raises ValueError: an unknown state, a bad limit.
+        For the next page pass the last id you got as ``before_id``: every
+        page is then an index range scan, as fast on page 10,000 as on the
+        first. ``offset`` also works, but skips its rows one by one.
+
+        :param state: ``"waiting"``, ``"blocked"``, ``"running"``, ``"done"`` or ``"failed"``.
+        :raises ValueError: an unknown state, a bad limit or offset.
         """
         if state is not None and state not in STATES:
             raise ValueError(f"state must be one of {', '.join(STATES)}, not {state!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise ValueError(f"limit must be a whole number from 1 to 10000, not {limit!r}")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"offset must be a whole number >= 0, not {offset!r}")
         return await self._store.admin_list_tasks(
             STATES[state] if state is not None else None,
             validate_queue(queue) if queue is not None else None,
             before_id,
             limit,
+            offset=offset,
+            grouping=grouping,
         )
 
     async def task_info(self, task_id: int) -> TaskInfo:
@@ -98,27 +128,33 @@ class AsyncAdmin(AsyncConnectorOwner):
         return info
 
     async def cancel(self, task_id: int) -> None:
-        """Cancel a waiting task: it fails with a ``Cancelled`` error and a
-        waiting client is told.
+        """Cancel a waiting (or blocked) task: it fails with a ``Cancelled``
+        error, a waiting client is told, and its blocked children fail too.
 
         :raises UnknownTask: there is no such task.
-        :raises ValueError: the task is not waiting (running, done or failed).
+        :raises ValueError: the task is running, done or failed.
         """
         if not await self._store.admin_cancel(task_id):
             raise ValueError(
                 f"task {task_id} is {await self._state(task_id)}: "
-                "only a waiting task can be cancelled"
+                "only a waiting or blocked task can be cancelled"
             )
 
-    async def retry(self, task_id: int, queue: str | None = None) -> None:
+    async def retry(
+        self, task_id: int, queue: str | None = None, priority: int | None = None
+    ) -> None:
         """Send a done or failed task again, with a fresh count of attempts,
-        optionally to another queue.
+        optionally to another queue or with another priority. A task whose
+        parents are not all done is blocked again until they are.
 
         :raises UnknownTask: there is no such task.
-        :raises ValueError: the task is waiting or running.
+        :raises ValueError: the task is waiting, blocked or running; another
+            task holds its unique key.
         """
         name = validate_queue(queue) if queue is not None else None
-        if not await self._store.admin_retry(task_id, name):
+        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+            raise ValueError(f"priority must be an int, not {priority!r}")
+        if not await self._store.admin_retry(task_id, name, priority):
             raise ValueError(
                 f"task {task_id} is {await self._state(task_id)}: "
                 "only a done or failed task can be retried"
@@ -165,6 +201,29 @@ class AsyncAdmin(AsyncConnectorOwner):
     async def workers(self) -> list[WorkerInfo]:
         """The registered workers, whether each is alive, and what it runs."""
         return await self._store.admin_workers()
+
+    async def pause(self, queue: str) -> None:
+        """Pause a queue: it still takes tasks, but no worker claims them
+        (tasks already running go on) until :meth:`resume`.
+
+        :raises ValueError: there is no such queue.
+        """
+        if not await self._store.admin_pause(validate_queue(queue), True):
+            raise ValueError(f"there is no queue {queue!r}")
+
+    async def resume(self, queue: str) -> None:
+        """Resume a paused queue; its workers are woken at once.
+
+        :raises ValueError: there is no such queue.
+        """
+        if not await self._store.admin_pause(validate_queue(queue), False):
+            raise ValueError(f"there is no queue {queue!r}")
+
+    async def stop_workers(self, worker_id: int | None = None) -> int:
+        """Ask one worker (or every registered one) to stop after the task in
+        hand, as SIGTERM would; each reads it with its next heartbeat (within
+        ``dead_after / 4`` seconds). Returns how many workers were asked."""
+        return await self._store.admin_worker_command("stop", worker_id)
 
     async def schema_version(self) -> int | None:
         """The installed schema version; None when the schema is not installed."""

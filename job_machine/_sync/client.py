@@ -6,21 +6,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
 from .. import _codec
+from .._options import send_options
 from ..channels import queue_channel, reply_channel, validate_queue
 from ..errors import NoCurrentTask, TaskFailed, UnknownTask, WaitTimeout
 from ..task import Status, TaskInfo
 from .connection import Connector, ConnectorOwner
 from .listener import Listener
+from .locks import LocksAndNotes
 from .store import Answer, Store
 
 
-class Client(ConnectorOwner):
+class Client(LocksAndNotes, ConnectorOwner):
     """Sends tasks to a queue and reads the replies of the workers.
 
     :param dsn: a PostgreSQL connection string; the client opens its own
@@ -60,37 +63,102 @@ class Client(ConnectorOwner):
 
     # -- sending ----------------------------------------------------------
 
-    def send(self, data: Any, queue: str | None = None) -> int:
+    def send(
+        self,
+        data: Any,
+        queue: str | None = None,
+        *,
+        priority: int = 0,
+        run_after: datetime | None = None,
+        delay: float | timedelta | None = None,
+        attempts: int | None = None,
+        title: str | None = None,
+        grouping: str | None = None,
+        remove_after: float | timedelta | datetime | None = None,
+        unique_key: str | None = None,
+        parents: Iterable[int] | None = None,
+    ) -> int:
         """Send ``data`` (any JSON value) as a new task and return its id.
 
         The task is inserted and ``jm:<queue>`` notified in one statement.
         The id becomes the client's current id (:attr:`id`).
 
+        :param priority: higher runs first (then oldest first); default 0.
+        :param run_after: not before this (timezone-aware) time.
+        :param delay: not before this many seconds from now (the database's clock).
+        :param attempts: how many times it may run in all, overriding the
+            worker's ``retries``.
+        :param title: free text (Job::Machine's ``title`` column).
+        :param grouping: a key to find related tasks by (``grouping`` column).
+        :param remove_after: how long it is kept once finished (seconds or a
+            timedelta; default: the worker's ``remove_after`` days), or the
+            time (a datetime) after which it is removed once finished.
+        :param unique_key: while a task of this queue with the same key is
+            waiting, blocked or running, return that task's id and send nothing.
+        :param parents: ids of tasks that must be done before this one runs;
+            if one of them fails, this one fails without running (its error
+            says which parent).
         :raises InvalidData: ``data`` cannot be encoded as JSON (nothing is written).
         :raises InvalidQueueName: the queue name is empty, malformed or too long.
+        :raises UnknownTask: a parent does not exist (nothing is written).
+        :raises ValueError, TypeError: a bad option; the message names it.
         """
         name = self._queue(queue)
+        options = send_options(
+            priority=priority,
+            run_after=run_after,
+            delay=delay,
+            attempts=attempts,
+            title=title,
+            grouping=grouping,
+            remove_after=remove_after,
+            unique_key=unique_key,
+            parents=parents,
+        )
         parameters = _codec.encode(data)
-        self.id = self._store.task_insert(name, parameters, queue_channel(name))
+        self.id = self._store.task_insert(name, parameters, queue_channel(name), options)
         return self.id
 
-    def send_many(self, items: Iterable[Any], queue: str | None = None) -> list[int]:
+    def send_many(
+        self,
+        items: Iterable[Any],
+        queue: str | None = None,
+        *,
+        priority: int = 0,
+        run_after: datetime | None = None,
+        delay: float | timedelta | None = None,
+        attempts: int | None = None,
+        title: str | None = None,
+        grouping: str | None = None,
+        remove_after: float | timedelta | datetime | None = None,
+    ) -> list[int]:
         """Send each of ``items`` as a task of one queue, in one statement and
         one transaction, and return their ids in the same order.
 
         The queue is notified once for the whole batch. Much faster than a
         loop of :meth:`send` (one commit instead of one per task). The last id
-        becomes the client's current id.
+        becomes the client's current id. The options, as for :meth:`send`,
+        apply to every task of the batch.
 
         :raises InvalidData: an item cannot be encoded as JSON; the message
             names its index, and nothing is written.
         :raises InvalidQueueName: the queue name is empty, malformed or too long.
+        :raises ValueError, TypeError: a bad option; the message names it.
         """
         name = self._queue(queue)
+        options = send_options(
+            priority=priority,
+            run_after=run_after,
+            delay=delay,
+            attempts=attempts,
+            title=title,
+            grouping=grouping,
+            remove_after=remove_after,
+        )
         parameters = [_codec.encode(item, f"item {n}") for n, item in enumerate(items)]
         if not parameters:
             return []
-        ids = self._store.task_insert_many(name, parameters, queue_channel(name))
+        ids = self._store.task_insert_many(name, parameters, queue_channel(name), options)
         self.id = ids[-1]
         return ids
 
@@ -157,8 +225,9 @@ class Client(ConnectorOwner):
                 listener.close()
 
     def task_info(self, task_id: int | str | None = None) -> TaskInfo:
-        """Where the task stands: its state (waiting, running, done, failed),
-        attempts, every error stored so far, its reply, and which worker holds it.
+        """Where the task stands: its state (waiting, blocked, running, done,
+        failed), its options, attempts, every error and result stored so far,
+        its notes, its parents and children, and which worker holds it.
 
         :raises UnknownTask: there is no such task.
         """
@@ -167,6 +236,15 @@ class Client(ConnectorOwner):
         if info is None:
             raise UnknownTask(f"there is no task {tid}")
         return info
+
+    def note(self, task_id: int | str | None = None, /, **notes: Any) -> None:
+        """Attach metadata to a task: each keyword is set (any JSON value) or,
+        given as None, removed. Notes show in :meth:`task_info`.
+
+        :raises UnknownTask: there is no such task.
+        :raises InvalidData: a value cannot be encoded as JSON (nothing is written).
+        """
+        self._note(self._task_id(task_id), notes)
 
     def uncheck(self, task_id: int | str | None = None) -> None:
         """Stop waiting for a task's reply: it is no longer the current task.

@@ -16,9 +16,21 @@ from psycopg.rows import dict_row
 
 from .. import _codec
 from .._queries import queries
-from ..errors import ConnectionLost, SchemaMissing
-from ..task import QueueStats, Status, Task, TaskInfo, TaskSummary, WorkerInfo
+from ..errors import ConnectionLost, SchemaMissing, UnknownTask
+from ..task import HourStats, QueueStats, Status, Task, TaskInfo, TaskSummary, WorkerInfo
 from .connection import Connector
+
+#: The send options task_insert_many takes (unique keys and parents are per task).
+_MANY_OPTIONS = (
+    "priority",
+    "run_after",
+    "delay",
+    "max_attempts",
+    "title",
+    "grouping",
+    "remove_after",
+    "keep_for",
+)
 
 #: Advisory lock key of the housekeeping chores (one housekeeper at a time).
 CHORE_LOCK_KEY = 0x6A6D_686B  # "jmhk"
@@ -100,30 +112,56 @@ class Store:
             return cur.fetchone()
 
     def _all(
-        self, name: str, params: dict[str, Any], conn: Connection[Any] | None = None
+        self,
+        name: str,
+        params: dict[str, Any],
+        conn: Connection[Any] | None = None,
+        prepare: bool | None = None,
     ) -> list[dict[str, Any]]:
         with self._cursor(conn) as cur:
-            cur.execute(self._q[name], params)
+            cur.execute(self._q[name], params, prepare=prepare)
             return cur.fetchall()
 
     # -- tasks ------------------------------------------------------------
 
-    def task_insert(self, queue: str, parameters: str, channel: str) -> int:
-        """Insert a waiting task and notify ``channel``; return its id."""
-        params = {"queue": queue, "parameters": parameters, "channel": channel}
-        row = self._one("task_insert", params)
-        if row is None:
-            # Another sender created the queue's class row at the same moment;
-            # it is committed now, so the second try finds it.
+    def task_insert(
+        self, queue: str, parameters: str, channel: str, options: dict[str, Any]
+    ) -> int:
+        """Insert a task (options: see job_machine/_options.py) and notify
+        ``channel``; return its id, or the id of the task that holds its
+        unique key.
+
+        :raises UnknownTask: a parent task does not exist (nothing is inserted).
+        """
+        params = {"queue": queue, "parameters": parameters, "channel": channel, **options}
+        for _ in range(10):
             row = self._one("task_insert", params)
-        assert row is not None, "task_insert returned no row twice"
-        return int(row["task_id"])
+            assert row is not None
+            if not row["has_class"]:
+                # Another sender created the queue's class row at the same
+                # moment; it is committed now, so the next try finds it.
+                continue
+            parents = options["parents"] or []
+            missing = sorted(set(parents) - set(row["parents_found"] or []))
+            if missing:
+                listed = ", ".join(str(m) for m in missing)
+                raise UnknownTask(f"parent task(s) {listed} do not exist; nothing was sent")
+            if row["task_id"] is not None:
+                return int(row["task_id"])
+            holder = self._one(
+                "task_unique_holder", {"queue": queue, "unique_key": options["unique_key"]}
+            )
+            if holder is not None:
+                return int(holder["task_id"])
+            # The holder of the key finished meanwhile: the key is free again.
+        raise RuntimeError(f"task_insert into {queue!r} did not settle after 10 tries")
 
     def task_insert_many(
-        self, queue: str, parameters: Sequence[str], channel: str
+        self, queue: str, parameters: Sequence[str], channel: str, options: dict[str, Any]
     ) -> list[int]:
         """Insert waiting tasks in order, notify ``channel`` once; return their ids."""
         params = {"queue": queue, "parameters": list(parameters), "channel": channel}
+        params |= {k: options[k] for k in _MANY_OPTIONS}
         row = self._one("task_insert_many", params)
         if row is None:
             # Another sender created the queue's class row at the same moment.
@@ -137,9 +175,16 @@ class Store:
         limit: int = 1,
         worker_id: int | None = None,
         now: datetime | None = None,
+        min_priority: int | None = None,
     ) -> list[Task]:
-        """Claim up to ``limit`` waiting tasks of ``queues``, oldest first, for ``worker_id``."""
-        params = {"queues": list(queues), "limit": limit, "worker_id": worker_id, "now": now}
+        """Claim up to ``limit`` waiting tasks of ``queues``, best first, for ``worker_id``."""
+        params = {
+            "queues": list(queues),
+            "limit": limit,
+            "worker_id": worker_id,
+            "now": now,
+            "min_priority": -(2**31) if min_priority is None else min_priority,
+        }
         rows = self._all("task_claim", params)
         return [
             Task(
@@ -149,6 +194,10 @@ class Store:
                 attempt=int(r["attempts"]),
                 created=r["created"],
                 parameters=r["parameters"] or "",
+                priority=int(r["priority"]),
+                max_attempts=r["max_attempts"],
+                title=r["title"],
+                grouping=r["grouping"],
             )
             for r in rows
         ]
@@ -222,14 +271,49 @@ class Store:
             attempts=int(row["attempts"]),
             data=_codec.decode(row["parameters"]),
             errors=[_codec.decode(e) for e in row["errors"]],
-            reply=_codec.decode(row["reply"]),
+            reply=_codec.decode(row["results"][-1]) if row["results"] else None,
             created=row["created"],
             modified=row["modified"],
             run_after=row["run_after"],
             started=row["started"],
             worker=worker,
             worker_id=row["worker_id"],
+            priority=int(row["priority"]),
+            max_attempts=row["max_attempts"],
+            title=row["title"],
+            grouping=row["grouping"],
+            unique_key=row["unique_key"],
+            notes=_codec.decode(row["notes"]) or {},
+            parents=[int(p) for p in row["parents"] or []],
+            children=[int(c) for c in row["children"]],
+            results=[_codec.decode(r) for r in row["results"]],
+            remove_after=row["remove_after"],
+            keep_for=row["keep_for"],
         )
+
+    def task_note(self, task_id: int, notes: dict[str, str | None]) -> bool:
+        """Set notes (JSON texts) and remove those given as None; False if
+        there is no such task."""
+        kept = {k: v for k, v in notes.items() if v is not None}
+        params = {
+            "task_id": task_id,
+            "set": "{" + ",".join(f"{_codec.encode(k)}:{v}" for k, v in kept.items()) + "}",
+            "remove": [k for k, v in notes.items() if v is None],
+        }
+        return self._one("task_note", params) is not None
+
+    def lock_take(self, name: str, expire: float, limit: int) -> int | None:
+        """Take a hold of a named lock: its id (0 for a check), None if all are held."""
+        row = self._one("lock_take", {"name": name, "expire": expire, "limit": limit})
+        return None if row is None or row["lock_id"] is None else int(row["lock_id"])
+
+    def lock_release(self, name: str, lock_id: int | None) -> bool:
+        """Release a hold of a named lock; False if there was none."""
+        return self._one("lock_release", {"name": name, "lock_id": lock_id}) is not None
+
+    def queue_names(self, conn: Connection[Any] | None = None) -> list[str]:
+        """Every known queue name."""
+        return [r["name"] for r in self._all("queue_names", {}, conn)]
 
     def task_next_due(self, queues: Sequence[str]) -> float | None:
         """Seconds until the next pending task of ``queues`` is due; None if none is."""
@@ -239,14 +323,42 @@ class Store:
     # -- administration ---------------------------------------------------
 
     def admin_stats(self) -> list[QueueStats]:
-        """Task counts by queue and state."""
-        return [QueueStats(**r) for r in self._all("admin_stats", {})]
+        """Counts of the tasks that are not done, by queue and state."""
+        return [QueueStats(**r) for r in self._all("admin_stats", {}, prepare=False)]
+
+    def admin_done(self, exact_below: int = 100_000) -> tuple[int, bool]:
+        """How many done tasks there are, and whether that is an estimate."""
+        row = self._one("admin_done_estimate", {})
+        rows = int(row["rows"]) if row else -1
+        if 0 <= rows < exact_below or rows < 0:
+            exact = self._one("admin_done_count", {})
+            assert exact is not None
+            return int(exact["done"]), False
+        return rows, True
+
+    def admin_history(self) -> list[HourStats]:
+        """Done and failed tasks per hour, over the last 24 hours."""
+        return [HourStats(**r) for r in self._all("admin_history", {}, prepare=False)]
 
     def admin_list_tasks(
-        self, status: Status | None, queue: str | None, before_id: int | None, limit: int
+        self,
+        status: Status | None,
+        queue: str | None,
+        before_id: int | None,
+        limit: int,
+        *,
+        offset: int = 0,
+        grouping: str | None = None,
     ) -> list[TaskSummary]:
         """A page of tasks, newest first."""
-        params = {"status": status, "queue": queue, "before_id": before_id, "limit": limit}
+        params = {
+            "status": status,
+            "queue": queue,
+            "before_id": before_id,
+            "limit": limit,
+            "offset": offset,
+            "grouping": grouping,
+        }
         return [
             TaskSummary(
                 id=int(r["task_id"]),
@@ -258,17 +370,47 @@ class Store:
                 run_after=r["run_after"],
                 worker_id=r["worker_id"],
                 parameters=r["parameters"] or "",
+                priority=int(r["priority"]),
+                title=r["title"],
+                grouping=r["grouping"],
             )
-            for r in self._all("admin_list_tasks", params)
+            for r in self._all("admin_list_tasks", params, prepare=False)
         ]
 
     def admin_cancel(self, task_id: int) -> bool:
         """Fail a waiting task as cancelled; False if it was not waiting."""
         return self._one("admin_cancel", {"task_id": task_id}) is not None
 
-    def admin_retry(self, task_id: int, queue: str | None) -> bool:
-        """Make a finished task wait again; False if it was not finished."""
-        return self._one("admin_retry", {"task_id": task_id, "queue": queue}) is not None
+    def admin_retry(self, task_id: int, queue: str | None, priority: int | None) -> bool:
+        """Make a finished task wait again; False if it was not finished.
+
+        :raises ValueError: another task holds its unique key.
+        """
+        params = {"task_id": task_id, "queue": queue, "priority": priority}
+        try:
+            return self._one("admin_retry", params) is not None
+        except errors.UniqueViolation:
+            info = self.task_info(task_id)
+            holder = None
+            if info is not None and info.unique_key is not None:
+                holder = self._one(
+                    "task_unique_holder",
+                    {"queue": queue or info.queue, "unique_key": info.unique_key},
+                )
+            which = f"task {holder['task_id']}" if holder else "another task"
+            raise ValueError(
+                f"task {task_id} cannot be retried: {which} holds its unique key "
+                f"{info.unique_key if info else None!r} (waiting, blocked or running)"
+            ) from None
+
+    def admin_pause(self, queue: str, paused: bool) -> bool:
+        """Pause or resume a queue; False if there is no such queue."""
+        return self._one("admin_pause", {"queue": queue, "paused": paused}) is not None
+
+    def admin_worker_command(self, command: str | None, worker_id: int | None) -> int:
+        """Leave a command for one worker (or all); how many got it."""
+        params = {"command": command, "worker_id": worker_id}
+        return len(self._all("admin_worker_command", params))
 
     def admin_remove(self, task_id: int) -> bool:
         """Delete a task that is not running; False if there was none to delete."""
@@ -298,6 +440,7 @@ class Store:
                 seen=r["seen"],
                 alive=bool(r["alive"]),
                 running=[int(t) for t in r["running"]],
+                command=r["command"],
             )
             for r in self._all("admin_workers", {})
         ]
@@ -315,11 +458,12 @@ class Store:
 
     def worker_heartbeat(
         self, worker_id: int, host: str, pid: int, queues: Sequence[str], conn: Connection[Any]
-    ) -> bool:
-        """Mark the worker seen and (re)take its liveness lock; True if ``conn`` holds it."""
+    ) -> tuple[bool, str | None]:
+        """Mark the worker seen and (re)take its liveness lock: whether ``conn``
+        holds it, and the command left for the worker, if any."""
         params = {"worker_id": worker_id, "host": host, "pid": pid, "queues": list(queues)}
         row = self._one("worker_heartbeat", params, conn)
-        return bool(row and row["locked"])
+        return bool(row and row["locked"]), (row["command"] if row else None)
 
     def task_release_held(self, worker_id: int, keep: Sequence[int] = ()) -> int:
         """Put back to waiting the started tasks of ``worker_id`` other than ``keep``;
@@ -371,41 +515,51 @@ class Store:
         orphan_after: float,
         cleanup: bool = True,
         remove_limit: int = 1000,
+        max_batches: int = 50,
         now: datetime | None = None,
         conn: Connection[Any] | None = None,
     ) -> ChoreCounts:
         """One round of housekeeping, in one transaction, unless another worker is
         doing it right now: rescue dead workers' tasks, give up on tasks past
         ``max_runtime`` (when set), and with ``cleanup`` also revive unowned tasks
-        untouched for ``orphan_after`` seconds and remove old finished ones."""
+        untouched for ``orphan_after`` seconds; then remove finished tasks whose
+        time has come, in batches of ``remove_limit``."""
         with ExitStack() as stack:
             if conn is None:
                 conn = stack.enter_context(self.connector.connection())
-            stack.enter_context(conn.transaction())
-            got = self._one("chore_lock", {"key": CHORE_LOCK_KEY}, conn)
-            if not (got and got["got"]):
-                return ChoreCounts(ran=False)
-            reaped, revived, failed = self.worker_reap(
-                grace=grace, retries=retries, now=now, conn=conn
-            )
-            rows: list[dict[str, Any]] = []
-            if max_runtime is not None:
-                params = {"max_runtime": max_runtime, "retries": retries, "now": now}
-                rows += self._all("task_give_up", params, conn)
-            removed: list[dict[str, Any]] = []
-            if cleanup:
-                params = {"max_runtime": orphan_after, "retries": retries, "now": now}
-                rows += self._all("task_revive", params, conn)
-                removed = self._all(
-                    "task_remove_old",
-                    {"remove_after_days": remove_after_days, "limit": remove_limit, "now": now},
-                    conn,
+            with conn.transaction():
+                got = self._one("chore_lock", {"key": CHORE_LOCK_KEY}, conn)
+                if not (got and got["got"]):
+                    return ChoreCounts(ran=False)
+                reaped, revived, failed = self.worker_reap(
+                    grace=grace, retries=retries, now=now, conn=conn
                 )
-        failed += sum(1 for r in rows if r["status"] == Status.FAILED)
-        revived += sum(1 for r in rows if r["status"] == Status.WAITING)
-        return ChoreCounts(
-            ran=True, revived=revived, failed=failed, removed=len(removed), reaped=reaped
-        )
+                rows: list[dict[str, Any]] = []
+                if max_runtime is not None:
+                    params = {"max_runtime": max_runtime, "retries": retries, "now": now}
+                    rows += self._all("task_give_up", params, conn)
+                if cleanup:
+                    params = {"max_runtime": orphan_after, "retries": retries, "now": now}
+                    rows += self._all("task_revive", params, conn)
+            failed += sum(1 for r in rows if r["status"] == Status.FAILED)
+            revived += sum(1 for r in rows if r["status"] == Status.WAITING)
+            removed = 0
+            if cleanup:
+                # Retention: bounded batches, each its own short transaction,
+                # so neither a long lock nor one huge delete; at most
+                # max_batches per round, the rest next round.
+                params = {
+                    "remove_after_days": remove_after_days,
+                    "limit": remove_limit,
+                    "now": now,
+                }
+                for _ in range(max_batches):
+                    with conn.transaction():
+                        batch = len(self._all("task_remove_old", params, conn))
+                    removed += batch
+                    if batch < remove_limit:
+                        break
+        return ChoreCounts(ran=True, revived=revived, failed=failed, removed=removed, reaped=reaped)
 
     def session_set(self, settings: dict[str, str], conn: Connection[Any]) -> None:
         """Set configuration parameters for the rest of ``conn``'s session."""

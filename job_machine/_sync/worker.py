@@ -27,12 +27,19 @@ from .. import _codec
 from .._acompat import Handle, join_all, run_blocking, select_readable, spawn
 from .._backoff import Backoff, backoff_delay
 from .._waker import Waker
-from ..channels import queue_channel, validate_queue
-from ..errors import ConnectionFailed, NoCurrentTask, Retry, TaskNotHeld
+from ..channels import (
+    NEW_QUEUE_CHANNEL,
+    is_pattern,
+    matches,
+    queue_channel,
+    validate_subscription,
+)
+from ..errors import ConnectionFailed, InvalidQueueName, NoCurrentTask, Retry, TaskNotHeld
 from ..liveness import CLIENT_KEEPALIVES, Liveness
 from ..task import Status, Task
 from .connection import Connector, ConnectorOwner, connect
 from .listener import Listener
+from .locks import LocksAndNotes
 from .store import Store, ChoreCounts
 
 T = TypeVar("T")
@@ -54,7 +61,7 @@ logger = logging.getLogger("job_machine.worker")
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class Worker(ConnectorOwner):
+class Worker(LocksAndNotes, ConnectorOwner):
     """A service that takes tasks from one or more queues and answers them.
 
     Subclass it and override :meth:`process`; in it, call :meth:`reply`
@@ -65,7 +72,11 @@ class Worker(ConnectorOwner):
     :param dsn: PostgreSQL connection string. The worker keeps one connection
         of its own, which listens and does the work, plus its registry
         connection (see :attr:`dead_after`).
-    :param queue: a queue name or a list of them.
+    :param queue: a queue name or a list of them. An entry may name a
+        branch of the hierarchy: ``gl.*`` serves the queues one level below
+        ``gl``, ``gl.**`` every queue below it at any depth (``*`` and ``**``
+        from the top); queues created later join while the worker runs, and
+        the worker is still woken by LISTEN on each of them.
     :param conn: use this connection instead (it must not be in a transaction
         when :meth:`receive` starts; it is switched to autocommit). Only the
         caller can replace it, so :meth:`receive` raises when it breaks.
@@ -90,6 +101,8 @@ class Worker(ConnectorOwner):
 
     #: The queue(s) to serve when none is given to the constructor.
     queue: ClassVar[str | Sequence[str] | None] = None
+    #: Claim only tasks of at least this priority (None: any).
+    min_priority: int | None = None
     #: Seconds without a notification after which the worker pings its
     #: listening connection and reads its queues again: a lost notification
     #: delays a task by at most this long.
@@ -141,6 +154,7 @@ class Worker(ConnectorOwner):
         connect_kwargs: dict[str, Any] | None = None,
         concurrency: int | None = None,
         prefetch: int | None = None,
+        min_priority: int | None = None,
         timeout: float | None = None,
         dead_after: float | None = None,
         max_runtime: float | None = None,
@@ -155,14 +169,16 @@ class Worker(ConnectorOwner):
         remove_after: float | timedelta | None = None,
         **extra: Any,
     ) -> None:
-        names = queue if queue is not None else type(self).queue
-        if names is None:
-            raise ValueError("no queue: pass queue= to the worker or set it on the class")
-        if isinstance(names, str):
-            names = [names]
-        self.queues: list[str] = [validate_queue(q) for q in names]
-        if not self.queues:
-            raise ValueError("queue list is empty")
+        #: The queues and patterns served, as given.
+        self.queues: list[str] = _subscriptions(queue if queue is not None else type(self).queue)
+        self._patterns = [q for q in self.queues if is_pattern(q)]
+        #: The queue names served: the exact ones, and those the patterns
+        #: match among the queues that exist.
+        self._served: list[str] = [q for q in self.queues if not is_pattern(q)]
+        if min_priority is not None:
+            if isinstance(min_priority, bool) or not isinstance(min_priority, int):
+                raise ValueError(f"min_priority must be an int, not {min_priority!r}")
+            self.min_priority = min_priority
         seconds = {
             "timeout": timeout,
             "dead_after": dead_after,
@@ -282,6 +298,11 @@ class Worker(ConnectorOwner):
         """Store ``data`` as the task's result and mark it done, without notifying."""
         self._finish(data, notify=False)
 
+    def note(self, **notes: Any) -> None:
+        """Attach metadata to the task in hand (see :meth:`Client.note`):
+        each keyword is set, or removed when given as None."""
+        self._note(self.task.id, notes)
+
     def error_result(self, data: Any) -> None:
         """Store ``data`` as an error result; the task's status does not change."""
         task = self.task
@@ -335,6 +356,7 @@ class Worker(ConnectorOwner):
             orphan_after=self.orphan_after,
             remove_after_days=self.remove_after,
             housekeeping_interval=self.housekeeping_interval,
+            on_command=self._on_command,
         )
         try:
             if self._own_pool is not None:
@@ -396,13 +418,18 @@ class Worker(ConnectorOwner):
             if not self._running():
                 break
             wait = self.timeout
-            due = self._store.task_next_due(self.queues)
+            due = self._store.task_next_due(self._served)
             if due is not None:
                 wait = min(wait, due + 0.005)
-            if listener.wait(wait) is None:
+            heard = listener.wait(wait)
+            if heard is None:
                 # Nothing heard for a while: prove the listening connection
-                # still works (a half-open one raises here), then look again.
+                # still works (a half-open one raises here), then look again
+                # (at the queues too: a Perl sender creates them silently).
                 listener.ping()
+                self._subscribe(listener)
+            elif self._patterns and any(n.channel == NEW_QUEUE_CHANNEL for n in heard):
+                self._subscribe(listener)
 
     def stop(self) -> None:
         """Ask :meth:`receive` to return after the task in hand. Safe from any
@@ -418,7 +445,9 @@ class Worker(ConnectorOwner):
         Outside :meth:`receive` the worker is not registered, so a task it
         claims is judged by :attr:`orphan_after` like a Perl worker's.
         """
-        tasks = self._store.task_claim(self.queues, limit=1, worker_id=self.worker_id)
+        if self._patterns:
+            self._subscribe(None)
+        tasks = self._claim(1)
         for task in tasks:
             self._run(task)
         return bool(tasks)
@@ -452,6 +481,37 @@ class Worker(ConnectorOwner):
     def _running(self) -> bool:
         return not self._stopping and self.keep_running()
 
+    def _claim(self, limit: int) -> list[Task]:
+        return self._store.task_claim(
+            self._served, limit=limit, worker_id=self.worker_id, min_priority=self.min_priority
+        )
+
+    def _subscribe(self, listener: Listener | None) -> None:
+        """Serve (and LISTEN on) every existing queue the patterns match."""
+        if not self._patterns:
+            return
+        for name in self._store.queue_names():
+            if name in self._served or not any(matches(p, name) for p in self._patterns):
+                continue
+            try:
+                channel = queue_channel(name)
+            except InvalidQueueName:
+                logger.warning("queue %r matches %s but cannot be served", name, self._patterns)
+                continue
+            if listener is not None:
+                listener.listen(channel)
+            self._served.append(name)
+            logger.info("worker %s: now serving queue %s", self.worker_id, name)
+
+    def _on_command(self, command: str) -> None:
+        """From the liveness thread: an operator left a command for this worker."""
+        if command == "stop":
+            if not self._stopping:
+                logger.info("worker %s: asked to stop; finishing the task in hand", self.worker_id)
+            self.stop()
+        else:
+            logger.warning("worker %s: unknown command %r ignored", self.worker_id, command)
+
     def _drain(self) -> None:
         if self.concurrency == 1:
             self._drain_one_by_one()
@@ -460,7 +520,7 @@ class Worker(ConnectorOwner):
             free = self.concurrency - len(self._running_tasks)
             if free <= 0:
                 return  # the wait wakes when one of them finishes
-            tasks = self._store.task_claim(self.queues, limit=free, worker_id=self.worker_id)
+            tasks = self._claim(free)
             for task in tasks:
                 # Held while spawning: a thread that finishes at once must not
                 # remove its entry before it is there (it would stay forever).
@@ -478,9 +538,7 @@ class Worker(ConnectorOwner):
         while self._running():
             short = self._avg_runtime is not None and self._avg_runtime < self.prefetch_below
             limit = self.prefetch if short else 1
-            self._ahead = self._store.task_claim(
-                self.queues, limit=limit, worker_id=self.worker_id
-            )
+            self._ahead = self._claim(limit)
             if not self._ahead:
                 return
             # A batch of short tasks: those that return without answering are
@@ -676,8 +734,12 @@ class Worker(ConnectorOwner):
 
     def _open_listener(self, conn: Connection[Any]) -> Listener:
         listener = Listener(conn, self._waker)
-        for name in self.queues:
+        if self._patterns:
+            # First, so a queue created from now on is heard of.
+            listener.listen(NEW_QUEUE_CHANNEL)
+        for name in self._served:
             listener.listen(queue_channel(name))
+        self._subscribe(listener)
         self._listener = listener
         return listener
 
@@ -743,6 +805,17 @@ class Worker(ConnectorOwner):
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
                 self._grace_timer = None
+
+
+def _subscriptions(names: str | Sequence[str] | None) -> list[str]:
+    if names is None:
+        raise ValueError("no queue: pass queue= to the worker or set it on the class")
+    if isinstance(names, str):
+        names = [names]
+    queues = [validate_subscription(q) for q in names]
+    if not queues:
+        raise ValueError("queue list is empty")
+    return queues
 
 
 def _first_line(ex: BaseException) -> str:

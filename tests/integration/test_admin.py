@@ -3,13 +3,27 @@ remove / purge by hand, with their refusals."""
 
 from __future__ import annotations
 
+import itertools
+import re
 import threading
+import time
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
 import job_machine as jm
+from tests.procs import (
+    expected_reply,
+    kill_all,
+    start_worker,
+    started_count,
+    terminate_and_check,
+    wait_until,
+)
+from tests.rows import processed_by, task_state
 from tests.workers import Base, serving
 
 
@@ -43,10 +57,23 @@ def _mix(dsn: str, client: jm.Client) -> dict[str, int]:
 
 def test_stats_count_tasks_by_queue_and_state(dsn: str, client: jm.Client, admin: jm.Admin) -> None:
     _mix(dsn, client)
-    stats = {q.queue: q for q in admin.stats()}
-    assert stats["job.task"] == jm.QueueStats("job.task", 1, 1, 0, 1, 1)
-    assert stats["other.q"] == jm.QueueStats("other.q", 1, 0, 0, 0, 0)
-    assert admin.status_string() == "W=2 D=1 R=0 done=1 F=1 workers=0"
+    stats = admin.stats()
+    by_queue = {q.queue: q for q in stats.queues}
+    assert by_queue["job.task"] == jm.QueueStats(
+        "job.task", waiting=1, delayed=1, blocked=0, running=0, failed=1, paused=False
+    )
+    assert by_queue["other.q"] == jm.QueueStats("other.q", 1, 0, 0, 0, 0, False)
+    assert [q.queue for q in stats.queues] == ["job.task", "other.q"]
+    assert (stats.done, stats.done_estimated) == (1, False)
+    assert (stats.workers, stats.busy, stats.idle) == (0, 0, 0)
+    assert [stats.total(s) for s in ("waiting", "delayed", "blocked", "running", "failed")] == [
+        2,
+        1,
+        0,
+        0,
+        1,
+    ]
+    assert admin.status_string() == "W=2 D=1 B=0 R=0 F=1 done=1 workers=0/0"
 
 
 def test_list_tasks_filters_and_pages_newest_first(
@@ -71,8 +98,10 @@ def test_list_tasks_filters_and_pages_newest_first(
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"state": "lost"}, "state must be one of waiting, running, done, failed"),
+        ({"state": "lost"}, "state must be one of waiting, blocked, running, done, failed"),
         ({"limit": 0}, "limit must be"),
+        ({"limit": 10_001}, "limit must be"),
+        ({"offset": -1}, "offset must be"),
         ({"queue": "bad queue"}, "queue"),
     ],
 )
@@ -102,7 +131,9 @@ def test_cancel_fails_a_waiting_task_and_tells_its_client(
     t.join(10)
     assert len(got) == 1 and got[0].error["type"] == "Cancelled"  # type: ignore[attr-defined]
     assert admin.task_info(tid).state == "failed"
-    with pytest.raises(ValueError, match="is 'failed': only a waiting task can be cancelled"):
+    with pytest.raises(
+        ValueError, match="is 'failed': only a waiting or blocked task can be cancelled"
+    ):
         admin.cancel(tid)
     with pytest.raises(jm.UnknownTask):
         admin.cancel(tid + 1000)
@@ -189,7 +220,9 @@ def test_workers_lists_the_registered_workers_and_what_they_run(
             [tid],
             ["job.task", "other.q"],
         )
-        assert admin.status_string().endswith("R=1 done=0 F=0 workers=1")
+        assert admin.status_string().endswith("R=1 F=0 done=0 workers=1/1")
+        stats = admin.stats()
+        assert (stats.workers, stats.busy, stats.idle) == (1, 1, 0)
         release.set()
         assert client.wait(tid, timeout=5) == "ok"
     assert admin.workers() == []
@@ -198,7 +231,331 @@ def test_workers_lists_the_registered_workers_and_what_they_run(
 async def test_the_async_admin_has_the_same_answers(dsn: str, client: jm.Client) -> None:
     ids = _mix(dsn, client)
     async with jm.AsyncAdmin(dsn) as a:
-        assert await a.status_string() == "W=2 D=1 R=0 done=1 F=1 workers=0"
+        assert await a.status_string() == "W=2 D=1 B=0 R=0 F=1 done=1 workers=0/0"
+        stats = await a.stats()
+        assert (stats.total("waiting"), stats.done) == (2, 1)
         assert [t.id for t in await a.list_tasks(state="done")] == [ids["done"]]
         await a.cancel(ids["waiting"])
         assert (await a.task_info(ids["waiting"])).state == "failed"
+
+
+# -- schema v3: blocked tasks, paused queues, busy and idle workers ------------------
+
+
+def test_stats_count_blocked_tasks_and_paused_queues(
+    dsn: str, client: jm.Client, admin: jm.Admin
+) -> None:
+    parent = client.send("parent")
+    client.send("child", parents=[parent])
+    client.send("grandchild", parents=[parent], queue="kids.q")
+    client.send("elsewhere", queue="other.q")
+    admin.pause("other.q")
+    by_queue = {q.queue: q for q in admin.stats().queues}
+    assert by_queue["job.task"] == jm.QueueStats("job.task", 1, 0, 1, 0, 0, paused=False)
+    assert by_queue["kids.q"] == jm.QueueStats("kids.q", 0, 0, 1, 0, 0, paused=False)
+    assert by_queue["other.q"] == jm.QueueStats("other.q", 1, 0, 0, 0, 0, paused=True)
+    assert admin.status_string() == "W=2 D=0 B=2 R=0 F=0 done=0 workers=0/0"
+    # The parent done: its children wait for a worker, and stats say so.
+    with Base(dsn) as w:
+        assert w.work_once()
+    stats = admin.stats()
+    assert (stats.total("waiting"), stats.total("blocked"), stats.done) == (3, 0, 1)
+    admin.resume("other.q")
+    assert not any(q.paused for q in admin.stats().queues)
+
+
+def test_stats_count_busy_and_idle_worker_processes(
+    dsn: str, db: psycopg.Connection[Any], client: jm.Client, admin: jm.Admin, tmp_path: Path
+) -> None:
+    """Two workers in processes of their own, one of them running a slow task."""
+    busy = start_worker(dsn, "slow.q", tmp_path, "busy", sleep=3, dead_after=2)
+    idle = start_worker(dsn, "idle.q", tmp_path, "idle", dead_after=2)
+    children = [busy, idle]
+    try:
+        wait_until(lambda: started_count(db) >= 2, 30, "2 workers to start", children)
+        tid = client.send({"seq": 7}, queue="slow.q")
+        wait_until(lambda: processed_by(db, tid), 10, "the slow task to start", children)
+        stats = admin.stats()
+        assert (stats.workers, stats.busy, stats.idle) == (2, 1, 1)
+        assert {q.queue: q.running for q in stats.queues}["slow.q"] == 1
+        assert admin.status_string() == "W=0 D=0 B=0 R=1 F=0 done=0 workers=1/2"
+        by_pid = {w.pid: w for w in admin.workers()}
+        assert by_pid[busy.pid].busy and by_pid[busy.pid].running == [tid]
+        assert not by_pid[idle.pid].busy
+        assert client.wait(tid, timeout=15) == expected_reply(7)
+        stats = admin.stats()
+        assert (stats.workers, stats.busy, stats.idle, stats.done) == (2, 0, 2, 1)
+        terminate_and_check(children)
+    finally:
+        kill_all(children)
+    assert admin.stats().workers == 0
+
+
+def test_done_count_is_exact_while_the_table_is_small(
+    dsn: str, client: jm.Client, admin: jm.Admin, conn: psycopg.Connection[Any]
+) -> None:
+    client.send_many(range(7))
+    with Base(dsn) as w:
+        while w.work_once():
+            pass
+    client.send("waits")
+    for analyzed in (False, True):
+        if analyzed:
+            conn.execute("ANALYZE jobmachine.task")
+        stats = admin.stats()
+        assert (stats.done, stats.done_estimated) == (7, False), analyzed
+        assert admin.status_string().endswith("done=7 workers=0/0")
+
+
+def test_history_has_24_hourly_buckets_with_the_finished_tasks(
+    dsn: str, client: jm.Client, admin: jm.Admin, conn: psycopg.Connection[Any]
+) -> None:
+    ids = _mix(dsn, client)  # one done and one failed, now
+    old_done, old_failed, ancient = client.send("o1"), client.send("o2"), client.send("o3")
+    conn.execute(
+        "UPDATE jobmachine.task SET status = 200, modified = now() - interval '3 hours'"
+        " WHERE task_id = %s",
+        (old_done,),
+    )
+    conn.execute(
+        "UPDATE jobmachine.task SET status = 900, modified = now() - interval '3 hours'"
+        " WHERE task_id = %s",
+        (old_failed,),
+    )
+    conn.execute(  # older than the 24 hours shown
+        "UPDATE jobmachine.task SET status = 200, modified = now() - interval '30 hours'"
+        " WHERE task_id = %s",
+        (ancient,),
+    )
+    hist = admin.history()
+    row = conn.execute(
+        "SELECT date_trunc('hour', now()),"
+        " (SELECT date_trunc('hour', modified) FROM jobmachine.task WHERE task_id = %s),"
+        " (SELECT date_trunc('hour', modified) FROM jobmachine.task WHERE task_id = %s)",
+        (ids["done"], old_done),
+    ).fetchone()
+    assert row is not None
+    this_hour, done_hour, old_hour = row
+    assert len(hist) == 24
+    assert hist[-1].hour == this_hour
+    assert all(b.hour - a.hour == timedelta(hours=1) for a, b in itertools.pairwise(hist))
+    by_hour = {h.hour: (h.done, h.failed) for h in hist}
+    assert by_hour[done_hour] == (1, 1)
+    assert by_hour[old_hour] == (1, 1)
+    assert sum(h.done for h in hist) == 2 and sum(h.failed for h in hist) == 2
+    if done_hour == this_hour:  # not across an hour's turn
+        assert (hist[-1].done, hist[-1].failed) == (1, 1)
+        assert (hist[-4].done, hist[-4].failed) == (1, 1)
+
+
+def test_list_tasks_by_grouping_offset_and_blocked_state(
+    dsn: str, client: jm.Client, admin: jm.Admin
+) -> None:
+    a = [client.send(n, grouping="batch-a") for n in range(5)]
+    b = client.send("b", grouping="batch-b", title="the b task", priority=3)
+    blocked = client.send("blocked", parents=[a[0]], grouping="batch-a")
+    assert [t.id for t in admin.list_tasks(grouping="batch-a")] == [blocked, *reversed(a)]
+    (only_b,) = admin.list_tasks(grouping="batch-b")
+    assert (only_b.id, only_b.grouping, only_b.title, only_b.priority) == (
+        b,
+        "batch-b",
+        "the b task",
+        3,
+    )
+    assert admin.list_tasks(grouping="no-such") == []
+    every = [t.id for t in admin.list_tasks()]
+    assert [t.id for t in admin.list_tasks(offset=2, limit=3)] == every[2:5]
+    assert [t.id for t in admin.list_tasks(grouping="batch-a", offset=4)] == [a[1], a[0]]
+    assert admin.list_tasks(offset=100) == []
+    (got,) = admin.list_tasks(state="blocked")
+    assert (got.id, got.state) == (blocked, "blocked")
+    assert blocked not in [t.id for t in admin.list_tasks(state="waiting")]
+    assert admin.list_tasks(state="blocked", queue="other.q") == []
+
+
+def test_cancel_a_blocked_task_fails_it_and_its_own_children(
+    dsn: str, client: jm.Client, admin: jm.Admin
+) -> None:
+    parent = client.send("parent")
+    child = client.send("child", parents=[parent])
+    grandchild = client.send("grandchild", parents=[child])
+    assert admin.task_info(child).state == "blocked"
+    admin.cancel(child)
+    info = admin.task_info(child)
+    assert info.state == "failed"
+    assert [e["type"] for e in info.errors] == ["Cancelled"]
+    grand = admin.task_info(grandchild)
+    assert grand.state == "failed"
+    assert [(e["type"], e["parent"]) for e in grand.errors] == [("ParentFailed", child)]
+    assert admin.task_info(parent).state == "waiting"  # the parent is untouched
+    with pytest.raises(jm.TaskFailed):
+        client.wait(child, timeout=1)
+    # The parent still runs; nothing of its cancelled descendants does.
+    with Base(dsn) as w:
+        assert w.work_once()
+        assert not w.work_once()
+    assert [t.id for t in w.seen] == [parent]
+
+
+def test_retry_with_a_priority_runs_before_older_tasks(
+    dsn: str, client: jm.Client, admin: jm.Admin
+) -> None:
+    ids = _mix(dsn, client)
+    for n in range(3):
+        client.send(f"newer {n}")
+    admin.retry(ids["failed"], priority=5)
+    info = admin.task_info(ids["failed"])
+    assert (info.state, info.priority, info.queue, info.attempts) == ("waiting", 5, "job.task", 0)
+    with Fails(dsn) as w:
+        assert w.work_once()
+    # Before the older waiting task and the newer ones: priority first.
+    assert w.seen[0].id == ids["failed"] and w.seen[0].priority == 5
+    with pytest.raises(ValueError, match="priority must be an int"):
+        admin.retry(ids["done"], priority="high")  # type: ignore[arg-type]
+
+
+def test_retry_to_another_queue_keeps_the_priority_unless_given(
+    dsn: str, client: jm.Client, admin: jm.Admin
+) -> None:
+    tid = client.send("bad", priority=2)
+    with Fails(dsn, retries=0) as w:
+        assert w.work_once()
+    admin.retry(tid, queue="fresh.q")
+    info = admin.task_info(tid)
+    assert (info.state, info.queue, info.priority) == ("waiting", "fresh.q", 2)
+    assert {q.queue: q.waiting for q in admin.stats().queues}["fresh.q"] == 1
+
+    class Fixed(Base):
+        def handle(self, task: jm.Task) -> None:
+            self.reply("fixed")
+
+    with Fixed(dsn, queue="job.task") as fixed:
+        assert not fixed.work_once()  # it left job.task
+    with Fixed(dsn, queue="fresh.q") as fixed:
+        assert fixed.work_once()
+    assert client.receive(tid) == "fixed"
+    admin.retry(tid, queue="job.task", priority=-1)
+    info = admin.task_info(tid)
+    assert (info.state, info.queue, info.priority) == ("waiting", "job.task", -1)
+    with pytest.raises(jm.InvalidQueueName):
+        admin.retry(tid, queue="bad queue")
+
+
+def test_retry_refuses_when_another_task_holds_the_unique_key(
+    dsn: str, client: jm.Client, admin: jm.Admin
+) -> None:
+    first = client.send("bad", unique_key="k1")
+    with Fails(dsn, retries=0) as w:
+        assert w.work_once()
+    assert admin.task_info(first).state == "failed"
+    holder = client.send("again", unique_key="k1")  # the key is free again
+    assert holder != first
+    with pytest.raises(ValueError, match=rf"\b{first}\b") as raised:
+        admin.retry(first)
+    # The message names the task that holds the key, so the operator can act.
+    assert re.search(rf"\b{holder}\b", str(raised.value)), str(raised.value)
+    assert admin.task_info(first).state == "failed"  # unchanged
+    assert admin.task_info(holder).state == "waiting"
+    # Into another queue, the key is free.
+    admin.retry(first, queue="elsewhere.q")
+    assert admin.task_info(first).state == "waiting"
+
+
+# -- pause / resume -------------------------------------------------------------------
+
+
+def test_a_paused_queue_keeps_its_tasks_while_other_queues_are_served(
+    dsn: str, client: jm.Client, admin: jm.Admin
+) -> None:
+    held = client.send("held", queue="paused.q")
+    free = client.send("free", queue="open.q")
+    admin.pause("paused.q")
+    admin.pause("paused.q")  # twice is fine
+    with Base(dsn, queue=["paused.q", "open.q"]) as w:
+        assert w.work_once() is True
+        assert w.work_once() is False
+        assert [t.id for t in w.seen] == [free]
+        assert admin.task_info(held).state == "waiting"
+        client.send("more", queue="paused.q")  # a paused queue still takes tasks
+        assert w.work_once() is False
+        admin.resume("paused.q")
+        assert w.work_once() is True and w.work_once() is True
+        assert w.work_once() is False
+    assert [t.id for t in w.seen][:2] == [free, held]
+    with pytest.raises(ValueError, match=r"no queue 'nope\.q'"):
+        admin.pause("nope.q")
+    with pytest.raises(ValueError, match=r"no queue 'nope\.q'"):
+        admin.resume("nope.q")
+
+
+def test_resume_wakes_a_waiting_worker_process_at_once(
+    dsn: str, db: psycopg.Connection[Any], client: jm.Client, admin: jm.Admin, tmp_path: Path
+) -> None:
+    tid = client.send({"seq": 1}, queue="resume.q")
+    admin.pause("resume.q")
+    worker = start_worker(dsn, "resume.q", tmp_path, "w", timeout=30)
+    try:
+        wait_until(lambda: started_count(db) >= 1, 30, "the worker to start", [worker])
+        time.sleep(1.0)  # it drained (nothing claimable) and waits, up to 30 s
+        assert processed_by(db, tid) == [], worker.describe()
+        assert admin.task_info(tid).state == "waiting"
+        t0 = time.monotonic()
+        admin.resume("resume.q")
+        wait_until(lambda: processed_by(db, tid), 10, "the resumed task to run", [worker])
+        assert time.monotonic() - t0 < 3, worker.describe()
+        assert client.wait(tid, timeout=10) == expected_reply(1)
+        terminate_and_check([worker])
+    finally:
+        worker.kill()
+
+
+# -- stop_workers ----------------------------------------------------------------------
+
+
+def test_stop_workers_stops_a_worker_process_after_the_task_in_hand(
+    dsn: str, db: psycopg.Connection[Any], client: jm.Client, admin: jm.Admin, tmp_path: Path
+) -> None:
+    worker = start_worker(dsn, "stop.q", tmp_path, "w", timeout=30, dead_after=2, sleep=1.5)
+    try:
+        wait_until(lambda: started_count(db) >= 1, 30, "the worker to start", [worker])
+        tid = client.send({"seq": 5}, queue="stop.q")
+        wait_until(lambda: processed_by(db, tid), 10, "the task to start", [worker])
+        later = client.send({"seq": 6}, queue="stop.q")
+        assert admin.stop_workers() == 1
+        (info,) = admin.workers()
+        assert info.command == "stop"
+        code = worker.wait_exit(6)
+        assert code == 0, worker.describe()
+    finally:
+        worker.kill()
+    # The task in hand finished; the one behind it was left for another worker.
+    assert client.wait(tid, timeout=1) == expected_reply(5)
+    assert task_state(db, tid) == (jm.Status.FINISHED, 1)
+    assert processed_by(db, later) == []
+    assert task_state(db, later) == (jm.Status.WAITING, 0)
+    assert admin.workers() == []
+
+
+def test_stop_workers_by_id_stops_that_idle_worker_only(
+    dsn: str, db: psycopg.Connection[Any], client: jm.Client, admin: jm.Admin, tmp_path: Path
+) -> None:
+    a = start_worker(dsn, "idle.q", tmp_path, "a", timeout=30, dead_after=2)
+    b = start_worker(dsn, "idle.q", tmp_path, "b", timeout=30, dead_after=2)
+    children = [a, b]
+    try:
+        wait_until(lambda: started_count(db) >= 2, 30, "2 workers to start", children)
+        ids = {w.pid: w.id for w in admin.workers()}
+        assert admin.stop_workers(ids[a.pid]) == 1
+        t0 = time.monotonic()
+        assert a.wait_exit(5) == 0, a.describe()
+        assert time.monotonic() - t0 < 3, a.describe()
+        time.sleep(1.2)  # two more heartbeats of b
+        assert b.alive(), b.describe()
+        assert [w.pid for w in admin.workers()] == [b.pid]
+        tid = client.send({"seq": 9}, queue="idle.q")
+        assert client.wait(tid, timeout=10) == expected_reply(9)
+        assert processed_by(db, tid) == [b.pid]
+        assert admin.stop_workers(10**9) == 0  # no such worker
+        terminate_and_check([b])
+    finally:
+        kill_all(children)

@@ -129,7 +129,7 @@ async def test_admin_sees_and_changes_the_same(dsn: str, face: str) -> None:
         first = await maybe(client.send(1))
         second = await maybe(client.send(2))
         await maybe(admin.cancel(first))
-        assert await maybe(admin.status_string()) == "W=1 D=0 R=0 done=0 F=1 workers=0"
+        assert await maybe(admin.status_string()) == "W=1 D=0 B=0 R=0 F=1 done=0 workers=0/0"
         listed = await maybe(admin.list_tasks())
         assert [(t.id, t.state) for t in listed] == [(second, "waiting"), (first, "failed")]
         await maybe(admin.retry(first))

@@ -1,0 +1,232 @@
+"""Upgrading a database of schema version 2 (the previous release's
+sql/create_tables.sql, kept as tests/fixtures/create_tables_v2.sql) to
+version 3 in place: nothing lost, the claim index replaced, idempotent, and
+Perl Job::Machine and Python clients and workers working on it after."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import job_machine as jm
+from tests.integration.test_perl_compat import Answer, Perl
+
+V2_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v2.sql"
+
+TASK_V2_COLUMNS = (
+    "task_id, transaction_id, class_id, grouping, title, parameters, status, run_after,"
+    " remove_after, created, modified, attempts, worker_id, started"
+)
+
+WORKER_V2 = "SELECT worker_id, host, pid, queues, started, seen FROM jobmachine.worker"
+
+
+def rows(conn: psycopg.Connection[Any], query: str) -> list[tuple[Any, ...]]:
+    return conn.execute(query).fetchall()
+
+
+def indexes(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    return {
+        name: definition
+        for name, definition in conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'jobmachine'"
+        )
+    }
+
+
+def catalog(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """What an install creates: columns, indexes, triggers, functions, versions."""
+    return {
+        "columns": rows(
+            conn,
+            "SELECT table_name, column_name, data_type, column_default, is_nullable"
+            " FROM information_schema.columns WHERE table_schema = 'jobmachine'"
+            " ORDER BY 1, 2",
+        ),
+        "indexes": sorted(indexes(conn).items()),
+        "triggers": rows(
+            conn,
+            "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger"
+            " WHERE tgrelid = 'jobmachine.task'::regclass AND NOT tgisinternal ORDER BY 1",
+        ),
+        "functions": rows(
+            conn,
+            "SELECT p.proname, md5(pg_get_functiondef(p.oid)) FROM pg_proc p"
+            " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'jobmachine'"
+            " ORDER BY 1",
+        ),
+        "versions": rows(
+            conn, "SELECT version, description, installed FROM jobmachine.schema_version ORDER BY 1"
+        ),
+    }
+
+
+@pytest.fixture
+def v2(empty_dsn: str) -> dict[str, Any]:
+    """A version 2 database holding a done task with its reply, a waiting
+    one, a delayed one, one running for a live-looking worker, and a failed
+    one, in two queues."""
+    with psycopg.connect(empty_dsn, autocommit=True) as c:
+        c.execute(V2_SCHEMA.read_text("utf-8"))
+        assert rows(c, "SELECT version FROM jobmachine.schema_version ORDER BY 1") == [(1,), (2,)]
+        assert "task_waiting_idx" in indexes(c)
+        q1, q2 = (
+            r[0]
+            for r in c.execute(
+                "INSERT INTO jobmachine.class (name) VALUES ('mig.q'), ('mig.other')"
+                " RETURNING class_id"
+            )
+        )
+        (worker,) = c.execute(
+            "INSERT INTO jobmachine.worker (host, pid, queues)"
+            " VALUES ('old-host', 4242, '{mig.q}') RETURNING worker_id"
+        ).fetchone()  # type: ignore[misc]
+
+        def task(class_id: int, data: str, status: int, **extra: Any) -> int:
+            cols = ", ".join(["class_id", "parameters", "status", *extra])
+            marks = ", ".join(["%s"] * (3 + len(extra)))
+            row = c.execute(
+                f"INSERT INTO jobmachine.task ({cols}) VALUES ({marks}) RETURNING task_id",
+                (class_id, data, status, *extra.values()),
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        ids = {
+            "done": task(q1, '"done"', 200, attempts=1, title="t", grouping="g"),
+            "waiting": task(q1, '{"n": 1}', 0),
+            "running": task(q1, '"running"', 100, attempts=1, worker_id=worker),
+            "failed": task(q2, '"failed"', 900, attempts=3),
+            "waiting2": task(q2, '{"n": 2}', 0),
+        }
+        c.execute(
+            "UPDATE jobmachine.task SET started = now() WHERE task_id = %s", (ids["running"],)
+        )
+        c.execute(
+            "INSERT INTO jobmachine.result (task_id, result, resulttype) VALUES"
+            " (%s, '\"the reply\"', 'json'), (%s, '{\"type\": \"ValueError\"}', 'error')",
+            (ids["done"], ids["failed"]),
+        )
+    return {"dsn": empty_dsn, "ids": ids, "worker": worker}
+
+
+def test_install_schema_upgrades_a_v2_database_in_place(v2: dict[str, Any], dsn: str) -> None:
+    fresh_dsn = dsn
+    dsn = v2["dsn"]
+    with psycopg.connect(dsn, autocommit=True) as c:
+        tasks = rows(c, f"SELECT {TASK_V2_COLUMNS} FROM jobmachine.task ORDER BY task_id")
+        results = rows(c, "SELECT * FROM jobmachine.result ORDER BY result_id")
+        classes = rows(c, "SELECT class_id, name, created FROM jobmachine.class ORDER BY 1")
+        workers = rows(c, WORKER_V2)
+        v1_v2 = rows(c, "SELECT * FROM jobmachine.schema_version ORDER BY 1")
+
+        jm.install_schema(dsn)
+
+        versions = rows(c, "SELECT version FROM jobmachine.schema_version ORDER BY 1")
+        assert versions == [(1,), (2,), (3,)]
+        assert rows(c, "SELECT * FROM jobmachine.schema_version WHERE version < 3") == v1_v2
+        with jm.Admin(dsn) as admin:
+            assert admin.schema_version() == 3
+        # No task, result, queue or worker lost or changed.
+        assert rows(c, f"SELECT {TASK_V2_COLUMNS} FROM jobmachine.task ORDER BY task_id") == tasks
+        assert rows(c, "SELECT * FROM jobmachine.result ORDER BY result_id") == results
+        assert rows(c, "SELECT class_id, name, created FROM jobmachine.class ORDER BY 1") == classes
+        assert rows(c, WORKER_V2) == workers
+        # The new columns have their defaults on the old rows.
+        assert rows(
+            c,
+            "SELECT DISTINCT priority, max_attempts, keep_for, parents, has_children, notes,"
+            " unique_key FROM jobmachine.task",
+        ) == [(0, None, None, None, False, None, None)]
+        assert rows(c, "SELECT DISTINCT paused FROM jobmachine.class") == [(False,)]
+        assert rows(c, "SELECT DISTINCT command FROM jobmachine.worker") == [(None,)]
+        # The claim index replaced; the new ones there.
+        idx = indexes(c)
+        assert "task_waiting_idx" not in idx
+        assert "(class_id, priority DESC, task_id) WHERE (status = 0)" in idx["task_ready_idx"]
+        # Everything else as a fresh install of version 3 has it.
+        with psycopg.connect(fresh_dsn, autocommit=True) as f:
+            fresh = catalog(f)
+        got = catalog(c)
+        for part in ("columns", "indexes", "triggers", "functions"):
+            assert got[part] == fresh[part], part
+        assert [v[:2] for v in got["versions"]] == [v[:2] for v in fresh["versions"]]
+        assert rows(c, "SELECT count(*) FROM jobmachine.lock") == [(0,)]
+
+        # Twice (through a DSN, then a connection): nothing changes at all.
+        before = catalog(c)
+        tasks3 = rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")
+        jm.install_schema(dsn)
+        jm.install_schema(c)
+        assert catalog(c) == before
+        assert rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id") == tasks3
+
+    # The old tasks are served and read as before.
+    ids = v2["ids"]
+    with jm.Client(dsn, queue="mig.q") as client:
+        assert client.receive(ids["done"]) == "the reply"
+        with Answer(dsn, queue=["mig.q", "mig.other"]) as w:
+            while w.work_once():
+                pass
+        assert [t.id for t in w.seen] == [ids["waiting"], ids["waiting2"]]
+        assert client.receive(ids["waiting"]) == {"data": {"got": {"n": 1}, "by": "python"}}
+        info = client.task_info(ids["running"])
+        assert (info.state, info.worker_id) == ("running", v2["worker"])
+
+
+def test_psql_style_upgrade_is_one_transaction(v2: dict[str, Any]) -> None:
+    """A failing upgrade (a duplicate queue name, here) leaves version 2
+    exactly as it was: the file is all or nothing."""
+    dsn = v2["dsn"]
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("DROP INDEX jobmachine.class_name_key")
+        c.execute("INSERT INTO jobmachine.class (name) VALUES ('mig.q')")
+        before = catalog(c)
+        with pytest.raises(psycopg.Error, match="duplicate queue names"):
+            jm.install_schema(dsn)
+        assert catalog(c) == before
+        assert "task_waiting_idx" in indexes(c)
+
+
+def test_perl_and_python_on_an_upgraded_v2_database(v2: dict[str, Any]) -> None:
+    dsn = v2["dsn"]
+    jm.install_schema(dsn)
+    perl = Perl(dsn)
+    try:
+        # A Perl client inserts (class_id, parameters, status) only; a Python
+        # worker takes its task, after the older waiting one.
+        from_perl = perl.send("mig.q", {"data": "from perl"})
+        row = perl.conn.execute(
+            "SELECT status, priority, has_children, parents, unique_key FROM jobmachine.task"
+            " WHERE task_id = %s",
+            (from_perl,),
+        ).fetchone()
+        assert row == (0, 0, False, None, None)
+        with Answer(dsn, queue="mig.q") as w:
+            while w.work_once():
+                pass
+        assert [t.id for t in w.seen] == [v2["ids"]["waiting"], from_perl]
+        assert perl.receive(from_perl) == {"got": {"data": "from perl"}, "by": "python"}
+
+        # A Perl worker claims status 0 only: never a blocked task.
+        with jm.Client(dsn, queue="perl.q") as client:
+            parent = client.send({"data": "parent"})
+            child = client.send({"data": "child"}, parents=[parent])
+            assert client.task_info(child).state == "blocked"
+            claimed = perl.claim("perl.q")
+            assert claimed is not None and claimed["task_id"] == parent
+            assert perl.claim("perl.q") is None  # the child is blocked
+            assert client.task_info(child).state == "blocked"
+            # The Perl worker's reply (status 200 by a plain UPDATE) releases it.
+            perl.reply(parent, {"data": "parent done"})
+            assert client.task_info(child).state == "waiting"
+            claimed = perl.claim("perl.q")
+            assert claimed is not None and claimed["task_id"] == child
+            perl.reply(child, {"data": "child done"})
+            assert client.wait(child, timeout=5) == {"data": "child done"}
+            assert perl.claim("perl.q") is None
+    finally:
+        perl.close()
