@@ -16,7 +16,7 @@ from ._sync.admin import Admin
 from ._sync.client import Client
 from ._sync.schema import install_schema
 from ._sync.worker import Worker
-from .channels import queue_channel, reply_channel, validate_queue
+from .channels import queue_channel, reply_channel, validate_queue, validate_subscription
 from .errors import (
     ConnectionFailed,
     ConnectionLost,
@@ -31,7 +31,7 @@ from .errors import (
     UnknownTask,
     WaitTimeout,
 )
-from .task import QueueStats, Status, Task, TaskInfo, TaskSummary, WorkerInfo
+from .task import HourStats, QueueStats, Stats, Status, Task, TaskInfo, TaskSummary, WorkerInfo
 
 __version__ = "0.1.0"
 
@@ -43,6 +43,7 @@ __all__ = [
     "Client",
     "ConnectionFailed",
     "ConnectionLost",
+    "HourStats",
     "InvalidData",
     "InvalidQueueName",
     "JobMachineError",
@@ -50,6 +51,7 @@ __all__ = [
     "QueueStats",
     "Retry",
     "SchemaMissing",
+    "Stats",
     "Status",
     "Task",
     "TaskFailed",
@@ -67,4 +69,5 @@ __all__ = [
     "queue_channel",
     "reply_channel",
     "validate_queue",
+    "validate_subscription",
 ]

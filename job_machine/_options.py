@@ -27,10 +27,7 @@ def send_options(
         (the message names it); nothing is written.
     :raises TypeError: an option has the wrong type.
     """
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise TypeError(f"priority must be an int, not {priority!r}")
-    if not -_INT32 <= priority <= _INT32:
-        raise ValueError(f"priority must be within +-{_INT32}, not {priority}")
+    check_priority("priority", priority)
     if run_after is not None and delay is not None:
         raise ValueError("give run_after or delay, not both")
     _aware("run_after", run_after)
@@ -63,6 +60,18 @@ def send_options(
         "unique_key": unique_key,
         "parents": ids or None,
     }
+
+
+def check_priority(name: str, value: object) -> int:
+    """``value`` if it is a priority (an int within PostgreSQL's integer).
+
+    :raises TypeError: not an int. :raises ValueError: out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if not -_INT32 <= value <= _INT32:
+        raise ValueError(f"{name} must be within +-{_INT32}, not {value}")
+    return value
 
 
 def _aware(name: str, when: datetime | None) -> datetime | None:

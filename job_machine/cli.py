@@ -13,6 +13,7 @@ line, without colors; ``--json`` gives scripts the same data as JSON.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import importlib
 import inspect
@@ -40,7 +41,16 @@ import job_machine as jm
 from . import demo as _demo
 from ._async.admin import PURGEABLE
 from ._sync.connection import describe_target
-from .task import STATE_NAMES, QueueStats, TaskInfo, TaskSummary, WorkerInfo
+from .channels import validate_subscription
+from .task import (
+    STATE_NAMES,
+    HourStats,
+    QueueStats,
+    Stats,
+    TaskInfo,
+    TaskSummary,
+    WorkerInfo,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,6 +68,8 @@ logger = logging.getLogger("job_machine.cli")
 _SECONDS = click.FloatRange(min=0, min_open=True)
 _SECONDS_OR_ZERO = click.FloatRange(min=0)
 _TASK_ID = click.IntRange(min=1)
+_INT32 = 2**31 - 1
+_PRIORITY = click.IntRange(-_INT32, _INT32)
 _STATE_WORDS = list(STATE_NAMES.values())
 _PURGE_STATES = list(PURGEABLE)
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -81,6 +93,11 @@ _WORKER_OPTIONS: list[tuple[str, Any, str]] = [
         "orphan_after",
         _SECONDS,
         "Revive a started task no registered worker holds after this many seconds [1800]",
+    ),
+    (
+        "min_priority",
+        _PRIORITY,
+        "Claim only tasks of at least this priority [any]",
     ),
     ("retries", click.IntRange(min=0), "Retries after the first attempt before a task fails [3]"),
     ("retry_backoff", _SECONDS_OR_ZERO, "Seconds before the first retry, doubling [1]"),
@@ -131,10 +148,21 @@ def _check_queue(ctx: click.Context, param: click.Parameter, value: str | None) 
         raise click.BadParameter(str(ex), ctx, param) from None
 
 
-def _check_queues(
+def _check_subscriptions(
     ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 ) -> tuple[str, ...]:
-    return tuple(q for v in values if (q := _check_queue(ctx, param, v)) is not None)
+    """A worker's queues: names, or patterns (``gl.*``, ``gl.**``)."""
+    try:
+        return tuple(validate_subscription(v) for v in values)
+    except jm.InvalidQueueName as ex:
+        raise click.BadParameter(str(ex), ctx, param) from None
+
+
+def _optional_duration(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> float | None:
+    """A duration (see :func:`_duration`), or None when the option is left out."""
+    return None if value is None else _duration(ctx, param, value)
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float:
@@ -159,16 +187,21 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return seconds
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads(text: str) -> Any:
+    """Strict JSON: NaN and Infinity are refused (ValueError)."""
+    return json.loads(text, parse_constant=_no_constant)
+
+
 def _parse_json(text: str) -> Any:
     """The JSON argument of ``send`` (``-``: read it from stdin)."""
     if text == "-":
         text = sys.stdin.read()
-
-    def no_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
-
     try:
-        return json.loads(text, parse_constant=no_constant)
+        return _loads(text)
     except ValueError as ex:  # JSONDecodeError is a ValueError
         raise click.BadParameter(f"not valid JSON: {ex}", param_hint="'JSON'") from None
 
@@ -340,7 +373,12 @@ cli.add_command(
 
 def _worker_options(f: F) -> F:
     for name, kind, text in reversed(_WORKER_OPTIONS):
-        metavar = {"retries": "N", "remove_after": "DAYS", "listen_dsn": "DSN"}.get(name, "SECONDS")
+        metavar = {
+            "retries": "N",
+            "min_priority": "N",
+            "remove_after": "DAYS",
+            "listen_dsn": "DSN",
+        }.get(name, "SECONDS")
         option = click.option(
             "--" + name.replace("_", "-"), name, type=kind, metavar=metavar, help=text
         )
@@ -434,8 +472,9 @@ def _load_worker_class(spec: str) -> type[jm.Worker] | type[jm.AsyncWorker]:
     "queues",
     multiple=True,
     metavar="QUEUE",
-    callback=_check_queues,
-    help="A queue to serve; repeat for several. Default: the class's `queue`.",
+    callback=_check_subscriptions,
+    help="A queue to serve, or a pattern: gl.* (the queues one level below gl), "
+    "gl.** (every queue below gl); repeat for several. Default: the class's `queue`.",
 )
 @click.option(
     "-c",
@@ -466,8 +505,10 @@ def worker(
 
     MODULE:CLASS names a subclass of job_machine.Worker or AsyncWorker, for
     example myapp.workers:Accounting; the working directory is searched
-    first. An AsyncWorker runs under asyncio. Logs go to stderr. Options
-    left out keep the class's own values (job_machine's defaults in brackets).
+    first. An AsyncWorker runs under asyncio. --queue also takes patterns:
+    gl.* serves the queues one level below gl, gl.** every queue below it,
+    including queues created while it runs. Logs go to stderr. Options left
+    out keep the class's own values (job_machine's defaults in brackets).
 
     On SIGTERM or SIGINT the worker stops claiming, finishes the task in hand
     within --shutdown-grace and exits 0; a second signal exits at once
@@ -509,6 +550,45 @@ def worker(
 @cli.command()
 @click.argument("queue", callback=_check_queue)
 @click.argument("data", metavar="JSON")
+@click.option(
+    "--priority",
+    type=_PRIORITY,
+    metavar="N",
+    default=0,
+    show_default=True,
+    help="Higher runs first (then oldest first); may be negative.",
+)
+@click.option(
+    "--delay",
+    metavar="DURATION",
+    callback=_optional_duration,
+    help="Not before this long from now: seconds, or 15m, 2h, 7d.",
+)
+@click.option(
+    "--attempts",
+    type=click.IntRange(min=1, max=_INT32),
+    metavar="N",
+    help="How many times it may run in all [the worker's --retries + 1].",
+)
+@click.option("--title", metavar="TEXT", help="Free text to recognise it by.")
+@click.option(
+    "--grouping", metavar="TEXT", help="A key to find related tasks by (tasks list --grouping)."
+)
+@click.option(
+    "--unique-key",
+    metavar="TEXT",
+    help="While a task of QUEUE with this key is waiting, blocked or running, "
+    "send nothing and print that task's id.",
+)
+@click.option(
+    "--parent",
+    "parents",
+    type=_TASK_ID,
+    metavar="ID",
+    multiple=True,
+    help="A task that must be done before this one runs; repeat for several. "
+    "If one fails, this one fails without running.",
+)
 @click.option("--wait", is_flag=True, help="Wait for the reply and print it as JSON.")
 @click.option(
     "--timeout",
@@ -521,18 +601,43 @@ def worker(
 @_json_option
 @_dsn_option
 def send(
-    *, queue: str, data: str, wait: bool, timeout: float, as_json: bool, dsn: str | None
+    *,
+    queue: str,
+    data: str,
+    priority: int,
+    delay: float | None,
+    attempts: int | None,
+    title: str | None,
+    grouping: str | None,
+    unique_key: str | None,
+    parents: tuple[int, ...],
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+    dsn: str | None,
 ) -> None:
     """Send a task to QUEUE and print its id.
 
     JSON is the task's data (any JSON value; `-` reads it from stdin). With
     --wait, prints the reply as JSON instead, the id going to stderr; a task
     that failed, or no reply within --timeout, exits 1. With --json, prints
-    {"id": ...}, and with --wait {"id": ..., "reply": ...}.
+    {"id": ...}, and with --wait {"id": ..., "reply": ...}. A --parent that
+    does not exist exits 1 and sends nothing.
     """
+    if unique_key == "":
+        raise click.BadParameter("the key is empty", param_hint="'--unique-key'")
     payload = _parse_json(data)
     with jm.Client(_need_dsn(dsn), queue=queue) as client:
-        task_id = client.send(payload)
+        task_id = client.send(
+            payload,
+            priority=priority,
+            delay=delay,
+            attempts=attempts,
+            title=title,
+            grouping=grouping,
+            unique_key=unique_key,
+            parents=parents or None,
+        )
         if not wait:
             if as_json:
                 _print_json({"id": task_id})
@@ -551,42 +656,53 @@ def send(
 
 # -- status ------------------------------------------------------------------------
 
-_STATS_HEADERS = ["queue", "waiting", "delayed", "running", "done", "failed"]
+_STATS_HEADERS = ["queue", "waiting", "delayed", "blocked", "running", "failed", "paused"]
+_STATES_COUNTED = ("waiting", "delayed", "blocked", "running", "failed")
 
 
 def _stats_rows(stats: Sequence[QueueStats]) -> list[list[object]]:
-    return [[s.queue, s.waiting, s.delayed, s.running, s.done, s.failed] for s in stats]
+    return [
+        [s.queue, s.waiting, s.delayed, s.blocked, s.running, s.failed, s.paused] for s in stats
+    ]
 
 
-def _status_json(admin: jm.Admin) -> dict[str, Any]:
-    stats = admin.stats()
-    totals = {
-        field: sum(getattr(s, field) for s in stats)
-        for field in ("waiting", "delayed", "running", "done", "failed")
-    }
+def _stats_json(stats: Stats, line: str) -> dict[str, Any]:
     return {
-        "status": admin.status_string(),
-        "queues": [dataclasses.asdict(s) for s in stats],
-        "totals": totals,
-        "workers": sum(1 for w in admin.workers() if w.alive),
+        "status": line,
+        "queues": [dataclasses.asdict(s) for s in stats.queues],
+        "totals": {field: stats.total(field) for field in _STATES_COUNTED},
+        "done": stats.done,
+        "done_estimated": stats.done_estimated,
+        "workers": stats.workers,
+        "busy": stats.busy,
+        "idle": stats.idle,
     }
+
+
+def _stats_summary(stats: Stats) -> str:
+    """The second line of ``status``: the done count in full, the workers."""
+    done = f"{stats.done} (estimated)" if stats.done_estimated else str(stats.done)
+    return f"done {done}; workers {stats.workers} alive: {stats.busy} busy, {stats.idle} idle"
 
 
 def _print_status(admin: jm.Admin, as_json: bool, stamp: bool = False) -> None:
-    if as_json:
-        _print_json(_status_json(admin))
-        return
     line = admin.status_string()
+    stats = admin.stats()
+    if as_json:
+        _print_json(_stats_json(stats, line))
+        return
     click.echo(f"{datetime.now():%H:%M:%S} {line}" if stamp else line)
-    _print_table(_STATS_HEADERS, _stats_rows(admin.stats()), "no tasks")
+    click.echo(_stats_summary(stats))
+    _print_table(_STATS_HEADERS, _stats_rows(stats.queues), "no queues")
 
 
 def _status_screen(admin: jm.Admin) -> RenderableType:
     line = Text(f"{datetime.now():%H:%M:%S}  {admin.status_string()}", style="bold")
     stats = admin.stats()
-    if not stats:
-        return Group(line, Text("no tasks"))
-    return Group(line, _rich_table(_STATS_HEADERS, _stats_rows(stats)))
+    summary = Text(_stats_summary(stats))
+    if not stats.queues:
+        return Group(line, summary, Text("no queues"))
+    return Group(line, summary, _rich_table(_STATS_HEADERS, _stats_rows(stats.queues)))
 
 
 def _watch(admin: jm.Admin, interval: float, as_json: bool) -> None:
@@ -628,10 +744,12 @@ def _watch(admin: jm.Admin, interval: float, as_json: bool) -> None:
 def status(watch: bool, interval: float, as_json: bool, dsn: str | None) -> None:
     """Show the totals line and the tasks of each queue by state.
 
-    The line reads W=waiting (due now) D=delayed (retry in backoff)
-    R=running done= F=failed workers=(alive). --watch refreshes it in
-    place until Ctrl-C; in a pipe it prints one block, or with --json one
-    JSON line, per refresh.
+    The line reads W=waiting (due now) D=delayed (not due yet: --delay, or
+    a retry in backoff) B=blocked (waiting for parent tasks) R=running
+    F=failed done= workers=busy/alive; the next line gives the done count in
+    full and the workers alive, busy and idle. The table has a row per queue,
+    paused or not. --watch refreshes it in place until Ctrl-C; in a pipe it
+    prints one block, or with --json one JSON line, per refresh.
     """
     with jm.Admin(_need_dsn(dsn)) as admin:
         if not watch:
@@ -643,13 +761,44 @@ def status(watch: bool, interval: float, as_json: bool, dsn: str | None) -> None
             return
 
 
+# -- history -------------------------------------------------------------------------
+
+
+def _hour_json(h: HourStats) -> dict[str, Any]:
+    return {"hour": h.hour, "done": h.done, "failed": h.failed}
+
+
+@cli.command()
+@_json_option
+@_dsn_option
+def history(as_json: bool, dsn: str | None) -> None:
+    """Show how many tasks were done and failed in each of the last 24 hours.
+
+    One row per hour, oldest first, by when the tasks finished; hours
+    without any are included, and the current hour is the last row. Tasks
+    already removed (purge, remove_after) are not counted.
+    """
+    with jm.Admin(_need_dsn(dsn)) as admin:
+        hours = admin.history()
+    if as_json:
+        _print_json([_hour_json(h) for h in hours])
+        return
+    rows = [[_hour(h.hour), h.done, h.failed] for h in hours]
+    _print_table(["hour", "done", "failed"], rows, "no history")
+
+
+def _hour(value: datetime) -> str:
+    """The start of an hour, local time, to the minute."""
+    return value.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
 # -- tasks ----------------------------------------------------------------------------
 
 
 @cli.group(invoke_without_command=True)
 @click.pass_context
 def tasks(ctx: click.Context) -> None:
-    """List, show, retry, cancel and remove tasks."""
+    """List, show, note, retry, cancel and remove tasks."""
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
 
@@ -665,6 +814,9 @@ def _summary_json(t: TaskSummary) -> dict[str, Any]:
         "modified": t.modified,
         "run_after": t.run_after,
         "worker_id": t.worker_id,
+        "priority": t.priority,
+        "title": t.title,
+        "grouping": t.grouping,
         "parameters": t.parameters,
     }
 
@@ -672,6 +824,7 @@ def _summary_json(t: TaskSummary) -> dict[str, Any]:
 @tasks.command("list")
 @click.option("--state", type=click.Choice(_STATE_WORDS), help="Only tasks in this state.")
 @click.option("--queue", callback=_check_queue, metavar="QUEUE", help="Only tasks of this queue.")
+@click.option("--grouping", metavar="TEXT", help="Only tasks sent with this --grouping.")
 @click.option(
     "--limit",
     type=click.IntRange(1, 10_000),
@@ -686,14 +839,23 @@ def _summary_json(t: TaskSummary) -> dict[str, Any]:
     metavar="ID",
     help="Only tasks older than this id: the next page starts below the last id shown.",
 )
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    metavar="N",
+    default=0,
+    help="Skip this many tasks first (slower than --before-id on deep pages).",
+)
 @_json_option
 @_dsn_option
 def tasks_list(
     *,
     state: str | None,
     queue: str | None,
+    grouping: str | None,
     limit: int,
     before_id: int | None,
+    offset: int,
     as_json: bool,
     dsn: str | None,
 ) -> None:
@@ -702,26 +864,41 @@ def tasks_list(
     The data column shows the first 200 characters of the task's JSON.
     """
     with jm.Admin(_need_dsn(dsn)) as admin:
-        found = admin.list_tasks(state=state, queue=queue, limit=limit, before_id=before_id)
+        found = admin.list_tasks(
+            state=state,
+            queue=queue,
+            grouping=grouping,
+            limit=limit,
+            before_id=before_id,
+            offset=offset,
+        )
     if as_json:
         _print_json([_summary_json(t) for t in found])
         return
-    headers = ["id", "queue", "state", "attempts", "created", "modified", "run_after"]
-    headers += ["worker", "data"]
+    headers = ["id", "queue", "state", "priority", "attempts", "created", "modified"]
+    headers += ["run_after", "worker", "title", "data"]
     rows = [
         [
             t.id,
             t.queue,
             t.state,
+            t.priority,
             t.attempts,
             t.created,
             t.modified,
             t.run_after,
             t.worker_id,
+            t.title,
             t.parameters,
         ]
         for t in found
     ]
+    if _terminal() and all(t.title is None for t in found):
+        # Room for the data on a terminal; a pipe always gets every column.
+        title = headers.index("title")
+        headers.pop(title)
+        for row in rows:
+            row.pop(title)
     _print_table(headers, rows, "no tasks")
     if _terminal() and len(found) == limit:
         click.echo(f"more: --before-id {found[-1].id}", err=True)
@@ -737,53 +914,118 @@ def _info_json(info: TaskInfo) -> dict[str, Any]:
         "queue": info.queue,
         "state": info.state,
         "status": int(info.status),
+        "priority": info.priority,
         "attempts": info.attempts,
+        "max_attempts": info.max_attempts,
+        "title": info.title,
+        "grouping": info.grouping,
+        "unique_key": info.unique_key,
         "data": info.data,
         "reply": info.reply,
+        "results": info.results,
         "errors": info.errors,
+        "notes": info.notes,
+        "parents": info.parents,
+        "children": info.children,
         "created": info.created,
         "modified": info.modified,
         "run_after": info.run_after,
         "started": info.started,
+        "remove_after": info.remove_after,
+        "keep_for": info.keep_for,
         "worker": worker,
         "worker_id": info.worker_id,
     }
 
 
-def _print_info(info: TaskInfo, tracebacks: bool) -> None:
+def _text(value: str | None) -> str:
+    return "-" if value is None else _cell(value)
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _kept(info: TaskInfo) -> str:
+    """When a finished task is removed, by its own option or the worker's."""
+    if info.remove_after is not None:
+        return f"{_when(info.remove_after)} (once finished)"
+    if info.keep_for is not None:
+        return f"{info.keep_for:g} s after it finishes"
+    return "- (the worker's remove_after)"
+
+
+def _task_ids(ids: Sequence[int], states: dict[int, str] | None = None) -> str:
+    """``3 (done), 4 (running)``; ``-`` for none."""
+    if not ids:
+        return "-"
+    if states is None:
+        return ", ".join(str(i) for i in ids)
+    return ", ".join(f"{i} ({states.get(i, 'removed')})" for i in ids)
+
+
+def _worker_of(info: TaskInfo) -> str:
     if info.worker is not None:
         worker_id, host, pid = info.worker
-        worker = f"{worker_id} on {host}, pid {pid} (running it)"
-    elif info.worker_id is not None:
-        worker = f"{info.worker_id} (the last to claim it)"
+        return f"{worker_id} on {host}, pid {pid} (running it)"
+    if info.worker_id is not None:
+        return f"{info.worker_id} (the last to claim it)"
+    return "-"
+
+
+def _print_info(info: TaskInfo, tracebacks: bool, parent_states: dict[int, str]) -> None:
+    if info.max_attempts is not None:
+        max_attempts = str(info.max_attempts)
     else:
-        worker = "-"
+        max_attempts = "- (the worker's retries + 1)"
     fields = [
         ("id", str(info.id)),
         ("queue", _cell(info.queue)),
         ("state", f"{info.state} ({int(info.status)})"),
+        ("priority", str(info.priority)),
         ("attempts", str(info.attempts)),
+        ("max_attempts", max_attempts),
+        ("title", _text(info.title)),
+        ("grouping", _text(info.grouping)),
+        ("unique_key", _text(info.unique_key)),
+        ("parents", _task_ids(info.parents, parent_states)),
+        ("children", _task_ids(info.children)),
         ("created", _when(info.created)),
         ("modified", _when(info.modified)),
         ("run_after", _when(info.run_after)),
         ("started", _when(info.started)),
-        ("worker", worker),
-        ("data", json.dumps(info.data, ensure_ascii=False)),
-        ("reply", "-" if info.reply is None else json.dumps(info.reply, ensure_ascii=False)),
-        ("errors", str(len(info.errors))),
+        ("remove_after", _kept(info)),
+        ("worker", _worker_of(info)),
+        ("data", _json_text(info.data)),
+        ("notes", _json_text(info.notes) if info.notes else "-"),
+        ("reply", "-" if info.reply is None else _json_text(info.reply)),
+        ("results", str(len(info.results))),
     ]
-    width = max(len(name) for name, _ in fields)
+    width = max(len(name) for name, _ in [*fields, ("errors", "")])
     for name, value in fields:
         click.echo(f"{click.style(name.ljust(width), bold=True)}  {value}")
+    if len(info.results) > 1:  # the last one is the reply, shown above
+        for n, result in enumerate(info.results, 1):
+            click.echo(f"  result {n}: {_json_text(result)}")
+    click.echo(f"{click.style('errors'.ljust(width), bold=True)}  {len(info.errors)}")
     for error in info.errors:
         if isinstance(error, dict):
-            attempt = error.get("attempt", "?")
-            click.echo(f"  attempt {attempt}: {error.get('type')}: {error.get('message')}")
+            attempt = f"attempt {error['attempt']}: " if "attempt" in error else ""
+            click.echo(f"  {attempt}{error.get('type')}: {error.get('message')}")
             if tracebacks and error.get("traceback"):
                 for line in str(error["traceback"]).rstrip().splitlines():
                     click.echo(f"    {line}")
         else:
-            click.echo(f"  {json.dumps(error, ensure_ascii=False)}")
+            click.echo(f"  {_json_text(error)}")
+
+
+def _states_of(admin: jm.Admin, ids: Sequence[int]) -> dict[int, str]:
+    """The state of each task of ``ids`` that still exists."""
+    states: dict[int, str] = {}
+    for task_id in ids:
+        with contextlib.suppress(jm.UnknownTask):
+            states[task_id] = admin.task_info(task_id).state
+    return states
 
 
 @tasks.command("show")
@@ -792,13 +1034,60 @@ def _print_info(info: TaskInfo, tracebacks: bool) -> None:
 @_json_option
 @_dsn_option
 def tasks_show(task_id: int, tracebacks: bool, as_json: bool, dsn: str | None) -> None:
-    """Show one task: state, attempts, data, reply, every error, and its worker."""
+    """Show one task: state, options, attempts, data, notes, replies, every
+    error, its parents (with their states) and children, and its worker."""
     with jm.Admin(_need_dsn(dsn)) as admin:
         info = admin.task_info(task_id)
+        parent_states = {} if as_json else _states_of(admin, info.parents)
     if as_json:
         _print_json(_info_json(info))
     else:
-        _print_info(info, tracebacks)
+        _print_info(info, tracebacks, parent_states)
+
+
+def _note_pair(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, Any]:
+    """``KEY=TEXT`` (a string) or ``KEY:=JSON`` (any JSON value; null removes the note)."""
+    notes: dict[str, Any] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KEY=TEXT or KEY:=JSON", ctx, param)
+        if key.endswith(":"):
+            key = key[:-1]
+            try:
+                notes[key] = _loads(value)
+            except ValueError as ex:
+                raise click.BadParameter(
+                    f"{item!r}: the value is not valid JSON: {ex}", ctx, param
+                ) from None
+        else:
+            notes[key] = value
+        if not key:
+            raise click.BadParameter(f"{item!r} has no key", ctx, param)
+    return notes
+
+
+@tasks.command("note")
+@click.argument("task_id", metavar="ID", type=_TASK_ID)
+@click.argument("notes", metavar="KEY=VALUE...", nargs=-1, required=True, callback=_note_pair)
+@_json_option
+@_dsn_option
+def tasks_note(task_id: int, notes: dict[str, Any], as_json: bool, dsn: str | None) -> None:
+    """Attach notes (metadata) to a task, and print all its notes.
+
+    KEY=TEXT sets a string; KEY:=JSON sets any JSON value (count:=3,
+    tags:='["a"]'); KEY:=null removes the note. Other notes stay.
+    """
+    target = _need_dsn(dsn)
+    with jm.Client(target) as client:
+        client.note(task_id, **notes)
+        now = client.task_info(task_id).notes
+    if as_json:
+        _print_json({"id": task_id, "notes": now})
+    else:
+        click.echo(f"task {task_id} notes: {_json_text(now)}")
 
 
 @tasks.command("retry")
@@ -806,25 +1095,29 @@ def tasks_show(task_id: int, tracebacks: bool, as_json: bool, dsn: str | None) -
 @click.option(
     "--queue", callback=_check_queue, metavar="QUEUE", help="Send it to this queue instead."
 )
+@click.option("--priority", type=_PRIORITY, metavar="N", help="Give it this priority instead.")
 @_dsn_option
-def tasks_retry(task_id: int, queue: str | None, dsn: str | None) -> None:
+def tasks_retry(task_id: int, queue: str | None, priority: int | None, dsn: str | None) -> None:
     """Send a done or failed task again, with a fresh count of attempts.
 
-    Its earlier results and errors stay. A waiting or running task is left
-    alone (exit 1).
+    Its earlier results and errors stay. A task whose parents are not all
+    done is blocked again until they are. A waiting, blocked or running task
+    is left alone (exit 1).
     """
     with jm.Admin(_need_dsn(dsn)) as admin:
-        admin.retry(task_id, queue)
-        now_on = admin.task_info(task_id).queue
-    click.echo(f"task {task_id} is waiting again on queue {now_on}")
+        admin.retry(task_id, queue, priority)
+        info = admin.task_info(task_id)
+    with_priority = "" if priority is None else f", priority {info.priority}"
+    click.echo(f"task {task_id} is {info.state} again on queue {info.queue}{with_priority}")
 
 
 @tasks.command("cancel")
 @click.argument("task_id", metavar="ID", type=_TASK_ID)
 @_dsn_option
 def tasks_cancel(task_id: int, dsn: str | None) -> None:
-    """Cancel a waiting task: it fails with a Cancelled error, and a client
-    waiting for it is told. A running or finished task is left alone (exit 1)."""
+    """Cancel a waiting or blocked task: it fails with a Cancelled error, a
+    client waiting for it is told, and the tasks blocked on it fail too. A
+    running or finished task is left alone (exit 1)."""
     with jm.Admin(_need_dsn(dsn)) as admin:
         admin.cancel(task_id)
     click.echo(f"task {task_id} cancelled")
@@ -840,6 +1133,53 @@ def tasks_remove(task_id: int, dsn: str | None) -> None:
     click.echo(f"task {task_id} removed")
 
 
+# -- queues ---------------------------------------------------------------------------
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def queues(ctx: click.Context) -> None:
+    """List, pause and resume queues."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@queues.command("list")
+@_json_option
+@_dsn_option
+def queues_list(as_json: bool, dsn: str | None) -> None:
+    """List the queues: their tasks by state (as in `status`), and whether
+    each is paused."""
+    with jm.Admin(_need_dsn(dsn)) as admin:
+        found = admin.stats().queues
+    if as_json:
+        _print_json([dataclasses.asdict(q) for q in found])
+        return
+    _print_table(_STATS_HEADERS, _stats_rows(found), "no queues")
+
+
+@queues.command("pause")
+@click.argument("queue", callback=_check_queue)
+@_dsn_option
+def queues_pause(queue: str, dsn: str | None) -> None:
+    """Pause QUEUE: it still takes tasks, but no worker claims them until
+    `queues resume`; tasks already running go on. An unknown queue exits 1."""
+    with jm.Admin(_need_dsn(dsn)) as admin:
+        admin.pause(queue)
+    click.echo(f"queue {queue} paused")
+
+
+@queues.command("resume")
+@click.argument("queue", callback=_check_queue)
+@_dsn_option
+def queues_resume(queue: str, dsn: str | None) -> None:
+    """Resume a paused QUEUE: its workers are woken at once. An unknown
+    queue exits 1."""
+    with jm.Admin(_need_dsn(dsn)) as admin:
+        admin.resume(queue)
+    click.echo(f"queue {queue} resumed")
+
+
 # -- workers, purge -------------------------------------------------------------------
 
 
@@ -847,20 +1187,77 @@ def _worker_json(w: WorkerInfo) -> dict[str, Any]:
     return dataclasses.asdict(w)
 
 
-@cli.command()
-@_json_option
-@_dsn_option
-def workers(as_json: bool, dsn: str | None) -> None:
-    """List the registered workers: alive (PostgreSQL holds their liveness
-    lock) or not, their queues, and the tasks each is running."""
+def _list_workers(as_json: bool, dsn: str | None) -> None:
     with jm.Admin(_need_dsn(dsn)) as admin:
         found = admin.workers()
     if as_json:
         _print_json([_worker_json(w) for w in found])
         return
-    headers = ["id", "host", "pid", "alive", "queues", "running", "started", "seen"]
-    rows = [[w.id, w.host, w.pid, w.alive, w.queues, w.running, w.started, w.seen] for w in found]
+    headers = ["id", "host", "pid", "alive", "queues", "running", "started", "seen", "command"]
+    rows = [
+        [w.id, w.host, w.pid, w.alive, w.queues, w.running, w.started, w.seen, w.command]
+        for w in found
+    ]
     _print_table(headers, rows, "no workers")
+
+
+@cli.group(invoke_without_command=True)
+@_json_option
+@_dsn_option
+@click.pass_context
+def workers(ctx: click.Context, as_json: bool, dsn: str | None) -> None:
+    """List the registered workers (the same as `workers list`), or stop them."""
+    if ctx.invoked_subcommand is None:
+        _list_workers(as_json, dsn)
+        return
+    for name in ("as_json", "dsn"):
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            option = "--json" if name == "as_json" else "--dsn"
+            raise click.UsageError(
+                f"{option} goes after the subcommand: job-machine workers "
+                f"{ctx.invoked_subcommand} ... {option}",
+                ctx=ctx,
+            )
+
+
+@workers.command("list")
+@_json_option
+@_dsn_option
+def workers_list(as_json: bool, dsn: str | None) -> None:
+    """List the registered workers: alive (PostgreSQL holds their liveness
+    lock) or not, their queues, the tasks each is running, and a command
+    left for it (stop) that it has not read yet."""
+    _list_workers(as_json, dsn)
+
+
+@workers.command("stop")
+@click.argument("worker_id", metavar="[WORKER_ID]", type=_TASK_ID, required=False)
+@click.option("--all", "every", is_flag=True, help="Stop every registered worker.")
+@_dsn_option
+def workers_stop(worker_id: int | None, every: bool, dsn: str | None) -> None:
+    """Ask a worker (or --all) to stop: it finishes the task in hand and
+    exits 0, as on SIGTERM. Each reads the request with its next heartbeat,
+    within a few seconds (dead_after / 4). An unknown worker exits 1.
+    """
+    if (worker_id is None) == (not every):
+        raise click.UsageError(
+            "give a WORKER_ID or --all, not both" if every else "give a WORKER_ID or --all",
+            ctx=click.get_current_context(silent=True),
+        )
+    with jm.Admin(_need_dsn(dsn)) as admin:
+        alive = {w.id: w.alive for w in admin.workers()}
+        if worker_id is not None and worker_id not in alive:
+            raise click.ClickException(f"there is no worker {worker_id}")
+        asked = admin.stop_workers(worker_id)
+    if worker_id is not None:
+        if not asked:  # gone since it was listed
+            raise click.ClickException(f"there is no worker {worker_id}")
+        note = "" if alive[worker_id] else " (it is not alive)"
+        click.echo(f"asked worker {worker_id} to stop{note}")
+        return
+    dead = sum(1 for a in alive.values() if not a)
+    note = f" ({dead} of them not alive)" if asked and dead else ""
+    click.echo(f"asked {asked} worker{'' if asked == 1 else 's'} to stop{note}")
 
 
 @cli.command()

@@ -98,7 +98,8 @@ class TaskInfo:
     unique_key: str | None = None
     #: Metadata attached with ``note()``.
     notes: dict[str, Any] = field(default_factory=dict)
-    #: The tasks it waits for, and the blocked tasks that wait for it.
+    #: The tasks it waits (or waited) for, and the tasks that name it as a
+    #: parent, whatever their state.
     parents: list[int] = field(default_factory=list)
     children: list[int] = field(default_factory=list)
     #: Every reply or result stored, oldest first (:attr:`reply` is the last).

@@ -7,6 +7,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from .._options import check_priority
 from ..channels import validate_queue
 from ..errors import SchemaMissing, UnknownTask
 from ..task import STATE_NAMES, HourStats, Stats, Status, TaskInfo, TaskSummary, WorkerInfo
@@ -152,8 +153,8 @@ class AsyncAdmin(AsyncConnectorOwner):
             task holds its unique key.
         """
         name = validate_queue(queue) if queue is not None else None
-        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
-            raise ValueError(f"priority must be an int, not {priority!r}")
+        if priority is not None:
+            check_priority("priority", priority)
         if not await self._store.admin_retry(task_id, name, priority):
             raise ValueError(
                 f"task {task_id} is {await self._state(task_id)}: "

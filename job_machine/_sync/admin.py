@@ -9,6 +9,7 @@ from typing import Any
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
+from .._options import check_priority
 from ..channels import validate_queue
 from ..errors import SchemaMissing, UnknownTask
 from ..task import STATE_NAMES, HourStats, Stats, Status, TaskInfo, TaskSummary, WorkerInfo
@@ -154,8 +155,8 @@ class Admin(ConnectorOwner):
             task holds its unique key.
         """
         name = validate_queue(queue) if queue is not None else None
-        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
-            raise ValueError(f"priority must be an int, not {priority!r}")
+        if priority is not None:
+            check_priority("priority", priority)
         if not self._store.admin_retry(task_id, name, priority):
             raise ValueError(
                 f"task {task_id} is {self._state(task_id)}: "

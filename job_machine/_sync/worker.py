@@ -26,6 +26,7 @@ from psycopg_pool import ConnectionPool
 from .. import _codec
 from .._acompat import Handle, join_all, run_blocking, select_readable, spawn
 from .._backoff import Backoff, backoff_delay
+from .._options import check_priority
 from .._waker import Waker
 from ..channels import (
     NEW_QUEUE_CHANNEL,
@@ -176,9 +177,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
         #: match among the queues that exist.
         self._served: list[str] = [q for q in self.queues if not is_pattern(q)]
         if min_priority is not None:
-            if isinstance(min_priority, bool) or not isinstance(min_priority, int):
-                raise ValueError(f"min_priority must be an int, not {min_priority!r}")
-            self.min_priority = min_priority
+            self.min_priority = check_priority("min_priority", min_priority)
         seconds = {
             "timeout": timeout,
             "dead_after": dead_after,

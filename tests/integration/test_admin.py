@@ -410,8 +410,11 @@ def test_retry_with_a_priority_runs_before_older_tasks(
         assert w.work_once()
     # Before the older waiting task and the newer ones: priority first.
     assert w.seen[0].id == ids["failed"] and w.seen[0].priority == 5
-    with pytest.raises(ValueError, match="priority must be an int"):
+    with pytest.raises(TypeError, match="priority must be an int"):
         admin.retry(ids["done"], priority="high")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="priority must be within"):
+        admin.retry(ids["done"], priority=2**31)
+    assert admin.task_info(ids["done"]).state == "done"  # refused, nothing changed
 
 
 def test_retry_to_another_queue_keeps_the_priority_unless_given(

@@ -9,6 +9,7 @@ pipe, so every output checked here is the plain one scripts read.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +124,16 @@ def cli_worker(
             proc.wait(10)
 
 
+def _fields(text: str) -> dict[str, str]:
+    """The ``name  value`` lines of ``tasks show``, as a dict."""
+    return dict(
+        re.split(r"\s{2,}", line, maxsplit=1) for line in text.splitlines() if line[:1] != " "
+    )
+
+
+_STATUS_HEADERS = ["queue", "waiting", "delayed", "blocked", "running", "failed", "paused"]
+
+
 def _task(dsn: str, task_id: int) -> jm.TaskInfo:
     with jm.Admin(dsn) as admin:
         return admin.task_info(task_id)
@@ -135,26 +147,41 @@ COMMANDS = [
     ["worker"],
     ["send"],
     ["status"],
+    ["history"],
     ["tasks", "list"],
     ["tasks", "show"],
+    ["tasks", "note"],
     ["tasks", "retry"],
     ["tasks", "cancel"],
     ["tasks", "remove"],
+    ["queues", "list"],
+    ["queues", "pause"],
+    ["queues", "resume"],
     ["workers"],
+    ["workers", "list"],
+    ["workers", "stop"],
     ["purge"],
 ]
+GROUPS = [["tasks"], ["queues"]]
 
 
 def test_help_on_every_command() -> None:
-    results = cli_many([["--help"], ["tasks", "--help"], ["demo", "--help"]])
+    results = cli_many([["--help"], ["demo", "--help"], *GROUPS])
     results += cli_many([[*c, "--help"] for c in COMMANDS])
     for r in results:
         assert ok(r).startswith("Usage: job-machine"), _show(r)
-    for command, r in zip(COMMANDS, results[3:], strict=True):
+    for command, r in zip(COMMANDS, results[2 + len(GROUPS) :], strict=True):
         assert "--dsn" in r.stdout and "JOB_MACHINE_DSN" in r.stdout, (command, r.stdout)
     top = results[0].stdout
-    for name in ["install", "migrate", "worker", "send", "status", "tasks", "workers", "purge"]:
+    names = ["install", "migrate", "worker", "send", "status", "history", "tasks", "queues"]
+    for name in [*names, "workers", "purge", "demo"]:
         assert re.search(rf"^  {name} ", top, re.MULTILINE), top
+    # A group alone prints its help, listing its subcommands.
+    tasks_help, queues_help = (r.stdout for r in results[2 : 2 + len(GROUPS)])
+    for name in ["list", "show", "note", "retry", "cancel", "remove"]:
+        assert re.search(rf"^  {name} ", tasks_help, re.MULTILINE), tasks_help
+    for name in ["list", "pause", "resume"]:
+        assert re.search(rf"^  {name} ", queues_help, re.MULTILINE), queues_help
     # The installed script, bare: its help, exit 0; --version.
     bare = subprocess.run([SCRIPT], capture_output=True, text=True, check=False)
     assert ok(bare) == top
@@ -165,9 +192,14 @@ def test_help_on_every_command() -> None:
 def test_a_missing_database_is_a_usage_error() -> None:
     commands = [
         ["status"],
+        ["history"],
         ["workers"],
+        ["workers", "stop", "--all"],
         ["tasks", "list"],
         ["tasks", "cancel", "1"],
+        ["tasks", "note", "1", "a=b"],
+        ["queues", "list"],
+        ["queues", "pause", "q.one"],
         ["send", "q.one", "{}"],
         ["purge"],
         ["install"],
@@ -197,6 +229,28 @@ def test_usage_errors_exit_2_with_one_line_naming_the_problem(dsn: str) -> None:
         ("worker", "job_machine:Worker"): "job_machine's own base class",
         ("worker", "cli_workers:NoQueue"): "no queue: pass --queue",
         ("worker", "cli_workers:Echo", "--timeout", "0"): "'--timeout'",
+        ("worker", "cli_workers:Echo", "-q", "bad q.*"): "queue pattern 'bad q.*'",
+        ("worker", "cli_workers:Echo", "-q", "gl.*.x"): "queue name 'gl.*.x' is malformed",
+        ("worker", "cli_workers:Echo", "--min-priority", "high"): "'--min-priority'",
+        ("send", "q.one", "{}", "--priority", "1.5"): "'--priority'",
+        ("send", "q.one", "{}", "--priority", "3000000000"): "'--priority'",
+        ("send", "q.one", "{}", "--delay", "soon"): "'soon' is not a duration",
+        ("send", "q.one", "{}", "--attempts", "0"): "'--attempts'",
+        ("send", "q.one", "{}", "--parent", "0"): "'--parent'",
+        ("send", "q.one", "{}", "--unique-key", ""): "'--unique-key': the key is empty",
+        ("tasks", "list", "--state", "paused"): "'--state'",
+        ("tasks", "list", "--offset", "-1"): "'--offset'",
+        ("tasks", "retry", "1", "--priority", "top"): "'--priority'",
+        ("tasks", "note", "1"): "Missing argument 'KEY=VALUE...'",
+        ("tasks", "note", "1", "progress"): "'progress' is not KEY=TEXT or KEY:=JSON",
+        ("tasks", "note", "1", "=x"): "'=x' has no key",
+        ("tasks", "note", "1", "n:=NaN"): "'n:=NaN': the value is not valid JSON: NaN is not",
+        ("queues", "pause"): "Missing argument 'QUEUE'",
+        ("queues", "resume", "bad q"): "queue name 'bad q' is malformed",
+        ("workers", "stop"): "give a WORKER_ID or --all",
+        ("workers", "stop", "1", "--all"): "give a WORKER_ID or --all, not both",
+        ("workers", "stop", "x"): "'[WORKER_ID]'",
+        ("workers", "--dsn", "x", "stop", "1"): "--dsn goes after the subcommand",
     }
     for (args, expected), r in zip(cases.items(), cli_many(list(cases), dsn=dsn), strict=True):
         line = failed(r, 2)
@@ -241,7 +295,7 @@ def test_install_prints_versions_and_is_idempotent(empty_dsn: str) -> None:
     assert upgraded.startswith(f"upgraded the jobmachine schema: version {v - 1} -> {v} ("), (
         upgraded
     )
-    assert ok(cli("status", dsn=empty_dsn)).startswith("W=0 D=0 R=0 done=0 F=0 workers=0\n")
+    assert ok(cli("status", dsn=empty_dsn)).startswith("W=0 D=0 B=0 R=0 F=0 done=0 workers=0/0\n")
 
 
 def test_install_print_needs_no_database() -> None:
@@ -286,21 +340,26 @@ def test_status_and_tasks_list_and_show(dsn: str) -> None:
             dsn=dsn,
         )
     )
-    line = "W=2 D=0 R=0 done=1 F=0 workers=0"
+    line = "W=2 D=0 B=0 R=0 F=0 done=1 workers=0/0"
+    queue = {"delayed": 0, "blocked": 0, "running": 0, "failed": 0, "paused": False}
     assert json.loads(ok(st_json)) == {
         "status": line,
         "queues": [
-            {"queue": "q.one", "waiting": 2, "delayed": 0, "running": 0, "done": 0, "failed": 0},
-            {"queue": "q.two", "waiting": 0, "delayed": 0, "running": 0, "done": 1, "failed": 0},
+            {"queue": "q.one", "waiting": 2, **queue},
+            {"queue": "q.two", "waiting": 0, **queue},
         ],
-        "totals": {"waiting": 2, "delayed": 0, "running": 0, "done": 1, "failed": 0},
+        "totals": {"waiting": 2, "delayed": 0, "blocked": 0, "running": 0, "failed": 0},
+        "done": 1,
+        "done_estimated": False,
         "workers": 0,
+        "busy": 0,
+        "idle": 0,
     }
-    assert ok(st_text).splitlines()[0] == line
-    assert tsv(st_text.stdout)[1:] == [
-        ["queue", "waiting", "delayed", "running", "done", "failed"],
-        ["q.one", "2", "0", "0", "0", "0"],
-        ["q.two", "0", "0", "0", "1", "0"],
+    assert ok(st_text).splitlines()[:2] == [line, "done 1; workers 0 alive: 0 busy, 0 idle"]
+    assert tsv(st_text.stdout)[2:] == [
+        ["queue", "waiting", "delayed", "blocked", "running", "failed", "paused"],
+        ["q.one", "2", "0", "0", "0", "0", "no"],
+        ["q.two", "0", "0", "0", "0", "0", "no"],
     ]
 
     listed = json.loads(ok(all_json))
@@ -315,14 +374,16 @@ def test_status_and_tasks_list_and_show(dsn: str) -> None:
         "id",
         "queue",
         "state",
+        "priority",
         "attempts",
         "created",
         "modified",
         "run_after",
         "worker",
+        "title",
         "data",
     ]
-    assert [(r[0], r[2], r[8]) for r in rows[1:]] == [
+    assert [(r[0], r[2], r[10]) for r in rows[1:]] == [
         (str(c), "done", '{"n":3}'),  # the data as stored
         (str(b), "waiting", '{"n":2}'),
         (str(a), "waiting", '{"n":1}'),
@@ -343,7 +404,7 @@ def test_status_and_tasks_list_and_show(dsn: str) -> None:
     }
     assert info["reply"]["echo"] == {"n": 3}
     assert info["errors"] == []
-    fields = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in ok(show_text).splitlines())
+    fields = _fields(ok(show_text))
     assert fields["state"] == "done (200)"
     assert fields["data"] == '{"n": 3}'
     assert json.loads(fields["reply"])["echo"] == {"n": 3}
@@ -357,13 +418,21 @@ def test_tasks_cancel_retry_remove(dsn: str) -> None:
     assert ok(cli("tasks", "cancel", str(a), dsn=dsn)) == f"task {a} cancelled\n"
     info = _task(dsn, a)
     assert (info.state, info.last_error["type"]) == ("failed", "Cancelled")
+    shown = ok(cli("tasks", "show", str(a), dsn=dsn)).splitlines()
+    assert shown[-2:] == ["errors        1", "  Cancelled: cancelled by hand"]  # no attempt
     again = failed(cli("tasks", "cancel", str(a), dsn=dsn), 1)
-    assert "only a waiting task can be cancelled" in again
+    assert "only a waiting or blocked task can be cancelled" in again
 
     retried = ok(cli("tasks", "retry", str(a), "--queue", "q.other", dsn=dsn))
     assert retried == f"task {a} is waiting again on queue q.other\n"
     info = _task(dsn, a)
-    assert (info.state, info.queue, info.attempts) == ("waiting", "q.other", 0)
+    assert (info.state, info.queue, info.attempts, info.priority) == ("waiting", "q.other", 0, 0)
+    with Echo(dsn, queue="q.other") as worker:
+        assert worker.work_once()  # a is done
+    retried = ok(cli("tasks", "retry", str(a), "--priority", "-3", dsn=dsn))
+    assert retried == f"task {a} is waiting again on queue q.other, priority -3\n"
+    info = _task(dsn, a)
+    assert (info.state, info.queue, info.priority) == ("waiting", "q.other", -3)
     assert "only a done or failed task can be retried" in failed(
         cli("tasks", "retry", str(b), dsn=dsn), 1
     )
@@ -375,6 +444,200 @@ def test_tasks_cancel_retry_remove(dsn: str) -> None:
     assert failed(gone, 1) == f"Error: there is no task {a}"
     assert failed(never, 1) == "Error: there is no task 999999"
     assert _task(dsn, b).state == "waiting"
+
+
+def test_send_options_tasks_show_and_note(dsn: str) -> None:
+    parent = int(ok(cli("send", "q.opt", '{"step": 1}', dsn=dsn)))
+    options = ["--priority", "7", "--attempts", "2", "--title", "Step two"]
+    options += ["--grouping", "batch-1", "--unique-key", "step-2"]
+    options += ["--parent", str(parent), "--parent", str(parent)]
+    child, later, doomed = (
+        int(ok(r))
+        for r in cli_many(
+            [
+                ["send", "q.opt", '{"step": 2}', *options],
+                ["send", "q.opt", "3", "--delay", "1h", "--grouping", "batch-1"],
+                ["send", "q.opt", "4", "--parent", str(parent)],
+            ],
+            dsn=dsn,
+        )
+    )
+    with jm.Client(dsn, queue="q.opt") as client:
+        kept = client.send(5, remove_after=90)
+    # The same unique key again: nothing is sent, the id is the holder's.
+    same, no_parent = cli_many(
+        [
+            ["send", "q.opt", "{}", "--unique-key", "step-2", "--json"],
+            ["send", "q.opt", "{}", "--parent", str(parent), "--parent", "999999"],
+        ],
+        dsn=dsn,
+    )
+    assert json.loads(ok(same)) == {"id": child}
+    assert "999999" in failed(no_parent, 1)
+
+    info = _task(dsn, child)
+    assert (info.state, info.priority, info.max_attempts, info.parents) == (
+        "blocked",
+        7,
+        2,
+        [parent],
+    )
+    assert (info.title, info.grouping, info.unique_key) == ("Step two", "batch-1", "step-2")
+    delayed = _task(dsn, later)
+    assert delayed.state == "waiting" and delayed.run_after is not None
+    assert 3500 < (delayed.run_after - delayed.created).total_seconds() < 3700
+    assert ok(cli("tasks", "cancel", str(doomed), dsn=dsn)) == f"task {doomed} cancelled\n"
+
+    # Notes: KEY=TEXT is a string, KEY:=JSON any JSON value, KEY:=null removes.
+    noted = ok(
+        cli("tasks", "note", str(child), "stage=fetch", "progress:=50", "tags:=[1]", dsn=dsn)
+    )
+    prefix = f"task {child} notes: "
+    assert noted.startswith(prefix)
+    assert json.loads(noted[len(prefix) :]) == {"stage": "fetch", "progress": 50, "tags": [1]}
+    removed = ok(cli("tasks", "note", str(child), "stage:=null", "--json", dsn=dsn))
+    assert json.loads(removed) == {"id": child, "notes": {"progress": 50, "tags": [1]}}
+    assert failed(cli("tasks", "note", "999999", "a=b", dsn=dsn), 1) == (
+        "Error: there is no task 999999"
+    )
+
+    (status, blocked, group, group_offset, show_json, show_child, show_parent, show_kept) = (
+        cli_many(
+            [
+                ["status", "--json"],
+                ["tasks", "list", "--state", "blocked", "--json"],
+                ["tasks", "list", "--grouping", "batch-1", "--json"],
+                ["tasks", "list", "--grouping", "batch-1", "--offset", "1", "--json"],
+                ["tasks", "show", str(child), "--json"],
+                ["tasks", "show", str(child)],
+                ["tasks", "show", str(parent)],
+                ["tasks", "show", str(kept)],
+            ],
+            dsn=dsn,
+        )
+    )
+    totals = json.loads(ok(status))["totals"]
+    assert totals == {"waiting": 2, "delayed": 1, "blocked": 1, "running": 0, "failed": 1}
+    assert [
+        (t["id"], t["state"], t["priority"], t["title"], t["grouping"])
+        for t in json.loads(ok(blocked))
+    ] == [(child, "blocked", 7, "Step two", "batch-1")]
+    newest_first = sorted([later, child], reverse=True)  # sent at once: in any order
+    assert [t["id"] for t in json.loads(ok(group))] == newest_first
+    assert [t["id"] for t in json.loads(ok(group_offset))] == newest_first[1:]
+
+    shown = json.loads(ok(show_json))
+    assert {k: shown[k] for k in ("state", "status", "priority", "max_attempts", "parents")} == {
+        "state": "blocked",
+        "status": 10,
+        "priority": 7,
+        "max_attempts": 2,
+        "parents": [parent],
+    }
+    assert (shown["title"], shown["grouping"], shown["unique_key"]) == (
+        "Step two",
+        "batch-1",
+        "step-2",
+    )
+    assert (shown["notes"], shown["children"], shown["results"]) == (
+        {"progress": 50, "tags": [1]},
+        [],
+        [],
+    )
+    assert (shown["remove_after"], shown["keep_for"]) == (None, None)
+    fields = _fields(ok(show_child))
+    assert fields["state"] == "blocked (10)"
+    assert (fields["priority"], fields["attempts"], fields["max_attempts"]) == ("7", "0", "2")
+    assert (fields["title"], fields["grouping"], fields["unique_key"]) == (
+        "Step two",
+        "batch-1",
+        "step-2",
+    )
+    assert fields["parents"] == f"{parent} (waiting)"
+    assert fields["children"] == "-"
+    assert json.loads(fields["notes"]) == {"progress": 50, "tags": [1]}
+    assert (fields["results"], fields["errors"]) == ("0", "0")
+    assert fields["remove_after"] == "- (the worker's remove_after)"
+    fields = _fields(ok(show_parent))
+    assert (fields["parents"], fields["children"]) == (
+        "-",
+        f"{min(child, doomed)}, {max(child, doomed)}",
+    )
+    assert (fields["max_attempts"], fields["notes"]) == ("- (the worker's retries + 1)", "-")
+    assert _fields(ok(show_kept))["remove_after"] == "90 s after it finishes"
+
+    # The parent done, the child waits and goes first (priority 7); run
+    # twice (retried), it has two results, the last one its reply.
+    with Echo(dsn, queue="q.opt") as worker:
+        assert worker.work_once()
+        assert _task(dsn, child).state == "waiting"
+        assert worker.work_once()
+        assert _task(dsn, child).state == "done"
+        ok(cli("tasks", "retry", str(child), dsn=dsn))
+        assert worker.work_once()
+    lines = ok(cli("tasks", "show", str(child), dsn=dsn)).splitlines()
+    fields = _fields("\n".join(lines))
+    assert (fields["state"], fields["results"]) == ("done (200)", "2")
+    assert json.loads(fields["reply"])["echo"] == {"step": 2}
+    results = [line for line in lines if line.startswith("  result ")]
+    assert [json.loads(line.split(": ", 1)[1])["echo"] for line in results] == [{"step": 2}] * 2
+    assert fields["parents"] == f"{parent} (done)"
+
+
+def test_history_counts_the_last_24_hours(dsn: str) -> None:
+    with jm.Client(dsn, queue="h.one") as client:
+        client.send(1)
+        cancelled = client.send(2)
+    with Echo(dsn, queue="h.one") as worker:
+        assert worker.work_once()
+    with jm.Admin(dsn) as admin:
+        admin.cancel(cancelled)
+
+    as_json, text = cli_many([["history", "--json"], ["history"]], dsn=dsn)
+    hours = json.loads(ok(as_json))
+    assert len(hours) == 24
+    assert (sum(h["done"] for h in hours), sum(h["failed"] for h in hours)) == (1, 1)
+    starts = [datetime.fromisoformat(h["hour"]) for h in hours]
+    assert all(b - a == timedelta(hours=1) for a, b in itertools.pairwise(starts))
+    assert starts[-1] <= datetime.now(UTC) < starts[-1] + timedelta(hours=1)
+    rows = tsv(ok(text))
+    assert rows[0] == ["hour", "done", "failed"]
+    assert [r[1:] for r in rows[1:]] == [[str(h["done"]), str(h["failed"])] for h in hours]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", r[0]) for r in rows[1:])
+
+
+def test_queues_pause_and_resume(dsn: str) -> None:
+    with jm.Client(dsn, queue="q.paused") as client:
+        client.send(1)
+    assert ok(cli("queues", "pause", "q.paused", dsn=dsn)) == "queue q.paused paused\n"
+    listed, table, status, unknown = cli_many(
+        [
+            ["queues", "list", "--json"],
+            ["queues", "list"],
+            ["status"],
+            ["queues", "resume", "q.nowhere"],
+        ],
+        dsn=dsn,
+    )
+    assert json.loads(ok(listed)) == [
+        {
+            "queue": "q.paused",
+            "waiting": 1,
+            "delayed": 0,
+            "blocked": 0,
+            "running": 0,
+            "failed": 0,
+            "paused": True,
+        }
+    ]
+    row = ["q.paused", "1", "0", "0", "0", "0", "yes"]
+    assert tsv(ok(table)) == [_STATUS_HEADERS, row]
+    assert tsv(ok(status))[2:] == [_STATUS_HEADERS, row]
+    assert failed(unknown, 1) == "Error: there is no queue 'q.nowhere'"
+    with Echo(dsn, queue="q.paused") as worker:
+        assert not worker.work_once()  # paused: nothing is claimed
+        assert ok(cli("queues", "resume", "q.paused", dsn=dsn)) == "queue q.paused resumed\n"
+        assert worker.work_once()
 
 
 def test_purge_removes_finished_tasks(dsn: str) -> None:
@@ -410,7 +673,7 @@ def test_status_watch_refreshes_until_ctrl_c(dsn: str, as_json: bool) -> None:
                     refreshes.append(json.loads(line)["status"])
                 elif re.match(r"\d\d:\d\d:\d\d W=", line):
                     refreshes.append(line.split(" ", 1)[1].strip())
-            assert refreshes == ["W=0 D=0 R=0 done=0 F=0 workers=0"] * 3
+            assert refreshes == ["W=0 D=0 B=0 R=0 F=0 done=0 workers=0/0"] * 3
             proc.send_signal(signal.SIGINT)
             assert proc.wait(10) == 0
             assert proc.stderr.read() == b""
@@ -442,8 +705,19 @@ def test_worker_answers_send_wait_and_exits_0_on_sigterm(
             (proc.pid, True, queues, [])
         ]
         rows = tsv(ok(table))
-        assert rows[0] == ["id", "host", "pid", "alive", "queues", "running", "started", "seen"]
+        assert rows[0] == [
+            "id",
+            "host",
+            "pid",
+            "alive",
+            "queues",
+            "running",
+            "started",
+            "seen",
+            "command",
+        ]
         assert rows[1][2:5] == [str(proc.pid), "yes", ",".join(queues)]
+        assert rows[1][8] == "-"
 
         r = cli("send", queues[-1], '{"n": 1}', "--wait", "--timeout", "20", dsn=dsn)
         assert json.loads(ok(r)) == {"echo": {"n": 1}, "pid": proc.pid, "kind": kind}
@@ -470,6 +744,57 @@ def test_worker_answers_send_wait_and_exits_0_on_sigterm(
     assert (tmp_path / "worker.out").read_text() == ""  # logs go to stderr only
 
 
+def test_worker_serves_a_pattern_above_a_priority_until_workers_stop(
+    dsn: str, tmp_path: Path
+) -> None:
+    args = ["cli_workers:Echo", "-q", "cli.p.*", "--min-priority", "5", "--dead-after", "2"]
+    with cli_worker(dsn, tmp_path, *args) as proc:
+        [found] = json.loads(ok(cli("workers", "list", "--json", dsn=dsn)))
+        assert (found["pid"], found["queues"], found["command"]) == (proc.pid, ["cli.p.*"], None)
+        # Both go to a queue the pattern matches that did not exist when the
+        # worker started; the one below --min-priority is never claimed.
+        low = int(ok(cli("send", "cli.p.new", '{"n": 1}', "--priority", "4", dsn=dsn)))
+        r = cli("send", "cli.p.new", '{"n": 2}', "--priority", "5", "--wait", dsn=dsn)
+        assert json.loads(ok(r)) == {"echo": {"n": 2}, "pid": proc.pid, "kind": "sync"}
+        assert _task(dsn, low).state == "waiting"
+
+        worker_id = found["id"]
+        assert ok(cli("workers", "stop", str(worker_id), dsn=dsn)) == (
+            f"asked worker {worker_id} to stop\n"
+        )
+        assert proc.wait(15) == 0, (tmp_path / "worker.log").read_text()
+    log = (tmp_path / "worker.log").read_text()
+    assert "starting Echo (sync) on cli.p.*" in log
+    assert f"worker {worker_id}: asked to stop" in log
+    assert "INFO job_machine.cli: Echo stopped" in log
+    assert _task(dsn, low).state == "waiting"
+    # Stopped, it left the registry.
+    gone, unknown = cli_many(
+        [["workers", "stop", str(worker_id)], ["workers", "stop", "999999"]], dsn=dsn
+    )
+    assert failed(gone, 1) == f"Error: there is no worker {worker_id}"
+    assert failed(unknown, 1) == "Error: there is no worker 999999"
+
+
+def test_workers_stop_a_worker_that_is_not_alive(dsn: str) -> None:
+    assert ok(cli("workers", "stop", "--all", dsn=dsn)) == "asked 0 workers to stop\n"
+    # A registered worker whose session is gone (killed, not yet reaped).
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO jobmachine.worker (host, pid, queues)"
+            " VALUES ('gone', 1, '{q.one}') RETURNING worker_id"
+        ).fetchone()
+    assert row is not None
+    worker_id = int(row[0])
+    one, every = cli_many([["workers", "stop", str(worker_id)], ["workers", "stop", "--all"]], dsn)
+    assert ok(one) == f"asked worker {worker_id} to stop (it is not alive)\n"
+    assert ok(every) == "asked 1 worker to stop (1 of them not alive)\n"
+    as_json, text = cli_many([["workers", "--json"], ["workers"]], dsn=dsn)
+    [listed] = json.loads(ok(as_json))
+    assert (listed["id"], listed["alive"], listed["command"]) == (worker_id, False, "stop")
+    assert [r[3:4] + r[8:] for r in tsv(ok(text))] == [["alive", "command"], ["no", "stop"]]
+
+
 # -- demo -----------------------------------------------------------------------------------------
 
 
@@ -494,4 +819,8 @@ def test_demo_sends_tasks_to_a_worker_process(dsn: str, command: list[str]) -> N
     assert "3 replies in" in out
     assert out.endswith("done: the worker stopped on SIGTERM (exit code 0)\n"), out
     with jm.Admin(dsn) as admin:
-        assert [(s.queue, s.done) for s in admin.stats()] == [("demo.greet", 4)]
+        stats = admin.stats()
+    assert [(s.queue, s.waiting, s.running, s.failed) for s in stats.queues] == [
+        ("demo.greet", 0, 0, 0)
+    ]
+    assert (stats.done, stats.done_estimated) == (4, False)
