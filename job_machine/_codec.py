@@ -7,6 +7,10 @@ from typing import Any
 
 from .errors import InvalidData
 
+# One encoder for every call: json.dumps with non-default options builds a
+# new JSONEncoder each time, which costs as much as encoding a small task.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
 
 def encode(data: Any, what: str = "data") -> str:
     """JSON-encode ``data``, or raise InvalidData naming what could not be encoded.
@@ -15,8 +19,9 @@ def encode(data: Any, what: str = "data") -> str:
     PostgreSQL's json parser would reject them on the other side.
     """
     try:
-        text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        text.encode("utf-8")  # a lone surrogate is valid Python text but not UTF-8
+        text = _ENCODER.encode(data)
+        if not text.isascii():
+            text.encode("utf-8")  # a lone surrogate is valid Python text but not UTF-8
     except (TypeError, ValueError) as ex:  # UnicodeEncodeError is a ValueError
         raise InvalidData(f"{what} cannot be encoded as JSON: {ex}") from None
     return text

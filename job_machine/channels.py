@@ -72,10 +72,9 @@ def validate_subscription(name: object) -> str:
     :raises InvalidQueueName: neither a queue name nor such a pattern.
     """
     if isinstance(name, str) and is_pattern(name):
-        stem = name.rpartition(".")[0] if "." in name else ""
-        if stem:
+        if "." in name:
             try:
-                validate_queue(stem)
+                validate_queue(name.rpartition(".")[0])
             except InvalidQueueName as ex:
                 raise InvalidQueueName(f"queue pattern {name!r}: {ex}") from None
         return name

@@ -326,13 +326,17 @@ SELECT task_id,
 SELECT pg_try_advisory_lock(%(key)s) AS got
 
 -- name: task_next_due
--- Seconds until the next waiting task of these queues becomes due (a retry
--- in backoff, a delayed task); NULL when none is pending.
-SELECT extract(epoch FROM min(t.run_after) - now())::float8 AS wait
+-- After a claim that found nothing: seconds until the next waiting task
+-- that the worker may claim (same queues, not paused, priority high enough)
+-- becomes due (a retry in backoff, a delayed task); 0 or less when one is
+-- due already, which the claim skipped because a transaction held its row
+-- lock (a sender adding a child to it, say); NULL when none is pending.
+SELECT extract(epoch FROM min(coalesce(t.run_after, now())) - now())::float8 AS wait
   FROM jobmachine.task t
  WHERE t.status = 0
-   AND t.class_id IN (SELECT class_id FROM jobmachine.class WHERE name = ANY(%(queues)s))
-   AND t.run_after > now()
+   AND t.class_id IN (SELECT class_id FROM jobmachine.class
+                       WHERE name = ANY(%(queues)s) AND NOT paused)
+   AND t.priority >= %(min_priority)s
 
 -- name: task_info
 -- Everything about one task: its state, options, attempts, every error

@@ -313,9 +313,16 @@ class AsyncStore:
         """Every known queue name."""
         return [r["name"] for r in await self._all("queue_names", {}, conn)]
 
-    async def task_next_due(self, queues: Sequence[str]) -> float | None:
-        """Seconds until the next pending task of ``queues`` is due; None if none is."""
-        row = await self._one("task_next_due", {"queues": list(queues)})
+    async def task_next_due(
+        self, queues: Sequence[str], min_priority: int | None = None
+    ) -> float | None:
+        """Seconds until the next claimable task of ``queues`` is due, 0.0 if
+        one is due now; None if none is waiting."""
+        params = {
+            "queues": list(queues),
+            "min_priority": -(2**31) if min_priority is None else min_priority,
+        }
+        row = await self._one("task_next_due", params)
         return None if row is None or row["wait"] is None else max(0.0, float(row["wait"]))
 
     # -- administration ---------------------------------------------------

@@ -233,6 +233,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         self._slots = threading.Lock()
         #: Tasks claimed ahead and not started yet (prefetch).
         self._ahead: list[Task] = []
+        #: Sleeps in a row cut short because a due task was locked.
+        self._locked_polls = 0
         #: Moving average of process() time, which decides the prefetch.
         self._avg_runtime: float | None = None
         #: Done marks of a prefetched batch, written together at its end.
@@ -414,11 +416,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             await self._drain()
             if not self._running():
                 break
-            wait = self.timeout
-            due = await self._store.task_next_due(self._served)
-            if due is not None:
-                wait = min(wait, due + 0.005)
-            heard = await listener.wait(wait)
+            heard = await listener.wait(await self._next_wait())
             if heard is None:
                 # Nothing heard for a while: prove the listening connection
                 # still works (a half-open one raises here), then look again
@@ -477,6 +475,20 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
 
     def _running(self) -> bool:
         return not self._stopping and self.keep_running()
+
+    async def _next_wait(self) -> float:
+        """How long to sleep when the queues gave nothing: until the next
+        task falls due, or the timeout. A task due already was skipped by the
+        claim because a transaction held its row: look again soon, backing
+        off (10 ms doubling to 1.28 s) while that transaction stays open."""
+        if self.concurrency > 1 and len(self._running_tasks) >= self.concurrency:
+            return self.timeout  # no free slot: a finishing task wakes the wait
+        due = await self._store.task_next_due(self._served, self.min_priority)
+        if due is None or due > 0:
+            self._locked_polls = 0
+            return self.timeout if due is None else min(self.timeout, due + 0.005)
+        self._locked_polls = min(self._locked_polls + 1, 8)
+        return min(self.timeout, 0.005 * 2.0**self._locked_polls)
 
     async def _claim(self, limit: int) -> list[Task]:
         return await self._store.task_claim(

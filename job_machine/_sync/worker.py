@@ -235,6 +235,8 @@ class Worker(LocksAndNotes, ConnectorOwner):
         self._slots = threading.Lock()
         #: Tasks claimed ahead and not started yet (prefetch).
         self._ahead: list[Task] = []
+        #: Sleeps in a row cut short because a due task was locked.
+        self._locked_polls = 0
         #: Moving average of process() time, which decides the prefetch.
         self._avg_runtime: float | None = None
         #: Done marks of a prefetched batch, written together at its end.
@@ -416,11 +418,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
             self._drain()
             if not self._running():
                 break
-            wait = self.timeout
-            due = self._store.task_next_due(self._served)
-            if due is not None:
-                wait = min(wait, due + 0.005)
-            heard = listener.wait(wait)
+            heard = listener.wait(self._next_wait())
             if heard is None:
                 # Nothing heard for a while: prove the listening connection
                 # still works (a half-open one raises here), then look again
@@ -479,6 +477,20 @@ class Worker(LocksAndNotes, ConnectorOwner):
 
     def _running(self) -> bool:
         return not self._stopping and self.keep_running()
+
+    def _next_wait(self) -> float:
+        """How long to sleep when the queues gave nothing: until the next
+        task falls due, or the timeout. A task due already was skipped by the
+        claim because a transaction held its row: look again soon, backing
+        off (10 ms doubling to 1.28 s) while that transaction stays open."""
+        if self.concurrency > 1 and len(self._running_tasks) >= self.concurrency:
+            return self.timeout  # no free slot: a finishing task wakes the wait
+        due = self._store.task_next_due(self._served, self.min_priority)
+        if due is None or due > 0:
+            self._locked_polls = 0
+            return self.timeout if due is None else min(self.timeout, due + 0.005)
+        self._locked_polls = min(self._locked_polls + 1, 8)
+        return min(self.timeout, 0.005 * 2.0**self._locked_polls)
 
     def _claim(self, limit: int) -> list[Task]:
         return self._store.task_claim(
