@@ -6,9 +6,37 @@
 -- coalesce(%(now)s, now()) so tests can move the clock without sleeping.
 
 -- name: task_insert
--- Insert a task into a queue (creating the queue's class row when it is
--- missing, which is announced on channel jmq for workers subscribed to a
--- branch of queues) and notify the queue's channel. With parents, the task
+-- Insert a waiting task into a queue (creating the queue's class row when
+-- it is missing, which is announced on channel jmq for workers subscribed
+-- to a branch of queues) and notify the queue's channel. The common case:
+-- no parents, no unique key (task_insert_full does those, at the cost of
+-- an ON CONFLICT insert). Returns no row when a concurrent sender created
+-- the class at the same moment: run it again.
+WITH found AS (
+    SELECT class_id FROM jobmachine.class WHERE name = %(queue)s
+), created AS (
+    INSERT INTO jobmachine.class (name)
+    SELECT %(queue)s WHERE NOT EXISTS (SELECT 1 FROM found)
+    ON CONFLICT (name) DO NOTHING
+    RETURNING class_id
+), cls AS (
+    SELECT class_id FROM found UNION ALL SELECT class_id FROM created LIMIT 1
+), task AS (
+    INSERT INTO jobmachine.task (class_id, parameters, status, priority, run_after, max_attempts,
+                                 title, grouping, remove_after, keep_for)
+    SELECT cls.class_id, %(parameters)s, 0, %(priority)s::int,
+           coalesce(%(run_after)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
+           %(max_attempts)s::int, %(title)s::text, %(grouping)s::text, %(remove_after)s::timestamptz,
+           make_interval(secs => %(keep_for)s::float8)
+      FROM cls
+    RETURNING task_id
+)
+SELECT task_id, pg_notify(%(channel)s, task_id::text),
+       (SELECT count(pg_notify('jmq', %(queue)s)) FROM created) AS new_queue
+  FROM task
+
+-- name: task_insert_full
+-- task_insert with parents or a unique key. With parents, the task
 -- is blocked (10) until they are all done, and failed at once when one of
 -- them has failed; each parent is locked and marked as having children.
 -- With a unique key, nothing is inserted while a task of the same queue and

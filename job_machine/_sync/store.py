@@ -32,6 +32,9 @@ _MANY_OPTIONS = (
     "keep_for",
 )
 
+#: The send options only task_insert_full takes.
+_FULL_ONLY = ("unique_key", "parents")
+
 #: Advisory lock key of the housekeeping chores (one housekeeper at a time).
 CHORE_LOCK_KEY = 0x6A6D_686B  # "jmhk"
 
@@ -134,8 +137,17 @@ class Store:
         :raises UnknownTask: a parent task does not exist (nothing is inserted).
         """
         params = {"queue": queue, "parameters": parameters, "channel": channel, **options}
-        for _ in range(10):
+        if not options["parents"] and options["unique_key"] is None:
+            params = {k: v for k, v in params.items() if k not in _FULL_ONLY}
             row = self._one("task_insert", params)
+            if row is None:
+                # Another sender created the queue's class row at the same
+                # moment; it is committed now, so the second try finds it.
+                row = self._one("task_insert", params)
+            assert row is not None, "task_insert returned no row twice"
+            return int(row["task_id"])
+        for _ in range(10):
+            row = self._one("task_insert_full", params)
             assert row is not None
             if not row["has_class"]:
                 # Another sender created the queue's class row at the same
