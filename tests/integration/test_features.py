@@ -1124,3 +1124,45 @@ def test_send_many_with_run_after(
         assert (info.run_after, info.priority) == (when, -1)
     with Recorder(dsn, queue=Q) as w:
         assert w.work_once() is False
+
+
+def test_retention_removes_in_bounded_batches_per_round(
+    client: jm.Client, conn: psycopg.Connection[Any]
+) -> None:
+    """Each round removes at most remove_limit * max_batches finished tasks, in
+    batches, from both the default and the per-task branch; the rest go next round."""
+    old = client.send_many(list(range(25)), queue=Q)
+    own = client.send_many(list(range(5)), queue=Q, remove_after=1)
+    waiting = client.send("still waiting", queue=Q)
+    conn.execute(
+        "UPDATE jobmachine.task SET status = 200, modified = now() - interval '40 days' "
+        "WHERE task_id = ANY(%s)",
+        [old + own],
+    )
+    store = client._store
+
+    def round_removes() -> int:
+        return store.chores(
+            retries=3,
+            remove_after_days=30,
+            grace=1.0,
+            max_runtime=None,
+            orphan_after=1800,
+            remove_limit=4,
+            max_batches=3,
+        ).removed
+
+    def left() -> int:
+        row = conn.execute(
+            "SELECT count(*) FROM jobmachine.task WHERE task_id = ANY(%s)", [old + own]
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    # A batch takes up to 4 from each branch (task_remove_old's two LIMITs):
+    # three batches remove at most 24, and the round stops there.
+    first = round_removes()
+    assert 12 <= first <= 24 and left() == 30 - first
+    while left():
+        assert 0 < round_removes() <= 24
+    assert status_of(conn, waiting) == jm.Status.WAITING  # never a waiting task
