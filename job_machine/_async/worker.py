@@ -237,8 +237,10 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         self._locked_polls = 0
         #: Moving average of process() time, which decides the prefetch.
         self._avg_runtime: float | None = None
-        #: Done marks of a prefetched batch, written together at its end.
-        self._done_later: list[tuple[int, int]] | None = None
+        #: Done marks written together later: at the end of a prefetched
+        #: batch (concurrency 1), or by the serving loop when a slot frees
+        #: (concurrency > 1). Guarded by ``_slots``: tasks append from threads.
+        self._done_later: list[tuple[int, int]] | None = [] if self.concurrency > 1 else None
         self._started = False
         self._stopping = False
         self._signals_seen = 0
@@ -358,8 +360,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             on_command=self._on_command,
         )
         try:
-            if self._own_pool is not None:
-                await self._own_pool.open(wait=True)
+            await self._open_own_pool()
             self.worker_id = await arun_blocking(liveness.start)
             self._liveness = liveness
             if not self._started:
@@ -368,10 +369,18 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             await self._serve_reconnecting()
             # A graceful stop: let the tasks in hand finish.
             await ajoin_all(list(self._running_tasks.values()))
+            await self._mark_done_later()
         finally:
             self._cancel_grace_timer()
             restore()
             if self._liveness is not None:
+                # Leaving in a hurry: one try to record the tasks that did
+                # finish, before the hand-back would run them again.
+                with self._slots:
+                    finished, self._done_later = self._done_later, self._done_later and []
+                if finished:
+                    with contextlib.suppress(Exception):
+                        await self._store.task_done_many(finished)
                 ahead, self._ahead = [t.id for t in self._ahead], []
                 await arun_blocking(partial(self._liveness.stop, unclaim=ahead))
                 self._liveness = None
@@ -442,10 +451,18 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         """
         if self._patterns:
             await self._subscribe(None)
+        await self._open_own_pool()
         tasks = await self._claim(1)
         for task in tasks:
             await self._run(task)
+        await self._mark_done_later()
         return bool(tasks)
+
+    async def close(self) -> None:
+        """Close the connections this worker opened itself (its pool too)."""
+        await super().close()
+        if self._own_pool is not None:
+            await self._own_pool.close()
 
     async def housekeeping(self) -> ChoreCounts:
         """Run the fleet's chores now: rescue the tasks of dead workers, give up
@@ -526,6 +543,9 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             await self._drain_one_by_one()
             return
         while self._running():
+            # The tasks that finished since the last look, marked done in one
+            # statement before their slots are filled again.
+            await self._mark_done_later()
             free = self.concurrency - len(self._running_tasks)
             if free <= 0:
                 return  # the wait wakes when one of them finishes
@@ -574,8 +594,10 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             await self._mark_done_later()
 
     async def _mark_done_later(self) -> None:
-        """Write the batch's deferred done marks (through a lost connection too)."""
-        pending, self._done_later = self._done_later, None
+        """Write the deferred done marks (through a lost connection too)."""
+        with self._slots:
+            pending = self._done_later
+            self._done_later = [] if self.concurrency > 1 else None
         if not pending:
             return
         backoff = Backoff(self.reconnect_backoff, self.reconnect_backoff_cap)
@@ -626,6 +648,24 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         if self._waker.fd in await aselect_readable([self._waker.fd], seconds):
             self._waker.clear()
 
+    async def _open_own_pool(self) -> None:
+        """Open the pool made for ``concurrency`` > 1, if any. A closed pool
+        cannot be opened again, so a later receive() gets a new one."""
+        pool = self._own_pool
+        if pool is None:
+            return
+        if pool.closed:
+            pool = AsyncConnectionPool(
+                pool.conninfo,
+                min_size=pool.min_size,
+                max_size=pool.max_size,
+                kwargs=pool.kwargs,
+                open=False,
+                name=pool.name,
+            )
+            self._own_pool = self._connector.pool = pool
+        await pool.open(wait=True)
+
     async def _release_lost_claims(self) -> None:
         """After a lost connection: a claim may have committed while its answer
         was lost, leaving a task started by this worker that it never saw."""
@@ -638,6 +678,9 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         # Tasks claimed ahead were claimed on the lost connection but are
         # known: keep them, they are processed next.
         keep += [t.id for t in self._ahead]
+        # Finished, their done marks not written yet: still ours to mark.
+        with self._slots:
+            keep += [task_id for task_id, _ in self._done_later or ()]
         released = await self._store.task_release_held(self.worker_id, keep)
         if released:
             logger.warning(
@@ -691,14 +734,21 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         except Exception as ex:
             await self._record_failure(task, ex)
         else:
-            if not in_hand.answered and self._done_later is not None:
-                self._done_later.append((task.id, task.attempt))
-            elif not in_hand.answered and not await self._persist(
+            unmarked = not in_hand.answered and not self._defer_done(task)
+            if unmarked and not await self._persist(
                 lambda: self._store.task_done(task.id, task.attempt), task, True
             ):
                 logger.warning("task %d was revived while it ran; not marked done", task.id)
         finally:
             self._in_hand.reset(token)
+
+    def _defer_done(self, task: Task) -> bool:
+        """Leave the done mark of ``task`` to the next batched write, if one is due."""
+        with self._slots:
+            if self._done_later is None:
+                return False
+            self._done_later.append((task.id, task.attempt))
+            return True
 
     async def _record_failure(self, task: Task, ex: Exception) -> None:
         if isinstance(ex, TaskNotHeld):

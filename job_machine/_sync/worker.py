@@ -239,8 +239,10 @@ class Worker(LocksAndNotes, ConnectorOwner):
         self._locked_polls = 0
         #: Moving average of process() time, which decides the prefetch.
         self._avg_runtime: float | None = None
-        #: Done marks of a prefetched batch, written together at its end.
-        self._done_later: list[tuple[int, int]] | None = None
+        #: Done marks written together later: at the end of a prefetched
+        #: batch (concurrency 1), or by the serving loop when a slot frees
+        #: (concurrency > 1). Guarded by ``_slots``: tasks append from threads.
+        self._done_later: list[tuple[int, int]] | None = [] if self.concurrency > 1 else None
         self._started = False
         self._stopping = False
         self._signals_seen = 0
@@ -360,8 +362,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
             on_command=self._on_command,
         )
         try:
-            if self._own_pool is not None:
-                self._own_pool.open(wait=True)
+            self._open_own_pool()
             self.worker_id = run_blocking(liveness.start)
             self._liveness = liveness
             if not self._started:
@@ -370,10 +371,18 @@ class Worker(LocksAndNotes, ConnectorOwner):
             self._serve_reconnecting()
             # A graceful stop: let the tasks in hand finish.
             join_all(list(self._running_tasks.values()))
+            self._mark_done_later()
         finally:
             self._cancel_grace_timer()
             restore()
             if self._liveness is not None:
+                # Leaving in a hurry: one try to record the tasks that did
+                # finish, before the hand-back would run them again.
+                with self._slots:
+                    finished, self._done_later = self._done_later, self._done_later and []
+                if finished:
+                    with contextlib.suppress(Exception):
+                        self._store.task_done_many(finished)
                 ahead, self._ahead = [t.id for t in self._ahead], []
                 run_blocking(partial(self._liveness.stop, unclaim=ahead))
                 self._liveness = None
@@ -444,10 +453,18 @@ class Worker(LocksAndNotes, ConnectorOwner):
         """
         if self._patterns:
             self._subscribe(None)
+        self._open_own_pool()
         tasks = self._claim(1)
         for task in tasks:
             self._run(task)
+        self._mark_done_later()
         return bool(tasks)
+
+    def close(self) -> None:
+        """Close the connections this worker opened itself (its pool too)."""
+        super().close()
+        if self._own_pool is not None:
+            self._own_pool.close()
 
     def housekeeping(self) -> ChoreCounts:
         """Run the fleet's chores now: rescue the tasks of dead workers, give up
@@ -528,6 +545,9 @@ class Worker(LocksAndNotes, ConnectorOwner):
             self._drain_one_by_one()
             return
         while self._running():
+            # The tasks that finished since the last look, marked done in one
+            # statement before their slots are filled again.
+            self._mark_done_later()
             free = self.concurrency - len(self._running_tasks)
             if free <= 0:
                 return  # the wait wakes when one of them finishes
@@ -576,8 +596,10 @@ class Worker(LocksAndNotes, ConnectorOwner):
             self._mark_done_later()
 
     def _mark_done_later(self) -> None:
-        """Write the batch's deferred done marks (through a lost connection too)."""
-        pending, self._done_later = self._done_later, None
+        """Write the deferred done marks (through a lost connection too)."""
+        with self._slots:
+            pending = self._done_later
+            self._done_later = [] if self.concurrency > 1 else None
         if not pending:
             return
         backoff = Backoff(self.reconnect_backoff, self.reconnect_backoff_cap)
@@ -628,6 +650,24 @@ class Worker(LocksAndNotes, ConnectorOwner):
         if self._waker.fd in select_readable([self._waker.fd], seconds):
             self._waker.clear()
 
+    def _open_own_pool(self) -> None:
+        """Open the pool made for ``concurrency`` > 1, if any. A closed pool
+        cannot be opened again, so a later receive() gets a new one."""
+        pool = self._own_pool
+        if pool is None:
+            return
+        if pool.closed:
+            pool = ConnectionPool(
+                pool.conninfo,
+                min_size=pool.min_size,
+                max_size=pool.max_size,
+                kwargs=pool.kwargs,
+                open=False,
+                name=pool.name,
+            )
+            self._own_pool = self._connector.pool = pool
+        pool.open(wait=True)
+
     def _release_lost_claims(self) -> None:
         """After a lost connection: a claim may have committed while its answer
         was lost, leaving a task started by this worker that it never saw."""
@@ -640,6 +680,9 @@ class Worker(LocksAndNotes, ConnectorOwner):
         # Tasks claimed ahead were claimed on the lost connection but are
         # known: keep them, they are processed next.
         keep += [t.id for t in self._ahead]
+        # Finished, their done marks not written yet: still ours to mark.
+        with self._slots:
+            keep += [task_id for task_id, _ in self._done_later or ()]
         released = self._store.task_release_held(self.worker_id, keep)
         if released:
             logger.warning(
@@ -693,14 +736,21 @@ class Worker(LocksAndNotes, ConnectorOwner):
         except Exception as ex:
             self._record_failure(task, ex)
         else:
-            if not in_hand.answered and self._done_later is not None:
-                self._done_later.append((task.id, task.attempt))
-            elif not in_hand.answered and not self._persist(
+            unmarked = not in_hand.answered and not self._defer_done(task)
+            if unmarked and not self._persist(
                 lambda: self._store.task_done(task.id, task.attempt), task, True
             ):
                 logger.warning("task %d was revived while it ran; not marked done", task.id)
         finally:
             self._in_hand.reset(token)
+
+    def _defer_done(self, task: Task) -> bool:
+        """Leave the done mark of ``task`` to the next batched write, if one is due."""
+        with self._slots:
+            if self._done_later is None:
+                return False
+            self._done_later.append((task.id, task.attempt))
+            return True
 
     def _record_failure(self, task: Task, ex: Exception) -> None:
         if isinstance(ex, TaskNotHeld):

@@ -207,3 +207,80 @@ def test_many_instant_tasks_never_leave_a_slot_taken(
         t.join(10)
     assert not errors, errors
     assert w._running_tasks == {}
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_stop_right_after_the_last_task_still_marks_every_task_done(
+    dsn: str, conn: psycopg.Connection[Any], kind: str
+) -> None:
+    """With concurrency, tasks that return without answering are marked done
+    together by the serving loop; a stop must write the marks still pending,
+    or the hand-back at exit would run those tasks a second time."""
+    count = 200
+    finished = threading.Lock()
+    seen: list[int] = []
+
+    def record(w: Any, task: jm.Task) -> None:
+        with finished:
+            seen.append(task.id)
+            if len(seen) == count:
+                w.stop()  # the marks of the last tasks are not written yet
+
+    class Quick(jm.Worker):
+        handle_signals = False
+        queue = "conc.q"
+
+        def process(self, task: jm.Task) -> None:
+            record(self, task)
+
+    class AsyncQuick(jm.AsyncWorker):
+        handle_signals = False
+        queue = "conc.q"
+
+        async def process(self, task: jm.Task) -> None:
+            record(self, task)
+
+    with jm.Client(dsn, queue="conc.q") as client:
+        client.send_many(range(count))
+    w: Any = Quick(dsn, concurrency=4) if kind == "sync" else AsyncQuick(dsn, concurrency=4)
+    runner = threading.Thread(
+        target=w.receive if kind == "sync" else lambda: asyncio.run(w.receive()), daemon=True
+    )
+    runner.start()
+    runner.join(60)
+    assert not runner.is_alive()
+    assert len(seen) == count
+    assert _claims(conn) == [(jm.Status.FINISHED, 1)] * count
+
+
+def test_work_once_marks_its_task_done_with_concurrency(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    class Quiet(jm.Worker):
+        handle_signals = False
+        queue = "conc.q"
+
+        def process(self, task: jm.Task) -> None:
+            pass
+
+    with jm.Client(dsn, queue="conc.q") as client:
+        client.send(1)
+    with Quiet(dsn, concurrency=4) as w:
+        assert w.work_once()
+        assert _claims(conn) == [(jm.Status.FINISHED, 1)]
+        assert not w.work_once()
+
+
+def test_a_worker_with_concurrency_serves_again_after_a_stop(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """receive() closes the pool it made for its slots; a second receive()
+    must get a working one (a closed pool cannot be reopened)."""
+    w = SlowThreads(dsn, concurrency=2)
+    w.pause = 0.0
+    with jm.Client(dsn, queue="conc.q") as client:
+        for round_ in range(2):
+            tid = client.send(round_)
+            with serving(w):
+                assert client.wait(tid, timeout=10) == {"id": tid, "data": round_}
+    assert _claims(conn) == [(jm.Status.FINISHED, 1)] * 2
