@@ -53,7 +53,14 @@ def revision() -> str:
 
 class JobMachine(harness.Adapter):
     name = "job_machine"
-    remaining_sql = "SELECT count(*) FROM jobmachine.task WHERE status IN (0, 100)"
+    # Polled every 20 ms while a drain runs: each count reads its state's
+    # partial index (task_ready_idx, task_started_worker_idx). A plain
+    # `status IN (0, 100)` read the whole table, 35 ms a poll with a million
+    # finished rows, and the poller took a core from the drain it timed.
+    remaining_sql = (
+        "SELECT (SELECT count(*) FROM jobmachine.task WHERE status = 0)"
+        " + (SELECT count(*) FROM jobmachine.task WHERE status = 100)"
+    )
 
     def version(self) -> str:
         return f"{job_machine.__version__}{revision()} (psycopg {psycopg.__version__})"

@@ -135,12 +135,14 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
     handle_signals: bool = True
     #: How many tasks to process at once.
     concurrency: int = 1
-    #: Most tasks a one-at-a-time worker claims in one statement while its
-    #: tasks are short (under ``prefetch_below`` seconds on average); the
-    #: tasks claimed ahead wait in the worker, so long tasks are claimed one
-    #: by one. 1 turns it off.
-    prefetch: int = 10
-    prefetch_below: float = 0.02
+    #: Most tasks a one-at-a-time worker claims in one statement. It claims
+    #: as many as fit in ``prefetch_seconds`` of work by the average run
+    #: time of its tasks so far: 100 tasks of 1 ms, 10 of 20 ms, long tasks
+    #: one by one. The tasks claimed ahead wait in the worker, not for other
+    #: workers. 1 turns it off.
+    prefetch: int = 100
+    #: Seconds of work a one-at-a-time worker may hold claimed ahead.
+    prefetch_seconds: float = 0.2
 
     def __init__(
         self,
@@ -153,6 +155,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         connect_kwargs: dict[str, Any] | None = None,
         concurrency: int | None = None,
         prefetch: int | None = None,
+        prefetch_seconds: float | None = None,
         min_priority: int | None = None,
         timeout: float | None = None,
         dead_after: float | None = None,
@@ -187,6 +190,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             "reconnect_backoff_cap": reconnect_backoff_cap,
             "shutdown_grace": shutdown_grace,
             "housekeeping_interval": housekeeping_interval,
+            "prefetch_seconds": prefetch_seconds,
         }
         for name, value in seconds.items():
             if value is not None:
@@ -565,14 +569,13 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         several per statement (one claim statement costs about as much as
         ten claimed rows)."""
         while self._running():
-            short = self._avg_runtime is not None and self._avg_runtime < self.prefetch_below
-            limit = self.prefetch if short else 1
+            limit = self._batch_size()
             self._ahead = await self._claim(limit)
             if not self._ahead:
                 return
             # A batch of short tasks: those that return without answering are
             # marked done together at the end of the batch (at most
-            # prefetch * prefetch_below seconds later), one statement for all.
+            # about prefetch_seconds later), one statement for all.
             self._done_later = [] if len(self._ahead) > 1 else None
             try:
                 while self._ahead:
@@ -592,6 +595,15 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                     await self._mark_done_later()
                 raise
             await self._mark_done_later()
+
+    def _batch_size(self) -> int:
+        """How many tasks to claim at once: what fits in ``prefetch_seconds``
+        by the average run time (one until a task has run)."""
+        avg = self._avg_runtime
+        if avg is None:
+            return 1
+        fits = self.prefetch_seconds / avg if avg > 0 else self.prefetch
+        return max(1, min(self.prefetch, int(fits)))
 
     async def _mark_done_later(self) -> None:
         """Write the deferred done marks (through a lost connection too)."""

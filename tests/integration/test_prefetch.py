@@ -53,10 +53,26 @@ def test_short_tasks_are_claimed_several_at_a_time(dsn: str, client: jm.Client) 
 
 
 def test_long_tasks_are_claimed_one_by_one(dsn: str, client: jm.Client) -> None:
-    w = Recording(dsn, prefetch=10, prefetch_below=0.02)
+    w = Recording(dsn, prefetch=10, prefetch_seconds=0.02)
     w.pause = 0.05
     _drain(dsn, w, client, 8)
     assert w.held == [1] * 8
+
+
+def test_a_batch_holds_about_prefetch_seconds_of_work(dsn: str, client: jm.Client) -> None:
+    """Tasks of about 20 ms with 0.1 s of work allowed ahead: batches of at
+    most five (fewer while the average still counts the slower first task)."""
+    w = Recording(dsn, prefetch=100, prefetch_seconds=0.1)
+    w.pause = 0.02
+    _drain(dsn, w, client, 40)
+    assert w.held[0] == 1
+    assert 1 < max(w.held) <= 5, w.held
+
+
+def test_tiny_tasks_are_claimed_up_to_prefetch_at_once(dsn: str, client: jm.Client) -> None:
+    w = Recording(dsn)  # the defaults: 100 tasks, 0.2 s of work
+    _drain(dsn, w, client, 300)
+    assert max(w.held) == 100, w.held
 
 
 def test_prefetch_1_claims_one_at_a_time(dsn: str, client: jm.Client) -> None:
@@ -101,6 +117,12 @@ def test_a_stop_gives_back_the_tasks_claimed_ahead_as_never_claimed(
 def test_prefetch_must_be_a_whole_number_from_one(dsn: str) -> None:
     with pytest.raises(ValueError, match="prefetch must be a whole number >= 1"):
         Base(dsn, prefetch=0)
+
+
+@pytest.mark.parametrize("value", [0, -1, "0.2"])
+def test_prefetch_seconds_must_be_a_positive_number(dsn: str, value: Any) -> None:
+    with pytest.raises(ValueError, match="prefetch_seconds"):
+        Base(dsn, prefetch_seconds=value)
 
 
 def test_a_batch_of_short_tasks_is_marked_done_in_one_statement(
