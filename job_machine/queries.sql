@@ -121,7 +121,7 @@ WITH found AS (
            coalesce(%(run_after)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
            %(max_attempts)s::int, %(title)s::text, %(grouping)s::text, %(remove_after)s::timestamptz,
            make_interval(secs => %(keep_for)s::float8)
-      FROM cls, unnest(%(parameters)s::text[]) WITH ORDINALITY AS u (p, n)
+      FROM cls, unnest(%(parameters)b::text[]) WITH ORDINALITY AS u (p, n)
      ORDER BY u.n
     RETURNING task_id
 ), batch AS (

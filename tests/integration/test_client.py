@@ -599,6 +599,28 @@ def test_send_many_inserts_in_order_in_one_transaction_and_notifies_once(
     assert [(n.channel, n.payload) for n in notes] == [("jm:job.task", "500")]
 
 
+def test_send_many_stores_awkward_text_exactly(
+    client: jm.Client, conn: psycopg.Connection[Any]
+) -> None:
+    """The payloads travel as one binary text[] parameter: characters an
+    array literal would have to quote arrive unchanged."""
+    items: list[Any] = [
+        'quote " and \\ backslash',
+        "{braces}, commas, NULL",
+        "NULL",
+        "",
+        "ünïcødé ✓ 日本語 \u2028",
+        {"nested": ["a,b", "{c}", None, 1.5]},
+        None,
+        "x" * 100_000,
+    ]
+    ids = client.send_many(items)
+    rows = conn.execute(
+        "SELECT parameters FROM jobmachine.task WHERE task_id = ANY(%s) ORDER BY task_id", (ids,)
+    ).fetchall()
+    assert [json.loads(r[0]) for r in rows] == items
+
+
 def test_send_many_refuses_the_whole_batch_when_one_item_is_bad(
     client: jm.Client, conn: psycopg.Connection[Any]
 ) -> None:
