@@ -80,9 +80,11 @@ def spawn(fn: Callable[[], None], done: Callable[[], None]) -> Handle:
     context), then call ``done``. Daemon: a worker told to exit at once is not
     held up by a task still running."""
 
+    context = contextvars.copy_context()
+
     def run() -> None:
         try:
-            contextvars.copy_context().run(fn)
+            context.run(fn)
         finally:
             done()
 

@@ -137,13 +137,14 @@ class Worker(LocksAndNotes, ConnectorOwner):
     handle_signals: bool = True
     #: How many tasks to process at once.
     concurrency: int = 1
-    #: Most tasks a one-at-a-time worker claims in one statement. It claims
-    #: as many as fit in ``prefetch_seconds`` of work by the average run
-    #: time of its tasks so far: 100 tasks of 1 ms, 10 of 20 ms, long tasks
-    #: one by one. The tasks claimed ahead wait in the worker, not for other
-    #: workers. 1 turns it off.
+    #: Most tasks a worker claims in one statement. It claims as many as
+    #: its slots get through in ``prefetch_seconds`` by the average run time
+    #: of its tasks so far: with concurrency 1, 100 tasks of 1 ms, 10 of
+    #: 20 ms, long tasks one by one (with concurrency > 1, at least one per
+    #: free slot). The tasks claimed ahead wait in the worker, not for
+    #: other workers. 1 turns it off.
     prefetch: int = 100
-    #: Seconds of work a one-at-a-time worker may hold claimed ahead.
+    #: Seconds of work a worker may hold claimed ahead.
     prefetch_seconds: float = 0.2
 
     def __init__(
@@ -247,6 +248,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
         #: batch (concurrency 1), or by the serving loop when a slot frees
         #: (concurrency > 1). Guarded by ``_slots``: tasks append from threads.
         self._done_later: list[tuple[int, int]] | None = [] if self.concurrency > 1 else None
+        self._done_since = 0.0
         self._started = False
         self._stopping = False
         self._signals_seen = 0
@@ -505,7 +507,9 @@ class Worker(LocksAndNotes, ConnectorOwner):
         claim because a transaction held its row: look again soon, backing
         off (10 ms doubling to 1.28 s) while that transaction stays open."""
         if self.concurrency > 1 and len(self._running_tasks) >= self.concurrency:
-            return self.timeout  # no free slot: a finishing task wakes the wait
+            # No free slot: a finishing task wakes the wait; done marks
+            # still pending are written within prefetch_seconds.
+            return self.prefetch_seconds if self._done_later else self.timeout
         due = self._store.task_next_due(self._served, self.min_priority)
         if due is None or due > 0:
             self._locked_polls = 0
@@ -549,21 +553,27 @@ class Worker(LocksAndNotes, ConnectorOwner):
             self._drain_one_by_one()
             return
         while self._running():
-            # The tasks that finished since the last look, marked done in one
-            # statement before their slots are filled again.
-            self._mark_done_later()
+            if self._done_due():
+                self._mark_done_later()
             free = self.concurrency - len(self._running_tasks)
             if free <= 0:
                 return  # the wait wakes when one of them finishes
-            tasks = self._claim(free)
-            for task in tasks:
+            exhausted = False
+            if not self._ahead:
+                # Short tasks: claim ahead what the slots get through in
+                # about prefetch_seconds, to start them without a statement.
+                limit = max(free, self._batch_size())
+                self._ahead = self._claim(limit)
+                exhausted = len(self._ahead) < limit
+            starting, self._ahead = self._ahead[:free], self._ahead[free:]
+            for task in starting:
                 # Held while spawning: a thread that finishes at once must not
                 # remove its entry before it is there (it would stay forever).
                 with self._slots:
                     self._running_tasks[task.id] = spawn(
                         partial(self._run_concurrently, task), self._one_finished
                     )
-            if len(tasks) < free:
+            if exhausted or not starting:
                 return
 
     def _drain_one_by_one(self) -> None:
@@ -587,9 +597,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
                     task = self._ahead.pop(0)
                     started = time.monotonic()
                     self._run(task)
-                    took = time.monotonic() - started
-                    avg = self._avg_runtime
-                    self._avg_runtime = took if avg is None else 0.8 * avg + 0.2 * took
+                    self._note_runtime(time.monotonic() - started)
             except BaseException:
                 # Leaving in a hurry (a second signal, say): still record what
                 # finished, but never let that hide why we are leaving.
@@ -598,13 +606,20 @@ class Worker(LocksAndNotes, ConnectorOwner):
                 raise
             self._mark_done_later()
 
+    def _note_runtime(self, took: float) -> None:
+        # A moving average; from several threads at once a lost update only
+        # drops one sample.
+        avg = self._avg_runtime
+        self._avg_runtime = took if avg is None else 0.8 * avg + 0.2 * took
+
     def _batch_size(self) -> int:
-        """How many tasks to claim at once: what fits in ``prefetch_seconds``
-        by the average run time (one until a task has run)."""
+        """How many tasks to claim at once: what the worker's slots get
+        through in ``prefetch_seconds`` by the average run time (one until a
+        task has run), at most ``prefetch``."""
         avg = self._avg_runtime
         if avg is None:
             return 1
-        fits = self.prefetch_seconds / avg if avg > 0 else self.prefetch
+        fits = self.prefetch_seconds * self.concurrency / avg if avg > 0 else self.prefetch
         return max(1, min(self.prefetch, int(fits)))
 
     def _mark_done_later(self) -> None:
@@ -641,8 +656,10 @@ class Worker(LocksAndNotes, ConnectorOwner):
             self._store.task_unclaim([t.id for t in ahead], self.worker_id)
 
     def _run_concurrently(self, task: Task) -> None:
+        started = time.monotonic()
         try:
             self._run(task)
+            self._note_runtime(time.monotonic() - started)
         except Exception:
             # Only a lost connection that cannot be replaced gets here; the
             # task stays started and is handed back when the worker stops.
@@ -761,8 +778,23 @@ class Worker(LocksAndNotes, ConnectorOwner):
         with self._slots:
             if self._done_later is None:
                 return False
+            if not self._done_later:
+                self._done_since = time.monotonic()
             self._done_later.append((task.id, task.attempt))
             return True
+
+    def _done_due(self) -> bool:
+        """Whether to write the pending done marks now (concurrency > 1):
+        before claiming, once there are as many as slots, or once the oldest
+        has waited ``prefetch_seconds``. Threads finishing one by one would
+        otherwise cost a statement each."""
+        with self._slots:
+            pending = len(self._done_later or ())
+        return pending > 0 and (
+            not self._ahead
+            or pending >= self.concurrency
+            or time.monotonic() - self._done_since >= self.prefetch_seconds
+        )
 
     def _record_failure(self, task: Task, ex: Exception) -> None:
         if isinstance(ex, TaskNotHeld):
