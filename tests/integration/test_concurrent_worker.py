@@ -284,3 +284,60 @@ def test_a_worker_with_concurrency_serves_again_after_a_stop(
             with serving(w):
                 assert client.wait(tid, timeout=10) == {"id": tid, "data": round_}
     assert _claims(conn) == [(jm.Status.FINISHED, 1)] * 2
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_tasks_claimed_ahead_go_back_as_never_claimed_on_a_stop(
+    dsn: str, conn: psycopg.Connection[Any], kind: str
+) -> None:
+    """Short tasks are claimed ahead of the free slots; a stop midway hands
+    the ones not started back as if never claimed, and marks the rest done."""
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def record(w: Any, task: jm.Task) -> None:
+        with lock:
+            seen.append(task.id)
+            if len(seen) == 300:
+                w.stop()
+
+    class Quick(jm.Worker):
+        handle_signals = False
+        queue = "conc.q"
+
+        def process(self, task: jm.Task) -> None:
+            record(self, task)
+
+    class AsyncQuick(jm.AsyncWorker):
+        handle_signals = False
+        queue = "conc.q"
+
+        async def process(self, task: jm.Task) -> None:
+            record(self, task)
+
+    with jm.Client(dsn, queue="conc.q") as client:
+        client.send_many(range(2000))
+    w: Any = Quick(dsn, concurrency=4) if kind == "sync" else AsyncQuick(dsn, concurrency=4)
+    claims: list[int] = []
+    claim = w._claim
+
+    def counting_claim(limit: int) -> Any:
+        claims.append(limit)
+        return claim(limit)
+
+    async def acounting_claim(limit: int) -> Any:
+        claims.append(limit)
+        return await claim(limit)
+
+    w._claim = counting_claim if kind == "sync" else acounting_claim
+    runner = threading.Thread(
+        target=w.receive if kind == "sync" else lambda: asyncio.run(w.receive()), daemon=True
+    )
+    runner.start()
+    runner.join(60)
+    assert not runner.is_alive()
+    assert max(claims) > 4, claims  # claimed beyond the free slots
+    rows = _claims(conn)
+    done = [r for r in rows if r == (jm.Status.FINISHED, 1)]
+    assert len(done) == len(seen) >= 300
+    assert len(done) + rows.count((jm.Status.WAITING, 0)) == 2000, set(rows)
