@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from ._async.admin import AsyncAdmin
 from ._async.client import AsyncClient
-from ._async.schema import ainstall_schema
+from ._async.schema import ainstall_roles, ainstall_schema
 from ._async.worker import AsyncWorker
-from ._schema_sql import create_tables_sql
+from ._schema_sql import Roles, create_tables_sql, roles_sql
 from ._sync.admin import Admin
 from ._sync.client import Client
-from ._sync.schema import install_schema
+from ._sync.schema import install_roles, install_schema
 from ._sync.worker import Worker
 from .channels import queue_channel, reply_channel, validate_queue, validate_subscription
 from .errors import (
@@ -31,7 +31,18 @@ from .errors import (
     UnknownTask,
     WaitTimeout,
 )
-from .task import HourStats, QueueStats, Stats, Status, Task, TaskInfo, TaskSummary, WorkerInfo
+from .task import (
+    HourStats,
+    LockInfo,
+    QueueStats,
+    Stats,
+    Status,
+    Task,
+    TaskInfo,
+    TaskPage,
+    TaskSummary,
+    WorkerInfo,
+)
 
 __version__ = "0.1.0"
 
@@ -47,9 +58,11 @@ __all__ = [
     "InvalidData",
     "InvalidQueueName",
     "JobMachineError",
+    "LockInfo",
     "NoCurrentTask",
     "QueueStats",
     "Retry",
+    "Roles",
     "SchemaMissing",
     "Stats",
     "Status",
@@ -57,17 +70,21 @@ __all__ = [
     "TaskFailed",
     "TaskInfo",
     "TaskNotHeld",
+    "TaskPage",
     "TaskSummary",
     "UnknownTask",
     "WaitTimeout",
     "Worker",
     "WorkerInfo",
     "__version__",
+    "ainstall_roles",
     "ainstall_schema",
     "create_tables_sql",
+    "install_roles",
     "install_schema",
     "queue_channel",
     "reply_channel",
+    "roles_sql",
     "validate_queue",
     "validate_subscription",
 ]

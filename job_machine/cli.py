@@ -70,6 +70,7 @@ _SECONDS_OR_ZERO = click.FloatRange(min=0)
 _TASK_ID = click.IntRange(min=1)
 _INT32 = 2**31 - 1
 _PRIORITY = click.IntRange(-_INT32, _INT32)
+_PORT = click.IntRange(0, 65535)
 _STATE_WORDS = list(STATE_NAMES.values())
 _PURGE_STATES = list(PURGEABLE)
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -366,6 +367,51 @@ cli.add_command(
         short_help="The same as install.",
     )
 )
+
+
+# -- roles ----------------------------------------------------------------------
+
+
+def _check_prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return jm.Roles(value).prefix
+    except ValueError as ex:
+        raise click.BadParameter(str(ex), ctx=ctx, param=param) from None
+
+
+@cli.command()
+@click.option(
+    "--prefix",
+    default=jm.Roles().prefix,
+    show_default=True,
+    callback=_check_prefix,
+    help="The roles are PREFIX_sender, _worker, _reader and _admin (roles are cluster-wide: "
+    "one prefix per application of a shared cluster).",
+)
+@click.option(
+    "--print",
+    "print_sql",
+    is_flag=True,
+    help="Print the SQL (sql/roles.sql) instead of running it; needs no database.",
+)
+@_dsn_option
+def roles(prefix: str, print_sql: bool, dsn: str | None) -> None:
+    """Create the least-privilege group roles, or grant them again.
+
+    PREFIX_sender sends tasks and reads replies, PREFIX_worker runs workers,
+    PREFIX_reader reads everything and writes nothing, PREFIX_admin is the
+    reader plus an operator's actions (docs/roles.md); GRANT them to your
+    login users. Idempotent: run it after every `install`, since an upgrade
+    may add tables or columns. Run it as the schema's owner; the first run
+    also needs CREATEROLE. With --print, set the prefix with
+    PGOPTIONS='-c jobmachine.role_prefix=PREFIX' when you run the SQL.
+    """
+    if print_sql:
+        click.echo(jm.roles_sql(), nl=False)
+        return
+    target = _need_dsn(dsn)
+    names = jm.install_roles(target, prefix=prefix)
+    click.echo(f"roles {', '.join(names.all)} have their privileges ({describe_target(target)})")
 
 
 # -- worker ---------------------------------------------------------------------
@@ -1286,6 +1332,82 @@ def purge(state: str, queue: str | None, older_than: float, dsn: str | None) -> 
     with jm.Admin(_need_dsn(dsn)) as admin:
         removed = admin.purge(state, queue=queue, older_than=older_than)
     click.echo(f"removed {removed} task{'' if removed == 1 else 's'}")
+
+
+# -- web ----------------------------------------------------------------------------------
+
+
+#: The dashboard's credentials: (option, environment variable, metavar, help).
+_WEB_CREDENTIALS = [
+    (
+        "--token",
+        "JOB_MACHINE_WEB_TOKEN",
+        "TOKEN",
+        "Ask for this access token (16+ characters) on a login page, or as "
+        "'Authorization: Bearer TOKEN'.",
+    ),
+    ("--user", "JOB_MACHINE_WEB_USER", "NAME", "Ask for HTTP basic credentials: this user name..."),
+    (
+        "--password",
+        "JOB_MACHINE_WEB_PASSWORD",
+        "PASSWORD",
+        "...and this password (prefer the variable: a command line is visible to ps).",
+    ),
+]
+
+
+def _web_credential_options(f: F) -> F:
+    for name, envvar, metavar, text in reversed(_WEB_CREDENTIALS):
+        option = click.option(name, envvar=envvar, show_envvar=True, metavar=metavar, help=text)
+        f = option(f)
+    return f
+
+
+@cli.command()
+@_dsn_option
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="ADDRESS",
+    help="Address to listen on. Anything but the loopback needs --token or --user/--password.",
+)
+@click.option("--port", type=_PORT, default=8080, show_default=True, help="Port to listen on.")
+@_web_credential_options
+@click.option("--read-only", is_flag=True, help="Hide every action; refuse action requests.")
+@click.option(
+    "--refresh",
+    type=click.IntRange(0, 3600),
+    default=5,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often the overview reloads itself; 0: never.",
+)
+def web(*, dsn: str | None, host: str, port: int, **settings: Any) -> None:
+    """Serve the admin dashboard: counts, history, tasks, workers, locks,
+    and (unless --read-only) retry, cancel, remove, pause, resume and stop,
+    each confirmed first.
+
+    It listens on 127.0.0.1 unless told otherwise; any other address needs
+    an access token or basic credentials. Needs the web extra: pip install
+    'job_machine[web]'. See docs/dashboard.md.
+    """
+    target = _need_dsn(dsn)
+    try:
+        from . import web as dashboard  # noqa: PLC0415
+    except ImportError as ex:
+        raise click.ClickException(
+            "the dashboard needs the web extra: pip install 'job_machine[web]' "
+            f"({(ex.name or 'a module').partition('.')[0]} is not installed)"
+        ) from None
+    try:
+        # token, user, password, read_only, refresh: DashboardConfig's own names.
+        config = dashboard.DashboardConfig(target, **settings)
+        dashboard.check_exposure(config, host)
+    except ValueError as ex:
+        raise click.UsageError(str(ex), ctx=click.get_current_context(silent=True)) from None
+    _setup_logging("info")
+    dashboard.serve(config, host=host, port=port)
 
 
 # -- demo ---------------------------------------------------------------------------------

@@ -127,7 +127,14 @@ class Liveness:
         :raises SchemaMissing: the schema is not installed or not upgraded.
         """
         conn = self._connect()
-        reg = self._store.worker_register(self.host, self.pid, self.queues, conn)
+        try:
+            reg = self._store.worker_register(self.host, self.pid, self.queues, conn)
+        except BaseException:
+            # Not registered (no schema, or a role that may not register):
+            # no thread will ever close what start() opened.
+            self._connector.close()
+            self._waker.close()
+            raise
         self.worker_id = reg.worker_id
         if not reg.locked:  # only if a stale session of a reused id holds it
             logger.warning("worker %d: liveness lock is held elsewhere", reg.worker_id)

@@ -382,7 +382,7 @@ SELECT t.task_id, c.name AS queue, t.status, t.attempts, t.parameters,
               WHERE r.task_id = t.task_id AND r.resulttype IS DISTINCT FROM 'error'
               ORDER BY r.result_id) AS results,
        ARRAY(SELECT k.task_id FROM jobmachine.task k
-              WHERE t.has_children AND k.parents @> ARRAY[t.task_id]
+              WHERE t.has_children AND k.parents @> ARRAY[t.task_id::bigint]
               ORDER BY k.task_id) AS children
   FROM jobmachine.task t
   LEFT JOIN jobmachine.class c ON c.class_id = t.class_id
@@ -711,3 +711,50 @@ SELECT w.worker_id, w.host, w.pid, w.queues, w.started, w.seen, w.command,
               ORDER BY t.task_id) AS running
   FROM jobmachine.worker w
  ORDER BY w.worker_id
+
+-- name: admin_search_tasks
+-- Tasks whose title contains %(title)s (any case), newest first, within a
+-- window: the %(scan)s newest tasks of the status and queue asked (NULL:
+-- any) below %(before_id)s, read from the index that fits those filters
+-- (task_parked_idx, task_ready_idx, or the primary key backwards). However
+-- rare the title among a million tasks, a page reads at most the window.
+-- Rows come back as hits, plus the window's last row (n = %(scan)s) when
+-- the scan reaches it, so the caller knows where the next window starts.
+-- Run unprepared, like admin_list_tasks, so each filter gets its own plan.
+SELECT w.task_id, c.name AS queue, w.status, w.attempts, w.created, w.modified,
+       w.run_after, w.worker_id, w.priority, w.title, w.grouping, w.parameters,
+       w.n, w.hit
+  FROM (SELECT t.task_id, t.class_id, t.status, t.attempts, t.created, t.modified,
+               t.run_after, t.worker_id, t.priority, t.title, t.grouping,
+               left(t.parameters, 200) AS parameters,
+               coalesce(strpos(lower(t.title), lower(%(title)s::text)) > 0, false) AS hit,
+               row_number() OVER (ORDER BY t.task_id DESC) AS n
+          FROM jobmachine.task t
+         WHERE (%(status)s::int IS NULL OR t.status = %(status)s::int)
+           AND (%(queue)s::text IS NULL OR t.class_id = (SELECT class_id FROM jobmachine.class
+                                                          WHERE name = %(queue)s::text))
+           AND (%(before_id)s::bigint IS NULL OR t.task_id < %(before_id)s::bigint)
+         ORDER BY t.task_id DESC
+         LIMIT %(scan)s) w
+  LEFT JOIN jobmachine.class c ON c.class_id = w.class_id
+ WHERE w.hit OR w.n = %(scan)s
+ ORDER BY w.task_id DESC
+ LIMIT %(limit)s + 1
+
+-- name: admin_locks
+-- The named locks (jobmachine.lock): unexpired holds of each name and when
+-- they expire, and the expired holds not yet dropped (the next lock() of
+-- the name drops them).
+SELECT name,
+       count(*) FILTER (WHERE expires > now()) AS held,
+       min(expires) FILTER (WHERE expires > now()) AS next_expiry,
+       max(expires) FILTER (WHERE expires > now()) AS last_expiry,
+       count(*) FILTER (WHERE expires <= now()) AS expired
+  FROM jobmachine.lock
+ GROUP BY name
+ ORDER BY name
+
+-- name: admin_task_states
+-- The status of each of the tasks %(ids)s that exists (a task's parents and
+-- children, for a dashboard).
+SELECT task_id, status FROM jobmachine.task WHERE task_id = ANY(%(ids)s::bigint[])

@@ -210,3 +210,32 @@ class WorkerInfo:
     @property
     def busy(self) -> bool:
         return bool(self.running)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    """One page of :meth:`Admin.search_tasks`, and where the next one starts."""
+
+    #: The tasks of this page, newest first.
+    tasks: list[TaskSummary]
+    #: Pass it as ``before_id`` for the next (older) page; None when no
+    #: older task can match.
+    next_before_id: int | None
+    #: Whether a title search read its whole window of ``scan`` tasks and
+    #: found fewer matches than a page: older tasks may still match, from
+    #: ``next_before_id`` on.
+    window_ended: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LockInfo:
+    """The holds of one named lock (:meth:`Admin.locks`)."""
+
+    name: str
+    #: Holds that have not expired.
+    held: int
+    #: When the first and the last of those holds expire (None when none is held).
+    next_expiry: datetime | None
+    last_expiry: datetime | None
+    #: Expired holds still in the table (the next ``lock()`` of the name drops them).
+    expired: int

@@ -72,3 +72,19 @@ def serving(w: jm.Worker, wait_ready: bool = True) -> Iterator[threading.Thread]
             # What broke receive() matters more than the test's own symptom.
             raise errors[0]
     assert not t.is_alive(), "receive() did not return after stop()"
+
+
+class Holding(Base):
+    """Holds each task until ``release`` is set (``started`` is set once it
+    has one, so a test can look at a busy worker), then replies "ok"."""
+
+    def __init__(self, *args: Any, hold: float = 30, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.hold = hold
+
+    def handle(self, task: jm.Task) -> None:
+        self.started.set()
+        self.release.wait(self.hold)
+        self.reply("ok")

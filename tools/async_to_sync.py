@@ -47,6 +47,7 @@ NAMES = {
     "AHandle": "Handle",
     "ajoin_all": "join_all",
     "ainstall_schema": "install_schema",
+    "ainstall_roles": "install_roles",
 }
 
 HEADER = (

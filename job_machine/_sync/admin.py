@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from psycopg import Connection
@@ -12,7 +13,17 @@ from psycopg_pool import ConnectionPool
 from .._options import check_priority
 from ..channels import validate_queue
 from ..errors import SchemaMissing, UnknownTask
-from ..task import STATE_NAMES, HourStats, Stats, Status, TaskInfo, TaskSummary, WorkerInfo
+from ..task import (
+    STATE_NAMES,
+    HourStats,
+    LockInfo,
+    Stats,
+    Status,
+    TaskInfo,
+    TaskPage,
+    TaskSummary,
+    WorkerInfo,
+)
 from .connection import Connector, ConnectorOwner
 from .store import Store
 
@@ -72,14 +83,7 @@ class Admin(ConnectorOwner):
         ``W=12 D=3 B=0 R=2 F=4 done=1.23K workers=2/3`` (waiting, delayed,
         blocked, running, failed, done, busy/alive workers; ``~`` marks an
         estimated done count)."""
-        stats = self.stats()
-        done = ("~" if stats.done_estimated else "") + _short(stats.done)
-        return (
-            f"W={_short(stats.total('waiting'))} D={_short(stats.total('delayed'))} "
-            f"B={_short(stats.total('blocked'))} R={_short(stats.total('running'))} "
-            f"F={_short(stats.total('failed'))} done={done} "
-            f"workers={stats.busy}/{stats.workers}"
-        )
+        return status_line(self.stats())
 
     def history(self) -> list[HourStats]:
         """Tasks done and failed in each of the last 24 hours (by when they
@@ -105,12 +109,7 @@ class Admin(ConnectorOwner):
         :param state: ``"waiting"``, ``"blocked"``, ``"running"``, ``"done"`` or ``"failed"``.
         :raises ValueError: an unknown state, a bad limit or offset.
         """
-        if state is not None and state not in STATES:
-            raise ValueError(f"state must be one of {', '.join(STATES)}, not {state!r}")
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            raise ValueError(f"limit must be a whole number from 1 to 10000, not {limit!r}")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"offset must be a whole number >= 0, not {offset!r}")
+        _check_page(state, limit, offset)
         return self._store.admin_list_tasks(
             STATES[state] if state is not None else None,
             validate_queue(queue) if queue is not None else None,
@@ -119,6 +118,46 @@ class Admin(ConnectorOwner):
             offset=offset,
             grouping=grouping,
         )
+
+    def search_tasks(
+        self,
+        *,
+        state: str | None = None,
+        queue: str | None = None,
+        title: str | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+        scan: int = 10_000,
+    ) -> TaskPage:
+        """A page of tasks, newest first, filtered by state, queue and text in
+        the title (any case), with the ``before_id`` of the next page.
+
+        Without ``title`` it is :meth:`list_tasks`, and says whether there
+        is a next page. With ``title``, each page looks at no more
+        than the ``scan`` newest tasks of the state and queue below
+        ``before_id``, so a title that matches nothing costs one bounded
+        index scan, not a read of the whole history; when fewer than
+        ``limit`` of them match, :attr:`TaskPage.window_ended` is set and
+        ``next_before_id`` continues the search with older tasks.
+
+        :param state: ``"waiting"``, ``"blocked"``, ``"running"``, ``"done"`` or ``"failed"``.
+        :raises ValueError: an unknown state, a bad limit or scan.
+        :raises InvalidQueueName: a malformed queue name.
+        """
+        _check_page(state, limit)
+        status = STATES[state] if state is not None else None
+        name = validate_queue(queue) if queue is not None else None
+        if not title:  # one more than a page says whether there is a next one
+            tasks = self._store.admin_list_tasks(status, name, before_id, limit + 1)
+            return TaskPage(tasks[:limit], tasks[limit - 1].id if len(tasks) > limit else None)
+        if isinstance(scan, bool) or not isinstance(scan, int) or not limit <= scan <= 1_000_000:
+            raise ValueError(f"scan must be a whole number from limit to 1000000, not {scan!r}")
+        hits, edge = self._store.admin_search_tasks(
+            title, status=status, queue=name, before_id=before_id, limit=limit, scan=scan
+        )
+        if len(hits) > limit:
+            return TaskPage(hits[:limit], hits[limit - 1].id)
+        return TaskPage(hits, edge, window_ended=edge is not None)
 
     def task_info(self, task_id: int) -> TaskInfo:
         """Everything about one task (see :meth:`Client.task_info`).
@@ -205,6 +244,18 @@ class Admin(ConnectorOwner):
         """The registered workers, whether each is alive, and what it runs."""
         return self._store.admin_workers()
 
+    def task_states(self, task_ids: Sequence[int]) -> dict[int, str]:
+        """The state (``"waiting"``, ``"done"``...) of each of ``task_ids``
+        that exists, in one statement (for a task's parents and children)."""
+        found = self._store.admin_task_states([int(i) for i in task_ids])
+        return {task_id: STATE_NAMES[status] for task_id, status in found.items()}
+
+    def locks(self) -> list[LockInfo]:
+        """The named locks (``lock()``/``unlock()``): per name, the holds
+        that have not expired and when they do, and the expired holds not
+        yet dropped."""
+        return self._store.admin_locks()
+
     def pause(self, queue: str) -> None:
         """Pause a queue: it still takes tasks, but no worker claims them
         (tasks already running go on) until :meth:`resume`.
@@ -240,6 +291,27 @@ class Admin(ConnectorOwner):
         if info is None:
             raise UnknownTask(f"there is no task {task_id}")
         return repr(info.state)
+
+
+def status_line(stats: Stats) -> str:
+    """The line of :meth:`Admin.status_string`, from stats already read."""
+    done = ("~" if stats.done_estimated else "") + _short(stats.done)
+    return (
+        f"W={_short(stats.total('waiting'))} D={_short(stats.total('delayed'))} "
+        f"B={_short(stats.total('blocked'))} R={_short(stats.total('running'))} "
+        f"F={_short(stats.total('failed'))} done={done} "
+        f"workers={stats.busy}/{stats.workers}"
+    )
+
+
+def _check_page(state: str | None, limit: int, offset: int = 0) -> None:
+    """The arguments of a listing: a known state, a sane limit and offset."""
+    if state is not None and state not in STATES:
+        raise ValueError(f"state must be one of {', '.join(STATES)}, not {state!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+        raise ValueError(f"limit must be a whole number from 1 to 10000, not {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be a whole number >= 0, not {offset!r}")
 
 
 def _short(n: int) -> str:

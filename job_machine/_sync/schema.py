@@ -1,17 +1,24 @@
 # DO NOT EDIT: generated from job_machine/_async/schema.py by tools/async_to_sync.py.
 # Change the async source and run `python tools/async_to_sync.py`.
-"""Installing and upgrading the jobmachine schema from Python."""
+"""Installing and upgrading the jobmachine schema, and its roles, from Python."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, LiteralString
 
 from psycopg import Connection
 from psycopg.pq import TransactionStatus
 
-from .._schema_sql import create_tables_sql
+from .._schema_sql import (
+    DEFAULT_ROLE_PREFIX,
+    ROLE_PREFIX_SETTING,
+    Roles,
+    create_tables_sql,
+    roles_sql,
+)
 from ..errors import JobMachineError
-from .connection import connect
+from .connection import Connector, connect
+from .store import Store
 
 
 def install_schema(target: Connection[Any] | str) -> None:
@@ -21,27 +28,74 @@ def install_schema(target: Connection[Any] | str) -> None:
 
     :param target: a connection (not inside a transaction) or a DSN.
     """
+    _run_file(target, create_tables_sql(), "install the schema", {})
+
+
+def install_roles(
+    target: Connection[Any] | str, prefix: str = DEFAULT_ROLE_PREFIX
+) -> Roles:
+    """Create the least-privilege group roles and grant them what they need
+    on the ``jobmachine`` schema: the same file as ``psql -f sql/roles.sql``
+    (see docs/roles.md). Idempotent; run it again after every schema upgrade.
+
+    Run it as the owner of the schema; the first run also needs CREATEROLE.
+
+    :param target: a connection (not inside a transaction) or a DSN.
+    :param prefix: the roles are ``<prefix>_sender``, ``_worker``,
+        ``_reader`` and ``_admin``; roles are cluster-wide, so give each
+        application of a shared cluster its own prefix.
+    :return: the names of the roles.
+    :raises ValueError: a prefix that is not a lower-case identifier of up
+        to 56 characters.
+    """
+    roles = Roles(prefix)
+    _run_file(target, roles_sql(), "install the roles", {ROLE_PREFIX_SETTING: prefix})
+    return roles
+
+
+def _run_file(
+    target: Connection[Any] | str,
+    text: LiteralString,
+    what: str,
+    settings: dict[str, str],
+) -> None:
+    """Run one of the files of sql/ (each has its own BEGIN/COMMIT), with
+    ``settings`` set for the session while it runs."""
     if isinstance(target, str):
         conn = connect(target)
         try:
-            conn.execute(create_tables_sql())
+            _run_on(conn, text, settings)
         finally:
             conn.close()
         return
     if target.info.transaction_status != TransactionStatus.IDLE:
-        raise JobMachineError("install the schema on a connection outside a transaction")
+        raise JobMachineError(f"{what} on a connection outside a transaction")
     was_autocommit = target.autocommit
     if not was_autocommit:
         target.set_autocommit(True)
     try:
-        # The file has its own BEGIN/COMMIT; no parameters, so it is sent as
-        # one simple query.
-        target.execute(create_tables_sql())
+        _run_on(target, text, settings)
     finally:
-        # A failed statement leaves the file's own transaction open and
-        # aborted: end it, so the connection is usable and the real error
-        # is the one raised.
-        if target.info.transaction_status != TransactionStatus.IDLE:
-            target.execute("ROLLBACK")
         if not was_autocommit:
             target.set_autocommit(False)
+
+
+def _run_on(
+    conn: Connection[Any], text: LiteralString, settings: dict[str, str]
+) -> None:
+    """Run the file on ``conn`` (in autocommit), and leave no transaction open."""
+    store = Store(Connector(conn=conn))
+    store.session_set(settings, conn)
+    try:
+        # No parameters, so the file is sent as one simple query.
+        conn.execute(text)
+    finally:
+        if not (conn.broken or conn.closed):
+            # A failed statement leaves the file's own transaction open and
+            # aborted: end it, so the connection is usable and the real
+            # error is the one raised.
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+            # Leave the caller's session as it was (sql/roles.sql reads an
+            # empty setting as unset).
+            store.session_set(dict.fromkeys(settings, ""), conn)

@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 from .. import _codec
 from .._queries import queries
 from ..errors import ConnectionLost, SchemaMissing, UnknownTask
-from ..task import HourStats, QueueStats, Status, Task, TaskInfo, TaskSummary, WorkerInfo
+from ..task import HourStats, LockInfo, QueueStats, Status, Task, TaskInfo, TaskSummary, WorkerInfo
 from .connection import Connector
 
 #: The send options task_insert_many takes (unique keys and parents are per task).
@@ -378,23 +378,8 @@ class Store:
             "offset": offset,
             "grouping": grouping,
         }
-        return [
-            TaskSummary(
-                id=int(r["task_id"]),
-                queue=r["queue"],
-                status=Status(r["status"]),
-                attempts=int(r["attempts"]),
-                created=r["created"],
-                modified=r["modified"],
-                run_after=r["run_after"],
-                worker_id=r["worker_id"],
-                parameters=r["parameters"] or "",
-                priority=int(r["priority"]),
-                title=r["title"],
-                grouping=r["grouping"],
-            )
-            for r in self._all("admin_list_tasks", params, prepare=False)
-        ]
+        rows = self._all("admin_list_tasks", params, prepare=False)
+        return [self._task_summary(r) for r in rows]
 
     def admin_cancel(self, task_id: int) -> bool:
         """Fail a waiting task as cancelled; False if it was not waiting."""
@@ -589,3 +574,56 @@ class Store:
         """The installed schema version; raises SchemaMissing when there is none."""
         row = self._one("schema_version", {})
         return None if row is None else row["version"]
+
+    def admin_search_tasks(
+        self,
+        title: str,
+        *,
+        status: Status | None,
+        queue: str | None,
+        before_id: int | None,
+        limit: int,
+        scan: int,
+    ) -> tuple[list[TaskSummary], int | None]:
+        """Up to ``limit + 1`` tasks whose title contains ``title``, newest
+        first, among the ``scan`` newest tasks of the status and queue below
+        ``before_id``; and the id of that window's last task when the search
+        read the whole window (None when it stopped earlier or the tasks ran out)."""
+        params = {
+            "title": title,
+            "status": status,
+            "queue": queue,
+            "before_id": before_id,
+            "limit": limit,
+            "scan": scan,
+        }
+        rows = self._all("admin_search_tasks", params, prepare=False)
+        edge = next((int(r["task_id"]) for r in rows if r["n"] == scan), None)
+        return [self._task_summary(r) for r in rows if r["hit"]], edge
+
+    def admin_locks(self) -> list[LockInfo]:
+        """The holds of each named lock."""
+        return [LockInfo(**r) for r in self._all("admin_locks", {})]
+
+    def admin_task_states(self, ids: Sequence[int]) -> dict[int, Status]:
+        """The status of each of ``ids`` that exists."""
+        rows = self._all("admin_task_states", {"ids": list(ids)})
+        return {int(r["task_id"]): Status(r["status"]) for r in rows}
+
+    @staticmethod
+    def _task_summary(r: dict[str, Any]) -> TaskSummary:
+        """A TaskSummary from a row of admin_list_tasks or admin_search_tasks."""
+        return TaskSummary(
+            id=int(r["task_id"]),
+            queue=r["queue"],
+            status=Status(r["status"]),
+            attempts=int(r["attempts"]),
+            created=r["created"],
+            modified=r["modified"],
+            run_after=r["run_after"],
+            worker_id=r["worker_id"],
+            parameters=r["parameters"] or "",
+            priority=int(r["priority"]),
+            title=r["title"],
+            grouping=r["grouping"],
+        )

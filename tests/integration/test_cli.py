@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -300,6 +301,29 @@ def test_install_prints_versions_and_is_idempotent(empty_dsn: str) -> None:
 
 def test_install_print_needs_no_database() -> None:
     assert ok(cli("install", "--print", dsn=None)) == jm.create_tables_sql()
+
+
+def test_roles_creates_the_roles_and_refuses_a_bad_prefix(dsn: str) -> None:
+    from tests.integration.test_roles import drop_roles  # noqa: PLC0415
+
+    prefix = f"cli_{secrets.token_hex(4)}"
+    out = ok(cli("roles", "--prefix", prefix, dsn=dsn))
+    names = [f"{prefix}_{kind}" for kind in ("sender", "worker", "reader", "admin")]
+    try:
+        assert out.startswith(f"roles {', '.join(names)} have their privileges (host="), out
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for name in names:
+                assert conn.execute("SELECT to_regrole(%s)", [name]).fetchone() != (None,)
+            assert conn.execute(
+                "SELECT has_table_privilege(%s, 'jobmachine.task', 'SELECT'),"
+                " has_table_privilege(%s, 'jobmachine.task', 'DELETE')",
+                [f"{prefix}_reader", f"{prefix}_reader"],
+            ).fetchone() == (True, False)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            drop_roles(conn, names)
+    assert "--prefix" in failed(cli("roles", "--prefix", "Bad-Prefix!", dsn=dsn), 2)
+    assert ok(cli("roles", "--print", dsn=None)) == jm.roles_sql()
 
 
 # -- send, status, tasks ----------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The wheel carries the one schema file, byte for byte."""
+"""The wheel carries the schema and roles files, byte for byte, and the
+dashboard's templates and static files."""
 
 from __future__ import annotations
 
@@ -34,4 +35,12 @@ def test_wheel_ships_create_tables_sql(tmp_path: Path) -> None:
         assert "job_machine/queries.sql" in names
         assert "job_machine/py.typed" in names
         shipped = zf.read("job_machine/sql/create_tables.sql")
+        roles = zf.read("job_machine/sql/roles.sql")
     assert shipped == (ROOT / "sql" / "create_tables.sql").read_bytes()
+    assert roles == (ROOT / "sql" / "roles.sql").read_bytes()
+    web = ROOT / "job_machine" / "web"
+    for folder in ("templates", "static"):
+        files = sorted((web / folder).iterdir())
+        assert files, folder
+        for path in files:
+            assert f"job_machine/web/{folder}/{path.name}" in names

@@ -1,0 +1,83 @@
+"""Running the dashboard: the safety checks before listening, then uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import uvicorn
+
+from .._async.admin import AsyncAdmin
+from .._async.connection import describe_target
+from ..errors import JobMachineError, SchemaMissing
+from .app import DashboardConfig, create_app
+from .security import Scrubber, is_loopback
+
+logger = logging.getLogger("job_machine.web")
+
+
+class ExposureError(ValueError):
+    """Listening beyond this machine without credentials."""
+
+
+def check_exposure(config: DashboardConfig, host: str) -> None:
+    """Refuse to listen on anything but the loopback without credentials.
+
+    :raises ExposureError: ``host`` is not a loopback address and neither a
+        token nor basic credentials are configured.
+    """
+    if not is_loopback(host) and not (config.token or config.user):
+        raise ExposureError(
+            f"listening on {host} would let anyone on the network act on your tasks: "
+            "give an access token (--token) or basic credentials (--user and --password), "
+            "or listen on 127.0.0.1"
+        )
+
+
+async def _check_database(config: DashboardConfig) -> int:
+    async with AsyncAdmin(config.dsn) as admin:
+        version = await admin.schema_version()
+    if version is None:
+        raise SchemaMissing()
+    return version
+
+
+def serve(
+    config: DashboardConfig,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    log_level: str = "info",
+) -> None:
+    """Check the exposure and the database, then serve the dashboard until
+    SIGINT or SIGTERM.
+
+    :raises ExposureError: see :func:`check_exposure`.
+    :raises JobMachineError: the database cannot be reached or has no schema
+        (the message names host, port, database and user, never the password).
+    """
+    check_exposure(config, host)
+    scrub = Scrubber(config.dsn, [config.token, config.password])
+    try:
+        version = asyncio.run(_check_database(config))
+    except JobMachineError as ex:
+        raise type(ex)(scrub(str(ex))) from None
+    app = create_app(config)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level=log_level, server_header=False)
+    )
+    # uvicorn set its loggers up in Config(); ours need a handler somewhere.
+    if not logging.getLogger("job_machine").hasHandlers():
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)-9s %(message)s"))
+        logging.getLogger("job_machine").addHandler(handler)
+        logging.getLogger("job_machine").setLevel(log_level.upper())
+    scrub.install("job_machine", "uvicorn", "uvicorn.error", "uvicorn.access")
+    logger.info(
+        "dashboard of %s (schema version %s)%s at http://%s:%s/",
+        describe_target(config.dsn),
+        version,
+        ", read-only" if config.read_only else "",
+        f"[{host}]" if ":" in host else host,
+        port,
+    )
+    server.run()

@@ -1,0 +1,207 @@
+-- job_machine's least-privilege roles (docs/roles.md).
+--
+-- Install after sql/create_tables.sql, as the owner of the jobmachine
+-- schema (a superuser will do). The first run also needs CREATEROLE, to
+-- create the roles; later runs only re-grant:
+--
+--   psql -v ON_ERROR_STOP=1 -f sql/roles.sql
+--   job_machine.install_roles(conn)        (the same file, from Python)
+--
+-- It creates four NOLOGIN group roles, which you GRANT to your login users:
+--
+--   jobmachine_sender  send tasks (every option), read their replies and
+--                      where they stand, notes, named locks; the Perl
+--                      Job::Machine client too
+--   jobmachine_worker  run workers: claim, answer, retry and fail tasks,
+--                      register and heartbeat, rescue dead workers'
+--                      tasks, housekeeping (revive, retention), notes,
+--                      named locks; the Perl Job::Machine worker too
+--   jobmachine_reader  SELECT on the schema and nothing else: Admin.stats,
+--                      history, list_tasks, task_info, workers (a
+--                      read-only dashboard)
+--   jobmachine_admin   jobmachine_reader, plus an operator's actions:
+--                      cancel, retry, remove, purge, pause and resume
+--                      queues, stop workers, notes
+--
+-- Other names: roles are cluster-wide, so two applications with a
+-- jobmachine schema each in one cluster should not share them. Set
+-- jobmachine.role_prefix for the session (PGOPTIONS='-c
+-- jobmachine.role_prefix=billing_jm' psql -f sql/roles.sql, or
+-- install_roles(conn, prefix="billing_jm")) to get billing_jm_sender and
+-- so on; lower-case letters, digits and underscores.
+--
+-- Idempotent, and convergent: each run first revokes everything the four
+-- roles hold in the jobmachine schema, then grants what is below, in one
+-- transaction (sessions never see the roles without their privileges). So
+-- run it again after every schema upgrade, from the same release as
+-- create_tables.sql: its grants name that release's tables and columns,
+-- and a privilege it no longer grants is gone. Grant nothing to these
+-- roles by hand; give extra privileges to roles of your own.
+--
+-- Grants nothing outside the jobmachine schema. What the roles use that
+-- every role has by default, through PUBLIC: CONNECT on the database,
+-- LISTEN, NOTIFY and pg_notify(), advisory locks, set_config() of user
+-- settings, and reading the catalog (pg_locks for the liveness check of
+-- docs/liveness.md, pg_class for Admin.stats).
+--
+-- Nor does it rely on PUBLIC's EXECUTE on the schema's own functions:
+-- jobmachine.lock() is granted to the roles that call it.
+
+BEGIN;
+
+DO $roles$
+DECLARE
+    prefix text := coalesce(nullif(current_setting('jobmachine.role_prefix', true), ''),
+                            'jobmachine');
+    sender text := prefix || '_sender';
+    worker text := prefix || '_worker';
+    reader text := prefix || '_reader';
+    admin  text := prefix || '_admin';
+    installed integer;
+    r text;
+    g record;
+BEGIN
+    -- Serialise with a concurrent install or upgrade (create_tables.sql
+    -- takes the same lock), and with another run of this file.
+    PERFORM pg_advisory_xact_lock(hashtext('jobmachine.install'));
+    -- Up to 56 bytes, so the longest name (_sender, _worker, _reader) is a
+    -- whole identifier (63 bytes).
+    IF prefix !~ '^[a-z_][a-z0-9_]{0,55}$' THEN
+        RAISE EXCEPTION 'invalid role prefix %: up to 56 lower-case letters, digits and underscores, not starting with a digit', quote_literal(prefix);
+    END IF;
+    IF to_regclass('jobmachine.schema_version') IS NOT NULL THEN
+        SELECT max(v.version) INTO installed FROM jobmachine.schema_version v;
+    END IF;
+    -- The grants below name columns of schema version 3.
+    IF installed IS NULL OR installed < 3 THEN
+        RAISE EXCEPTION 'the jobmachine schema is missing or older than version 3 (found %)', coalesce(installed::text, 'none')
+            USING HINT = 'install or upgrade it first: psql -f sql/create_tables.sql, or job_machine.install_schema()';
+    END IF;
+
+    -- The group roles (cluster-wide): created when missing, left as they
+    -- are when present.
+    FOREACH r IN ARRAY ARRAY[reader, sender, worker, admin] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+            BEGIN
+                EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                NULL;  -- created at the same moment from another database
+            END;
+        ELSIF (SELECT rolcanlogin FROM pg_roles WHERE rolname = r) THEN
+            RAISE WARNING 'role % can log in; it is meant as a group role: GRANT it to login users instead', r;
+        END IF;
+    END LOOP;
+    -- The operator reads what the dashboard reads. Granting a role needs
+    -- ADMIN OPTION on it (or CREATEROLE before PostgreSQL 16), so only when
+    -- it is not granted yet: a re-run by the schema owner needs neither.
+    IF NOT EXISTS (SELECT 1 FROM pg_auth_members
+                    WHERE roleid = reader::regrole AND member = admin::regrole) THEN
+        EXECUTE format('GRANT %I TO %I', reader, admin);
+    END IF;
+
+    -- Start from nothing (column privileges go with the table's).
+    FOREACH r IN ARRAY ARRAY[reader, sender, worker, admin] LOOP
+        EXECUTE format('REVOKE ALL ON SCHEMA jobmachine FROM %I', r);
+        EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA jobmachine FROM %I', r);
+        EXECUTE format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA jobmachine FROM %I', r);
+        EXECUTE format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA jobmachine FROM %I', r);
+    END LOOP;
+
+    -- What each role may do, and which statements need it
+    -- (job_machine/queries.sql; the Perl Job::Machine 0.19 statements are
+    -- replayed in tests/integration/test_perl_compat.py, and test_roles.py
+    -- runs them as these roles). Triggers run as the user whose
+    -- statement fired them: whoever sets a status to done or failed, or
+    -- deletes a task that was not done, also needs what task_settled()
+    -- does to the task's blocked children (lock and update their status
+    -- and modified time, insert a ParentFailed error result, pg_notify).
+    -- Identity columns need no privilege on their sequence, but the Perl
+    -- tables (class, task, result) of a Perl database upgraded in place
+    -- keep their serial columns (nextval), and the Perl code reads currval
+    -- (DBD::Pg's last_insert_id): hence USAGE on the sequences of those a
+    -- role inserts into. The tables job_machine added (worker, lock) have
+    -- identity columns everywhere.
+    FOR g IN
+        SELECT m.grantee, m.privileges, m.object FROM (VALUES
+        -- reader: SELECT, nothing else.
+        (reader, 'USAGE', 'SCHEMA jobmachine'),
+        (reader, 'SELECT', 'ALL TABLES IN SCHEMA jobmachine'),
+
+        -- sender
+        (sender, 'USAGE', 'SCHEMA jobmachine'),
+        -- task_insert*: find the queue, or create it (Perl: SELECT * and
+        -- INSERT ... RETURNING *).
+        (sender, 'SELECT, INSERT (name)', 'TABLE jobmachine.class'),
+        -- task_insert*, task_info, task_answer(ed), task_unique_holder.
+        -- Only the columns send() sets: not task_id, worker_id, attempts,
+        -- started, has_children or notes.
+        (sender, 'SELECT, INSERT (class_id, parameters, status, priority, run_after,'
+                 ' max_attempts, title, grouping, remove_after, keep_for, unique_key,'
+                 ' parents)', 'TABLE jobmachine.task'),
+        -- task_insert_full locks each parent and marks it has_children;
+        -- task_note merges notes. Never status: a sender cannot claim,
+        -- finish, cancel or retry a task.
+        (sender, 'UPDATE (has_children, notes)', 'TABLE jobmachine.task'),
+        -- Replies; and task_insert_full records ParentFailed for a child
+        -- whose parent failed already.
+        (sender, 'SELECT, INSERT (task_id, result, resulttype)', 'TABLE jobmachine.result'),
+        -- task_info names the worker running the task; not its queues,
+        -- heartbeat or commands.
+        (sender, 'SELECT (worker_id, host, pid)', 'TABLE jobmachine.worker'),
+        -- lock(), lock_free(), unlock(): jobmachine.lock() runs as its
+        -- caller.
+        (sender, 'SELECT, INSERT (name, expires), DELETE', 'TABLE jobmachine.lock'),
+        (sender, 'EXECUTE', 'FUNCTION jobmachine.lock(text, double precision, integer)'),
+        (sender, 'USAGE', 'SEQUENCE ' || pg_get_serial_sequence('jobmachine.class', 'class_id')),
+        (sender, 'USAGE', 'SEQUENCE ' || pg_get_serial_sequence('jobmachine.task', 'task_id')),
+        (sender, 'USAGE', 'SEQUENCE ' || pg_get_serial_sequence('jobmachine.result', 'result_id')),
+
+        -- worker
+        (worker, 'USAGE', 'SCHEMA jobmachine'),
+        -- task_claim, task_next_due, queue_names: queues and whether paused.
+        (worker, 'SELECT', 'TABLE jobmachine.class'),
+        -- task_claim (status, started, attempts, worker_id), task_finish,
+        -- task_done(_many), task_fail_attempt (run_after), task_unclaim,
+        -- task_release_held, worker_heartbeat (modified), housekeeping:
+        -- worker_reap, task_give_up, task_revive, and task_remove_old
+        -- (DELETE; the results go by ON DELETE CASCADE, which runs as the
+        -- table's owner); notes. Never INSERT: a worker does not send
+        -- (grant jobmachine_sender too for one that does).
+        (worker, 'SELECT, UPDATE (status, modified, started, attempts, worker_id, run_after,'
+                 ' notes), DELETE', 'TABLE jobmachine.task'),
+        (worker, 'SELECT, INSERT (task_id, result, resulttype)', 'TABLE jobmachine.result'),
+        -- worker_register, worker_heartbeat (an upsert that sets seen),
+        -- worker_reap (deletes dead workers). Not command: a worker
+        -- cannot stop the others.
+        (worker, 'SELECT, INSERT (worker_id, host, pid, queues), UPDATE (seen), DELETE',
+                 'TABLE jobmachine.worker'),
+        (worker, 'SELECT, INSERT (name, expires), DELETE', 'TABLE jobmachine.lock'),
+        (worker, 'EXECUTE', 'FUNCTION jobmachine.lock(text, double precision, integer)'),
+        (worker, 'USAGE', 'SEQUENCE ' || pg_get_serial_sequence('jobmachine.result', 'result_id')),
+
+        -- admin: reader's SELECTs (role membership, above), and
+        (admin, 'USAGE', 'SCHEMA jobmachine'),
+        -- admin_retry to another queue creates it; admin_pause.
+        (admin, 'INSERT (name), UPDATE (paused, modified)', 'TABLE jobmachine.class'),
+        -- admin_cancel, admin_retry (a fresh start, maybe elsewhere or
+        -- at another priority), admin_remove, admin_purge; notes (the
+        -- CLI's tasks note).
+        (admin, 'UPDATE (status, modified, attempts, run_after, priority, class_id, notes),'
+                ' DELETE', 'TABLE jobmachine.task'),
+        -- admin_cancel's Cancelled error.
+        (admin, 'INSERT (task_id, result, resulttype)', 'TABLE jobmachine.result'),
+        -- admin_worker_command (stop_workers).
+        (admin, 'UPDATE (command)', 'TABLE jobmachine.worker'),
+        (admin, 'USAGE', 'SEQUENCE ' || pg_get_serial_sequence('jobmachine.class', 'class_id')),
+        (admin, 'USAGE', 'SEQUENCE ' || pg_get_serial_sequence('jobmachine.result', 'result_id'))
+        ) AS m (grantee, privileges, object)
+        -- A column without a sequence (none in a schema made by
+        -- create_tables.sql or by Perl) has nothing to grant.
+        WHERE m.object IS NOT NULL
+    LOOP
+        EXECUTE format('GRANT %s ON %s TO %I', g.privileges, g.object, g.grantee);
+    END LOOP;
+END
+$roles$;
+
+COMMIT;

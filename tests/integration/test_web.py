@@ -1,0 +1,702 @@
+"""The dashboard (job_machine.web) against a real database: its pages, its
+actions with confirmation and CSRF protection, read-only mode, access
+control, escaping of hostile text, secrets kept out of pages and logs, the
+`job-machine web` command, and the title search's plan on a long history.
+
+Requests go through httpx's ASGI transport, in the test's event loop (as
+tests/integration/test_example_fastapi.py does); the browser tests are in
+test_web_browser.py."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+import job_machine as jm
+from job_machine._queries import queries
+from job_machine.web import DashboardConfig, create_app
+from job_machine.web.security import CONTENT_SECURITY_POLICY, CSRF_COOKIE
+from tests.integration.test_claim_plan import _explain, _insert_history, _max_rows, _nodes
+from tests.rows import task_state
+from tests.web_data import XSS, XSS_IMG, XSS_QUEUE, XSS_SCRIPT, Seeded, seed
+from tests.workers import Holding, serving
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "S3cret-Passw0rd-never-shown"
+TOKEN = "a-token-of-at-least-16-chars"
+
+
+class _Elements(HTMLParser):
+    """What a browser would run or style from a page's own markup."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inline: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        names = {name for name, _ in attrs}
+        if tag == "script" and "src" not in names:
+            self.inline.append("<script> without src")
+        self.inline += [f"<{tag} {n}=>" for n in names if n.startswith("on") or n == "style"]
+        for name, value in attrs:
+            if value and value.strip().lower().startswith("javascript:"):
+                self.inline.append(f"<{tag} {name}={value}>")
+
+
+def inline_code(html: str) -> list[str]:
+    """Inline script, event handlers, javascript: links and inline styles of a page."""
+    parser = _Elements()
+    parser.feed(html)
+    parser.close()
+    return parser.inline
+
+
+@asynccontextmanager
+async def dashboard(dsn: str, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on a dashboard of ``dsn``, its lifespan running."""
+    app = create_app(DashboardConfig(dsn, **options))
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
+    ):
+        yield http
+
+
+@pytest.fixture
+def seeded(dsn: str) -> Seeded:
+    return seed(dsn)
+
+
+async def _post(
+    http: httpx.AsyncClient, path: str, data: dict[str, Any], csrf: str | None = None
+) -> httpx.Response:
+    """POST a form with this browser's CSRF token (after a GET sets it)."""
+    if CSRF_COOKIE not in http.cookies:
+        await http.get("/static/app.css")
+        await http.get("/locks")
+    token = http.cookies[CSRF_COOKIE] if csrf is None else csrf
+    return await http.post(path, data={"csrf": token, **data}, follow_redirects=False)
+
+
+async def _act(http: httpx.AsyncClient, action: str, target: object) -> httpx.Response:
+    """Confirm (GET) then do (POST) an action, and follow the redirect."""
+    page = await http.get(f"/confirm/{action}", params={"target": str(target)})
+    assert page.status_code == 200, page.text
+    assert f'action="/do/{action}"' in page.text
+    posted = await _post(http, f"/do/{action}", {"target": str(target)})
+    assert posted.status_code == 303, posted.text
+    return await http.get(posted.headers["location"])
+
+
+def _status(conn: psycopg.Connection[Any], task_id: int) -> int | None:
+    """A task's status, None once it is removed."""
+    try:
+        return task_state(conn, task_id)[0]
+    except AssertionError:
+        return None
+
+
+# -- pages ---------------------------------------------------------------------------
+
+
+async def test_overview_shows_counts_queues_workers_and_a_day_of_history(dsn: str) -> None:
+    seed(dsn, history=True)
+    async with dashboard(dsn) as http:
+        page = await http.get("/")
+        with jm.Admin(dsn) as admin:
+            status = admin.status_string()
+    assert page.status_code == 200
+    html = page.text
+    assert f'<code id="status-line">{status}</code>' in html
+    for queue in ("mail.send", "report.build", "gl.accounting"):
+        assert f'href="/tasks?queue={queue}"' in html
+    for state, count in (("waiting", 8), ("delayed", 1), ("blocked", 1), ("running", 0)):
+        assert re.search(rf'id="count-{state}">\s*<span class="card-n">{count}</span>', html)
+    assert re.search(r'id="count-failed">\s*<span class="card-n">\d\d+</span>', html)
+    assert '0<span class="card-of"> / 0 workers</span>' in html  # busy / alive
+    assert 'report.build</a> <span class="pill pill-warn">paused</span>' in html
+    assert 'href="/confirm/resume?target=report.build"' in html
+    assert 'href="/confirm/pause?target=mail.send"' in html
+    # 24 hourly bars, some done, some failed, and their totals.
+    assert html.count('class="bar-hit"') == 24
+    assert 'class="bar-done"' in html and 'class="bar-failed"' in html
+    assert '<meta http-equiv="refresh" content="5">' in html
+
+
+async def test_auto_refresh_can_be_turned_off_and_on(dsn: str) -> None:
+    async with dashboard(dsn, refresh=7) as http:
+        off = (await http.get("/?refresh=0")).text
+        on = (await http.get("/")).text
+        bad = await http.get("/?refresh=soon")
+    assert 'http-equiv="refresh"' not in off
+    assert 'href="/?refresh=7" id="refresh-toggle">Start' in off
+    assert '<meta http-equiv="refresh" content="7">' in on
+    assert 'href="/?refresh=0" id="refresh-toggle">Stop' in on
+    assert bad.status_code == 400
+
+
+async def test_tasks_filter_by_state_queue_and_title(dsn: str, seeded: Seeded) -> None:
+    def ids(html: str) -> list[int]:
+        return [int(i) for i in re.findall(r'<td class="n"><a href="/tasks/(\d+)">', html)]
+
+    with jm.Admin(dsn) as admin:
+        every = [t.id for t in admin.list_tasks(limit=100)]
+        waiting_reports = [t.id for t in admin.list_tasks(state="waiting", queue="report.build")]
+    async with dashboard(dsn) as http:
+        assert ids((await http.get("/tasks")).text) == every
+        failed = (await http.get("/tasks", params={"state": "failed"})).text
+        reports = await http.get("/tasks", params={"state": "waiting", "queue": "report.build"})
+        titled = await http.get("/tasks", params={"title": "REPORT", "queue": "report.build"})
+        newsletter = await http.get("/tasks", params={"title": "newsletter", "state": "done"})
+        nothing = await http.get("/tasks", params={"title": "no such title"})
+        bad_state = await http.get("/tasks", params={"state": "lost"})
+        bad_queue = await http.get("/tasks", params={"queue": "not a queue!"})
+    assert ids(failed) == [seeded.failed]
+    assert ids(reports.text) == waiting_reports and len(waiting_reports) == 6
+    assert len(ids(titled.text)) == 6  # monthly, 4 daily and the delayed report
+    assert len(ids(newsletter.text)) == 3
+    assert 'id="no-tasks"' in nothing.text
+    assert bad_state.status_code == 400 and "state must be one of" in bad_state.text
+    assert bad_queue.status_code == 400 and "malformed" in bad_queue.text
+    assert '<option value="report.build" selected>' in reports.text
+
+
+async def test_task_pages_follow_the_keyset_to_the_oldest(dsn: str, client: jm.Client) -> None:
+    sent = client.send_many(list(range(7)), queue="page.q", title="paged")
+    async with dashboard(dsn, page_size=3) as http:
+        seen: list[int] = []
+        url: str | None = "/tasks?queue=page.q"
+        pages = 0
+        while url:
+            html = (await http.get(url)).text
+            seen += [int(i) for i in re.findall(r'<a href="/tasks/(\d+)">\1</a>', html)]
+            found = re.search(r'<a class="button" href="([^"]+)" id="older">', html)
+            url = found[1].replace("&amp;", "&") if found else None
+            pages += 1
+            if pages > 1:
+                assert 'class="button quiet" href="/tasks?queue=page.q">Newest' in html
+    assert seen == sorted(sent, reverse=True)
+    assert pages == 3
+
+
+async def test_a_title_search_reads_a_bounded_window_and_says_so(
+    dsn: str, client: jm.Client
+) -> None:
+    """With scan=5, a rare title is found window by window: each page says
+    where it stopped, and the link searches on below it."""
+    ids = client.send_many(list(range(12)), queue="win.q", title="plain")
+    rare = client.send("x", queue="win.q", title="The Rare One")
+    client.send_many(list(range(6)), queue="win.q", title="plain")
+    oldest_rare = client.send("y", queue="win.q", title="rare too")  # newest id, found first
+    async with dashboard(dsn, page_size=2, scan=5) as http:
+        found: list[int] = []
+        url: str | None = "/tasks?" + urlencode({"title": "rare", "queue": "win.q"})
+        notes = 0
+        for _ in range(10):
+            if url is None:
+                break
+            html = (await http.get(url)).text
+            found += [int(i) for i in re.findall(r'<a href="/tasks/(\d+)">\1</a>', html)]
+            notes += "Searched the 5 newest tasks" in html
+            older = re.search(r'href="([^"]+)" id="older">(Search older tasks|Older)', html)
+            url = older[1].replace("&amp;", "&") if older else None
+    assert found == [oldest_rare, rare]
+    assert notes >= 3  # 20 tasks, 5 a page
+    assert ids[0] < rare
+
+
+async def test_a_task_page_shows_data_results_errors_notes_and_relatives(
+    dsn: str, seeded: Seeded
+) -> None:
+    async with dashboard(dsn) as http:
+        failed = (await http.get(f"/tasks/{seeded.failed}")).text
+        done = (await http.get(f"/tasks/{seeded.done}")).text
+        blocked = (await http.get(f"/tasks/{seeded.blocked}")).text
+        parent = (await http.get(f"/tasks/{seeded.parent}")).text
+        hostile = (await http.get(f"/tasks/{seeded.hostile}")).text
+        missing = await http.get("/tasks/999999")
+    assert "Attempt 1: ValueError</strong>: bad input" in failed
+    assert "Traceback (most recent call last)" in failed and "in handle" in failed
+    assert 'href="/confirm/retry?target=' in failed
+    assert "&#34;ok&#34;: &#34;hello&#34;" in done  # the reply
+    assert 'href="/confirm/cancel?target=' in blocked
+
+    def related(task_id: int, state: str) -> str:
+        return f'<a href="/tasks/{task_id}">#{task_id}</a> <span class="badge badge-{state}">'
+
+    assert related(seeded.parent, "waiting") in blocked
+    assert related(seeded.blocked, "blocked") in parent
+    assert 'id="task-notes"' in hostile and "comment" in hostile
+    assert missing.status_code == 404 and "there is no task 999999" in missing.text
+
+
+async def test_workers_and_locks_pages(dsn: str, conn: psycopg.Connection[Any]) -> None:
+    seed(dsn)
+    conn.execute(
+        "INSERT INTO jobmachine.worker (host, pid, queues) VALUES ('box-7', 4242, %s)",
+        (["mail.send", "gl.*"],),
+    )
+    async with dashboard(dsn) as http:
+        workers = (await http.get("/workers")).text
+        locks = (await http.get("/locks")).text
+    assert "<td>box-7</td>" in workers and ">4242<" in workers
+    assert "mail.send, gl.*" in workers
+    assert '<span class="badge badge-failed">dead</span>' in workers
+    assert "/confirm/stop" not in workers  # a dead worker reads no command
+    assert re.search(r"<td>smtp</td>\s*<td class=\"n\">1</td>", locks)
+
+
+async def test_a_live_busy_worker_shows_its_task_and_can_be_stopped(
+    dsn: str, client: jm.Client
+) -> None:
+    w = Holding(dsn, queue=["job.task"], hold=10)
+    with serving(w):
+        tid = client.send("x")
+        assert w.started.wait(5)
+        async with dashboard(dsn) as http:
+            page = (await http.get("/workers")).text
+            overview = (await http.get("/")).text
+            assert '<span class="badge badge-running">busy</span>' in page
+            assert f'<a href="/tasks/{tid}">#{tid}</a>' in page
+            assert '1<span class="card-of"> / 1 workers</span>' in overview
+            done = await _act(http, "stop", w.worker_id)
+        assert f"Worker {w.worker_id} was asked to stop" in done.text
+        w.release.set()
+        assert client.wait(tid, timeout=5) == "ok"
+
+
+# -- actions -----------------------------------------------------------------------
+
+
+async def test_retry_asks_first_then_acts_and_says_what_it_did(
+    dsn: str, seeded: Seeded, conn: psycopg.Connection[Any]
+) -> None:
+    async with dashboard(dsn) as http:
+        confirm = await http.get("/confirm/retry", params={"target": seeded.failed})
+        assert _status(conn, seeded.failed) == 900  # the GET changed nothing
+        assert "Retry task" in confirm.text and 'name="csrf"' in confirm.text
+        posted = await _post(http, "/do/retry", {"target": str(seeded.failed)})
+        assert posted.status_code == 303
+        assert posted.headers["location"] == f"/tasks/{seeded.failed}"
+        page = await http.get(posted.headers["location"])
+        assert f"Task {seeded.failed} is waiting again on queue mail.send." in page.text
+        assert 'class="flash flash-ok"' in page.text
+        again = await http.get(f"/tasks/{seeded.failed}")  # the message shows once
+        assert "flash" not in again.text
+    assert _status(conn, seeded.failed) == 0
+
+
+async def test_cancel_remove_pause_resume_and_their_refusals(
+    dsn: str, seeded: Seeded, conn: psycopg.Connection[Any]
+) -> None:
+    async with dashboard(dsn) as http:
+        cancelled = await _act(http, "cancel", seeded.waiting)
+        assert f"Task {seeded.waiting} cancelled." in cancelled.text
+        assert _status(conn, seeded.waiting) == 900
+
+        refused = await _act(http, "cancel", seeded.done)
+        assert 'class="flash flash-error"' in refused.text
+        assert "only a waiting or blocked task can be cancelled" in refused.text
+        assert _status(conn, seeded.done) == 200
+
+        removed = await _act(http, "remove", seeded.done)
+        assert str(removed.url).endswith("/tasks")
+        assert f"Task {seeded.done} removed." in removed.text
+        assert _status(conn, seeded.done) is None
+
+        paused = await _act(http, "pause", "mail.send")
+        assert "Queue mail.send paused" in paused.text
+        assert 'mail.send</a> <span class="pill pill-warn">paused</span>' in paused.text
+        resumed = await _act(http, "resume", "report.build")
+        assert "Queue report.build resumed." in resumed.text
+
+        hostile = await _act(http, "pause", XSS_QUEUE)
+        assert 'class="flash flash-error"' in hostile.text and "malformed" in hostile.text
+        unknown = await _act(http, "pause", "no.such.queue")
+        assert "there is no queue" in unknown.text
+
+        assert (await http.get("/confirm/explode?target=1")).status_code == 404
+        assert (await http.get("/confirm/retry?target=abc")).status_code == 400
+        assert (await http.get("/confirm/retry?target=999999")).status_code == 404
+        assert (await http.get("/do/retry")).status_code == 405
+    paused_queues = dict(conn.execute("SELECT name, paused FROM jobmachine.class").fetchall())
+    assert paused_queues["mail.send"] is True and paused_queues["report.build"] is False
+
+
+async def test_an_action_without_the_csrf_token_is_forbidden(
+    dsn: str, seeded: Seeded, conn: psycopg.Connection[Any]
+) -> None:
+    async with dashboard(dsn) as http:
+        await http.get("/")
+        target = {"target": str(seeded.failed)}
+        missing = await http.post("/do/retry", data=target, follow_redirects=False)
+        wrong = await _post(http, "/do/retry", target, csrf="x" * 43)
+        empty = await _post(http, "/do/retry", target, csrf="")
+        # A form from another site carries no cookie of ours at all.
+        http.cookies.clear()
+        foreign = await http.post(
+            "/do/retry", data={**target, "csrf": "y" * 43}, follow_redirects=False
+        )
+    for response in (missing, wrong, empty, foreign):
+        assert response.status_code == 403, response.text
+        assert "security token" in response.text
+    assert _status(conn, seeded.failed) == 900
+
+
+async def test_read_only_hides_every_action_and_refuses_them(
+    dsn: str, seeded: Seeded, conn: psycopg.Connection[Any]
+) -> None:
+    conn.execute("INSERT INTO jobmachine.worker (host, pid, queues) VALUES ('h', 1, '{q}')")
+    async with dashboard(dsn, read_only=True) as http:
+        pages = [
+            (await http.get(path)).text
+            for path in ("/", "/tasks", f"/tasks/{seeded.failed}", f"/tasks/{seeded.waiting}")
+        ]
+        pages.append((await http.get("/workers")).text)
+        confirm = await http.get("/confirm/retry", params={"target": seeded.failed})
+        posted = await _post(http, "/do/retry", {"target": str(seeded.failed)})
+    for html in pages:
+        assert "/confirm/" not in html and "/do/" not in html
+        assert ">read-only</span>" in html
+    assert confirm.status_code == 403 and "read-only" in confirm.text
+    assert posted.status_code == 403
+    assert _status(conn, seeded.failed) == 900
+
+
+# -- safety ----------------------------------------------------------------------------
+
+
+async def test_hostile_text_is_shown_never_run(dsn: str, seeded: Seeded) -> None:
+    """Script in a payload, a title, an error, a note and a queue name (one
+    only a Perl sender or a hand-written INSERT can create) comes out as
+    text on every page."""
+    escaped = "&lt;script&gt;window.__pwned=1&lt;/script&gt;"
+    async with dashboard(dsn) as http:
+        paths = [
+            "/",
+            "/tasks",
+            "/tasks?" + urlencode({"title": "hostile"}),
+            "/tasks?" + urlencode({"queue": XSS_QUEUE}),
+            f"/tasks/{seeded.hostile}",
+            f"/tasks/{seeded.hostile_queue_task}",
+            f"/tasks/{seeded.failed}",
+            "/confirm/pause?" + urlencode({"target": XSS_QUEUE}),
+            f"/confirm/retry?target={seeded.failed}",
+            "/workers",
+            "/locks",
+        ]
+        pages = {path: await http.get(path) for path in paths}
+        flashed = await _act(http, "pause", XSS_QUEUE)
+    pages["flash"] = flashed
+    for path, page in pages.items():
+        html = page.text
+        assert XSS_SCRIPT not in html, path
+        assert XSS_IMG not in html, path
+        assert inline_code(html) == [], path
+    assert escaped in pages["/"].text  # the queue name, on the overview
+    assert escaped in pages[f"/tasks/{seeded.hostile}"].text  # data, title and note
+    assert escaped in pages[f"/tasks/{seeded.failed}"].text  # the error and its traceback
+    assert escaped in pages["flash"].text
+    assert f"hostile {XSS}" not in pages["/tasks"].text
+
+
+async def test_every_response_forbids_inline_script_and_framing(dsn: str) -> None:
+    async with dashboard(dsn) as http:
+        responses = [
+            await http.get(p) for p in ("/", "/tasks", "/nope", "/static/app.js", "/locks")
+        ]
+    for response in responses:
+        csp = response.headers["content-security-policy"]
+        assert csp == CONTENT_SECURITY_POLICY
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["x-content-type-options"] == "nosniff"
+    for page in responses[:3]:
+        assert inline_code(page.text) == []  # the policy would block it
+        assert page.headers["cache-control"] == "no-store"
+    cookie = responses[0].headers["set-cookie"]  # the first response sets it
+    assert cookie.startswith(f"{CSRF_COOKIE}=") and "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+
+
+async def test_a_token_guards_every_page_but_the_login(dsn: str, seeded: Seeded) -> None:
+    async with dashboard(dsn, token=TOKEN) as http:
+        away = await http.get("/tasks?state=failed", follow_redirects=False)
+        assert away.status_code == 303
+        assert away.headers["location"] == "/login?" + urlencode({"next": "/tasks?state=failed"})
+        assert (await http.get("/static/app.css")).status_code == 200
+        assert (await _post(http, "/do/retry", {"target": "1"})).status_code == 401
+        assert (await http.get("/login")).status_code == 200
+        wrong = await _post(http, "/login", {"token": "not-the-token-at-all", "next": "/"})
+        assert wrong.status_code == 401 and "That is not the token" in wrong.text
+        evil = await _post(http, "/login", {"token": TOKEN, "next": "//evil.example/"})
+        assert evil.status_code == 303 and evil.headers["location"] == "/"
+        assert TOKEN not in evil.headers["set-cookie"]
+        assert (await http.get("/tasks")).status_code == 200
+        page = await http.get("/")
+        assert TOKEN not in page.text and "Log out" in page.text
+        out = await _post(http, "/logout", {})
+        assert out.status_code == 303
+        assert (await http.get("/", follow_redirects=False)).status_code == 303
+    async with dashboard(dsn, token=TOKEN) as http:
+        bearer = await http.get("/", headers={"Authorization": f"Bearer {TOKEN}"})
+        bad = await http.get("/", headers={"Authorization": "Bearer nope"}, follow_redirects=False)
+    assert bearer.status_code == 200 and bad.status_code == 303
+
+
+async def test_basic_credentials_guard_every_page(dsn: str) -> None:
+    def basic(user: str, password: str) -> dict[str, str]:
+        pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {pair}"}
+
+    async with dashboard(dsn, user="ops", password="hunter2hunter2") as http:
+        none = await http.get("/")
+        wrong = await http.get("/", headers=basic("ops", "hunter3"))
+        who = await http.get("/", headers=basic("dev", "hunter2hunter2"))
+        junk = await http.get("/", headers={"Authorization": "Basic !!!"})
+        right = await http.get("/workers", headers=basic("ops", "hunter2hunter2"))
+    for response in (none, wrong, who, junk):
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith('Basic realm="job_machine"')
+    assert right.status_code == 200
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        DashboardConfig("dbname=x", token="short")
+    with pytest.raises(ValueError, match="both a user name and a password"):
+        DashboardConfig("dbname=x", user="ops")
+    with pytest.raises(ValueError, match="both a user name and a password"):
+        DashboardConfig("dbname=x", password="pw")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_an_unreachable_database_never_shows_its_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dsn = f"postgresql://jm:{SECRET}@127.0.0.1:{_closed_port()}/jm"
+    caplog.set_level(logging.DEBUG)
+    async with dashboard(dsn) as http:
+        pages = [await http.get(p) for p in ("/", "/tasks", "/tasks/1", "/workers", "/locks")]
+    for page in pages:
+        assert page.status_code == 503
+        assert "could not connect to PostgreSQL at host=127.0.0.1" in page.text
+        assert SECRET not in page.text
+        assert "jm:" + SECRET not in page.text
+    assert "could not connect" in caplog.text
+    assert SECRET not in caplog.text
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Any:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("JOB_MACHINE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "job_machine.cli", *args],
+        cwd=ROOT,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_web_refuses_to_listen_beyond_the_loopback_without_credentials() -> None:
+    exposed = _cli("web", "--dsn", "dbname=x", "--host", "0.0.0.0")
+    assert exposed.returncode == 2
+    assert "listening on 0.0.0.0 would let anyone on the network" in exposed.stderr
+    assert "--token" in exposed.stderr
+    short = _cli("web", "--dsn", "dbname=x", "--token", "short")
+    assert short.returncode == 2 and "at least 16 characters" in short.stderr
+    half = _cli("web", "--dsn", "dbname=x", "--user", "ops")
+    assert half.returncode == 2 and "both a user name and a password" in half.stderr
+    nodb = _cli("web")
+    assert nodb.returncode == 2 and "no database" in nodb.stderr
+
+
+def test_web_says_how_to_install_the_extra_when_it_is_missing() -> None:
+    code = (
+        "import sys; sys.modules['starlette'] = None\n"
+        "from job_machine.cli import main; main(['web', '--dsn', 'dbname=x'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert "pip install 'job_machine[web]'" in result.stderr
+    assert "starlette is not installed" in result.stderr
+
+
+def test_web_with_an_unreachable_database_fails_without_its_password() -> None:
+    dsn = f"host=127.0.0.1 port={_closed_port()} dbname=jm user=jm password={SECRET}"
+    result = _cli("web", "--dsn", dsn, "--port", "0")
+    assert result.returncode == 1
+    assert "could not connect to PostgreSQL at host=127.0.0.1" in result.stderr
+    assert SECRET not in result.stderr + result.stdout
+
+
+def _free_port() -> int:
+    return _closed_port()
+
+
+@pytest.fixture
+def served(dsn: str) -> Iterator[tuple[str, subprocess.Popen[str], str]]:
+    """`job-machine web` in a subprocess, with a password in its DSN (the
+    test server's own, or one it ignores) and an access token."""
+    params = conninfo_to_dict(dsn)
+    secret = str(params.get("password") or SECRET)
+    with_password = make_conninfo(dsn, password=secret)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "job_machine.cli", "web", "--port", str(port), "--token", TOKEN],
+        cwd=ROOT,
+        env={**os.environ, "JOB_MACHINE_DSN": with_password},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.communicate()[0]
+            try:
+                httpx.get(url + "/login", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the dashboard did not start"
+                time.sleep(0.1)
+        yield url, proc, secret
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def test_web_serves_the_dashboard_and_logs_no_secret(
+    served: tuple[str, subprocess.Popen[str], str], seeded: Seeded
+) -> None:
+    url, proc, secret = served
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    page = httpx.get(url + "/", headers=headers)
+    assert page.status_code == 200 and "mail.send" in page.text
+    assert secret not in page.text
+    login = httpx.get(url + f"/login?next=/tasks&token={TOKEN}")
+    assert login.status_code == 200
+    assert httpx.get(url + "/tasks", follow_redirects=False).status_code == 303
+    proc.terminate()
+    output, _ = proc.communicate(timeout=10)
+    assert "dashboard of host=" in output and "http://127.0.0.1:" in output
+    assert '"GET / HTTP/1.1" 200' in output  # uvicorn's access log
+    assert secret not in output
+    assert TOKEN not in output  # even where a request put it in the URL
+
+
+# -- the Admin calls the dashboard uses ---------------------------------------------------
+
+
+def test_admin_search_tasks_pages_and_windows(dsn: str, client: jm.Client) -> None:
+    a = client.send_many(list(range(5)), queue="s.q", title="Alpha")
+    b = client.send_many(list(range(5)), queue="s.q", title="beta")
+    with jm.Admin(dsn) as admin:
+        plain = admin.search_tasks(queue="s.q", limit=4)
+        assert [t.id for t in plain.tasks] == b[::-1][:4]
+        assert plain.next_before_id == b[1] and not plain.window_ended
+        last = admin.search_tasks(queue="s.q", limit=4, before_id=a[2])
+        assert [t.id for t in last.tasks] == [a[1], a[0]] and last.next_before_id is None
+
+        full = admin.search_tasks(title="ALPHA", limit=3)
+        assert [t.id for t in full.tasks] == a[::-1][:3] and full.next_before_id == a[2]
+        window = admin.search_tasks(title="alpha", limit=3, scan=6)  # 5 betas, 1 alpha
+        assert [t.id for t in window.tasks] == [a[4]]
+        assert window.window_ended and window.next_before_id == a[4]
+        rest = admin.search_tasks(title="alpha", limit=10, scan=10, before_id=a[4])
+        assert [t.id for t in rest.tasks] == a[3::-1] and rest.next_before_id is None
+        assert admin.search_tasks(title="gamma", state="done").tasks == []
+        assert admin.search_tasks(limit=10_000).next_before_id is None
+        with pytest.raises(ValueError, match="scan must be"):
+            admin.search_tasks(title="a", limit=10, scan=5)
+        with pytest.raises(ValueError, match="state must be"):
+            admin.search_tasks(title="a", state="lost")
+        with pytest.raises(jm.InvalidQueueName):
+            admin.search_tasks(title="a", queue="bad name")
+
+
+def test_admin_locks_and_task_states(dsn: str, client: jm.Client) -> None:
+    first = client.lock("smtp", expire=60, limit=3)
+    client.lock("smtp", expire=120, limit=3)
+    client.lock("gone", expire=0.05)
+    time.sleep(0.1)
+    parent = client.send("p")
+    child = client.send("c", parents=[parent])
+    with jm.Admin(dsn) as admin:
+        locks = {lock.name: lock for lock in admin.locks()}
+        assert locks["smtp"].held == 2 and locks["smtp"].expired == 0
+        assert locks["smtp"].next_expiry is not None and locks["smtp"].last_expiry is not None
+        assert locks["smtp"].next_expiry < locks["smtp"].last_expiry
+        assert (locks["gone"].held, locks["gone"].expired) == (0, 1)
+        assert admin.task_states([parent, child, 424242]) == {parent: "waiting", child: "blocked"}
+        assert admin.task_states([]) == {}
+    assert first is not None
+
+
+# -- the title search on a long history ------------------------------------------------
+
+
+def test_a_title_search_reads_its_window_not_the_history(
+    dsn: str, client: jm.Client, conn: psycopg.Connection[Any]
+) -> None:
+    """200,000 done tasks and a rare title: a page of the search reads at
+    most ``scan`` rows of an index, for every combination of filters the
+    dashboard sends, and never scans the table."""
+    _insert_history(conn, "big.q", 200_000, 200)
+    _insert_history(conn, "big.q", 40, 900)
+    client.send_many(range(30), queue="big.q", title="nightly")
+    client.send("needle", queue="big.q", title="the needle")
+    conn.execute("ANALYZE jobmachine.task")
+    base = {"title": "needle", "status": None, "queue": None, "before_id": None}
+    base |= {"limit": 50, "scan": 10_000}
+    for params in (
+        base,
+        {**base, "queue": "big.q"},
+        {**base, "status": 200},
+        {**base, "status": 900},
+        {**base, "status": 0, "queue": "big.q"},
+        {**base, "before_id": 150_000},
+        {**base, "title": "no such title at all"},
+    ):
+        plan = _explain(conn, queries()["admin_search_tasks"], params)
+        scans = [n for n in _nodes(plan) if n["Node Type"] == "Seq Scan"]
+        assert [n.get("Relation Name") for n in scans if n.get("Relation Name") == "task"] == []
+        assert _max_rows(plan) <= 10_000, (params, plan)
+    with jm.Admin(dsn) as admin:
+        page = admin.search_tasks(title="NEEDLE")
+        assert [t.title for t in page.tasks] == ["the needle"]
+        assert page.window_ended and page.next_before_id is not None
+        failed = admin.search_tasks(title="", state="failed", limit=10)
+        assert len(failed.tasks) == 10
