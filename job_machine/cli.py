@@ -1337,6 +1337,7 @@ def purge(state: str, queue: str | None, older_than: float, dsn: str | None) -> 
 # -- web ----------------------------------------------------------------------------------
 
 
+_VISIBLE_TO_PS = "(prefer the variable: a command line is visible to ps)"
 #: The dashboard's credentials: (option, environment variable, metavar, help).
 _WEB_CREDENTIALS = [
     (
@@ -1344,14 +1345,14 @@ _WEB_CREDENTIALS = [
         "JOB_MACHINE_WEB_TOKEN",
         "TOKEN",
         "Ask for this access token (16+ characters) on a login page, or as "
-        "'Authorization: Bearer TOKEN'.",
+        f"'Authorization: Bearer TOKEN' {_VISIBLE_TO_PS}.",
     ),
     ("--user", "JOB_MACHINE_WEB_USER", "NAME", "Ask for HTTP basic credentials: this user name..."),
     (
         "--password",
         "JOB_MACHINE_WEB_PASSWORD",
         "PASSWORD",
-        "...and this password (prefer the variable: a command line is visible to ps).",
+        f"...and this password, 12+ characters {_VISIBLE_TO_PS}.",
     ),
 ]
 
@@ -1361,6 +1362,15 @@ def _web_credential_options(f: F) -> F:
         option = click.option(name, envvar=envvar, show_envvar=True, metavar=metavar, help=text)
         f = option(f)
     return f
+
+
+def _seconds_option(
+    name: str, kind: click.ParamType[Any], default: float, text: str
+) -> Callable[[F], F]:
+    """An option of a number of seconds, its default shown."""
+    return click.option(
+        name, type=kind, default=default, show_default=True, metavar="SECONDS", help=text
+    )
 
 
 @cli.command()
@@ -1373,15 +1383,25 @@ def _web_credential_options(f: F) -> F:
     help="Address to listen on. Anything but the loopback needs --token or --user/--password.",
 )
 @click.option("--port", type=_PORT, default=8080, show_default=True, help="Port to listen on.")
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer to this host name (repeat for more): a name browsers use to reach "
+    "the dashboard, a reverse proxy's. Always answered: 127.0.0.1, localhost, [::1] "
+    "and --host; any other is refused.",
+)
 @_web_credential_options
 @click.option("--read-only", is_flag=True, help="Hide every action; refuse action requests.")
-@click.option(
-    "--refresh",
-    type=click.IntRange(0, 3600),
-    default=5,
-    show_default=True,
-    metavar="SECONDS",
-    help="How often the overview reloads itself; 0: never.",
+@_seconds_option(
+    "--refresh", click.IntRange(0, 3600), 5, "How often the overview reloads itself; 0: never."
+)
+@_seconds_option(
+    "--statement-timeout",
+    click.FloatRange(0, 3600),
+    10,
+    "Cancel a statement of the dashboard that runs longer; 0: the server's setting.",
 )
 def web(*, dsn: str | None, host: str, port: int, **settings: Any) -> None:
     """Serve the admin dashboard: counts, history, tasks, workers, locks,
@@ -1401,7 +1421,8 @@ def web(*, dsn: str | None, host: str, port: int, **settings: Any) -> None:
             f"({(ex.name or 'a module').partition('.')[0]} is not installed)"
         ) from None
     try:
-        # token, user, password, read_only, refresh: DashboardConfig's own names.
+        # token, user, password, read_only, refresh, allowed_hosts,
+        # statement_timeout: DashboardConfig's own names.
         config = dashboard.DashboardConfig(target, **settings)
         dashboard.check_exposure(config, host)
     except ValueError as ex:

@@ -238,6 +238,11 @@ class AsyncAdmin(AsyncConnectorOwner):
             if n < batch:
                 return removed
 
+    async def queues(self) -> list[str]:
+        """Every queue name, in order: one read of the small queue table,
+        however many tasks there are (for a menu of queues)."""
+        return await self._store.queue_names()
+
     async def workers(self) -> list[WorkerInfo]:
         """The registered workers, whether each is alive, and what it runs."""
         return await self._store.admin_workers()

@@ -18,6 +18,11 @@ from ..errors import ConnectionFailed, JobMachineError
 
 logger = logging.getLogger("job_machine")
 
+#: The error of a DSN that libpq cannot parse (its own message may quote the password).
+UNPARSABLE_DSN = (
+    "invalid DSN: it cannot be parsed (check its keywords, quoting and percent-encoding)"
+)
+
 
 def describe_target(conninfo: str) -> str:
     """``host=... port=... dbname=... user=...`` of a DSN, never its password."""
@@ -53,8 +58,12 @@ async def aconnect(dsn: str, **kwargs: Any) -> AsyncConnection[Any]:
         raise ConnectionFailed(
             f"could not connect to PostgreSQL at {describe_target(dsn)}: {reason}"
         ) from None
-    except psycopg.ProgrammingError as ex:
-        raise ConnectionFailed(f"invalid DSN: {ex}") from None
+    except psycopg.ProgrammingError:
+        pass
+    # libpq's parse errors quote the part they stumbled on, which may be the
+    # password ('invalid percent-encoded token: "s3cr%ZZet"'): raised here, out
+    # of the except block, so that error is not even the __context__.
+    raise ConnectionFailed(UNPARSABLE_DSN)
 
 
 class AsyncConnector:

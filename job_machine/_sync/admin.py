@@ -240,6 +240,11 @@ class Admin(ConnectorOwner):
             if n < batch:
                 return removed
 
+    def queues(self) -> list[str]:
+        """Every queue name, in order: one read of the small queue table,
+        however many tasks there are (for a menu of queues)."""
+        return self._store.queue_names()
+
     def workers(self) -> list[WorkerInfo]:
         """The registered workers, whether each is alive, and what it runs."""
         return self._store.admin_workers()

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from urllib.parse import urlencode
 
 import psycopg
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from psycopg.conninfo import conninfo_to_dict
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -34,16 +36,25 @@ from starlette.templating import Jinja2Templates
 from .. import __version__
 from .._async.admin import STATES, AsyncAdmin, status_line
 from .._async.connection import describe_target
-from ..errors import ConnectionFailed, InvalidQueueName, JobMachineError, UnknownTask
+from ..errors import (
+    ConnectionFailed,
+    InvalidQueueName,
+    JobMachineError,
+    SchemaMissing,
+    UnknownTask,
+)
 from ..task import HourStats
 from .security import (
     CSRF_FIELD,
+    FAILURE_DELAY,
     FLASH_COOKIE,
     SESSION_COOKIE,
     Access,
     Guard,
     Scrubber,
     cookie,
+    host_key,
+    log_failure,
     safe_next,
     same,
 )
@@ -58,6 +69,10 @@ logger = logging.getLogger("job_machine.web")
 MAX_JSON = 100_000
 #: The most parents and children whose states a task's page looks up.
 MAX_RELATED = 200
+#: The largest task id (a bigint).
+MAX_ID = 2**63 - 1
+#: Seconds a connection attempt of the dashboard may take, unless the DSN says.
+CONNECT_TIMEOUT = 10
 
 
 @dataclass(frozen=True)
@@ -72,18 +87,34 @@ class DashboardConfig:
     auto-refresh period in seconds (0: off), ``page_size`` the tasks per
     page, ``scan`` the most tasks one page of a title search reads.
 
-    :raises ValueError: a short token, a user without a password or the
-        reverse, a value out of range.
+    ``allowed_hosts`` are the host names the dashboard answers to besides
+    127.0.0.1, localhost and [::1] (and the address :func:`serve` listens
+    on): the names browsers use to reach it, a reverse proxy's for one.
+    A request for any other name is refused (400), so a site that rebinds
+    its own name to this machine's address reads nothing.
+
+    ``statement_timeout`` (seconds, 0: the server's setting) bounds each
+    statement of the dashboard's connection; ``connection_wait`` is how
+    long a request waits for that connection, busy with another request,
+    before the answer is 503.
+
+    The DSN, the token and the password stay out of ``repr()``.
+
+    :raises ValueError: a short token or password, a user without a password
+        or the reverse, a malformed host name, a value out of range.
     """
 
-    dsn: str
+    dsn: str = field(repr=False)
     read_only: bool = False
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     user: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     refresh: int = 5
     page_size: int = 50
     scan: int = 10_000
+    allowed_hosts: tuple[str, ...] = ()
+    statement_timeout: float = 10.0
+    connection_wait: float = 5.0
 
     def __post_init__(self) -> None:
         if self.token is not None and len(self.token) < 16:
@@ -95,6 +126,24 @@ class DashboardConfig:
             raise ValueError("basic authentication needs both a user name and a password")
         if self.user is not None and ":" in self.user:
             raise ValueError("the user name of basic authentication cannot contain ':'")
+        if self.password is not None and len(self.password) < 12:
+            raise ValueError(
+                "the password of basic authentication must have at least 12 characters"
+            )
+        if isinstance(self.allowed_hosts, str):
+            raise ValueError("allowed_hosts is a sequence of host names, not one string")
+        object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))
+        for name in self.allowed_hosts:
+            if not host_key(name):
+                raise ValueError(f"{name!r} is not a host name (give a name or an IP address)")
+        if not 0 <= self.statement_timeout <= 3600:
+            raise ValueError(
+                f"statement_timeout must be from 0 to 3600 seconds, not {self.statement_timeout}"
+            )
+        if not 0 < self.connection_wait <= 600:
+            raise ValueError(
+                f"connection_wait must be from over 0 to 600 seconds, not {self.connection_wait}"
+            )
         if not 0 <= self.refresh <= 3600:
             raise ValueError(f"refresh must be from 0 to 3600 seconds, not {self.refresh}")
         if not 1 <= self.page_size <= 1000:
@@ -103,18 +152,50 @@ class DashboardConfig:
             raise ValueError(f"scan must be from page_size to 1000000, not {self.scan}")
 
 
+class Busy(Exception):
+    """The dashboard's connection stayed busy with other requests."""
+
+
+def session_options(dsn: str, statement_timeout: float) -> dict[str, str]:
+    """Connection parameters for the dashboard's connection: the
+    statement_timeout added to the DSN's own options (or $PGOPTIONS), and a
+    connect_timeout unless the DSN or $PGCONNECT_TIMEOUT has one."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:  # connecting says the DSN is invalid
+        return {}
+    found: dict[str, str] = {}
+    if statement_timeout:
+        options = params.get("options") or os.environ.get("PGOPTIONS", "")
+        timeout = f"-c statement_timeout={round(statement_timeout * 1000)}"
+        found["options"] = f"{options} {timeout}".strip()
+    if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
+        found["connect_timeout"] = str(CONNECT_TIMEOUT)
+    return found
+
+
 class _Database:
     """The app's AsyncAdmin on one connection of its own, used by one
-    request at a time (a dashboard's statements are short)."""
+    request at a time (a dashboard's statements are short, and bounded by
+    statement_timeout); a request that waits more than ``wait`` seconds for
+    it gets :class:`Busy`."""
 
-    def __init__(self, dsn: str) -> None:
-        self._admin = AsyncAdmin(dsn)
+    def __init__(self, dsn: str, statement_timeout: float, wait: float) -> None:
+        self._admin = AsyncAdmin(dsn, connect_kwargs=session_options(dsn, statement_timeout))
         self._lock = asyncio.Lock()
+        self._wait = wait
 
     @asynccontextmanager
     async def use(self) -> AsyncIterator[AsyncAdmin]:
-        async with self._lock:
+        try:
+            async with asyncio.timeout(self._wait):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise Busy() from None
+        try:
             yield self._admin
+        finally:
+            self._lock.release()
 
     async def close(self) -> None:
         await self._admin.close()
@@ -323,11 +404,11 @@ async def tasks(request: Request) -> Response:
     state = params.get("state") or None
     queue = params.get("queue") or None
     title = params.get("title", "").strip() or None
-    before_id = _int_param(request, "before_id", 1, 2**63 - 1)
+    before_id = _int_param(request, "before_id", 1, MAX_ID)
     error = None
     page = None
     async with _db(request).use() as admin:
-        queues = [q.queue for q in (await admin.stats()).queues]
+        queues = await admin.queues()
         try:
             page = await admin.search_tasks(
                 state=state,
@@ -365,6 +446,8 @@ async def tasks(request: Request) -> Response:
 async def task(request: Request) -> Response:
     """Everything about one task."""
     task_id: int = request.path_params["task_id"]
+    if not 1 <= task_id <= MAX_ID:  # beyond a bigint: no such task, no query
+        raise HTTPException(404, f"there is no task {task_id}")
     async with _db(request).use() as admin:
         info = await admin.task_info(task_id)
         related = await admin.task_states([*info.parents, *info.children][:MAX_RELATED])
@@ -493,7 +576,7 @@ def _target(action: Action, raw: object) -> Any:
         raise HTTPException(400, "No target given.")
     if action.kind == "queue":
         return raw
-    if raw.isascii() and raw.isdigit() and 0 < int(raw) < 2**63:
+    if raw.isascii() and raw.isdigit() and 0 < int(raw) <= MAX_ID:
         return int(raw)
     raise HTTPException(400, f"{raw!r} is not a {action.kind} id.")
 
@@ -557,7 +640,7 @@ async def login(request: Request) -> Response:
     given = form.get("token")
     target = safe_next(str(form.get("next") or "/"))
     if not isinstance(given, str) or not same(given.strip(), config.token):
-        await asyncio.sleep(0.5)  # slows guessing down
+        await asyncio.sleep(FAILURE_DELAY)  # slows guessing down
         return _page(request, "login.html", 401, next=target, failed=True)
     response = RedirectResponse(target, status_code=303)
     session = cookie(SESSION_COOKIE, _access(request).session_value(), request)
@@ -581,20 +664,44 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error(request, exc.status_code, titles.get(exc.status_code, "Error"), exc.detail)
 
 
+async def _busy(request: Request, exc: Exception) -> Response:
+    """503 to a request that waited too long for the database connection."""
+    response = _error(
+        request,
+        503,
+        "Busy",
+        "The dashboard is busy with other requests to the database: try again shortly.",
+    )
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 async def _machine_error(request: Request, exc: Exception) -> Response:
-    """job_machine's errors: unknown task (404), bad queue name (400), the
-    database unreachable or without schema (503). Messages never hold the
-    DSN's password (scrubbed again here all the same)."""
+    """job_machine's and the database's errors: unknown task (404), bad
+    queue name (400), the database unreachable or without schema (503), a
+    statement beyond statement_timeout (503); any other is a 500 with a
+    message that says nothing of it, logged with its traceback. Messages
+    never hold the DSN's password (scrubbed again here all the same)."""
     scrub: Scrubber = request.app.state.scrub
     message = scrub(str(exc))
     if isinstance(exc, UnknownTask):
         return _error(request, 404, "Not found", message)
     if isinstance(exc, InvalidQueueName):
         return _error(request, 400, "Bad request", message)
-    if isinstance(exc, psycopg.Error) and not isinstance(exc, ConnectionFailed):
-        message = f"database error: {scrub(str(exc).strip() or type(exc).__name__)}"
-    logger.error("%s %s: %s", request.method, request.url.path, message)
-    return _error(request, 503, "The database is not available", message)
+    if isinstance(exc, ConnectionFailed | SchemaMissing):
+        logger.error("%s %s: %s", request.method, request.url.path, message)
+        return _error(request, 503, "The database is not available", message)
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        logger.error("%s %s: %s", request.method, request.url.path, message)
+        return _error(
+            request,
+            503,
+            "The database is too slow",
+            f"A query took longer than the dashboard's statement timeout "
+            f"({_config(request).statement_timeout:g} s). Try a narrower filter, or later.",
+        )
+    log_failure(scrub, request.scope, exc)
+    return _error(request, 500, "Internal error", "The request failed: see the dashboard's log.")
 
 
 # -- the app --------------------------------------------------------------------------
@@ -608,7 +715,7 @@ def create_app(config: DashboardConfig) -> Starlette:
     access = Access(config.token, config.user, config.password)
     scrub = Scrubber(config.dsn, [config.token, config.password])
 
-    db = _Database(config.dsn)
+    db = _Database(config.dsn, config.statement_timeout, config.connection_wait)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -630,9 +737,10 @@ def create_app(config: DashboardConfig) -> Starlette:
             Route("/logout", logout, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
-        middleware=[Middleware(Guard, access=access, scrub=scrub)],
+        middleware=[Middleware(Guard, access=access, scrub=scrub, hosts=config.allowed_hosts)],
         exception_handlers={
             HTTPException: _http_error,
+            Busy: _busy,
             JobMachineError: _machine_error,
             psycopg.Error: _machine_error,
         },

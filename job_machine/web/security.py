@@ -1,9 +1,17 @@
 """What keeps the dashboard safe (docs/dashboard.md, "Safety"):
 
+- which host names it answers to: the loopback names, the address it
+  listens on and the names given (``--allowed-host``), never another, so a
+  site that rebinds its own name to this machine reads nothing (DNS
+  rebinding);
 - who may see it: an access token (a login form, or ``Authorization:
-  Bearer``) or HTTP basic credentials, compared in constant time;
-- which POSTs are genuine: a random token per browser in a cookie that must
-  come back in the form (double submit), else 403;
+  Bearer``) or HTTP basic credentials, compared in constant time, a failure
+  answered after a delay;
+- which POSTs are genuine: a token per browser, random and signed by this
+  process, in a cookie that must come back in the form (double submit),
+  else 403; and no POST that the browser says comes from another site
+  (``Sec-Fetch-Site``, ``Origin``);
+- how much a request may send: a body of at most :data:`MAX_BODY` bytes;
 - what a browser may run: a Content-Security-Policy that allows our own
   static files only, no inline script or style, no framing;
 - secrets kept out of pages and logs: :class:`Scrubber`.
@@ -11,6 +19,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -18,11 +27,12 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import secrets
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import quote, quote_plus, urlencode
+from urllib.parse import quote, quote_plus, urlencode, urlsplit
 
 from psycopg.conninfo import conninfo_to_dict
 from starlette.datastructures import MutableHeaders
@@ -58,6 +68,16 @@ _LOGIN = "/login"
 _STATIC = "/static/"
 _SESSION_MESSAGE = b"job_machine web session"
 _MAX_FLASH = 400
+#: The host names every dashboard answers to (``--allowed-host`` adds others).
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+#: The most bytes of body a request may send (a form is far smaller).
+MAX_BODY = 64 * 1024
+#: Seconds before answering a wrong token or password: slows guessing down.
+FAILURE_DELAY = 0.5
+#: What a POST may say of where it comes from in Sec-Fetch-Site.
+_OWN_FETCH_SITES = ("same-origin", "none")
+#: A Host header: a name or an IPv4 address, or an IPv6 address in brackets; a port.
+_HOST = re.compile(r"(?:(?P<name>[a-z0-9_.-]+)|\[(?P<ipv6>[0-9a-f:.]+)\])(?::[0-9]{1,5})?")
 
 
 def is_loopback(host: str) -> bool:
@@ -68,6 +88,37 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def host_key(value: str) -> str:
+    """A host name as the dashboard compares it, from a ``Host`` header or an
+    allowed name: lower case, without a port or a final dot, an IPv6
+    address in brackets and in its short form. "" when it is not a host name.
+    """
+    value = value.strip().lower()
+    if value.count(":") > 1 and not value.startswith("["):  # a bare IPv6 address
+        value = f"[{value}]"
+    found = _HOST.fullmatch(value)
+    if found is None:
+        return ""
+    if found["name"] is not None:
+        return found["name"].rstrip(".")
+    try:
+        return f"[{ipaddress.IPv6Address(found['ipv6']).compressed}]"
+    except ValueError:
+        return ""
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an origin or URL, the port filled in."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower(), 0)
+    except ValueError:
+        return None
+    if not parts.scheme or not parts.netloc:
+        return None
+    return parts.scheme.lower(), host_key(parts.netloc.rpartition("@")[2]), port
 
 
 def same(given: str | None, expected: str) -> bool:
@@ -92,10 +143,11 @@ class Scrubber:
         found: list[str] = [o for o in others if o]
         try:
             password = conninfo_to_dict(dsn).get("password")
-        except Exception:  # unparsable: treat the whole string as a secret
-            password = dsn
-        if password:
-            found.append(str(password))
+        except Exception:  # unparsable: anything that may be its password
+            found += _guessed_passwords(dsn)
+        else:
+            if password:
+                found.append(str(password))
         forms = {f for s in found for f in (s, quote(s, safe=""), quote_plus(s))}
         # Longest first, so a secret that contains another goes whole.
         self._secrets = sorted((s for s in forms if s), key=len, reverse=True)
@@ -113,6 +165,23 @@ class Scrubber:
             target.addFilter(_ScrubFilter(self))
             for handler in target.handlers:
                 handler.addFilter(_ScrubFilter(self))
+
+
+def _guessed_passwords(dsn: str) -> list[str]:
+    """What may be the password of a DSN that libpq cannot parse (its parse
+    errors quote the part they stumbled on): the whole DSN, the part of a
+    URL's user info after ':', and what follows ``password=`` (whole, and
+    each word up to the next ``keyword=``)."""
+    found = [dsn]
+    if "://" in dsn:
+        found.append(dsn.partition("://")[2].rpartition("@")[0].partition(":")[2])
+    for match in re.finditer(r"password\s*=\s*(\S.*)", dsn, re.IGNORECASE | re.DOTALL):
+        found.append(match[1].strip())
+        for word in re.split(r"[\s&]+", match[1]):
+            if "=" in word:
+                break
+            found += [word, word.strip("'\"")]
+    return [f for f in found if f]
 
 
 class _ScrubFilter(logging.Filter):
@@ -157,10 +226,10 @@ class Access:
     """Who may use the dashboard: anyone who reaches it (no credentials
     configured), the holders of ``token``, and/or ``user``:``password``."""
 
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     user: str | None = None
-    password: str | None = None
-    #: Signs flash messages; new in every process.
+    password: str | None = field(default=None, repr=False)
+    #: Signs CSRF tokens and flash messages; new in every process.
     key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
     @property
@@ -208,19 +277,27 @@ class Access:
             return RedirectResponse(f"/login?{urlencode({'next': here})}", status_code=303)
         return PlainTextResponse("This dashboard needs its access token.", status_code=401)
 
+    def new_csrf(self) -> str:
+        """A new anti-CSRF token: random, and signed by this process, so a
+        cookie planted by a neighbour (another port, a sibling subdomain)
+        is not taken for ours."""
+        return self._signed("csrf", secrets.token_urlsafe(24))
+
+    def valid_csrf(self, value: str | None) -> bool:
+        """Whether ``value`` is an anti-CSRF token this process made."""
+        return self._unsigned("csrf", value) is not None
+
     def flash_value(self, kind: str, text: str) -> str:
         """A flash message as a signed cookie value."""
         payload = base64.urlsafe_b64encode(
             json.dumps([kind, text[:_MAX_FLASH]]).encode("utf-8")
         ).decode("ascii")
-        return f"{payload}.{self._sign(payload)}"
+        return self._signed("flash", payload)
 
     def read_flash(self, value: str | None) -> tuple[str, str] | None:
         """The (kind, text) of a flash cookie this process signed, else None."""
-        if not value or "." not in value:
-            return None
-        payload, _, signature = value.rpartition(".")
-        if not same(signature, self._sign(payload)):
+        payload = self._unsigned("flash", value)
+        if payload is None:
             return None
         try:
             kind, text = json.loads(base64.urlsafe_b64decode(payload))
@@ -228,36 +305,68 @@ class Access:
             return None
         return str(kind), str(text)
 
-    def _sign(self, payload: str) -> str:
-        return hmac.new(self.key, payload.encode("ascii"), hashlib.sha256).hexdigest()
+    def _signed(self, purpose: str, payload: str) -> str:
+        return f"{payload}.{self._sign(purpose, payload)}"
+
+    def _unsigned(self, purpose: str, value: str | None) -> str | None:
+        """The payload of ``value`` if this process signed it for ``purpose``."""
+        if not value or not value.isascii() or "." not in value:
+            return None
+        payload, _, signature = value.rpartition(".")
+        return payload if payload and same(signature, self._sign(purpose, payload)) else None
+
+    def _sign(self, purpose: str, payload: str) -> str:
+        message = f"{purpose}:{payload}".encode("ascii")
+        return hmac.new(self.key, message, hashlib.sha256).hexdigest()
 
 
-def _valid_csrf(value: str | None) -> bool:
-    return value is not None and 32 <= len(value) <= 64 and value.isascii()
+class _TooLarge(Exception):
+    """A request's body grew beyond MAX_BODY while the app read it."""
+
+
+def log_failure(scrub: Scrubber, scope: Scope, exc: BaseException) -> None:
+    """Log an unexpected error of a request, its traceback scrubbed."""
+    logger.error(
+        "error serving %s %s:\n%s",
+        scope.get("method"),
+        scope.get("path"),
+        scrub("".join(traceback.format_exception(exc))),
+    )
 
 
 class Guard:
-    """ASGI middleware in front of every route: credentials, the CSRF
-    cookie, security headers, and unexpected errors answered with a bare
-    500 page and logged with secrets scrubbed."""
+    """ASGI middleware in front of every route: the host name, the size of
+    the body, where a POST comes from, credentials, the CSRF cookie,
+    security headers, and unexpected errors answered with a bare 500 page
+    and logged with secrets scrubbed. Only HTTP gets through (and the
+    lifespan): a websocket is refused."""
 
-    def __init__(self, app: ASGIApp, access: Access, scrub: Scrubber) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        access: Access,
+        scrub: Scrubber,
+        hosts: Iterable[str] = (),
+        max_body: int = MAX_BODY,
+    ) -> None:
         self.app = app
         self.access = access
         self.scrub = scrub
+        self.hosts = frozenset(host_key(h) for h in (*LOCAL_HOSTS, *hosts)) - {""}
+        self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
             return
+        if scope["type"] != "http":  # the dashboard has no websocket
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            return
         conn = HTTPConnection(scope)
-        csrf = conn.cookies.get(CSRF_COOKIE)
-        new_csrf = not _valid_csrf(csrf)
-        if new_csrf:
-            csrf = secrets.token_urlsafe(32)
-        scope.setdefault("state", {})["csrf"] = csrf
         static = scope["path"].startswith(_STATIC)
         started = False
+        new_csrf: str | None = None
 
         async def send_with_headers(message: Message) -> None:
             nonlocal started
@@ -268,26 +377,77 @@ class Guard:
                     headers.setdefault(name, value)
                 if not static:
                     headers.setdefault("Cache-Control", "no-store")
-                    if new_csrf:
-                        headers.append("Set-Cookie", cookie(CSRF_COOKIE, str(csrf), conn))
+                    if new_csrf is not None:
+                        headers.append("Set-Cookie", cookie(CSRF_COOKIE, new_csrf, conn))
             await send(message)
+
+        refusal = self._refusal(conn)
+        if refusal is not None:
+            await refusal(scope, receive, send_with_headers)
+            return
+        csrf = conn.cookies.get(CSRF_COOKIE)
+        if not self.access.valid_csrf(csrf):
+            csrf = new_csrf = self.access.new_csrf()
+        scope.setdefault("state", {})["csrf"] = csrf
 
         public = static or scope["path"] == _LOGIN
         if not public and not self.access.allows(conn):
+            if "authorization" in conn.headers:  # wrong credentials: slow guessing down
+                await asyncio.sleep(FAILURE_DELAY)
             await self.access.challenge(conn)(scope, receive, send_with_headers)
             return
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body:
+                raise _TooLarge()
+            return message
+
         try:
-            await self.app(scope, receive, send_with_headers)
-        except Exception:
-            logger.error(
-                "error serving %s %s:\n%s",
-                scope.get("method"),
-                scope["path"],
-                self.scrub(traceback.format_exc()),
-            )
+            await self.app(scope, receive_limited, send_with_headers)
+        except _TooLarge:
+            if not started:
+                await self._too_large()(scope, receive, send_with_headers)
+        except Exception as ex:
+            log_failure(self.scrub, scope, ex)
             if not started:
                 page = PlainTextResponse("Internal error: see the dashboard's log.", 500)
                 await page(scope, receive, send_with_headers)
+
+    def _refusal(self, conn: HTTPConnection) -> Response | None:
+        """The answer to a request refused before it reaches a route: a host
+        name not ours (400), a body too large (413), a POST from another
+        site (403); None for the others."""
+        host = conn.headers.get("host", "")
+        if host_key(host) not in self.hosts:
+            return PlainTextResponse(
+                "This dashboard does not answer to that host name "
+                "(job-machine web --allowed-host adds one).",
+                status_code=400,
+            )
+        length = conn.headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > self.max_body:
+            return self._too_large()
+        if conn.scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return None
+        site = conn.headers.get("sec-fetch-site")
+        origin = conn.headers.get("origin")
+        own = _origin(f"{conn.scope['scheme']}://{host}")
+        if (site is not None and site not in _OWN_FETCH_SITES) or (
+            origin is not None and _origin(origin) != own
+        ):
+            return PlainTextResponse(
+                "Refused: this request comes from another site.", status_code=403
+            )
+        return None
+
+    def _too_large(self) -> Response:
+        return PlainTextResponse(
+            f"The request is too large: at most {self.max_body:,} bytes.", status_code=413
+        )
 
 
 def cookie(name: str, value: str, conn: HTTPConnection, max_age: int | None = None) -> str:

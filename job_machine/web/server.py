@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import ipaddress
 import logging
 
 import uvicorn
@@ -11,7 +13,7 @@ from .._async.admin import AsyncAdmin
 from .._async.connection import describe_target
 from ..errors import JobMachineError, SchemaMissing
 from .app import DashboardConfig, create_app
-from .security import Scrubber, is_loopback
+from .security import LOCAL_HOSTS, Scrubber, host_key, is_loopback
 
 logger = logging.getLogger("job_machine.web")
 
@@ -34,6 +36,14 @@ def check_exposure(config: DashboardConfig, host: str) -> None:
         )
 
 
+def _unspecified(host: str) -> bool:
+    """Whether ``host`` is every address (0.0.0.0, ::), which no browser uses as a name."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return host == ""
+
+
 async def _check_database(config: DashboardConfig) -> int:
     async with AsyncAdmin(config.dsn) as admin:
         version = await admin.schema_version()
@@ -49,7 +59,8 @@ def serve(
     log_level: str = "info",
 ) -> None:
     """Check the exposure and the database, then serve the dashboard until
-    SIGINT or SIGTERM.
+    SIGINT or SIGTERM. It answers to ``host`` as a host name besides
+    ``config.allowed_hosts`` and the loopback names.
 
     :raises ExposureError: see :func:`check_exposure`.
     :raises JobMachineError: the database cannot be reached or has no schema
@@ -61,6 +72,9 @@ def serve(
         version = asyncio.run(_check_database(config))
     except JobMachineError as ex:
         raise type(ex)(scrub(str(ex))) from None
+    named = config.allowed_hosts
+    if host_key(host):  # not "" (every address, to uvicorn)
+        config = dataclasses.replace(config, allowed_hosts=(*named, host))
     app = create_app(config)
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level=log_level, server_header=False)
@@ -80,4 +94,10 @@ def serve(
         f"[{host}]" if ":" in host else host,
         port,
     )
+    if not named and _unspecified(host):
+        logger.warning(
+            "answering to the host names %s only: give --allowed-host NAME for each name "
+            "browsers use to reach it",
+            ", ".join((*LOCAL_HOSTS, host)),
+        )
     server.run()

@@ -578,6 +578,23 @@ def test_client_with_a_callers_connection_leaves_it_open(dsn: str) -> None:
         ).fetchone() == (0,)
 
 
+@pytest.mark.parametrize(
+    ("dsn", "fragment"),
+    [("postgresql://u:s3cr%ZZet@h/db", "s3cr"), ("host=x password=my secret", "secret")],
+    ids=["uri", "keywords"],
+)
+def test_an_unparsable_dsn_is_refused_without_quoting_its_password(dsn: str, fragment: str) -> None:
+    """libpq's parse error quotes the part it stumbled on, here the password:
+    the error says the DSN cannot be parsed, and chains nothing that quotes it."""
+    with jm.Client(dsn, queue="job.task") as c, pytest.raises(jm.ConnectionFailed) as info:
+        c.send({"x": 1})
+    assert "invalid DSN: it cannot be parsed" in str(info.value)
+    error: BaseException | None = info.value
+    while error is not None:
+        assert fragment not in f"{error} {error!r}"
+        error = error.__cause__ or error.__context__
+
+
 # -- send_many ----------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ test_web_browser.py."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import os
@@ -18,21 +19,33 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import click
 import httpx
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from starlette.applications import Starlette
 
 import job_machine as jm
+from job_machine._async.admin import AsyncAdmin
+from job_machine._async.connection import describe_target, redact
 from job_machine._queries import queries
+from job_machine.cli import web as cli_web
 from job_machine.web import DashboardConfig, create_app
-from job_machine.web.security import CONTENT_SECURITY_POLICY, CSRF_COOKIE
+from job_machine.web.security import (
+    CONTENT_SECURITY_POLICY,
+    CSRF_COOKIE,
+    Access,
+    Guard,
+    Scrubber,
+)
 from tests.integration.test_claim_plan import _explain, _insert_history, _max_rows, _nodes
 from tests.rows import task_state
 from tests.web_data import XSS, XSS_IMG, XSS_QUEUE, XSS_SCRIPT, Seeded, seed
@@ -41,6 +54,7 @@ from tests.workers import Holding, serving
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "S3cret-Passw0rd-never-shown"
 TOKEN = "a-token-of-at-least-16-chars"
+BASE_URL = "http://127.0.0.1:8080"
 
 
 class _Elements(HTMLParser):
@@ -69,14 +83,24 @@ def inline_code(html: str) -> list[str]:
 
 
 @asynccontextmanager
-async def dashboard(dsn: str, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client on a dashboard of ``dsn``, its lifespan running."""
+async def app_and_client(
+    dsn: str, **options: Any
+) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    """A dashboard of ``dsn``, its lifespan running, and an HTTP client on it
+    (as a browser that reached it at http://127.0.0.1:8080)."""
     app = create_app(DashboardConfig(dsn, **options))
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
+        httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http,
     ):
+        yield app, http
+
+
+@asynccontextmanager
+async def dashboard(dsn: str, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on a dashboard of ``dsn``, its lifespan running."""
+    async with app_and_client(dsn, **options) as (_, http):
         yield http
 
 
@@ -86,14 +110,25 @@ def seeded(dsn: str) -> Seeded:
 
 
 async def _post(
-    http: httpx.AsyncClient, path: str, data: dict[str, Any], csrf: str | None = None
+    http: httpx.AsyncClient,
+    path: str,
+    data: dict[str, Any],
+    csrf: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
     """POST a form with this browser's CSRF token (after a GET sets it)."""
     if CSRF_COOKIE not in http.cookies:
         await http.get("/static/app.css")
         await http.get("/locks")
     token = http.cookies[CSRF_COOKIE] if csrf is None else csrf
-    return await http.post(path, data={"csrf": token, **data}, follow_redirects=False)
+    return await http.post(
+        path, data={"csrf": token, **data}, headers=headers, follow_redirects=False
+    )
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {pair}"}
 
 
 async def _act(http: httpx.AsyncClient, action: str, target: object) -> httpx.Response:
@@ -463,20 +498,35 @@ async def test_a_token_guards_every_page_but_the_login(dsn: str, seeded: Seeded)
 
 
 async def test_basic_credentials_guard_every_page(dsn: str) -> None:
-    def basic(user: str, password: str) -> dict[str, str]:
-        pair = base64.b64encode(f"{user}:{password}".encode()).decode()
-        return {"Authorization": f"Basic {pair}"}
-
     async with dashboard(dsn, user="ops", password="hunter2hunter2") as http:
         none = await http.get("/")
-        wrong = await http.get("/", headers=basic("ops", "hunter3"))
-        who = await http.get("/", headers=basic("dev", "hunter2hunter2"))
+        wrong = await http.get("/", headers=_basic("ops", "hunter3"))
+        who = await http.get("/", headers=_basic("dev", "hunter2hunter2"))
         junk = await http.get("/", headers={"Authorization": "Basic !!!"})
-        right = await http.get("/workers", headers=basic("ops", "hunter2hunter2"))
+        right = await http.get("/workers", headers=_basic("ops", "hunter2hunter2"))
     for response in (none, wrong, who, junk):
         assert response.status_code == 401
         assert response.headers["www-authenticate"].startswith('Basic realm="job_machine"')
     assert right.status_code == 200
+
+
+async def test_wrong_credentials_are_answered_after_a_delay(dsn: str) -> None:
+    """As a wrong token on the login page: guessing goes no faster by basic
+    credentials or a bearer token. A request without any is asked at once."""
+
+    async def timed(http: httpx.AsyncClient, headers: dict[str, str]) -> tuple[int, float]:
+        started = time.monotonic()
+        response = await http.get("/", headers=headers, follow_redirects=False)
+        return response.status_code, time.monotonic() - started
+
+    async with dashboard(dsn, user="ops", password="hunter2hunter2") as http:
+        wrong_password = await timed(http, _basic("ops", "hunter3hunter3"))
+        asked = await timed(http, {})
+    async with dashboard(dsn, token=TOKEN) as http:
+        wrong_token = await timed(http, {"Authorization": "Bearer not-the-token-at-all"})
+    assert wrong_password[0] == 401 and wrong_password[1] >= 0.45
+    assert wrong_token[0] == 303 and wrong_token[1] >= 0.45
+    assert asked[0] == 401 and asked[1] < 0.45
 
 
 def test_bad_settings_are_refused() -> None:
@@ -486,6 +536,26 @@ def test_bad_settings_are_refused() -> None:
         DashboardConfig("dbname=x", user="ops")
     with pytest.raises(ValueError, match="both a user name and a password"):
         DashboardConfig("dbname=x", password="pw")
+    with pytest.raises(ValueError, match=r"password .* at least 12 characters"):
+        DashboardConfig("dbname=x", user="ops", password="hunter2")
+    for name in ("http://dash.example/", "dash example", "", "[no-ip]"):
+        with pytest.raises(ValueError, match="not a host name"):
+            DashboardConfig("dbname=x", allowed_hosts=(name,))
+    with pytest.raises(ValueError, match="not one string"):
+        DashboardConfig("dbname=x", allowed_hosts="dash.example")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="statement_timeout"):
+        DashboardConfig("dbname=x", statement_timeout=-1)
+    with pytest.raises(ValueError, match="connection_wait"):
+        DashboardConfig("dbname=x", connection_wait=0)
+
+
+def test_no_secret_in_the_repr_of_the_settings() -> None:
+    config = DashboardConfig(f"postgresql://jm:{SECRET}@db/jm", token=TOKEN)
+    basic = DashboardConfig("dbname=jm", user="ops", password=SECRET)
+    texts = [repr(config), repr(basic), repr(Access(TOKEN)), repr(Access(None, "ops", SECRET))]
+    for text in texts:
+        assert SECRET not in text and TOKEN not in text, text
+    assert "read_only=False" in texts[0] and "user='ops'" in texts[3]
 
 
 def _closed_port() -> int:
@@ -507,6 +577,233 @@ async def test_an_unreachable_database_never_shows_its_password(
         assert SECRET not in page.text
         assert "jm:" + SECRET not in page.text
     assert "could not connect" in caplog.text
+    assert SECRET not in caplog.text
+
+
+UNPARSABLE = {  # DSNs libpq cannot parse, and the part of the password its error quotes
+    "postgresql://u:s3cr%ZZet@h/db": "s3cr",
+    "host=x password=my secret": "secret",
+}
+
+
+@pytest.mark.parametrize("dsn", UNPARSABLE)
+async def test_an_unparsable_dsn_is_never_quoted(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    fragment = UNPARSABLE[dsn]
+    with pytest.raises(psycopg.ProgrammingError) as parsed:
+        conninfo_to_dict(dsn)
+    assert fragment in str(parsed.value)  # what libpq says
+    assert fragment not in Scrubber(dsn)(f"{parsed.value} in {dsn}")
+    assert fragment not in describe_target(dsn) + redact(dsn)
+    caplog.set_level(logging.DEBUG)
+    async with dashboard(dsn) as http:
+        page = await http.get("/locks")
+    assert page.status_code == 503 and "invalid DSN: it cannot be parsed" in page.text
+    assert fragment not in page.text and fragment not in caplog.text
+
+
+# -- requests from elsewhere -------------------------------------------------------------
+
+
+async def test_a_request_for_another_host_name_is_refused(dsn: str, seeded: Seeded) -> None:
+    """DNS rebinding: a page of evil.example whose name now points to
+    127.0.0.1 is same-origin with the dashboard, but its requests say
+    Host: evil.example, and get nothing: no page, no CSRF cookie."""
+    async with dashboard(dsn, allowed_hosts=("dash.example",)) as http:
+        for host in ("evil.example", "evil.example:8080", "127.0.0.1.evil.example", "[::2]"):
+            page = await http.get("/tasks", headers={"Host": host})
+            assert page.status_code == 400, host
+            assert "does not answer to that host name" in page.text
+            assert "mail.send" not in page.text and "<html" not in page.text
+            assert "set-cookie" not in page.headers
+        posted = await http.post(
+            "/do/pause", data={"target": "mail.send"}, headers={"Host": "evil.example"}
+        )
+        assert posted.status_code == 400
+        for host in ("127.0.0.1:8080", "localhost:8080", "[::1]:8080", "LOCALHOST", "dash.example"):
+            assert (await http.get("/tasks", headers={"Host": host})).status_code == 200, host
+
+
+async def test_a_planted_csrf_cookie_is_not_trusted(
+    dsn: str, seeded: Seeded, conn: psycopg.Connection[Any]
+) -> None:
+    """A neighbour (another port of this host, a sibling subdomain) can set
+    the dashboard's cookie, and put the same value in its form; but it cannot
+    sign it, so the dashboard replaces the cookie and refuses the form."""
+    async with dashboard(dsn) as http:
+        for planted in ("p" * 43, Access().new_csrf()):  # unsigned; signed by another process
+            http.cookies.clear()
+            response = await http.post(
+                "/do/retry",
+                data={"target": str(seeded.failed), "csrf": planted},
+                headers={"Cookie": f"{CSRF_COOKIE}={planted}"},
+                follow_redirects=False,
+            )
+            assert response.status_code == 403 and "security token" in response.text
+            assert response.headers["set-cookie"].startswith(f"{CSRF_COOKIE}=")
+    assert _status(conn, seeded.failed) == 900
+
+
+async def test_a_post_from_another_site_is_refused(
+    dsn: str, seeded: Seeded, conn: psycopg.Connection[Any]
+) -> None:
+    """What the browser says of where a POST comes from: Origin (another
+    scheme, host or port is another site) and Sec-Fetch-Site."""
+    target = {"target": str(seeded.failed)}
+    async with dashboard(dsn, token=TOKEN) as http:
+        for headers in (
+            {"Origin": "http://evil.example"},
+            {"Origin": "http://127.0.0.1:9999"},
+            {"Origin": "https://127.0.0.1:8080"},
+            {"Origin": "null"},
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Sec-Fetch-Site": "same-site"},
+            {"Sec-Fetch-Site": "same-origin", "Origin": "http://evil.example"},
+        ):
+            refused = await _post(http, "/login", {"token": TOKEN}, headers=headers)
+            assert refused.status_code == 403 and "another site" in refused.text, headers
+            assert "set-cookie" not in refused.headers or "jm_session" not in str(refused.headers)
+        ours = {"Origin": "http://127.0.0.1:8080", "Sec-Fetch-Site": "same-origin"}
+        login = await _post(http, "/login", {"token": TOKEN}, headers=ours)
+        assert login.status_code == 303
+        refused = await _post(http, "/do/retry", target, headers={"Sec-Fetch-Site": "cross-site"})
+        assert refused.status_code == 403
+        assert _status(conn, seeded.failed) == 900
+        done = await _post(http, "/do/retry", target, headers=ours)
+        assert done.status_code == 303
+    assert _status(conn, seeded.failed) == 0
+
+
+async def test_a_large_body_is_refused(dsn: str) -> None:
+    """Before any credentials: a login form of 100 KB, told or streamed."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"token="
+        for _ in range(100):
+            yield b"x" * 1000
+
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    async with dashboard(dsn, token=TOKEN) as http:
+        sized = await _post(http, "/login", {"token": "x" * 100_000})
+        streamed = await http.post("/login", content=chunks(), headers=form)
+        fine = await _post(http, "/login", {"token": TOKEN, "next": "/"})
+    for response in (sized, streamed):
+        assert response.status_code == 413 and "too large" in response.text
+    assert "content-length" not in streamed.request.headers
+    assert fine.status_code == 303
+
+
+async def test_a_websocket_is_refused() -> None:
+    """The Guard lets only HTTP (and the lifespan) through: nothing behind
+    it checks credentials of a websocket."""
+    reached: list[str] = []
+    sent: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["type"])
+
+    async def receive() -> Any:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    guard = Guard(app, Access(), Scrubber("dbname=x"))
+    headers = [(b"host", b"127.0.0.1:8080")]
+    await guard({"type": "websocket", "path": "/", "headers": headers}, receive, send)
+    assert reached == [] and sent == [{"type": "websocket.close", "code": 1008}]
+    await guard({"type": "lifespan"}, receive, send)
+    assert reached == ["lifespan"]
+
+
+# -- the database, slow or failing -------------------------------------------------------
+
+
+async def test_the_dashboard_connection_has_a_statement_timeout(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """10 s by default, added to the DSN's own options; a statement beyond
+    it is cancelled and the page says the database was too slow."""
+    with_options = make_conninfo(dsn, options="-c application_name=jm-dashboard")
+    async with app_and_client(with_options) as (app, http):
+        assert (await http.get("/locks")).status_code == 200
+        async with app.state.db.use() as admin:
+            own = await admin._connector.own()
+            cur = await own.execute(
+                "SELECT current_setting('statement_timeout'), current_setting('application_name')"
+            )
+            assert await cur.fetchone() == ("10s", "jm-dashboard")
+
+    async def sleepy(self: AsyncAdmin) -> list[Any]:
+        await (await self._connector.own()).execute("SELECT pg_sleep(10)")
+        return []
+
+    monkeypatch.setattr(AsyncAdmin, "locks", sleepy)
+    async with dashboard(dsn, statement_timeout=0.2) as http:
+        started = time.monotonic()
+        page = await http.get("/locks")
+        assert time.monotonic() - started < 5
+        assert page.status_code == 503 and "statement timeout (0.2 s)" in page.text
+        monkeypatch.undo()
+        assert (await http.get("/locks")).status_code == 200  # the connection still serves
+
+
+async def test_a_request_that_waits_too_long_for_the_connection_is_told_busy(
+    dsn: str,
+) -> None:
+    async with app_and_client(dsn, connection_wait=0.2) as (app, http):
+        async with asyncio.timeout(5), app.state.db.use():  # a request that takes its time
+            page = await http.get("/locks")
+        after = await http.get("/locks")
+    assert page.status_code == 503 and "busy" in page.text
+    assert page.headers["retry-after"] == "5"
+    assert after.status_code == 200
+
+
+async def test_the_tasks_page_lists_the_queues_without_counting_tasks(
+    dsn: str, seeded: Seeded, monkeypatch: pytest.MonkeyPatch, conn: psycopg.Connection[Any]
+) -> None:
+    async def counted(self: AsyncAdmin) -> None:
+        raise AssertionError("the tasks page counted every queue's tasks")
+
+    monkeypatch.setattr(AsyncAdmin, "stats", counted)
+    async with dashboard(dsn) as http:
+        page = await http.get("/tasks")
+    names = [r[0] for r in conn.execute("SELECT name FROM jobmachine.class ORDER BY name")]
+    with jm.Admin(dsn) as admin:
+        assert admin.queues() == names
+    assert page.status_code == 200
+    assert {"gl.accounting", "mail.send", "report.build"} <= set(names)
+    for name in names:
+        assert f'<option value="{escape(name)}">' in page.text
+
+
+async def test_a_task_id_beyond_a_bigint_is_not_found(dsn: str) -> None:
+    async with dashboard(dsn) as http:
+        for task_id in ("99999999999999999999", str(2**63), "0", str(2**63 - 1)):
+            page = await http.get(f"/tasks/{task_id}")
+            assert page.status_code == 404, task_id
+            assert f"there is no task {task_id}" in page.text
+
+
+async def test_a_failed_query_is_an_internal_error_logged_without_secrets(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not "the database is not available": a 500 that says nothing of the
+    error, which goes to the log, scrubbed."""
+
+    async def failing(self: AsyncAdmin) -> None:
+        raise psycopg.errors.NumericValueOutOfRange(f"bigint out of range near {SECRET}")
+
+    monkeypatch.setattr(AsyncAdmin, "locks", failing)
+    caplog.set_level(logging.ERROR, logger="job_machine.web")
+    async with dashboard(f"postgresql://jm:{SECRET}@127.0.0.1:{_closed_port()}/jm") as http:
+        page = await http.get("/locks")
+    assert page.status_code == 500 and "The request failed" in page.text
+    assert "not available" not in page.text and "out of range" not in page.text
+    assert SECRET not in page.text
+    assert "NumericValueOutOfRange: bigint out of range near ********" in caplog.text
     assert SECRET not in caplog.text
 
 
@@ -534,6 +831,20 @@ def test_web_refuses_to_listen_beyond_the_loopback_without_credentials() -> None
     assert short.returncode == 2 and "at least 16 characters" in short.stderr
     half = _cli("web", "--dsn", "dbname=x", "--user", "ops")
     assert half.returncode == 2 and "both a user name and a password" in half.stderr
+    weak = _cli("web", "--dsn", "dbname=x", "--user", "ops", env={"JOB_MACHINE_WEB_PASSWORD": "pw"})
+    assert weak.returncode == 2 and "at least 12 characters" in weak.stderr
+    bad_name = _cli("web", "--dsn", "dbname=x", "--allowed-host", "http://dash.example/")
+    assert bad_name.returncode == 2 and "not a host name" in bad_name.stderr
+
+
+def test_web_help_says_secrets_on_its_command_line_are_visible() -> None:
+    options = {p.name: p for p in cli_web.params if isinstance(p, click.Option)}
+    for name, variable in (
+        ("token", "JOB_MACHINE_WEB_TOKEN"),
+        ("password", "JOB_MACHINE_WEB_PASSWORD"),
+    ):
+        assert "visible to ps" in (options[name].help or ""), name
+        assert options[name].envvar == variable
     nodb = _cli("web")
     assert nodb.returncode == 2 and "no database" in nodb.stderr
 
@@ -551,6 +862,27 @@ def test_web_says_how_to_install_the_extra_when_it_is_missing() -> None:
     assert "starlette is not installed" in result.stderr
 
 
+@pytest.mark.parametrize("dsn", UNPARSABLE)
+def test_web_with_an_unparsable_dsn_fails_without_quoting_it(dsn: str) -> None:
+    result = _cli("web", "--dsn", dsn, "--port", "0")
+    assert result.returncode == 1
+    assert "invalid DSN: it cannot be parsed" in result.stderr
+    assert UNPARSABLE[dsn] not in result.stderr + result.stdout
+
+
+def test_web_answers_to_its_address_and_the_allowed_names_only(dsn: str) -> None:
+    with web_process(dsn, "--allowed-host", "dash.example", host="127.0.0.2") as (url, _, _):
+        port = url.rpartition(":")[2]
+
+        def status(host: str) -> int:
+            return httpx.get(url + "/login", headers={"Host": host}).status_code
+
+        assert status(f"127.0.0.2:{port}") == 200  # --host
+        assert status("dash.example") == 200  # --allowed-host
+        assert status(f"localhost:{port}") == 200
+        assert status(f"evil.example:{port}") == 400
+
+
 def test_web_with_an_unreachable_database_fails_without_its_password() -> None:
     dsn = f"host=127.0.0.1 port={_closed_port()} dbname=jm user=jm password={SECRET}"
     result = _cli("web", "--dsn", dsn, "--port", "0")
@@ -563,23 +895,27 @@ def _free_port() -> int:
     return _closed_port()
 
 
-@pytest.fixture
-def served(dsn: str) -> Iterator[tuple[str, subprocess.Popen[str], str]]:
+@contextmanager
+def web_process(
+    dsn: str, *args: str, host: str = "127.0.0.1"
+) -> Iterator[tuple[str, subprocess.Popen[str], str]]:
     """`job-machine web` in a subprocess, with a password in its DSN (the
-    test server's own, or one it ignores) and an access token."""
+    test server's own, or one it ignores), an access token and ``args``;
+    yields its URL, the process and the password."""
     params = conninfo_to_dict(dsn)
     secret = str(params.get("password") or SECRET)
     with_password = make_conninfo(dsn, password=secret)
     port = _free_port()
+    command = ["web", "--host", host, "--port", str(port), "--token", TOKEN, *args]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "job_machine.cli", "web", "--port", str(port), "--token", TOKEN],
+        [sys.executable, "-m", "job_machine.cli", *command],
         cwd=ROOT,
         env={**os.environ, "JOB_MACHINE_DSN": with_password},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -596,6 +932,12 @@ def served(dsn: str) -> Iterator[tuple[str, subprocess.Popen[str], str]]:
         proc.wait(10)
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+@pytest.fixture
+def served(dsn: str) -> Iterator[tuple[str, subprocess.Popen[str], str]]:
+    with web_process(dsn) as found:
+        yield found
 
 
 def test_web_serves_the_dashboard_and_logs_no_secret(

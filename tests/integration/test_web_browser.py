@@ -49,6 +49,8 @@ CHROMIUM = (os.environ.get("JOB_MACHINE_CHROMIUM") or "chromium", "chromium-brow
 CHROMEDRIVER = (os.environ.get("JOB_MACHINE_CHROMEDRIVER") or "chromedriver",)
 REQUIRE = os.environ.get("JOB_MACHINE_REQUIRE_BROWSER") == "1"
 TOKEN = "browser-test-token-0123456789"
+#: A name the browser resolves to 127.0.0.1.
+REBOUND = "evil.example"
 
 
 def _find(names: tuple[str, ...]) -> str | None:
@@ -86,6 +88,8 @@ def driver() -> Iterator[Any]:
         "--disable-sync",
         "--disable-dev-shm-usage",
         "--window-size=1280,900",
+        # evil.example "rebinds" to this machine, as a DNS rebinding attack makes it.
+        f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1",
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
@@ -352,3 +356,21 @@ def test_a_token_dashboard_asks_for_it_on_a_login_page(
     _click(browser, ".top-right button")  # log out
     browser.get(url + "/")
     assert browser.current_url.startswith(url + "/login")
+
+
+def test_a_page_of_a_name_rebound_to_this_machine_reads_nothing(
+    dsn: str, serve: Callable[..., str], browser: Any
+) -> None:
+    """DNS rebinding: evil.example now points to 127.0.0.1, so its pages are
+    same-origin with http://evil.example:PORT/, the dashboard of a browser
+    on this machine; but the dashboard does not answer to that name."""
+    seed(dsn)
+    url = serve()
+    rebound = url.replace("127.0.0.1", REBOUND)
+    browser.get(rebound + "/tasks")
+    body = _text(browser, "body")
+    assert "does not answer to that host name" in body
+    assert "mail.send" not in body
+    assert browser.get_cookies() == []  # not even a CSRF token
+    browser.get(url + "/tasks")  # the real name still works
+    assert "mail.send" in _text(browser, "#tasks")
