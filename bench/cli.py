@@ -255,6 +255,10 @@ def plan(
                     argv += [str(sizes.pgbench_seconds), str(r), pgbench_bin]
                     key = f"pgbench {script} c{c}"
                     steps.append(Step("pgbench", key, r, argv, 120 + sizes.pgbench_seconds))
+            argv = [py, "-m", "bench.physical", "psycopg", dsn, str(sizes.pgbench_seconds), str(r)]
+            steps.append(
+                Step("pgbench", report.PYTHON_ENQUEUE, r, argv, 60 + sizes.pgbench_seconds)
+            )
             argv = [py, "-m", "bench.physical", "notify", dsn, str(sizes.notify), str(r)]
             steps.append(Step("pgbench", "raw LISTEN/NOTIFY", r, argv, 60 + sizes.notify / 10))
     return steps

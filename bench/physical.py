@@ -7,8 +7,12 @@
 - raw LISTEN/NOTIFY latency with psycopg 3 between two connections: one-way
   (20 ms apart, listener idle, like the wake-up test) and ping-pong.
 
-``python -m bench.physical pgbench DSN SCRIPT CLIENTS SECONDS RUN [PGBENCH]``
-and ``python -m bench.physical notify DSN N RUN`` print JSON lines.
+- pgbench's A_enqueue statement sent from Python by psycopg, one client:
+  the floor of any Python sender.
+
+``python -m bench.physical pgbench DSN SCRIPT CLIENTS SECONDS RUN [PGBENCH]``,
+``python -m bench.physical psycopg DSN SECONDS RUN`` and
+``python -m bench.physical notify DSN N RUN`` print JSON lines.
 """
 
 from __future__ import annotations
@@ -100,6 +104,37 @@ def pgbench(
         "latency_ms": float(lat[-1]) if lat else None,
         "failed": int(failed[0]) if failed else 0,
     }
+
+
+def psycopg_enqueue(
+    dsn: str, *, seconds: float, run: str, prefill: int = PREFILL
+) -> dict[str, Any]:
+    """pgbench's A_enqueue statement sent from Python by psycopg (prepared,
+    autocommit, one connection), one task after another for ``seconds``: what
+    any Python sender pays for one insert+notify, before any queue logic."""
+    rec: dict[str, Any] = {
+        "system": "pgbench",
+        "key": "psycopg A_enqueue c1",
+        "metric": "psycopg A_enqueue c1",
+        "version": f"psycopg {psycopg.__version__}",
+        "run": run,
+        "clients": 1,
+        "seconds": seconds,
+    }
+    script = (HERE / "A_enqueue.sql").read_text()
+    lines = [ln for ln in script.splitlines() if not ln.lstrip().startswith("--")]
+    # The payload as a parameter, as a client sends it.
+    statement = "\n".join(lines).strip().rstrip(";").replace("'{\"seq\":1}'", "%s")
+    try:
+        prepare(dsn, prefill)
+        with psycopg.connect(dsn, autocommit=True) as c:
+            n, t0 = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - t0) < seconds:
+                c.execute(statement.encode(), ('{"seq":1}',), prepare=True).fetchall()
+                n += 1
+    except psycopg.Error as ex:
+        return rec | {"ok": False, "error": f"{type(ex).__name__}: {ex}"}
+    return rec | {"ok": True, "value": n / elapsed, "unit": "tps"}
 
 
 # -- raw LISTEN/NOTIFY --------------------------------------------------------
@@ -200,6 +235,10 @@ def main(argv: list[str]) -> int:
         binary = rest[0] if rest else "pgbench"
         rec = pgbench(dsn, script, int(clients), seconds=float(seconds), run=run, binary=binary)
         print(json.dumps(rec), flush=True)
+        return 0
+    if argv[:1] == ["psycopg"] and len(argv) == 4:
+        _, dsn, seconds, run = argv
+        print(json.dumps(psycopg_enqueue(dsn, seconds=float(seconds), run=run)), flush=True)
         return 0
     if argv[:1] == ["notify"] and len(argv) == 4:
         _, dsn, n, run = argv

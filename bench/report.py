@@ -10,13 +10,16 @@ from bench.systems import SYSTEMS
 
 PHYSICAL = ("pgbench", "LISTEN/NOTIFY")
 PGBENCH_SCRIPTS = ("A_enqueue", "B_claim", "C_done", "ABC_combined")
-#: job_machine's scenario -> (physical record key, what it is), for "% of the limit".
-LIMITS = {
-    "send": ("pgbench A_enqueue c1", "pgbench A_enqueue, 1 client"),
-    "drain_w1": ("pgbench ABC_combined c1", "pgbench ABC_combined, 1 client"),
-    "wakeup": ("notify one-way", "raw NOTIFY one-way"),
-    "roundtrip": ("notify ping-pong", "raw NOTIFY ping-pong"),
-}
+#: The key of pgbench's A_enqueue statement sent from Python by psycopg.
+PYTHON_ENQUEUE = "psycopg A_enqueue c1"
+#: (job_machine's scenario, physical record key, what it is), for "% of the limit".
+LIMITS = (
+    ("send", "pgbench A_enqueue c1", "pgbench A_enqueue, 1 client"),
+    ("send", PYTHON_ENQUEUE, "the same statement sent by psycopg, 1 client"),
+    ("drain_w1", "pgbench ABC_combined c1", "pgbench ABC_combined, 1 client"),
+    ("wakeup", "notify one-way", "raw NOTIFY one-way"),
+    ("roundtrip", "notify ping-pong", "raw NOTIFY ping-pong"),
+)
 
 
 def stats(values: list[float]) -> dict[str, float | int]:
@@ -107,10 +110,10 @@ def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]
                     "text": f"{s.key}: {r:.2f}× {peer} ({what})",
                 }
             )
-    for key, (limit_key, what) in LIMITS.items():
+    for key, limit_key, what in LIMITS:
         kind = BY_KEY[key].kind
         mine = _central(jm.get(key), kind)
-        system = "pgbench" if limit_key.startswith("pgbench") else "LISTEN/NOTIFY"
+        system = "LISTEN/NOTIFY" if limit_key.startswith("notify") else "pgbench"
         theirs = _central(summary.get(system, {}).get(limit_key), kind)
         if mine is None or not theirs:
             continue
@@ -205,6 +208,10 @@ def physical_rows(summary: dict[str, dict[str, dict[str, Any]]]) -> list[list[st
         cells = [cell(pg.get(f"pgbench {script} c{c}"), "rate") for c in PGBENCH_CLIENTS]
         if any(c != "—" for c in cells):
             rows.append([f"pgbench {script} (tps)", *cells])
+    if PYTHON_ENQUEUE in pg:
+        rows.append(
+            ["A_enqueue sent by psycopg from Python (tps)", cell(pg[PYTHON_ENQUEUE], "rate"), ""]
+        )
     raw = summary.get("LISTEN/NOTIFY", {})
     for key in NOTIFY_KEYS:
         if key in raw:

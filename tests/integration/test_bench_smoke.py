@@ -17,6 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bench import physical, report
 from bench.scenarios import SCENARIOS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,3 +73,19 @@ def test_quick_bench_has_every_job_machine_metric(dsn: str, tmp_path: Path) -> N
     assert result["versions"]["job_machine"].startswith("0.")
     # the given database is left alone; the bench's own is gone again
     assert _bench_databases(dsn) == before
+
+
+def test_the_python_senders_floor_is_measured_and_reported(empty_dsn: str) -> None:
+    """pgbench's insert+notify sent by psycopg: a rate, and its row and
+    ratio in the report (what job_machine's send is compared with)."""
+    rec = physical.psycopg_enqueue(empty_dsn, seconds=0.3, run="1", prefill=100)
+    assert rec["ok"], rec
+    assert rec["key"] == report.PYTHON_ENQUEUE
+    assert 50 < rec["value"] < 1_000_000, rec
+    with psycopg.connect(empty_dsn) as c:
+        inserted = c.execute("SELECT count(*) FROM bench_task").fetchone()
+    assert inserted is not None and inserted[0] > 100  # the prefill and what it sent
+    entry = {"median": 4000.0, "min": 3900.0, "max": 4100.0, "runs": 3}
+    summary = {"pgbench": {report.PYTHON_ENQUEUE: entry}}
+    rows = report.physical_rows(summary)
+    assert rows == [["A_enqueue sent by psycopg from Python (tps)", "4,000 (3,900\u20134,100)", ""]]
