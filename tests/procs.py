@@ -4,7 +4,7 @@ Child side (run as ``python -m tests.procs ...`` from the repository root)::
 
     python -m tests.procs worker --dsn DSN --queue Q [--kind sync|async]
         [--timeout S] [--max-runtime S] [--dead-after S] [--shutdown-grace S]
-        [--sleep S] [--barrier N]
+        [--sleep S] [--barrier N] [--concurrency N] [--no-reply]
     python -m tests.procs client --dsn DSN --queue Q --first SEQ --count N
         [--wait-timeout S]
 
@@ -98,6 +98,8 @@ class RecordingWorker(jm.Worker):
     record_dsn: str = ""
     sleep: float = 0.0
     barrier: int = 0
+    #: False: return without a reply (the worker marks the task done).
+    answer: bool = True
 
     def startup(self) -> None:
         self.rec = psycopg.connect(self.record_dsn, autocommit=True, application_name=RECORD_APP)
@@ -116,7 +118,8 @@ class RecordingWorker(jm.Worker):
         if self.sleep:
             logging.info("task %d: sleeping %.1f s", task.id, self.sleep)
             time.sleep(self.sleep)
-        self.reply(expected_reply(seq) if seq is not None else None)
+        if self.answer:
+            self.reply(expected_reply(seq) if seq is not None else None)
 
     def _record(self, task: jm.Task, seq: int | None) -> None:
         """Write the ``processed`` row, reconnecting through a lost connection
@@ -144,6 +147,8 @@ class AsyncRecordingWorker(jm.AsyncWorker):
     record_dsn: str = ""
     sleep: float = 0.0
     barrier: int = 0
+    #: False: return without a reply (the worker marks the task done).
+    answer: bool = True
 
     async def startup(self) -> None:
         self.rec = await psycopg.AsyncConnection.connect(
@@ -165,7 +170,8 @@ class AsyncRecordingWorker(jm.AsyncWorker):
         if self.sleep:
             logging.info("task %d: sleeping %.1f s", task.id, self.sleep)
             await asyncio.sleep(self.sleep)
-        await self.reply(expected_reply(seq) if seq is not None else None)
+        if self.answer:
+            await self.reply(expected_reply(seq) if seq is not None else None)
 
     async def _record(self, task: jm.Task, seq: int | None) -> None:
         """The asyncio twin of :meth:`RecordingWorker._record`."""
@@ -197,6 +203,8 @@ def run_worker(args: argparse.Namespace) -> int:
         "record_dsn": args.dsn,
         "sleep": args.sleep,
         "barrier": args.barrier,
+        "concurrency": args.concurrency,
+        "answer": not args.no_reply,
     }
     if args.kind == "async":
         aworker = AsyncRecordingWorker(args.dsn, **options)
@@ -241,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--shutdown-grace", type=float, default=30.0)
     w.add_argument("--sleep", type=float, default=0.0)
     w.add_argument("--barrier", type=int, default=0)
+    w.add_argument("--concurrency", type=int, default=1)
+    w.add_argument("--no-reply", action="store_true", help="return without replying")
     c = sub.add_parser("client")
     c.add_argument("--dsn", required=True)
     c.add_argument("--queue", required=True)
@@ -339,10 +349,14 @@ def start_worker(
     shutdown_grace: float = 30.0,
     sleep: float = 0.0,
     barrier: int = 0,
+    concurrency: int = 1,
+    reply: bool = True,
 ) -> Child:
     args = ["worker", "--dsn", dsn, "--queue", queue, "--kind", kind, "--timeout", str(timeout)]
     args += ["--sleep", str(sleep), "--barrier", str(barrier), "--dead-after", str(dead_after)]
-    args += ["--shutdown-grace", str(shutdown_grace)]
+    args += ["--shutdown-grace", str(shutdown_grace), "--concurrency", str(concurrency)]
+    if not reply:
+        args.append("--no-reply")
     if max_runtime is not None:
         args += ["--max-runtime", str(max_runtime)]
     return Child(args, log_dir, name)

@@ -677,6 +677,50 @@ def test_chaos_killed_workers_and_terminated_sessions_3000_tasks(
         kill_all(everyone)
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_killed_worker_with_concurrency_loses_no_task(
+    dsn: str, db: psycopg.Connection[Any], tmp_path: Path, kind: str
+) -> None:
+    """A worker with concurrency 4 whose tasks return without answering holds
+    tasks in its slots, tasks claimed ahead, and done marks not written yet.
+    SIGKILLed in the middle of a drain, none of them is lost: a second worker
+    takes over after the first is judged dead, and every task ends done."""
+    n = 1500
+    with jm.Client(dsn, queue=QUEUE) as client:
+        client.send_many([{"seq": seq} for seq in range(n)])
+    options: dict[str, Any] = {"dead_after": 2, "concurrency": 4, "reply": False}
+    first = _start(dsn, tmp_path, f"c4-{kind}-first", kind, sleep=0.002, **options)
+    second: Child | None = None
+    try:
+        wait_until(
+            lambda: _count(db, "SELECT count(*) FROM processed") >= n // 4,
+            30,
+            "a quarter of the tasks processed",
+            [first],
+        )
+        first.signal(signal.SIGKILL)
+        assert first.wait_exit(5) == -signal.SIGKILL, first.describe()
+        held = _count(db, "SELECT count(*) FROM jobmachine.task WHERE status = 100")
+        assert held > 0, "the killed worker held nothing: the test proves nothing"
+        second = _start(dsn, tmp_path, f"c4-{kind}-second", kind, **options)
+        wait_until(lambda: _undone(db) == 0, 60, "every task done", [second], 0.1)
+        processed = {
+            int(task_id)
+            for (task_id,) in db.execute("SELECT DISTINCT task_id FROM processed").fetchall()
+        }
+        done = _count(db, "SELECT count(*) FROM jobmachine.task WHERE status = 200")
+        assert done == n and len(processed) == n
+        rescued = _count(
+            db,
+            "SELECT count(DISTINCT task_id) FROM jobmachine.result"
+            " WHERE resulttype = 'error' AND result::jsonb ->> 'type' = 'WorkerDied'",
+        )
+        assert rescued == held, (rescued, held)
+        terminate_and_check([second], timeout=10)
+    finally:
+        kill_all([first] + ([second] if second else []))
+
+
 # ---------------------------------------------------------------------------
 # 4. A claim that committed, but whose answer never reached the worker
 # ---------------------------------------------------------------------------
