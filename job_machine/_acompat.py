@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import queue
 import select
 import threading
 import time
@@ -70,27 +71,75 @@ async def aselect_readable(fds: Sequence[int], timeout: float | None) -> list[in
     return ready
 
 
-#: A task being processed concurrently: a thread (sync) or an asyncio task.
-Handle = threading.Thread
+class Handle:
+    """A task being processed on one of the task threads; :meth:`join`
+    waits for its end."""
+
+    __slots__ = ("_finished",)
+
+    def __init__(self) -> None:
+        self._finished = threading.Event()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._finished.wait(timeout)
+
+
+#: A task being processed concurrently by an AsyncWorker.
 AHandle = asyncio.Task[None]
+
+#: Seconds an idle task thread waits for more work before it ends.
+IDLE_THREAD_SECONDS = 30.0
+_work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+_idle_threads = 0
+_idle_lock = threading.Lock()
+
+
+def _task_thread(job: Callable[[], None]) -> None:
+    global _idle_threads  # noqa: PLW0603 (the pool's one counter, under _idle_lock)
+    while True:
+        job()
+        with _idle_lock:
+            _idle_threads += 1
+        while True:
+            try:
+                job = _work.get(timeout=IDLE_THREAD_SECONDS)
+                break
+            except queue.Empty:
+                with _idle_lock:
+                    if _idle_threads > 0:  # no job is on its way to this thread
+                        _idle_threads -= 1
+                        return
 
 
 def spawn(fn: Callable[[], None], done: Callable[[], None]) -> Handle:
-    """Run ``fn`` in a daemon thread of its own (in a copy of the caller's
-    context), then call ``done``. Daemon: a worker told to exit at once is not
-    held up by a task still running."""
-
+    """Run ``fn`` on a task thread (in a copy of the caller's context), then
+    call ``done``. Threads are reused while work comes (starting one per task
+    cost more than a no-op task), and they are daemons: a worker told to exit
+    at once is not held up by a task still running."""
+    global _idle_threads  # noqa: PLW0603 (the pool's one counter, under _idle_lock)
     context = contextvars.copy_context()
+    handle = Handle()
 
-    def run() -> None:
+    def job() -> None:
         try:
             context.run(fn)
         finally:
-            done()
+            try:
+                done()
+            finally:
+                handle._finished.set()
 
-    thread = threading.Thread(target=run, name="job_machine-task", daemon=True)
-    thread.start()
-    return thread
+    with _idle_lock:
+        reuse = _idle_threads > 0
+        if reuse:
+            _idle_threads -= 1  # that thread's next job is this one
+    if reuse:
+        _work.put(job)
+    else:
+        threading.Thread(
+            target=_task_thread, args=(job,), name="job_machine-task", daemon=True
+        ).start()
+    return handle
 
 
 def aspawn(fn: Callable[[], Coroutine[Any, Any, None]], done: Callable[[], None]) -> AHandle:

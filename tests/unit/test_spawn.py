@@ -1,0 +1,89 @@
+"""The sync worker's task threads (job_machine._acompat.spawn): reused while
+work comes, ended when idle, each job in a copy of the spawner's context,
+``done`` called and ``join`` returning after the job."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+
+import pytest
+
+from job_machine import _acompat
+
+WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+
+
+def test_threads_are_reused_one_job_after_another() -> None:
+    seen: set[int] = set()
+    for _ in range(50):
+        h = _acompat.spawn(lambda: seen.add(threading.get_ident()), lambda: None)
+        h.join(5)
+        time.sleep(0.001)  # the thread is idle again before the next job
+    assert len(seen) <= 2, f"{len(seen)} threads for 50 jobs in a row"
+
+
+def test_jobs_at_once_get_threads_of_their_own() -> None:
+    gate = threading.Barrier(5, timeout=5)
+    handles = [_acompat.spawn(gate.wait, lambda: None) for _ in range(4)]
+    gate.wait()  # all four run at the same moment, or this times out
+    for h in handles:
+        h.join(5)
+
+
+def test_done_runs_and_join_returns_after_the_job() -> None:
+    events: list[str] = []
+    release = threading.Event()
+
+    def job() -> None:
+        release.wait(5)
+        events.append("job")
+
+    h = _acompat.spawn(job, lambda: events.append("done"))
+    h.join(0.05)
+    assert events == []  # join(timeout) gave up while the job waits
+    release.set()
+    h.join(5)
+    assert events == ["job", "done"]
+
+
+def test_a_job_runs_in_a_copy_of_the_spawners_context() -> None:
+    seen: list[str] = []
+
+    def job() -> None:
+        seen.append(WHO.get())
+        WHO.set("the job")
+
+    token = WHO.set("the spawner")
+    try:
+        _acompat.spawn(job, lambda: None).join(5)
+        assert seen == ["the spawner"]
+        assert WHO.get() == "the spawner"  # the job's change stayed in its copy
+    finally:
+        WHO.reset(token)
+
+
+def test_idle_threads_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_acompat, "IDLE_THREAD_SECONDS", 0.05)
+    before = {t.ident for t in threading.enumerate()}
+    ran_on: set[int | None] = set()
+    gate = threading.Barrier(9, timeout=5)
+
+    def job() -> None:
+        ran_on.add(threading.get_ident())
+        gate.wait()
+
+    handles = [_acompat.spawn(job, lambda: None) for _ in range(8)]
+    gate.wait()  # eight at once: more threads than any earlier test left idle
+    for h in handles:
+        h.join(5)
+    started = ran_on - before
+    assert started, "no new thread: nothing to see end"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        alive = started & {t.ident for t in threading.enumerate()}
+        if not alive:
+            break
+        time.sleep(0.02)
+    assert not alive, f"{len(alive)} idle task threads did not end"
