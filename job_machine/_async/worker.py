@@ -382,8 +382,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             if self._liveness is not None:
                 # Leaving in a hurry: one try to record the tasks that did
                 # finish, before the hand-back would run them again.
-                with self._slots:
-                    finished, self._done_later = self._done_later, self._done_later and []
+                finished = self._take_done_marks()
                 if finished:
                     with contextlib.suppress(Exception):
                         await self._store.task_done_many(finished)
@@ -620,11 +619,17 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         fits = self.prefetch_seconds * self.concurrency / avg if avg > 0 else self.prefetch
         return max(1, min(self.prefetch, int(fits)))
 
+    def _take_done_marks(self) -> list[tuple[int, int]]:
+        """The deferred done marks, handed over for writing; later ones
+        collect afresh (concurrency > 1) or are written at once again."""
+        with self._slots:
+            pending = self._done_later or []
+            self._done_later = [] if self.concurrency > 1 else None
+        return pending
+
     async def _mark_done_later(self) -> None:
         """Write the deferred done marks (through a lost connection too)."""
-        with self._slots:
-            pending = self._done_later
-            self._done_later = [] if self.concurrency > 1 else None
+        pending = self._take_done_marks()
         if not pending:
             return
         backoff = Backoff(self.reconnect_backoff, self.reconnect_backoff_cap)
