@@ -341,3 +341,34 @@ def test_tasks_claimed_ahead_go_back_as_never_claimed_on_a_stop(
     done = [r for r in rows if r == (jm.Status.FINISHED, 1)]
     assert len(done) == len(seen) >= 300
     assert len(done) + rows.count((jm.Status.WAITING, 0)) == 2000, set(rows)
+
+
+def test_pending_done_marks_bound_the_wait_and_are_written_when_due(dsn: str) -> None:
+    """The policy of the batched done marks (concurrency > 1), step by step:
+    written before a claim, at one per slot, or once the oldest has waited
+    prefetch_seconds; while every slot is busy with marks pending, the
+    serving loop sleeps at most prefetch_seconds, not its timeout (no slot
+    may free for a long while to wake it)."""
+    w = jm.Worker(dsn, queue="conc.q", concurrency=2, prefetch_seconds=0.2, timeout=30)
+    try:
+        task = jm.Task(id=1, queue="conc.q", data=None, attempt=1, created=None, parameters="")
+        w._ahead = [task]  # a task claimed ahead: no claim is due
+        assert not w._done_due()
+        w._running_tasks = {7: threading.Thread(), 8: threading.Thread()}  # every slot busy
+        assert w._next_wait() == 30  # nothing pending: the timeout
+
+        assert w._defer_done(task)
+        assert not w._done_due()  # one mark, young, a task ahead
+        assert w._next_wait() == 0.2  # but the sleep is bounded by it
+        w._done_since -= 0.2
+        assert w._done_due()  # aged
+
+        w._done_since += 0.2
+        assert w._defer_done(task)
+        assert w._done_due()  # one per slot
+        w._take_done_marks()
+        assert w._defer_done(task)
+        w._ahead = []
+        assert w._done_due()  # about to claim
+    finally:
+        w.close()
