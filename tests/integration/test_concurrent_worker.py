@@ -209,6 +209,49 @@ def test_many_instant_tasks_never_leave_a_slot_taken(
     assert w._running_tasks == {}
 
 
+class StopsAfter:
+    """A concurrency-4 worker (sync or async) whose tasks return at once
+    without answering, which stops itself after ``count`` tasks; ``run()``
+    serves in a thread until it returns."""
+
+    def __init__(self, dsn: str, kind: str, count: int) -> None:
+        self.seen: list[int] = []
+        lock = threading.Lock()
+
+        def record(w: Any, task: jm.Task) -> None:
+            with lock:
+                self.seen.append(task.id)
+                if len(self.seen) == count:
+                    w.stop()  # the marks of the last tasks are not written yet
+
+        class Quick(jm.Worker):
+            handle_signals = False
+            queue = "conc.q"
+
+            def process(self, task: jm.Task) -> None:
+                record(self, task)
+
+        class AsyncQuick(jm.AsyncWorker):
+            handle_signals = False
+            queue = "conc.q"
+
+            async def process(self, task: jm.Task) -> None:
+                record(self, task)
+
+        self.kind = kind
+        self.worker: Any = (Quick if kind == "sync" else AsyncQuick)(dsn, concurrency=4)
+
+    def run(self) -> None:
+        w = self.worker
+        runner = threading.Thread(
+            target=w.receive if self.kind == "sync" else lambda: asyncio.run(w.receive()),
+            daemon=True,
+        )
+        runner.start()
+        runner.join(60)
+        assert not runner.is_alive()
+
+
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_a_stop_right_after_the_last_task_still_marks_every_task_done(
     dsn: str, conn: psycopg.Connection[Any], kind: str
@@ -217,39 +260,11 @@ def test_a_stop_right_after_the_last_task_still_marks_every_task_done(
     together by the serving loop; a stop must write the marks still pending,
     or the hand-back at exit would run those tasks a second time."""
     count = 200
-    finished = threading.Lock()
-    seen: list[int] = []
-
-    def record(w: Any, task: jm.Task) -> None:
-        with finished:
-            seen.append(task.id)
-            if len(seen) == count:
-                w.stop()  # the marks of the last tasks are not written yet
-
-    class Quick(jm.Worker):
-        handle_signals = False
-        queue = "conc.q"
-
-        def process(self, task: jm.Task) -> None:
-            record(self, task)
-
-    class AsyncQuick(jm.AsyncWorker):
-        handle_signals = False
-        queue = "conc.q"
-
-        async def process(self, task: jm.Task) -> None:
-            record(self, task)
-
     with jm.Client(dsn, queue="conc.q") as client:
         client.send_many(range(count))
-    w: Any = Quick(dsn, concurrency=4) if kind == "sync" else AsyncQuick(dsn, concurrency=4)
-    runner = threading.Thread(
-        target=w.receive if kind == "sync" else lambda: asyncio.run(w.receive()), daemon=True
-    )
-    runner.start()
-    runner.join(60)
-    assert not runner.is_alive()
-    assert len(seen) == count
+    quick = StopsAfter(dsn, kind, count)
+    quick.run()
+    assert len(quick.seen) == count
     assert _claims(conn) == [(jm.Status.FINISHED, 1)] * count
 
 
@@ -292,32 +307,10 @@ def test_tasks_claimed_ahead_go_back_as_never_claimed_on_a_stop(
 ) -> None:
     """Short tasks are claimed ahead of the free slots; a stop midway hands
     the ones not started back as if never claimed, and marks the rest done."""
-    seen: list[int] = []
-    lock = threading.Lock()
-
-    def record(w: Any, task: jm.Task) -> None:
-        with lock:
-            seen.append(task.id)
-            if len(seen) == 300:
-                w.stop()
-
-    class Quick(jm.Worker):
-        handle_signals = False
-        queue = "conc.q"
-
-        def process(self, task: jm.Task) -> None:
-            record(self, task)
-
-    class AsyncQuick(jm.AsyncWorker):
-        handle_signals = False
-        queue = "conc.q"
-
-        async def process(self, task: jm.Task) -> None:
-            record(self, task)
-
     with jm.Client(dsn, queue="conc.q") as client:
         client.send_many(range(2000))
-    w: Any = Quick(dsn, concurrency=4) if kind == "sync" else AsyncQuick(dsn, concurrency=4)
+    quick = StopsAfter(dsn, kind, 300)
+    w = quick.worker
     claims: list[int] = []
     claim = w._claim
 
@@ -330,16 +323,11 @@ def test_tasks_claimed_ahead_go_back_as_never_claimed_on_a_stop(
         return await claim(limit)
 
     w._claim = counting_claim if kind == "sync" else acounting_claim
-    runner = threading.Thread(
-        target=w.receive if kind == "sync" else lambda: asyncio.run(w.receive()), daemon=True
-    )
-    runner.start()
-    runner.join(60)
-    assert not runner.is_alive()
+    quick.run()
     assert max(claims) > 4, claims  # claimed beyond the free slots
     rows = _claims(conn)
     done = [r for r in rows if r == (jm.Status.FINISHED, 1)]
-    assert len(done) == len(seen) >= 300
+    assert len(done) == len(quick.seen) >= 300
     assert len(done) + rows.count((jm.Status.WAITING, 0)) == 2000, set(rows)
 
 
