@@ -29,7 +29,8 @@ from psycopg.conninfo import make_conninfo
 
 import job_machine
 
-TEMPLATE = "jm_test_template"
+#: One template per test session, so several sessions can share one server.
+TEMPLATE = f"jm_test_template_{os.getpid()}"
 _counter = itertools.count()
 
 
@@ -79,7 +80,7 @@ def _admin(server_dsn: str) -> psycopg.Connection[Any]:
 
 
 @pytest.fixture(scope="session")
-def template_dsn(server_dsn: str) -> str:
+def template_dsn(server_dsn: str) -> Iterator[str]:
     """A template database with the schema installed, cloned for each test."""
     with _admin(server_dsn) as conn:
         conn.execute(
@@ -88,7 +89,11 @@ def template_dsn(server_dsn: str) -> str:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
     dsn = make_conninfo(server_dsn, dbname=TEMPLATE)
     job_machine.install_schema(dsn)
-    return dsn
+    yield dsn
+    with _admin(server_dsn) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE))
+        )
 
 
 def new_database(server_dsn: str, template: str | None = TEMPLATE) -> str:
