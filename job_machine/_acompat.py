@@ -11,6 +11,7 @@ this module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import queue
 import select
@@ -69,6 +70,92 @@ async def aselect_readable(fds: Sequence[int], timeout: float | None) -> list[in
         for fd in fds:
             loop.remove_reader(fd)
     return ready
+
+
+class Wakeup:
+    """A flag a waiter sleeps on and any thread may raise (a threading.Event)."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        """Raise the flag: a current or the next :meth:`wait` returns. Any thread."""
+        self._event.set()
+
+    def clear(self) -> None:
+        """Lower the flag (from the waiter)."""
+        self._event.clear()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Sleep until the flag is raised or ``timeout`` passes; whether it was raised."""
+        return self._event.wait(timeout)
+
+
+class AWakeup:
+    """A flag an asyncio waiter sleeps on and any thread may raise: the
+    raise is handed to the waiter's event loop."""
+
+    __slots__ = ("_event", "_loop")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        """Raise the flag: a current or the next :meth:`wait` returns. Any thread."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    def clear(self) -> None:
+        """Lower the flag (from the waiter)."""
+        self._event.clear()
+
+    async def wait(self, timeout: float | None) -> bool:
+        """Sleep until the flag is raised or ``timeout`` passes; whether it was raised."""
+        if self._event.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+class Mutex:
+    """A lock for ``with``, held across blocking calls (a threading.Lock)."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+class AMutex:
+    """A lock for ``async with``, held across awaits (an asyncio.Lock of the
+    running loop: a new one when the object is used from another loop)."""
+
+    __slots__ = ("_lock", "_loop")
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._lock = loop, asyncio.Lock()
+        await self._lock.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
 
 
 class Handle:

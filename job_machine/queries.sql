@@ -168,7 +168,8 @@ RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue, t.priority
 
 -- name: task_finish
 -- Store a reply or result and mark the task done, only while this attempt
--- still holds it; notify the client on jmr:<task_id> when asked.
+-- still holds it, and notify jmr:<task_id> ('reply', or 'result' for
+-- result(): a waiting client is answered either way).
 -- Returns no row when the task is no longer held (it was revived).
 WITH held AS (
     UPDATE jobmachine.task
@@ -181,15 +182,16 @@ WITH held AS (
     RETURNING task_id
 )
 SELECT task_id,
-       CASE WHEN %(notify)s THEN pg_notify('jmr:' || task_id::text, 'reply') END
+       pg_notify('jmr:' || task_id::text, CASE WHEN %(notify)s THEN 'reply' ELSE 'result' END)
   FROM stored
 
 -- name: task_done
--- Mark a held task done without a result (process() returned without one).
+-- Mark a held task done without a result (process() returned without one),
+-- and tell a waiting client on jmr:<task_id>.
 UPDATE jobmachine.task
    SET status = 200, modified = now()
  WHERE task_id = %(task_id)s AND status = 100 AND attempts = %(attempt)s
-RETURNING task_id
+RETURNING task_id, pg_notify('jmr:' || task_id::text, 'done')
 
 -- name: task_done_many
 -- Mark several held tasks done without a result, in one statement: the
@@ -199,7 +201,7 @@ UPDATE jobmachine.task t
    SET status = 200, modified = now()
   FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[]) AS d (task_id, attempt)
  WHERE t.task_id = d.task_id AND t.status = 100 AND t.attempts = d.attempt
-RETURNING t.task_id
+RETURNING t.task_id, pg_notify('jmr:' || t.task_id::text, 'done')
 
 -- name: result_insert_error
 -- Store an error result of a held task without changing its status.
@@ -243,6 +245,19 @@ SELECT t.status,
          ORDER BY r.result_id DESC LIMIT 1) AS error
   FROM jobmachine.task t
  WHERE t.task_id = %(task_id)s
+
+-- name: task_answers
+-- task_answer for several tasks at once (a client waiting on many); a task
+-- missing from the result does not exist.
+SELECT t.task_id, t.status,
+       (SELECT r.result FROM jobmachine.result r
+         WHERE r.task_id = t.task_id AND r.resulttype IS DISTINCT FROM 'error'
+         ORDER BY r.result_id DESC LIMIT 1) AS reply,
+       (SELECT r.result FROM jobmachine.result r
+         WHERE r.task_id = t.task_id AND r.resulttype = 'error'
+         ORDER BY r.result_id DESC LIMIT 1) AS error
+  FROM jobmachine.task t
+ WHERE t.task_id = ANY(%(task_ids)s::bigint[])
 
 -- name: task_answered
 -- check(): has the task got a reply, or has it finished (done or failed)?
@@ -679,9 +694,10 @@ UPDATE jobmachine.worker SET command = %(command)s
 RETURNING worker_id
 
 -- name: admin_remove
--- Delete a task that is not running, with its results.
+-- Delete a task that is not running, with its results; a client waiting on
+-- it is told (it then finds no such task).
 DELETE FROM jobmachine.task WHERE task_id = %(task_id)s AND status <> 100
-RETURNING task_id
+RETURNING task_id, pg_notify('jmr:' || task_id::text, 'removed')
 
 -- name: admin_purge
 -- Delete finished tasks of the given statuses (and queue, and age), in one

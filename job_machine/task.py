@@ -7,6 +7,8 @@ from datetime import datetime
 from enum import IntEnum
 from typing import Any
 
+from .errors import TaskFailed
+
 
 class Status(IntEnum):
     """The life of a task; the numbers are Perl Job::Machine's.
@@ -49,6 +51,28 @@ class Task:
     #: Job::Machine's title and grouping columns, as given to ``send``.
     title: str | None = None
     grouping: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """A task's answer, as :meth:`Client.as_completed` yields it."""
+
+    #: The task.
+    task_id: int
+    #: Its newest reply or result, decoded (None when it finished without one
+    #: or failed).
+    reply: Any
+    #: Its last error, decoded, when it failed (None otherwise).
+    error: Any = None
+    #: Whether it failed (its last attempt raised, it was cancelled, or a
+    #: parent failed).
+    failed: bool = False
+
+    def value(self) -> Any:
+        """The reply, or raise :class:`~job_machine.TaskFailed` for a failed task."""
+        if self.failed:
+            raise TaskFailed(self.task_id, self.error)
+        return self.reply
 
 
 #: The word for each status, as task_info() reports it.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import aclosing
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,13 +12,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from .. import _codec
 from .._options import send_options
-from ..channels import queue_channel, reply_channel, validate_queue
-from ..errors import NoCurrentTask, TaskFailed, UnknownTask, WaitTimeout
-from ..task import Status, TaskInfo
+from ..channels import queue_channel, validate_queue
+from ..errors import NoCurrentTask, TaskFailed, UnknownTask
+from ..replies import ReplyListener, reply_listener
+from ..task import Answered, Status, TaskInfo
 from .connection import AsyncConnector, AsyncConnectorOwner
-from .listener import AsyncListener
 from .locks import AsyncLocksAndNotes
 from .store import Answer, AsyncStore
+from .waiter import answers
 
 
 class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
@@ -31,7 +32,13 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
     :param conn: use this connection instead. A :meth:`send` made while it is
         inside a transaction is part of that transaction: the task exists, and
         its notification fires, only if the caller commits.
-    :param pool: use connections from this pool instead.
+    :param pool: use connections from this pool instead (one per call,
+        never held while waiting for a reply).
+    :param listen_dsn: where the process's reply listener connects, when
+        the client's statements go elsewhere (a PgBouncer in transaction mode
+        cannot LISTEN: give the direct address here). By default the reply
+        listener opens a connection like the client's (its ``dsn``, the
+        pool's conninfo, or the given connection's parameters).
     :param connect_kwargs: extra keyword arguments for ``psycopg.connect``
         when the client opens its own connection; behind PgBouncer in
         transaction mode pass ``{"prepare_threshold": None}``.
@@ -46,6 +53,7 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
         *,
         conn: AsyncConnection[Any] | None = None,
         pool: AsyncConnectionPool | None = None,
+        listen_dsn: str | None = None,
         connect_kwargs: dict[str, Any] | None = None,
         **extra: Any,
     ) -> None:
@@ -56,6 +64,9 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
             dsn=dsn, conn=conn, pool=pool, connect_kwargs=connect_kwargs
         )
         self._store = AsyncStore(self._connector)
+        self._listen_dsn = listen_dsn
+        self._connect_kwargs = connect_kwargs
+        self._replies: ReplyListener | None = None
         for name, value in extra.items():
             setattr(self, name, value)
 
@@ -191,36 +202,68 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
     async def wait(self, task_id: int | str | None = None, timeout: float | None = 30.0) -> Any:
         """Block until the task is answered and return its reply (see :meth:`receive`).
 
-        Woken by the worker's notification on ``jmr:<task_id>``, not by
-        polling; the table is re-read after each wake-up, so a reply that was
-        committed before the wait began is returned at once.
+        Woken by the notification on ``jmr:<task_id>`` that every way a task
+        ends sends (reply, result, a plain return, failure, cancel, removal),
+        through the one reply listener the process shares between all its
+        waits (:mod:`job_machine.replies`): any number of threads or asyncio
+        tasks may wait at once on one client, and none holds a connection
+        while it waits. The table is read once the listener LISTENs, so an
+        answer committed before the wait began is returned at once; it is
+        also read every few seconds, so an end that notifies nobody (a Perl
+        worker's ``result``) is seen within that.
 
         :param timeout: seconds to wait at most; None waits forever.
         :raises WaitTimeout: no answer within ``timeout``.
         :raises TaskFailed: the task failed.
+        :raises UnknownTask: there is no such task (or it was removed).
         """
         tid = self._task_id(task_id)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        channel = reply_channel(tid)
-        async with self._connector.listening() as conn:
-            listener = AsyncListener(conn)
-            try:
-                await listener.listen(channel)
-                while True:
-                    answer = await self._answer(tid, conn)
-                    if answer.reply is not None or answer.status in (
-                        Status.FINISHED,
-                        Status.FAILED,
-                    ):
-                        return self._value(tid, answer)
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise WaitTimeout(f"no reply to task {tid} within {timeout} s")
-                    await listener.wait(remaining)
-            finally:
-                if not conn.closed and not conn.broken:
-                    await listener.unlisten(channel)
-                listener.close()
+        async with aclosing(answers(self._store, self._listener(), [tid], timeout)) as answered:
+            async for _, answer in answered:
+                return self._value(tid, answer)
+        raise AssertionError("unreachable: answers() yields or raises")  # pragma: no cover
+
+    async def wait_all(self, task_ids: Iterable[int], timeout: float | None = 30.0) -> list[Any]:
+        """Wait for every task's answer and return the replies in the order
+        of ``task_ids`` (scatter-gather: send many, then wait once).
+
+        One subscription for all of them on the process's reply listener,
+        and one read of the table per wake-up, however many tasks.
+
+        :param timeout: seconds to wait at most for all of them; None: forever.
+        :raises WaitTimeout: some are still unanswered after ``timeout``.
+        :raises TaskFailed: as soon as one of them is seen failed.
+        :raises UnknownTask: one of them does not exist.
+        """
+        ids = [self._check_id(t) for t in task_ids]
+        replies: dict[int, Any] = {}
+        async with aclosing(answers(self._store, self._listener(), ids, timeout)) as answered:
+            async for tid, answer in answered:
+                replies[tid] = self._value(tid, answer)
+        return [replies[t] for t in ids]
+
+    async def as_completed(
+        self, task_ids: Iterable[int], timeout: float | None = 30.0
+    ) -> AsyncIterator[Answered]:
+        """Yield each task's :class:`~job_machine.Answered` as it is answered,
+        first answered first (a failed task too: its ``value()`` raises
+        :class:`~job_machine.TaskFailed`).
+
+        :param timeout: seconds to wait at most for all of them; None: forever.
+        :raises WaitTimeout: some are still unanswered after ``timeout``
+            (those answered before were yielded).
+        :raises UnknownTask: one of them does not exist.
+        """
+        ids = [self._check_id(t) for t in task_ids]
+        async with aclosing(answers(self._store, self._listener(), ids, timeout)) as answered:
+            async for tid, answer in answered:
+                failed = answer.status == Status.FAILED and answer.reply is None
+                yield Answered(
+                    task_id=tid,
+                    reply=None if failed else self._value(tid, answer),
+                    error=_codec.decode(answer.error) if failed else None,
+                    failed=failed,
+                )
 
     async def task_info(self, task_id: int | str | None = None) -> TaskInfo:
         """Where the task stands: its state (waiting, blocked, running, done,
@@ -247,8 +290,8 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
     async def uncheck(self, task_id: int | str | None = None) -> None:
         """Stop waiting for a task's reply: it is no longer the current task.
 
-        A client never keeps listening between calls (:meth:`wait` listens on
-        ``jmr:<task_id>`` only while it waits), so there is nothing else to undo.
+        A client never keeps listening between calls (:meth:`wait` subscribes
+        to ``jmr:<task_id>`` only while it waits), so there is nothing else to undo.
         """
         tid = self._task_id(task_id)
         if self.id == tid:
@@ -268,12 +311,23 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
             if self.id is None:
                 raise NoCurrentTask()
             return self.id
+        return self._check_id(task_id)
+
+    @staticmethod
+    def _check_id(task_id: object) -> int:
         if isinstance(task_id, bool) or not isinstance(task_id, int):
             raise TypeError(f"task id must be an int or 'reply', not {task_id!r}")
         return task_id
 
-    async def _answer(self, tid: int, conn: AsyncConnection[Any] | None = None) -> Answer:
-        answer = await self._store.task_answer(tid, conn)
+    def _listener(self) -> ReplyListener:
+        """The process's reply listener for this client's database."""
+        if self._replies is None:
+            conninfo = self._listen_dsn or self._connector.conninfo
+            self._replies = reply_listener(conninfo, self._connect_kwargs)
+        return self._replies
+
+    async def _answer(self, tid: int) -> Answer:
+        answer = await self._store.task_answer(tid)
         if answer is None:
             raise UnknownTask(f"there is no task {tid}")
         return answer

@@ -14,6 +14,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
+from .._acompat import AMutex
 from ..errors import ConnectionFailed, JobMachineError
 
 logger = logging.getLogger("job_machine")
@@ -97,6 +98,9 @@ class AsyncConnector:
         self.pool = pool
         self._user_conn = conn
         self._own: AsyncConnection[Any] | None = None
+        #: Held while opening our own connection: callers arriving at once
+        #: share the one connection it opens.
+        self._opening = AMutex()
         self._connect_kwargs = connect_kwargs or {}
 
     @property
@@ -127,11 +131,15 @@ class AsyncConnector:
     async def own(self) -> AsyncConnection[Any]:
         """Our own autocommit connection, (re)opened when needed."""
         assert self.dsn is not None
-        if self._own is None or self._own.closed or self._own.broken:
-            if self._own is not None:
-                logger.info("reconnecting to %s", describe_target(self.dsn))
-            self._own = await aconnect(self.dsn, **self._connect_kwargs)
-        return self._own
+        own = self._own
+        if own is not None and not own.closed and not own.broken:
+            return own
+        async with self._opening:
+            if self._own is None or self._own.closed or self._own.broken:
+                if self._own is not None:
+                    logger.info("reconnecting to %s", describe_target(self.dsn))
+                self._own = await aconnect(self.dsn, **self._connect_kwargs)
+            return self._own
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:

@@ -16,6 +16,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
+from .._acompat import Mutex
 from ..errors import ConnectionFailed, JobMachineError
 
 logger = logging.getLogger("job_machine")
@@ -99,6 +100,9 @@ class Connector:
         self.pool = pool
         self._user_conn = conn
         self._own: Connection[Any] | None = None
+        #: Held while opening our own connection: callers arriving at once
+        #: share the one connection it opens.
+        self._opening = Mutex()
         self._connect_kwargs = connect_kwargs or {}
 
     @property
@@ -129,11 +133,15 @@ class Connector:
     def own(self) -> Connection[Any]:
         """Our own autocommit connection, (re)opened when needed."""
         assert self.dsn is not None
-        if self._own is None or self._own.closed or self._own.broken:
-            if self._own is not None:
-                logger.info("reconnecting to %s", describe_target(self.dsn))
-            self._own = connect(self.dsn, **self._connect_kwargs)
-        return self._own
+        own = self._own
+        if own is not None and not own.closed and not own.broken:
+            return own
+        with self._opening:
+            if self._own is None or self._own.closed or self._own.broken:
+                if self._own is not None:
+                    logger.info("reconnecting to %s", describe_target(self.dsn))
+                self._own = connect(self.dsn, **self._connect_kwargs)
+            return self._own
 
     @contextmanager
     def connection(self) -> Iterator[Connection[Any]]:

@@ -262,6 +262,13 @@ class Store:
             return None
         return Answer(Status(row["status"]), row["reply"], row["error"])
 
+    def task_answers(self, task_ids: Sequence[int]) -> dict[int, Answer]:
+        """:meth:`task_answer` of several tasks; a task missing does not exist."""
+        rows = self._all("task_answers", {"task_ids": list(task_ids)})
+        return {
+            int(r["task_id"]): Answer(Status(r["status"]), r["reply"], r["error"]) for r in rows
+        }
+
     def task_answered(self, task_id: int) -> bool | None:
         """Whether the task has a reply or has finished; None if there is no such task."""
         row = self._one("task_answered", {"task_id": task_id})

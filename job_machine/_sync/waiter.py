@@ -1,0 +1,88 @@
+# DO NOT EDIT: generated from job_machine/_async/waiter.py by tools/async_to_sync.py.
+# Change the async source and run `python tools/async_to_sync.py`.
+"""Waiting for tasks' answers: the client's side of the reply path.
+
+A waiter subscribes to the process's one reply listener
+(:mod:`job_machine.replies`) for the tasks' ``jmr:<id>`` channels, and once
+LISTEN is in place reads the table; after that it sleeps until a
+notification of one of its tasks arrives, then reads again. Reading after
+LISTEN is what makes a wake-up impossible to lose: an answer committed
+before the read is seen by the read, one committed after it notifies.
+
+Every way a task ends notifies its channel (reply, result, a plain return,
+failure, cancel, removal). A waiter still re-reads every :data:`RECHECK`
+seconds, so an end that notifies nobody (a Perl worker's ``result``, a row
+deleted by hand) delays an answer by at most that long, never until the
+timeout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Sequence
+
+from .._acompat import Wakeup
+from ..errors import UnknownTask, WaitTimeout
+from ..replies import ReplyListener
+from ..task import Status
+from .store import Answer, Store
+
+#: Seconds between a waiter's reads of the table when no notification came.
+RECHECK = 2.0
+
+
+def is_answered(answer: Answer) -> bool:
+    """Whether a client waiting on the task has its answer."""
+    return answer.reply is not None or answer.status in (Status.FINISHED, Status.FAILED)
+
+
+def answers(
+    store: Store,
+    listener: ReplyListener,
+    task_ids: Sequence[int],
+    timeout: float | None,
+    recheck: float | None = None,
+) -> Generator[tuple[int, Answer]]:
+    """Yield ``(task_id, answer)`` for each of ``task_ids`` as it is answered.
+
+    :raises WaitTimeout: some are still unanswered after ``timeout`` seconds
+        (None: wait forever).
+    :raises UnknownTask: a task does not exist (or was removed unanswered).
+    """
+    recheck = RECHECK if recheck is None else recheck
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pending = list(dict.fromkeys(task_ids))
+    woken = Wakeup()
+    listening = Wakeup()
+    sub = listener.subscribe(pending, woken.set, listening.set)
+    try:
+        # If the listener cannot connect, reading every `recheck` still answers.
+        listening.wait(_bounded(recheck, deadline))
+        while pending:
+            woken.clear()
+            found = store.task_answers(pending)
+            still = []
+            for tid in pending:
+                answer = found.get(tid)
+                if answer is None:
+                    raise UnknownTask(f"there is no task {tid}")
+                if is_answered(answer):
+                    yield tid, answer
+                else:
+                    still.append(tid)
+            pending = still
+            if not pending:
+                return
+            wait = _bounded(recheck, deadline)
+            if wait <= 0:
+                ids = ", ".join(map(str, pending[:10])) + (", ..." if len(pending) > 10 else "")
+                raise WaitTimeout(f"no reply to task {ids} within {timeout} s")
+            woken.wait(wait)
+    finally:
+        listener.unsubscribe(sub)
+
+
+def _bounded(recheck: float, deadline: float | None) -> float:
+    if deadline is None:
+        return recheck
+    return min(recheck, deadline - time.monotonic())
