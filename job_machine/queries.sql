@@ -203,6 +203,42 @@ UPDATE jobmachine.task t
  WHERE t.task_id = d.task_id AND t.status = 100 AND t.attempts = d.attempt
 RETURNING t.task_id, pg_notify('jmr:' || t.task_id::text, 'done')
 
+-- name: task_complete_many
+-- Store how several held tasks ended, in one statement and one commit (the
+-- worker's completer groups the ends of consecutive tasks). Each row is
+-- fenced by its claiming attempt. A reply, result or plain return marks
+-- the task done (its answer stored, if any); an error ('error') stores the
+-- error and puts the task back to waiting, due after its delay, or fails it
+-- when it has used all its attempts. Every task done or failed notifies
+-- jmr:<task_id> with its kind ('failed' for a failure). Returns the tasks
+-- written with their new status; a task missing was revived while it ran.
+WITH d AS (
+    SELECT * FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(kinds)s::text[],
+                         %(results)s::text[], %(delays)s::float8[])
+             AS d (task_id, attempt, kind, result, delay)
+), held AS (
+    UPDATE jobmachine.task t
+       SET status = CASE WHEN d.kind <> 'error' THEN 200
+                         WHEN t.attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN 900
+                         ELSE 0 END,
+           run_after = CASE WHEN d.kind <> 'error' THEN t.run_after
+                            WHEN t.attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN NULL
+                            ELSE now() + make_interval(secs => d.delay) END,
+           modified = now()
+      FROM d
+     WHERE t.task_id = d.task_id AND t.status = 100 AND t.attempts = d.attempt
+    RETURNING t.task_id, t.status, d.kind, d.result
+), stored AS (
+    INSERT INTO jobmachine.result (task_id, result, resulttype)
+    SELECT task_id, result, CASE WHEN kind = 'error' THEN 'error' ELSE 'json' END
+      FROM held
+     WHERE result IS NOT NULL
+)
+SELECT task_id, status,
+       CASE WHEN kind <> 'error' THEN pg_notify('jmr:' || task_id::text, kind)
+            WHEN status = 900 THEN pg_notify('jmr:' || task_id::text, 'failed') END
+  FROM held
+
 -- name: result_insert_error
 -- Store an error result of a held task without changing its status.
 INSERT INTO jobmachine.result (task_id, result, resulttype)

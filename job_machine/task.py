@@ -75,6 +75,26 @@ class Answered:
         return self.reply
 
 
+#: The kinds of end: a stored answer that notifies as such, a stored answer
+#: of result(), done without an answer, a failed attempt.
+REPLY, RESULT, DONE, ERROR = "reply", "result", "done", "error"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEnd:
+    """How one attempt of a task ended, waiting to be written."""
+
+    task_id: int
+    attempt: int
+    kind: str
+    #: JSON of the reply, result or error (None for DONE).
+    data: str | None = None
+    #: For ERROR: seconds before the retry.
+    delay: float = 0.0
+    #: For ERROR: what was raised, for the log.
+    raised: str = ""
+
+
 #: The word for each status, as task_info() reports it.
 STATE_NAMES = {
     Status.WAITING: "waiting",

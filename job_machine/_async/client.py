@@ -321,6 +321,7 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
 
     def _listener(self) -> ReplyListener:
         """The process's reply listener for this client's database."""
+        self._connector.require_no_transaction()
         if self._replies is None:
             conninfo = self._listen_dsn or self._connector.conninfo
             self._replies = reply_listener(conninfo, self._connect_kwargs)

@@ -15,7 +15,17 @@ from psycopg.rows import dict_row
 from .. import _codec
 from .._queries import queries
 from ..errors import ConnectionLost, SchemaMissing, UnknownTask
-from ..task import HourStats, LockInfo, QueueStats, Status, Task, TaskInfo, TaskSummary, WorkerInfo
+from ..task import (
+    HourStats,
+    LockInfo,
+    QueueStats,
+    Status,
+    Task,
+    TaskEnd,
+    TaskInfo,
+    TaskSummary,
+    WorkerInfo,
+)
 from .connection import AsyncConnector
 
 #: The send options task_insert_many takes (unique keys and parents are per task).
@@ -225,6 +235,20 @@ class AsyncStore:
         """Mark held tasks ``(task_id, attempt)`` done; the ids this marked."""
         params = {"task_ids": [t for t, _ in tasks], "attempts": [a for _, a in tasks]}
         return {int(r["task_id"]) for r in await self._all("task_done_many", params)}
+
+    async def task_complete_many(self, ends: Sequence[TaskEnd], retries: int) -> dict[int, Status]:
+        """Store how held tasks ended, in one statement (see the completer);
+        the new status of each task written (a task missing was revived)."""
+        params = {
+            "task_ids": [e.task_id for e in ends],
+            "attempts": [e.attempt for e in ends],
+            "kinds": [e.kind for e in ends],
+            "results": [e.data for e in ends],
+            "delays": [e.delay for e in ends],
+            "retries": retries,
+        }
+        rows = await self._all("task_complete_many", params)
+        return {int(r["task_id"]): Status(r["status"]) for r in rows}
 
     async def result_insert_error(self, task_id: int, attempt: int, result: str) -> bool:
         """Store an error result, status unchanged; False if this attempt no longer holds it."""

@@ -35,7 +35,8 @@ from ..channels import (
 )
 from ..errors import ConnectionFailed, InvalidQueueName, NoCurrentTask, Retry, TaskNotHeld
 from ..liveness import CLIENT_KEEPALIVES, Liveness
-from ..task import Status, Task
+from ..task import DONE, ERROR, REPLY, RESULT, Status, Task, TaskEnd
+from .completer import AsyncCompleter
 from .connection import AsyncConnector, AsyncConnectorOwner, aconnect
 from .listener import AsyncListener
 from .locks import AsyncLocksAndNotes
@@ -242,11 +243,16 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         self._locked_polls = 0
         #: Moving average of process() time, which decides the prefetch.
         self._avg_runtime: float | None = None
-        #: Done marks written together later: at the end of a prefetched
-        #: batch (concurrency 1), or by the serving loop when a slot frees
-        #: (concurrency > 1). Guarded by ``_slots``: tasks append from threads.
-        self._done_later: list[tuple[int, int]] | None = [] if self.concurrency > 1 else None
-        self._done_since = 0.0
+        #: Writes how tasks ended, in groups while more work is in hand.
+        self._completer = AsyncCompleter(
+            self._store,
+            retries=lambda: self.retries,
+            max_age=self.prefetch_seconds,
+            reconnect_backoff=Backoff(self.reconnect_backoff, self.reconnect_backoff_cap),
+            pause=self._pause,
+            can_reconnect=lambda: self._connector.reconnects,
+        )
+        self._completer.collecting = self.concurrency > 1
         self._started = False
         self._stopping = False
         self._signals_seen = 0
@@ -312,22 +318,31 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
 
     async def error_result(self, data: Any) -> None:
         """Store ``data`` as an error result; the task's status does not change."""
-        task = self.task
+        task = self._unanswered()
         text = _codec.encode(data, "error_result data")
         if not await self._store.result_insert_error(task.id, task.attempt, text):
             raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
 
     async def _finish(self, data: Any, notify: bool) -> None:
-        task = self.task
+        task = self._unanswered()
         text = _codec.encode(data, "reply data")
-        done = await self._persist(
-            lambda: self._store.task_finish(task.id, task.attempt, text, notify), task, True
-        )
-        if not done:
-            raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
+        end = TaskEnd(task.id, task.attempt, REPLY if notify else RESULT, text)
+        if not self._completer.add(end):
+            done = await self._persist(
+                lambda: self._store.task_finish(task.id, task.attempt, text, notify), task, True
+            )
+            if not done:
+                raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
         in_hand = self._in_hand.get()
         if in_hand is not None:
             in_hand.answered = True
+
+    def _unanswered(self) -> Task:
+        """The task in hand, which must not have been answered yet."""
+        in_hand = self._in_hand.get()
+        if in_hand is not None and in_hand.answered:
+            raise TaskNotHeld(f"task {in_hand.task.id} is answered already")
+        return self.task
 
     # -- the service loop ---------------------------------------------------
 
@@ -375,17 +390,17 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             await self._serve_reconnecting()
             # A graceful stop: let the tasks in hand finish.
             await ajoin_all(list(self._running_tasks.values()))
-            await self._mark_done_later()
+            await self._completer.flush()
         finally:
             self._cancel_grace_timer()
             restore()
             if self._liveness is not None:
                 # Leaving in a hurry: one try to record the tasks that did
                 # finish, before the hand-back would run them again.
-                finished = self._take_done_marks()
+                finished = self._completer.take()
                 if finished:
                     with contextlib.suppress(Exception):
-                        await self._store.task_done_many(finished)
+                        await self._store.task_complete_many(finished, self.retries)
                 ahead, self._ahead = [t.id for t in self._ahead], []
                 await arun_blocking(partial(self._liveness.stop, unclaim=ahead))
                 self._liveness = None
@@ -460,7 +475,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         tasks = await self._claim(1)
         for task in tasks:
             await self._run(task)
-        await self._mark_done_later()
+        await self._completer.flush()
         return bool(tasks)
 
     async def close(self) -> None:
@@ -506,7 +521,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         if self.concurrency > 1 and len(self._running_tasks) >= self.concurrency:
             # No free slot: a finishing task wakes the wait; done marks
             # still pending are written within prefetch_seconds.
-            return self.prefetch_seconds if self._done_later else self.timeout
+            return self.prefetch_seconds if self._completer.pending else self.timeout
         due = await self._store.task_next_due(self._served, self.min_priority)
         if due is None or due > 0:
             self._locked_polls = 0
@@ -550,8 +565,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             await self._drain_one_by_one()
             return
         while self._running():
-            if self._done_due():
-                await self._mark_done_later()
+            if self._completer.due(bool(self._ahead), self.concurrency):
+                await self._completer.flush()
             free = self.concurrency - len(self._running_tasks)
             if free <= 0:
                 return  # the wait wakes when one of them finishes
@@ -582,10 +597,11 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             self._ahead = await self._claim(limit)
             if not self._ahead:
                 return
-            # A batch of short tasks: those that return without answering are
-            # marked done together at the end of the batch (at most
-            # about prefetch_seconds later), one statement for all.
-            self._done_later = [] if len(self._ahead) > 1 else None
+            # A batch of short tasks: how they end (answers, errors, done
+            # marks) is written together, one statement and one commit, at
+            # the end of the batch or once the oldest waited prefetch_seconds.
+            # A batch of one (an idle worker's task) is written at once.
+            self._completer.collecting = len(self._ahead) > 1
             try:
                 while self._ahead:
                     if not self._running():
@@ -595,13 +611,17 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                     started = time.monotonic()
                     await self._run(task)
                     self._note_runtime(time.monotonic() - started)
+                    if self._completer.due(bool(self._ahead), self.prefetch):
+                        await self._completer.flush()
             except BaseException:
                 # Leaving in a hurry (a second signal, say): still record what
                 # finished, but never let that hide why we are leaving.
                 with contextlib.suppress(Exception):
-                    await self._mark_done_later()
+                    await self._completer.flush()
                 raise
-            await self._mark_done_later()
+            finally:
+                self._completer.collecting = False
+            await self._completer.flush()
 
     def _note_runtime(self, took: float) -> None:
         # A moving average; from several threads at once a lost update only
@@ -618,40 +638,6 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             return 1
         fits = self.prefetch_seconds * self.concurrency / avg if avg > 0 else self.prefetch
         return max(1, min(self.prefetch, int(fits)))
-
-    def _take_done_marks(self) -> list[tuple[int, int]]:
-        """The deferred done marks, handed over for writing; later ones
-        collect afresh (concurrency > 1) or are written at once again."""
-        with self._slots:
-            pending = self._done_later or []
-            self._done_later = [] if self.concurrency > 1 else None
-        return pending
-
-    async def _mark_done_later(self) -> None:
-        """Write the deferred done marks (through a lost connection too)."""
-        pending = self._take_done_marks()
-        if not pending:
-            return
-        backoff = Backoff(self.reconnect_backoff, self.reconnect_backoff_cap)
-        while True:
-            try:
-                marked = await self._store.task_done_many(pending)
-                break
-            except ConnectionFailed as ex:
-                if not self._connector.reconnects:
-                    raise
-                delay = backoff.next()
-                logger.warning(
-                    "%d task(s): could not mark them done (%s); trying again in %.1f s",
-                    len(pending),
-                    _first_line(ex),
-                    delay,
-                )
-                await self._pause(delay)
-        for task_id, _ in pending:
-            if task_id not in marked:
-                # Revived while it ran, or marked by a try whose answer was lost.
-                logger.info("task %d was not marked done by this batch", task_id)
 
     async def _give_back_ahead(self) -> None:
         ahead, self._ahead = self._ahead, []
@@ -712,9 +698,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         # Tasks claimed ahead were claimed on the lost connection but are
         # known: keep them, they are processed next.
         keep += [t.id for t in self._ahead]
-        # Finished, their done marks not written yet: still ours to mark.
-        with self._slots:
-            keep += [task_id for task_id, _ in self._done_later or ()]
+        # Finished, how they ended not written yet: still ours to write.
+        keep += self._completer.pending_ids()
         released = await self._store.task_release_held(self.worker_id, keep)
         if released:
             logger.warning(
@@ -768,36 +753,15 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         except Exception as ex:
             await self._record_failure(task, ex)
         else:
-            unmarked = not in_hand.answered and not self._defer_done(task)
+            unmarked = not in_hand.answered and not self._completer.add(
+                TaskEnd(task.id, task.attempt, DONE)
+            )
             if unmarked and not await self._persist(
                 lambda: self._store.task_done(task.id, task.attempt), task, True
             ):
                 logger.warning("task %d was revived while it ran; not marked done", task.id)
         finally:
             self._in_hand.reset(token)
-
-    def _defer_done(self, task: Task) -> bool:
-        """Leave the done mark of ``task`` to the next batched write, if one is due."""
-        with self._slots:
-            if self._done_later is None:
-                return False
-            if not self._done_later:
-                self._done_since = time.monotonic()
-            self._done_later.append((task.id, task.attempt))
-            return True
-
-    def _done_due(self) -> bool:
-        """Whether to write the pending done marks now (concurrency > 1):
-        before claiming, once there are as many as slots, or once the oldest
-        has waited ``prefetch_seconds``. Threads finishing one by one would
-        otherwise cost a statement each."""
-        with self._slots:
-            pending = len(self._done_later or ())
-        return pending > 0 and (
-            not self._ahead
-            or pending >= self.concurrency
-            or time.monotonic() - self._done_since >= self.prefetch_seconds
-        )
 
     async def _record_failure(self, task: Task, ex: Exception) -> None:
         if isinstance(ex, TaskNotHeld):
@@ -811,6 +775,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         }
         delay = self.retry_delay(task, ex)
         text = _codec.encode(error, "error")
+        if self._completer.add(TaskEnd(task.id, task.attempt, ERROR, text, delay, repr(ex))):
+            return
         recovered: Status | None = Status.WAITING
         status = await self._persist(
             lambda: self._store.task_fail_attempt(task.id, task.attempt, text, self.retries, delay),

@@ -155,6 +155,16 @@ class Connector:
         else:
             yield self.own()
 
+    def require_no_transaction(self) -> None:
+        """Raise when the caller's connection is inside a transaction: a wait
+        there could never end (its own uncommitted sends reach no worker)."""
+        conn = self._user_conn
+        if conn is not None and conn.info.transaction_status != TransactionStatus.IDLE:
+            raise JobMachineError(
+                "waiting for a reply needs the connection outside a transaction "
+                "(a task sent in it reaches no worker until it commits)"
+            )
+
     @contextmanager
     def listening(self) -> Iterator[Connection[Any]]:
         """A connection outside any transaction, fit for LISTEN and waiting for notifications."""

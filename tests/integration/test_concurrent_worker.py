@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 import job_machine as jm
+from job_machine.task import DONE, TaskEnd
 from tests.workers import serving
 
 
@@ -332,31 +333,32 @@ def test_tasks_claimed_ahead_go_back_as_never_claimed_on_a_stop(
 
 
 def test_pending_done_marks_bound_the_wait_and_are_written_when_due(dsn: str) -> None:
-    """The policy of the batched done marks (concurrency > 1), step by step:
-    written before a claim, at one per slot, or once the oldest has waited
-    prefetch_seconds; while every slot is busy with marks pending, the
+    """The policy of the completer's grouped ends (concurrency > 1), step by
+    step: written before a claim, at one per slot, or once the oldest has
+    waited prefetch_seconds; while every slot is busy with ends pending, the
     serving loop sleeps at most prefetch_seconds, not its timeout (no slot
     may free for a long while to wake it)."""
     w = jm.Worker(dsn, queue="conc.q", concurrency=2, prefetch_seconds=0.2, timeout=30)
     try:
+        completer = w._completer
+        end = TaskEnd(1, 1, DONE)
         task = jm.Task(id=1, queue="conc.q", data=None, attempt=1, created=None, parameters="")
         w._ahead = [task]  # a task claimed ahead: no claim is due
-        assert not w._done_due()
+        assert not completer.due(bool(w._ahead), w.concurrency)
         w._running_tasks = {7: threading.Thread(), 8: threading.Thread()}  # every slot busy
         assert w._next_wait() == 30  # nothing pending: the timeout
 
-        assert w._defer_done(task)
-        assert not w._done_due()  # one mark, young, a task ahead
+        assert completer.add(end)
+        assert not completer.due(True, 2)  # one end, young, a task ahead
         assert w._next_wait() == 0.2  # but the sleep is bounded by it
-        w._done_since -= 0.2
-        assert w._done_due()  # aged
+        completer._since -= 0.2
+        assert completer.due(True, 2)  # aged
 
-        w._done_since += 0.2
-        assert w._defer_done(task)
-        assert w._done_due()  # one per slot
-        w._take_done_marks()
-        assert w._defer_done(task)
-        w._ahead = []
-        assert w._done_due()  # about to claim
+        completer._since += 0.2
+        assert completer.add(end)
+        assert completer.due(True, 2)  # one per slot
+        completer.take()
+        assert completer.add(end)
+        assert completer.due(False, 2)  # about to claim
     finally:
         w.close()

@@ -129,9 +129,11 @@ def test_reply_stores_result_marks_done_and_notifies(
     assert client.receive(tid) == {"answer": 2}
 
 
-def test_result_stores_and_marks_done_without_notifying(
+def test_result_stores_and_marks_done_and_tells_a_waiting_client(
     dsn: str, client: jm.Client, conn: psycopg.Connection[Any]
 ) -> None:
+    """result() is reply() for a client that polls; a waiting one is still
+    answered at once: its notification says 'result' instead of 'reply'."""
     tid = client.send({"n": 1})
 
     class W(Base):
@@ -140,8 +142,8 @@ def test_result_stores_and_marks_done_without_notifying(
 
     with listening(dsn, f"jmr:{tid}") as lc, W(dsn) as w:
         assert w.work_once()
-        got = list(lc.notifies(timeout=0.5))
-    assert got == []
+        got = list(lc.notifies(timeout=2, stop_after=1))
+    assert [(n.channel, n.payload) for n in got] == [(f"jmr:{tid}", "result")]
     assert status(conn, tid) == 200
     assert results(conn, tid) == [({"quiet": True}, "json")]
     assert client.receive(tid) == {"quiet": True}
@@ -163,7 +165,8 @@ def test_error_result_keeps_status_then_task_is_done(
         assert w.work_once()
         got = list(lc.notifies(timeout=0.3))
     assert during == [100, [({"warning": "half done"}, "error")]]
-    assert got == []
+    # error_result() tells nobody; the plain return that follows does.
+    assert [n.payload for n in got] == ["done"]
     assert status(conn, tid) == 200
     assert attempts(conn, tid) == 1
     assert results(conn, tid) == [({"warning": "half done"}, "error")]

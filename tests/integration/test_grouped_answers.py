@@ -1,0 +1,146 @@
+"""Answers committed in groups: the worker's completer.
+
+While a worker has more tasks of a batch in hand, what its tasks end with
+(replies, results, errors, done marks) is written together in one
+statement and one commit, each task still fenced by its attempt; an idle
+worker's lone task is answered at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import job_machine as jm
+from tests.procs import (
+    expected_reply,
+    kill_all,
+    start_worker,
+    started_count,
+    wait_until,
+)
+from tests.workers import Base, serving
+
+QUEUE = "group.q"
+
+
+def _status(conn: psycopg.Connection[Any], tid: int) -> int:
+    row = conn.execute("SELECT status FROM jobmachine.task WHERE task_id = %s", (tid,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_replies_of_a_batch_are_committed_together(
+    dsn: str, client: jm.Client, conn: psycopg.Connection[Any]
+) -> None:
+    """reply() inside a batch returns with the answer queued (another session
+    still sees the task running); the batch's end commits them all. The first
+    task, claimed alone (no run time known yet), is answered at once."""
+    seen: dict[int, int] = {}
+
+    class Recording(Base):
+        def handle(self, task: jm.Task) -> None:
+            self.reply({"n": task.data})
+            seen[task.data] = _status(conn, task.id)  # what another session sees now
+
+    tids = client.send_many(list(range(80)), queue=QUEUE)
+    with serving(Recording(dsn, queue=QUEUE, prefetch_seconds=5)):
+        assert client.wait_all(tids, timeout=30) == [{"n": n} for n in range(80)]
+    assert seen[0] == jm.Status.FINISHED
+    queued = [n for n in range(1, 80) if seen[n] == jm.Status.STARTED]
+    assert len(queued) >= 70, seen
+
+
+def test_a_revived_tasks_late_grouped_reply_is_refused(
+    dsn: str, client: jm.Client, conn: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fencing holds for grouped answers: the first worker's reply to task A
+    is queued in its group; meanwhile A is revived and claimed again (attempt
+    2, still running) by another worker; when the group is written, the stale
+    reply is refused, and the live attempt's answer is accepted after it."""
+    first, second = client.send_many(["a", "b"], queue=QUEUE)
+    other = Base(dsn, queue=QUEUE)
+    taken: list[jm.Task] = []
+
+    class Slow(Base):
+        def handle(self, task: jm.Task) -> None:
+            self.reply("stale")
+            if task.id == first:
+                # Revived behind this worker's back (as housekeeping does),
+                # then claimed by another worker.
+                conn.execute(
+                    "UPDATE jobmachine.task SET status = 0, worker_id = NULL WHERE task_id = %s",
+                    (task.id,),
+                )
+                taken.extend(other._claim(1))
+
+    w = Slow(dsn, queue=QUEUE)
+    w._avg_runtime = 0.001  # as if it had run short tasks: claim both in one batch
+    with serving(w):
+        assert client.wait(second, timeout=30) == "stale"
+    assert [(t.id, t.attempt) for t in taken] == [(first, 2)]
+    assert not client.check(first)  # the stale reply did not land
+    assert f"task {first}: its reply was not stored" in caplog.text
+    with other:
+        other.handle = lambda t: other.reply("live")  # type: ignore[method-assign]
+        other._run(taken[0])
+    assert client.wait(first, timeout=10) == "live"
+    rows = conn.execute(
+        "SELECT result FROM jobmachine.result WHERE task_id = %s AND resulttype = 'json'",
+        (first,),
+    ).fetchall()
+    assert [r[0] for r in rows] == ['"live"']
+
+
+def test_a_worker_killed_in_the_middle_of_a_group_loses_no_answer(
+    dsn: str, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """SIGKILL while a group of answers is queued but not committed: those
+    tasks are rescued and run again, none is lost, none ends with two
+    answers, and every waiting client gets its answer."""
+    with jm.Client(dsn, queue=QUEUE) as client:
+        tids = client.send_many([{"seq": n} for n in range(400)])
+    victim = start_worker(dsn, QUEUE, tmp_path, "victim", dead_after=2, sleep=0.002)
+    try:
+        wait_until(lambda: started_count(db) >= 1, 30, "the worker listening", [victim])
+        # Freeze it until it is caught holding answered-but-unwritten tasks.
+        caught = 0
+        for _ in range(200):
+            victim.signal(signal.SIGSTOP)
+            row = db.execute(
+                "SELECT count(DISTINCT p.task_id) FROM processed p"
+                " JOIN jobmachine.task t USING (task_id) WHERE t.status = 100"
+            ).fetchone()
+            caught = int(row[0]) if row else 0
+            if caught >= 2:
+                break
+            victim.signal(signal.SIGCONT)
+            time.sleep(0.005)
+        assert caught >= 2, "never caught the worker with a group in hand"
+        victim.signal(signal.SIGKILL)  # frozen: its group is never written
+        victim.wait_exit(10)
+        rescuer = start_worker(dsn, QUEUE, tmp_path, "rescuer", dead_after=2)
+        try:
+            with jm.Client(dsn) as waiter:
+                replies = waiter.wait_all(tids, timeout=60)
+        finally:
+            kill_all([rescuer])
+    finally:
+        kill_all([victim])
+    assert replies == [expected_reply(n) for n in range(400)]
+    twice = db.execute(
+        "SELECT task_id FROM jobmachine.result WHERE resulttype = 'json'"
+        " GROUP BY task_id HAVING count(*) > 1"
+    ).fetchall()
+    assert twice == []
+    rerun = db.execute(
+        "SELECT count(*) FROM (SELECT task_id FROM processed GROUP BY task_id"
+        " HAVING count(DISTINCT attempt) > 1) r"
+    ).fetchone()
+    assert rerun is not None and rerun[0] >= caught
+
