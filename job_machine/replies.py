@@ -18,9 +18,10 @@ completion watcher or Oban's notifier do, but woken by NOTIFY, not polling.
   reconnects with backoff, LISTENs again on every channel still awaited and
   wakes every waiter, so each re-reads the table: a notification sent while
   the connection was down delays nobody beyond the reconnect.
-- The thread and its connection end after ``linger`` seconds without
-  waiters, or at once when the connection is lost with nobody waiting; the
-  next waiter starts them again.
+- The thread and its connection end when the last client that used it has
+  closed and nobody waits, or when the connection is lost with nobody
+  waiting; the next waiter starts them again. While a client is open the
+  connection stays, so a round trip never pays for a connect.
 
 Both faces use it: a sync waiter's callbacks set a ``threading.Event``, an
 asyncio waiter's hand the event to its loop (``call_soon_threadsafe``), so
@@ -33,7 +34,6 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,9 +74,8 @@ class ReplyListener:
     """The listening connection of one database, shared by every waiter of
     the process. Get it with :func:`reply_listener`, not by constructing it."""
 
-    def __init__(self, conninfo: str, connect_kwargs: dict[str, Any], linger: float) -> None:
+    def __init__(self, conninfo: str, connect_kwargs: dict[str, Any]) -> None:
         self.conninfo = conninfo
-        self.linger = linger
         self._connect_kwargs = connect_kwargs
         self._lock = threading.Lock()
         self._subs: dict[str, set[Subscription]] = {}
@@ -88,8 +87,22 @@ class ReplyListener:
         self._listened: set[str] = set()
         #: How many times the listening connection was (re)opened.
         self.connects = 0
+        #: Clients that use the listener and are not closed yet.
+        self._clients = 0
 
-    # -- from waiters ---------------------------------------------------------
+    # -- from clients and waiters ------------------------------------------------
+
+    def acquire(self) -> None:
+        """A client starts using the listener: its connection stays open
+        between waits until every such client has released it."""
+        with self._lock:
+            self._clients += 1
+
+    def release(self) -> None:
+        """A client that acquired the listener is closed."""
+        with self._lock:
+            self._clients = max(0, self._clients - 1)
+        self._waker.wake()
 
     def subscribe(
         self,
@@ -158,24 +171,17 @@ class ReplyListener:
 
     def _run(self) -> None:
         backoff = Backoff(0.05, 5.0)
-        idle_since: float | None = None
         try:
             while True:
                 with self._lock:
-                    ending = False
-                    if not self._subs:
-                        now = time.monotonic()
-                        idle_since = idle_since if idle_since is not None else now
-                        ending = self._conn is None or now - idle_since >= self.linger
-                        if ending:
-                            self._thread = None
-                    else:
-                        idle_since = None
+                    ending = not self._subs and (self._conn is None or self._clients == 0)
+                    if ending:
+                        self._thread = None
                 if ending:
                     self._close()
                     return
                 try:
-                    self._serve_once(idle_since)
+                    self._serve_once()
                     backoff.reset()
                 except psycopg.Error as ex:
                     self._close()
@@ -199,7 +205,7 @@ class ReplyListener:
                 self._thread = None
             self._close()
 
-    def _serve_once(self, idle_since: float | None) -> None:
+    def _serve_once(self) -> None:
         reconnected = False
         if self._conn is None:
             self._conn = psycopg.Connection.connect(
@@ -217,10 +223,7 @@ class ReplyListener:
             for sub in everyone:
                 sub.on_wake()
         self._route(conn.notifies(timeout=0))
-        timeout = None
-        if idle_since is not None:
-            timeout = max(0.0, self.linger - (time.monotonic() - idle_since))
-        ready = select_readable([conn.pgconn.socket, self._waker.fd], timeout)
+        ready = select_readable([conn.pgconn.socket, self._waker.fd], None)
         if conn.pgconn.socket in ready:
             self._route(conn.notifies(timeout=0))
 
@@ -274,9 +277,6 @@ class ReplyListener:
                 conn.close()
 
 
-#: Seconds the listening connection stays open with nobody waiting.
-LINGER = 60.0
-
 _listeners: dict[tuple[str, tuple[tuple[str, str], ...]], ReplyListener] = {}
 _listeners_lock = threading.Lock()
 
@@ -289,7 +289,7 @@ def reply_listener(conninfo: str, connect_kwargs: dict[str, Any] | None = None) 
     with _listeners_lock:
         listener = _listeners.get(key)
         if listener is None:
-            listener = _listeners[key] = ReplyListener(conninfo, kwargs, LINGER)
+            listener = _listeners[key] = ReplyListener(conninfo, kwargs)
         return listener
 
 

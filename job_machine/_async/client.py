@@ -325,7 +325,17 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
         if self._replies is None:
             conninfo = self._listen_dsn or self._connector.conninfo
             self._replies = reply_listener(conninfo, self._connect_kwargs)
+            self._replies.acquire()
         return self._replies
+
+    async def close(self) -> None:
+        """Close the connection this client opened itself (a connection or
+        pool given by the caller stays open), and let go of the process's
+        reply listener: its connection closes once no open client uses it."""
+        replies, self._replies = self._replies, None
+        if replies is not None:
+            replies.release()
+        await super().close()
 
     async def _answer(self, tid: int) -> Answer:
         answer = await self._store.task_answer(tid)

@@ -327,7 +327,17 @@ class Client(LocksAndNotes, ConnectorOwner):
         if self._replies is None:
             conninfo = self._listen_dsn or self._connector.conninfo
             self._replies = reply_listener(conninfo, self._connect_kwargs)
+            self._replies.acquire()
         return self._replies
+
+    def close(self) -> None:
+        """Close the connection this client opened itself (a connection or
+        pool given by the caller stays open), and let go of the process's
+        reply listener: its connection closes once no open client uses it."""
+        replies, self._replies = self._replies, None
+        if replies is not None:
+            replies.release()
+        super().close()
 
     def _answer(self, tid: int) -> Answer:
         answer = self._store.task_answer(tid)

@@ -9,7 +9,6 @@ worker's lone task is answered at once.
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -109,19 +108,18 @@ def test_a_worker_killed_in_the_middle_of_a_group_loses_no_answer(
     try:
         wait_until(lambda: started_count(db) >= 1, 30, "the worker listening", [victim])
         # Freeze it until it is caught holding answered-but-unwritten tasks.
-        caught = 0
-        for _ in range(200):
+        def frozen_with_a_group() -> int:
             victim.signal(signal.SIGSTOP)
             row = db.execute(
                 "SELECT count(DISTINCT p.task_id) FROM processed p"
                 " JOIN jobmachine.task t USING (task_id) WHERE t.status = 100"
             ).fetchone()
-            caught = int(row[0]) if row else 0
-            if caught >= 2:
-                break
+            if row is not None and row[0] >= 2:
+                return int(row[0])
             victim.signal(signal.SIGCONT)
-            time.sleep(0.005)
-        assert caught >= 2, "never caught the worker with a group in hand"
+            return 0
+
+        caught = wait_until(frozen_with_a_group, 30, "the worker holding a group of answers")
         victim.signal(signal.SIGKILL)  # frozen: its group is never written
         victim.wait_exit(10)
         rescuer = start_worker(dsn, QUEUE, tmp_path, "rescuer", dead_after=2)

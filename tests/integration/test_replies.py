@@ -276,3 +276,32 @@ async def test_a_wait_that_times_out_names_what_is_missing(dsn: str) -> None:
         with pytest.raises(jm.WaitTimeout, match=f"{tids[0]}, {tids[1]}"):
             await client.wait_all(tids, timeout=0.3)
         assert _listener(client).waiting == 0  # unsubscribed on the way out
+
+
+def _app_connections(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rr-callers'"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_one_listener_for_every_client_closed_with_the_last(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """Two clients of one database in one process share one listening
+    connection; it stays while either is open and closes with the last."""
+    a = jm.Client(callers_dsn(dsn), queue=QUEUE)
+    b = jm.Client(callers_dsn(dsn), queue=QUEUE)
+    try:
+        for client in (a, b):
+            with pytest.raises(jm.WaitTimeout):
+                client.wait(client.send(1), timeout=0.1)
+        assert a._listener() is b._listener()
+        assert _app_connections(conn) == 3  # a's, b's, and the one listener
+        a.close()
+        assert _app_connections(conn) == 2
+    finally:
+        a.close()
+        b.close()
+    wait_until(lambda: _app_connections(conn) == 0, 10, "the listener closing with its last client")
