@@ -179,5 +179,8 @@ def test_many_requests_at_once_share_one_client_and_are_answered_promptly(dsn: s
             f" (at most {MAX_CONNECTIONS}: its client's and the reply listener)"
         )
     if left:
-        broken.append(f"{left} connections of the app still open after its shutdown")
+        broken.append(
+            f"{left} connections of the app still open after its client closed"
+            " (the reply listener should close with the last client that used it)"
+        )
     assert not broken, "\n".join(broken)
