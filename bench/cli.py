@@ -369,16 +369,27 @@ def out_prefix(arg: str | None) -> Path:
 
 
 def print_table(console: Console, result: dict[str, Any], sizes: Sizes) -> None:
-    header, rows = report.table_rows(
-        result["summary"], result["params"]["systems"], sizes, short=True
-    )
-    if rows:
-        t = Table(title=f"medians (min–max) over {result['params']['runs']} run(s)")
-        for h in header:
-            t.add_column(h, overflow="fold")
-        for row in rows:
-            t.add_row(*row)
-        console.print(t)
+    systems = result["params"]["systems"]
+    runs = result["params"]["runs"]
+    for reply_path, what in ((True, "the reply path"), (False, "without replies")):
+        header, rows = report.table_rows(
+            result["summary"], systems, sizes, short=True, reply_path=reply_path
+        )
+        if rows:
+            t = Table(title=f"{what}: medians (min–max) over {runs} run(s)")
+            for h in header:
+                t.add_column(h, overflow="fold")
+            for row in rows:
+                t.add_row(*row)
+            console.print(t)
+        callers = report.callers_rows(result["summary"], systems, short=True) if reply_path else []
+        if callers:
+            t = Table(title="callers sharing one client (⚠ in the table above: see the notes)")
+            for h in report.CALLERS_HEADER:
+                t.add_column(h, overflow="fold")
+            for row in callers:
+                t.add_row(*row)
+            console.print(t)
     phys = report.physical_rows(result["summary"])
     if phys:
         t = Table(title="physical limit of the same server")
