@@ -75,9 +75,9 @@ def _call_notes(r: dict[str, Any]) -> list[str]:
         )
     if r["late"]:
         notes.append(
-            f"{r['late']} of {calls} calls were answered only after their {r['call_timeout']:g} s "
-            f"timeout (the answer was found by the re-read at the deadline: a lost wake-up) "
-            f"in run {run}"
+            f"{r['late']} of {calls} calls came late in run {run}: answered only after their "
+            f"{r['call_timeout']:g} s timeout (the answer was found by the re-read at the "
+            "deadline: a lost wake-up)"
         )
     if r["failed"]:
         notes.append(

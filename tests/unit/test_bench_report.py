@@ -117,7 +117,10 @@ def test_callers_whose_calls_went_wrong_are_flagged_and_noted() -> None:
     jm = result["summary"]["job_machine"]
     assert report.cell(jm["callers_100"], "callers") == "1,000 ⚠"
     assert report.cell(result["summary"]["pgqueuer"]["callers_100"], "callers") == "1,000"
-    assert any("3 of 200 calls were answered only after" in n for n in jm["callers_100"]["notes"])
+    assert any(
+        "3 of 200 calls came late in run 1: answered only after" in n
+        for n in jm["callers_100"]["notes"]
+    )
     assert any("5 of 200 calls failed" in n for n in jm["callers_1000"]["notes"])
 
     rows = report.callers_rows(result["summary"], ["job_machine", "pgqueuer"], short=True)
