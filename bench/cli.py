@@ -104,6 +104,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the issue's full size is 100000)",
     )
     ap.add_argument(
+        "--n-calls",
+        type=int,
+        help=f"calls of each callers_* scenario, spread over its callers, at least one "
+        f"each (default {d.calls:,})",
+    )
+    ap.add_argument(
+        "--call-timeout",
+        type=float,
+        help=f"seconds a caller waits for one answer (default {d.call_timeout:g}); "
+        "a call that runs out counts as timed out",
+    )
+    ap.add_argument(
+        "--call-budget",
+        type=float,
+        help=f"seconds after which a callers_* run starts no more calls (default "
+        f"{d.call_budget:g}); the calls left count as not run",
+    )
+    ap.add_argument(
         "--memory-n", type=int, help=f"tasks drained by the memory check (default {d.memory:,})"
     )
     ap.add_argument(
@@ -146,6 +164,9 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         "big_waiting": args.big_waiting,
         "memory": args.memory_n,
         "pgbench_seconds": args.pgbench_seconds,
+        "calls": args.n_calls,
+        "call_timeout": args.call_timeout,
+        "call_budget": args.call_budget,
     }
     return replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -223,8 +244,17 @@ def measurement(python: str, system: str, s: Scenario, *, sizes: Sizes, dsn: str
         argv.append("--vacuum")
     if s.history:
         argv += ["--history", str(sizes.big_history)]
+    if s.reply:
+        argv.append("--reply")
     # generous: the slowest peer drains ~200 tasks/s; a big history takes a while to insert
     timeout = 120 + n / 50 + (sizes.big_history / 5000 if s.history else 0)
+    if s.callers:
+        argv += ["--callers", str(s.callers), "--call-timeout", str(sizes.call_timeout)]
+        argv += ["--call-budget", str(sizes.call_budget)]
+        if s.threads:
+            argv.append("--threads")
+        # the budget, the last calls' timeout, and start-up
+        timeout = 120 + sizes.call_budget + sizes.call_timeout
     return Step(system, s.key, run, argv, timeout)
 
 
@@ -303,6 +333,14 @@ def describe(rec: dict[str, Any]) -> str:
         return f"[red]ERROR {rec.get('error', '')}[/red]"
     if rec.get("unit") == "ms":
         return f"p50 {rec['p50_ms']:.1f} ms, p99 {rec['p99_ms']:.1f} ms"
+    if rec.get("unit") == "answers/s":
+        lost = rec["timeouts"] + rec["failed"] + rec["not_run"]
+        return (
+            f"{rec['value']:,.0f} answers/s in {rec['seconds']:.1f} s, p50 {rec['p50_ms']:.1f} ms,"
+            f" p99 {rec['p99_ms']:.1f} ms, {lost}/{rec['calls']} failed"
+            f" ({rec['timeouts']} timed out), {rec['late']} late,"
+            f" peak {rec['peak_connections']} connections"
+        )
     if rec.get("unit") == "MiB":
         return f"RSS {rec['rss_start_mib']:.1f} → {rec['rss_end_mib']:.1f} MiB"
     secs = f" in {rec['seconds']:.1f} s" if isinstance(rec.get("seconds"), float) else ""
@@ -331,16 +369,27 @@ def out_prefix(arg: str | None) -> Path:
 
 
 def print_table(console: Console, result: dict[str, Any], sizes: Sizes) -> None:
-    header, rows = report.table_rows(
-        result["summary"], result["params"]["systems"], sizes, short=True
-    )
-    if rows:
-        t = Table(title=f"medians (min–max) over {result['params']['runs']} run(s)")
-        for h in header:
-            t.add_column(h, overflow="fold")
-        for row in rows:
-            t.add_row(*row)
-        console.print(t)
+    systems = result["params"]["systems"]
+    runs = result["params"]["runs"]
+    for reply_path, what in ((True, "the reply path"), (False, "without replies")):
+        header, rows = report.table_rows(
+            result["summary"], systems, sizes, short=True, reply_path=reply_path
+        )
+        if rows:
+            t = Table(title=f"{what}: medians (min–max) over {runs} run(s)")
+            for h in header:
+                t.add_column(h, overflow="fold")
+            for row in rows:
+                t.add_row(*row)
+            console.print(t)
+        callers = report.callers_rows(result["summary"], systems, short=True) if reply_path else []
+        if callers:
+            t = Table(title="callers sharing one client (⚠ in the table above: see the notes)")
+            for h in report.CALLERS_HEADER:
+                t.add_column(h, overflow="fold")
+            for row in callers:
+                t.add_row(*row)
+            console.print(t)
     phys = report.physical_rows(result["summary"])
     if phys:
         t = Table(title="physical limit of the same server")

@@ -49,10 +49,20 @@ POLL_MAX = 0.5
 STALL = 45.0
 #: Seq of the warm-up job that proves a worker is up and listening.
 WARMUP_SEQ = 10**9
+#: application_name of the callers' client in the callers scenarios: the
+#: monitor counts the server backends with this name.
+CALLERS_APP = "bench-callers"
+#: Seconds between two samples of the callers' connections.
+SAMPLE_EVERY = 0.02
 
 
 class Unsupported(Exception):
     """Raised by an adapter for a scenario its system has no equivalent of."""
+
+
+class CallTimeout(Exception):
+    """Raised by an adapter's :meth:`Adapter.acall` / :meth:`Adapter.call_sync`
+    when the answer did not come within the call's timeout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +74,14 @@ class WorkerSpec:
     :param concurrency: tasks at once per process; None is the system's default.
     :param use_async: the system's asyncio worker instead of its sync one
         (where it has both).
+    :param reply: every task is answered with the system's reply (job_machine's
+        ``reply``), not only marked done.
     """
 
     drain: bool
     concurrency: int | None = None
     use_async: bool = False
+    reply: bool = False
 
 
 # --------------------------------------------------------------------------
@@ -79,10 +92,11 @@ _TS_FD: int | None = None
 
 
 def mark(seq: int) -> None:
-    """Call first thing in a job handler: records (seq, time.time()) for the
-    latency metrics. A no-op when the harness did not ask for timestamps."""
+    """Call first thing in a job handler: records (seq, time.time(), pid) for
+    the latency metrics (and to know which worker process is up). A no-op when
+    the harness did not ask for timestamps."""
     if _TS_FD is not None:
-        os.write(_TS_FD, f"{int(seq)} {time.time():.6f}\n".encode())
+        os.write(_TS_FD, f"{int(seq)} {time.time():.6f} {os.getpid()}\n".encode())
 
 
 async def maybe_await(value: T | Awaitable[T]) -> T:
@@ -142,6 +156,9 @@ class Adapter:
     name = "override-me"
     #: SQL counting the jobs not yet finished (drain completion).
     remaining_sql = ""
+    #: Whether its workers can answer a job with a reply the submitter reads
+    #: (the drain_reply scenarios).
+    replies = False
 
     def __init__(self, dsn: str, args: argparse.Namespace) -> None:
         self.dsn = dsn
@@ -189,6 +206,28 @@ class Adapter:
         """Submit one job and block until its result is back at the submitter."""
         raise Unsupported("no result/reply API")
 
+    # -- many callers sharing one client (the callers scenarios) -------------
+
+    def open_callers(self, application_name: str, threads: bool) -> Any:
+        """Open ONE client shared by every caller, its connections tagged with
+        ``application_name`` (the harness counts them in pg_stat_activity).
+        ``threads``: the callers are threads calling :meth:`call_sync` (then
+        this is called outside any event loop); else asyncio tasks calling
+        :meth:`acall` (called inside the loop)."""
+        raise Unsupported("no result/reply API")
+
+    def close_callers(self) -> Any:
+        """Close what :meth:`open_callers` opened."""
+
+    async def acall(self, seq: int, timeout: float) -> None:
+        """Submit one job on the shared client and wait for its answer (raise
+        :class:`CallTimeout` after ``timeout`` seconds without one)."""
+        raise Unsupported("no result/reply API")
+
+    def call_sync(self, seq: int, timeout: float) -> None:
+        """:meth:`acall` from a thread, on the shared sync client."""
+        raise Unsupported("no sync client to share between threads")
+
     def has_bulk(self) -> bool:
         return type(self).enqueue_bulk is not Adapter.enqueue_bulk
 
@@ -235,6 +274,8 @@ class Workers:
             self.r, self.w = os.pipe()
         self.procs: list[Any] = []
         self.ts: dict[int, float] = {}
+        #: The worker processes that marked a job.
+        self.seen: set[int] = set()
         self.cond = threading.Condition()
 
     def start(self) -> None:
@@ -258,8 +299,9 @@ class Workers:
             *lines, buf = buf.split(b"\n")
             with self.cond:
                 for line in lines:
-                    s, t = line.split()
+                    s, t, pid = line.split()
                     self.ts.setdefault(int(s), float(t))
+                    self.seen.add(int(pid))
                 self.cond.notify_all()
 
     def wait_for(self, seqs: Sequence[int], timeout: float) -> bool:
@@ -318,9 +360,13 @@ class Params:
     idle: float = 1.0
     timeout: float = 1200.0
     stall: float = STALL
+    callers: int = 0
+    threads: bool = False
+    call_timeout: float = 10.0
+    call_budget: float = 60.0
 
 
-METRICS = ("enqueue", "enqueue_bulk", "drain", "wakeup", "roundtrip", "memory")
+METRICS = ("enqueue", "enqueue_bulk", "drain", "wakeup", "roundtrip", "callers", "memory")
 
 
 def _run_client(adapter: Adapter, fn: Callable[[], Awaitable[T]]) -> T:
@@ -508,6 +554,213 @@ def _measure_roundtrip(adapter: Adapter, p: Params) -> dict[str, Any]:
     }
 
 
+def _warm_up_all(adapter: Adapter, ws: Workers, timeout: float = 60.0) -> int:
+    """Send warm-up jobs one at a time until every worker process has
+    processed one (each is then up and listening); how many it took."""
+
+    async def go() -> int:
+        end = time.time() + timeout
+        sent = 0
+        while True:
+            with ws.cond:
+                if ws.seen >= set(ws.pids()):
+                    return sent
+            if time.time() > end:
+                raise RuntimeError(f"only {len(ws.seen)} of {ws.k} workers came up")
+            seq = WARMUP_SEQ + sent
+            await maybe_await(adapter.enqueue(seq))
+            sent += 1
+            if not ws.wait_for([seq], max(0.0, end - time.time())):
+                raise RuntimeError("the workers never processed a warm-up job")
+
+    return _run_client(adapter, go)
+
+
+class ConnectionSampler:
+    """Counts, every :data:`SAMPLE_EVERY` s on a connection of its own (whose
+    application_name differs, so it never counts itself), the server backends
+    of this database whose application_name is ``name``; keeps the peak."""
+
+    def __init__(self, dsn: str, name: str) -> None:
+        self.conn = psycopg.connect(dsn, autocommit=True, application_name="bench-monitor")
+        self.name = name
+        self.peak = 0
+        self.samples = 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> int:
+        row = self.conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = %s AND datname = current_database()",
+            (self.name,),
+        ).fetchone()
+        n = int(row[0]) if row else 0
+        self.peak = max(self.peak, n)
+        self.samples += 1
+        return n
+
+    def _run(self) -> None:
+        while not self.stopped.wait(SAMPLE_EVERY):
+            self.sample()
+
+    def __enter__(self) -> ConnectionSampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self.conn.close()
+
+
+@dataclass(slots=True)
+class CallStats:
+    """What the callers of one run saw (shared by threads: hold ``lock``)."""
+
+    lock: threading.Lock
+    rt_ms: list[float]
+    answered: int = 0
+    timeouts: int = 0
+    failed: int = 0
+    not_run: int = 0
+    late: int = 0
+    errors: list[str] | None = None
+
+    def ended(self, t0: float, outcome: BaseException | None, call_timeout: float) -> None:
+        """Record one call that started at ``t0`` (perf_counter) and ended now."""
+        elapsed = time.perf_counter() - t0
+        with self.lock:
+            if outcome is None:
+                self.answered += 1
+                self.rt_ms.append(elapsed * 1000.0)
+                if elapsed >= call_timeout:
+                    self.late += 1
+            elif isinstance(outcome, CallTimeout):
+                self.timeouts += 1
+                self.rt_ms.append(elapsed * 1000.0)
+            else:
+                self.failed += 1
+                if self.errors is None:
+                    self.errors = []
+                text = f"{type(outcome).__name__}: {outcome}"
+                if len(self.errors) < 5 and text not in self.errors:
+                    self.errors.append(text)
+
+
+def _measure_callers(adapter: Adapter, p: Params) -> dict[str, Any]:
+    """``p.callers`` callers (asyncio tasks, or threads with ``p.threads``)
+    sharing ONE client each make ``p.n / p.callers`` calls in sequence: submit,
+    then wait for the answer; against ``p.workers`` worker processes."""
+    per_caller = p.n // p.callers
+    stats = CallStats(threading.Lock(), [])
+    ws = Workers(adapter, p.workers, WorkerSpec(drain=False, reply=True), want_ts=True)
+    ws.start()
+    try:
+        warm_ups = _warm_up_all(adapter, ws)
+        with ConnectionSampler(adapter.dsn, CALLERS_APP) as sampler:
+            if p.threads:
+                t0, t1 = _callers_threads(adapter, p, per_caller, stats, sampler)
+            else:
+                t0, t1 = asyncio.run(_callers_async(adapter, p, per_caller, stats, sampler))
+    finally:
+        ws.stop()
+    dt = t1 - t0
+    out: dict[str, Any] = {
+        "value": stats.answered / dt,
+        "unit": "answers/s",
+        "seconds": dt,
+        "p50_ms": pctl(stats.rt_ms, 50),
+        "p99_ms": pctl(stats.rt_ms, 99),
+        "max_ms": max(stats.rt_ms) if stats.rt_ms else None,
+        "callers": p.callers,
+        "threads": p.threads,
+        "workers": p.workers,
+        "calls": p.n,
+        "received": stats.answered,
+        "timeouts": stats.timeouts,
+        "failed": stats.failed,
+        "not_run": stats.not_run,
+        "late": stats.late,
+        "call_timeout": p.call_timeout,
+        "peak_connections": sampler.peak,
+        "samples": sampler.samples,
+        "warm_ups": warm_ups,
+    }
+    if stats.errors:
+        out["errors"] = stats.errors
+    return out
+
+
+async def _callers_async(
+    adapter: Adapter, p: Params, per_caller: int, stats: CallStats, sampler: ConnectionSampler
+) -> tuple[float, float]:
+    await maybe_await(adapter.open_callers(CALLERS_APP, threads=False))
+    try:
+        t0 = time.perf_counter()
+        budget_end = t0 + p.call_budget
+
+        async def caller(k: int) -> None:
+            for j in range(per_caller):
+                if time.perf_counter() > budget_end:
+                    with stats.lock:
+                        stats.not_run += per_caller - j
+                    return
+                start = time.perf_counter()
+                try:
+                    await adapter.acall(k * per_caller + j, p.call_timeout)
+                except Exception as e:  # counted, never dropped
+                    stats.ended(start, e, p.call_timeout)
+                else:
+                    stats.ended(start, None, p.call_timeout)
+
+        await asyncio.gather(*(caller(k) for k in range(p.callers)))
+        t1 = time.perf_counter()
+        # the client's connections are still open: count them once more
+        await asyncio.to_thread(sampler.sample)
+    finally:
+        await maybe_await(adapter.close_callers())
+    return t0, t1
+
+
+def _callers_threads(
+    adapter: Adapter, p: Params, per_caller: int, stats: CallStats, sampler: ConnectionSampler
+) -> tuple[float, float]:
+    asyncio.run(_as_coro(adapter.open_callers(CALLERS_APP, threads=True)))
+    try:
+        start_line = threading.Barrier(p.callers + 1)
+        budget_end = 0.0
+
+        def caller(k: int) -> None:
+            start_line.wait()
+            for j in range(per_caller):
+                if time.perf_counter() > budget_end:
+                    with stats.lock:
+                        stats.not_run += per_caller - j
+                    return
+                start = time.perf_counter()
+                try:
+                    adapter.call_sync(k * per_caller + j, p.call_timeout)
+                except Exception as e:  # counted, never dropped
+                    stats.ended(start, e, p.call_timeout)
+                else:
+                    stats.ended(start, None, p.call_timeout)
+
+        threads = [threading.Thread(target=caller, args=(k,)) for k in range(p.callers)]
+        for t in threads:
+            t.start()
+        t0 = time.perf_counter()
+        budget_end = t0 + p.call_budget
+        start_line.wait()
+        for t in threads:
+            t.join()
+        t1 = time.perf_counter()
+        sampler.sample()  # the client's connections are still open: count them once more
+    finally:
+        asyncio.run(_as_coro(adapter.close_callers()))
+    return t0, t1
+
+
 def _measure_memory(adapter: Adapter, p: Params) -> dict[str, Any]:
     """RSS of one idle worker after start-up, and after it drained ``n`` jobs
     sent in bulk while it ran."""
@@ -549,21 +802,27 @@ def _measure_memory(adapter: Adapter, p: Params) -> dict[str, Any]:
 def measure(adapter: Adapter, p: Params) -> dict[str, Any]:
     """Reset the system's schema, then measure one metric."""
     if p.metric == "drain":
+        if p.spec.reply and not adapter.replies:
+            raise Unsupported("no reply API: compare with its drain without replies")
         adapter.check_spec(p.spec)
+    if p.metric == "callers":
+        if type(adapter).acall is Adapter.acall:
+            raise Unsupported("no result/reply API")
+        if p.threads and type(adapter).call_sync is Adapter.call_sync:
+            raise Unsupported("async-only: no sync client to share between threads")
+    measures: dict[str, Callable[[Adapter, Params], dict[str, Any]]] = {
+        "enqueue": lambda a, p: _measure_enqueue(a, p.n, bulk=False),
+        "enqueue_bulk": lambda a, p: _measure_enqueue(a, p.n, bulk=True),
+        "drain": _measure_drain,
+        "wakeup": _measure_wakeup,
+        "roundtrip": _measure_roundtrip,
+        "callers": _measure_callers,
+        "memory": _measure_memory,
+    }
+    if p.metric not in measures:
+        raise SystemExit(f"unknown metric {p.metric}")
     asyncio.run(_as_coro(adapter.reset()))
-    if p.metric == "enqueue":
-        return _measure_enqueue(adapter, p.n, bulk=False)
-    if p.metric == "enqueue_bulk":
-        return _measure_enqueue(adapter, p.n, bulk=True)
-    if p.metric == "drain":
-        return _measure_drain(adapter, p)
-    if p.metric == "wakeup":
-        return _measure_wakeup(adapter, p)
-    if p.metric == "roundtrip":
-        return _measure_roundtrip(adapter, p)
-    if p.metric == "memory":
-        return _measure_memory(adapter, p)
-    raise SystemExit(f"unknown metric {p.metric}")
+    return measures[p.metric](adapter, p)
 
 
 def main(adapter_cls: type[Adapter], argv: Sequence[str] | None = None) -> int:
@@ -582,11 +841,19 @@ def main(adapter_cls: type[Adapter], argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--idle", type=float, default=1.0)
     ap.add_argument("--timeout", type=float, default=1200.0)
     ap.add_argument("--stall", type=float, default=STALL)
+    ap.add_argument("--reply", action="store_true", help="every task is answered with a reply")
+    ap.add_argument("--callers", type=int, default=0, help="callers sharing one client")
+    ap.add_argument("--threads", action="store_true", help="the callers are threads")
+    ap.add_argument("--call-timeout", type=float, default=10.0)
+    ap.add_argument("--call-budget", type=float, default=60.0)
     ap.add_argument("--run", default="", help="run id copied into the output")
     args = ap.parse_args(argv)
     adapter = adapter_cls(args.dsn, args)
     spec = WorkerSpec(
-        drain=args.metric == "drain", concurrency=args.concurrency, use_async=args.use_async
+        drain=args.metric == "drain",
+        concurrency=args.concurrency,
+        use_async=args.use_async,
+        reply=args.reply,
     )
     params = Params(
         metric=args.metric,
@@ -598,6 +865,10 @@ def main(adapter_cls: type[Adapter], argv: Sequence[str] | None = None) -> int:
         idle=args.idle,
         timeout=args.timeout,
         stall=args.stall,
+        callers=args.callers,
+        threads=args.threads,
+        call_timeout=args.call_timeout,
+        call_budget=args.call_budget,
     )
     rec: dict[str, Any] = {
         "system": adapter.name,

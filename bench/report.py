@@ -5,7 +5,15 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from bench.scenarios import BY_KEY, NOTIFY_KEYS, PGBENCH_CLIENTS, SCENARIOS, Sizes, label
+from bench.scenarios import (
+    BY_KEY,
+    NOTIFY_KEYS,
+    PGBENCH_CLIENTS,
+    SCENARIOS,
+    Scenario,
+    Sizes,
+    label,
+)
 from bench.systems import SYSTEMS
 
 PHYSICAL = ("pgbench", "LISTEN/NOTIFY")
@@ -20,6 +28,10 @@ LIMITS = (
     ("wakeup", "notify one-way", "raw NOTIFY one-way"),
     ("roundtrip", "notify ping-pong", "raw NOTIFY ping-pong"),
 )
+#: Issue 13's targets for the drain with replies: (the drain it is compared
+#: with, whose, the least ratio). Printed next to the ratios, never used to
+#: judge a number.
+REPLY_TARGETS = {"pgqueuer": 1.5, "job_machine": 0.7}
 
 
 def stats(values: list[float]) -> dict[str, float | int]:
@@ -38,7 +50,54 @@ def _fields(r: dict[str, Any]) -> dict[str, float]:
     if r.get("unit") == "MiB":
         names = ("rss_start_mib", "rss_end_mib", "growth_mib", "rss_peak_mib")
         return {f: float(r[f]) for f in names}
+    if r.get("unit") == "answers/s":
+        out = {"value": float(r["value"])}
+        if r.get("p50_ms") is not None:
+            out |= {"p50": float(r["p50_ms"]), "p99": float(r["p99_ms"])}
+        out |= {
+            "timeouts": float(r["timeouts"]),
+            "late": float(r["late"]),
+            "failed": float(r["failed"] + r["not_run"]),
+            "peak_connections": float(r["peak_connections"]),
+        }
+        return out
     return {"value": float(r["value"])}
+
+
+def _call_notes(r: dict[str, Any]) -> list[str]:
+    """What went wrong with the calls of a callers record, in words."""
+    calls, run = r["calls"], r["run"]
+    notes = []
+    if r["timeouts"]:
+        notes.append(
+            f"{r['timeouts']} of {calls} calls timed out (no answer within "
+            f"{r['call_timeout']:g} s) in run {run}"
+        )
+    if r["late"]:
+        notes.append(
+            f"{r['late']} of {calls} calls came late in run {run}: answered only after their "
+            f"{r['call_timeout']:g} s timeout (the answer was found by the re-read at the "
+            "deadline: a lost wake-up)"
+        )
+    if r["failed"]:
+        notes.append(
+            f"{r['failed']} of {calls} calls failed in run {run}: {'; '.join(r.get('errors', []))}"
+        )
+    if r["not_run"]:
+        notes.append(
+            f"{r['not_run']} of {calls} calls not started: the run's time budget was spent "
+            f"(run {run})"
+        )
+    return notes
+
+
+def _record_notes(r: dict[str, Any]) -> list[str]:
+    """What a successful record did not fully observe, in words."""
+    if r.get("unit") == "answers/s":
+        return _call_notes(r)
+    if r.get("received") is not None and r["received"] < r.get("n", 0):
+        return [f"only {r['received']}/{r['n']} observed in run {r['run']}"]
+    return []
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -60,8 +119,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, An
         entry["unit"] = r.get("unit", "")
         if r.get("concurrency"):
             entry["concurrency"] = r["concurrency"]
-        if r.get("received") is not None and r["received"] < r.get("n", 0):
-            notes.append(f"only {r['received']}/{r['n']} observed in run {r['run']}")
+        notes += _record_notes(r)
         for field, v in _fields(r).items():
             fields.setdefault(field, []).append(v)
     for system, entries in out.items():
@@ -76,6 +134,18 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, An
     return out
 
 
+def _peer_value(
+    summary: dict[str, dict[str, dict[str, Any]]], peer: str, s: Scenario
+) -> tuple[str, float | None]:
+    """The scenario a peer is compared on, and its central value: the same
+    one, else (a peer without it, such as a reply drain) ``s.peer_key``."""
+    entries = summary.get(peer, {})
+    theirs = _central(entries.get(s.key), s.kind)
+    if theirs is None and s.peer_key:
+        return s.peer_key, _central(entries.get(s.peer_key), s.kind)
+    return s.key, theirs
+
+
 def _central(entry: dict[str, Any] | None, kind: str) -> float | None:
     if not entry:
         return None
@@ -83,9 +153,9 @@ def _central(entry: dict[str, Any] | None, kind: str) -> float | None:
     return None if value is None else float(value)
 
 
-def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """job_machine's median over each peer's median, per scenario, from the same run;
-    then job_machine against the physical limit, and history against the empty table."""
+def _scenario_ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """job_machine over each peer, scenario by scenario (a peer without the
+    scenario on its ``peer_key``), and the reply drains over job_machine's own."""
     jm = summary.get("job_machine", {})
     out: list[dict[str, Any]] = []
     for s in SCENARIOS:
@@ -97,19 +167,47 @@ def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]
         for peer in SYSTEMS:
             if peer == "job_machine":
                 continue
-            theirs = _central(summary.get(peer, {}).get(s.key), s.kind)
+            against, theirs = _peer_value(summary, peer, s)
             if not theirs:
                 continue
             r = mine / theirs
             what = "p50 latency, lower is better" if s.kind == "latency" else "throughput"
+            if against != s.key:
+                what += f"; {peer} has no reply API, so against its {against}"
+                if peer in REPLY_TARGETS:
+                    what += f"; issue 13's target ≥ {REPLY_TARGETS[peer]:g}×"
             out.append(
                 {
                     "key": s.key,
-                    "against": peer,
+                    "against": peer if against == s.key else f"{peer} {against}",
                     "ratio": r,
                     "text": f"{s.key}: {r:.2f}× {peer} ({what})",
                 }
             )
+        # the reply drains against job_machine's own drain without replies
+        if s.reply and s.peer_key:
+            own = _central(jm.get(s.peer_key), s.kind)
+            if own:
+                r = mine / own
+                target = REPLY_TARGETS["job_machine"]
+                out.append(
+                    {
+                        "key": s.key,
+                        "against": f"job_machine {s.peer_key}",
+                        "ratio": r,
+                        "text": f"{s.key}: {r:.0%} of job_machine's own {s.peer_key} "
+                        f"(no reply; issue 13's target ≥ {target:.0%})",
+                    }
+                )
+    return out
+
+
+def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """job_machine's median over each peer's median, per scenario, from the same run
+    (the reply drains also over job_machine's own drains without replies); then
+    job_machine against the physical limit, and history against the empty table."""
+    jm = summary.get("job_machine", {})
+    out = _scenario_ratios(summary)
     for key, limit_key, what in LIMITS:
         kind = BY_KEY[key].kind
         mine = _central(jm.get(key), kind)
@@ -153,6 +251,12 @@ def _range(e: dict[str, Any], digits: int) -> str:
     return f"{_num(e['median'], digits)} ({_num(e['min'], digits)}–{_num(e['max'], digits)})"
 
 
+def _calls_went_wrong(entry: dict[str, Any]) -> bool:
+    """Whether calls of a callers entry timed out, came late or failed in some
+    run: its answers/s are then no throughput to compare (the notes say why)."""
+    return any(entry[f]["max"] > 0 for f in ("timeouts", "late", "failed") if f in entry)
+
+
 def cell(entry: dict[str, Any] | None, kind: str) -> str:
     """A table cell: median (min–max), p50 / p99 for a latency, start → end for memory."""
     if not entry:
@@ -163,7 +267,7 @@ def cell(entry: dict[str, Any] | None, kind: str) -> str:
         start, end = entry["rss_start_mib"], entry["rss_end_mib"]
         return f"{_range(start, 1)} → {_range(end, 1)}"
     if "median" in entry:
-        return _range(entry, 0)
+        return _range(entry, 0) + (" ⚠" if _calls_went_wrong(entry) else "")
     notes = entry.get("notes", [])
     if any(n.startswith("not supported") for n in notes):
         return "n/a"
@@ -175,9 +279,13 @@ def table_rows(
     systems: list[str],
     sizes: Sizes,
     short: bool = False,
+    reply_path: bool | None = None,
 ) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the main table: scenarios by systems, plus ratio
-    columns; ``short``: scenario keys instead of labels (a terminal)."""
+    columns; ``short``: scenario keys instead of labels (a terminal);
+    ``reply_path``: only the rows of the reply path (True) or only the others
+    (False). A peer without a scenario that has a ``peer_key`` (the reply
+    drains) is compared on that one, and the ratio says so."""
     peers = [s for s in systems if s in SYSTEMS and s != "job_machine" and s in summary]
     shown = [s for s in systems if s in summary and s not in PHYSICAL]
     header = ["scenario", *shown]
@@ -185,6 +293,8 @@ def table_rows(
         header += [f"{'jm' if short else 'job_machine'} / {p}" for p in peers]
     rows = []
     for s in SCENARIOS:
+        if reply_path is not None and s.reply_path != reply_path:
+            continue
         if not any(s.key in summary.get(name, {}) for name in shown):
             continue
         row = [s.key if short else label(s, sizes)]
@@ -192,13 +302,60 @@ def table_rows(
         if "job_machine" in shown:
             mine = _central(summary["job_machine"].get(s.key), s.kind)
             for p in peers:
-                theirs = _central(summary[p].get(s.key), s.kind)
+                against, theirs = _peer_value(summary, p, s)
                 if mine is not None and theirs and s.kind != "memory":
-                    row.append(f"{mine / theirs:.2f}×")
+                    vs = "" if against == s.key else f" vs its {against}"
+                    row.append(f"{mine / theirs:.2f}×{vs}")
                 else:
                     row.append("—")
         rows.append(row)
     return header, rows
+
+
+CALLERS_HEADER = (
+    "scenario",
+    "system",
+    "answers/s",
+    "p50 / p99 round trip (ms)",
+    "timed out",
+    "late",
+    "failed or not run",
+    "peak connections",
+)
+
+
+def callers_rows(
+    summary: dict[str, dict[str, dict[str, Any]]], systems: list[str], short: bool = False
+) -> list[list[str]]:
+    """The callers scenarios in detail, one row per system that ran them:
+    answers/s, round trip, the calls that timed out, came late or failed
+    (medians over the runs, min–max), and the caller process's peak number
+    of server connections."""
+    rows = []
+    for s in SCENARIOS:
+        if s.kind != "callers":
+            continue
+        for name in systems:
+            entry = summary.get(name, {}).get(s.key)
+            if not entry or "median" not in entry:
+                continue
+            p50, p99 = entry.get("p50"), entry.get("p99")
+            rt = f"{_range(p50, 1)} / {_range(p99, 1)}" if p50 and p99 else "—"
+            rows.append(
+                [
+                    s.key
+                    if short
+                    else f"{s.key}: {s.callers} {'threads' if s.threads else 'asyncio tasks'}",
+                    name,
+                    _range(entry, 0),
+                    rt,
+                    _range(entry["timeouts"], 0),
+                    _range(entry["late"], 0),
+                    _range(entry["failed"], 0),
+                    _range(entry["peak_connections"], 0),
+                ]
+            )
+    return rows
 
 
 def physical_rows(summary: dict[str, dict[str, dict[str, Any]]]) -> list[list[str]]:
@@ -238,13 +395,52 @@ def markdown(result: dict[str, Any]) -> str:
         f"Command: `{meta['command']}` — took {meta['elapsed_s'] / 60:.1f} min.",
         "",
     ]
-    header, rows = table_rows(summary, result["params"]["systems"], sizes)
-    if rows:
-        lines += ["## Queue systems", ""]
+    systems = result["params"]["systems"]
+    sections = (
+        (
+            True,
+            "## The reply path: send → process() → reply → wait",
+            "Every task is answered with a reply that its sender (or a poller) waits for. "
+            "pgqueuer and procrastinate have no reply API: their reply drains are n/a, and "
+            "the ratio column compares with their drain without replies.",
+        ),
+        (
+            False,
+            "## Without replies",
+            "Tasks are only marked done (no reply), or only sent.",
+        ),
+    )
+    any_rows = False
+    for reply_path, title, intro in sections:
+        header, rows = table_rows(summary, systems, sizes, reply_path=reply_path)
+        if not rows:
+            continue
+        any_rows = True
+        lines += [title, "", intro, ""]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|---" * len(header) + "|")
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         lines.append("")
+        callers = callers_rows(summary, systems) if reply_path else []
+        if callers:
+            lines += [
+                "### Callers sharing one client",
+                "",
+                f"{sizes.calls:,} calls or more per scenario (at least one per caller), "
+                f"made in sequence by each caller: send, then wait with a "
+                f"{sizes.call_timeout:g} s timeout; no call starts after "
+                f"{sizes.call_budget:g} s. Timed out: no answer within the timeout; late: "
+                "answered only after the timeout had passed (the wait's re-read at its "
+                "deadline found the answer: a lost wake-up); both count against the run "
+                "(⚠ in the table above). Peak connections: backends of the caller process "
+                "in pg_stat_activity, sampled every 20 ms.",
+                "",
+                "| " + " | ".join(CALLERS_HEADER) + " |",
+                "|---" * len(CALLERS_HEADER) + "|",
+            ]
+            lines += ["| " + " | ".join(r) + " |" for r in callers]
+            lines.append("")
+    if any_rows:
         lines += ["Versions:", ""]
         lines += [f"- {name}: {v}" for name, v in result["versions"].items()]
         lines.append("")

@@ -3,10 +3,14 @@
 - send: ``Client.send`` (one autocommit statement: insert + pg_notify).
 - send_many: ``Client.send_many`` in batches of 1000.
 - worker: a ``Worker`` subclass (``AsyncWorker`` with ``--async``) whose
-  ``process`` marks the task and returns (done, no result); the round trip's
-  tasks carry ``"reply": true`` and are answered with ``self.reply``.
+  ``process`` marks the task and returns (done, no result); in the reply
+  scenarios (drain_reply, callers) every task is answered with
+  ``self.reply("ok")``, and the round trip's tasks carry ``"reply": true``.
 - round trip: ``client.send`` then ``client.wait(task_id)`` (LISTEN on
   ``jmr:<task_id>``, woken by the worker's reply).
+- callers: ONE ``AsyncClient(dsn)`` (or one sync ``Client(dsn)`` for the
+  threads) shared by every caller, its DSN tagged with the harness's
+  application_name; each call is ``send`` then ``wait(task_id, timeout=...)``.
 - history: finished tasks inserted with SQL (status 200, one attempt,
   modified an hour ago, so housekeeping leaves them alone).
 """
@@ -21,6 +25,7 @@ from typing import Any
 
 import job_machine
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from bench import harness
 
@@ -53,6 +58,7 @@ def revision() -> str:
 
 class JobMachine(harness.Adapter):
     name = "job_machine"
+    replies = True
     # Polled every 20 ms while a drain runs: each count reads its state's
     # partial index (task_ready_idx, task_started_worker_idx). A plain
     # `status IN (0, 100)` read the whole table, 35 ms a poll with a million
@@ -100,6 +106,36 @@ class JobMachine(harness.Adapter):
     def enqueue_bulk(self, seqs: list[int]) -> None:
         self.client.send_many([{"seq": s} for s in seqs])
 
+    def open_callers(self, application_name: str, threads: bool) -> None:
+        dsn = make_conninfo(self.dsn, application_name=application_name)
+        if threads:
+            self.shared: job_machine.Client = job_machine.Client(dsn, queue=QUEUE)
+        else:
+            self.ashared = job_machine.AsyncClient(dsn, queue=QUEUE)
+        self.threads = threads
+
+    async def close_callers(self) -> None:
+        if self.threads:
+            self.shared.close()
+        else:
+            await self.ashared.close()
+
+    async def acall(self, seq: int, timeout: float) -> None:
+        task_id = await self.ashared.send({"seq": seq})
+        try:
+            reply = await self.ashared.wait(task_id, timeout=timeout)
+        except job_machine.WaitTimeout as e:
+            raise harness.CallTimeout(str(e)) from e
+        assert reply == "ok", reply
+
+    def call_sync(self, seq: int, timeout: float) -> None:
+        task_id = self.shared.send({"seq": seq})
+        try:
+            reply = self.shared.wait(task_id, timeout=timeout)
+        except job_machine.WaitTimeout as e:
+            raise harness.CallTimeout(str(e)) from e
+        assert reply == "ok", reply
+
     def roundtrip(self, seq: int) -> None:
         task_id = self.client.send({"seq": seq, "reply": True})
         reply = self.client.wait(task_id, timeout=30)
@@ -118,7 +154,7 @@ class JobMachine(harness.Adapter):
             class AsyncBenchWorker(job_machine.AsyncWorker):
                 async def process(self, task: job_machine.Task) -> None:
                     harness.mark(task.data["seq"])
-                    if task.data.get("reply"):
+                    if spec.reply or task.data.get("reply"):
                         await self.reply("ok")
 
             asyncio.run(AsyncBenchWorker(self.dsn, queue=QUEUE, **options).receive())
@@ -127,7 +163,7 @@ class JobMachine(harness.Adapter):
         class BenchWorker(job_machine.Worker):
             def process(self, task: job_machine.Task) -> None:
                 harness.mark(task.data["seq"])
-                if task.data.get("reply"):
+                if spec.reply or task.data.get("reply"):
                     self.reply("ok")
 
         BenchWorker(self.dsn, queue=QUEUE, **options).receive()

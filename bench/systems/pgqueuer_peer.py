@@ -10,6 +10,16 @@ and async drain rows do not apply.
 Round trip: pgqueuer has no result payload; measured is submit -> terminal
 status seen by its ``CompletionWatcher`` (LISTEN/NOTIFY + its 50 ms debounce).
 
+Reply drains: pgqueuer has no reply API (a job ends with a status, never a
+value for the submitter), so the drain_reply rows are "not supported" and are
+compared with its plain drain rows.
+
+Callers: one ``Queries`` on one asyncpg connection (its ``AsyncpgDriver``
+serializes the callers' statements with a lock, as job_machine's one
+connection does) and one ``CompletionWatcher`` on a second connection, shared
+by every caller; a call is enqueue, then ``wait_for(job_id)`` bounded by the
+call's timeout. Async-only: no threads row.
+
 History: pgqueuer deletes a finished job from its queue table and logs it in
 ``pgqueuer_log``; the history is that many (already aggregated) log rows.
 
@@ -80,6 +90,28 @@ class PgQueuerAdapter(harness.Adapter):
         await self.queries.enqueue(
             ["noop"] * len(seqs), [str(s).encode() for s in seqs], [0] * len(seqs)
         )
+
+    async def open_callers(self, application_name: str, threads: bool) -> None:
+        settings = {"application_name": application_name}
+        self.cconn = await asyncpg.connect(self.dsn, server_settings=settings)
+        self.cqueries = Queries(AsyncpgDriver(self.cconn))
+        self.cwconn = await asyncpg.connect(self.dsn, server_settings=settings)
+        driver = AsyncpgDriver(self.cwconn)
+        self.cwatcher = CompletionWatcher(driver, queries=Queries(driver))
+        await self.cwatcher.__aenter__()
+
+    async def close_callers(self) -> None:
+        await self.cwatcher.__aexit__(None, None, None)
+        await self.cwconn.close()
+        await self.cconn.close()
+
+    async def acall(self, seq: int, timeout: float) -> None:
+        (job_id,) = await self.cqueries.enqueue("noop", str(seq).encode(), 0)
+        try:
+            status = await asyncio.wait_for(self.cwatcher.wait_for(job_id), timeout)
+        except TimeoutError as e:
+            raise harness.CallTimeout(f"job {job_id} not finished within {timeout} s") from e
+        assert status == "successful", status
 
     async def roundtrip(self, seq: int) -> None:
         if self.watcher is None:
