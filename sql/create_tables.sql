@@ -176,6 +176,15 @@ CREATE INDEX IF NOT EXISTS task_retention_idx
     ON jobmachine.task (task_id)
     WHERE remove_after IS NOT NULL OR keep_for IS NOT NULL;
 
+-- Every function of the schema pins its search_path: it runs as its
+-- caller (a worker, an admin, a Perl client), and a function that found
+-- the built-ins it calls through the caller's path would run whatever a
+-- role that may CREATE in a schema of that path (public, before PostgreSQL
+-- 15) defined with a closer signature (json_build_object(text, ...)),
+-- with the caller's privileges. pg_catalog first; pg_temp last, so no
+-- temporary object shadows anything; tables are named with their schema.
+-- CREATE OR REPLACE sets it on a database installed before, too.
+
 -- A parent task settled: when it is done, its blocked children whose
 -- parents are now all done wait for a worker (their queues are notified);
 -- when it failed, was cancelled or was removed, its blocked children fail
@@ -183,7 +192,7 @@ CREATE INDEX IF NOT EXISTS task_retention_idx
 -- locked first, so two parents finishing at once cannot both miss the
 -- moment the last one is done.
 CREATE OR REPLACE FUNCTION jobmachine.task_settled() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     parent_id bigint := CASE WHEN TG_OP = 'DELETE' THEN OLD.task_id ELSE NEW.task_id END;
     parent_ok boolean := TG_OP = 'UPDATE' AND NEW.status = 200;
@@ -253,7 +262,7 @@ CREATE INDEX IF NOT EXISTS lock_name_expires_idx ON jobmachine.lock (name, expir
 -- is free (0 if so) and takes none (lock_free() in Python). Atomic under concurrency: holders of one
 -- name are serialised by a transaction-level advisory lock.
 CREATE OR REPLACE FUNCTION jobmachine.lock(p_name text, p_expire double precision, p_limit integer)
-RETURNS bigint LANGUAGE plpgsql AS $$
+RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     new_id bigint;
 BEGIN

@@ -46,6 +46,13 @@
 --
 -- Nor does it rely on PUBLIC's EXECUTE on the schema's own functions:
 -- jobmachine.lock() is granted to the roles that call it.
+--
+-- It warns when every role (PUBLIC) may CREATE in a schema of the default
+-- search_path (public before PostgreSQL 15, and in clusters upgraded from
+-- it): a sender could put a function there that shadows a built-in for
+-- whoever has that schema on its path. job_machine's own functions and
+-- connections pin their search_path (docs/roles.md); a Perl client, psql
+-- and your own code do not.
 
 BEGIN;
 
@@ -60,6 +67,7 @@ DECLARE
     installed integer;
     r text;
     g record;
+    default_path text[];
 BEGIN
     -- Serialise with a concurrent install or upgrade (create_tables.sql
     -- takes the same lock), and with another run of this file.
@@ -200,6 +208,34 @@ BEGIN
         WHERE m.object IS NOT NULL
     LOOP
         EXECUTE format('GRANT %s ON %s TO %I', g.privileges, g.object, g.grantee);
+    END LOOP;
+
+    -- The default search_path: the built-in one ("$user", public), and the
+    -- ones set for every database or for this one (not the session's own:
+    -- job_machine pins that). "$user" stands for a schema named after a role.
+    SELECT array_agg(DISTINCT trim(both '"' FROM trim(s.name)))
+      INTO default_path
+      FROM (SELECT boot_val AS path FROM pg_settings WHERE name = 'search_path'
+            UNION ALL
+            SELECT substr(c.setting, length('search_path=') + 1)
+              FROM pg_db_role_setting d, unnest(d.setconfig) AS c (setting)
+             WHERE d.setrole = 0 AND c.setting LIKE 'search_path=%'
+               AND d.setdatabase IN (0, (SELECT oid FROM pg_database
+                                          WHERE datname = current_database()))) AS p,
+           regexp_split_to_table(p.path, ',') AS s (name);
+    FOR r IN
+        SELECT n.nspname
+          FROM pg_namespace n
+         WHERE (n.nspname = ANY (default_path)
+                OR ('$user' = ANY (default_path)
+                    AND n.nspname IN (SELECT rolname FROM pg_roles)))
+           AND EXISTS (SELECT 1
+                         FROM aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+                        WHERE a.grantee = 0 AND a.privilege_type = 'CREATE')
+         ORDER BY 1
+    LOOP
+        RAISE WARNING 'every role may CREATE in schema %, which is on the default search_path: a sender could put a function there that runs as whoever calls a built-in it shadows', quote_ident(r)
+            USING HINT = format('REVOKE CREATE ON SCHEMA %I FROM PUBLIC (the default since PostgreSQL 15); job_machine pins its own search_path, see docs/roles.md', r);
     END LOOP;
 END
 $roles$;
