@@ -248,6 +248,38 @@ CREATE TRIGGER task_removed
     WHEN (OLD.has_children AND OLD.status <> 200)
     EXECUTE FUNCTION jobmachine.task_settled();
 
+-- A task sent with a parent that has failed already is failed at once
+-- (task_insert_full) and says why: this writes its ParentFailed error. It
+-- runs as the schema's owner (SECURITY DEFINER), so a sender needs no
+-- INSERT on result, and so cannot write the reply of any task it likes;
+-- it writes only to the task just inserted, only when a parent has failed.
+CREATE OR REPLACE FUNCTION jobmachine.task_parent_failed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    failed_parent bigint;
+BEGIN
+    SELECT min(p.task_id) INTO failed_parent
+      FROM jobmachine.task p
+     WHERE p.task_id = ANY(NEW.parents) AND p.status = 900;
+    IF failed_parent IS NOT NULL THEN
+        INSERT INTO jobmachine.result (task_id, result, resulttype)
+        VALUES (NEW.task_id,
+                json_build_object('type', 'ParentFailed',
+                                  'message', 'parent task ' || failed_parent || ' failed',
+                                  'parent', failed_parent)::text,
+                'error');
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION jobmachine.task_parent_failed() FROM PUBLIC;
+DROP TRIGGER IF EXISTS task_parent_failed ON jobmachine.task;
+CREATE TRIGGER task_parent_failed
+    AFTER INSERT ON jobmachine.task
+    FOR EACH ROW
+    WHEN (NEW.status = 900 AND NEW.parents IS NOT NULL)
+    EXECUTE FUNCTION jobmachine.task_parent_failed();
+
 -- Named locks shared across processes (Minion's lock/unlock): at most
 -- "limit" unexpired holders of a name at once.
 CREATE TABLE IF NOT EXISTS jobmachine.lock (

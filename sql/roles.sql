@@ -150,9 +150,11 @@ BEGIN
         -- task_note merges notes. Never status: a sender cannot claim,
         -- finish, cancel or retry a task.
         (sender, 'UPDATE (has_children, notes)', 'TABLE jobmachine.task'),
-        -- Replies; and task_insert_full records ParentFailed for a child
-        -- whose parent failed already.
-        (sender, 'SELECT, INSERT (task_id, result, resulttype)', 'TABLE jobmachine.result'),
+        -- Replies: read only. A sender writes no result (it could forge
+        -- the reply of any task); the ParentFailed error of a child whose
+        -- parent failed already is written by the trigger
+        -- task_parent_failed, which runs as the schema's owner.
+        (sender, 'SELECT', 'TABLE jobmachine.result'),
         -- task_info names the worker running the task; not its queues,
         -- heartbeat or commands.
         (sender, 'SELECT (worker_id, host, pid)', 'TABLE jobmachine.worker'),
@@ -162,7 +164,6 @@ BEGIN
         (sender, 'EXECUTE', 'FUNCTION jobmachine.lock(text, double precision, integer)'),
         (sender, 'USAGE', 'SEQUENCE ' || pg_get_serial_sequence('jobmachine.class', 'class_id')),
         (sender, 'USAGE', 'SEQUENCE ' || pg_get_serial_sequence('jobmachine.task', 'task_id')),
-        (sender, 'USAGE', 'SEQUENCE ' || pg_get_serial_sequence('jobmachine.result', 'result_id')),
 
         -- worker
         (worker, 'USAGE', 'SCHEMA jobmachine'),

@@ -584,6 +584,7 @@ def test_a_sender_cannot_claim_finish_delete_administer_or_read_the_worker_regis
         f"UPDATE jobmachine.task SET parameters = '{{}}' WHERE task_id = {tid}",
         f"DELETE FROM jobmachine.task WHERE task_id = {tid}",
         f"DELETE FROM jobmachine.result WHERE task_id = {tid}",
+        f"INSERT INTO jobmachine.result (task_id, result) VALUES ({tid}, '{{}}')",
         "INSERT INTO jobmachine.task (class_id, status, worker_id, attempts)"
         " SELECT class_id, 100, 1, 1 FROM jobmachine.class",
         "UPDATE jobmachine.class SET paused = true",
@@ -601,6 +602,46 @@ def test_a_sender_cannot_claim_finish_delete_administer_or_read_the_worker_regis
         "DROP SCHEMA jobmachine CASCADE",
     )
     assert one(conn, "SELECT status FROM jobmachine.task WHERE task_id = %s", tid) == 0
+
+
+def test_a_sender_cannot_forge_the_reply_of_a_task(
+    logins: Logins, conn: psycopg.Connection[Any]
+) -> None:
+    """The review's probe: a sender wrote ``{"approved": true}`` as the
+    newest result of a task that still waited, and check() and receive()
+    took it for the reply. The sender holds no INSERT on result now; the
+    ParentFailed error of a child sent after its parent failed is written
+    by a trigger that runs as the schema's owner, to that child only."""
+    with jm.Client(logins.sender, queue="roles.forge") as client:
+        waiting = client.send({"amount": 10_000})
+        doomed = client.send({"n": "doomed"}, delay=3600)
+    with jm.Admin(logins.admin) as admin:
+        admin.cancel(doomed)
+    with psycopg.connect(logins.sender, autocommit=True) as forger:
+        for statement in (
+            "INSERT INTO jobmachine.result (task_id, result, resulttype)"
+            " VALUES (%s, '{\"approved\": true}', 'json')",
+            "INSERT INTO jobmachine.result (task_id, result) VALUES (%s, '{\"approved\": true}')",
+        ):
+            with pytest.raises(InsufficientPrivilege):
+                forger.execute(statement, [waiting])
+        # Through the trigger: a task inserted failed, naming a parent that
+        # did not fail, gets no error; only a failed parent is named.
+        forged = one(
+            forger,
+            "INSERT INTO jobmachine.task (class_id, parameters, status, parents)"
+            " SELECT class_id, '{}', 900, ARRAY[%s::bigint] FROM jobmachine.class"
+            " WHERE name = 'roles.forge' RETURNING task_id",
+            waiting,
+        )
+    assert one(conn, "SELECT count(*) FROM jobmachine.result WHERE task_id = %s", forged) == 0
+    with jm.Client(logins.sender, queue="roles.forge") as client:
+        assert client.check(waiting) is False
+        late = client.send({"n": "late"}, parents=[doomed])
+        with pytest.raises(jm.TaskFailed, match=f"parent task {doomed} failed"):
+            client.receive(late)
+        assert [e["type"] for e in client.task_info(late).errors] == ["ParentFailed"]
+    assert one(conn, "SELECT count(*) FROM jobmachine.result WHERE task_id = %s", waiting) == 0
 
 
 def test_a_worker_cannot_send_administer_queues_or_workers_or_change_the_schema(
