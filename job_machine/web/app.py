@@ -115,8 +115,9 @@ class DashboardConfig:
 
     The DSN, the token and the password stay out of ``repr()``.
 
-    :raises ValueError: a short token or password, a user without a password
-        or the reverse, a malformed host name, a value out of range.
+    :raises ValueError: a short token, password or secret, a user without a
+        password or the reverse, credentials with ``no_auth``, a malformed
+        host name, a value out of range.
     """
 
     dsn: str = field(repr=False)
@@ -124,16 +125,16 @@ class DashboardConfig:
     token: str | None = field(default=None, repr=False)
     user: str | None = None
     password: str | None = field(default=None, repr=False)
-    no_auth: bool = False
-    secret: str | None = field(default=None, repr=False)
-    session_lifetime: int = SESSION_LIFETIME
-    token_generated: bool = False
     refresh: int = 5
     page_size: int = 50
     scan: int = 10_000
     allowed_hosts: tuple[str, ...] = ()
     statement_timeout: float = 10.0
     connection_wait: float = 5.0
+    no_auth: bool = False
+    secret: str | None = field(default=None, repr=False)
+    session_lifetime: int = SESSION_LIFETIME
+    token_generated: bool = False
 
     def __post_init__(self) -> None:
         self._check_access()
