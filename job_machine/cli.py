@@ -40,6 +40,7 @@ import job_machine as jm
 
 from . import demo as _demo
 from ._async.admin import PURGEABLE
+from ._printable import PrintableFilter, printable
 from ._sync.connection import describe_target
 from .channels import validate_subscription
 from .task import (
@@ -254,7 +255,8 @@ def _cell(value: object, compact: bool = False) -> str:
         text = ",".join(str(v) for v in value) or "-"
     else:
         text = str(value)
-    return " ".join(text.split()) if any(c in text for c in "\t\r\n") else text
+    text = " ".join(text.split()) if any(c in text for c in "\t\r\n") else text
+    return printable(text)
 
 
 def _rich_table(
@@ -440,6 +442,9 @@ def _setup_logging(level: str) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # Titles, queue names and errors in log lines come from senders: no
+    # control character or terminal escape of theirs reaches the terminal.
+    handler.addFilter(PrintableFilter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
@@ -989,7 +994,8 @@ def _text(value: str | None) -> str:
 
 
 def _json_text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    # JSON escapes C0 controls; printable() also the C1 ones and bidi overrides.
+    return printable(json.dumps(value, ensure_ascii=False))
 
 
 def _kept(info: TaskInfo) -> str:
@@ -1013,7 +1019,7 @@ def _task_ids(ids: Sequence[int], states: dict[int, str] | None = None) -> str:
 def _worker_of(info: TaskInfo) -> str:
     if info.worker is not None:
         worker_id, host, pid = info.worker
-        return f"{worker_id} on {host}, pid {pid} (running it)"
+        return f"{worker_id} on {printable(host)}, pid {pid} (running it)"
     if info.worker_id is not None:
         return f"{info.worker_id} (the last to claim it)"
     return "-"
@@ -1057,9 +1063,10 @@ def _print_info(info: TaskInfo, tracebacks: bool, parent_states: dict[int, str])
     for error in info.errors:
         if isinstance(error, dict):
             attempt = f"attempt {error['attempt']}: " if "attempt" in error else ""
-            click.echo(f"  {attempt}{error.get('type')}: {error.get('message')}")
+            kind, message = printable(str(error.get("type"))), printable(str(error.get("message")))
+            click.echo(f"  {printable(attempt)}{kind}: {message}")
             if tracebacks and error.get("traceback"):
-                for line in str(error["traceback"]).rstrip().splitlines():
+                for line in printable(str(error["traceback"]), lines=True).rstrip().split("\n"):
                     click.echo(f"    {line}")
         else:
             click.echo(f"  {_json_text(error)}")
@@ -1354,6 +1361,14 @@ _WEB_CREDENTIALS = [
         "PASSWORD",
         f"...and this password, 12+ characters {_VISIBLE_TO_PS}.",
     ),
+    (
+        "--secret",
+        "JOB_MACHINE_WEB_SECRET",
+        "SECRET",
+        "Sign login sessions with this secret (16+ characters), the same for every "
+        "dashboard process behind one address; default: a key new in each process "
+        f"{_VISIBLE_TO_PS}.",
+    ),
 ]
 
 
@@ -1382,6 +1397,13 @@ def _seconds_option(
     metavar="ADDRESS",
     help="Address to listen on. Anything but the loopback needs --token or --user/--password.",
 )
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="No credentials at all: anyone who can reach the port reads every task and acts "
+    "(loopback only; logged as a warning). Default: a token is made and the URL that "
+    "logs in with it printed.",
+)
 @click.option("--port", type=_PORT, default=8080, show_default=True, help="Port to listen on.")
 @click.option(
     "--allowed-host",
@@ -1398,6 +1420,12 @@ def _seconds_option(
     "--refresh", click.IntRange(0, 3600), 5, "How often the overview reloads itself; 0: never."
 )
 @_seconds_option(
+    "--session-lifetime",
+    click.IntRange(60, 30 * 86400),
+    12 * 3600,
+    "How long a login lasts before the browser must log in again.",
+)
+@_seconds_option(
     "--statement-timeout",
     click.FloatRange(0, 3600),
     10,
@@ -1408,9 +1436,11 @@ def web(*, dsn: str | None, host: str, port: int, **settings: Any) -> None:
     and (unless --read-only) retry, cancel, remove, pause, resume and stop,
     each confirmed first.
 
-    It listens on 127.0.0.1 unless told otherwise; any other address needs
-    an access token or basic credentials. Needs the web extra: pip install
-    'job_machine[web]'. See docs/dashboard.md.
+    It listens on 127.0.0.1 unless told otherwise, and asks for a token it
+    makes up, printing the URL that logs in with it (--token, --user and
+    --password choose credentials; --no-auth asks for none). Any other
+    address needs a token or basic credentials of your own. Needs the web
+    extra: pip install 'job_machine[web]'. See docs/dashboard.md.
     """
     target = _need_dsn(dsn)
     try:
@@ -1421,8 +1451,8 @@ def web(*, dsn: str | None, host: str, port: int, **settings: Any) -> None:
             f"({(ex.name or 'a module').partition('.')[0]} is not installed)"
         ) from None
     try:
-        # token, user, password, read_only, refresh, allowed_hosts,
-        # statement_timeout: DashboardConfig's own names.
+        # token, user, password, secret, no_auth, read_only, refresh,
+        # allowed_hosts, session_lifetime, statement_timeout: DashboardConfig's own names.
         config = dashboard.DashboardConfig(target, **settings)
         dashboard.check_exposure(config, host)
     except ValueError as ex:

@@ -40,7 +40,9 @@ SELECT task_id, pg_notify(%(channel)s, task_id::text),
 -- is blocked (10) until they are all done, and failed at once when one of
 -- them has failed; each parent is locked and marked as having children.
 -- With a unique key, nothing is inserted while a task of the same queue and
--- key is waiting, blocked or running. Returns one row: no class (a
+-- key is waiting, blocked or running. A task failed at once gets its
+-- ParentFailed error from the trigger task_parent_failed (it runs as the
+-- schema's owner: a sender may not insert results). Returns one row: no class (a
 -- concurrent sender created it at the same moment: run it again), the
 -- parents found, and the new task's id and status (NULL: a unique key
 -- conflict, or a parent is missing).
@@ -77,15 +79,6 @@ WITH found AS (
     ON CONFLICT (class_id, unique_key)
        WHERE unique_key IS NOT NULL AND status IN (0, 10, 100) DO NOTHING
     RETURNING task_id, status
-), noted AS (
-    INSERT INTO jobmachine.result (task_id, result, resulttype)
-    SELECT task.task_id,
-           json_build_object('type', 'ParentFailed',
-                             'message', 'parent task ' || v.failed_parent || ' failed',
-                             'parent', v.failed_parent)::text,
-           'error'
-      FROM task, verdict v
-     WHERE task.status = 900
 )
 SELECT EXISTS (SELECT 1 FROM cls) AS has_class, v.found AS parents_found,
        task.task_id, task.status,

@@ -176,6 +176,15 @@ CREATE INDEX IF NOT EXISTS task_retention_idx
     ON jobmachine.task (task_id)
     WHERE remove_after IS NOT NULL OR keep_for IS NOT NULL;
 
+-- Every function of the schema pins its search_path: it runs as its
+-- caller (a worker, an admin, a Perl client), and a function that found
+-- the built-ins it calls through the caller's path would run whatever a
+-- role that may CREATE in a schema of that path (public, before PostgreSQL
+-- 15) defined with a closer signature (json_build_object(text, ...)),
+-- with the caller's privileges. pg_catalog first; pg_temp last, so no
+-- temporary object shadows anything; tables are named with their schema.
+-- CREATE OR REPLACE sets it on a database installed before, too.
+
 -- A parent task settled: when it is done, its blocked children whose
 -- parents are now all done wait for a worker (their queues are notified);
 -- when it failed, was cancelled or was removed, its blocked children fail
@@ -183,7 +192,7 @@ CREATE INDEX IF NOT EXISTS task_retention_idx
 -- locked first, so two parents finishing at once cannot both miss the
 -- moment the last one is done.
 CREATE OR REPLACE FUNCTION jobmachine.task_settled() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     parent_id bigint := CASE WHEN TG_OP = 'DELETE' THEN OLD.task_id ELSE NEW.task_id END;
     parent_ok boolean := TG_OP = 'UPDATE' AND NEW.status = 200;
@@ -239,6 +248,38 @@ CREATE TRIGGER task_removed
     WHEN (OLD.has_children AND OLD.status <> 200)
     EXECUTE FUNCTION jobmachine.task_settled();
 
+-- A task sent with a parent that has failed already is failed at once
+-- (task_insert_full) and says why: this writes its ParentFailed error. It
+-- runs as the schema's owner (SECURITY DEFINER), so a sender needs no
+-- INSERT on result, and so cannot write the reply of any task it likes;
+-- it writes only to the task just inserted, only when a parent has failed.
+CREATE OR REPLACE FUNCTION jobmachine.task_parent_failed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    failed_parent bigint;
+BEGIN
+    SELECT min(p.task_id) INTO failed_parent
+      FROM jobmachine.task p
+     WHERE p.task_id = ANY(NEW.parents) AND p.status = 900;
+    IF failed_parent IS NOT NULL THEN
+        INSERT INTO jobmachine.result (task_id, result, resulttype)
+        VALUES (NEW.task_id,
+                json_build_object('type', 'ParentFailed',
+                                  'message', 'parent task ' || failed_parent || ' failed',
+                                  'parent', failed_parent)::text,
+                'error');
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION jobmachine.task_parent_failed() FROM PUBLIC;
+DROP TRIGGER IF EXISTS task_parent_failed ON jobmachine.task;
+CREATE TRIGGER task_parent_failed
+    AFTER INSERT ON jobmachine.task
+    FOR EACH ROW
+    WHEN (NEW.status = 900 AND NEW.parents IS NOT NULL)
+    EXECUTE FUNCTION jobmachine.task_parent_failed();
+
 -- Named locks shared across processes (Minion's lock/unlock): at most
 -- "limit" unexpired holders of a name at once.
 CREATE TABLE IF NOT EXISTS jobmachine.lock (
@@ -253,7 +294,7 @@ CREATE INDEX IF NOT EXISTS lock_name_expires_idx ON jobmachine.lock (name, expir
 -- is free (0 if so) and takes none (lock_free() in Python). Atomic under concurrency: holders of one
 -- name are serialised by a transaction-level advisory lock.
 CREATE OR REPLACE FUNCTION jobmachine.lock(p_name text, p_expire double precision, p_limit integer)
-RETURNS bigint LANGUAGE plpgsql AS $$
+RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     new_id bigint;
 BEGIN

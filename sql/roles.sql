@@ -46,6 +46,13 @@
 --
 -- Nor does it rely on PUBLIC's EXECUTE on the schema's own functions:
 -- jobmachine.lock() is granted to the roles that call it.
+--
+-- It warns when every role (PUBLIC) may CREATE in a schema of the default
+-- search_path (public before PostgreSQL 15, and in clusters upgraded from
+-- it): a sender could put a function there that shadows a built-in for
+-- whoever has that schema on its path. job_machine's own functions and
+-- connections pin their search_path (docs/roles.md); a Perl client, psql
+-- and your own code do not.
 
 BEGIN;
 
@@ -60,6 +67,7 @@ DECLARE
     installed integer;
     r text;
     g record;
+    default_path text[];
 BEGIN
     -- Serialise with a concurrent install or upgrade (create_tables.sql
     -- takes the same lock), and with another run of this file.
@@ -142,9 +150,11 @@ BEGIN
         -- task_note merges notes. Never status: a sender cannot claim,
         -- finish, cancel or retry a task.
         (sender, 'UPDATE (has_children, notes)', 'TABLE jobmachine.task'),
-        -- Replies; and task_insert_full records ParentFailed for a child
-        -- whose parent failed already.
-        (sender, 'SELECT, INSERT (task_id, result, resulttype)', 'TABLE jobmachine.result'),
+        -- Replies: read only. A sender writes no result (it could forge
+        -- the reply of any task); the ParentFailed error of a child whose
+        -- parent failed already is written by the trigger
+        -- task_parent_failed, which runs as the schema's owner.
+        (sender, 'SELECT', 'TABLE jobmachine.result'),
         -- task_info names the worker running the task; not its queues,
         -- heartbeat or commands.
         (sender, 'SELECT (worker_id, host, pid)', 'TABLE jobmachine.worker'),
@@ -154,7 +164,6 @@ BEGIN
         (sender, 'EXECUTE', 'FUNCTION jobmachine.lock(text, double precision, integer)'),
         (sender, 'USAGE', 'SEQUENCE ' || pg_get_serial_sequence('jobmachine.class', 'class_id')),
         (sender, 'USAGE', 'SEQUENCE ' || pg_get_serial_sequence('jobmachine.task', 'task_id')),
-        (sender, 'USAGE', 'SEQUENCE ' || pg_get_serial_sequence('jobmachine.result', 'result_id')),
 
         -- worker
         (worker, 'USAGE', 'SCHEMA jobmachine'),
@@ -200,6 +209,34 @@ BEGIN
         WHERE m.object IS NOT NULL
     LOOP
         EXECUTE format('GRANT %s ON %s TO %I', g.privileges, g.object, g.grantee);
+    END LOOP;
+
+    -- The default search_path: the built-in one ("$user", public), and the
+    -- ones set for every database or for this one (not the session's own:
+    -- job_machine pins that). "$user" stands for a schema named after a role.
+    SELECT array_agg(DISTINCT trim(both '"' FROM trim(s.name)))
+      INTO default_path
+      FROM (SELECT boot_val AS path FROM pg_settings WHERE name = 'search_path'
+            UNION ALL
+            SELECT substr(c.setting, length('search_path=') + 1)
+              FROM pg_db_role_setting d, unnest(d.setconfig) AS c (setting)
+             WHERE d.setrole = 0 AND c.setting LIKE 'search_path=%'
+               AND d.setdatabase IN (0, (SELECT oid FROM pg_database
+                                          WHERE datname = current_database()))) AS p,
+           regexp_split_to_table(p.path, ',') AS s (name);
+    FOR r IN
+        SELECT n.nspname
+          FROM pg_namespace n
+         WHERE (n.nspname = ANY (default_path)
+                OR ('$user' = ANY (default_path)
+                    AND n.nspname IN (SELECT rolname FROM pg_roles)))
+           AND EXISTS (SELECT 1
+                         FROM aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+                        WHERE a.grantee = 0 AND a.privilege_type = 'CREATE')
+         ORDER BY 1
+    LOOP
+        RAISE WARNING 'every role may CREATE in schema %, which is on the default search_path: a sender could put a function there that runs as whoever calls a built-in it shadows', quote_ident(r)
+            USING HINT = format('REVOKE CREATE ON SCHEMA %I FROM PUBLIC (the default since PostgreSQL 15); job_machine pins its own search_path, see docs/roles.md', r);
     END LOOP;
 END
 $roles$;

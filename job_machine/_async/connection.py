@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -47,7 +48,78 @@ def redact(conninfo: str) -> str:
     return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
 
 
+#: The search_path of every connection job_machine opens: the built-ins
+#: first, then nothing any role can create in (docs/roles.md). Its queries
+#: name their tables with the schema; the path decides which function a
+#: call like json_build_object(...) or count(...) finds, and a role that
+#: may CREATE in a schema of the server's default path (public, before
+#: PostgreSQL 15) could otherwise put a closer match there.
+SEARCH_PATH = "pg_catalog, pg_temp"
+_PIN = "-c search_path=pg_catalog,pg_temp"
+#: Servers (by describe_target) that refused the options startup parameter:
+#: PgBouncer does, unless told to ignore it.
+_NO_OPTIONS: set[str] = set()
+
+
+def pinned_options(dsn: str, kwargs: dict[str, Any]) -> str | None:
+    """The ``options`` startup parameter of a connection job_machine opens:
+    those given (``options`` in ``kwargs``, else the DSN's, else
+    $PGOPTIONS, which libpq reads only when none is given), then the pinned
+    search_path; None when the DSN cannot be parsed (connecting says so)."""
+    if "options" in kwargs:
+        base = str(kwargs["options"] or "")
+    else:
+        try:
+            params = conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError:
+            return None
+        base = str(params.get("options") or os.environ.get("PGOPTIONS", ""))
+    return f"{base} {_PIN}".strip()
+
+
 async def aconnect(dsn: str, **kwargs: Any) -> AsyncConnection[Any]:
+    """Open an autocommit connection with the pinned search_path
+    (:data:`SEARCH_PATH`, in the ``options`` startup parameter after any
+    given), or raise ConnectionFailed naming where it tried.
+
+    A server that refuses the ``options`` parameter (PgBouncer) is asked
+    again without it, once per process and server: then the connection has
+    the path the server gives its role, and a warning says so unless that
+    is pinned already (``ALTER ROLE ... SET search_path = pg_catalog,
+    pg_temp``).
+    """
+    target = describe_target(dsn)
+    options = None if target in _NO_OPTIONS else pinned_options(dsn, kwargs)
+    if options is None:
+        return await _open(dsn, **kwargs)
+    try:
+        return await _open(dsn, **{**kwargs, "options": options})
+    except ConnectionFailed as ex:
+        if "unsupported startup parameter" not in str(ex) or kwargs.get("options"):
+            raise
+    _NO_OPTIONS.add(target)
+    conn = await _open(dsn, **kwargs)
+    try:
+        cur = await conn.execute("SELECT current_setting('search_path')")
+        row = await cur.fetchone()
+    except psycopg.Error:
+        await conn.close()
+        raise
+    path = str(row[0]) if row else ""
+    if path.replace(" ", "") != SEARCH_PATH.replace(" ", ""):
+        logger.warning(
+            "%s refused the options startup parameter (a PgBouncer?), so job_machine's "
+            "connections there keep the search_path %r instead of %r: set it on the login "
+            "role (ALTER ROLE ... SET search_path = %s; docs/roles.md)",
+            target,
+            path,
+            SEARCH_PATH,
+            SEARCH_PATH,
+        )
+    return conn
+
+
+async def _open(dsn: str, **kwargs: Any) -> AsyncConnection[Any]:
     """Open an autocommit connection, or raise ConnectionFailed naming where it tried."""
     try:
         return await AsyncConnection.connect(dsn, autocommit=True, **kwargs)

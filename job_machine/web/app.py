@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -36,6 +37,7 @@ from starlette.templating import Jinja2Templates
 from .. import __version__
 from .._async.admin import STATES, AsyncAdmin, status_line
 from .._async.connection import describe_target
+from .._printable import printable
 from ..errors import (
     ConnectionFailed,
     InvalidQueueName,
@@ -49,6 +51,7 @@ from .security import (
     FAILURE_DELAY,
     FLASH_COOKIE,
     SESSION_COOKIE,
+    SESSION_LIFETIME,
     Access,
     Guard,
     Scrubber,
@@ -58,6 +61,7 @@ from .security import (
     safe_next,
     same,
 )
+from .task_page import CHILDREN_PAGE, MAX_PARENTS, raw_result, task_page
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES_DIR = HERE / "templates"
@@ -68,7 +72,7 @@ logger = logging.getLogger("job_machine.web")
 #: The most characters of JSON shown for one value on a task's page.
 MAX_JSON = 100_000
 #: The most parents and children whose states a task's page looks up.
-MAX_RELATED = 200
+MAX_RELATED = MAX_PARENTS + CHILDREN_PAGE
 #: The largest task id (a bigint).
 MAX_ID = 2**63 - 1
 #: Seconds a connection attempt of the dashboard may take, unless the DSN says.
@@ -82,8 +86,19 @@ class DashboardConfig:
     ``dsn`` is the database. ``read_only`` hides every action and refuses
     action POSTs. ``token`` (a login form, or ``Authorization: Bearer``) or
     ``user`` and ``password`` (HTTP basic) make every page ask for
-    credentials; :func:`job_machine.web.serve` insists on one of them
-    unless it listens on the loopback only. ``refresh`` is the overview's
+    credentials. Without either, a random token is made
+    (``token_generated`` says so; :func:`job_machine.web.serve` prints the
+    URL that logs in with it, and listens on the loopback only), unless
+    ``no_auth``: no credentials at all, for anyone who reaches it.
+
+    ``secret`` (16+ characters) signs the login sessions, CSRF tokens and
+    flash messages, so that several dashboard processes behind one address
+    accept each other's; without it a key new in every process signs them.
+    A session lasts ``session_lifetime`` seconds from its login (12 hours);
+    logging out refuses its cookie from then on in the process that served
+    the logout (see docs/dashboard.md for several processes).
+
+    ``refresh`` is the overview's
     auto-refresh period in seconds (0: off), ``page_size`` the tasks per
     page, ``scan`` the most tasks one page of a title search reads.
 
@@ -100,8 +115,9 @@ class DashboardConfig:
 
     The DSN, the token and the password stay out of ``repr()``.
 
-    :raises ValueError: a short token or password, a user without a password
-        or the reverse, a malformed host name, a value out of range.
+    :raises ValueError: a short token, password or secret, a user without a
+        password or the reverse, credentials with ``no_auth``, a malformed
+        host name, a value out of range.
     """
 
     dsn: str = field(repr=False)
@@ -115,21 +131,13 @@ class DashboardConfig:
     allowed_hosts: tuple[str, ...] = ()
     statement_timeout: float = 10.0
     connection_wait: float = 5.0
+    no_auth: bool = False
+    secret: str | None = field(default=None, repr=False)
+    session_lifetime: int = SESSION_LIFETIME
+    token_generated: bool = False
 
     def __post_init__(self) -> None:
-        if self.token is not None and len(self.token) < 16:
-            raise ValueError(
-                "the access token must have at least 16 characters (make one with "
-                "python -c 'import secrets; print(secrets.token_urlsafe())')"
-            )
-        if (self.user is None) != (self.password is None) or self.user == "" or self.password == "":
-            raise ValueError("basic authentication needs both a user name and a password")
-        if self.user is not None and ":" in self.user:
-            raise ValueError("the user name of basic authentication cannot contain ':'")
-        if self.password is not None and len(self.password) < 12:
-            raise ValueError(
-                "the password of basic authentication must have at least 12 characters"
-            )
+        self._check_access()
         if isinstance(self.allowed_hosts, str):
             raise ValueError("allowed_hosts is a sequence of host names, not one string")
         object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))
@@ -150,6 +158,37 @@ class DashboardConfig:
             raise ValueError(f"page_size must be from 1 to 1000, not {self.page_size}")
         if not self.page_size <= self.scan <= 1_000_000:
             raise ValueError(f"scan must be from page_size to 1000000, not {self.scan}")
+
+    def _check_access(self) -> None:
+        """Check the credentials, the secret and the session lifetime; make
+        up a token when there are no credentials and not no_auth."""
+        if self.token is not None and len(self.token) < 16:
+            raise ValueError(
+                "the access token must have at least 16 characters (make one with "
+                "python -c 'import secrets; print(secrets.token_urlsafe())')"
+            )
+        if (self.user is None) != (self.password is None) or self.user == "" or self.password == "":
+            raise ValueError("basic authentication needs both a user name and a password")
+        if self.no_auth and (self.token is not None or self.user is not None):
+            raise ValueError("no_auth (--no-auth) and credentials exclude each other")
+        if self.token is None and self.user is None and not self.no_auth:
+            object.__setattr__(self, "token", secrets.token_urlsafe(32))
+            object.__setattr__(self, "token_generated", True)
+        if self.secret is not None and len(self.secret) < 16:
+            raise ValueError(
+                "the session secret must have at least 16 characters (make one with "
+                "python -c 'import secrets; print(secrets.token_urlsafe())')"
+            )
+        if not 60 <= self.session_lifetime <= 30 * 86400:
+            raise ValueError(
+                f"session_lifetime must be from 60 seconds to 30 days, not {self.session_lifetime}"
+            )
+        if self.user is not None and ":" in self.user:
+            raise ValueError("the user name of basic authentication cannot contain ':'")
+        if self.password is not None and len(self.password) < 12:
+            raise ValueError(
+                "the password of basic authentication must have at least 12 characters"
+            )
 
 
 class Busy(Exception):
@@ -443,15 +482,44 @@ async def tasks(request: Request) -> Response:
     )
 
 
-async def task(request: Request) -> Response:
-    """Everything about one task."""
+def _task_id(request: Request) -> int:
     task_id: int = request.path_params["task_id"]
     if not 1 <= task_id <= MAX_ID:  # beyond a bigint: no such task, no query
         raise HTTPException(404, f"there is no task {task_id}")
+    return task_id
+
+
+async def task(request: Request) -> Response:
+    """One task, a page of it: its fields, its children by id, its newest
+    results and errors, each value cut (task_page.py)."""
+    task_id = _task_id(request)
+    children_after = _int_param(request, "children_after", 0, MAX_ID) or 0
+    results_before = _int_param(request, "results_before", 1, MAX_ID)
+    errors_before = _int_param(request, "errors_before", 1, MAX_ID)
     async with _db(request).use() as admin:
-        info = await admin.task_info(task_id)
+        found = await task_page(
+            admin,
+            task_id,
+            children_after=children_after,
+            results_before=results_before,
+            errors_before=errors_before,
+        )
+        info = found.info
         related = await admin.task_states([*info.parents, *info.children][:MAX_RELATED])
-    return _page(request, "task.html", info=info, related=related)
+    return _page(request, "task.html", info=info, page=found, related=related)
+
+
+async def task_result(request: Request) -> Response:
+    """One result or error of a task, whole, as plain text (the task page cuts it)."""
+    task_id = _task_id(request)
+    result_id: int = request.path_params["result_id"]
+    text = None
+    if 1 <= result_id <= MAX_ID:
+        async with _db(request).use() as admin:
+            text = await raw_result(admin, task_id, result_id)
+    if text is None:
+        raise HTTPException(404, f"task {task_id} has no result {result_id}")
+    return PlainTextResponse(text)
 
 
 async def workers(request: Request) -> Response:
@@ -555,7 +623,7 @@ async def _run(admin: AsyncAdmin, name: str, target: Any) -> str:
     else:
         await getattr(admin, name)(target)
     if name == "retry":
-        info = await admin.task_info(target)
+        info = (await task_page(admin, target, children=0, results=0)).info
         facts |= {"state": info.state, "queue": info.queue}
     return action.done.format(**facts)
 
@@ -588,7 +656,7 @@ async def confirm(request: Request) -> Response:
     subject: Any = None
     async with _db(request).use() as admin:
         if action.kind == "task":
-            subject = await admin.task_info(target)
+            subject = (await task_page(admin, target, children=0, results=0)).info
         elif action.kind == "worker":
             subject = next((w for w in await admin.workers() if w.id == target), None)
             if subject is None:
@@ -620,9 +688,9 @@ async def act(request: Request) -> Response:
             message = await _run(admin, name, target)
     except (ValueError, UnknownTask) as ex:  # the state forbids it, no such thing
         message = f"{action.label} {target}: {ex}"
-        logger.info("refused: %s (from %s)", message, client)
+        logger.info("refused: %s (from %s)", printable(message), client)
         return _redirect(request, back, "error", message)
-    logger.info("%s (from %s)", message, client)
+    logger.info("%s (from %s)", printable(message), client)
     return _redirect(request, action.back_done or back, "ok", message)
 
 
@@ -635,21 +703,30 @@ async def login(request: Request) -> Response:
     if not config.token:
         return RedirectResponse("/", status_code=303)
     if request.method == "GET":
-        return _page(request, "login.html", next=safe_next(request.query_params.get("next")))
-    form = await _form(request)
-    given = form.get("token")
-    target = safe_next(str(form.get("next") or "/"))
+        target = safe_next(request.query_params.get("next"))
+        given: object = request.query_params.get("token")
+        if given is None:  # the form
+            return _page(request, "login.html", next=target)
+        # The URL `job-machine web` prints (as Jupyter does): log in, and
+        # go on to a URL without the token.
+    else:
+        form = await _form(request)
+        given = form.get("token")
+        target = safe_next(str(form.get("next") or "/"))
     if not isinstance(given, str) or not same(given.strip(), config.token):
         await asyncio.sleep(FAILURE_DELAY)  # slows guessing down
         return _page(request, "login.html", 401, next=target, failed=True)
+    access = _access(request)
     response = RedirectResponse(target, status_code=303)
-    session = cookie(SESSION_COOKIE, _access(request).session_value(), request)
+    session = cookie(SESSION_COOKIE, access.session_value(), request, max_age=access.lifetime)
     response.headers.append("Set-Cookie", session)
     return response
 
 
 async def logout(request: Request) -> Response:
+    """Drop the browser's session cookie, and refuse any copy of it from now on."""
     await _form(request)
+    _access(request).revoke(request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -689,10 +766,10 @@ async def _machine_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, InvalidQueueName):
         return _error(request, 400, "Bad request", message)
     if isinstance(exc, ConnectionFailed | SchemaMissing):
-        logger.error("%s %s: %s", request.method, request.url.path, message)
+        logger.error("%s %s: %s", request.method, request.url.path, printable(message))
         return _error(request, 503, "The database is not available", message)
     if isinstance(exc, psycopg.errors.QueryCanceled):
-        logger.error("%s %s: %s", request.method, request.url.path, message)
+        logger.error("%s %s: %s", request.method, request.url.path, printable(message))
         return _error(
             request,
             503,
@@ -712,8 +789,14 @@ def create_app(config: DashboardConfig) -> Starlette:
     :func:`job_machine.web.serve`). It opens its database connection on
     the first request, in the event loop that serves it, and closes it at
     shutdown (the ASGI lifespan)."""
-    access = Access(config.token, config.user, config.password)
-    scrub = Scrubber(config.dsn, [config.token, config.password])
+    access = Access(
+        config.token,
+        config.user,
+        config.password,
+        secret=config.secret,
+        lifetime=config.session_lifetime,
+    )
+    scrub = Scrubber(config.dsn, [config.token, config.password, config.secret])
 
     db = _Database(config.dsn, config.statement_timeout, config.connection_wait)
 
@@ -729,6 +812,7 @@ def create_app(config: DashboardConfig) -> Starlette:
             Route("/", overview),
             Route("/tasks", tasks),
             Route("/tasks/{task_id:int}", task),
+            Route("/tasks/{task_id:int}/results/{result_id:int}", task_result),
             Route("/workers", workers),
             Route("/locks", locks),
             Route("/confirm/{action}", confirm),

@@ -6,7 +6,8 @@
   rebinding);
 - who may see it: an access token (a login form, or ``Authorization:
   Bearer``) or HTTP basic credentials, compared in constant time, a failure
-  answered after a delay;
+  answered after a delay; after a login, a session cookie that carries its
+  issue time, signed, expires, and is refused once logged out;
 - which POSTs are genuine: a token per browser, random and signed by this
   process, in a cookie that must come back in the form (double submit),
   else 403; and no POST that the browser says comes from another site
@@ -14,7 +15,9 @@
 - how much a request may send: a body of at most :data:`MAX_BODY` bytes;
 - what a browser may run: a Content-Security-Policy that allows our own
   static files only, no inline script or style, no framing;
-- secrets kept out of pages and logs: :class:`Scrubber`.
+- secrets kept out of pages and logs: :class:`Scrubber`;
+- what reaches a terminal or a log: :func:`printable` removes control
+  characters and terminal escapes from text a sender chose.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import json
 import logging
 import re
 import secrets
+import time
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -40,10 +44,20 @@ from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._printable import Lines, format_exception, printable
+
 logger = logging.getLogger("job_machine.web")
 
-#: The login session of token access: an HMAC of the token, never the token.
+#: The login session of token access: its issue time and id, signed
+#: (never the token itself).
 SESSION_COOKIE = "jm_session"
+#: How long a login session lasts, in seconds, unless configured: 12 hours.
+SESSION_LIFETIME = 12 * 3600
+#: The most logged-out sessions one process remembers until they expire;
+#: beyond that it refuses every session issued until then (all log in again).
+MAX_REVOKED = 10_000
+#: Seconds an issue time may lie in the future (clocks of several processes).
+_CLOCK_SKEW = 60
 #: The anti-CSRF token of this browser; every form posts it back.
 CSRF_COOKIE = "jm_csrf"
 CSRF_FIELD = "csrf"
@@ -66,7 +80,7 @@ _HEADERS = {
 #: Served without credentials: the login form, and the static files it uses.
 _LOGIN = "/login"
 _STATIC = "/static/"
-_SESSION_MESSAGE = b"job_machine web session"
+_KEY_MESSAGE = b"job_machine web key"
 _MAX_FLASH = 400
 #: The host names every dashboard answers to (``--allowed-host`` adds others).
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
@@ -209,7 +223,7 @@ class _ScrubFilter(logging.Filter):
             text = value if isinstance(value, str) else value.decode("utf-8", "replace")
             cleaned = self._scrub(text)
             if cleaned != text:
-                return cleaned
+                return Lines(cleaned) if isinstance(value, Lines) else cleaned
             return value
         if isinstance(value, BaseException):
             text = str(value)
@@ -221,25 +235,101 @@ class _ScrubFilter(logging.Filter):
         return value
 
 
+@dataclass
+class _Revoked:
+    """The sessions logged out in this process, until they would expire
+    anyway; and the issue time before which every session is refused
+    (after more than MAX_REVOKED logouts in one session lifetime)."""
+
+    ids: dict[str, float] = field(default_factory=dict)
+    not_before: float = 0.0
+
+
 @dataclass(frozen=True)
 class Access:
     """Who may use the dashboard: anyone who reaches it (no credentials
-    configured), the holders of ``token``, and/or ``user``:``password``."""
+    configured), the holders of ``token``, and/or ``user``:``password``.
+
+    ``secret`` signs the session cookies, CSRF tokens and flash messages:
+    given, several dashboard processes with the same secret (behind one
+    address) accept each other's; else a key new in every process signs
+    them, and a restart logs every browser out. A session lasts
+    ``lifetime`` seconds from its login.
+    """
 
     token: str | None = field(default=None, repr=False)
     user: str | None = None
     password: str | None = field(default=None, repr=False)
-    #: Signs CSRF tokens and flash messages; new in every process.
-    key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    secret: str | None = field(default=None, repr=False)
+    lifetime: int = SESSION_LIFETIME
+    #: Signs sessions, CSRF tokens and flash messages: derived from
+    #: ``secret``, else new in every process.
+    key: bytes = field(default=b"", repr=False)
+    _revoked: _Revoked = field(default_factory=_Revoked, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            key = (
+                hmac.new(self.secret.encode("utf-8"), _KEY_MESSAGE, hashlib.sha256).digest()
+                if self.secret
+                else secrets.token_bytes(32)
+            )
+            object.__setattr__(self, "key", key)
 
     @property
     def required(self) -> bool:
         return bool(self.token or self.user)
 
-    def session_value(self) -> str:
-        """The session cookie's value after a login with the token."""
+    def _session_purpose(self) -> str:
+        """Sessions are signed for this token: a new token ends every session."""
         assert self.token is not None
-        return hmac.new(self.token.encode("utf-8"), _SESSION_MESSAGE, hashlib.sha256).hexdigest()
+        return "session:" + hashlib.sha256(self.token.encode("utf-8")).hexdigest()
+
+    def session_value(self, now: float | None = None) -> str:
+        """A new session cookie's value, after a login with the token: its
+        issue time and a random id, signed (never the token)."""
+        issued = int(time.time() if now is None else now)
+        return self._signed(self._session_purpose(), f"{issued}-{secrets.token_urlsafe(12)}")
+
+    def _session(self, value: str | None, now: float | None = None) -> tuple[int, str] | None:
+        """(issue time, id) of a session cookie that is valid now, else None:
+        signed by us for the current token, not expired, not logged out."""
+        if not self.token:
+            return None
+        payload = self._unsigned(self._session_purpose(), value)
+        if payload is None:
+            return None
+        issued_text, _, session_id = payload.partition("-")
+        if not issued_text.isdigit() or not session_id:
+            return None
+        issued = int(issued_text)
+        now = time.time() if now is None else now
+        if not now - self.lifetime < issued <= now + _CLOCK_SKEW:
+            return None
+        if issued < self._revoked.not_before or session_id in self._revoked.ids:
+            return None
+        return issued, session_id
+
+    def valid_session(self, value: str | None, now: float | None = None) -> bool:
+        """Whether ``value`` is a session cookie that lets its browser in now."""
+        return self._session(value, now) is not None
+
+    def revoke(self, value: str | None, now: float | None = None) -> None:
+        """Log a session out in this process: a copy of its cookie is refused
+        from now on, until it would have expired anyway. Beyond MAX_REVOKED
+        at once, every session issued until now is refused instead."""
+        found = self._session(value, now)
+        if found is None:
+            return
+        issued, session_id = found
+        now = time.time() if now is None else now
+        revoked = self._revoked
+        revoked.ids = {k: v for k, v in revoked.ids.items() if v > now}
+        if len(revoked.ids) >= MAX_REVOKED:
+            revoked.ids.clear()
+            revoked.not_before = now + 1  # issue times are whole seconds
+            return
+        revoked.ids[session_id] = issued + self.lifetime
 
     def allows(self, conn: HTTPConnection) -> bool:
         """Whether the request carries valid credentials (or none are needed)."""
@@ -250,7 +340,7 @@ class Access:
         if self.token:
             if scheme == "bearer" and same(credentials, self.token):
                 return True
-            if same(conn.cookies.get(SESSION_COOKIE), self.session_value()):
+            if self.valid_session(conn.cookies.get(SESSION_COOKIE)):
                 return True
         if self.user and self.password is not None and scheme == "basic":
             try:
@@ -328,9 +418,9 @@ def log_failure(scrub: Scrubber, scope: Scope, exc: BaseException) -> None:
     """Log an unexpected error of a request, its traceback scrubbed."""
     logger.error(
         "error serving %s %s:\n%s",
-        scope.get("method"),
-        scope.get("path"),
-        scrub("".join(traceback.format_exception(exc))),
+        printable(str(scope.get("method"))),
+        printable(str(scope.get("path"))),
+        Lines(scrub(format_exception(exc))),
     )
 
 

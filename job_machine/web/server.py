@@ -6,11 +6,14 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
+import sys
+from urllib.parse import urlencode
 
 import uvicorn
 
 from .._async.admin import AsyncAdmin
 from .._async.connection import describe_target
+from .._printable import PrintableFilter
 from ..errors import JobMachineError, SchemaMissing
 from .app import DashboardConfig, create_app
 from .security import LOCAL_HOSTS, Scrubber, host_key, is_loopback
@@ -23,12 +26,16 @@ class ExposureError(ValueError):
 
 
 def check_exposure(config: DashboardConfig, host: str) -> None:
-    """Refuse to listen on anything but the loopback without credentials.
+    """Refuse to listen on anything but the loopback without credentials of
+    one's own: a token made up by the dashboard is for the loopback only
+    (its login URL is printed, and plain HTTP would carry it across the
+    network), and so is ``no_auth``.
 
     :raises ExposureError: ``host`` is not a loopback address and neither a
         token nor basic credentials are configured.
     """
-    if not is_loopback(host) and not (config.token or config.user):
+    chosen = (config.token and not config.token_generated) or config.user
+    if not is_loopback(host) and not chosen:
         raise ExposureError(
             f"listening on {host} would let anyone on the network act on your tasks: "
             "give an access token (--token) or basic credentials (--user and --password), "
@@ -85,15 +92,34 @@ def serve(
         handler.setFormatter(logging.Formatter("%(levelname)-9s %(message)s"))
         logging.getLogger("job_machine").addHandler(handler)
         logging.getLogger("job_machine").setLevel(log_level.upper())
+    # Printable first: it formats a record's traceback, which the scrubber then scrubs.
+    _install_printable("job_machine", "uvicorn", "uvicorn.error", "uvicorn.access")
     scrub.install("job_machine", "uvicorn", "uvicorn.error", "uvicorn.access")
+    base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     logger.info(
-        "dashboard of %s (schema version %s)%s at http://%s:%s/",
+        "dashboard of %s (schema version %s)%s at %s/",
         describe_target(config.dsn),
         version,
         ", read-only" if config.read_only else "",
-        f"[{host}]" if ":" in host else host,
-        port,
+        base,
     )
+    if config.no_auth:
+        logger.warning(
+            "NO AUTHENTICATION (--no-auth): every local user, container sharing this network "
+            "and page or server able to send requests to %s can read every task's data, "
+            "results and tracebacks%s",
+            base,
+            "" if config.read_only else ", and retry, cancel, remove, pause and stop",
+        )
+    elif config.token_generated:
+        # Printed once, past the log handlers (which scrub the token out).
+        url = f"{base}/login?{urlencode({'token': config.token})}"
+        print(
+            f"\nTo open the dashboard, visit this URL (it logs you in):\n\n    {url}\n\n"
+            "Give --token or $JOB_MACHINE_WEB_TOKEN to choose the token.\n",
+            file=sys.stderr,
+            flush=True,
+        )
     if not named and _unspecified(host):
         logger.warning(
             "answering to the host names %s only: give --allowed-host NAME for each name "
@@ -101,3 +127,14 @@ def serve(
             ", ".join((*LOCAL_HOSTS, host)),
         )
     server.run()
+
+
+def _install_printable(*logger_names: str) -> None:
+    """No control character or terminal escape of a sender's text (a queue
+    name, an error) in a log line: on those loggers, their handlers and the
+    root logger's handlers."""
+    for name in ("", *logger_names):
+        target = logging.getLogger(name)
+        target.addFilter(PrintableFilter())
+        for handler in target.handlers:
+            handler.addFilter(PrintableFilter())

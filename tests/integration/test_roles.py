@@ -11,6 +11,7 @@ at the end.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import secrets
 import signal
@@ -32,6 +33,7 @@ from psycopg.errors import InsufficientPrivilege, RaiseException
 
 import job_machine as jm
 from job_machine._schema_sql import SCHEMA_VERSION
+from job_machine._sync.connection import connect as jm_connect
 from tests.integration.test_perl_compat import PERL_FETCH_RESULT, Perl
 from tests.integration.test_perl_compat import run_psql as _run_psql_file
 
@@ -582,6 +584,7 @@ def test_a_sender_cannot_claim_finish_delete_administer_or_read_the_worker_regis
         f"UPDATE jobmachine.task SET parameters = '{{}}' WHERE task_id = {tid}",
         f"DELETE FROM jobmachine.task WHERE task_id = {tid}",
         f"DELETE FROM jobmachine.result WHERE task_id = {tid}",
+        f"INSERT INTO jobmachine.result (task_id, result) VALUES ({tid}, '{{}}')",
         "INSERT INTO jobmachine.task (class_id, status, worker_id, attempts)"
         " SELECT class_id, 100, 1, 1 FROM jobmachine.class",
         "UPDATE jobmachine.class SET paused = true",
@@ -599,6 +602,46 @@ def test_a_sender_cannot_claim_finish_delete_administer_or_read_the_worker_regis
         "DROP SCHEMA jobmachine CASCADE",
     )
     assert one(conn, "SELECT status FROM jobmachine.task WHERE task_id = %s", tid) == 0
+
+
+def test_a_sender_cannot_forge_the_reply_of_a_task(
+    logins: Logins, conn: psycopg.Connection[Any]
+) -> None:
+    """The review's probe: a sender wrote ``{"approved": true}`` as the
+    newest result of a task that still waited, and check() and receive()
+    took it for the reply. The sender holds no INSERT on result now; the
+    ParentFailed error of a child sent after its parent failed is written
+    by a trigger that runs as the schema's owner, to that child only."""
+    with jm.Client(logins.sender, queue="roles.forge") as client:
+        waiting = client.send({"amount": 10_000})
+        doomed = client.send({"n": "doomed"}, delay=3600)
+    with jm.Admin(logins.admin) as admin:
+        admin.cancel(doomed)
+    with psycopg.connect(logins.sender, autocommit=True) as forger:
+        for statement in (
+            "INSERT INTO jobmachine.result (task_id, result, resulttype)"
+            " VALUES (%s, '{\"approved\": true}', 'json')",
+            "INSERT INTO jobmachine.result (task_id, result) VALUES (%s, '{\"approved\": true}')",
+        ):
+            with pytest.raises(InsufficientPrivilege):
+                forger.execute(statement, [waiting])
+        # Through the trigger: a task inserted failed, naming a parent that
+        # did not fail, gets no error; only a failed parent is named.
+        forged = one(
+            forger,
+            "INSERT INTO jobmachine.task (class_id, parameters, status, parents)"
+            " SELECT class_id, '{}', 900, ARRAY[%s::bigint] FROM jobmachine.class"
+            " WHERE name = 'roles.forge' RETURNING task_id",
+            waiting,
+        )
+    assert one(conn, "SELECT count(*) FROM jobmachine.result WHERE task_id = %s", forged) == 0
+    with jm.Client(logins.sender, queue="roles.forge") as client:
+        assert client.check(waiting) is False
+        late = client.send({"n": "late"}, parents=[doomed])
+        with pytest.raises(jm.TaskFailed, match=f"parent task {doomed} failed"):
+            client.receive(late)
+        assert [e["type"] for e in client.task_info(late).errors] == ["ParentFailed"]
+    assert one(conn, "SELECT count(*) FROM jobmachine.result WHERE task_id = %s", waiting) == 0
 
 
 def test_a_worker_cannot_send_administer_queues_or_workers_or_change_the_schema(
@@ -830,3 +873,195 @@ async def test_the_dashboard_reads_as_the_reader_and_acts_as_the_admin(
         " WHERE t.task_id = %s",
         [failed],
     ).fetchone() == (0, True)
+
+
+# -- a pinned search_path (issue 15, item 1) ------------------------------------------------
+
+#: What a sender may put into a schema on everyone's search_path when PUBLIC
+#: may CREATE there: a json_build_object closer to the calls of the trigger
+#: (..., bigint: the parent's id) and of worker_reap (..., integer: the
+#: attempt) than the built-in json_build_object(VARIADIC "any"). It runs as
+#: whoever calls it, does what the sender may not, and answers as the
+#: built-in does, so nothing else shows.
+SHADOW = """
+CREATE FUNCTION public.json_build_object(text, text, text, text, text, {last}) RETURNS json
+LANGUAGE plpgsql AS $$
+BEGIN
+    {action};
+    RETURN pg_catalog.json_build_object($1, $2, $3, $4, $5, $6);
+END
+$$
+"""
+PAUSE = "UPDATE jobmachine.class SET paused = true WHERE name = 'roles.path'"
+DELETE = "DELETE FROM jobmachine.task WHERE title = 'victim'"
+
+
+def test_a_function_a_sender_puts_on_the_path_never_runs_as_an_admin_or_a_worker(
+    logins: Logins, conn: psycopg.Connection[Any]
+) -> None:
+    """The review's probe: with ``public`` writable (the default before
+    PostgreSQL 15, and in clusters upgraded from it) a sender shadows
+    json_build_object; an admin cancels a parent (the trigger), and a
+    worker does housekeeping (worker_reap). The sender's function runs as
+    neither: the schema's functions pin their search_path, and so does
+    every connection job_machine opens."""
+    conn.execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
+    q = "roles.path"
+    with jm.Client(logins.sender, queue=q) as client:
+        victim = client.send({"n": "victim"}, title="victim", delay=3600)
+        parents = [client.send({"n": n}, delay=3600) for n in range(2)]
+        children = [client.send({"n": "child"}, parents=[p]) for p in parents]
+    with psycopg.connect(logins.sender, autocommit=True) as sender:
+        sender.execute(SHADOW.format(last="bigint", action=PAUSE))
+        sender.execute(SHADOW.format(last="integer", action=DELETE))
+        # On the default path the call finds the sender's function (which
+        # may not do what it tries, as the sender).
+        for last in ("1::bigint", "1::integer"):
+            with pytest.raises(InsufficientPrivilege):
+                sender.execute(f"SELECT json_build_object('a', 'b', 'c', 'd', 'e', {last})")
+
+    def paused() -> bool:
+        return bool(one(conn, "SELECT paused FROM jobmachine.class WHERE name = %s", q))
+
+    # An admin cancels a parent through job_machine: the trigger fails the child.
+    with jm.Admin(logins.admin) as admin:
+        admin.cancel(parents[0])
+        assert admin.task_info(children[0]).errors[0]["type"] == "ParentFailed"
+    assert not paused()
+    # ... and by hand, on a connection with the default path (psql, Perl):
+    # the trigger function's own search_path holds.
+    with psycopg.connect(logins.admin, autocommit=True) as by_hand:
+        assert "public" in str(one(by_hand, "SHOW search_path"))
+        by_hand.execute("UPDATE jobmachine.task SET status = 900 WHERE task_id = %s", [parents[1]])
+    assert task_status(conn, children[1]) == 900
+    assert not paused()
+
+    # A worker rescues a dead worker's task: worker_reap's error result.
+    held = one(
+        conn,
+        """
+        WITH dead AS (
+            INSERT INTO jobmachine.worker (host, pid, queues, seen)
+            VALUES ('gone', 1, ARRAY['roles.path'], now() - interval '1 hour')
+            RETURNING worker_id
+        )
+        INSERT INTO jobmachine.task (class_id, parameters, status, attempts, worker_id, started)
+        SELECT class_id, '{}', 100, 1, (SELECT worker_id FROM dead), now() - interval '1 hour'
+          FROM jobmachine.class WHERE name = 'roles.path'
+        RETURNING task_id
+        """,
+    )
+    with Answer(logins.worker, queue=q, dead_after=2) as worker:
+        counts = worker.housekeeping()
+    assert counts.ran and counts.reaped == 1
+    assert task_status(conn, held) == 0
+    assert task_status(conn, victim) == 0  # not deleted
+
+
+def task_status(conn: psycopg.Connection[Any], task_id: int) -> int | None:
+    return one(conn, "SELECT status FROM jobmachine.task WHERE task_id = %s", task_id)  # type: ignore[no-any-return]
+
+
+def test_every_function_of_the_schema_and_every_connection_pin_the_search_path(
+    dsn: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unpinned = conn.execute(
+        "SELECT p.oid::regprocedure::text FROM pg_proc p"
+        " WHERE p.pronamespace = 'jobmachine'::regnamespace"
+        " AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)"
+    ).fetchall()
+    assert unpinned == []
+    jm.install_schema(dsn)  # again, as at an upgrade: CREATE OR REPLACE keeps it
+    assert one(
+        conn,
+        "SELECT proconfig FROM pg_proc WHERE oid = 'jobmachine.lock(text, float8, integer)'"
+        "::regprocedure",
+    ) == ["search_path=pg_catalog, pg_temp"]
+    # Every connection job_machine opens, with the DSN's own options kept.
+    with_options = make_conninfo(dsn, options="-c application_name=mine")
+    monkeypatch.setenv("PGOPTIONS", "-c work_mem=7MB")
+    for target, kwargs in ((dsn, {}), (with_options, {}), (dsn, {"options": "-c lock_timeout=3s"})):
+        with jm_connect(target, **kwargs) as c:
+            assert one(c, "SHOW search_path") == "pg_catalog,pg_temp"
+            settings = one(
+                c,
+                "SELECT array[current_setting('application_name'), current_setting('work_mem'),"
+                " current_setting('lock_timeout')]",
+            )
+            if target == with_options:
+                assert settings[0] == "mine"
+            elif kwargs:
+                assert settings[2] == "3s"
+            else:
+                assert settings[1] == "7MB"  # $PGOPTIONS, read when no options are given
+    with jm.Client(dsn) as client, jm.Admin(dsn) as admin:
+        client.send({}, "roles.path")
+        assert admin.stats().total("waiting") == 1
+
+
+def test_the_roles_install_warns_when_every_role_may_create_on_the_default_path(
+    conn: psycopg.Connection[Any], dsn: str, cleanup: list[str]
+) -> None:
+    roles = jm.Roles(unique_prefix())
+    cleanup += roles.all
+    quiet = run_psql(dsn, roles.prefix)
+    assert quiet.returncode == 0 and "WARNING" not in quiet.stderr, quiet.stderr
+    conn.execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
+    conn.execute("CREATE SCHEMA shared")
+    conn.execute("GRANT CREATE ON SCHEMA shared TO PUBLIC")  # on no default path: no warning
+    warned = run_psql(dsn, roles.prefix)
+    assert warned.returncode == 0, warned.stderr
+    assert "WARNING:  every role may CREATE in schema public, which is on the default" in (
+        warned.stderr
+    )
+    assert "REVOKE CREATE ON SCHEMA public FROM PUBLIC" in warned.stderr
+    assert "shared" not in warned.stderr
+    # A default path set for the database counts too.
+    database = one(conn, "SELECT current_database()")
+    conn.execute(
+        sql.SQL("ALTER DATABASE {} SET search_path = shared").format(sql.Identifier(database))
+    )
+    conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    again = run_psql(dsn, roles.prefix)
+    assert "CREATE in schema shared" in again.stderr and "schema public" not in again.stderr
+
+
+@pytest.mark.pgbouncer
+def test_behind_pgbouncer_the_path_comes_from_the_role_and_a_warning_says_so(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """PgBouncer refuses the ``options`` startup parameter: job_machine
+    connects again without it (once per server), and warns while the role's
+    own search_path is not the pinned one."""
+    from job_machine._sync import connection  # noqa: PLC0415
+    from tests.pgserver import PgBouncer, PgServer  # noqa: PLC0415
+
+    server = PgServer.start_new(tmp_path)
+    try:
+        bouncer = PgBouncer(server, tmp_path)
+        try:
+            via = bouncer.dsn_for("postgres")
+            caplog.set_level(logging.WARNING, logger="job_machine")
+            with jm_connect(via) as c:
+                assert "public" in str(one(c, "SHOW search_path"))
+            assert "refused the options startup parameter" in caplog.text
+            assert "ALTER ROLE ... SET search_path = pg_catalog, pg_temp" in caplog.text
+            caplog.clear()
+            with jm_connect(via) as c:  # no second try, no second warning
+                assert one(c, "SELECT 1") == 1
+            assert caplog.text == ""
+            with psycopg.connect(server.dsn, autocommit=True) as direct:
+                user = one(direct, "SELECT current_user")
+                direct.execute(
+                    sql.SQL("ALTER ROLE {} SET search_path = pg_catalog, pg_temp").format(
+                        sql.Identifier(user)
+                    )
+                )
+            connection._NO_OPTIONS.clear()  # as in a new process
+            with jm_connect(bouncer.dsn_for("template1")) as c:  # a new server connection
+                assert one(c, "SHOW search_path") == "pg_catalog, pg_temp"
+            assert caplog.text == ""
+        finally:
+            bouncer.stop()
+    finally:
+        server.cleanup()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import os
 import re
@@ -84,23 +85,33 @@ def inline_code(html: str) -> list[str]:
 
 @asynccontextmanager
 async def app_and_client(
-    dsn: str, **options: Any
+    dsn: str, login: bool = True, **options: Any
 ) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
     """A dashboard of ``dsn``, its lifespan running, and an HTTP client on it
-    (as a browser that reached it at http://127.0.0.1:8080)."""
-    app = create_app(DashboardConfig(dsn, **options))
+    (as a browser that reached it at http://127.0.0.1:8080). Without
+    credentials in ``options`` the dashboard makes up a token; with
+    ``login`` the client has logged in with it (the URL `job-machine web`
+    prints) and holds the session cookie."""
+    config = DashboardConfig(dsn, **options)
+    app = create_app(config)
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http,
     ):
+        if login and config.token_generated:
+            logged_in = await http.get("/login", params={"token": config.token})
+            assert logged_in.status_code == 303, logged_in.text
         yield app, http
 
 
 @asynccontextmanager
-async def dashboard(dsn: str, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client on a dashboard of ``dsn``, its lifespan running."""
-    async with app_and_client(dsn, **options) as (_, http):
+async def dashboard(
+    dsn: str, login: bool = True, **options: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on a dashboard of ``dsn``, its lifespan running,
+    logged in (see :func:`app_and_client`)."""
+    async with app_and_client(dsn, login, **options) as (_, http):
         yield http
 
 
@@ -283,6 +294,81 @@ async def test_a_task_page_shows_data_results_errors_notes_and_relatives(
     assert missing.status_code == 404 and "there is no task 999999" in missing.text
 
 
+async def test_a_task_page_is_paged_and_its_values_cut(
+    dsn: str, client: jm.Client, conn: psycopg.Connection[Any]
+) -> None:
+    """A task with 250 children, 25 results and 15 errors of a traceback of
+    400,000 characters each: a page shows 100 children, the 10 newest
+    results and errors, the end of each traceback, and links to the rest."""
+    parent = client.send("p", queue="big.q")
+    conn.execute("UPDATE jobmachine.task SET has_children = true WHERE task_id = %s", (parent,))
+    kids = [
+        r[0]
+        for r in conn.execute(
+            "INSERT INTO jobmachine.task (class_id, parameters, status, parents)"
+            " SELECT class_id, '1', 10, ARRAY[task_id]"
+            " FROM jobmachine.task, generate_series(1, 250) WHERE task_id = %s"
+            " RETURNING task_id",
+            (parent,),
+        )
+    ]
+    trace = "Traceback (most recent call last):\n" + "  a frame\n" * 40_000 + "ValueError: the end"
+    error = json.dumps({"type": "ValueError", "message": "no", "traceback": trace, "attempt": 1})
+    conn.execute(
+        "INSERT INTO jobmachine.result (task_id, result, resulttype)"
+        " SELECT %s, json_build_object('n', g)::text, 'json' FROM generate_series(1, 25) g",
+        (parent,),
+    )
+    conn.execute(
+        "INSERT INTO jobmachine.result (task_id, result, resulttype)"
+        " SELECT %s, %s, 'error' FROM generate_series(1, 15)",
+        (parent, error),
+    )
+    huge = conn.execute(
+        "INSERT INTO jobmachine.result (task_id, result, resulttype) VALUES (%s, %s, 'json')"
+        " RETURNING result_id",
+        (parent, json.dumps("y" * 300_000)),
+    ).fetchone()[0]
+
+    def shown(html: str) -> list[int]:
+        cell = html.partition('id="task-children"')[2].partition("</td>")[0]
+        return [int(i) for i in re.findall(r'href="/tasks/(\d+)">#', cell)]
+
+    def link(html: str, name: str) -> str:
+        found = re.search(rf'href="([^"]+)" id="{name}"', html)
+        assert found is not None, name
+        return found[1].replace("&amp;", "&")
+
+    async with dashboard(dsn) as http:
+        first = (await http.get(f"/tasks/{parent}")).text
+        second = (await http.get(link(first, "more-children"))).text
+        last = (await http.get(link(second, "more-children"))).text
+        older = (await http.get(link(first, "older-results"))).text
+        older_errors = (await http.get(link(first, "older-errors"))).text
+        whole = await http.get(f"/tasks/{parent}/results/{huge}")
+        whole_error_link = re.search(r'href="(/tasks/\d+/results/\d+)">the whole error', first)
+        assert whole_error_link is not None
+        whole_error = await http.get(whole_error_link[1])
+        not_its = await http.get(f"/tasks/{kids[0]}/results/{huge}")
+    assert len(first) < 500_000  # 15 tracebacks of 400,000 characters, 250 children
+    assert shown(first) == kids[:100] and shown(second) == kids[100:200]
+    assert shown(last) == kids[200:] and 'id="more-children"' not in last
+    assert 'id="first-children"' in second
+    # Results: the newest 10 (the huge one, n = 25..17), then older ones.
+    assert "&#34;n&#34;: 25" in first and "&#34;n&#34;: 16" not in first
+    assert (
+        "&#34;n&#34;: 16" in older and "&#34;n&#34;: 7" in older and 'id="newest-results"' in older
+    )
+    assert "Cut: 300,002 characters in all" in first
+    assert whole.status_code == 200 and whole.text == json.dumps("y" * 300_000)
+    assert (
+        first.count('class="error-entry"') == 10 and older_errors.count('class="error-entry"') == 5
+    )
+    assert "ValueError: the end" in first and "characters left out" in first
+    assert whole_error.status_code == 200 and whole_error.text == error
+    assert not_its.status_code == 404
+
+
 async def test_workers_and_locks_pages(dsn: str, conn: psycopg.Connection[Any]) -> None:
     seed(dsn)
     conn.execute(
@@ -379,7 +465,8 @@ async def test_cancel_remove_pause_resume_and_their_refusals(
 async def test_an_action_without_the_csrf_token_is_forbidden(
     dsn: str, seeded: Seeded, conn: psycopg.Connection[Any]
 ) -> None:
-    async with dashboard(dsn) as http:
+    # No credentials: the CSRF token alone must refuse these.
+    async with dashboard(dsn, no_auth=True) as http:
         await http.get("/")
         target = {"target": str(seeded.failed)}
         missing = await http.post("/do/retry", data=target, follow_redirects=False)
@@ -454,7 +541,7 @@ async def test_hostile_text_is_shown_never_run(dsn: str, seeded: Seeded) -> None
 
 
 async def test_every_response_forbids_inline_script_and_framing(dsn: str) -> None:
-    async with dashboard(dsn) as http:
+    async with dashboard(dsn, no_auth=True) as http:
         responses = [
             await http.get(p) for p in ("/", "/tasks", "/nope", "/static/app.js", "/locks")
         ]
@@ -495,6 +582,104 @@ async def test_a_token_guards_every_page_but_the_login(dsn: str, seeded: Seeded)
         bearer = await http.get("/", headers={"Authorization": f"Bearer {TOKEN}"})
         bad = await http.get("/", headers={"Authorization": "Bearer nope"}, follow_redirects=False)
     assert bearer.status_code == 200 and bad.status_code == 303
+
+
+async def test_a_dashboard_without_credentials_is_locked_by_its_own_token(
+    dsn: str, seeded: Seeded, conn: psycopg.Connection[Any]
+) -> None:
+    """No token, no user given: a random token, asked for like a given one
+    (only no_auth opens the dashboard to anyone)."""
+    async with app_and_client(dsn, login=False) as (app, http):
+        config: DashboardConfig = app.state.config
+        assert config.token_generated and config.token and len(config.token) >= 32
+        for path in ("/", "/tasks", f"/tasks/{seeded.failed}", "/workers", "/locks"):
+            away = await http.get(path, follow_redirects=False)
+            assert away.status_code == 303, path
+            assert away.headers["location"].startswith("/login?")
+        assert (await _post(http, "/do/pause", {"target": "mail.send"})).status_code == 401
+        wrong = await http.get("/login", params={"token": "x" * 43})
+        assert wrong.status_code == 401
+        bearer = await http.get("/", headers={"Authorization": f"Bearer {config.token}"})
+        assert bearer.status_code == 200
+        url = await http.get("/login", params={"token": config.token, "next": "/tasks"})
+        assert url.status_code == 303 and url.headers["location"] == "/tasks"
+        assert config.token not in url.headers["set-cookie"]
+        assert (await http.get("/tasks")).status_code == 200
+    assert (
+        conn.execute("SELECT paused FROM jobmachine.class WHERE name = 'mail.send'").fetchone()[0]
+        is False
+    )
+    async with dashboard(dsn, no_auth=True) as http:
+        assert (await http.get("/", follow_redirects=False)).status_code == 200
+    other = DashboardConfig(dsn)
+    assert other.token != config.token  # new in every dashboard
+
+
+def _session(response: httpx.Response) -> str:
+    found = re.search(r"jm_session=([^;]+)", response.headers["set-cookie"])
+    assert found is not None, response.headers["set-cookie"]
+    return found[1]
+
+
+async def test_a_session_is_signed_expires_and_is_revoked_by_logging_out(dsn: str) -> None:
+    """The session cookie: new at each login (an issue time and an id,
+    signed), refused after session_lifetime, after a logout even where a
+    copy of it survives, and by another process unless they share a secret."""
+    async with app_and_client(dsn, token=TOKEN, session_lifetime=3600) as (app, http):
+        login = await _post(http, "/login", {"token": TOKEN, "next": "/"})
+        first = _session(login)
+        assert "Max-Age=3600" in login.headers["set-cookie"]
+        second = _session(await _post(http, "/login", {"token": TOKEN, "next": "/"}))
+        assert first != second  # not a function of the token alone
+        access: Access = app.state.access
+
+        async def lets_in(session: str) -> bool:
+            http.cookies.clear()
+            page = await http.get("/", headers={"Cookie": f"jm_session={session}"})
+            return page.status_code == 200 and not page.history
+
+        assert await lets_in(first) and await lets_in(second)
+        issued = int(first.partition("-")[0])
+        assert access.valid_session(first, now=issued + 3599)
+        assert not access.valid_session(first, now=issued + 3601)  # expired
+        assert not access.valid_session(first, now=issued - 3600)  # not issued yet
+        forged = f"{issued + 7200}-{first.partition('-')[2]}"
+        assert not await lets_in(forged)  # an issue time changed: the signature fails
+        # Log out with the first session: a copy of it is refused from now on.
+        http.cookies.clear()
+        await http.get("/", headers={"Cookie": f"jm_session={first}"})
+        csrf = http.cookies[CSRF_COOKIE]
+        out = await http.post(
+            "/logout",
+            data={"csrf": csrf},
+            headers={"Cookie": f"jm_session={first}; {CSRF_COOKIE}={csrf}"},
+            follow_redirects=False,
+        )
+        assert out.status_code == 303 and 'jm_session=""' in out.headers["set-cookie"]
+        assert not await lets_in(first)
+        assert await lets_in(second)  # another browser's login stays
+    # Another process: its own key, unless both have the same secret.
+    assert not Access(TOKEN).valid_session(second)
+    shared = "a-secret-for-two-dashboards"
+    one, two = Access(TOKEN, secret=shared), Access(TOKEN, secret=shared)
+    session = one.session_value()
+    assert two.valid_session(session) and two.valid_csrf(one.new_csrf())
+    assert not Access("another-token-of-16-chars", secret=shared).valid_session(session)
+
+
+async def test_logouts_beyond_the_limit_refuse_every_older_session() -> None:
+    access = Access(TOKEN, lifetime=600)
+    now = time.time()
+    sessions = [access.session_value(now) for _ in range(3)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("job_machine.web.security.MAX_REVOKED", 2)
+        access.revoke(sessions[0], now)
+        access.revoke(sessions[1], now)
+        assert access.valid_session(sessions[2], now)
+        access.revoke(sessions[2], now)  # one too many: every session issued until now goes
+        assert not any(access.valid_session(s, now) for s in sessions)
+        assert not access.valid_session(access.session_value(now), now)
+    assert access.valid_session(access.session_value(now + 2), now + 2)
 
 
 async def test_basic_credentials_guard_every_page(dsn: str) -> None:
@@ -631,7 +816,7 @@ async def test_a_planted_csrf_cookie_is_not_trusted(
     """A neighbour (another port of this host, a sibling subdomain) can set
     the dashboard's cookie, and put the same value in its form; but it cannot
     sign it, so the dashboard replaces the cookie and refuses the form."""
-    async with dashboard(dsn) as http:
+    async with dashboard(dsn, no_auth=True) as http:
         for planted in ("p" * 43, Access().new_csrf()):  # unsigned; signed by another process
             http.cookies.clear()
             response = await http.post(
@@ -897,16 +1082,19 @@ def _free_port() -> int:
 
 @contextmanager
 def web_process(
-    dsn: str, *args: str, host: str = "127.0.0.1"
+    dsn: str, *args: str, host: str = "127.0.0.1", token: str | None = TOKEN
 ) -> Iterator[tuple[str, subprocess.Popen[str], str]]:
     """`job-machine web` in a subprocess, with a password in its DSN (the
-    test server's own, or one it ignores), an access token and ``args``;
-    yields its URL, the process and the password."""
+    test server's own, or one it ignores), an access token (None: none
+    given) and ``args``; yields its URL, the process and the password,
+    once it answers (so what it prints before serving is in the pipe)."""
     params = conninfo_to_dict(dsn)
     secret = str(params.get("password") or SECRET)
     with_password = make_conninfo(dsn, password=secret)
     port = _free_port()
-    command = ["web", "--host", host, "--port", str(port), "--token", TOKEN, *args]
+    command = ["web", "--host", host, "--port", str(port), *args]
+    if token is not None:
+        command += ["--token", token]
     proc = subprocess.Popen(
         [sys.executable, "-m", "job_machine.cli", *command],
         cwd=ROOT,
@@ -949,7 +1137,7 @@ def test_web_serves_the_dashboard_and_logs_no_secret(
     assert page.status_code == 200 and "mail.send" in page.text
     assert secret not in page.text
     login = httpx.get(url + f"/login?next=/tasks&token={TOKEN}")
-    assert login.status_code == 200
+    assert login.status_code == 303 and login.headers["location"] == "/tasks"
     assert httpx.get(url + "/tasks", follow_redirects=False).status_code == 303
     proc.terminate()
     output, _ = proc.communicate(timeout=10)
@@ -957,6 +1145,50 @@ def test_web_serves_the_dashboard_and_logs_no_secret(
     assert '"GET / HTTP/1.1" 200' in output  # uvicorn's access log
     assert secret not in output
     assert TOKEN not in output  # even where a request put it in the URL
+
+
+def _printed_login_url(proc: subprocess.Popen[str]) -> str:
+    """The login URL a running `job-machine web` printed before it served."""
+    assert proc.stdout is not None
+    for line in proc.stdout:  # printed before serving: already in the pipe
+        if "/login?token=" in line:
+            return line.strip()
+        if "Uvicorn running on" in line:  # serving, and nothing printed
+            break
+    raise AssertionError("no login URL printed")
+
+
+def test_web_makes_up_a_token_and_prints_the_url_that_logs_in(dsn: str, seeded: Seeded) -> None:
+    with web_process(dsn, token=None) as (url, proc, secret):
+        login_url = _printed_login_url(proc)
+        assert login_url.startswith(url + "/login?token=")
+        token = login_url.partition("=")[2]
+        assert len(token) >= 32
+        # Locked: no page, no action without it.
+        assert httpx.get(url + "/", follow_redirects=False).status_code == 303
+        assert httpx.get(url + f"/tasks/{seeded.failed}", follow_redirects=False).status_code == 303
+        assert httpx.post(url + "/do/pause", data={"target": "mail.send"}).status_code == 401
+        with httpx.Client(base_url=url) as browser:
+            opened = browser.get(login_url, follow_redirects=True)
+            assert opened.status_code == 200 and "mail.send" in opened.text
+            assert str(opened.url) == url + "/"  # the token left the address bar
+        proc.terminate()
+        output, _ = proc.communicate(timeout=10)
+    assert token not in output  # printed once, never logged (the request's URL neither)
+    assert secret not in output
+
+
+def test_web_no_auth_serves_anyone_and_says_so_loudly(dsn: str, seeded: Seeded) -> None:
+    with web_process(dsn, "--no-auth", token=None) as (url, proc, _):
+        assert httpx.get(url + "/", follow_redirects=False).status_code == 200
+        proc.terminate()
+        output, _ = proc.communicate(timeout=10)
+    assert "WARNING" in output and "NO AUTHENTICATION (--no-auth)" in output
+    assert "/login?token=" not in output
+    exposed = _cli("web", "--dsn", "dbname=x", "--no-auth", "--host", "0.0.0.0")
+    assert exposed.returncode == 2 and "would let anyone on the network" in exposed.stderr
+    both = _cli("web", "--dsn", "dbname=x", "--no-auth", "--token", TOKEN)
+    assert both.returncode == 2 and "exclude each other" in both.stderr
 
 
 # -- the Admin calls the dashboard uses ---------------------------------------------------

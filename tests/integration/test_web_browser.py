@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import psycopg
 import pytest
@@ -114,16 +115,19 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def serve(dsn: str) -> Iterator[Callable[..., str]]:
+def serve(dsn: str, browser: Any) -> Iterator[Callable[..., str]]:
     """Start the dashboard of the test's database with uvicorn in a thread;
-    returns its base URL. Stopped at the end of the test."""
+    returns its base URL. Stopped at the end of the test. A dashboard
+    without credentials of its own makes up a token: the browser has
+    opened the URL `job-machine web` prints for it, and is logged in."""
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
     def start(**options: Any) -> str:
         options.setdefault("refresh", 0)  # the page must not reload under a test
         port = _free_port()
+        dashboard = DashboardConfig(dsn, **options)
         config = uvicorn.Config(
-            create_app(DashboardConfig(dsn, **options)),
+            create_app(dashboard),
             host="127.0.0.1",
             port=port,
             log_level="warning",
@@ -137,7 +141,11 @@ def serve(dsn: str) -> Iterator[Callable[..., str]]:
             assert thread.is_alive(), "uvicorn stopped"
             assert time.monotonic() < deadline, "uvicorn did not start"
             time.sleep(0.02)
-        return f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        if dashboard.token_generated:
+            browser.get(f"{url}/login?{urlencode({'token': dashboard.token})}")
+            assert browser.current_url == url + "/", "the login URL did not log in"
+        return url
 
     yield start
     for server, thread in servers:
@@ -355,6 +363,26 @@ def test_a_token_dashboard_asks_for_it_on_a_login_page(
     assert browser.find_elements(By.CSS_SELECTOR, 'a[href^="/confirm/"]') == []
     _click(browser, ".top-right button")  # log out
     browser.get(url + "/")
+    assert browser.current_url.startswith(url + "/login")
+
+
+def test_a_dashboard_is_locked_until_its_login_url_is_opened(
+    dsn: str, serve: Callable[..., str], browser: Any
+) -> None:
+    """No credentials given: the dashboard makes up a token; the browser
+    opened the URL that logs in with it (serve), and the address bar no
+    longer holds it. Logging out refuses even a copy of the session."""
+    seed(dsn)
+    url = serve()
+    browser.get(url + "/")
+    assert "mail.send" in _text(browser, "#queues")
+    session = browser.get_cookie("jm_session")
+    assert session is not None and session["httpOnly"]
+    _click(browser, ".top-right button")  # log out
+    browser.get(url + "/tasks")
+    assert browser.current_url.startswith(url + "/login")
+    browser.add_cookie({"name": "jm_session", "value": session["value"], "path": "/"})
+    browser.get(url + "/tasks")  # the old session, kept by a thief: refused
     assert browser.current_url.startswith(url + "/login")
 
 
