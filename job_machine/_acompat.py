@@ -95,32 +95,51 @@ class Wakeup:
 
 class AWakeup:
     """A flag an asyncio waiter sleeps on and any thread may raise: the
-    raise is handed to the waiter's event loop."""
+    raise is handed to the waiter's event loop. (A future and a timer, not
+    ``asyncio.wait_for``, which would start a task per wait.)"""
 
-    __slots__ = ("_event", "_loop")
+    __slots__ = ("_flag", "_future", "_loop")
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._event = asyncio.Event()
+        self._flag = False
+        self._future: asyncio.Future[None] | None = None
 
     def set(self) -> None:
         """Raise the flag: a current or the next :meth:`wait` returns. Any thread."""
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-            self._loop.call_soon_threadsafe(self._event.set)
+            self._loop.call_soon_threadsafe(self._raise)
+
+    def _raise(self) -> None:
+        self._flag = True
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
 
     def clear(self) -> None:
         """Lower the flag (from the waiter)."""
-        self._event.clear()
+        self._flag = False
 
     async def wait(self, timeout: float | None) -> bool:
         """Sleep until the flag is raised or ``timeout`` passes; whether it was raised."""
-        if self._event.is_set():
+        if self._flag:
             return True
+        future = self._future = self._loop.create_future()
+        timer = None
+        if timeout is not None:
+            timer = self._loop.call_later(max(0.0, timeout), _settle, future)
         try:
-            await asyncio.wait_for(self._event.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+            await future
+        finally:
+            self._future = None
+            if timer is not None:
+                timer.cancel()
+        return self._flag
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class Mutex:

@@ -49,6 +49,7 @@ NAMES = {
     "AHandle": "Handle",
     "AWakeup": "Wakeup",
     "AMutex": "Mutex",
+    "AsyncAnswerReader": "AnswerReader",
     "ajoin_all": "join_all",
     "ainstall_schema": "install_schema",
     "ainstall_roles": "install_roles",

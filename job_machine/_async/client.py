@@ -19,7 +19,7 @@ from ..task import Answered, Status, TaskInfo
 from .connection import AsyncConnector, AsyncConnectorOwner
 from .locks import AsyncLocksAndNotes
 from .store import Answer, AsyncStore
-from .waiter import answers
+from .waiter import AsyncAnswerReader, answers
 
 
 class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
@@ -67,6 +67,7 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
         self._listen_dsn = listen_dsn
         self._connect_kwargs = connect_kwargs
         self._replies: ReplyListener | None = None
+        self._reader = AsyncAnswerReader(self._store)
         for name, value in extra.items():
             setattr(self, name, value)
 
@@ -218,7 +219,7 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
         :raises UnknownTask: there is no such task (or it was removed).
         """
         tid = self._task_id(task_id)
-        async with aclosing(answers(self._store, self._listener(), [tid], timeout)) as answered:
+        async with aclosing(answers(self._reader, self._listener(), [tid], timeout)) as answered:
             async for _, answer in answered:
                 return self._value(tid, answer)
         raise AssertionError("unreachable: answers() yields or raises")  # pragma: no cover
@@ -237,7 +238,7 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
         """
         ids = [self._check_id(t) for t in task_ids]
         replies: dict[int, Any] = {}
-        async with aclosing(answers(self._store, self._listener(), ids, timeout)) as answered:
+        async with aclosing(answers(self._reader, self._listener(), ids, timeout)) as answered:
             async for tid, answer in answered:
                 replies[tid] = self._value(tid, answer)
         return [replies[t] for t in ids]
@@ -255,7 +256,7 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
         :raises UnknownTask: one of them does not exist.
         """
         ids = [self._check_id(t) for t in task_ids]
-        async with aclosing(answers(self._store, self._listener(), ids, timeout)) as answered:
+        async with aclosing(answers(self._reader, self._listener(), ids, timeout)) as answered:
             async for tid, answer in answered:
                 failed = answer.status == Status.FAILED and answer.reply is None
                 yield Answered(

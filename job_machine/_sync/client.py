@@ -21,7 +21,7 @@ from ..task import Answered, Status, TaskInfo
 from .connection import Connector, ConnectorOwner
 from .locks import LocksAndNotes
 from .store import Answer, Store
-from .waiter import answers
+from .waiter import AnswerReader, answers
 
 
 class Client(LocksAndNotes, ConnectorOwner):
@@ -69,6 +69,7 @@ class Client(LocksAndNotes, ConnectorOwner):
         self._listen_dsn = listen_dsn
         self._connect_kwargs = connect_kwargs
         self._replies: ReplyListener | None = None
+        self._reader = AnswerReader(self._store)
         for name, value in extra.items():
             setattr(self, name, value)
 
@@ -220,7 +221,7 @@ class Client(LocksAndNotes, ConnectorOwner):
         :raises UnknownTask: there is no such task (or it was removed).
         """
         tid = self._task_id(task_id)
-        with closing(answers(self._store, self._listener(), [tid], timeout)) as answered:
+        with closing(answers(self._reader, self._listener(), [tid], timeout)) as answered:
             for _, answer in answered:
                 return self._value(tid, answer)
         raise AssertionError("unreachable: answers() yields or raises")  # pragma: no cover
@@ -239,7 +240,7 @@ class Client(LocksAndNotes, ConnectorOwner):
         """
         ids = [self._check_id(t) for t in task_ids]
         replies: dict[int, Any] = {}
-        with closing(answers(self._store, self._listener(), ids, timeout)) as answered:
+        with closing(answers(self._reader, self._listener(), ids, timeout)) as answered:
             for tid, answer in answered:
                 replies[tid] = self._value(tid, answer)
         return [replies[t] for t in ids]
@@ -257,7 +258,7 @@ class Client(LocksAndNotes, ConnectorOwner):
         :raises UnknownTask: one of them does not exist.
         """
         ids = [self._check_id(t) for t in task_ids]
-        with closing(answers(self._store, self._listener(), ids, timeout)) as answered:
+        with closing(answers(self._reader, self._listener(), ids, timeout)) as answered:
             for tid, answer in answered:
                 failed = answer.status == Status.FAILED and answer.reply is None
                 yield Answered(

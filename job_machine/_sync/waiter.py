@@ -18,10 +18,11 @@ timeout.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Generator, Sequence
 
-from .._acompat import Wakeup
+from .._acompat import Mutex, Wakeup
 from ..errors import UnknownTask, WaitTimeout
 from ..replies import ReplyListener
 from ..task import Status
@@ -31,13 +32,64 @@ from .store import Answer, Store
 RECHECK = 2.0
 
 
+class _Read:
+    """One waiter's request in :class:`AnswerReader`'s queue."""
+
+    __slots__ = ("error", "ids", "result")
+
+    def __init__(self, ids: Sequence[int]) -> None:
+        self.ids = ids
+        self.result: dict[int, Answer] | None = None
+        self.error: BaseException | None = None
+
+
+class AnswerReader:
+    """Reads the answers of many waiters in one statement.
+
+    Waiters of one client that need a read at the same moment (a burst of
+    replies woke them, or they all just subscribed) queue their task ids;
+    whoever gets the reader's lock first reads every queued id at once and
+    hands each waiter its rows, and the others find theirs done when the
+    lock comes to them. One waiter alone pays one lock and one read.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._mutex = Mutex()
+        self._lock = threading.Lock()
+        self._queue: list[_Read] = []
+
+    def read(self, task_ids: Sequence[int]) -> dict[int, Answer]:
+        """The answers of ``task_ids`` (a task missing does not exist)."""
+        mine = _Read(task_ids)
+        with self._lock:
+            self._queue.append(mine)
+        with self._mutex:
+            if mine.result is None and mine.error is None:
+                with self._lock:
+                    batch, self._queue = self._queue, []
+                ids = sorted({t for r in batch for t in r.ids})
+                try:
+                    found = self._store.task_answers(ids)
+                except BaseException as ex:
+                    for r in batch:
+                        r.error = ex
+                    raise
+                for r in batch:
+                    r.result = found
+        if mine.error is not None:
+            raise mine.error
+        assert mine.result is not None
+        return mine.result
+
+
 def is_answered(answer: Answer) -> bool:
     """Whether a client waiting on the task has its answer."""
     return answer.reply is not None or answer.status in (Status.FINISHED, Status.FAILED)
 
 
 def answers(
-    store: Store,
+    reader: AnswerReader,
     listener: ReplyListener,
     task_ids: Sequence[int],
     timeout: float | None,
@@ -60,7 +112,7 @@ def answers(
         listening.wait(_bounded(recheck, deadline))
         while pending:
             woken.clear()
-            found = store.task_answers(pending)
+            found = reader.read(pending)
             still = []
             for tid in pending:
                 answer = found.get(tid)

@@ -305,3 +305,27 @@ def test_one_listener_for_every_client_closed_with_the_last(
         a.close()
         b.close()
     wait_until(lambda: _app_connections(conn) == 0, 10, "the listener closing with its last client")
+
+
+async def test_waiters_woken_together_read_together(dsn: str) -> None:
+    """200 waits on one client, answered in one burst: their reads of the
+    table are coalesced (one statement serves every waiter queued at the
+    time), not one statement per waiter and wake-up."""
+    async with jm.AsyncClient(dsn, queue=QUEUE) as client:
+        reads: list[int] = []
+        store_read = client._store.task_answers
+
+        async def counting(ids: Any) -> Any:
+            reads.append(len(ids))
+            return await store_read(ids)
+
+        client._store.task_answers = counting  # type: ignore[method-assign]
+        tids = await client.send_many([{"n": n} for n in range(200)])
+        waits = [asyncio.create_task(client.wait(t, timeout=30)) for t in tids]
+        for tid in tids:
+            await _until_listening(client, tid)
+        with serving(Base(dsn, queue=QUEUE)):
+            replies = await asyncio.wait_for(asyncio.gather(*waits), 20)
+    assert replies == [{"echo": {"n": n}} for n in range(200)]
+    assert sum(reads) >= 400  # every waiter read at least twice: on listening, once answered
+    assert len(reads) <= 100, reads
