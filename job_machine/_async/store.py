@@ -529,7 +529,7 @@ class AsyncStore:
         async with AsyncExitStack() as stack:
             if conn is None:
                 conn = await stack.enter_async_context(self.connector.connection())
-            async with conn.transaction():
+            async with self.connector.unit(conn):
                 got = await self._one("chore_lock", {"key": CHORE_LOCK_KEY}, conn)
                 if not (got and got["got"]):
                     return ChoreCounts(ran=False)
@@ -556,7 +556,7 @@ class AsyncStore:
                     "now": now,
                 }
                 for _ in range(max_batches):
-                    async with conn.transaction():
+                    async with self.connector.unit(conn):
                         batch = len(await self._all("task_remove_old", params, conn))
                     removed += batch
                     if batch < remove_limit:

@@ -75,9 +75,12 @@ class Connector:
 
     - ``dsn``: a connection of our own, in autocommit (each statement is its
       own transaction), opened on first use and reopened after it broke;
-    - ``conn``: the caller's connection; every operation runs inside
-      ``conn.transaction()``, so inside the caller's transaction it becomes
-      part of it (a savepoint) and is committed only when the caller commits;
+    - ``conn``: the caller's connection, never committed behind the
+      caller's back. In autocommit, each operation is its own transaction.
+      Otherwise each operation is part of the caller's transaction: our
+      first statement opens it when the connection is idle (as any
+      statement does in psycopg), and only the caller commits or rolls it
+      back; a savepoint isolates our own failures (see :meth:`unit`);
     - ``pool``: a connection borrowed from the pool for each operation and
       committed when returned.
     """
@@ -139,13 +142,44 @@ class Connector:
     def connection(self) -> Iterator[Connection[Any]]:
         """A connection to run one unit of work on, committed at the end."""
         if self._user_conn is not None:
-            with self._user_conn.transaction():
+            with self.unit(self._user_conn):
                 yield self._user_conn
         elif self.pool is not None:
             with self.pool.connection() as conn:
                 yield conn
         else:
             yield self.own()
+
+    @contextmanager
+    def unit(self, conn: Connection[Any]) -> Iterator[None]:
+        """One unit of work on ``conn`` (a connection this connector handed out).
+
+        On our own or a pool's connection, and on the caller's autocommit
+        connection, it is a transaction of its own (``conn.transaction()``),
+        committed at the end. On the caller's non-autocommit connection it is
+        never committed: inside the caller's transaction it is a savepoint
+        (released, or rolled back on error, leaving the caller's work
+        intact); on an idle connection our first statement opens the
+        transaction the caller then commits or rolls back, and an error
+        rolls back what the unit did, leaving the connection idle as it was.
+        """
+        if conn is not self._user_conn or conn.autocommit:
+            with conn.transaction():
+                yield
+            return
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            with conn.transaction():  # a savepoint in the caller's transaction
+                yield
+            return
+        try:
+            yield
+        except BaseException:
+            # Nothing of the caller's was in this transaction: undo ours.
+            if not (conn.broken or conn.closed) and (
+                conn.info.transaction_status != TransactionStatus.IDLE
+            ):
+                conn.rollback()
+            raise
 
     @contextmanager
     def listening(self) -> Iterator[Connection[Any]]:
@@ -155,23 +189,15 @@ class Connector:
             if conn.info.transaction_status != TransactionStatus.IDLE:
                 raise JobMachineError(
                     "waiting for a notification needs a connection outside a transaction "
-                    "(notifications are delivered only between transactions)"
+                    "(notifications are delivered only between transactions): commit or "
+                    "roll back first (on a non-autocommit connection, every call opens "
+                    "a transaction that only the caller ends)"
                 )
-            if not conn.autocommit:
-                conn.set_autocommit(True)
-                try:
-                    yield conn
-                finally:
-                    conn.set_autocommit(False)
-            else:
+            with _autocommit(conn):
                 yield conn
         elif self.pool is not None:
-            with self.pool.connection() as conn:
-                conn.set_autocommit(True)
-                try:
-                    yield conn
-                finally:
-                    conn.set_autocommit(False)
+            with self.pool.connection() as conn, _autocommit(conn):
+                yield conn
         else:
             yield self.own()
 
@@ -180,6 +206,19 @@ class Connector:
         if self._own is not None:
             self._own.close()
             self._own = None
+
+
+@contextmanager
+def _autocommit(conn: Connection[Any]) -> Iterator[None]:
+    """``conn`` in autocommit for the block, then back to its previous setting."""
+    was = conn.autocommit
+    if not was:
+        conn.set_autocommit(True)
+    try:
+        yield
+    finally:
+        if not was and not (conn.closed or conn.broken):
+            conn.set_autocommit(False)
 
 
 class ConnectorOwner:

@@ -531,7 +531,7 @@ class Store:
         with ExitStack() as stack:
             if conn is None:
                 conn = stack.enter_context(self.connector.connection())
-            with conn.transaction():
+            with self.connector.unit(conn):
                 got = self._one("chore_lock", {"key": CHORE_LOCK_KEY}, conn)
                 if not (got and got["got"]):
                     return ChoreCounts(ran=False)
@@ -558,7 +558,7 @@ class Store:
                     "now": now,
                 }
                 for _ in range(max_batches):
-                    with conn.transaction():
+                    with self.connector.unit(conn):
                         batch = len(self._all("task_remove_old", params, conn))
                     removed += batch
                     if batch < remove_limit:
