@@ -216,8 +216,8 @@ RETURNING task_id
 -- waiting for an answer that will not come.
 WITH held AS (
     UPDATE jobmachine.task
-       SET status = CASE WHEN attempts >= coalesce(max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
-           run_after = CASE WHEN attempts >= coalesce(max_attempts, %(retries)s + 1) THEN NULL
+       SET status = CASE WHEN attempts - uncounted_attempts >= coalesce(max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
+           run_after = CASE WHEN attempts - uncounted_attempts >= coalesce(max_attempts, %(retries)s + 1) THEN NULL
                             ELSE now() + make_interval(secs => %(delay)s) END,
            modified = now()
      WHERE task_id = %(task_id)s AND status = 100 AND attempts = %(attempt)s
@@ -261,7 +261,7 @@ SELECT t.status IN (200, 900)
 -- never revived here: see worker_reap and task_give_up.
 WITH revived AS (
     UPDATE jobmachine.task t
-       SET status = CASE WHEN t.attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
+       SET status = CASE WHEN t.attempts - t.uncounted_attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
            modified = coalesce(%(now)s, now())
      WHERE t.status = 100
        AND t.modified < coalesce(%(now)s, now()) - make_interval(secs => %(max_runtime)s)
@@ -282,7 +282,7 @@ SELECT task_id, status,
 -- worker still running it can no longer finish it) or fails.
 WITH given_up AS (
     UPDATE jobmachine.task t
-       SET status = CASE WHEN t.attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
+       SET status = CASE WHEN t.attempts - t.uncounted_attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
            modified = coalesce(%(now)s, now())
      WHERE t.status = 100 AND t.worker_id IS NOT NULL
        AND t.started < coalesce(%(now)s, now()) - make_interval(secs => %(max_runtime)s)
@@ -333,11 +333,12 @@ SELECT pg_try_advisory_xact_lock(%(key)s) AS got
 
 -- name: task_unclaim
 -- A worker gives back tasks it claimed ahead (a batch claim) but never
--- started: waiting again, as if never claimed (the attempt is not counted;
--- nobody else can hold an attempt that never ran). The queue is notified.
+-- started: waiting again, the claim not counted against the task's
+-- attempts (uncounted_attempts), though its number stays used: the fencing
+-- token only grows. The queue is notified.
 WITH unclaimed AS (
     UPDATE jobmachine.task t
-       SET status = 0, attempts = t.attempts - 1, modified = now()
+       SET status = 0, uncounted_attempts = t.uncounted_attempts + 1, modified = now()
      WHERE t.task_id = ANY(%(task_ids)s) AND t.status = 100
        AND t.worker_id = %(worker_id)s
     RETURNING t.task_id, t.class_id
@@ -484,7 +485,7 @@ WITH live AS (
        AND t.worker_id %% 2147483648 NOT IN (SELECT lock_id FROM live)
 ), revived AS (
     UPDATE jobmachine.task t
-       SET status = CASE WHEN t.attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
+       SET status = CASE WHEN t.attempts - t.uncounted_attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
            modified = coalesce(%(now)s, now())
      WHERE t.status = 100
        AND (t.worker_id IN (SELECT worker_id FROM dead)
@@ -629,7 +630,9 @@ WITH cancelled AS (
 SELECT task_id, pg_notify('jmr:' || task_id::text, 'failed') FROM cancelled
 
 -- name: admin_retry
--- Send a failed or done task again with a fresh count of attempts, due now,
+-- Send a failed or done task again with a fresh budget of attempts (the
+-- earlier ones become uncounted; attempts, the fencing token, goes on
+-- growing, so a zombie of an earlier attempt can never answer), due now,
 -- optionally to another queue (created if missing) or with another
 -- priority: waiting, or blocked while any of its parents is not done. Its
 -- earlier results stay, for the record. A waiting, blocked or running task
@@ -646,7 +649,7 @@ WITH target AS (
        SET status = CASE WHEN EXISTS (SELECT 1 FROM jobmachine.task p
                                        WHERE p.task_id = ANY(t.parents) AND p.status <> 200)
                          THEN 10 ELSE 0 END,
-           attempts = 0, run_after = NULL, modified = now(),
+           uncounted_attempts = t.attempts, run_after = NULL, modified = now(),
            priority = coalesce(%(priority)s::int, t.priority),
            class_id = coalesce((SELECT class_id FROM target UNION ALL SELECT class_id FROM created
                                 LIMIT 1), t.class_id)

@@ -276,4 +276,19 @@ INSERT INTO jobmachine.schema_version (version, description)
     VALUES (3, 'priorities, per-task options, dependencies, notes, unique keys, named locks, pause, worker commands')
     ON CONFLICT (version) DO NOTHING;
 
+-- Version 4: the fencing token never goes back. attempts counts every
+-- claim of a task and is the token a worker's outcome must match, so it
+-- only grows: Admin.retry no longer resets it, nor does a worker that hands
+-- back a task it claimed ahead and never started take its claim back.
+-- uncounted_attempts: the claims that do not count against the task's
+-- budget of attempts (max_attempts, or the worker's retries + 1): those
+-- before the last Admin.retry and those handed back unstarted. The budget
+-- is spent when attempts - uncounted_attempts reaches it. Default 0, so
+-- Perl's inserts and tasks of earlier versions keep their meaning.
+ALTER TABLE jobmachine.task ADD COLUMN IF NOT EXISTS uncounted_attempts integer NOT NULL DEFAULT 0;
+
+INSERT INTO jobmachine.schema_version (version, description)
+    VALUES (4, 'monotonic fencing token: task.uncounted_attempts')
+    ON CONFLICT (version) DO NOTHING;
+
 COMMIT;

@@ -183,7 +183,9 @@ class AsyncAdmin(AsyncConnectorOwner):
     async def retry(
         self, task_id: int, queue: str | None = None, priority: int | None = None
     ) -> None:
-        """Send a done or failed task again, with a fresh count of attempts,
+        """Send a done or failed task again, with a fresh budget of attempts
+        (numbered on from the earlier ones: the attempt count is the
+        fencing token, so a late answer of an earlier attempt is refused),
         optionally to another queue or with another priority. A task whose
         parents are not all done is blocked again until they are.
 
