@@ -97,7 +97,7 @@ def test_a_retried_task_gets_a_fresh_budget_of_attempts(
     tid = client.send("x", attempts=2)
     with Fails(dsn, retry_backoff=0.001) as w:
         assert w.work_once()
-        conn.execute("UPDATE jobmachine.task SET run_after = NULL WHERE task_id = %s", (tid,))
+        conn.execute("UPDATE jobmachine.task SET retry_at = NULL WHERE task_id = %s", (tid,))
         assert w.work_once()
     assert task_state(conn, tid) == (jm.Status.FAILED, 2)
     with jm.Admin(dsn) as admin:
@@ -106,7 +106,7 @@ def test_a_retried_task_gets_a_fresh_budget_of_attempts(
     with Fails(dsn, retry_backoff=0.001) as w:
         assert w.work_once()
         assert task_state(conn, tid) == (jm.Status.WAITING, 3)
-        conn.execute("UPDATE jobmachine.task SET run_after = NULL WHERE task_id = %s", (tid,))
+        conn.execute("UPDATE jobmachine.task SET retry_at = NULL WHERE task_id = %s", (tid,))
         assert w.work_once()
     assert task_state(conn, tid) == (jm.Status.FAILED, 4)
     info = client.task_info(tid)

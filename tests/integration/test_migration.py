@@ -269,8 +269,10 @@ def test_install_schema_upgrades_a_v3_database_in_place(empty_dsn: str, dsn: str
             (4,),
         ]
         # The old columns untouched; the new one 0 (nothing uncounted).
-        assert [r[:-1] for r in rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")] == tasks
-        assert rows(c, "SELECT DISTINCT uncounted_attempts FROM jobmachine.task") == [(0,)]
+        assert [r[:-2] for r in rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")] == tasks
+        assert rows(c, "SELECT DISTINCT uncounted_attempts, retry_at FROM jobmachine.task") == [
+            (0, None)
+        ]
         with psycopg.connect(fresh_dsn, autocommit=True) as f:
             fresh = catalog(f)
         got = catalog(c)
