@@ -431,6 +431,12 @@ INSERT INTO jobmachine.worker (host, pid, queues)
 VALUES (%(host)s, %(pid)s, %(queues)s)
 RETURNING worker_id, pg_try_advisory_lock(1785558891, (worker_id %% 2147483648)::int) AS locked
 
+-- name: worker_registered
+-- Whether a worker is registered in this database: a worker whose registry
+-- session (listen_dsn) and work connection reach different databases is
+-- registered in the one and claims in the other.
+SELECT EXISTS (SELECT 1 FROM jobmachine.worker WHERE worker_id = %(worker_id)s) AS registered
+
 -- name: worker_heartbeat
 -- Every few seconds, from the worker's registry connection: say it is
 -- alive (re-creating its row if a rescuer removed it while it was cut off),

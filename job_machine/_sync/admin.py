@@ -225,7 +225,11 @@ class Admin(ConnectorOwner):
     ) -> int:
         """Delete finished tasks (``"done"``, ``"failed"`` or both:
         ``"finished"``), optionally of one queue and older than ``older_than``
-        seconds, in batches of ``batch`` (no long lock). Returns how many."""
+        seconds, in batches of ``batch`` (no long lock). Returns how many.
+
+        :raises ValueError: an unknown state, a negative ``older_than``, a
+            ``batch`` that is not a whole number from 1 to 100000.
+        """
         if state not in PURGEABLE:
             raise ValueError(f"state must be one of {', '.join(PURGEABLE)}, not {state!r}")
         if (
@@ -234,6 +238,9 @@ class Admin(ConnectorOwner):
             or not older_than >= 0
         ):
             raise ValueError(f"older_than must be a number of seconds >= 0, not {older_than!r}")
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 100_000:
+            # 0 would delete nothing and never end; a negative LIMIT is an SQL error.
+            raise ValueError(f"batch must be a whole number from 1 to 100000, not {batch!r}")
         name = validate_queue(queue) if queue is not None else None
         removed = 0
         while True:

@@ -182,6 +182,27 @@ class Connector:
             raise
 
     @contextmanager
+    def serving(self) -> Iterator[None]:
+        """For a worker's service loop (``receive()``), which must commit what
+        it claims and answers: the caller's connection in autocommit for the
+        block (each unit of work its own transaction), its setting restored
+        after. Nothing to do for our own connection or a pool's.
+
+        :raises JobMachineError: the caller's connection is in a transaction.
+        """
+        conn = self._user_conn
+        if conn is None:
+            yield
+            return
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            raise JobMachineError(
+                "a worker serving on your connection needs it outside a transaction: "
+                "commit or roll back first"
+            )
+        with _autocommit(conn):
+            yield
+
+    @contextmanager
     def listening(self) -> Iterator[Connection[Any]]:
         """A connection outside any transaction, fit for LISTEN and waiting for notifications."""
         if self._user_conn is not None:
