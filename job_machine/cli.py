@@ -1151,7 +1151,7 @@ def tasks_note(task_id: int, notes: dict[str, Any], as_json: bool, dsn: str | No
 @click.option("--priority", type=_PRIORITY, metavar="N", help="Give it this priority instead.")
 @_dsn_option
 def tasks_retry(task_id: int, queue: str | None, priority: int | None, dsn: str | None) -> None:
-    """Send a done or failed task again, with a fresh count of attempts.
+    """Send a done or failed task again, with a fresh budget of attempts.
 
     Its earlier results and errors stay. A task whose parents are not all
     done is blocked again until they are. A waiting, blocked or running task

@@ -143,6 +143,7 @@ WITH next AS (
            AND t.status = 0
            AND t.priority >= %(min_priority)s
            AND (t.run_after IS NULL OR t.run_after <= coalesce(%(now)s, now()))
+           AND (t.retry_at IS NULL OR t.retry_at <= coalesce(%(now)s, now()))
          ORDER BY t.priority DESC, t.task_id
          LIMIT %(limit)s
            FOR UPDATE OF t SKIP LOCKED
@@ -201,9 +202,10 @@ RETURNING t.task_id, pg_notify('jmr:' || t.task_id::text, 'done')
 -- worker's completer groups the ends of consecutive tasks). Each row is
 -- fenced by its claiming attempt. A reply, result or plain return marks
 -- the task done (its answer stored, if any); an error ('error') stores the
--- error and puts the task back to waiting, due after its delay, or fails it
--- when it has used all its attempts. Every task done or failed notifies
--- jmr:<task_id> with its kind ('failed' for a failure). Returns the tasks
+-- error and puts the task back to waiting, due after its delay (in
+-- retry_at, as task_fail_attempt does), or fails it when it has used all
+-- its attempts. Every task done or failed notifies jmr:<task_id> with its
+-- kind ('failed' for a failure). Returns the tasks
 -- written with their new status; a task missing was revived while it ran.
 WITH d AS (
     SELECT * FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(kinds)s::text[],
@@ -212,11 +214,14 @@ WITH d AS (
 ), held AS (
     UPDATE jobmachine.task t
        SET status = CASE WHEN d.kind <> 'error' THEN 200
-                         WHEN t.attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN 900
+                         WHEN t.attempts - t.uncounted_attempts
+                              >= coalesce(t.max_attempts, %(retries)s + 1) THEN 900
                          ELSE 0 END,
-           run_after = CASE WHEN d.kind <> 'error' THEN t.run_after
-                            WHEN t.attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN NULL
-                            ELSE now() + make_interval(secs => d.delay) END,
+           run_after = CASE WHEN d.kind <> 'error' THEN t.run_after END,
+           retry_at = CASE WHEN d.kind <> 'error' THEN t.retry_at
+                           WHEN t.attempts - t.uncounted_attempts
+                                >= coalesce(t.max_attempts, %(retries)s + 1) THEN NULL
+                           ELSE now() + make_interval(secs => d.delay) END,
            modified = now()
       FROM d
      WHERE t.task_id = d.task_id AND t.status = 100 AND t.attempts = d.attempt
@@ -242,14 +247,17 @@ RETURNING task_id
 
 -- name: task_fail_attempt
 -- process() raised: store the error, then put the task back to waiting,
--- due again after %(delay)s seconds (the retry backoff), or fail it (900)
--- when it has used all its attempts. Failing notifies the client, which is
--- waiting for an answer that will not come.
+-- due again after %(delay)s seconds (the retry backoff, in retry_at: never
+-- run_after, which Perl 0.19's claim misreads; the delay it was sent with
+-- is served), or fail it (900) when it has used all its attempts. Failing
+-- notifies the client, which is waiting for an answer that will not come.
+-- (Back to waiting, the trigger task_transition clears worker_id and started.)
 WITH held AS (
     UPDATE jobmachine.task
-       SET status = CASE WHEN attempts >= coalesce(max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
-           run_after = CASE WHEN attempts >= coalesce(max_attempts, %(retries)s + 1) THEN NULL
-                            ELSE now() + make_interval(secs => %(delay)s) END,
+       SET status = CASE WHEN attempts - uncounted_attempts >= coalesce(max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
+           run_after = NULL,
+           retry_at = CASE WHEN attempts - uncounted_attempts >= coalesce(max_attempts, %(retries)s + 1) THEN NULL
+                           ELSE now() + make_interval(secs => %(delay)s) END,
            modified = now()
      WHERE task_id = %(task_id)s AND status = 100 AND attempts = %(attempt)s
     RETURNING task_id, status
@@ -305,7 +313,7 @@ SELECT t.status IN (200, 900)
 -- never revived here: see worker_reap and task_give_up.
 WITH revived AS (
     UPDATE jobmachine.task t
-       SET status = CASE WHEN t.attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
+       SET status = CASE WHEN t.attempts - t.uncounted_attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
            modified = coalesce(%(now)s, now())
      WHERE t.status = 100
        AND t.modified < coalesce(%(now)s, now()) - make_interval(secs => %(max_runtime)s)
@@ -326,7 +334,7 @@ SELECT task_id, status,
 -- worker still running it can no longer finish it) or fails.
 WITH given_up AS (
     UPDATE jobmachine.task t
-       SET status = CASE WHEN t.attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
+       SET status = CASE WHEN t.attempts - t.uncounted_attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
            modified = coalesce(%(now)s, now())
      WHERE t.status = 100 AND t.worker_id IS NOT NULL
        AND t.started < coalesce(%(now)s, now()) - make_interval(secs => %(max_runtime)s)
@@ -377,11 +385,12 @@ SELECT pg_try_advisory_xact_lock(%(key)s) AS got
 
 -- name: task_unclaim
 -- A worker gives back tasks it claimed ahead (a batch claim) but never
--- started: waiting again, as if never claimed (the attempt is not counted;
--- nobody else can hold an attempt that never ran). The queue is notified.
+-- started: waiting again, the claim not counted against the task's
+-- attempts (uncounted_attempts), though its number stays used: the fencing
+-- token only grows. The queue is notified.
 WITH unclaimed AS (
     UPDATE jobmachine.task t
-       SET status = 0, attempts = t.attempts - 1, modified = now()
+       SET status = 0, uncounted_attempts = t.uncounted_attempts + 1, modified = now()
      WHERE t.task_id = ANY(%(task_ids)s) AND t.status = 100
        AND t.worker_id = %(worker_id)s
     RETURNING t.task_id, t.class_id
@@ -403,7 +412,7 @@ SELECT pg_try_advisory_lock(%(key)s) AS got
 -- becomes due (a retry in backoff, a delayed task); 0 or less when one is
 -- due already, which the claim skipped because a transaction held its row
 -- lock (a sender adding a child to it, say); NULL when none is pending.
-SELECT extract(epoch FROM min(coalesce(t.run_after, now())) - now())::float8 AS wait
+SELECT extract(epoch FROM min(coalesce(greatest(t.run_after, t.retry_at), now())) - now())::float8 AS wait
   FROM jobmachine.task t
  WHERE t.status = 0
    AND t.class_id IN (SELECT class_id FROM jobmachine.class
@@ -415,7 +424,7 @@ SELECT extract(epoch FROM min(coalesce(t.run_after, now())) - now())::float8 AS 
 -- (oldest first), every reply or result (oldest first), its notes, its
 -- parents and blocked children, and the worker holding it.
 SELECT t.task_id, c.name AS queue, t.status, t.attempts, t.parameters,
-       t.created, t.modified, t.run_after, t.started, t.worker_id,
+       t.created, t.modified, greatest(t.run_after, t.retry_at) AS run_after, t.started, t.worker_id,
        t.priority, t.max_attempts, t.title, t.grouping, t.unique_key, t.notes::text AS notes,
        t.parents, t.remove_after, extract(epoch FROM t.keep_for)::float8 AS keep_for,
        w.host AS worker_host, w.pid AS worker_pid,
@@ -469,6 +478,12 @@ SELECT name FROM jobmachine.class ORDER BY name
 INSERT INTO jobmachine.worker (host, pid, queues)
 VALUES (%(host)s, %(pid)s, %(queues)s)
 RETURNING worker_id, pg_try_advisory_lock(1785558891, (worker_id %% 2147483648)::int) AS locked
+
+-- name: worker_registered
+-- Whether a worker is registered in this database: a worker whose registry
+-- session (listen_dsn) and work connection reach different databases is
+-- registered in the one and claims in the other.
+SELECT EXISTS (SELECT 1 FROM jobmachine.worker WHERE worker_id = %(worker_id)s) AS registered
 
 -- name: worker_heartbeat
 -- Every few seconds, from the worker's registry connection: say it is
@@ -526,14 +541,22 @@ WITH live AS (
        AND t.modified < coalesce(%(now)s, now()) - make_interval(secs => %(grace)s)
        AND NOT EXISTS (SELECT 1 FROM jobmachine.worker w WHERE w.worker_id = t.worker_id)
        AND t.worker_id %% 2147483648 NOT IN (SELECT lock_id FROM live)
-), revived AS (
-    UPDATE jobmachine.task t
-       SET status = CASE WHEN t.attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
-           modified = coalesce(%(now)s, now())
+), held AS (
+    -- Locked first, so the worker that held each task is known after the
+    -- update (task_transition clears worker_id when a task waits again).
+    SELECT t.task_id, t.worker_id
+      FROM jobmachine.task t
      WHERE t.status = 100
        AND (t.worker_id IN (SELECT worker_id FROM dead)
             OR t.task_id IN (SELECT task_id FROM unregistered))
-    RETURNING t.task_id, t.status, t.attempts, t.class_id, t.worker_id
+       FOR UPDATE
+), revived AS (
+    UPDATE jobmachine.task t
+       SET status = CASE WHEN t.attempts - t.uncounted_attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
+           modified = coalesce(%(now)s, now())
+      FROM held
+     WHERE t.task_id = held.task_id
+    RETURNING t.task_id, t.status, t.attempts, t.class_id, held.worker_id
 ), noted AS (
     INSERT INTO jobmachine.result (task_id, result, resulttype)
     SELECT r.task_id,
@@ -602,7 +625,8 @@ SELECT c.name AS queue, c.paused,
            count(*) FILTER (WHERE t.status = 10) AS blocked,
            count(*) FILTER (WHERE t.status = 100) AS running,
            count(*) FILTER (WHERE t.status = 900) AS failed
-      FROM (SELECT class_id, status, run_after FROM jobmachine.task WHERE status = 0
+      FROM (SELECT class_id, status, greatest(run_after, retry_at) AS run_after
+              FROM jobmachine.task WHERE status = 0
             UNION ALL
             SELECT class_id, status, NULL FROM jobmachine.task WHERE status = 100
             UNION ALL
@@ -644,7 +668,7 @@ SELECT h.hour, coalesce(f.done, 0) AS done, coalesce(f.failed, 0) AS failed
 -- on any page) or skip %(offset)s rows. Run unprepared, so each filter's
 -- plan uses the index that fits it (task_ready_idx, task_parked_idx, ...).
 SELECT t.task_id, c.name AS queue, t.status, t.attempts, t.created, t.modified,
-       t.run_after, t.worker_id, t.priority, t.title, t.grouping,
+       greatest(t.run_after, t.retry_at) AS run_after, t.worker_id, t.priority, t.title, t.grouping,
        left(t.parameters, 200) AS parameters
   FROM jobmachine.task t
   LEFT JOIN jobmachine.class c ON c.class_id = t.class_id
@@ -673,7 +697,9 @@ WITH cancelled AS (
 SELECT task_id, pg_notify('jmr:' || task_id::text, 'failed') FROM cancelled
 
 -- name: admin_retry
--- Send a failed or done task again with a fresh count of attempts, due now,
+-- Send a failed or done task again with a fresh budget of attempts (the
+-- earlier ones become uncounted; attempts, the fencing token, goes on
+-- growing, so a zombie of an earlier attempt can never answer), due now,
 -- optionally to another queue (created if missing) or with another
 -- priority: waiting, or blocked while any of its parents is not done. Its
 -- earlier results stay, for the record. A waiting, blocked or running task
@@ -690,7 +716,7 @@ WITH target AS (
        SET status = CASE WHEN EXISTS (SELECT 1 FROM jobmachine.task p
                                        WHERE p.task_id = ANY(t.parents) AND p.status <> 200)
                          THEN 10 ELSE 0 END,
-           attempts = 0, run_after = NULL, modified = now(),
+           uncounted_attempts = t.attempts, run_after = NULL, retry_at = NULL, modified = now(),
            priority = coalesce(%(priority)s::int, t.priority),
            class_id = coalesce((SELECT class_id FROM target UNION ALL SELECT class_id FROM created
                                 LIMIT 1), t.class_id)
@@ -770,7 +796,7 @@ SELECT w.task_id, c.name AS queue, w.status, w.attempts, w.created, w.modified,
        w.run_after, w.worker_id, w.priority, w.title, w.grouping, w.parameters,
        w.n, w.hit
   FROM (SELECT t.task_id, t.class_id, t.status, t.attempts, t.created, t.modified,
-               t.run_after, t.worker_id, t.priority, t.title, t.grouping,
+               greatest(t.run_after, t.retry_at) AS run_after, t.worker_id, t.priority, t.title, t.grouping,
                left(t.parameters, 200) AS parameters,
                coalesce(strpos(lower(t.title), lower(%(title)s::text)) > 0, false) AS hit,
                row_number() OVER (ORDER BY t.task_id DESC) AS n

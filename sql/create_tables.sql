@@ -317,4 +317,60 @@ INSERT INTO jobmachine.schema_version (version, description)
     VALUES (3, 'priorities, per-task options, dependencies, notes, unique keys, named locks, pause, worker commands')
     ON CONFLICT (version) DO NOTHING;
 
+-- Version 4: the fencing token never goes back. attempts counts every
+-- claim of a task and is the token a worker's outcome must match, so it
+-- only grows: Admin.retry no longer resets it, nor does a worker that hands
+-- back a task it claimed ahead and never started take its claim back.
+-- uncounted_attempts: the claims that do not count against the task's
+-- budget of attempts (max_attempts, or the worker's retries + 1): those
+-- before the last Admin.retry and those handed back unstarted. The budget
+-- is spent when attempts - uncounted_attempts reaches it. Default 0, so
+-- Perl's inserts and tasks of earlier versions keep their meaning.
+ALTER TABLE jobmachine.task ADD COLUMN IF NOT EXISTS uncounted_attempts integer NOT NULL DEFAULT 0;
+
+-- retry_at: when a task whose attempt failed may run again (job_machine's
+-- retry backoff). Not run_after, which Perl Job::Machine 0.19's claim
+-- misreads (it takes a task of any queue whose run_after is in the future,
+-- and never one whose run_after has passed): nothing job_machine does by
+-- itself writes a future run_after. A task is due when neither is in the
+-- future.
+ALTER TABLE jobmachine.task ADD COLUMN IF NOT EXISTS retry_at timestamptz;
+
+-- Every change of a task's status, whoever makes it (job_machine, Perl
+-- Job::Machine, an operator's UPDATE):
+-- - back to waiting (or blocked): no worker holds it any more, so
+--   worker_id and started are cleared. A task a Perl worker then runs must
+--   not name the job_machine worker that last held it, whose rescue or
+--   hand-back would take it from under the Perl worker.
+-- - claimed without counting the attempt (Perl's claim sets status 100
+--   only): the attempt is counted and started set, so the fencing token
+--   grows with every claim and a job_machine attempt whose task was taken
+--   from it cannot answer for the Perl worker's.
+-- job_machine's own claim counts its attempt itself, so on that hot path
+-- the WHEN clause is false and no function runs.
+CREATE OR REPLACE FUNCTION jobmachine.task_transition() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status IN (0, 10) THEN
+        NEW.worker_id := NULL;
+        NEW.started := NULL;
+    ELSE
+        NEW.attempts := OLD.attempts + 1;
+        NEW.started := now();
+    END IF;
+    RETURN NEW;
+END
+$$;
+DROP TRIGGER IF EXISTS task_transition ON jobmachine.task;
+CREATE TRIGGER task_transition
+    BEFORE UPDATE OF status ON jobmachine.task
+    FOR EACH ROW
+    WHEN ((NEW.status IN (0, 10) AND OLD.status NOT IN (0, 10))
+          OR (NEW.status = 100 AND OLD.status <> 100 AND NEW.attempts = OLD.attempts))
+    EXECUTE FUNCTION jobmachine.task_transition();
+
+INSERT INTO jobmachine.schema_version (version, description)
+    VALUES (4, 'monotonic fencing token (task.uncounted_attempts), retry backoff in task.retry_at, worker and start cleared on every return to waiting')
+    ON CONFLICT (version) DO NOTHING;
+
 COMMIT;

@@ -80,9 +80,9 @@ BEGIN
     IF to_regclass('jobmachine.schema_version') IS NOT NULL THEN
         SELECT max(v.version) INTO installed FROM jobmachine.schema_version v;
     END IF;
-    -- The grants below name columns of schema version 3.
-    IF installed IS NULL OR installed < 3 THEN
-        RAISE EXCEPTION 'the jobmachine schema is missing or older than version 3 (found %)', coalesce(installed::text, 'none')
+    -- The grants below name columns of schema version 4.
+    IF installed IS NULL OR installed < 4 THEN
+        RAISE EXCEPTION 'the jobmachine schema is missing or older than version 4 (found %)', coalesce(installed::text, 'none')
             USING HINT = 'install or upgrade it first: psql -f sql/create_tables.sql, or job_machine.install_schema()';
     END IF;
 
@@ -170,14 +170,14 @@ BEGIN
         -- task_claim, task_next_due, queue_names: queues and whether paused.
         (worker, 'SELECT', 'TABLE jobmachine.class'),
         -- task_claim (status, started, attempts, worker_id), task_finish,
-        -- task_done(_many), task_fail_attempt (run_after), task_unclaim,
+        -- task_done(_many), task_fail_attempt (run_after, retry_at), task_unclaim,
         -- task_release_held, worker_heartbeat (modified), housekeeping:
         -- worker_reap, task_give_up, task_revive, and task_remove_old
         -- (DELETE; the results go by ON DELETE CASCADE, which runs as the
         -- table's owner); notes. Never INSERT: a worker does not send
         -- (grant jobmachine_sender too for one that does).
-        (worker, 'SELECT, UPDATE (status, modified, started, attempts, worker_id, run_after,'
-                 ' notes), DELETE', 'TABLE jobmachine.task'),
+        (worker, 'SELECT, UPDATE (status, modified, started, attempts, uncounted_attempts,'
+                 ' worker_id, run_after, retry_at, notes), DELETE', 'TABLE jobmachine.task'),
         (worker, 'SELECT, INSERT (task_id, result, resulttype)', 'TABLE jobmachine.result'),
         -- worker_register, worker_heartbeat (an upsert that sets seen),
         -- worker_reap (deletes dead workers). Not command: a worker
@@ -195,8 +195,8 @@ BEGIN
         -- admin_cancel, admin_retry (a fresh start, maybe elsewhere or
         -- at another priority), admin_remove, admin_purge; notes (the
         -- CLI's tasks note).
-        (admin, 'UPDATE (status, modified, attempts, run_after, priority, class_id, notes),'
-                ' DELETE', 'TABLE jobmachine.task'),
+        (admin, 'UPDATE (status, modified, attempts, uncounted_attempts, run_after, retry_at,'
+                ' priority, class_id, notes), DELETE', 'TABLE jobmachine.task'),
         -- admin_cancel's Cancelled error.
         (admin, 'INSERT (task_id, result, resulttype)', 'TABLE jobmachine.result'),
         -- admin_worker_command (stop_workers).

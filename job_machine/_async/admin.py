@@ -183,7 +183,9 @@ class AsyncAdmin(AsyncConnectorOwner):
     async def retry(
         self, task_id: int, queue: str | None = None, priority: int | None = None
     ) -> None:
-        """Send a done or failed task again, with a fresh count of attempts,
+        """Send a done or failed task again, with a fresh budget of attempts
+        (numbered on from the earlier ones: the attempt count is the
+        fencing token, so a late answer of an earlier attempt is refused),
         optionally to another queue or with another priority. A task whose
         parents are not all done is blocked again until they are.
 
@@ -221,7 +223,11 @@ class AsyncAdmin(AsyncConnectorOwner):
     ) -> int:
         """Delete finished tasks (``"done"``, ``"failed"`` or both:
         ``"finished"``), optionally of one queue and older than ``older_than``
-        seconds, in batches of ``batch`` (no long lock). Returns how many."""
+        seconds, in batches of ``batch`` (no long lock). Returns how many.
+
+        :raises ValueError: an unknown state, a negative ``older_than``, a
+            ``batch`` that is not a whole number from 1 to 100000.
+        """
         if state not in PURGEABLE:
             raise ValueError(f"state must be one of {', '.join(PURGEABLE)}, not {state!r}")
         if (
@@ -230,6 +236,9 @@ class AsyncAdmin(AsyncConnectorOwner):
             or not older_than >= 0
         ):
             raise ValueError(f"older_than must be a number of seconds >= 0, not {older_than!r}")
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 100_000:
+            # 0 would delete nothing and never end; a negative LIMIT is an SQL error.
+            raise ValueError(f"batch must be a whole number from 1 to 100000, not {batch!r}")
         name = validate_queue(queue) if queue is not None else None
         removed = 0
         while True:

@@ -146,9 +146,12 @@ class AsyncConnector:
 
     - ``dsn``: a connection of our own, in autocommit (each statement is its
       own transaction), opened on first use and reopened after it broke;
-    - ``conn``: the caller's connection; every operation runs inside
-      ``conn.transaction()``, so inside the caller's transaction it becomes
-      part of it (a savepoint) and is committed only when the caller commits;
+    - ``conn``: the caller's connection, never committed behind the
+      caller's back. In autocommit, each operation is its own transaction.
+      Otherwise each operation is part of the caller's transaction: our
+      first statement opens it when the connection is idle (as any
+      statement does in psycopg), and only the caller commits or rolls it
+      back; a savepoint isolates our own failures (see :meth:`unit`);
     - ``pool``: a connection borrowed from the pool for each operation and
       committed when returned.
     """
@@ -217,13 +220,30 @@ class AsyncConnector:
     async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
         """A connection to run one unit of work on, committed at the end."""
         if self._user_conn is not None:
-            async with self._user_conn.transaction():
+            async with self.unit(self._user_conn):
                 yield self._user_conn
         elif self.pool is not None:
             async with self.pool.connection() as conn:
                 yield conn
         else:
             yield await self.own()
+
+    @asynccontextmanager
+    async def standalone(self) -> AsyncIterator[None]:
+        """A block whose statements leave no transaction open behind them: on
+        the caller's idle non-autocommit connection, a transaction of its own,
+        committed at the end (a waiter's reads, which may repeat, must not
+        leave the connection in a transaction the next wait refuses)."""
+        conn = self._user_conn
+        if (
+            conn is None
+            or conn.autocommit
+            or conn.info.transaction_status != TransactionStatus.IDLE
+        ):
+            yield
+            return
+        async with conn.transaction():
+            yield
 
     def require_no_transaction(self) -> None:
         """Raise when the caller's connection is inside a transaction: a wait
@@ -236,6 +256,58 @@ class AsyncConnector:
             )
 
     @asynccontextmanager
+    async def unit(self, conn: AsyncConnection[Any]) -> AsyncIterator[None]:
+        """One unit of work on ``conn`` (a connection this connector handed out).
+
+        On our own or a pool's connection, and on the caller's autocommit
+        connection, it is a transaction of its own (``conn.transaction()``),
+        committed at the end. On the caller's non-autocommit connection it is
+        never committed: inside the caller's transaction it is a savepoint
+        (released, or rolled back on error, leaving the caller's work
+        intact); on an idle connection our first statement opens the
+        transaction the caller then commits or rolls back, and an error
+        rolls back what the unit did, leaving the connection idle as it was.
+        """
+        if conn is not self._user_conn or conn.autocommit:
+            async with conn.transaction():
+                yield
+            return
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            async with conn.transaction():  # a savepoint in the caller's transaction
+                yield
+            return
+        try:
+            yield
+        except BaseException:
+            # Nothing of the caller's was in this transaction: undo ours.
+            if not (conn.broken or conn.closed) and (
+                conn.info.transaction_status != TransactionStatus.IDLE
+            ):
+                await conn.rollback()
+            raise
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
+        """For a worker's service loop (``receive()``), which must commit what
+        it claims and answers: the caller's connection in autocommit for the
+        block (each unit of work its own transaction), its setting restored
+        after. Nothing to do for our own connection or a pool's.
+
+        :raises JobMachineError: the caller's connection is in a transaction.
+        """
+        conn = self._user_conn
+        if conn is None:
+            yield
+            return
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            raise JobMachineError(
+                "a worker serving on your connection needs it outside a transaction: "
+                "commit or roll back first"
+            )
+        async with _autocommit(conn):
+            yield
+
+    @asynccontextmanager
     async def listening(self) -> AsyncIterator[AsyncConnection[Any]]:
         """A connection outside any transaction, fit for LISTEN and waiting for notifications."""
         if self._user_conn is not None:
@@ -243,23 +315,15 @@ class AsyncConnector:
             if conn.info.transaction_status != TransactionStatus.IDLE:
                 raise JobMachineError(
                     "waiting for a notification needs a connection outside a transaction "
-                    "(notifications are delivered only between transactions)"
+                    "(notifications are delivered only between transactions): commit or "
+                    "roll back first (on a non-autocommit connection, every call opens "
+                    "a transaction that only the caller ends)"
                 )
-            if not conn.autocommit:
-                await conn.set_autocommit(True)
-                try:
-                    yield conn
-                finally:
-                    await conn.set_autocommit(False)
-            else:
+            async with _autocommit(conn):
                 yield conn
         elif self.pool is not None:
-            async with self.pool.connection() as conn:
-                await conn.set_autocommit(True)
-                try:
-                    yield conn
-                finally:
-                    await conn.set_autocommit(False)
+            async with self.pool.connection() as conn, _autocommit(conn):
+                yield conn
         else:
             yield await self.own()
 
@@ -268,6 +332,19 @@ class AsyncConnector:
         if self._own is not None:
             await self._own.close()
             self._own = None
+
+
+@asynccontextmanager
+async def _autocommit(conn: AsyncConnection[Any]) -> AsyncIterator[None]:
+    """``conn`` in autocommit for the block, then back to its previous setting."""
+    was = conn.autocommit
+    if not was:
+        await conn.set_autocommit(True)
+    try:
+        yield
+    finally:
+        if not was and not (conn.closed or conn.broken):
+            await conn.set_autocommit(False)
 
 
 class AsyncConnectorOwner:

@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 
 from .. import _codec
 from .._queries import queries
-from ..errors import ConnectionLost, SchemaMissing, UnknownTask
+from ..errors import ConnectionLost, JobMachineError, SchemaMissing, UnknownTask
 from ..task import (
     HourStats,
     LockInfo,
@@ -26,7 +26,7 @@ from ..task import (
     TaskSummary,
     WorkerInfo,
 )
-from .connection import AsyncConnector
+from .connection import AsyncConnector, describe_target
 
 #: The send options task_insert_many takes (unique keys and parents are per task).
 _MANY_OPTIONS = (
@@ -489,6 +489,26 @@ class AsyncStore:
         assert row is not None
         return Registration(int(row["worker_id"]), bool(row["locked"]))
 
+    async def check_registered_here(self, worker_id: int, registry: str) -> None:
+        """Check that the worker registered through ``registry`` (its
+        ``listen_dsn``) is in the database this store works on.
+
+        :raises JobMachineError: it is not: ``registry`` reaches another
+            database, where the worker's liveness lock and heartbeat mean
+            nothing to the housekeeping of the database its tasks are in
+            (they would be rescued from under it), and where it listens for
+            notifications the work database never sends.
+        """
+        row = await self._one("worker_registered", {"worker_id": worker_id})
+        if row is not None and row["registered"]:
+            return
+        raise JobMachineError(
+            f"listen_dsn ({describe_target(registry)}) reaches another database than the "
+            f"work connection ({describe_target(self.connector.conninfo)}): worker "
+            f"{worker_id}, registered through listen_dsn, is not in the work database; "
+            "point listen_dsn at the same database (directly, past the pooler)"
+        )
+
     async def worker_heartbeat(
         self, worker_id: int, host: str, pid: int, queues: Sequence[str], conn: AsyncConnection[Any]
     ) -> tuple[bool, str | None]:
@@ -560,7 +580,7 @@ class AsyncStore:
         async with AsyncExitStack() as stack:
             if conn is None:
                 conn = await stack.enter_async_context(self.connector.connection())
-            async with conn.transaction():
+            async with self.connector.unit(conn):
                 got = await self._one("chore_lock", {"key": CHORE_LOCK_KEY}, conn)
                 if not (got and got["got"]):
                     return ChoreCounts(ran=False)
@@ -587,7 +607,7 @@ class AsyncStore:
                     "now": now,
                 }
                 for _ in range(max_batches):
-                    async with conn.transaction():
+                    async with self.connector.unit(conn):
                         batch = len(await self._all("task_remove_old", params, conn))
                     removed += batch
                     if batch < remove_limit:

@@ -68,7 +68,8 @@ class AsyncAnswerReader:
                     batch, self._queue = self._queue, []
                 ids = sorted({t for r in batch for t in r.ids})
                 try:
-                    found = await self._store.task_answers(ids)
+                    async with self._store.connector.standalone():
+                        found = await self._store.task_answers(ids)
                 except BaseException as ex:
                     for r in batch:
                         r.error = ex

@@ -384,13 +384,19 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             await self._open_own_pool()
             self.worker_id = await arun_blocking(liveness.start)
             self._liveness = liveness
-            if not self._started:
-                await self.startup()
-                self._started = True
-            await self._serve_reconnecting()
-            # A graceful stop: let the tasks in hand finish.
-            await ajoin_all(list(self._running_tasks.values()))
-            await self._completer.flush()
+            # The caller's connection (conn=) in autocommit while serving:
+            # the loop commits each claim and answer (outside receive(),
+            # calls on it join the caller's transaction instead).
+            async with self._connector.serving():
+                if self.listen_dsn:
+                    await self._store.check_registered_here(self.worker_id, self.listen_dsn)
+                if not self._started:
+                    await self.startup()
+                    self._started = True
+                await self._serve_reconnecting()
+                # A graceful stop: let the tasks in hand finish.
+                await ajoin_all(list(self._running_tasks.values()))
+                await self._completer.flush()
         finally:
             self._cancel_grace_timer()
             restore()

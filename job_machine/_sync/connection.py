@@ -148,9 +148,12 @@ class Connector:
 
     - ``dsn``: a connection of our own, in autocommit (each statement is its
       own transaction), opened on first use and reopened after it broke;
-    - ``conn``: the caller's connection; every operation runs inside
-      ``conn.transaction()``, so inside the caller's transaction it becomes
-      part of it (a savepoint) and is committed only when the caller commits;
+    - ``conn``: the caller's connection, never committed behind the
+      caller's back. In autocommit, each operation is its own transaction.
+      Otherwise each operation is part of the caller's transaction: our
+      first statement opens it when the connection is idle (as any
+      statement does in psycopg), and only the caller commits or rolls it
+      back; a savepoint isolates our own failures (see :meth:`unit`);
     - ``pool``: a connection borrowed from the pool for each operation and
       committed when returned.
     """
@@ -219,13 +222,30 @@ class Connector:
     def connection(self) -> Iterator[Connection[Any]]:
         """A connection to run one unit of work on, committed at the end."""
         if self._user_conn is not None:
-            with self._user_conn.transaction():
+            with self.unit(self._user_conn):
                 yield self._user_conn
         elif self.pool is not None:
             with self.pool.connection() as conn:
                 yield conn
         else:
             yield self.own()
+
+    @contextmanager
+    def standalone(self) -> Iterator[None]:
+        """A block whose statements leave no transaction open behind them: on
+        the caller's idle non-autocommit connection, a transaction of its own,
+        committed at the end (a waiter's reads, which may repeat, must not
+        leave the connection in a transaction the next wait refuses)."""
+        conn = self._user_conn
+        if (
+            conn is None
+            or conn.autocommit
+            or conn.info.transaction_status != TransactionStatus.IDLE
+        ):
+            yield
+            return
+        with conn.transaction():
+            yield
 
     def require_no_transaction(self) -> None:
         """Raise when the caller's connection is inside a transaction: a wait
@@ -238,6 +258,58 @@ class Connector:
             )
 
     @contextmanager
+    def unit(self, conn: Connection[Any]) -> Iterator[None]:
+        """One unit of work on ``conn`` (a connection this connector handed out).
+
+        On our own or a pool's connection, and on the caller's autocommit
+        connection, it is a transaction of its own (``conn.transaction()``),
+        committed at the end. On the caller's non-autocommit connection it is
+        never committed: inside the caller's transaction it is a savepoint
+        (released, or rolled back on error, leaving the caller's work
+        intact); on an idle connection our first statement opens the
+        transaction the caller then commits or rolls back, and an error
+        rolls back what the unit did, leaving the connection idle as it was.
+        """
+        if conn is not self._user_conn or conn.autocommit:
+            with conn.transaction():
+                yield
+            return
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            with conn.transaction():  # a savepoint in the caller's transaction
+                yield
+            return
+        try:
+            yield
+        except BaseException:
+            # Nothing of the caller's was in this transaction: undo ours.
+            if not (conn.broken or conn.closed) and (
+                conn.info.transaction_status != TransactionStatus.IDLE
+            ):
+                conn.rollback()
+            raise
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        """For a worker's service loop (``receive()``), which must commit what
+        it claims and answers: the caller's connection in autocommit for the
+        block (each unit of work its own transaction), its setting restored
+        after. Nothing to do for our own connection or a pool's.
+
+        :raises JobMachineError: the caller's connection is in a transaction.
+        """
+        conn = self._user_conn
+        if conn is None:
+            yield
+            return
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            raise JobMachineError(
+                "a worker serving on your connection needs it outside a transaction: "
+                "commit or roll back first"
+            )
+        with _autocommit(conn):
+            yield
+
+    @contextmanager
     def listening(self) -> Iterator[Connection[Any]]:
         """A connection outside any transaction, fit for LISTEN and waiting for notifications."""
         if self._user_conn is not None:
@@ -245,23 +317,15 @@ class Connector:
             if conn.info.transaction_status != TransactionStatus.IDLE:
                 raise JobMachineError(
                     "waiting for a notification needs a connection outside a transaction "
-                    "(notifications are delivered only between transactions)"
+                    "(notifications are delivered only between transactions): commit or "
+                    "roll back first (on a non-autocommit connection, every call opens "
+                    "a transaction that only the caller ends)"
                 )
-            if not conn.autocommit:
-                conn.set_autocommit(True)
-                try:
-                    yield conn
-                finally:
-                    conn.set_autocommit(False)
-            else:
+            with _autocommit(conn):
                 yield conn
         elif self.pool is not None:
-            with self.pool.connection() as conn:
-                conn.set_autocommit(True)
-                try:
-                    yield conn
-                finally:
-                    conn.set_autocommit(False)
+            with self.pool.connection() as conn, _autocommit(conn):
+                yield conn
         else:
             yield self.own()
 
@@ -270,6 +334,19 @@ class Connector:
         if self._own is not None:
             self._own.close()
             self._own = None
+
+
+@contextmanager
+def _autocommit(conn: Connection[Any]) -> Iterator[None]:
+    """``conn`` in autocommit for the block, then back to its previous setting."""
+    was = conn.autocommit
+    if not was:
+        conn.set_autocommit(True)
+    try:
+        yield
+    finally:
+        if not was and not (conn.closed or conn.broken):
+            conn.set_autocommit(False)
 
 
 class ConnectorOwner:

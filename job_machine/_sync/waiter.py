@@ -70,7 +70,8 @@ class AnswerReader:
                     batch, self._queue = self._queue, []
                 ids = sorted({t for r in batch for t in r.ids})
                 try:
-                    found = self._store.task_answers(ids)
+                    with self._store.connector.standalone():
+                        found = self._store.task_answers(ids)
                 except BaseException as ex:
                     for r in batch:
                         r.error = ex

@@ -386,13 +386,19 @@ class Worker(LocksAndNotes, ConnectorOwner):
             self._open_own_pool()
             self.worker_id = run_blocking(liveness.start)
             self._liveness = liveness
-            if not self._started:
-                self.startup()
-                self._started = True
-            self._serve_reconnecting()
-            # A graceful stop: let the tasks in hand finish.
-            join_all(list(self._running_tasks.values()))
-            self._completer.flush()
+            # The caller's connection (conn=) in autocommit while serving:
+            # the loop commits each claim and answer (outside receive(),
+            # calls on it join the caller's transaction instead).
+            with self._connector.serving():
+                if self.listen_dsn:
+                    self._store.check_registered_here(self.worker_id, self.listen_dsn)
+                if not self._started:
+                    self.startup()
+                    self._started = True
+                self._serve_reconnecting()
+                # A graceful stop: let the tasks in hand finish.
+                join_all(list(self._running_tasks.values()))
+                self._completer.flush()
         finally:
             self._cancel_grace_timer()
             restore()

@@ -562,7 +562,7 @@ ACTIONS: dict[str, Action] = {
     "retry": Action(
         "task",
         "Retry task",
-        "Send the task again, with a fresh count of attempts. Its earlier results "
+        "Send the task again, with a fresh budget of attempts. Its earlier results "
         "and errors stay. A task whose parents are not all done is blocked until they are.",
         "Task {target} is {state} again on queue {queue}.",
         "/tasks/{target}",

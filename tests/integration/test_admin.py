@@ -145,7 +145,8 @@ def test_retry_sends_a_failed_task_again_with_fresh_attempts(
     ids = _mix(dsn, client)
     admin.retry(ids["failed"], queue="retry.q")
     info = admin.task_info(ids["failed"])
-    assert (info.state, info.attempts, info.queue) == ("waiting", 0, "retry.q")
+    # A fresh budget of attempts; the attempt count (the fencing token) goes on.
+    assert (info.state, info.attempts, info.queue) == ("waiting", 1, "retry.q")
     assert [e["type"] for e in info.errors] == ["ValueError"]  # the record stays
 
     class Fixed(Base):
@@ -405,7 +406,7 @@ def test_retry_with_a_priority_runs_before_older_tasks(
         client.send(f"newer {n}")
     admin.retry(ids["failed"], priority=5)
     info = admin.task_info(ids["failed"])
-    assert (info.state, info.priority, info.queue, info.attempts) == ("waiting", 5, "job.task", 0)
+    assert (info.state, info.priority, info.queue, info.attempts) == ("waiting", 5, "job.task", 1)
     with Fails(dsn) as w:
         assert w.work_once()
     # Before the older waiting task and the newer ones: priority first.

@@ -470,11 +470,15 @@ def test_send_in_a_committed_transaction_appears_and_notifies_at_commit(
         assert json.loads(row["parameters"]) == {"in": "transaction"}
         got = notes(lc, 2, 1)
         assert [(n.channel, n.payload) for n in got] == [("jm:job.task", str(tid))]
-        # Outside a transaction the same client still works (its own commit).
+        # Outside a transaction the next send opens one, which the caller
+        # commits (psycopg's semantics: job_machine never commits it).
         tid2 = c.send("autonomous")
+        assert task_row(conn, tid2) is None
+        user.commit()
         assert task_row(conn, tid2) is not None
         work_all(dsn)
         assert c.receive(tid) == {"echo": {"in": "transaction"}}
+        user.rollback()  # receive() read in a transaction of the caller's; wait() needs none
         assert c.wait(tid2, timeout=5) == {"echo": "autonomous"}
 
 

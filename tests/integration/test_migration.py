@@ -1,7 +1,9 @@
 """Upgrading a database of schema version 2 (the previous release's
 sql/create_tables.sql, kept as tests/fixtures/create_tables_v2.sql) to
-version 3 in place: nothing lost, the claim index replaced, idempotent, and
-Perl Job::Machine and Python clients and workers working on it after."""
+the current version in place: nothing lost, the claim index replaced,
+idempotent, and Perl Job::Machine and Python clients and workers working on
+it after. Likewise from version 3 (tests/fixtures/create_tables_v3.sql) to
+version 4."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import job_machine as jm
 from tests.integration.test_perl_compat import Answer, Perl
 
 V2_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v2.sql"
+V3_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v3.sql"
 
 TASK_V2_COLUMNS = (
     "task_id, transaction_id, class_id, grouping, title, parameters, status, run_after,"
@@ -126,10 +129,10 @@ def test_install_schema_upgrades_a_v2_database_in_place(v2: dict[str, Any], dsn:
         jm.install_schema(dsn)
 
         versions = rows(c, "SELECT version FROM jobmachine.schema_version ORDER BY 1")
-        assert versions == [(1,), (2,), (3,)]
+        assert versions == [(1,), (2,), (3,), (4,)]
         assert rows(c, "SELECT * FROM jobmachine.schema_version WHERE version < 3") == v1_v2
         with jm.Admin(dsn) as admin:
-            assert admin.schema_version() == 3
+            assert admin.schema_version() == 4
         # No task, result, queue or worker lost or changed.
         assert rows(c, f"SELECT {TASK_V2_COLUMNS} FROM jobmachine.task ORDER BY task_id") == tasks
         assert rows(c, "SELECT * FROM jobmachine.result ORDER BY result_id") == results
@@ -139,15 +142,15 @@ def test_install_schema_upgrades_a_v2_database_in_place(v2: dict[str, Any], dsn:
         assert rows(
             c,
             "SELECT DISTINCT priority, max_attempts, keep_for, parents, has_children, notes,"
-            " unique_key FROM jobmachine.task",
-        ) == [(0, None, None, None, False, None, None)]
+            " unique_key, uncounted_attempts FROM jobmachine.task",
+        ) == [(0, None, None, None, False, None, None, 0)]
         assert rows(c, "SELECT DISTINCT paused FROM jobmachine.class") == [(False,)]
         assert rows(c, "SELECT DISTINCT command FROM jobmachine.worker") == [(None,)]
         # The claim index replaced; the new ones there.
         idx = indexes(c)
         assert "task_waiting_idx" not in idx
         assert "(class_id, priority DESC, task_id) WHERE (status = 0)" in idx["task_ready_idx"]
-        # Everything else as a fresh install of version 3 has it.
+        # Everything else as a fresh install has it.
         with psycopg.connect(fresh_dsn, autocommit=True) as f:
             fresh = catalog(f)
         got = catalog(c)
@@ -230,3 +233,61 @@ def test_perl_and_python_on_an_upgraded_v2_database(v2: dict[str, Any]) -> None:
             assert perl.claim("perl.q") is None
     finally:
         perl.close()
+
+
+def test_install_schema_upgrades_a_v3_database_in_place(empty_dsn: str, dsn: str) -> None:
+    """Version 4 adds task.uncounted_attempts (default 0): a v3 task keeps
+    its attempts and budget, a running attempt can still finish, and a
+    retried one counts afresh; nothing else changes."""
+    fresh_dsn, dsn = dsn, empty_dsn
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(V3_SCHEMA.read_text("utf-8"))
+        assert rows(c, "SELECT version FROM jobmachine.schema_version ORDER BY 1") == [
+            (1,),
+            (2,),
+            (3,),
+        ]
+        with jm.Client(dsn, queue="mig.q") as client:
+            running = client.send("running", attempts=3)
+            failed = client.send("failed", attempts=2)
+        c.execute(
+            "UPDATE jobmachine.task SET status = 100, attempts = 2, started = now()"
+            " WHERE task_id = %s",
+            (running,),
+        )
+        c.execute(
+            "UPDATE jobmachine.task SET status = 900, attempts = 2 WHERE task_id = %s", (failed,)
+        )
+        tasks = rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")
+
+        jm.install_schema(dsn)
+
+        assert rows(c, "SELECT version FROM jobmachine.schema_version ORDER BY 1") == [
+            (1,),
+            (2,),
+            (3,),
+            (4,),
+        ]
+        # The old columns untouched; the new one 0 (nothing uncounted).
+        assert [r[:-2] for r in rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")] == tasks
+        assert rows(c, "SELECT DISTINCT uncounted_attempts, retry_at FROM jobmachine.task") == [
+            (0, None)
+        ]
+        with psycopg.connect(fresh_dsn, autocommit=True) as f:
+            fresh = catalog(f)
+        got = catalog(c)
+        for part in ("columns", "indexes", "triggers", "functions"):
+            assert got[part] == fresh[part], part
+        before = catalog(c)
+        jm.install_schema(c)
+        assert catalog(c) == before
+
+    with jm.Client(dsn, queue="mig.q") as client:
+        # The running attempt (2) still holds its task.
+        with jm.Admin(dsn) as admin:
+            admin.retry(failed)
+        with Answer(dsn, queue="mig.q") as w:
+            assert w.work_once()
+        assert [(t.id, t.attempt) for t in w.seen] == [(failed, 3)]
+        assert client.task_info(failed).state == "done"
+        assert client.task_info(running).state == "running"

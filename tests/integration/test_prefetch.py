@@ -105,8 +105,12 @@ def test_a_stop_gives_back_the_tasks_claimed_ahead_as_never_claimed(
     ).fetchall()
     done = [r for r in rows if r[0] == jm.Status.FINISHED]
     assert len(done) == 15
-    # Everything else waits, unclaimed: no attempt counted, no error stored.
-    assert {(r[0], r[1]) for r in rows[15:]} == {(jm.Status.WAITING, 0)}
+    # Everything else waits: no attempt counted against the budget (a claim
+    # handed back keeps its number: the fencing token only grows), no error.
+    assert {r[0] for r in rows[15:]} == {jm.Status.WAITING}
+    assert conn.execute(
+        "SELECT DISTINCT attempts - uncounted_attempts FROM jobmachine.task WHERE status = 0"
+    ).fetchall() == [(0,)]
     errors = conn.execute(
         "SELECT count(*) FROM jobmachine.result WHERE resulttype = 'error'"
     ).fetchone()

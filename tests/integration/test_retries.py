@@ -19,9 +19,9 @@ class AlwaysFails(Base):
 
 
 def _due_in(conn: psycopg.Connection[Any], tid: int) -> float:
-    """Seconds from the task's last failure to its run_after."""
+    """Seconds from the task's last failure to when it is due again (retry_at)."""
     row = conn.execute(
-        "SELECT extract(epoch FROM run_after - modified) FROM jobmachine.task WHERE task_id = %s",
+        "SELECT extract(epoch FROM retry_at - modified) FROM jobmachine.task WHERE task_id = %s",
         (tid,),
     ).fetchone()
     assert row is not None and row[0] is not None
@@ -29,11 +29,11 @@ def _due_in(conn: psycopg.Connection[Any], tid: int) -> float:
 
 
 def _wait_due(conn: psycopg.Connection[Any], tid: int) -> None:
-    """Wait until the database's clock passes the task's run_after."""
+    """Wait until the database's clock passes the task's retry_at."""
     deadline = time.monotonic() + 5
     while True:
         row = conn.execute(
-            "SELECT run_after > now() FROM jobmachine.task WHERE task_id = %s", (tid,)
+            "SELECT retry_at > now() FROM jobmachine.task WHERE task_id = %s", (tid,)
         ).fetchone()
         assert row is not None
         if not row[0]:

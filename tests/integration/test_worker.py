@@ -461,6 +461,8 @@ def test_worker_with_a_callers_connection(
         w = Base(conn=wc, timeout=60)
         tid = client.send("via conn")
         assert w.work_once()
+        assert status(conn, tid) == 0  # claimed in the caller's transaction, not committed yet
+        wc.commit()
         assert status(conn, tid) == 200
         with serving(w):
             tid2 = client.send("via conn, listening")
