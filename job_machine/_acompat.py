@@ -17,7 +17,7 @@ import queue
 import select
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -98,15 +98,19 @@ class AWakeup:
     raise is handed to the waiter's event loop. (A future and a timer, not
     ``asyncio.wait_for``, which would start a task per wait.)"""
 
-    __slots__ = ("_flag", "_future", "_loop")
+    __slots__ = ("_flag", "_future", "_loop", "_thread")
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
         self._flag = False
         self._future: asyncio.Future[None] | None = None
 
     def set(self) -> None:
         """Raise the flag: a current or the next :meth:`wait` returns. Any thread."""
+        if threading.get_ident() == self._thread:
+            self._raise()
+            return
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
             self._loop.call_soon_threadsafe(self._raise)
 
@@ -140,6 +144,16 @@ class AWakeup:
 def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def shield(value: T) -> T:
+    """The sync face has no cancellation to shield from: the value itself."""
+    return value
+
+
+async def ashield(aw: Awaitable[T]) -> T:
+    """Await ``aw`` to its end even if the caller is cancelled meanwhile."""
+    return await asyncio.shield(aw)
 
 
 class Mutex:

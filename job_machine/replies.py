@@ -42,6 +42,7 @@ import psycopg
 from psycopg import sql
 
 from ._acompat import select_readable
+from ._async.connection import pinned_options
 from ._backoff import Backoff
 from ._waker import Waker
 from .channels import reply_channel
@@ -208,9 +209,7 @@ class ReplyListener:
     def _serve_once(self) -> None:
         reconnected = False
         if self._conn is None:
-            self._conn = psycopg.Connection.connect(
-                self.conninfo, autocommit=True, **self._connect_kwargs
-            )
+            self._conn = self._connect()
             self.connects += 1
             reconnected = self.connects > 1
         conn = self._conn
@@ -226,6 +225,22 @@ class ReplyListener:
         ready = select_readable([conn.pgconn.socket, self._waker.fd], None)
         if conn.pgconn.socket in ready:
             self._route(conn.notifies(timeout=0))
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        """The listening connection, with the search_path job_machine pins
+        on every connection (asked again without it from a server that
+        refuses the ``options`` parameter, as PgBouncer does)."""
+        kwargs = dict(self._connect_kwargs)
+        options = pinned_options(self.conninfo, kwargs)
+        if options is not None:
+            try:
+                return psycopg.Connection.connect(
+                    self.conninfo, autocommit=True, **{**kwargs, "options": options}
+                )
+            except psycopg.OperationalError as ex:
+                if "unsupported startup parameter" not in str(ex):
+                    raise
+        return psycopg.Connection.connect(self.conninfo, autocommit=True, **kwargs)
 
     def _sync_channels(self, conn: psycopg.Connection[Any]) -> None:
         """LISTEN to the channels newly awaited, UNLISTEN the abandoned ones,

@@ -349,7 +349,7 @@ ALTER TABLE jobmachine.task ADD COLUMN IF NOT EXISTS retry_at timestamptz;
 -- job_machine's own claim counts its attempt itself, so on that hot path
 -- the WHEN clause is false and no function runs.
 CREATE OR REPLACE FUNCTION jobmachine.task_transition() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.status IN (0, 10) THEN
         NEW.worker_id := NULL;

@@ -50,6 +50,8 @@ NAMES = {
     "AWakeup": "Wakeup",
     "AMutex": "Mutex",
     "AsyncAnswerReader": "AnswerReader",
+    "AsyncSendGroup": "SendGroup",
+    "ashield": "shield",
     "ajoin_all": "join_all",
     "ainstall_schema": "install_schema",
     "ainstall_roles": "install_roles",

@@ -18,6 +18,7 @@ from ..replies import ReplyListener, reply_listener
 from ..task import Answered, Status, TaskInfo
 from .connection import AsyncConnector, AsyncConnectorOwner
 from .locks import AsyncLocksAndNotes
+from .sender import AsyncSendGroup
 from .store import Answer, AsyncStore
 from .waiter import AsyncAnswerReader, answers
 
@@ -68,6 +69,7 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
         self._connect_kwargs = connect_kwargs
         self._replies: ReplyListener | None = None
         self._reader = AsyncAnswerReader(self._store)
+        self._sends = AsyncSendGroup(self._store)
         for name, value in extra.items():
             setattr(self, name, value)
 
@@ -126,8 +128,14 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
             parents=parents,
         )
         parameters = _codec.encode(data)
-        self.id = await self._store.task_insert(name, parameters, queue_channel(name), options)
-        return self.id
+        channel = queue_channel(name)
+        if options["unique_key"] is None and not options["parents"] and self._connector.reconnects:
+            # Concurrent sends of this client go out together (one commit).
+            task_id = await self._sends.send(name, parameters, channel, options)
+        else:
+            task_id = await self._store.task_insert(name, parameters, channel, options)
+        self.id = task_id
+        return task_id
 
     async def send_many(
         self,

@@ -20,6 +20,7 @@ from ..replies import ReplyListener, reply_listener
 from ..task import Answered, Status, TaskInfo
 from .connection import Connector, ConnectorOwner
 from .locks import LocksAndNotes
+from .sender import SendGroup
 from .store import Answer, Store
 from .waiter import AnswerReader, answers
 
@@ -70,6 +71,7 @@ class Client(LocksAndNotes, ConnectorOwner):
         self._connect_kwargs = connect_kwargs
         self._replies: ReplyListener | None = None
         self._reader = AnswerReader(self._store)
+        self._sends = SendGroup(self._store)
         for name, value in extra.items():
             setattr(self, name, value)
 
@@ -128,8 +130,14 @@ class Client(LocksAndNotes, ConnectorOwner):
             parents=parents,
         )
         parameters = _codec.encode(data)
-        self.id = self._store.task_insert(name, parameters, queue_channel(name), options)
-        return self.id
+        channel = queue_channel(name)
+        if options["unique_key"] is None and not options["parents"] and self._connector.reconnects:
+            # Concurrent sends of this client go out together (one commit).
+            task_id = self._sends.send(name, parameters, channel, options)
+        else:
+            task_id = self._store.task_insert(name, parameters, channel, options)
+        self.id = task_id
+        return task_id
 
     def send_many(
         self,

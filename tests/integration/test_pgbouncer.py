@@ -97,7 +97,9 @@ def test_a_worker_works_through_the_pooler_and_listens_direct(
                 assert not errors and time.monotonic() < deadline, errors
                 time.sleep(0.02)
             time.sleep(0.2)  # listening
-            with jm.Client(direct) as waiter:  # wait() LISTENs: a direct connection
+            # wait() needs LISTEN: the client's reply listener connects direct,
+            # its reads go through the pooler.
+            with jm.Client(via, listen_dsn=direct, connect_kwargs=NO_PREPARE) as waiter:
                 for n in range(20):
                     t0 = time.monotonic()
                     tid = sender.send({"n": n})
