@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -42,7 +42,7 @@ from .completer import Completer
 from .connection import Connector, ConnectorOwner, connect
 from .listener import Listener
 from .locks import LocksAndNotes
-from .store import Store, ChoreCounts
+from .store import ChoreCounts, Store
 
 T = TypeVar("T")
 
