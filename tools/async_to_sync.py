@@ -52,6 +52,7 @@ import sys
 import tokenize
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "job_machine" / "_async"
@@ -98,13 +99,16 @@ HEADER = (
 )
 
 _WORDS = re.compile(r"\b(" + "|".join(map(re.escape, NAMES)) + r")\b")
+#: A renamed word with the article before it, which may have to change with it.
+_ARTICLE_WORD = re.compile(r"\b(?:([Aa]n?)(\s+))?(" + "|".join(map(re.escape, NAMES)) + r")\b")
 _ASYNC_KEYWORD = re.compile(r"\basync\s+(?=(?:def|with|for)\b)")
 _ASYNC_TAG = re.compile(r"#\s*async:")
 _SYNC_TAG = re.compile(r"#\s*sync:\s?")
 #: Left in a generated file's prose, these mean the text is still the async face's.
 _ASYNC_PROSE = re.compile(r"\bAsync[A-Z]\w*|\bawait\b")
-#: A name that looks async (``AsyncX``, or ``aX``/``AX`` imported from _acompat).
+#: A name that looks async: ``AsyncX``, or ``aX``/``AX`` imported from _acompat.
 _ASYNC_NAME = re.compile(r"Async[A-Z]")
+_ACOMPAT_ASYNC = re.compile(r"a[a-z]|A[A-Z]")
 
 
 class GenerateError(Exception):
@@ -118,9 +122,22 @@ class _Edit:
     text: str
 
 
+def _rename_words(text: str) -> str:
+    """``NAMES`` renamed as whole words ("an AsyncWorker" reads "a Worker")."""
+
+    def rename(m: re.Match[str]) -> str:
+        article, blank, word = m.groups()
+        new = NAMES[word]
+        if article:
+            article = article[0] + ("n" if new[0].lower() in "aeiou" else "")
+        return f"{article or ''}{blank or ''}{new}"
+
+    return _ARTICLE_WORD.sub(rename, text)
+
+
 def prose(text: str) -> str:
     """A docstring's or comment's text, as the sync twin says it."""
-    return _WORDS.sub(lambda m: NAMES[m.group(1)], _ASYNC_KEYWORD.sub("", text))
+    return _rename_words(_ASYNC_KEYWORD.sub("", text))
 
 
 class _Sync(ast.NodeVisitor):
@@ -135,6 +152,7 @@ class _Sync(ast.NodeVisitor):
             self.starts.append(self.starts[-1] + len(line))
         self.edits: list[_Edit] = []
         self.awaitable_kept = True
+        self.docstrings: set[int] = set()
 
     # -- positions --------------------------------------------------------
 
@@ -189,10 +207,28 @@ class _Sync(ast.NodeVisitor):
             for n in ast.walk(node)
             if isinstance(n, ast.Subscript) and _is_awaitable(n.value)
         }
-        self.awaitable_kept = any(
-            _is_awaitable(n) and id(n) not in dropped for n in ast.walk(node)
-        )
+        self.awaitable_kept = any(_is_awaitable(n) and id(n) not in dropped for n in ast.walk(node))
+        self.docstrings = {id(n.value) for n in ast.walk(node) if _is_docstring(n)}
         self.generic_visit(node)
+
+    def visit_Constant(self, node: ast.Constant) -> None:
+        # A string names things as code does (a string annotation, a log
+        # line); a docstring is prose, where `async with` loses `async` too.
+        if isinstance(node.value, str):
+            start, end = self.start(node), self.end(node)
+            text = self.source[start:end]
+            new = prose(text) if id(node) in self.docstrings else _rename_words(text)
+            if new != text:
+                self.replace(start, end, re.escape(text), new)
+
+    def visit_JoinedStr(self, node: ast.JoinedStr) -> None:
+        # The literal parts of an f-string have no positions of their own
+        # before Python 3.12: only the expressions inside are edited.
+        for part in node.values:
+            if isinstance(part, ast.Constant) and _WORDS.search(str(part.value)):
+                raise self.fail(self.start(node), "an async name in an f-string's text")
+            if isinstance(part, ast.FormattedValue):
+                self.visit(part)
 
     def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
         self.drop_async(self.start(node))
@@ -299,18 +335,18 @@ def _is_awaitable(node: ast.AST) -> bool:
     return isinstance(node, ast.Name) and node.id == "Awaitable"
 
 
-def _prose_edits(source: str, tree: ast.Module, edits: _Sync) -> None:
-    """Edits of the docstrings and comments: renames, and the async:/sync: tags."""
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Expr)
-            and isinstance(node.value, ast.Constant)
-            and isinstance(node.value.value, str)
-        ):
-            start, end = edits.start(node), edits.end(node)
-            text = source[start:end]
-            if prose(text) != text:
-                edits.replace(start, end, re.escape(text), prose(text))
+def _is_docstring(node: ast.AST) -> TypeGuard[ast.Expr]:
+    """A string standing as a statement: a docstring (of a module, class,
+    function or attribute)."""
+    return (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    )
+
+
+def _comment_edits(source: str, edits: _Sync) -> None:
+    """Edits of the comments: renames, and the async:/sync: tags."""
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type != tokenize.COMMENT:
             continue
@@ -356,32 +392,23 @@ def _check_sync(text: str, name: str) -> None:
             names = [node.name]
         elif isinstance(node, ast.ImportFrom):
             names = [a.name for a in node.names]
-            if node.module == "_acompat":
-                names += [a.name for a in node.names if re.match(r"a[a-z]|A[A-Z]", a.name)]
         for n in names:
-            if _ASYNC_NAME.match(n) or n in NAMES:
+            acompat = isinstance(node, ast.ImportFrom) and node.module == "_acompat"
+            if _ASYNC_NAME.match(n) or n in NAMES or (acompat and _ACOMPAT_ASYNC.match(n)):
                 raise GenerateError(
                     f"_sync/{name}:{getattr(node, 'lineno', '?')}: {n!r} is async: "
                     "add it and its sync partner to NAMES in tools/async_to_sync.py"
                 )
+    docstrings = {(n.lineno, n.col_offset) for n in ast.walk(tree) if _is_docstring(n)}
     for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-        if tok.type in (tokenize.COMMENT, tokenize.STRING):
-            found = _ASYNC_PROSE.search(tok.string)
-            if found and (tok.type == tokenize.COMMENT or _is_prose(tree, tok)):
-                raise GenerateError(
-                    f"_sync/{name}:{tok.start[0]}: {found.group()!r} in prose: make the "
-                    "text true of both faces, or tag an async-only comment `# async:`"
-                )
-
-
-def _is_prose(tree: ast.Module, tok: tokenize.TokenInfo) -> bool:
-    """Whether a string token is a docstring (a string standing as a statement)."""
-    return any(
-        isinstance(n, ast.Expr)
-        and isinstance(n.value, ast.Constant)
-        and (n.lineno, n.col_offset) == tok.start
-        for n in ast.walk(tree)
-    )
+        is_prose = tok.type == tokenize.COMMENT or (
+            tok.type == tokenize.STRING and tok.start in docstrings
+        )
+        if is_prose and (found := _ASYNC_PROSE.search(tok.string)):
+            raise GenerateError(
+                f"_sync/{name}:{tok.start[0]}: {found.group()!r} in prose: make the "
+                "text true of both faces, or tag an async-only comment `# async:`"
+            )
 
 
 def _ruff(args: list[str], text: str, path: Path) -> str:
@@ -403,7 +430,7 @@ def to_sync(source: str, name: str, format_: bool = True) -> str:
     tree = ast.parse(source)
     edits = _Sync(source, name)
     edits.visit(tree)
-    _prose_edits(source, tree, edits)
+    _comment_edits(source, edits)
     text = HEADER.format(name=name) + _apply(source, edits.edits, name)
     _check_sync(text, name)
     if format_:
