@@ -146,7 +146,9 @@ class _Sync(ast.NodeVisitor):
     def __init__(self, source: str, name: str) -> None:
         self.source = source
         self.name = name
-        self.lines = source.splitlines(keepends=True)
+        # Lines as ast and tokenize count them: split at "\n" alone (str.splitlines
+        # would also split at a form feed or U+2028 in a docstring).
+        self.lines = io.StringIO(source, newline="\n").readlines()
         self.starts = [0]
         for line in self.lines:
             self.starts.append(self.starts[-1] + len(line))

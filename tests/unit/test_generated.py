@@ -299,3 +299,10 @@ def test_async_only_prose_fails_generation_unless_tagged() -> None:
         gen.to_sync("x = 1  # await it\n", "x.py", format_=False)
     out = gen.to_sync("x = 1  # async: await it\n# sync: call it\n", "x.py", format_=False)
     assert out.endswith("x = 1\n# call it\n")
+
+
+def test_positions_hold_after_non_ascii_text_and_odd_line_breaks() -> None:
+    # Columns in the tree count UTF-8 bytes; a docstring may hold a U+2028.
+    source = '"""Café\u2028 — AsyncClient."""\n\nx = ("é…", AsyncClient, "—")  # → AsyncClient\n'
+    out = gen.to_sync(source, "x.py", format_=False)
+    assert out.endswith('"""Café\u2028 — Client."""\n\nx = ("é…", Client, "—")  # → Client\n')
