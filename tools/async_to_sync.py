@@ -10,7 +10,7 @@ express live in job_machine/_acompat.py.
     python tools/async_to_sync.py           # regenerate
     python tools/async_to_sync.py --check   # fail if a generated file is stale (CI)
 
-What changes, found on the tree (never by matching text):
+What changes in the code, found on the tree (never by matching text):
 
 - ``async def``, ``async with``, ``async for`` (comprehensions too) lose
   ``async``; ``await x`` becomes ``x``.
