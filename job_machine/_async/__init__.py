@@ -1,4 +1,3 @@
-"""The async implementation: the one hand-written source of the core.
-
-job_machine/_sync/ is generated from these modules by tools/async_to_sync.py.
+"""The core, in two faces: job_machine/_async/ is written by hand, and
+job_machine/_sync/ is generated from it by tools/async_to_sync.py.
 """

@@ -214,12 +214,12 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
         Woken by the notification on ``jmr:<task_id>`` that every way a task
         ends sends (reply, result, a plain return, failure, cancel, removal),
         through the one reply listener the process shares between all its
-        waits (:mod:`job_machine.replies`): any number of threads or asyncio
-        tasks may wait at once on one client, and none holds a connection
-        while it waits. The table is read once the listener LISTENs, so an
-        answer committed before the wait began is returned at once; it is
-        also read every few seconds, so an end that notifies nobody (a Perl
-        worker's ``result``) is seen within that.
+        waits (:mod:`job_machine.replies`): any number of threads (sync) or
+        asyncio tasks (async) may wait at once on one client, and none holds
+        a connection while it waits. The table is read once the listener
+        LISTENs, so an answer committed before the wait began is returned at
+        once; it is also read every few seconds, so an end that notifies
+        nobody (a Perl worker's ``result``) is seen within that.
 
         :param timeout: seconds to wait at most; None waits forever.
         :raises WaitTimeout: no answer within ``timeout``.

@@ -89,9 +89,9 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         when the worker opens its own work connection; behind PgBouncer in
         transaction mode pass ``{"prepare_threshold": None}``.
     :param concurrency: how many tasks to process at once (1 by default).
-        An AsyncWorker runs them as asyncio tasks, a Worker in threads (for
-        I/O-bound work); with a ``dsn`` the work then goes through a pool of
-        ``concurrency`` connections, beside one listening connection. A
+        The async worker runs them as asyncio tasks, the sync one in threads
+        (for I/O-bound work); with a ``dsn`` the work then goes through a pool
+        of ``concurrency`` connections, beside one listening connection. A
         graceful stop waits for every task in hand.
     :param extra: other keyword arguments become attributes of the worker.
 

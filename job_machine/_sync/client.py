@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from datetime import datetime, timedelta
 from typing import Any
@@ -63,9 +63,7 @@ class Client(LocksAndNotes, ConnectorOwner):
         self.queue = validate_queue(queue) if queue is not None else None
         #: The id of the task most recently sent; the default of check/receive/wait.
         self.id: int | None = None
-        self._connector = Connector(
-            dsn=dsn, conn=conn, pool=pool, connect_kwargs=connect_kwargs
-        )
+        self._connector = Connector(dsn=dsn, conn=conn, pool=pool, connect_kwargs=connect_kwargs)
         self._store = Store(self._connector)
         self._listen_dsn = listen_dsn
         self._connect_kwargs = connect_kwargs
@@ -216,12 +214,12 @@ class Client(LocksAndNotes, ConnectorOwner):
         Woken by the notification on ``jmr:<task_id>`` that every way a task
         ends sends (reply, result, a plain return, failure, cancel, removal),
         through the one reply listener the process shares between all its
-        waits (:mod:`job_machine.replies`): any number of threads or asyncio
-        tasks may wait at once on one client, and none holds a connection
-        while it waits. The table is read once the listener LISTENs, so an
-        answer committed before the wait began is returned at once; it is
-        also read every few seconds, so an end that notifies nobody (a Perl
-        worker's ``result``) is seen within that.
+        waits (:mod:`job_machine.replies`): any number of threads (sync) or
+        asyncio tasks (async) may wait at once on one client, and none holds
+        a connection while it waits. The table is read once the listener
+        LISTENs, so an answer committed before the wait began is returned at
+        once; it is also read every few seconds, so an end that notifies
+        nobody (a Perl worker's ``result``) is seen within that.
 
         :param timeout: seconds to wait at most; None waits forever.
         :raises WaitTimeout: no answer within ``timeout``.

@@ -53,9 +53,7 @@ class SendGroup:
         self._queue: list[_Send] = []
         self._writing = False
 
-    def send(
-        self, queue: str, parameters: str, channel: str, options: dict[str, Any]
-    ) -> int:
+    def send(self, queue: str, parameters: str, channel: str, options: dict[str, Any]) -> int:
         """Insert one waiting task (checked options, encoded data) and return its id."""
         mine = _Send(queue, parameters, channel, options)
         with self._lock:

@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -42,7 +42,7 @@ from .completer import Completer
 from .connection import Connector, ConnectorOwner, connect
 from .listener import Listener
 from .locks import LocksAndNotes
-from .store import Store, ChoreCounts
+from .store import ChoreCounts, Store
 
 T = TypeVar("T")
 
@@ -91,9 +91,9 @@ class Worker(LocksAndNotes, ConnectorOwner):
         when the worker opens its own work connection; behind PgBouncer in
         transaction mode pass ``{"prepare_threshold": None}``.
     :param concurrency: how many tasks to process at once (1 by default).
-        An Worker runs them as asyncio tasks, a Worker in threads (for
-        I/O-bound work); with a ``dsn`` the work then goes through a pool of
-        ``concurrency`` connections, beside one listening connection. A
+        The async worker runs them as asyncio tasks, the sync one in threads
+        (for I/O-bound work); with a ``dsn`` the work then goes through a pool
+        of ``concurrency`` connections, beside one listening connection. A
         graceful stop waits for every task in hand.
     :param extra: other keyword arguments become attributes of the worker.
 
