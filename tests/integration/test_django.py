@@ -306,7 +306,7 @@ def test_worker_command_runs_tasks(
     tasks: Any, conn: psycopg.Connection[Any], start_worker: Any
 ) -> None:
     c = compat()
-    worker = start_worker()
+    worker = start_worker("--concurrency", "2")  # tasks in threads, each with its connection
     results = {
         "add": tasks.add.enqueue(2, 3),
         "shout": tasks.shout.enqueue("hi", times=2),

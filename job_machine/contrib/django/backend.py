@@ -16,7 +16,7 @@ Django normalises them for JSON (tuples become lists).
 from __future__ import annotations
 
 import builtins
-import copy
+import dataclasses
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -369,11 +369,15 @@ def resolve_task(path: str) -> Task[Any, Any]:
 
 
 def with_options(task: Task[P, T], **changes: Any) -> Task[P, T]:
-    """A copy of ``task`` with other options, without validating them again:
-    a result is read whatever the reader's backend would accept now."""
-    clone = copy.copy(task)
-    for name, value in changes.items():
-        object.__setattr__(clone, name, value)
+    """A copy of ``task`` with other options, not validated again: a result
+    is read whatever the reader's backend would accept now. (Not
+    ``copy.copy``: Django 6.1 copies a Task by importing it again.)"""
+    clone = object.__new__(type(task))
+    for field in dataclasses.fields(task):
+        value = changes.pop(field.name, getattr(task, field.name))
+        object.__setattr__(clone, field.name, value)
+    if changes:
+        raise TypeError(f"Task has no option(s) {', '.join(sorted(changes))}")
     return clone
 
 

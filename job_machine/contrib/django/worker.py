@@ -10,7 +10,7 @@ from typing import Any
 from django.db import close_old_connections
 from django.utils import timezone
 
-from job_machine import Task, Worker
+from job_machine import Task, TaskNotHeld, Worker
 
 from ._compat import (
     FAILED,
@@ -104,6 +104,8 @@ class DjangoTaskWorker(Worker):
                 value = django_task.call(*args, **kwargs)
             value = normalize_json(value)
             self.reply(value)
+        except TaskNotHeld:
+            raise  # revived while it ran: another attempt owns its outcome
         except Exception as ex:
             if task.attempt >= (task.max_attempts or self.retries + 1):
                 object.__setattr__(result, "status", FAILED)
