@@ -23,6 +23,8 @@ from typing import Any
 import psycopg
 import pytest
 
+import job_machine
+
 django = pytest.importorskip("django")
 
 from django.conf import settings as django_settings  # noqa: E402
@@ -303,7 +305,7 @@ async def test_aenqueue_and_arefresh(tasks: Any, conn: psycopg.Connection[Any]) 
 
 
 def test_worker_command_runs_tasks(
-    tasks: Any, conn: psycopg.Connection[Any], start_worker: Any
+    tasks: Any, conn: psycopg.Connection[Any], start_worker: Any, django_dsn: str
 ) -> None:
     c = compat()
     worker = start_worker("--concurrency", "2")  # tasks in threads, each with its connection
@@ -320,6 +322,11 @@ def test_worker_command_runs_tasks(
         raise RuntimeError("roll back")
     with transaction.atomic():
         results["record"] = tasks.record.enqueue("once")
+    # job_machine's own wait, woken by the reply's notification (Django's API only polls)
+    with job_machine.Client(django_dsn) as client:
+        assert client.wait(int(results["add"].id), timeout=30) == 5
+        with pytest.raises(job_machine.TaskFailed, match="bad input"):
+            client.wait(int(results["fail"].id), timeout=30)
     wait_until(lambda: finished(*results.values()), 60, "the tasks to finish", [worker])
 
     added = results["add"]
@@ -427,8 +434,6 @@ def test_worker_priority_and_signals(tasks: Any, django_dsn: str) -> None:
 
 
 def test_get_result_of_a_task_that_is_not_djangos(tasks: Any, dsn: str) -> None:
-    import job_machine  # noqa: PLC0415
-
     c = compat()
     with job_machine.Client(dsn) as client:
         plain = client.send({"n": 1}, "django.default")
