@@ -27,15 +27,19 @@ def database(dsn: str) -> dict[str, Any]:
     }
 
 
-def settings(dsn: str) -> dict[str, Any]:
-    """Every setting of the project, for ``settings.configure(**settings(dsn))``."""
+def settings(dsn: str, log: bool = False) -> dict[str, Any]:
+    """Every setting of the project, for ``settings.configure(**settings(dsn))``.
+
+    ``log``: send job_machine's and the tasks' log to stderr (the worker
+    processes); without it Django leaves logging alone (the test process).
+    """
     try:
         import django.tasks  # noqa: F401, PLC0415
 
         tasks_app: list[str] = []
     except ImportError:
         tasks_app = ["django_tasks"]  # the backport's app (its checks and signals)
-    return {
+    project: dict[str, Any] = {
         "SECRET_KEY": "job_machine tests",
         "USE_TZ": True,
         "INSTALLED_APPS": [*tasks_app, "job_machine.contrib.django"],
@@ -53,8 +57,11 @@ def settings(dsn: str) -> dict[str, Any]:
                 "OPTIONS": {"QUEUE_PREFIX": "retrying.", "ATTEMPTS": 2},
             },
         },
-        # The worker's log (job_machine's and the tasks') on stderr.
-        "LOGGING": {
+        "LOGGING_CONFIG": None,
+    }
+    if log:
+        del project["LOGGING_CONFIG"]
+        project["LOGGING"] = {
             "version": 1,
             "disable_existing_loggers": False,
             "handlers": {"stderr": {"class": "logging.StreamHandler"}},
@@ -63,9 +70,9 @@ def settings(dsn: str) -> dict[str, Any]:
                 "django_tasks": {"handlers": ["stderr"], "level": "INFO"},
                 "django.tasks": {"handlers": ["stderr"], "level": "INFO"},
             },
-        },
-    }
+        }
+    return project
 
 
 if "JOB_MACHINE_DJANGO_DSN" in os.environ:
-    globals().update(settings(os.environ["JOB_MACHINE_DJANGO_DSN"]))
+    globals().update(settings(os.environ["JOB_MACHINE_DJANGO_DSN"], log=True))

@@ -25,14 +25,17 @@ import pytest
 
 import job_machine
 
-django = pytest.importorskip("django")
+if os.environ.get("CI"):
+    import django  # CI installs the test extra, which has Django: never skip there
+else:
+    django = pytest.importorskip("django")
 
-from django.conf import settings as django_settings  # noqa: E402
-from django.core.exceptions import ImproperlyConfigured  # noqa: E402
-from django.db import connection, connections, transaction  # noqa: E402
-from django.utils import timezone  # noqa: E402
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, connections, transaction
+from django.utils import timezone
 
-from tests.procs import wait_until  # noqa: E402
+from tests.procs import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -385,6 +388,30 @@ def test_worker_retries_then_succeeds(
     assert error.exception_class is RuntimeError
     assert "first attempt of m1" in error.traceback
     assert worker.stop() == 0, worker.describe()
+
+
+def test_worker_serves_only_the_queues_asked(
+    tasks: Any, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    c = compat()
+    worker = start_worker("--queue", "emails")
+    left = tasks.add.enqueue(1, 2)
+    served = tasks.shout.enqueue("a")
+    wait_until(lambda: finished(served), 30, "the emails task", [worker])
+    assert served.status == c.SUCCESSFUL
+    assert worker.stop() == 0, worker.describe()
+    left.refresh()
+    assert left.status == c.READY
+    assert "serving django.emails\n" in worker.log()
+
+
+def test_worker_command_refuses_other_backends(django_dsn: str) -> None:
+    from django.core.management import CommandError, call_command  # noqa: PLC0415
+
+    with pytest.raises(CommandError, match="no task backend 'nope'"):
+        call_command("job_machine_worker", backend="nope")
+    with pytest.raises(CommandError, match="malformed"):
+        call_command("job_machine_worker", queues=["no spaces"])
 
 
 # -- the worker in this process -------------------------------------------------

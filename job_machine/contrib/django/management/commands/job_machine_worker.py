@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
+from job_machine import InvalidQueueName
 from job_machine.contrib.django._compat import task_backends
 from job_machine.contrib.django.backend import JobMachineBackend
 from job_machine.contrib.django.worker import DjangoTaskWorker
@@ -66,7 +68,10 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django is untyped
             for name in ("concurrency", "retries", "max_runtime", "shutdown_grace")
             if options[name] is not None
         }
-        queues = backend.worker_queues(options["queues"])
+        try:
+            queues = backend.worker_queues(options["queues"])
+        except (InvalidQueueName, ImproperlyConfigured) as ex:
+            raise CommandError(str(ex)) from None
         worker = DjangoTaskWorker(backend, dsn=options["dsn"], queue=queues, **settings)
         if options["verbosity"] > 0:
             self.stderr.write(f"job_machine worker: serving {', '.join(queues)}")
