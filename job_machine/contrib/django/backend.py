@@ -143,13 +143,12 @@ class JobMachineBackend(BaseTaskBackend):
         return self.queue_prefix + queue_name
 
     def django_queue(self, queue: str | None) -> str | None:
-        """The Django queue name of a job_machine queue, None if it is not one of this backend's."""
+        """The Django queue name of a job_machine queue, None if it is not
+        below this backend's prefix. (Not checked against ``QUEUES``: the
+        result of a task is read even after its queue left the setting.)"""
         if queue is None or not queue.startswith(self.queue_prefix):
             return None
-        name = queue[len(self.queue_prefix) :]
-        if not name or (self.queues and name not in self.queues):
-            return None
-        return name
+        return queue[len(self.queue_prefix) :] or None
 
     def worker_queues(self, queue_names: Iterable[str] | None = None) -> list[str]:
         """What a worker serves: the given Django queues, else the backend's
