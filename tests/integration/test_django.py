@@ -417,7 +417,9 @@ def test_worker_command_refuses_other_backends(django_dsn: str) -> None:
 # -- the worker in this process -------------------------------------------------
 
 
-def test_worker_priority_and_signals(tasks: Any, django_dsn: str) -> None:
+def test_worker_priority_and_signals(
+    tasks: Any, django_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
     from job_machine.contrib.django import DjangoTaskWorker  # noqa: PLC0415
 
     c = compat()
@@ -432,8 +434,12 @@ def test_worker_priority_and_signals(tasks: Any, django_dsn: str) -> None:
     def ended(sender: Any, task_result: Any, **kwargs: Any) -> None:
         seen.append(("finished", task_result.id, task_result.status))
 
+    def broken(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a receiver's bug")
+
     c.task_started.connect(started)
     c.task_finished.connect(ended)
+    c.task_finished.connect(broken)  # logged; the task's outcome stands
     worker = DjangoTaskWorker(c.task_backends["default"], handle_signals=False)
     try:
         assert worker.work_once()
@@ -447,6 +453,7 @@ def test_worker_priority_and_signals(tasks: Any, django_dsn: str) -> None:
         worker.close()
         c.task_started.disconnect(started)
         c.task_finished.disconnect(ended)
+        c.task_finished.disconnect(broken)
     assert seen == [  # priority 50, then 0, then -5
         ("started", high.id, c.RUNNING),
         ("finished", high.id, c.SUCCESSFUL),
@@ -458,6 +465,9 @@ def test_worker_priority_and_signals(tasks: Any, django_dsn: str) -> None:
     failing.refresh()
     assert failing.status == c.FAILED
     assert failing.errors[0].exception_class is tasks.Boom
+    assert len(failing.errors) == 1  # not the receiver's error
+    broken_logged = [r for r in caplog.records if "receiver of Django's task signal" in r.message]
+    assert len(broken_logged) == 3
 
 
 def test_get_result_of_a_task_that_is_not_djangos(tasks: Any, dsn: str) -> None:

@@ -3,6 +3,7 @@ JobMachineBackend enqueued (``manage.py job_machine_worker`` runs one)."""
 
 from __future__ import annotations
 
+import logging
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,8 @@ from ._compat import (
 )
 from .backend import JobMachineBackend, parse_data, resolve_task, with_options, worker_ids
 
+logger = logging.getLogger("job_machine.django")
+
 
 class DjangoTaskWorker(Worker):
     """Serves the queues of a :class:`JobMachineBackend`: imports each task's
@@ -39,7 +42,8 @@ class DjangoTaskWorker(Worker):
 
     Django's ``task_started`` and ``task_finished`` signals are sent around
     each run (``task_finished`` once the task is SUCCESSFUL or FAILED, not
-    after an attempt that will be retried). Django's database connections of
+    after an attempt that will be retried); a receiver that raises is logged
+    and changes nothing of the task. Django's database connections of
     the thread are closed around each task when unusable or past their
     ``CONN_MAX_AGE``, as around a request.
 
@@ -94,9 +98,8 @@ class DjangoTaskWorker(Worker):
             errors=[],
             worker_ids=worker_ids(self.worker_id, task.attempt),
         )
-        sender = type(self.backend)
-        task_started.send(sender, task_result=result)
         close_old_connections()
+        _signal(task_started, self.backend, result)
         try:
             if django_task.takes_context:
                 value = django_task.call(TaskContext(task_result=result), *args, **kwargs)
@@ -112,14 +115,27 @@ class DjangoTaskWorker(Worker):
                 object.__setattr__(result, "finished_at", timezone.now())
                 result.errors.append(_error(ex))
                 # Sent while the exception is handled: Django's receiver logs it.
-                task_finished.send(sender, task_result=result)
+                _signal(task_finished, self.backend, result)
             raise
         finally:
             close_old_connections()
         object.__setattr__(result, "status", SUCCESSFUL)
         object.__setattr__(result, "finished_at", timezone.now())
         object.__setattr__(result, "_return_value", value)
-        task_finished.send(sender, task_result=result)
+        _signal(task_finished, self.backend, result)
+
+
+def _signal(signal: Any, backend: JobMachineBackend, result: TaskResult[Any]) -> None:
+    """Send a task signal; a receiver that raises is logged, and changes
+    nothing of the task (its answer may be written already)."""
+    for receiver, outcome in signal.send_robust(type(backend), task_result=result):
+        if isinstance(outcome, Exception):
+            logger.error(
+                "task %s: a receiver of Django's task signal raised: %r",
+                result.id,
+                receiver,
+                exc_info=outcome,
+            )
 
 
 def _error(ex: BaseException) -> TaskError:
