@@ -95,7 +95,7 @@ class WorkerError(Exception):
 WORKER_ERROR_PATH = f"{WorkerError.__module__}.{WorkerError.__qualname__}"
 
 
-class JobMachineBackend(BaseTaskBackend):
+class JobMachineBackend(BaseTaskBackend):  # type: ignore[misc, unused-ignore]  # Any without django-tasks
     """A Django tasks backend (the ``TASKS`` setting) that stores tasks in
     job_machine's tables and runs them with ``manage.py job_machine_worker``.
 
