@@ -1,0 +1,1 @@
+"""Integrations with frameworks: job_machine.contrib.django (docs/django.md)."""
