@@ -26,6 +26,8 @@ NAMES = {
     "AsyncAdmin": "Admin",
     "AsyncClient": "Client",
     "AsyncWorker": "Worker",
+    "AsyncTaskWorker": "TaskWorker",
+    "ARUNS_COROUTINES": "RUNS_COROUTINES",
     "AsyncStore": "Store",
     "AsyncListener": "Listener",
     "AsyncConnector": "Connector",
