@@ -422,6 +422,18 @@ class App:
         """The queues the task functions send to."""
         return self._table.queues()
 
+    @property
+    def dsn(self) -> str | None:
+        """The connection string given to the app (None: ``$JOB_MACHINE_DSN``
+        at first use). Set it before the clients are made: clients already
+        made keep theirs until :meth:`close`."""
+        return self._dsn
+
+    @dsn.setter
+    def dsn(self, dsn: str | None) -> None:
+        with self._lock:
+            self._dsn = _where(dsn, None, None)[0]
+
     # -- clients -----------------------------------------------------------------
 
     @property

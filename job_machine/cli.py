@@ -606,6 +606,8 @@ def worker(
     if app_spec is not None:
         app = _load_app(app_spec)
         target = _need_dsn(dsn)
+        if app.dsn is None:  # its functions' own sends go where the worker works
+            app.dsn = target
         make = app.async_worker if app.needs_asyncio else app.worker
         name = app_spec
         try:

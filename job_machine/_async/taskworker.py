@@ -55,7 +55,7 @@ class AsyncTaskWorker(AsyncWorker):
             coroutines = [d.name for d in tasks if d.is_async]
             if coroutines:
                 raise TypeError(
-                    f"task function {coroutines[0]} is an async def, which a sync Worker "
+                    f"task function {coroutines[0]} is a coroutine function, which a sync Worker "
                     "cannot run: serve the app with app.async_worker() (job-machine worker "
                     "--app does so by itself when a function is async)"
                 )

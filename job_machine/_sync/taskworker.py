@@ -57,7 +57,7 @@ class TaskWorker(Worker):
             coroutines = [d.name for d in tasks if d.is_async]
             if coroutines:
                 raise TypeError(
-                    f"task function {coroutines[0]} is an def, which a sync Worker "
+                    f"task function {coroutines[0]} is a coroutine function, which a sync Worker "
                     "cannot run: serve the app with app.async_worker() (job-machine worker "
                     "--app does so by itself when a function is async)"
                 )
