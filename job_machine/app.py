@@ -339,6 +339,7 @@ class App:
         self._connect_kwargs = connect_kwargs
         self._client: Client | None = None
         self._aclient: AsyncClient | None = None
+        self._dsn: str | None
         self._dsn, self._pool, self._conn = _where(dsn, pool, conn)
 
     # -- task functions -----------------------------------------------------------

@@ -53,7 +53,9 @@ class Admin(ConnectorOwner):
         pool: ConnectionPool | None = None,
         connect_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        self._connector = Connector(dsn=dsn, conn=conn, pool=pool, connect_kwargs=connect_kwargs)
+        self._connector = Connector(
+            dsn=dsn, conn=conn, pool=pool, connect_kwargs=connect_kwargs
+        )
         self._store = Store(self._connector)
 
     def stats(self) -> Stats:
@@ -180,7 +182,9 @@ class Admin(ConnectorOwner):
                 "only a waiting or blocked task can be cancelled"
             )
 
-    def retry(self, task_id: int, queue: str | None = None, priority: int | None = None) -> None:
+    def retry(
+        self, task_id: int, queue: str | None = None, priority: int | None = None
+    ) -> None:
         """Send a done or failed task again, with a fresh count of attempts,
         optionally to another queue or with another priority. A task whose
         parents are not all done is blocked again until they are.

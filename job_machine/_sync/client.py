@@ -62,7 +62,9 @@ class Client(LocksAndNotes, ConnectorOwner):
         self.queue = validate_queue(queue) if queue is not None else None
         #: The id of the task most recently sent; the default of check/receive/wait.
         self.id: int | None = None
-        self._connector = Connector(dsn=dsn, conn=conn, pool=pool, connect_kwargs=connect_kwargs)
+        self._connector = Connector(
+            dsn=dsn, conn=conn, pool=pool, connect_kwargs=connect_kwargs
+        )
         self._store = Store(self._connector)
         self._listen_dsn = listen_dsn
         self._connect_kwargs = connect_kwargs

@@ -31,7 +31,9 @@ def install_schema(target: Connection[Any] | str) -> None:
     _run_file(target, create_tables_sql(), "install the schema", {})
 
 
-def install_roles(target: Connection[Any] | str, prefix: str = DEFAULT_ROLE_PREFIX) -> Roles:
+def install_roles(
+    target: Connection[Any] | str, prefix: str = DEFAULT_ROLE_PREFIX
+) -> Roles:
     """Create the least-privilege group roles and grant them what they need
     on the ``jobmachine`` schema: the same file as ``psql -f sql/roles.sql``
     (see docs/roles.md). Idempotent; run it again after every schema upgrade.
@@ -78,7 +80,9 @@ def _run_file(
             target.set_autocommit(False)
 
 
-def _run_on(conn: Connection[Any], text: LiteralString, settings: dict[str, str]) -> None:
+def _run_on(
+    conn: Connection[Any], text: LiteralString, settings: dict[str, str]
+) -> None:
     """Run the file on ``conn`` (in autocommit), and leave no transaction open."""
     store = Store(Connector(conn=conn))
     store.session_set(settings, conn)

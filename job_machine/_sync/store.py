@@ -279,7 +279,9 @@ class Store:
         params = {"task_id": task_id, "attempt": attempt, "result": error}
         return self._one("task_fail_now", params) is not None
 
-    def task_answer(self, task_id: int, conn: Connection[Any] | None = None) -> Answer | None:
+    def task_answer(
+        self, task_id: int, conn: Connection[Any] | None = None
+    ) -> Answer | None:
         """Status, newest reply and newest error of a task; None if there is no such task.
 
         :param conn: read on this connection (the one a waiting client listens
@@ -362,7 +364,9 @@ class Store:
         """Every known queue name."""
         return [r["name"] for r in self._all("queue_names", {}, conn)]
 
-    def task_next_due(self, queues: Sequence[str], min_priority: int | None = None) -> float | None:
+    def task_next_due(
+        self, queues: Sequence[str], min_priority: int | None = None
+    ) -> float | None:
         """Seconds until the next claimable task of ``queues`` is due, 0.0 if
         one is due now; None if none is waiting."""
         params = {
