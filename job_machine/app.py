@@ -544,13 +544,17 @@ class App:
 
     async def aclose(self) -> None:
         """Close both clients."""
-        with self._lock:
-            aclient, self._aclient = self._aclient, None
         try:
-            if aclient is not None:
-                await aclient.close()
+            await self._aclose_async_face()
         finally:
             self.close()
+
+    async def _aclose_async_face(self) -> None:
+        """Close the asyncio client only (run_tasks, when its event loop ends)."""
+        with self._lock:
+            aclient, self._aclient = self._aclient, None
+        if aclient is not None:
+            await aclient.close()
 
     def __enter__(self) -> Self:
         return self

@@ -99,7 +99,7 @@ def run_tasks(
     """
     if isinstance(app_or_worker, App):
         if app_or_worker.needs_asyncio:
-            return asyncio.run(arun_tasks(app_or_worker, limit=limit, **worker_options))
+            return asyncio.run(_on_a_loop_of_its_own(app_or_worker, limit, worker_options))
         worker = app_or_worker.worker(**_quiet(worker_options))
         try:
             return _run(worker, limit)
@@ -110,6 +110,15 @@ def run_tasks(
     if worker_options:
         raise TypeError("worker options are for an App; set them on your worker")
     return _run(app_or_worker, limit)
+
+
+async def _on_a_loop_of_its_own(app: App, limit: int, options: dict[str, Any]) -> list[Ran]:
+    """arun_tasks on a loop that ends with it: an AsyncClient the tasks made
+    the app open (an ``asend`` in an async function) is closed before."""
+    try:
+        return await arun_tasks(app, limit=limit, **options)
+    finally:
+        await app._aclose_async_face()
 
 
 def _run(worker: Worker, limit: int) -> list[Ran]:

@@ -101,3 +101,10 @@ async def slow_double(x: int) -> int:
 def triple(x: int) -> int:
     """A plain function beside it: the asyncio worker runs it in a thread."""
     return 3 * x
+
+
+@async_app.task(queue="tests.async")
+async def fan_out(n: int) -> int:
+    """Sends another task through the app's AsyncClient, on the worker's loop."""
+    await triple.asend(n)
+    return n

@@ -181,6 +181,11 @@ def test_run_tasks_runs_an_async_app_on_a_loop_of_its_own(dsn: str) -> None:
         task_id = taskfns.triple.send(5)
         assert [r.reply for r in run_tasks(async_app)] == [15]
         assert taskfns.triple.result(task_id) == 15
+        # An async function's asend opens the app's AsyncClient on that loop,
+        # which is closed with it: the next run_tasks has a loop of its own.
+        for n in (1, 2):
+            taskfns.fan_out.send(n)
+            assert [r.reply for r in run_tasks(async_app)] == [n, 3 * n]
 
 
 # -- where the app's database comes from ---------------------------------------------
