@@ -603,6 +603,7 @@ def worker(
     options["concurrency"] = concurrency
     kwargs = {name: value for name, value in options.items() if value is not None}
     instance: jm.Worker | jm.AsyncWorker
+    app: jm.App | None = None
     if app_spec is not None:
         app = _load_app(app_spec)
         target = _need_dsn(dsn)
@@ -638,10 +639,23 @@ def worker(
         describe_target(target),
     )
     if isinstance(instance, jm.AsyncWorker):
-        asyncio.run(instance.receive())
+        asyncio.run(_receive_then_close(instance, app))
     else:
-        instance.receive()
+        try:
+            instance.receive()
+        finally:
+            if app is not None:  # what its functions sent went through its clients
+                app.close()
     logger.info("%s stopped", name)
+
+
+async def _receive_then_close(worker: jm.AsyncWorker, app: jm.App | None) -> None:
+    """Serve, then close the app's clients on the loop they were used on."""
+    try:
+        await worker.receive()
+    finally:
+        if app is not None:
+            await app.aclose()
 
 
 # -- send -------------------------------------------------------------------------

@@ -256,12 +256,15 @@ def test_acall_across_an_asyncio_worker_process(dsn: str, tmp_path: Path) -> Non
         async with async_app.ausing(dsn):
             return list(
                 await asyncio.gather(
-                    taskfns.slow_double.acall(4), taskfns.triple.acall(4), taskfns.triple.acall(1)
+                    taskfns.slow_double.acall(4),
+                    taskfns.triple.acall(4),
+                    taskfns.triple.acall(1),
+                    taskfns.fan_out.acall(5),  # sends from the worker's own AsyncClient
                 )
             )
 
     with cli_worker(dsn, tmp_path, "--app", "tests.taskfns:async_app", script=False) as proc:
-        assert asyncio.run(calls()) == [8, 12, 3]
+        assert asyncio.run(calls()) == [8, 12, 3, 5]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     assert "(asyncio)" in (tmp_path / "worker.log").read_text()
