@@ -19,7 +19,7 @@ from ._sync.client import Client
 from ._sync.schema import install_roles, install_schema
 from ._sync.taskworker import TaskWorker
 from ._sync.worker import Worker
-from .app import App, AsyncTaskFunction, TaskArgs, TaskFunction
+from .app import App
 from .channels import queue_channel, reply_channel, validate_queue, validate_subscription
 from .errors import (
     ConnectionFailed,
@@ -48,6 +48,7 @@ from .task import (
     TaskSummary,
     WorkerInfo,
 )
+from .taskfunction import AsyncTaskFunction, TaskArgs, TaskFunction
 
 __version__ = "0.1.0"
 
