@@ -20,6 +20,7 @@ import job_machine as jm
 from job_machine.testing import arun_tasks, run_tasks
 from tests import taskfns
 from tests.integration.test_cli import cli, cli_worker
+from tests.integration.test_perl_compat import PERL_FETCH_RESULT, Perl
 from tests.taskfns import Order, Point, Receipt, Segment, add, app, async_app
 
 
@@ -118,6 +119,33 @@ def test_unknown_or_malformed_tasks_fail_at_once(on_db: str) -> None:
         with pytest.raises(jm.TaskFailed, match="failed"):
             client.wait(tid, timeout=5)
     assert ran[perlish].reply == 42
+
+
+@pytest.fixture
+def perl(dsn: str) -> Iterator[Perl]:
+    """Perl Job::Machine 0.19's statements on the test's database."""
+    p = Perl(dsn)
+    yield p
+    p.close()
+
+
+def test_perl_client_and_worker_speak_task_functions(on_db: str, perl: Perl) -> None:
+    """Job::Machine 0.19's own statements: a Perl client calls a Python task
+    function, a Perl worker answers a Python call."""
+    tid = perl.send(add.queue, {"task": add.name, "args": [1, 2]})
+    assert [r.reply for r in run_tasks(app)] == [3]
+    assert json.loads(perl._run(PERL_FETCH_RESULT, tid)[0]["result"]) == 3
+
+    called = taskfns.midpoint.send(Segment(Point(0, 0), Point(2, 4)))
+    task = perl.claim("tests.geometry")
+    assert task is not None and task["task_id"] == called
+    assert json.loads(task["parameters"]) == {
+        "task": "tests.taskfns.midpoint",
+        "args": [{"start": {"x": 0, "y": 0}, "end": {"x": 2, "y": 4}, "tags": []}],
+        "kwargs": {},
+    }
+    perl.reply(called, {"x": 1, "y": 2})
+    assert taskfns.midpoint.result(called) == Point(1, 2)
 
 
 def test_configure_and_send_many(on_db: str, conn: psycopg.Connection[Any]) -> None:
