@@ -56,8 +56,22 @@ class TaskDef:
     #: Whether it is an ``async def`` (only an asyncio worker can run it).
     is_async: bool
     signature: inspect.Signature = field(repr=False)
-    #: Its annotations, resolved (parameters and ``return``).
-    hints: dict[str, Any] = field(repr=False)
+    #: Its annotations once resolved (see :attr:`hints`).
+    _hints: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def hints(self) -> dict[str, Any]:
+        """Its annotations, resolved (parameters and ``return``) on first use,
+        so that a type defined after the function in its module is found.
+        An annotation that does not resolve means no conversion at all."""
+        if self._hints is None:
+            try:
+                hints = get_type_hints(self.fn)
+            except Exception:
+                return {}  # not yet resolvable: try again next time
+            object.__setattr__(self, "_hints", hints)
+            return hints
+        return self._hints
 
     @classmethod
     def of(cls, fn: Callable[..., Any], name: str | None, queue: str | None) -> TaskDef:
@@ -80,17 +94,12 @@ class TaskDef:
                 f"task function {task_name}: its default queue is its name, which is not "
                 f"a valid queue name ({ex}); pass queue= (and name=) to @app.task"
             ) from None
-        try:
-            hints = get_type_hints(fn)
-        except Exception:  # an annotation that does not resolve: no conversion
-            hints = {}
         return cls(
             name=task_name,
             queue=queue_name,
             fn=fn,
             is_async=inspect.iscoroutinefunction(fn),
             signature=inspect.signature(fn),
-            hints=hints,
         )
 
     # -- the sender's side ----------------------------------------------------

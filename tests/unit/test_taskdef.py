@@ -116,3 +116,27 @@ def test_conversions_by_annotation() -> None:
     assert from_json({"k": 1}, dict) == {"k": 1}
     with pytest.raises(TypeError, match="Point has no field 'z'"):
         from_json({"x": 1, "y": 2, "z": 3}, Point)
+
+
+def test_annotations_resolve_on_first_use() -> None:
+    """A type defined after the function (a forward reference) still converts."""
+    d = LATER
+    data = d.payload((Later(1),), {})
+    assert data["args"] == [{"n": 1}]
+    table = TaskTable()
+    table.add(d)
+    assert table.resolve(_task(data))[1] == [Later(1)]
+    assert d.reply_value({"n": 2}) == Later(2)
+
+
+def uses_later(item: Later) -> Later:
+    return item
+
+
+#: Made as @app.task would, before Later exists.
+LATER = TaskDef.of(uses_later, "later", "q")
+
+
+@dataclass
+class Later:
+    n: int
