@@ -26,11 +26,12 @@ class AsyncTaskWorker(AsyncWorker):
     with backoff as with any worker, then :class:`~job_machine.TaskFailed`
     for the caller).
 
-    Make one with :meth:`App.async_worker` (or ``App.worker`` for the sync
-    ``TaskWorker``) rather than directly. The asyncio worker awaits ``async
-    def`` functions on its event loop and runs plain functions in a thread
-    (``asyncio.to_thread``), so one worker serves a mix; the sync worker runs
-    plain functions only, and refuses an ``async def`` one when it is made.
+    Make one with :meth:`App.worker` (the sync face) or
+    :meth:`App.async_worker` (asyncio) rather than directly. The asyncio one
+    awaits coroutine functions on its event loop and runs plain functions in
+    a thread each (``asyncio.to_thread``), so it serves a mix; the sync one
+    runs plain functions only, and refuses a coroutine function when it is
+    made.
 
     A task whose data names a function the worker does not know, or whose
     arguments do not fit the function, fails at once, without retries, with
