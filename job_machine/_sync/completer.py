@@ -40,7 +40,6 @@ from .store import Store
 
 logger = logging.getLogger("job_machine.worker")
 
-
 class Completer:
     """Collects ends while :attr:`collecting`, and writes them in one statement.
 
