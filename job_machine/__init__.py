@@ -1,6 +1,7 @@
 """job_machine: hand work from one process to another through PostgreSQL, and get the answer back.
 
-Sync: :class:`Client`, :class:`Worker`. Asyncio: :class:`AsyncClient`,
+Task functions: :class:`App` and ``@app.task`` (docs/tasks.md). Sync:
+:class:`Client`, :class:`Worker`. Asyncio: :class:`AsyncClient`,
 :class:`AsyncWorker`. Both faces share one implementation
 (job_machine/_async/, with job_machine/_sync/ generated from it).
 """
@@ -10,12 +11,15 @@ from __future__ import annotations
 from ._async.admin import AsyncAdmin
 from ._async.client import AsyncClient
 from ._async.schema import ainstall_roles, ainstall_schema
+from ._async.taskworker import AsyncTaskWorker
 from ._async.worker import AsyncWorker
 from ._schema_sql import Roles, create_tables_sql, roles_sql
 from ._sync.admin import Admin
 from ._sync.client import Client
 from ._sync.schema import install_roles, install_schema
+from ._sync.taskworker import TaskWorker
 from ._sync.worker import Worker
+from .app import App
 from .channels import queue_channel, reply_channel, validate_queue, validate_subscription
 from .errors import (
     ConnectionFailed,
@@ -28,6 +32,7 @@ from .errors import (
     SchemaMissing,
     TaskFailed,
     TaskNotHeld,
+    TaskRejected,
     UnknownTask,
     WaitTimeout,
 )
@@ -43,13 +48,17 @@ from .task import (
     TaskSummary,
     WorkerInfo,
 )
+from .taskfunction import AsyncTaskFunction, TaskArgs, TaskFunction
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Admin",
+    "App",
     "AsyncAdmin",
     "AsyncClient",
+    "AsyncTaskFunction",
+    "AsyncTaskWorker",
     "AsyncWorker",
     "Client",
     "ConnectionFailed",
@@ -67,11 +76,15 @@ __all__ = [
     "Stats",
     "Status",
     "Task",
+    "TaskArgs",
     "TaskFailed",
+    "TaskFunction",
     "TaskInfo",
     "TaskNotHeld",
     "TaskPage",
+    "TaskRejected",
     "TaskSummary",
+    "TaskWorker",
     "UnknownTask",
     "WaitTimeout",
     "Worker",

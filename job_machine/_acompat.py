@@ -23,6 +23,12 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+#: Whether this face can run ``async def`` task functions: the asyncio one
+#: awaits them, the sync one cannot.
+ARUNS_COROUTINES = True
+RUNS_COROUTINES = False
+
+
 def sleep(seconds: float) -> None:
     """Block the thread for ``seconds``."""
     time.sleep(seconds)

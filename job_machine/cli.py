@@ -458,14 +458,12 @@ def _describe(obj: object) -> str:
     return f"a {type(obj).__name__}"
 
 
-def _load_worker_class(spec: str) -> type[jm.Worker] | type[jm.AsyncWorker]:
-    """Import ``module:ClassName``, looking in the working directory first."""
+def _import_spec(spec: str, form: str, example: str, hint: str) -> object:
+    """Import ``module:name`` (``name`` may be dotted), looking in the working
+    directory first; ``hint`` names the argument in errors."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise click.BadParameter(
-            f"{spec!r} is not MODULE:CLASS (for example myapp.workers:Accounting)",
-            param_hint="'MODULE:CLASS'",
-        )
+        raise click.BadParameter(f"{spec!r} is not {form} (for example {example})", param_hint=hint)
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
@@ -475,7 +473,7 @@ def _load_worker_class(spec: str) -> type[jm.Worker] | type[jm.AsyncWorker]:
         if ex.name and (module_name == ex.name or module_name.startswith(ex.name + ".")):
             raise click.BadParameter(
                 f"no module named {ex.name!r} (looked in {cwd} and the installed packages)",
-                param_hint="'MODULE:CLASS'",
+                param_hint=hint,
             ) from None
         logger.debug("importing %s failed", module_name, exc_info=True)
         raise jm.JobMachineError(
@@ -494,8 +492,28 @@ def _load_worker_class(spec: str) -> type[jm.Worker] | type[jm.AsyncWorker]:
             obj = getattr(obj, part)
         except AttributeError:
             raise click.BadParameter(
-                f"module {module_name!r} has no {attr!r}", param_hint="'MODULE:CLASS'"
+                f"module {module_name!r} has no {attr!r}", param_hint=hint
             ) from None
+    return obj
+
+
+def _load_app(spec: str) -> jm.App:
+    """Import ``module:app``, a :class:`job_machine.App`."""
+    obj = _import_spec(spec, "MODULE:APP", "myapp.tasks:app", "'--app'")
+    if not isinstance(obj, jm.App):
+        raise click.BadParameter(
+            f"{spec} is {_describe(obj)}, not a job_machine.App", param_hint="'--app'"
+        )
+    if not obj.functions:
+        raise click.BadParameter(
+            f"{spec} has no task functions (decorate some with @app.task)", param_hint="'--app'"
+        )
+    return obj
+
+
+def _load_worker_class(spec: str) -> type[jm.Worker] | type[jm.AsyncWorker]:
+    """Import ``module:ClassName``, looking in the working directory first."""
+    obj = _import_spec(spec, "MODULE:CLASS", "myapp.workers:Accounting", "'MODULE:CLASS'")
     bases = (jm.Worker, jm.AsyncWorker)
     if obj in bases:
         raise click.BadParameter(
@@ -516,7 +534,14 @@ def _load_worker_class(spec: str) -> type[jm.Worker] | type[jm.AsyncWorker]:
 
 
 @cli.command()
-@click.argument("worker_class", metavar="MODULE:CLASS")
+@click.argument("worker_class", metavar="[MODULE:CLASS]", required=False)
+@click.option(
+    "--app",
+    "app_spec",
+    metavar="MODULE:APP",
+    help="Serve the task functions of this job_machine.App instead of a Worker class "
+    "(docs/tasks.md).",
+)
 @click.option(
     "-q",
     "--queue",
@@ -525,7 +550,8 @@ def _load_worker_class(spec: str) -> type[jm.Worker] | type[jm.AsyncWorker]:
     metavar="QUEUE",
     callback=_check_subscriptions,
     help="A queue to serve, or a pattern: gl.* (the queues one level below gl), "
-    "gl.** (every queue below gl); repeat for several. Default: the class's `queue`.",
+    "gl.** (every queue below gl); repeat for several. Default: the class's `queue`, "
+    "or the queues of the app's task functions.",
 )
 @click.option(
     "-c",
@@ -545,7 +571,8 @@ def _load_worker_class(spec: str) -> type[jm.Worker] | type[jm.AsyncWorker]:
 @_dsn_option
 def worker(
     *,
-    worker_class: str,
+    worker_class: str | None,
+    app_spec: str | None,
     queues: tuple[str, ...],
     concurrency: int | None,
     log_level: str,
@@ -555,8 +582,10 @@ def worker(
     """Run a worker: serve its queues until SIGTERM or Ctrl-C.
 
     MODULE:CLASS names a subclass of job_machine.Worker or AsyncWorker, for
-    example myapp.workers:Accounting; the working directory is searched
-    first. An AsyncWorker runs under asyncio. --queue also takes patterns:
+    example myapp.workers:Accounting; or --app MODULE:APP names a
+    job_machine.App, whose task functions are served (under asyncio when one
+    of them is an async def). The working directory is searched first. An
+    AsyncWorker runs under asyncio. --queue also takes patterns:
     gl.* serves the queues one level below gl, gl.** every queue below it,
     including queues created while it runs. Logs go to stderr. Options left
     out keep the class's own values (job_machine's defaults in brackets).
@@ -566,33 +595,67 @@ def worker(
     (128 + the signal) and the task goes back to waiting.
     """
     _setup_logging(log_level)
-    cls = _load_worker_class(worker_class)
-    target = _need_dsn(dsn)
-    if not queues and getattr(cls, "queue", None) is None:
+    if (worker_class is None) == (app_spec is None):
         raise click.UsageError(
-            f"no queue: pass --queue, or set `queue` on {cls.__name__}",
+            "name a Worker class (MODULE:CLASS) or an app (--app MODULE:APP), one of them",
             ctx=click.get_current_context(silent=True),
         )
     options["concurrency"] = concurrency
     kwargs = {name: value for name, value in options.items() if value is not None}
-    try:
-        instance = cls(target, queue=list(queues) or None, **kwargs)
-    except ValueError as ex:
-        raise click.UsageError(str(ex), ctx=click.get_current_context(silent=True)) from None
+    instance: jm.Worker | jm.AsyncWorker
+    app: jm.App | None = None
+    if app_spec is not None:
+        app = _load_app(app_spec)
+        target = _need_dsn(dsn)
+        if app.dsn is None:  # its functions' own sends go where the worker works
+            app.dsn = target
+        make = app.async_worker if app.needs_asyncio else app.worker
+        name = app_spec
+        try:
+            instance = make(list(queues) or None, dsn=target, **kwargs)
+        except ValueError as ex:
+            raise click.UsageError(str(ex), ctx=click.get_current_context(silent=True)) from None
+    else:
+        assert worker_class is not None
+        cls = _load_worker_class(worker_class)
+        target = _need_dsn(dsn)
+        if not queues and getattr(cls, "queue", None) is None:
+            raise click.UsageError(
+                f"no queue: pass --queue, or set `queue` on {cls.__name__}",
+                ctx=click.get_current_context(silent=True),
+            )
+        name = cls.__name__
+        try:
+            instance = cls(target, queue=list(queues) or None, **kwargs)
+        except ValueError as ex:
+            raise click.UsageError(str(ex), ctx=click.get_current_context(silent=True)) from None
     kind = "asyncio" if isinstance(instance, jm.AsyncWorker) else "sync"
     logger.info(
         "starting %s (%s) on %s, pid %d, database %s",
-        cls.__name__,
+        name,
         kind,
         ", ".join(instance.queues),
         os.getpid(),
         describe_target(target),
     )
     if isinstance(instance, jm.AsyncWorker):
-        asyncio.run(instance.receive())
+        asyncio.run(_receive_then_close(instance, app))
     else:
-        instance.receive()
-    logger.info("%s stopped", cls.__name__)
+        try:
+            instance.receive()
+        finally:
+            if app is not None:  # what its functions sent went through its clients
+                app.close()
+    logger.info("%s stopped", name)
+
+
+async def _receive_then_close(worker: jm.AsyncWorker, app: jm.App | None) -> None:
+    """Serve, then close the app's clients on the loop they were used on."""
+    try:
+        await worker.receive()
+    finally:
+        if app is not None:
+            await app.aclose()
 
 
 # -- send -------------------------------------------------------------------------

@@ -75,6 +75,14 @@ class TaskFailed(JobMachineError):
         super().__init__(f"task {task_id} failed: {detail}")
 
 
+class TaskRejected(JobMachineError):
+    """A task function's worker cannot run the task: its data names no task
+    function the worker knows, or its arguments do not fit the function. The
+    task fails at once, without retries (trying again cannot help)."""
+
+    __module__ = "job_machine"
+
+
 class WaitTimeout(JobMachineError, TimeoutError):
     """No reply arrived in time."""
 

@@ -270,6 +270,23 @@ SELECT held.task_id, held.status,
        CASE WHEN held.status = 900 THEN pg_notify('jmr:' || held.task_id::text, 'failed') END
   FROM held JOIN stored USING (task_id)
 
+-- name: task_fail_now
+-- A task that no retry can help (a task function's worker rejected its
+-- data): store the error and fail it at once, whatever attempts are left;
+-- notify the waiting client.
+WITH held AS (
+    UPDATE jobmachine.task
+       SET status = 900, run_after = NULL, modified = now()
+     WHERE task_id = %(task_id)s AND status = 100 AND attempts = %(attempt)s
+    RETURNING task_id, status
+), stored AS (
+    INSERT INTO jobmachine.result (task_id, result, resulttype)
+    SELECT task_id, %(result)s, 'error' FROM held
+    RETURNING task_id
+)
+SELECT held.task_id, pg_notify('jmr:' || held.task_id::text, 'failed')
+  FROM held JOIN stored USING (task_id)
+
 -- name: task_answer
 -- What a client needs to answer check()/receive(): the status, the newest
 -- reply (any result that is not an error) and the newest error.

@@ -28,6 +28,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 import job_machine
+import job_machine.pytest_plugin as _plugin
 
 #: One template per test session, so several sessions can share one server.
 TEMPLATE = f"jm_test_template_{os.getpid()}"
@@ -162,11 +163,24 @@ def client(dsn: str) -> Iterator[job_machine.Client]:
     c.close()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Load job_machine's pytest plugin when its entry point has not (a
+    checkout run without being installed): once, whichever way."""
+    manager = config.pluginmanager
+    if not manager.is_registered(_plugin) and not manager.has_plugin("job_machine"):
+        manager.register(_plugin, "job_machine")
+
+
+@pytest.fixture(scope="session")
+def job_machine_server_dsn(server_dsn: str) -> str:
+    """The plugin's databases go on this session's server (one server, not two)."""
+    return server_dsn
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "dsn" in getattr(item, "fixturenames", ()) or "server_dsn" in getattr(
-            item, "fixturenames", ()
-        ):
+        names = getattr(item, "fixturenames", ())
+        if "dsn" in names or "server_dsn" in names or "job_machine_dsn" in names:
             item.add_marker(pytest.mark.db)
 
 

@@ -63,6 +63,8 @@ NAMES = {
     "AsyncAdmin": "Admin",
     "AsyncClient": "Client",
     "AsyncWorker": "Worker",
+    "AsyncTaskWorker": "TaskWorker",
+    "ARUNS_COROUTINES": "RUNS_COROUTINES",
     "AsyncStore": "Store",
     "AsyncListener": "Listener",
     "AsyncCompleter": "Completer",

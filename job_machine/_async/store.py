@@ -271,6 +271,12 @@ class AsyncStore:
         row = await self._one("task_fail_attempt", params)
         return None if row is None else Status(row["status"])
 
+    async def task_fail_now(self, task_id: int, attempt: int, error: str) -> bool:
+        """Store the error and fail the task without retrying; False if this
+        attempt no longer holds it."""
+        params = {"task_id": task_id, "attempt": attempt, "result": error}
+        return await self._one("task_fail_now", params) is not None
+
     async def task_answer(
         self, task_id: int, conn: AsyncConnection[Any] | None = None
     ) -> Answer | None:

@@ -273,6 +273,12 @@ class Store:
         row = self._one("task_fail_attempt", params)
         return None if row is None else Status(row["status"])
 
+    def task_fail_now(self, task_id: int, attempt: int, error: str) -> bool:
+        """Store the error and fail the task without retrying; False if this
+        attempt no longer holds it."""
+        params = {"task_id": task_id, "attempt": attempt, "result": error}
+        return self._one("task_fail_now", params) is not None
+
     def task_answer(self, task_id: int, conn: Connection[Any] | None = None) -> Answer | None:
         """Status, newest reply and newest error of a task; None if there is no such task.
 
