@@ -341,7 +341,8 @@ class AsyncStore:
             "set": "{" + ",".join(f"{_codec.encode(k)}:{v}" for k, v in kept.items()) + "}",
             "remove": [k for k, v in notes.items() if v is None],
         }
-        return await self._one("task_note", params) is not None
+        row = await self._one("task_note", params)
+        return row is not None and row["task_id"] is not None
 
     async def lock_take(self, name: str, expire: float, limit: int) -> int | None:
         """Take a hold of a named lock: its id (0 for a check), None if all are held."""
@@ -350,7 +351,8 @@ class AsyncStore:
 
     async def lock_release(self, name: str, lock_id: int | None) -> bool:
         """Release a hold of a named lock; False if there was none."""
-        return await self._one("lock_release", {"name": name, "lock_id": lock_id}) is not None
+        row = await self._one("lock_release", {"name": name, "lock_id": lock_id})
+        return row is not None and row["lock_id"] is not None
 
     async def queue_names(self, conn: AsyncConnection[Any] | None = None) -> list[str]:
         """Every known queue name."""

@@ -343,7 +343,8 @@ class Store:
             "set": "{" + ",".join(f"{_codec.encode(k)}:{v}" for k, v in kept.items()) + "}",
             "remove": [k for k, v in notes.items() if v is None],
         }
-        return self._one("task_note", params) is not None
+        row = self._one("task_note", params)
+        return row is not None and row["task_id"] is not None
 
     def lock_take(self, name: str, expire: float, limit: int) -> int | None:
         """Take a hold of a named lock: its id (0 for a check), None if all are held."""
@@ -352,7 +353,8 @@ class Store:
 
     def lock_release(self, name: str, lock_id: int | None) -> bool:
         """Release a hold of a named lock; False if there was none."""
-        return self._one("lock_release", {"name": name, "lock_id": lock_id}) is not None
+        row = self._one("lock_release", {"name": name, "lock_id": lock_id})
+        return row is not None and row["lock_id"] is not None
 
     def queue_names(self, conn: Connection[Any] | None = None) -> list[str]:
         """Every known queue name."""
