@@ -10,10 +10,14 @@
 -- it is missing, which is announced on channel jmq for workers subscribed
 -- to a branch of queues) and notify the queue's channel. The common case:
 -- no parents, no unique key (task_insert_full does those, at the cost of
--- an ON CONFLICT insert). Returns no row when a concurrent sender created
--- the class at the same moment: run it again.
+-- an ON CONFLICT insert). The class row is found and locked by
+-- jobmachine.queue_find(), so housekeeping cannot remove the queue under
+-- the insert (a removal in progress is waited for, and the row created
+-- again). Returns no row when a concurrent sender created the class at the
+-- same moment: run it again.
 WITH found AS (
-    SELECT class_id FROM jobmachine.class WHERE name = %(queue)s
+    SELECT f.class_id FROM jobmachine.queue_find(%(queue)s) AS f (class_id)
+     WHERE f.class_id IS NOT NULL
 ), created AS (
     INSERT INTO jobmachine.class (name)
     SELECT %(queue)s WHERE NOT EXISTS (SELECT 1 FROM found)
@@ -49,7 +53,8 @@ SELECT task_id, pg_notify(%(channel)s, task_id::text),
 -- parents found, and the new task's id and status (NULL: a unique key
 -- conflict, or a parent is missing).
 WITH found AS (
-    SELECT class_id FROM jobmachine.class WHERE name = %(queue)s
+    SELECT f.class_id FROM jobmachine.queue_find(%(queue)s) AS f (class_id)
+     WHERE f.class_id IS NOT NULL
 ), created AS (
     INSERT INTO jobmachine.class (name)
     SELECT %(queue)s WHERE NOT EXISTS (SELECT 1 FROM found)
@@ -99,7 +104,8 @@ SELECT t.task_id
 -- them all. Returns no row when a concurrent sender created the class at
 -- the same moment.
 WITH found AS (
-    SELECT class_id FROM jobmachine.class WHERE name = %(queue)s
+    SELECT f.class_id FROM jobmachine.queue_find(%(queue)s) AS f (class_id)
+     WHERE f.class_id IS NOT NULL
 ), created AS (
     INSERT INTO jobmachine.class (name)
     SELECT %(queue)s WHERE NOT EXISTS (SELECT 1 FROM found)
@@ -396,6 +402,16 @@ SELECT pg_try_advisory_xact_lock(%(key)s)
               AND l.classid::bigint = %(key)s::bigint >> 32
               AND l.objid::bigint = %(key)s::bigint & 4294967295
               AND has_any_column_privilege(a.usesysid, 'jobmachine.worker', 'INSERT')) AS got
+
+-- name: queue_prune
+-- Housekeeping: remove up to %(limit)s queues (class rows) that have no
+-- task, are not paused, and were neither created nor paused or resumed in
+-- the last %(older_than)s seconds; their names. jobmachine.queue_prune()
+-- (the schema's owner's: no role holds DELETE on class) locks them first,
+-- skipping those a sender is inserting into, and deletes only those still
+-- empty with a fresh snapshot. A send to a removed queue creates it again.
+SELECT p.name FROM jobmachine.queue_prune(%(older_than)s::float8, %(limit)s::int,
+                                          %(now)s::timestamptz) AS p (name)
 
 -- name: task_unclaim
 -- A worker gives back tasks it claimed ahead (a batch claim) but never
@@ -722,7 +738,8 @@ SELECT task_id, pg_notify('jmr:' || task_id::text, 'failed') FROM cancelled
 -- earlier results stay, for the record. A waiting, blocked or running task
 -- is left alone.
 WITH target AS (
-    SELECT class_id FROM jobmachine.class WHERE name = %(queue)s::text
+    SELECT f.class_id FROM jobmachine.queue_find(%(queue)s::text) AS f (class_id)
+     WHERE f.class_id IS NOT NULL
 ), created AS (
     INSERT INTO jobmachine.class (name)
     SELECT %(queue)s::text WHERE %(queue)s::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM target)

@@ -447,6 +447,57 @@ RETURNS bigint LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_te
 $$;
 REVOKE ALL ON FUNCTION jobmachine.unlock(text, bigint) FROM PUBLIC;
 
+-- Queues are class rows, created by the first send to a name, and removed
+-- by housekeeping once empty and unused (queue_prune). A sender finds its
+-- queue's row with queue_find(), which locks it (FOR KEY SHARE, as the
+-- foreign key check of its task will) for the rest of its transaction, so
+-- the row cannot be pruned between the lookup and the insert: a prune that
+-- got there first is waited for, and the row is then missing (the insert
+-- statements create it again). Runs as the schema's owner only because a
+-- row lock needs an UPDATE privilege the sender does not hold; it takes
+-- the lock that inserting a task into the queue takes anyway.
+CREATE OR REPLACE FUNCTION jobmachine.queue_find(p_name text)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN (SELECT c.class_id FROM jobmachine.class c WHERE c.name = p_name FOR KEY SHARE);
+END
+$$;
+REVOKE ALL ON FUNCTION jobmachine.queue_find(text) FROM PUBLIC;
+
+-- Housekeeping: remove up to p_limit queues that have no task, are not
+-- paused, and were neither created nor modified (paused, resumed) in the
+-- last p_older_than seconds; their names. The candidates are locked first,
+-- skipping any a sender holds (queue_find, or the foreign key check of a
+-- task being inserted); a second statement, with a fresh snapshot, deletes
+-- those still without a task, so a task committed meanwhile keeps its queue
+-- and the delete never fails on the foreign key. A sender that looks its
+-- queue up while the prune holds the row waits, then creates it again.
+CREATE OR REPLACE FUNCTION jobmachine.queue_prune(p_older_than double precision,
+                                                  p_limit integer,
+                                                  p_now timestamptz DEFAULT NULL)
+RETURNS SETOF text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cutoff timestamptz := coalesce(p_now, now()) - make_interval(secs => p_older_than);
+    candidates bigint[];
+BEGIN
+    SELECT array_agg(k.class_id) INTO candidates
+      FROM (SELECT c.class_id
+              FROM jobmachine.class c
+             WHERE NOT c.paused AND c.created < cutoff AND c.modified < cutoff
+               AND NOT EXISTS (SELECT 1 FROM jobmachine.task t WHERE t.class_id = c.class_id)
+             ORDER BY c.class_id
+             LIMIT p_limit
+               FOR UPDATE SKIP LOCKED) k;
+    RETURN QUERY
+        DELETE FROM jobmachine.class c
+         WHERE c.class_id = ANY(candidates)
+           AND NOT EXISTS (SELECT 1 FROM jobmachine.task t WHERE t.class_id = c.class_id)
+        RETURNING c.name;
+END
+$$;
+REVOKE ALL ON FUNCTION jobmachine.queue_prune(double precision, integer, timestamptz) FROM PUBLIC;
+
 -- The status of an inserted task: a role that may not set a task's status
 -- (a sender, the Perl client as one) inserts it waiting (0), or blocked
 -- (10) on parents, or failed (900) when one of its parents has failed

@@ -146,9 +146,11 @@ BEGIN
 
         -- sender
         (sender, 'USAGE', 'SCHEMA jobmachine'),
-        -- task_insert*: find the queue, or create it (Perl: SELECT * and
-        -- INSERT ... RETURNING *).
+        -- task_insert*: find the queue (queue_find(), which locks its
+        -- row against housekeeping's queue_prune), or create it (Perl:
+        -- SELECT * and INSERT ... RETURNING *).
         (sender, 'SELECT, INSERT (name)', 'TABLE jobmachine.class'),
+        (sender, 'EXECUTE', 'FUNCTION jobmachine.queue_find(text)'),
         -- task_insert*, task_info, task_answer(ed), task_unique_holder.
         -- Only the columns send() sets: not task_id, worker_id, attempts,
         -- started, has_children or notes.
@@ -195,6 +197,9 @@ BEGIN
         (worker, 'SELECT, UPDATE (status, modified, started, attempts, uncounted_attempts,'
                  ' worker_id, run_after, retry_at)', 'TABLE jobmachine.task'),
         (worker, 'EXECUTE', 'FUNCTION jobmachine.task_delete_finished(bigint[])'),
+        -- Housekeeping removes empty, unused queues (queue_prune), with no
+        -- DELETE on class.
+        (worker, 'EXECUTE', 'FUNCTION jobmachine.queue_prune(double precision, integer, timestamptz)'),
         (worker, 'EXECUTE', 'FUNCTION jobmachine.task_note(bigint, jsonb, text[])'),
         (worker, 'SELECT, INSERT (task_id, result, resulttype)', 'TABLE jobmachine.result'),
         -- worker_register, worker_heartbeat (an upsert that sets seen),
@@ -209,8 +214,10 @@ BEGIN
 
         -- admin: reader's SELECTs (role membership, above), and
         (admin, 'USAGE', 'SCHEMA jobmachine'),
-        -- admin_retry to another queue creates it; admin_pause.
+        -- admin_retry to another queue finds it (queue_find()) or
+        -- creates it; admin_pause.
         (admin, 'INSERT (name), UPDATE (paused, modified)', 'TABLE jobmachine.class'),
+        (admin, 'EXECUTE', 'FUNCTION jobmachine.queue_find(text)'),
         -- admin_cancel, admin_retry (a fresh start, maybe elsewhere or
         -- at another priority). Only columns, no DELETE (LOCK TABLE):
         -- admin_remove and admin_purge delete through task_delete() and

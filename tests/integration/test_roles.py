@@ -1113,6 +1113,33 @@ def test_a_workers_liveness_key_held_by_a_sender_delays_its_rescue_as_documented
     assert task_status(conn, held) == 0
 
 
+def test_a_worker_removes_unused_queues_without_delete_on_class(
+    logins: Logins, conn: psycopg.Connection[Any]
+) -> None:
+    """Bounded queues (issue 15, item 3) within the roles: housekeeping
+    removes an empty queue a day old through queue_prune(), the schema
+    owner's; the sender and the admin find queues through queue_find()."""
+    conn.execute(
+        "INSERT INTO jobmachine.class (name, created, modified)"
+        " VALUES ('roles.old', now() - interval '2 days', now() - interval '2 days'),"
+        " ('roles.target', now() - interval '2 days', now() - interval '2 days')"
+    )
+    with jm.Client(logins.sender, queue="roles.new") as client:
+        failed = client.send({"n": 1}, delay=3600)
+    with jm.Admin(logins.admin) as admin:
+        admin.cancel(failed)
+        admin.retry(failed, queue="roles.target")  # an existing queue
+        assert admin.task_info(failed).queue == "roles.target"
+    with Answer(logins.worker, queue="roles.new", dead_after=2) as worker:
+        assert worker.housekeeping().pruned == 1
+    assert one(conn, "SELECT array_agg(name ORDER BY name) FROM jobmachine.class") == [
+        "roles.new",
+        "roles.target",
+    ]
+    for role in (logins.sender, logins.admin, logins.reader):
+        denied_sql(role, "SELECT jobmachine.queue_prune(0, 10)", "DELETE FROM jobmachine.class")
+
+
 # -- a pinned search_path (issue 15, item 1) ------------------------------------------------
 
 #: What a sender may put into a schema on everyone's search_path when PUBLIC
