@@ -1024,6 +1024,18 @@ def test_no_role_can_lock_a_table_of_the_queue(
     with psycopg.connect(logins.worker) as worker:  # what is left, as documented
         worker.execute("LOCK TABLE jobmachine.worker IN ACCESS EXCLUSIVE MODE")
         worker.rollback()
+    # The Perl worker's chores as the worker role: revive and fail work,
+    # its removal of every task untouched for 30 days is refused (README:
+    # give Perl workers remove_after => 0).
+    with psycopg.connect(logins.worker, autocommit=True) as perl_worker:
+        perl_worker.execute(
+            "UPDATE jobmachine.task SET status = 0, modified = now()"
+            " WHERE status = 100 AND modified < now() - interval '1800 seconds'"
+        )
+        perl_worker.execute("UPDATE jobmachine.task SET status = 900 WHERE task_id IN (0)")
+    denied_sql(
+        logins.worker, "DELETE FROM jobmachine.task WHERE modified < now() - INTERVAL '30 days'"
+    )
     # Each still does its deletes: retention, remove and purge, unlock.
     with jm.Client(logins.sender, queue="roles.lock") as client:
         hold = client.lock("roles.named", expire=60)
