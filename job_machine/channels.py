@@ -10,6 +10,8 @@ break the contract with Perl workers listening on the full name).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from .errors import InvalidQueueName
 
@@ -93,3 +95,49 @@ def matches(pattern: str, queue: str) -> bool:
     else:
         rest = queue
     return bool(rest) and (wildcard == "**" or "." not in rest)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """What a worker serves, given its subscriptions and the queues that exist."""
+
+    #: The queue names to serve: the exact ones subscribed to, then the
+    #: existing queues the patterns match, in the order listed.
+    served: list[str]
+    #: Matched queues not served before (to LISTEN on).
+    added: list[str]
+    #: Queues served before that a pattern matched and that no longer exist
+    #: (removed by housekeeping: to UNLISTEN).
+    dropped: list[str]
+    #: Existing queues a pattern matches whose names cannot be a channel
+    #: (a Perl client's queue named with spaces, say).
+    unservable: list[str]
+
+
+def subscription(
+    subscriptions: Sequence[str], served: Sequence[str], existing: Iterable[str]
+) -> Subscription:
+    """What a worker subscribed to ``subscriptions`` (queue names and
+    patterns) serves, now that the queues ``existing`` exist, when it served
+    ``served`` so far. One pass over the queues, each looked up in a set:
+    O(queues x patterns), however many a sender created."""
+    patterns = [p for p in subscriptions if is_pattern(p)]
+    exact = [q for q in subscriptions if not is_pattern(q)]
+    chosen = dict.fromkeys(exact)
+    unservable: list[str] = []
+    for name in existing:
+        if name in chosen or not any(matches(p, name) for p in patterns):
+            continue
+        try:
+            validate_queue(name)
+        except InvalidQueueName:
+            unservable.append(name)
+            continue
+        chosen[name] = None
+    before = set(served)
+    return Subscription(
+        served=list(chosen),
+        added=[q for q in chosen if q not in before],
+        dropped=[q for q in served if q not in chosen],
+        unservable=unservable,
+    )

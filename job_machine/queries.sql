@@ -10,10 +10,14 @@
 -- it is missing, which is announced on channel jmq for workers subscribed
 -- to a branch of queues) and notify the queue's channel. The common case:
 -- no parents, no unique key (task_insert_full does those, at the cost of
--- an ON CONFLICT insert). Returns no row when a concurrent sender created
--- the class at the same moment: run it again.
+-- an ON CONFLICT insert). The class row is found and locked by
+-- jobmachine.queue_find(), so housekeeping cannot remove the queue under
+-- the insert (a removal in progress is waited for, and the row created
+-- again). Returns no row when a concurrent sender created the class at the
+-- same moment: run it again.
 WITH found AS (
-    SELECT class_id FROM jobmachine.class WHERE name = %(queue)s
+    SELECT f.class_id FROM jobmachine.queue_find(%(queue)s) AS f (class_id)
+     WHERE f.class_id IS NOT NULL
 ), created AS (
     INSERT INTO jobmachine.class (name)
     SELECT %(queue)s WHERE NOT EXISTS (SELECT 1 FROM found)
@@ -38,7 +42,9 @@ SELECT task_id, pg_notify(%(channel)s, task_id::text),
 -- name: task_insert_full
 -- task_insert with parents or a unique key. With parents, the task
 -- is blocked (10) until they are all done, and failed at once when one of
--- them has failed; each parent is locked and marked as having children.
+-- them has failed; each parent is locked and marked as having children
+-- (by jobmachine.task_mark_parents(), which runs as the schema's owner: a
+-- sender holds no UPDATE on task).
 -- With a unique key, nothing is inserted while a task of the same queue and
 -- key is waiting, blocked or running. A task failed at once gets its
 -- ParentFailed error from the trigger task_parent_failed (it runs as the
@@ -47,7 +53,8 @@ SELECT task_id, pg_notify(%(channel)s, task_id::text),
 -- parents found, and the new task's id and status (NULL: a unique key
 -- conflict, or a parent is missing).
 WITH found AS (
-    SELECT class_id FROM jobmachine.class WHERE name = %(queue)s
+    SELECT f.class_id FROM jobmachine.queue_find(%(queue)s) AS f (class_id)
+     WHERE f.class_id IS NOT NULL
 ), created AS (
     INSERT INTO jobmachine.class (name)
     SELECT %(queue)s WHERE NOT EXISTS (SELECT 1 FROM found)
@@ -56,9 +63,7 @@ WITH found AS (
 ), cls AS (
     SELECT class_id FROM found UNION ALL SELECT class_id FROM created LIMIT 1
 ), parent AS (
-    UPDATE jobmachine.task p SET has_children = true
-     WHERE p.task_id = ANY(%(parents)s::bigint[])
-    RETURNING p.task_id, p.status
+    SELECT m.task_id, m.status FROM jobmachine.task_mark_parents(%(parents)s::bigint[]) m
 ), verdict AS (
     SELECT array_agg(task_id) AS found,
            min(task_id) FILTER (WHERE status = 900) AS failed_parent,
@@ -99,7 +104,8 @@ SELECT t.task_id
 -- them all. Returns no row when a concurrent sender created the class at
 -- the same moment.
 WITH found AS (
-    SELECT class_id FROM jobmachine.class WHERE name = %(queue)s
+    SELECT f.class_id FROM jobmachine.queue_find(%(queue)s) AS f (class_id)
+     WHERE f.class_id IS NOT NULL
 ), created AS (
     INSERT INTO jobmachine.class (name)
     SELECT %(queue)s WHERE NOT EXISTS (SELECT 1 FROM found)
@@ -379,9 +385,11 @@ SELECT task_id, status,
 -- remove_after time, their own keep_for after they finished, or else
 -- %(remove_after_days)s days after they finished. Each branch reads an index
 -- range (task_status_modified_idx, task_retention_idx), so a batch costs the
--- rows it deletes, not the size of the history.
-DELETE FROM jobmachine.task
- WHERE task_id IN (
+-- rows it deletes, not the size of the history. The delete itself is
+-- jobmachine.task_delete_finished() (the schema's owner's: a worker holds
+-- no DELETE on task, which would let it LOCK TABLE it).
+SELECT d.task_id
+  FROM jobmachine.task_delete_finished(ARRAY(
     (SELECT task_id FROM jobmachine.task
       WHERE status IN (200, 900) AND remove_after IS NULL AND keep_for IS NULL
         AND modified < coalesce(%(now)s, now()) - %(remove_after_days)s * interval '1 day'
@@ -390,15 +398,37 @@ DELETE FROM jobmachine.task
     (SELECT task_id FROM jobmachine.task
       WHERE (remove_after IS NOT NULL OR keep_for IS NOT NULL) AND status IN (200, 900)
         AND coalesce(remove_after, modified + keep_for) < coalesce(%(now)s, now())
-      LIMIT %(limit)s))
-RETURNING task_id
+      LIMIT %(limit)s))) AS d (task_id)
 
 -- name: chore_lock
 -- One housekeeper at a time across the fleet: a transaction-level advisory
 -- lock, taken in the same transaction as the chores. The fleet's leader
 -- holds the same key at session level (leader_lock), so a manual
--- housekeeping() never runs beside it.
-SELECT pg_try_advisory_xact_lock(%(key)s) AS got
+-- housekeeping() never runs beside it. Advisory locks are open to every
+-- role: a key held by a session whose user may not register a worker (a
+-- sender, a reader, anyone but a worker or the schema's owner) is a
+-- squatter, not a housekeeper, and does not stop the chores (which are
+-- safe beside each other, only wasteful): got is true then, the lock not
+-- taken.
+SELECT pg_try_advisory_xact_lock(%(key)s)
+       OR NOT EXISTS (
+           SELECT 1
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND l.classid::bigint = %(key)s::bigint >> 32
+              AND l.objid::bigint = %(key)s::bigint & 4294967295
+              AND has_any_column_privilege(a.usesysid, 'jobmachine.worker', 'INSERT')) AS got
+
+-- name: queue_prune
+-- Housekeeping: remove up to %(limit)s queues (class rows) that have no
+-- task, are not paused, and were neither created nor paused or resumed in
+-- the last %(older_than)s seconds; their names. jobmachine.queue_prune()
+-- (the schema's owner's: no role holds DELETE on class) locks them first,
+-- skipping those a sender is inserting into, and deletes only those still
+-- empty with a fresh snapshot. A send to a removed queue creates it again.
+SELECT p.name FROM jobmachine.queue_prune(%(older_than)s::float8, %(limit)s::int,
+                                          %(now)s::timestamptz) AS p (name)
 
 -- name: task_unclaim
 -- A worker gives back tasks it claimed ahead (a batch claim) but never
@@ -420,8 +450,19 @@ SELECT task_id,
 -- name: leader_lock
 -- Become the fleet's housekeeper: a session-level advisory lock that the
 -- leader keeps until its registry connection ends. Re-entrant for the
--- session that holds it.
-SELECT pg_try_advisory_lock(%(key)s) AS got
+-- session that holds it. As in chore_lock, a key held by a session whose
+-- user may not register a worker does not count: got is true, the lock
+-- not taken (every worker is then a housekeeper, chore_lock serialising
+-- them as well as it can, until the squatter lets go).
+SELECT pg_try_advisory_lock(%(key)s)
+       OR NOT EXISTS (
+           SELECT 1
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND l.classid::bigint = %(key)s::bigint >> 32
+              AND l.objid::bigint = %(key)s::bigint & 4294967295
+              AND has_any_column_privilege(a.usesysid, 'jobmachine.worker', 'INSERT')) AS got
 
 -- name: task_next_due
 -- After a claim that found nothing: seconds until the next waiting task
@@ -461,11 +502,9 @@ SELECT t.task_id, c.name AS queue, t.status, t.attempts, t.parameters,
 
 -- name: task_note
 -- Set notes of a task (merged into its notes) and remove others (%(remove)s
--- keys). Returns no row when there is no such task.
-UPDATE jobmachine.task
-   SET notes = (coalesce(notes, '{}'::jsonb) || %(set)s::jsonb) - %(remove)s::text[]
- WHERE task_id = %(task_id)s
-RETURNING task_id
+-- keys), through jobmachine.task_note() (it runs as the schema's owner:
+-- no role holds UPDATE on notes). task_id is NULL when there is no such task.
+SELECT jobmachine.task_note(%(task_id)s, %(set)s::jsonb, %(remove)s::text[]) AS task_id
 
 -- name: lock_take
 -- Take a named lock (see jobmachine.lock() in create_tables.sql): the
@@ -474,15 +513,9 @@ SELECT jobmachine.lock(%(name)s::text, %(expire)s::float8, %(limit)s::int) AS lo
 
 -- name: lock_release
 -- Release a named lock: the hold %(lock_id)s, or else the one of the name
--- that expires first. Returns the hold released, no row when none was held.
-DELETE FROM jobmachine.lock
- WHERE lock_id = (SELECT l.lock_id FROM jobmachine.lock l
-                   WHERE l.name = %(name)s
-                     AND (%(lock_id)s::bigint IS NULL OR l.lock_id = %(lock_id)s::bigint)
-                     AND l.expires > clock_timestamp()
-                   ORDER BY l.expires
-                   LIMIT 1)
-RETURNING lock_id
+-- that expires first (jobmachine.unlock(), the schema's owner's: no role
+-- holds DELETE on the lock table). lock_id is NULL when none was held.
+SELECT jobmachine.unlock(%(name)s::text, %(lock_id)s::bigint) AS lock_id
 
 -- name: queue_names
 -- Every queue name known (for workers subscribed to a branch of queues).
@@ -722,7 +755,8 @@ SELECT task_id, pg_notify('jmr:' || task_id::text, 'failed') FROM cancelled
 -- earlier results stay, for the record. A waiting, blocked or running task
 -- is left alone.
 WITH target AS (
-    SELECT class_id FROM jobmachine.class WHERE name = %(queue)s::text
+    SELECT f.class_id FROM jobmachine.queue_find(%(queue)s::text) AS f (class_id)
+     WHERE f.class_id IS NOT NULL
 ), created AS (
     INSERT INTO jobmachine.class (name)
     SELECT %(queue)s::text WHERE %(queue)s::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM target)
@@ -767,22 +801,24 @@ RETURNING worker_id
 
 -- name: admin_remove
 -- Delete a task that is not running, with its results; a client waiting on
--- it is told (it then finds no such task).
-DELETE FROM jobmachine.task WHERE task_id = %(task_id)s AND status <> 100
-RETURNING task_id, pg_notify('jmr:' || task_id::text, 'removed')
+-- it is told (it then finds no such task). Through jobmachine.task_delete()
+-- (the schema's owner's: an admin holds no DELETE on task).
+SELECT d.task_id, pg_notify('jmr:' || d.task_id::text, 'removed')
+  FROM jobmachine.task_delete(ARRAY[%(task_id)s::bigint]) AS d (task_id)
 
 -- name: admin_purge
 -- Delete finished tasks of the given statuses (and queue, and age), in one
--- bounded batch; call again until it returns fewer than %(limit)s.
-DELETE FROM jobmachine.task
- WHERE task_id IN (
+-- bounded batch; call again until it returns fewer than %(limit)s. Only
+-- done or failed tasks (jobmachine.task_delete_finished(), the schema's
+-- owner's: an admin holds no DELETE on task).
+SELECT d.task_id
+  FROM jobmachine.task_delete_finished(ARRAY(
     SELECT t.task_id FROM jobmachine.task t
       LEFT JOIN jobmachine.class c ON c.class_id = t.class_id
      WHERE t.status = ANY(%(statuses)s)
        AND (%(queue)s::text IS NULL OR c.name = %(queue)s::text)
        AND t.modified < now() - make_interval(secs => %(older_than)s)
-     LIMIT %(limit)s)
-RETURNING task_id
+     LIMIT %(limit)s)) AS d (task_id)
 
 -- name: admin_workers
 -- The registered workers, whether PostgreSQL still holds their liveness

@@ -293,8 +293,13 @@ CREATE INDEX IF NOT EXISTS lock_name_expires_idx ON jobmachine.lock (name, expir
 -- lock's id, or NULL when all are held. expire <= 0 only asks whether a hold
 -- is free (0 if so) and takes none (lock_free() in Python). Atomic under concurrency: holders of one
 -- name are serialised by a transaction-level advisory lock.
+--
+-- It runs as the schema's owner (SECURITY DEFINER), so the roles that take
+-- named locks need no privilege on the lock table, whose DELETE would let
+-- them LOCK TABLE it (every lock() and unlock() waiting); EXECUTE is granted
+-- by roles.sql to the roles that take named locks, not to PUBLIC.
 CREATE OR REPLACE FUNCTION jobmachine.lock(p_name text, p_expire double precision, p_limit integer)
-RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     new_id bigint;
 BEGIN
@@ -312,6 +317,7 @@ BEGIN
     RETURN new_id;
 END
 $$;
+REVOKE ALL ON FUNCTION jobmachine.lock(text, double precision, integer) FROM PUBLIC;
 
 INSERT INTO jobmachine.schema_version (version, description)
     VALUES (3, 'priorities, per-task options, dependencies, notes, unique keys, named locks, pause, worker commands')
@@ -368,6 +374,159 @@ CREATE TRIGGER task_transition
     WHEN ((NEW.status IN (0, 10) AND OLD.status NOT IN (0, 10))
           OR (NEW.status = 100 AND OLD.status <> 100 AND NEW.attempts = OLD.attempts))
     EXECUTE FUNCTION jobmachine.task_transition();
+
+-- Least privilege (docs/roles.md): what a role may do to rows it does not
+-- hold, it does through these functions, never through a table privilege
+-- that would let it lock whole tables or any row it likes, or set a
+-- column to anything. Each runs as the schema's owner (SECURITY DEFINER,
+-- its search_path pinned), does one narrow thing, and is EXECUTE-granted by
+-- roles.sql to the roles that need it, not to PUBLIC. Replaced on every
+-- run (CREATE OR REPLACE), so no schema version of their own.
+
+-- Notes: merge %(set)s into a task's notes and remove the keys listed.
+-- The id of the task, NULL when there is none. (A table-level or column
+-- UPDATE would let the caller lock any task row, or every one, with
+-- SELECT ... FOR UPDATE inside a transaction it keeps open.)
+CREATE OR REPLACE FUNCTION jobmachine.task_note(p_task_id bigint, p_set jsonb, p_remove text[])
+RETURNS bigint LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    UPDATE jobmachine.task
+       SET notes = (coalesce(notes, '{}'::jsonb) || p_set) - p_remove
+     WHERE task_id = p_task_id
+    RETURNING task_id::bigint
+$$;
+REVOKE ALL ON FUNCTION jobmachine.task_note(bigint, jsonb, text[]) FROM PUBLIC;
+
+-- A child is being sent: lock each of its parents and mark it as having
+-- children (so task_settled looks for them when it ends); the parents
+-- found, with their status. Only ever sets has_children: clearing it
+-- would leave a parent's children blocked for good.
+CREATE OR REPLACE FUNCTION jobmachine.task_mark_parents(p_parents bigint[])
+RETURNS TABLE (task_id bigint, status integer)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    UPDATE jobmachine.task p SET has_children = true
+     WHERE p.task_id = ANY(p_parents)
+    RETURNING p.task_id::bigint, p.status::integer
+$$;
+REVOKE ALL ON FUNCTION jobmachine.task_mark_parents(bigint[]) FROM PUBLIC;
+
+-- Deleting tasks (and their results, by ON DELETE CASCADE) without DELETE
+-- on the table, which would let the caller LOCK TABLE it in ACCESS
+-- EXCLUSIVE mode: every send, claim and read waiting. Each returns the
+-- ids deleted. task_delete_finished: done or failed tasks only (the
+-- workers' retention, Admin.purge); task_delete: any task not running
+-- (Admin.remove).
+CREATE OR REPLACE FUNCTION jobmachine.task_delete_finished(p_task_ids bigint[])
+RETURNS SETOF bigint
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    DELETE FROM jobmachine.task
+     WHERE task_id = ANY(p_task_ids) AND status IN (200, 900)
+    RETURNING task_id::bigint
+$$;
+REVOKE ALL ON FUNCTION jobmachine.task_delete_finished(bigint[]) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION jobmachine.task_delete(p_task_ids bigint[])
+RETURNS SETOF bigint
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    DELETE FROM jobmachine.task
+     WHERE task_id = ANY(p_task_ids) AND status <> 100
+    RETURNING task_id::bigint
+$$;
+REVOKE ALL ON FUNCTION jobmachine.task_delete(bigint[]) FROM PUBLIC;
+
+-- Release a named lock: the hold p_lock_id, or else the one of the name
+-- that expires first. The hold released, NULL when none was held.
+CREATE OR REPLACE FUNCTION jobmachine.unlock(p_name text, p_lock_id bigint)
+RETURNS bigint LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    DELETE FROM jobmachine.lock
+     WHERE lock_id = (SELECT l.lock_id FROM jobmachine.lock l
+                       WHERE l.name = p_name
+                         AND (p_lock_id IS NULL OR l.lock_id = p_lock_id)
+                         AND l.expires > clock_timestamp()
+                       ORDER BY l.expires
+                       LIMIT 1)
+    RETURNING lock_id
+$$;
+REVOKE ALL ON FUNCTION jobmachine.unlock(text, bigint) FROM PUBLIC;
+
+-- Queues are class rows, created by the first send to a name, and removed
+-- by housekeeping once empty and unused (queue_prune). A sender finds its
+-- queue's row with queue_find(), which locks it (FOR KEY SHARE, as the
+-- foreign key check of its task will) for the rest of its transaction, so
+-- the row cannot be pruned between the lookup and the insert: a prune that
+-- got there first is waited for, and the row is then missing (the insert
+-- statements create it again). Runs as the schema's owner only because a
+-- row lock needs an UPDATE privilege the sender does not hold; it takes
+-- the lock that inserting a task into the queue takes anyway.
+CREATE OR REPLACE FUNCTION jobmachine.queue_find(p_name text)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN (SELECT c.class_id FROM jobmachine.class c WHERE c.name = p_name FOR KEY SHARE);
+END
+$$;
+REVOKE ALL ON FUNCTION jobmachine.queue_find(text) FROM PUBLIC;
+
+-- Housekeeping: remove up to p_limit queues that have no task, are not
+-- paused, and were neither created nor modified (paused, resumed) in the
+-- last p_older_than seconds; their names. The candidates are locked first,
+-- skipping any a sender holds (queue_find, or the foreign key check of a
+-- task being inserted); a second statement, with a fresh snapshot, deletes
+-- those still without a task, so a task committed meanwhile keeps its queue
+-- and the delete never fails on the foreign key. A sender that looks its
+-- queue up while the prune holds the row waits, then creates it again.
+CREATE OR REPLACE FUNCTION jobmachine.queue_prune(p_older_than double precision,
+                                                  p_limit integer,
+                                                  p_now timestamptz DEFAULT NULL)
+RETURNS SETOF text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cutoff timestamptz := coalesce(p_now, now()) - make_interval(secs => p_older_than);
+    candidates bigint[];
+BEGIN
+    SELECT array_agg(k.class_id) INTO candidates
+      FROM (SELECT c.class_id
+              FROM jobmachine.class c
+             WHERE NOT c.paused AND c.created < cutoff AND c.modified < cutoff
+               AND NOT EXISTS (SELECT 1 FROM jobmachine.task t WHERE t.class_id = c.class_id)
+             ORDER BY c.class_id
+             LIMIT p_limit
+               FOR UPDATE SKIP LOCKED) k;
+    RETURN QUERY
+        DELETE FROM jobmachine.class c
+         WHERE c.class_id = ANY(candidates)
+           AND NOT EXISTS (SELECT 1 FROM jobmachine.task t WHERE t.class_id = c.class_id)
+        RETURNING c.name;
+END
+$$;
+REVOKE ALL ON FUNCTION jobmachine.queue_prune(double precision, integer, timestamptz) FROM PUBLIC;
+
+-- The status of an inserted task: a role that may not set a task's status
+-- (a sender, the Perl client as one) inserts it waiting (0), or blocked
+-- (10) on parents, or failed (900) when one of its parents has failed
+-- (task_insert_full does that; task_parent_failed writes why). Anything
+-- else (started, done: a task no worker ran) is refused. A role that
+-- holds UPDATE on task.status (a worker, an admin, the owner) could set
+-- any status anyway and is not checked. Runs as the inserting user
+-- (SECURITY INVOKER), whose privileges it asks about; the common insert
+-- (status 0, Perl's too) does not call it.
+CREATE OR REPLACE FUNCTION jobmachine.task_insert_status() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF has_column_privilege('jobmachine.task', 'status', 'UPDATE')
+       OR (NEW.status = 10 AND cardinality(NEW.parents) > 0)
+       OR (NEW.status = 900 AND EXISTS (SELECT 1 FROM jobmachine.task p
+                                         WHERE p.task_id = ANY(NEW.parents) AND p.status = 900))
+    THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'permission denied to insert a task with status % (a sender inserts tasks waiting, 0, or blocked on parents, 10)', NEW.status
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+DROP TRIGGER IF EXISTS task_insert_status ON jobmachine.task;
+CREATE TRIGGER task_insert_status
+    BEFORE INSERT ON jobmachine.task
+    FOR EACH ROW
+    WHEN (NEW.status <> 0)
+    EXECUTE FUNCTION jobmachine.task_insert_status();
 
 INSERT INTO jobmachine.schema_version (version, description)
     VALUES (4, 'monotonic fencing token (task.uncounted_attempts), retry backoff in task.retry_at, worker and start cleared on every return to waiting')

@@ -45,7 +45,9 @@
 -- docs/liveness.md, pg_class for Admin.stats).
 --
 -- Nor does it rely on PUBLIC's EXECUTE on the schema's own functions:
--- jobmachine.lock() is granted to the roles that call it.
+-- each (jobmachine.lock(), task_note(), ...) is granted to the roles that
+-- call it; create_tables.sql revokes PUBLIC's EXECUTE on those that run as
+-- the schema's owner.
 --
 -- It warns when every role (PUBLIC) may CREATE in a schema of the default
 -- search_path (public before PostgreSQL 15, and in clusters upgraded from
@@ -84,6 +86,13 @@ BEGIN
     IF installed IS NULL OR installed < 4 THEN
         RAISE EXCEPTION 'the jobmachine schema is missing or older than version 4 (found %)', coalesce(installed::text, 'none')
             USING HINT = 'install or upgrade it first: psql -f sql/create_tables.sql, or job_machine.install_schema()';
+    END IF;
+
+    -- The functions granted below come with this release's
+    -- create_tables.sql (in place, at version 4).
+    IF to_regprocedure('jobmachine.task_note(bigint, jsonb, text[])') IS NULL THEN
+        RAISE EXCEPTION 'the jobmachine schema lacks the functions this roles.sql grants (jobmachine.task_note() and others)'
+            USING HINT = 'run create_tables.sql of the same release first: psql -f sql/create_tables.sql, or job_machine.install_schema()';
     END IF;
 
     -- The group roles (cluster-wide): created when missing, left as they
@@ -137,19 +146,25 @@ BEGIN
 
         -- sender
         (sender, 'USAGE', 'SCHEMA jobmachine'),
-        -- task_insert*: find the queue, or create it (Perl: SELECT * and
-        -- INSERT ... RETURNING *).
+        -- task_insert*: find the queue (queue_find(), which locks its
+        -- row against housekeeping's queue_prune), or create it (Perl:
+        -- SELECT * and INSERT ... RETURNING *).
         (sender, 'SELECT, INSERT (name)', 'TABLE jobmachine.class'),
+        (sender, 'EXECUTE', 'FUNCTION jobmachine.queue_find(text)'),
         -- task_insert*, task_info, task_answer(ed), task_unique_holder.
         -- Only the columns send() sets: not task_id, worker_id, attempts,
         -- started, has_children or notes.
         (sender, 'SELECT, INSERT (class_id, parameters, status, priority, run_after,'
                  ' max_attempts, title, grouping, remove_after, keep_for, unique_key,'
                  ' parents)', 'TABLE jobmachine.task'),
-        -- task_insert_full locks each parent and marks it has_children;
-        -- task_note merges notes. Never status: a sender cannot claim,
-        -- finish, cancel or retry a task.
-        (sender, 'UPDATE (has_children, notes)', 'TABLE jobmachine.task'),
+        -- No UPDATE at all (it could SELECT ... FOR UPDATE any task row
+        -- and hold it): task_insert_full marks the parents of a child with
+        -- task_mark_parents(), and task_note merges notes with task_note(),
+        -- both the schema owner's (below). A status other than waiting,
+        -- or blocked on parents, is refused by the trigger
+        -- task_insert_status.
+        (sender, 'EXECUTE', 'FUNCTION jobmachine.task_mark_parents(bigint[])'),
+        (sender, 'EXECUTE', 'FUNCTION jobmachine.task_note(bigint, jsonb, text[])'),
         -- Replies: read only. A sender writes no result (it could forge
         -- the reply of any task); the ParentFailed error of a child whose
         -- parent failed already is written by the trigger
@@ -158,10 +173,11 @@ BEGIN
         -- task_info names the worker running the task; not its queues,
         -- heartbeat or commands.
         (sender, 'SELECT (worker_id, host, pid)', 'TABLE jobmachine.worker'),
-        -- lock(), lock_free(), unlock(): jobmachine.lock() runs as its
-        -- caller.
-        (sender, 'SELECT, INSERT (name, expires), DELETE', 'TABLE jobmachine.lock'),
+        -- lock(), lock_free(), unlock(): jobmachine.lock() and
+        -- jobmachine.unlock() run as the schema's owner; no privilege on
+        -- the lock table (DELETE would let it LOCK TABLE it).
         (sender, 'EXECUTE', 'FUNCTION jobmachine.lock(text, double precision, integer)'),
+        (sender, 'EXECUTE', 'FUNCTION jobmachine.unlock(text, bigint)'),
         (sender, 'USAGE', 'SEQUENCE ' || pg_get_serial_sequence('jobmachine.class', 'class_id')),
         (sender, 'USAGE', 'SEQUENCE ' || pg_get_serial_sequence('jobmachine.task', 'task_id')),
 
@@ -172,31 +188,46 @@ BEGIN
         -- task_claim (status, started, attempts, worker_id), task_finish,
         -- task_done(_many), task_fail_attempt (run_after, retry_at), task_unclaim,
         -- task_release_held, worker_heartbeat (modified), housekeeping:
-        -- worker_reap, task_give_up, task_revive, and task_remove_old
-        -- (DELETE; the results go by ON DELETE CASCADE, which runs as the
-        -- table's owner); notes. Never INSERT: a worker does not send
-        -- (grant jobmachine_sender too for one that does).
+        -- worker_reap, task_give_up, task_revive. Only columns: no
+        -- table-level UPDATE or DELETE, which would let it LOCK TABLE
+        -- task. Retention (task_remove_old) deletes finished tasks with
+        -- task_delete_finished(), notes go through task_note(), both the
+        -- schema owner's. Never INSERT: a worker does not send (grant
+        -- jobmachine_sender too for one that does).
         (worker, 'SELECT, UPDATE (status, modified, started, attempts, uncounted_attempts,'
-                 ' worker_id, run_after, retry_at, notes), DELETE', 'TABLE jobmachine.task'),
+                 ' worker_id, run_after, retry_at)', 'TABLE jobmachine.task'),
+        (worker, 'EXECUTE', 'FUNCTION jobmachine.task_delete_finished(bigint[])'),
+        -- Housekeeping removes empty, unused queues (queue_prune), with no
+        -- DELETE on class.
+        (worker, 'EXECUTE', 'FUNCTION jobmachine.queue_prune(double precision, integer, timestamptz)'),
+        (worker, 'EXECUTE', 'FUNCTION jobmachine.task_note(bigint, jsonb, text[])'),
         (worker, 'SELECT, INSERT (task_id, result, resulttype)', 'TABLE jobmachine.result'),
         -- worker_register, worker_heartbeat (an upsert that sets seen),
-        -- worker_reap (deletes dead workers). Not command: a worker
-        -- cannot stop the others.
+        -- worker_reap (deletes dead workers: the one table-level DELETE
+        -- left, see docs/roles.md). Not command: a worker cannot stop the
+        -- others.
         (worker, 'SELECT, INSERT (worker_id, host, pid, queues), UPDATE (seen), DELETE',
                  'TABLE jobmachine.worker'),
-        (worker, 'SELECT, INSERT (name, expires), DELETE', 'TABLE jobmachine.lock'),
         (worker, 'EXECUTE', 'FUNCTION jobmachine.lock(text, double precision, integer)'),
+        (worker, 'EXECUTE', 'FUNCTION jobmachine.unlock(text, bigint)'),
         (worker, 'USAGE', 'SEQUENCE ' || pg_get_serial_sequence('jobmachine.result', 'result_id')),
 
         -- admin: reader's SELECTs (role membership, above), and
         (admin, 'USAGE', 'SCHEMA jobmachine'),
-        -- admin_retry to another queue creates it; admin_pause.
+        -- admin_retry to another queue finds it (queue_find()) or
+        -- creates it; admin_pause.
         (admin, 'INSERT (name), UPDATE (paused, modified)', 'TABLE jobmachine.class'),
+        (admin, 'EXECUTE', 'FUNCTION jobmachine.queue_find(text)'),
         -- admin_cancel, admin_retry (a fresh start, maybe elsewhere or
-        -- at another priority), admin_remove, admin_purge; notes (the
-        -- CLI's tasks note).
+        -- at another priority). Only columns, no DELETE (LOCK TABLE):
+        -- admin_remove and admin_purge delete through task_delete() and
+        -- task_delete_finished(), notes (the CLI's tasks note) through
+        -- task_note(), the schema owner's.
         (admin, 'UPDATE (status, modified, attempts, uncounted_attempts, run_after, retry_at,'
-                ' priority, class_id, notes), DELETE', 'TABLE jobmachine.task'),
+                ' priority, class_id)', 'TABLE jobmachine.task'),
+        (admin, 'EXECUTE', 'FUNCTION jobmachine.task_delete(bigint[])'),
+        (admin, 'EXECUTE', 'FUNCTION jobmachine.task_delete_finished(bigint[])'),
+        (admin, 'EXECUTE', 'FUNCTION jobmachine.task_note(bigint, jsonb, text[])'),
         -- admin_cancel's Cancelled error.
         (admin, 'INSERT (task_id, result, resulttype)', 'TABLE jobmachine.result'),
         -- admin_worker_command (stop_workers).

@@ -46,6 +46,13 @@ _FULL_ONLY = ("unique_key", "parents")
 #: Advisory lock key of the housekeeping chores (one housekeeper at a time).
 CHORE_LOCK_KEY = 0x6A6D_686B  # "jmhk"
 
+#: Housekeeping removes a queue (its class row) once it has had no task,
+#: not been paused, and been neither created nor paused or resumed for this
+#: many seconds (a day): long enough that a client between looking a queue
+#: up and inserting into it (Perl's two statements) is long done, and that
+#: a daily queue is not removed and created again every day.
+QUEUE_PRUNE_AFTER = 86400.0
+
 
 @dataclass(frozen=True, slots=True)
 class Answer:
@@ -65,6 +72,7 @@ class ChoreCounts:
     failed: int = 0  #: tasks failed because they had used all their attempts
     removed: int = 0  #: finished tasks deleted
     reaped: int = 0  #: dead workers whose tasks were rescued
+    pruned: int = 0  #: empty, unused queues removed
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +114,15 @@ class AsyncStore:
             raise
         except (errors.UndefinedTable, errors.InvalidSchemaName) as ex:
             raise SchemaMissing(f"{SchemaMissing.__doc__} ({ex.diag.message_primary})") from None
-        except (errors.UndefinedColumn, errors.InvalidColumnReference) as ex:
+        except (
+            errors.UndefinedColumn,
+            errors.InvalidColumnReference,
+            errors.UndefinedFunction,
+        ) as ex:
             # A Perl Job::Machine database that job_machine's install has not
-            # upgraded yet: no attempts column, no unique class name.
+            # upgraded yet: no attempts column, no unique class name; or a
+            # schema that this release's create_tables.sql has not run on:
+            # no jobmachine.queue_find() and the other functions.
             raise SchemaMissing(
                 "the jobmachine schema is not upgraded for job_machine (a Perl Job::Machine "
                 "schema?): run `psql -f sql/create_tables.sql` or job_machine.install_schema() "
@@ -347,7 +361,8 @@ class AsyncStore:
             "set": "{" + ",".join(f"{_codec.encode(k)}:{v}" for k, v in kept.items()) + "}",
             "remove": [k for k, v in notes.items() if v is None],
         }
-        return await self._one("task_note", params) is not None
+        row = await self._one("task_note", params)
+        return row is not None and row["task_id"] is not None
 
     async def lock_take(self, name: str, expire: float, limit: int) -> int | None:
         """Take a hold of a named lock: its id (0 for a check), None if all are held."""
@@ -356,7 +371,8 @@ class AsyncStore:
 
     async def lock_release(self, name: str, lock_id: int | None) -> bool:
         """Release a hold of a named lock; False if there was none."""
-        return await self._one("lock_release", {"name": name, "lock_id": lock_id}) is not None
+        row = await self._one("lock_release", {"name": name, "lock_id": lock_id})
+        return row is not None and row["lock_id"] is not None
 
     async def queue_names(self, conn: AsyncConnection[Any] | None = None) -> list[str]:
         """Every known queue name."""
@@ -618,7 +634,33 @@ class AsyncStore:
                     removed += batch
                     if batch < remove_limit:
                         break
-        return ChoreCounts(ran=True, revived=revived, failed=failed, removed=removed, reaped=reaped)
+            pruned = await self.queue_prune(conn, now=now) if cleanup else 0
+        return ChoreCounts(
+            ran=True, revived=revived, failed=failed, removed=removed, reaped=reaped, pruned=pruned
+        )
+
+    async def queue_prune(
+        self,
+        conn: AsyncConnection[Any],
+        *,
+        older_than: float = QUEUE_PRUNE_AFTER,
+        limit: int = 1000,
+        max_batches: int = 50,
+        now: datetime | None = None,
+    ) -> int:
+        """Remove queues without a task, not paused, created and last paused
+        or resumed more than ``older_than`` seconds ago, in batches of
+        ``limit`` (each its own short transaction); how many. A send to a
+        removed queue creates it again."""
+        params = {"older_than": older_than, "limit": limit, "now": now}
+        pruned = 0
+        for _ in range(max_batches):
+            async with self.connector.unit(conn):
+                batch = len(await self._all("queue_prune", params, conn))
+            pruned += batch
+            if batch < limit:
+                break
+        return pruned
 
     async def session_set(self, settings: dict[str, str], conn: AsyncConnection[Any]) -> None:
         """Set configuration parameters for the rest of ``conn``'s session."""

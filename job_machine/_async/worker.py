@@ -29,11 +29,11 @@ from .._waker import Waker
 from ..channels import (
     NEW_QUEUE_CHANNEL,
     is_pattern,
-    matches,
     queue_channel,
+    subscription,
     validate_subscription,
 )
-from ..errors import ConnectionFailed, InvalidQueueName, NoCurrentTask, Retry, TaskNotHeld
+from ..errors import ConnectionFailed, NoCurrentTask, Retry, TaskNotHeld
 from ..liveness import CLIENT_KEEPALIVES, Liveness
 from ..task import DONE, ERROR, REPLY, RESULT, Status, Task, TaskEnd
 from .completer import AsyncCompleter
@@ -541,21 +541,21 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         )
 
     async def _subscribe(self, listener: AsyncListener | None) -> None:
-        """Serve (and LISTEN on) every existing queue the patterns match."""
+        """Serve (and LISTEN on) every existing queue the patterns match, and
+        no longer those of them that housekeeping removed."""
         if not self._patterns:
             return
-        for name in await self._store.queue_names():
-            if name in self._served or not any(matches(p, name) for p in self._patterns):
-                continue
-            try:
-                channel = queue_channel(name)
-            except InvalidQueueName:
-                logger.warning("queue %r matches %s but cannot be served", name, self._patterns)
-                continue
+        sub = subscription(self.queues, self._served, await self._store.queue_names())
+        for name in sub.unservable:
+            logger.warning("queue %r matches %s but cannot be served", name, self._patterns)
+        for name in sub.added:
             if listener is not None:
-                await listener.listen(channel)
-            self._served.append(name)
+                await listener.listen(queue_channel(name))
             logger.info("worker %s: now serving queue %s", self.worker_id, name)
+        for name in sub.dropped:
+            if listener is not None:
+                await listener.unlisten(queue_channel(name))
+        self._served = sub.served
 
     def _on_command(self, command: str) -> None:
         """From the liveness thread: an operator left a command for this worker."""

@@ -247,9 +247,19 @@ def test_install_schema_upgrades_a_v3_database_in_place(empty_dsn: str, dsn: str
             (2,),
             (3,),
         ]
-        with jm.Client(dsn, queue="mig.q") as client:
-            running = client.send("running", attempts=3)
-            failed = client.send("failed", attempts=2)
+        # As a v3 client sent them (this release's client needs the
+        # functions of its own create_tables.sql, jobmachine.queue_find()).
+        running, failed = (
+            r[0]
+            for r in rows(
+                c,
+                "WITH cls AS (INSERT INTO jobmachine.class (name) VALUES ('mig.q')"
+                " RETURNING class_id)"
+                " INSERT INTO jobmachine.task (class_id, parameters, max_attempts)"
+                " SELECT class_id, p, n FROM cls, (VALUES ('\"running\"', 3), ('\"failed\"', 2))"
+                " AS v (p, n) ORDER BY v.n DESC RETURNING task_id",
+            )
+        )
         c.execute(
             "UPDATE jobmachine.task SET status = 100, attempts = 2, started = now()"
             " WHERE task_id = %s",

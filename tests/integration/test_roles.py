@@ -626,15 +626,16 @@ def test_a_sender_cannot_forge_the_reply_of_a_task(
             with pytest.raises(InsufficientPrivilege):
                 forger.execute(statement, [waiting])
         # Through the trigger: a task inserted failed, naming a parent that
-        # did not fail, gets no error; only a failed parent is named.
-        forged = one(
-            forger,
-            "INSERT INTO jobmachine.task (class_id, parameters, status, parents)"
-            " SELECT class_id, '{}', 900, ARRAY[%s::bigint] FROM jobmachine.class"
-            " WHERE name = 'roles.forge' RETURNING task_id",
-            waiting,
-        )
-    assert one(conn, "SELECT count(*) FROM jobmachine.result WHERE task_id = %s", forged) == 0
+        # did not fail, is refused (task_insert_status); only a failed
+        # parent is ever named.
+        with pytest.raises(InsufficientPrivilege, match="status 900"):
+            forger.execute(
+                "INSERT INTO jobmachine.task (class_id, parameters, status, parents)"
+                " SELECT class_id, '{}', 900, ARRAY[%s::bigint] FROM jobmachine.class"
+                " WHERE name = 'roles.forge'",
+                [waiting],
+            )
+    assert one(conn, "SELECT count(*) FROM jobmachine.result") == 1  # the Cancelled error
     with jm.Client(logins.sender, queue="roles.forge") as client:
         assert client.check(waiting) is False
         late = client.send({"n": "late"}, parents=[doomed])
@@ -873,6 +874,282 @@ async def test_the_dashboard_reads_as_the_reader_and_acts_as_the_admin(
         " WHERE t.task_id = %s",
         [failed],
     ).fetchone() == (0, True)
+
+
+# -- no held rows, no chosen status, no locked tables, no squatted keys (issue 15, item 2) ------
+
+
+def denied_in_transaction(dsn: str, *statements: str) -> None:
+    """Each statement, run by the user of ``dsn`` inside a transaction of
+    its own (as LOCK TABLE and a row lock need), fails for want of a privilege."""
+    with psycopg.connect(dsn) as c:
+        for statement in statements:
+            with pytest.raises(InsufficientPrivilege):
+                c.execute(statement)
+            c.rollback()
+
+
+def test_a_sender_cannot_hold_a_task_row_or_clear_a_parents_mark(
+    logins: Logins, conn: psycopg.Connection[Any]
+) -> None:
+    """The review's probe: with UPDATE (has_children, notes) a sender could
+    lock any task row inside a transaction it kept open (claims skip it,
+    replies wait) and clear has_children on a parent (its children then
+    stay blocked for good). Notes and parent marks now go through
+    functions of the schema's owner; the sender holds no UPDATE on task."""
+    q = "roles.hold"
+    with jm.Client(logins.sender, queue=q) as client:
+        parent = client.send({"n": "parent"})
+        child = client.send({"n": "child"}, parents=[parent])
+        client.note(parent, by="sender")  # through jobmachine.task_note()
+        assert client.task_info(parent).notes == {"by": "sender"}
+    assert one(conn, "SELECT has_children FROM jobmachine.task WHERE task_id = %s", parent)
+    denied_in_transaction(
+        logins.sender,
+        *(
+            f"SELECT 1 FROM jobmachine.task WHERE task_id = {parent} {lock}"
+            for lock in ("FOR UPDATE", "FOR NO KEY UPDATE", "FOR SHARE", "FOR KEY SHARE")
+        ),
+        f"UPDATE jobmachine.task SET has_children = false WHERE task_id = {parent}",
+        f"UPDATE jobmachine.task SET notes = notes WHERE task_id = {parent}",
+        "UPDATE jobmachine.task SET notes = '{}'",
+    )
+    # The functions do their one thing only: mark, never unmark.
+    assert not one(
+        conn,
+        "SELECT has_function_privilege(%s, 'jobmachine.task_delete(bigint[])', 'EXECUTE')",
+        logins.roles.sender,
+    )
+    # A worker's claim is not skipped, and the child runs after its parent.
+    with Answer(logins.worker, queue=q) as worker:
+        assert worker.work_once() and worker.work_once()
+    with jm.Client(logins.sender, queue=q) as client:
+        assert client.receive(child) == {"n": "child"}
+
+
+def test_a_sender_inserts_tasks_waiting_or_blocked_on_parents_only(
+    logins: Logins, conn: psycopg.Connection[Any]
+) -> None:
+    """The review's probe: a sender chose any status on insert (started,
+    done, blocked without parents). The trigger task_insert_status lets a
+    role that may not set a status insert waiting (0, Perl's insert too),
+    blocked on parents (10), or failed when a parent has failed (900, as
+    send() does); a worker or admin inserting by hand is not held to it."""
+    q = "roles.status"
+    with jm.Client(logins.sender, queue=q) as client:
+        parent = client.send({"n": "parent"}, delay=3600)
+        doomed = client.send({"n": "doomed"}, delay=3600)
+    with jm.Admin(logins.admin) as admin:
+        admin.cancel(doomed)
+    insert = (
+        "INSERT INTO jobmachine.task (class_id, parameters, status, parents)"
+        " SELECT class_id, '{{}}', {status}, {parents} FROM jobmachine.class"
+        " WHERE name = 'roles.status'"
+    )
+    denied_sql(
+        logins.sender,
+        *(insert.format(status=s, parents="NULL") for s in (10, 100, 200, 900, 5)),
+        insert.format(status=100, parents=f"ARRAY[{parent}]::bigint[]"),
+        insert.format(status=200, parents=f"ARRAY[{doomed}]::bigint[]"),
+        insert.format(status=900, parents=f"ARRAY[{parent}]::bigint[]"),
+        insert.format(status=10, parents="'{}'::bigint[]"),
+    )
+    with psycopg.connect(logins.sender, autocommit=True) as sender:
+        for status, parents in ((0, "NULL"), (10, f"ARRAY[{parent}]::bigint[]")):
+            sender.execute(insert.format(status=status, parents=parents))
+        sender.execute(insert.format(status=900, parents=f"ARRAY[{doomed}]::bigint[]"))
+    assert one(
+        conn,
+        "SELECT array_agg(t.status ORDER BY t.task_id) FROM jobmachine.task t"
+        " JOIN jobmachine.class c USING (class_id) WHERE c.name = %s",
+        q,
+    ) == [0, 900, 0, 10, 900]
+    # send() with every kind of parent, and the Perl client, as the sender.
+    with jm.Client(logins.sender, queue=q) as client:
+        assert client.task_info(client.send({}, parents=[parent])).state == "blocked"
+        assert client.task_info(client.send({}, parents=[doomed])).state == "failed"
+    perl = Perl(logins.sender)
+    try:
+        assert perl.send(q, {"data": "perl"})
+    finally:
+        perl.close()
+
+
+#: The one table-level privilege left that lets a role LOCK TABLE a table
+#: of the schema in ACCESS EXCLUSIVE mode (docs/roles.md): worker_reap
+#: deletes dead workers' rows.
+LOCKABLE = {("worker", "jobmachine.worker")}
+
+
+def test_no_role_can_lock_a_table_of_the_queue(
+    logins: Logins, conn: psycopg.Connection[Any]
+) -> None:
+    """The review's probe: table-level DELETE (and UPDATE) let the worker,
+    the admin and the sender (on the lock table) take LOCK TABLE ... IN
+    ACCESS EXCLUSIVE MODE, stopping every send, claim and read. Deletes now
+    go through functions of the schema's owner; only the registry's DELETE
+    is left to the worker."""
+    tables = [
+        r
+        for (r,) in conn.execute(
+            "SELECT oid::regclass::text FROM pg_class"
+            " WHERE relnamespace = 'jobmachine'::regnamespace AND relkind IN ('r', 'p')"
+        )
+    ]
+    assert {"jobmachine.task", "jobmachine.lock", "jobmachine.worker"} <= set(tables)
+    dsns = {
+        "sender": logins.sender,
+        "worker": logins.worker,
+        "reader": logins.reader,
+        "admin": logins.admin,
+    }
+    for role, dsn in dsns.items():
+        group = getattr(logins.roles, role)
+        held = {
+            (table, privilege)
+            for table in tables
+            for privilege in ("UPDATE", "DELETE", "TRUNCATE")
+            if one(conn, "SELECT has_table_privilege(%s, %s, %s)", group, table, privilege)
+        }
+        assert held == ({("jobmachine.worker", "DELETE")} if role == "worker" else set()), role
+        denied_in_transaction(
+            dsn,
+            *(
+                f"LOCK TABLE {table} IN {mode} MODE"
+                for table in tables
+                if (role, table) not in LOCKABLE
+                for mode in ("ACCESS EXCLUSIVE", "EXCLUSIVE", "SHARE")
+            ),
+        )
+    with psycopg.connect(logins.worker) as worker:  # what is left, as documented
+        worker.execute("LOCK TABLE jobmachine.worker IN ACCESS EXCLUSIVE MODE")
+        worker.rollback()
+    # The Perl worker's chores as the worker role: revive and fail work,
+    # its removal of every task untouched for 30 days is refused (README:
+    # give Perl workers remove_after => 0).
+    with psycopg.connect(logins.worker, autocommit=True) as perl_worker:
+        perl_worker.execute(
+            "UPDATE jobmachine.task SET status = 0, modified = now()"
+            " WHERE status = 100 AND modified < now() - interval '1800 seconds'"
+        )
+        perl_worker.execute("UPDATE jobmachine.task SET status = 900 WHERE task_id IN (0)")
+    denied_sql(
+        logins.worker, "DELETE FROM jobmachine.task WHERE modified < now() - INTERVAL '30 days'"
+    )
+    # Each still does its deletes: retention, remove and purge, unlock.
+    with jm.Client(logins.sender, queue="roles.lock") as client:
+        hold = client.lock("roles.named", expire=60)
+        assert hold and client.unlock("roles.named", hold) and not client.unlock("roles.named")
+        ids = [client.send({"n": n}, delay=3600) for n in range(3)]
+    conn.execute(
+        "UPDATE jobmachine.task SET status = 200, modified = now() - interval '2 days'"
+        " WHERE task_id = %s",
+        [ids[0]],
+    )
+    with Answer(logins.worker, queue="roles.lock", remove_after=1) as worker:
+        assert worker.housekeeping().removed == 1
+    with jm.Admin(logins.admin) as admin:
+        admin.cancel(ids[1])
+        assert admin.purge("failed") == 1
+        admin.remove(ids[2])
+        with pytest.raises(jm.UnknownTask):
+            admin.remove(ids[2])
+    assert one(conn, "SELECT count(*) FROM jobmachine.task") == 0
+
+
+def hold_key(dsn: str, *key: int) -> psycopg.Connection[Any]:
+    """A session of the user of ``dsn`` holding the advisory lock ``key``."""
+    c = psycopg.connect(dsn, autocommit=True)
+    assert one(c, f"SELECT pg_try_advisory_lock({', '.join(map(str, key))})")
+    return c
+
+
+def test_a_sender_holding_the_housekeepers_key_does_not_stop_housekeeping(
+    logins: Logins, conn: psycopg.Connection[Any]
+) -> None:
+    """The review's probe: any login role could take the advisory lock of
+    the fleet's housekeeper and keep it, and no worker would rescue or
+    remove anything again. A key held by a session whose user may not
+    register a worker no longer counts; one held by a worker still does
+    (one housekeeper at a time)."""
+    from job_machine._sync.store import CHORE_LOCK_KEY  # noqa: PLC0415
+
+    conn.execute(
+        "INSERT INTO jobmachine.worker (host, pid, queues, seen)"
+        " VALUES ('gone', 1, ARRAY['roles.key'], now() - interval '1 hour')"
+    )
+    with Answer(logins.worker, queue="roles.key", dead_after=2) as worker:
+        with hold_key(logins.worker, CHORE_LOCK_KEY):
+            assert not worker.housekeeping().ran  # a worker's hold counts
+        reaped = 0
+        for squatter in (logins.sender, logins.reader, logins.admin):
+            with hold_key(squatter, CHORE_LOCK_KEY):
+                counts = worker.housekeeping()
+                assert counts.ran, squatter
+                reaped += counts.reaped
+        assert reaped == 1  # the dead worker, by the first round
+    # The fleet's leader: a worker becomes it beside a squatter, not beside
+    # another worker.
+    with jm.Worker(logins.worker, queue="roles.key", handle_signals=False) as worker:
+        store = worker._store
+        with hold_key(logins.sender, CHORE_LOCK_KEY), jm_connect(logins.worker) as c:
+            assert store.leader_lock(c)
+        with hold_key(logins.worker, CHORE_LOCK_KEY), jm_connect(logins.worker) as c:
+            assert not store.leader_lock(c)
+
+
+def test_a_workers_liveness_key_held_by_a_sender_delays_its_rescue_as_documented(
+    logins: Logins, conn: psycopg.Connection[Any]
+) -> None:
+    """What is left (docs/roles.md, "What privileges cannot express"): a
+    session that holds a worker's liveness key keeps that worker alive in
+    the eyes of the reaper, however long it holds it. Held by a sender, the
+    dead worker's task is not rescued; once the sender lets go, it is."""
+    wid = one(
+        conn,
+        "INSERT INTO jobmachine.worker (host, pid, queues, seen)"
+        " VALUES ('gone', 1, ARRAY['roles.live'], now() - interval '1 hour') RETURNING worker_id",
+    )
+    with jm.Client(logins.sender, queue="roles.live") as client:
+        held = client.send({"n": "held"})
+    conn.execute(
+        "UPDATE jobmachine.task SET status = 100, attempts = 1, worker_id = %s,"
+        " modified = now() - interval '1 hour' WHERE task_id = %s",
+        [wid, held],
+    )
+    with Answer(logins.worker, queue="roles.live", dead_after=2) as worker:
+        with hold_key(logins.sender, 1785558891, wid % 2**31):
+            assert worker.housekeeping().reaped == 0
+            assert task_status(conn, held) == 100
+        assert worker.housekeeping().reaped == 1
+    assert task_status(conn, held) == 0
+
+
+def test_a_worker_removes_unused_queues_without_delete_on_class(
+    logins: Logins, conn: psycopg.Connection[Any]
+) -> None:
+    """Bounded queues (issue 15, item 3) within the roles: housekeeping
+    removes an empty queue a day old through queue_prune(), the schema
+    owner's; the sender and the admin find queues through queue_find()."""
+    conn.execute(
+        "INSERT INTO jobmachine.class (name, created, modified)"
+        " VALUES ('roles.old', now() - interval '2 days', now() - interval '2 days'),"
+        " ('roles.target', now() - interval '2 days', now() - interval '2 days')"
+    )
+    with jm.Client(logins.sender, queue="roles.new") as client:
+        failed = client.send({"n": 1}, delay=3600)
+    with jm.Admin(logins.admin) as admin:
+        admin.cancel(failed)
+        admin.retry(failed, queue="roles.target")  # an existing queue
+        assert admin.task_info(failed).queue == "roles.target"
+    with Answer(logins.worker, queue="roles.new", dead_after=2) as worker:
+        assert worker.housekeeping().pruned == 1
+    assert one(conn, "SELECT array_agg(name ORDER BY name) FROM jobmachine.class") == [
+        "roles.new",
+        "roles.target",
+    ]
+    for role in (logins.sender, logins.admin, logins.reader):
+        denied_sql(role, "SELECT jobmachine.queue_prune(0, 10)", "DELETE FROM jobmachine.class")
 
 
 # -- a pinned search_path (issue 15, item 1) ------------------------------------------------

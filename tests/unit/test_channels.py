@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+import job_machine as jm
 from job_machine import InvalidQueueName, queue_channel, reply_channel, validate_queue
-from job_machine.channels import MAX_QUEUE_BYTES
+from job_machine.channels import MAX_QUEUE_BYTES, subscription
 
 
 @pytest.mark.parametrize(
@@ -53,3 +56,35 @@ def test_longest_name_fits_a_channel_and_one_more_byte_does_not() -> None:
 
 def test_reply_channel() -> None:
     assert reply_channel(42) == "jmr:42"
+
+
+def test_a_subscription_serves_the_exact_queues_and_the_matching_ones_that_exist() -> None:
+    sub = subscription(
+        ["billing", "gl.*", "mail.**"],
+        ["billing", "gl.old", "mail.a"],
+        ["gl.new", "gl.deep.x", "mail.a", "mail.b.c", "has space", "gl.has space", "other"],
+    )
+    assert sub.served == ["billing", "gl.new", "mail.a", "mail.b.c"]
+    assert sub.added == ["gl.new", "mail.b.c"]
+    assert sub.dropped == ["gl.old"]  # removed by housekeeping; never an exact queue
+    assert sub.unservable == ["gl.has space"]
+    assert subscription(["**"], [], []).served == []
+
+
+def test_a_workers_subscription_to_every_queue_is_linear_in_the_queues(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 15, item 3: a ``**`` worker compared each queue name with every
+    name it served already (a list): 30,000 queues took seconds of one core
+    at each look (quadratic). One pass with a set takes milliseconds."""
+    names = [f"q{i:05d}.x" for i in range(30_000)]
+    worker = jm.Worker("postgresql://nowhere/db", queue="**", handle_signals=False)
+    monkeypatch.setattr(worker._store, "queue_names", lambda conn=None: names)
+    started = time.perf_counter()
+    worker._subscribe(None)
+    worker._subscribe(None)  # nothing new: the second look costs the same
+    assert time.perf_counter() - started < 1.5
+    assert worker._served == names
+    monkeypatch.setattr(worker._store, "queue_names", lambda conn=None: names[1:])
+    worker._subscribe(None)
+    assert worker._served == names[1:]
