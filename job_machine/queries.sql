@@ -789,19 +789,31 @@ RETURNING task_id
 
 -- name: admin_workers
 -- The registered workers, whether PostgreSQL still holds their liveness
--- lock, and the tasks each is running.
+-- lock, and the tasks each is running. On a standby, whose lock table is
+-- its own (the primary's advisory locks are not replicated), a worker is
+-- alive when its heartbeat, replicated from the primary, is younger than
+-- %(seen_within)s seconds.
 SELECT w.worker_id, w.host, w.pid, w.queues, w.started, w.seen, w.command,
-       EXISTS (SELECT 1 FROM pg_locks l
+       CASE WHEN pg_is_in_recovery()
+            THEN w.seen > now() - make_interval(secs => %(seen_within)s)
+            ELSE EXISTS (SELECT 1 FROM pg_locks l
                 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
                   AND l.classid = 1785558891::oid
                   AND l.objid::bigint = w.worker_id %% 2147483648
                   AND l.database = (SELECT oid FROM pg_database
-                                     WHERE datname = current_database())) AS alive,
+                                     WHERE datname = current_database()))
+       END AS alive,
        ARRAY(SELECT t.task_id FROM jobmachine.task t
               WHERE t.worker_id = w.worker_id AND t.status = 100
               ORDER BY t.task_id) AS running
   FROM jobmachine.worker w
  ORDER BY w.worker_id
+
+-- name: server_role
+-- Whether this server takes writes: a standby (in recovery) does not, nor
+-- does a session whose transactions are read-only by default.
+SELECT pg_is_in_recovery() AS standby,
+       current_setting('transaction_read_only') = 'on' AS read_only
 
 -- name: admin_search_tasks
 -- Tasks whose title contains %(title)s (any case), newest first, within a

@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 
 from .. import _codec
 from .._queries import queries
-from ..errors import ConnectionLost, JobMachineError, SchemaMissing, UnknownTask
+from ..errors import ConnectionLost, JobMachineError, SchemaMissing, ServerReadOnly, UnknownTask
 from ..task import (
     HourStats,
     LockInfo,
@@ -109,6 +109,17 @@ class AsyncStore:
                     f"{ConnectionLost.__doc__} ({str(ex).strip() or type(ex).__name__})"
                 ) from ex
             raise
+        except errors.ReadOnlySqlTransaction as ex:
+            # A standby, or a primary demoted or made read-only: a lost
+            # connection for us. Ours is dropped, so the next call connects
+            # again (to the new primary, given target_session_attrs=read-write).
+            if used and self.connector.reconnects and not used[0].closed:
+                await used[0].close()
+            raise ServerReadOnly(
+                f"the server is read-only ({ex.diag.message_primary}): a standby, or a "
+                "primary demoted or made read-only; a DSN listing every node with "
+                "target_session_attrs=read-write finds the primary on reconnect"
+            ) from ex
         except (errors.UndefinedTable, errors.InvalidSchemaName) as ex:
             raise SchemaMissing(f"{SchemaMissing.__doc__} ({ex.diag.message_primary})") from None
         except (errors.UndefinedColumn, errors.InvalidColumnReference) as ex:
@@ -466,8 +477,9 @@ class AsyncStore:
         }
         return len(await self._all("admin_purge", params))
 
-    async def admin_workers(self) -> list[WorkerInfo]:
-        """The registered workers."""
+    async def admin_workers(self, seen_within: float = 15.0) -> list[WorkerInfo]:
+        """The registered workers; on a standby, a worker is alive when seen
+        within ``seen_within`` seconds (locks are not replicated)."""
         return [
             WorkerInfo(
                 id=int(r["worker_id"]),
@@ -480,8 +492,14 @@ class AsyncStore:
                 running=[int(t) for t in r["running"]],
                 command=r["command"],
             )
-            for r in await self._all("admin_workers", {})
+            for r in await self._all("admin_workers", {"seen_within": seen_within})
         ]
+
+    async def server_role(self) -> tuple[bool, bool]:
+        """(whether the server is a standby, whether it refuses writes)."""
+        row = await self._one("server_role", {})
+        assert row is not None
+        return bool(row["standby"]), bool(row["standby"] or row["read_only"])
 
     # -- workers ----------------------------------------------------------
 
