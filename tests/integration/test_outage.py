@@ -38,6 +38,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import job_machine as jm
+from job_machine.liveness import Liveness
 from tests.procs import (
     Child,
     describe_all,
@@ -228,3 +229,37 @@ def test_a_20s_outage_reaps_no_live_worker_and_runs_no_task_twice(
     finally:
         kill_all(children)
         proxy.close()
+
+
+def test_the_judge_clock_restarts_after_a_cut_and_on_a_new_server_life() -> None:
+    """The housekeeper's rule 1 by itself (no server needed): a blip keeps
+    its right to judge, a longer cut and a new server life (a restart, or
+    a promoted standby's new timeline, as the heartbeat reports them) take
+    it away for the reconnect grace."""
+    live = Liveness(
+        "host=127.0.0.1 port=1 dbname=none",
+        ["q"],
+        dead_after=8.0,
+        retries=0,
+        max_runtime=None,
+        orphan_after=60.0,
+        remove_after_days=1.0,
+        housekeeping_interval=60.0,
+    )
+    try:
+        assert not live.may_judge()  # just started
+        live.judge_since -= live.grace
+        live._note_beat("life 1 timeline 00000001")
+        assert live.may_judge()
+        live._cut_off = True  # a pg_terminate_backend, back at once
+        live._note_beat("life 1 timeline 00000001")
+        assert live.may_judge()
+        live._last_beat -= live.interval * 2  # cut off for longer than a blip
+        live._cut_off = True
+        live._note_beat("life 1 timeline 00000001")
+        assert not live.may_judge()
+        live.judge_since -= live.grace
+        live._note_beat("life 1 timeline 00000002")  # promoted: a new timeline
+        assert not live.may_judge()
+    finally:
+        live.stop(hand_back=False)
