@@ -103,6 +103,16 @@ class ConnectionLost(ConnectionFailed):
     __module__ = "job_machine"
 
 
+class ServerReadOnly(ConnectionLost):
+    """The server refused a write (SQLSTATE 25006): it is a standby, or a
+    primary that was demoted or made read-only. A client or worker opened with
+    a DSN drops that connection and reconnects on its next call: give a
+    multi-host DSN with ``target_session_attrs=read-write`` so that it finds
+    the new primary (docs/ha.md)."""
+
+    __module__ = "job_machine"
+
+
 class SchemaMissing(JobMachineError):
     """Schema `jobmachine` is not installed: run `job-machine install`,
     `psql -f sql/create_tables.sql` or job_machine.install_schema()."""

@@ -14,7 +14,11 @@ itself, not guessed from how long a task has run. The thread also:
   ``max_runtime`` revive never takes them;
 - competes for the fleet's housekeeper lock; the one holder rescues dead
   workers' tasks every heartbeat, and every ``housekeeping_interval`` does
-  the slower chores (orphans, old finished tasks).
+  the slower chores (orphans, old finished tasks). It judges others only
+  once it has itself been connected for the reconnect grace since it
+  started, since it was last cut off for more than a blip, and since the
+  server restarted or was promoted: right after an outage, the others have
+  not had their time to reconnect yet.
 
 Being a thread, none of this waits for ``process()``: a task that runs for
 hours keeps its worker alive, and a blocked event loop does not stop the
@@ -117,6 +121,13 @@ class Liveness:
         self._thread: threading.Thread | None = None
         self._next_cleanup = 0.0
         self._backoff = Backoff(base=0.05, cap=self.interval)
+        #: time.monotonic() since which this worker may judge others: its
+        #: start, its return from a cut longer than a blip, or a new life of
+        #: the server (restart, promotion).
+        self.judge_since = time.monotonic()
+        self._last_beat = time.monotonic()
+        self._cut_off = False
+        self._server_life: str | None = None
 
     # -- from the worker ----------------------------------------------------
 
@@ -199,6 +210,7 @@ class Liveness:
                 self._backoff.reset()
             except (psycopg.OperationalError, ConnectionFailed) as ex:
                 self.leader = False
+                self._cut_off = True
                 self._connector.close()
                 delay = self._backoff.next()
                 logger.warning(
@@ -210,6 +222,36 @@ class Liveness:
             except Exception:
                 logger.exception("worker %s: liveness round failed", self.worker_id)
                 delay = self.interval
+
+    def may_judge(self) -> bool:
+        """Whether this worker has been connected long enough to judge others
+        dead: for the reconnect grace since :attr:`judge_since`. A judge
+        that just came back from an outage would otherwise reap every live
+        worker that has not reconnected yet."""
+        return time.monotonic() - self.judge_since >= self.grace
+
+    def _note_beat(self, server_life: str | None) -> None:
+        """After a heartbeat: restart the judge's clock when it comes back from
+        a cut longer than a blip (more than ``interval / 2`` beyond a regular
+        beat) or finds the server in a new life (restarted, or a standby
+        promoted: a new timeline)."""
+        now = time.monotonic()
+        why = None
+        if self._cut_off and now - self._last_beat > self.interval * 1.5:
+            why = f"cut off for {now - self._last_beat:.1f} s"
+        elif self._server_life is not None and server_life != self._server_life:
+            why = f"the server restarted or was promoted ({server_life})"
+        if why is not None:
+            self.judge_since = now
+            logger.info(
+                "worker %s: %s; judges no worker dead for %.1f s",
+                self.worker_id,
+                why,
+                self.grace,
+            )
+        self._server_life = server_life
+        self._last_beat = now
+        self._cut_off = False
 
     def _sleep(self, seconds: float) -> None:
         """Sleep, but wake early when stopped or when the server says something
@@ -225,9 +267,10 @@ class Liveness:
     def _tick(self) -> None:
         assert self.worker_id is not None
         conn = self._connect()
-        locked, command = self._store.worker_heartbeat(
+        locked, command, server_life = self._store.worker_heartbeat(
             self.worker_id, self.host, self.pid, self.queues, conn
         )
+        self._note_beat(server_life)
         if not locked:
             logger.warning("worker %d: liveness lock is held elsewhere", self.worker_id)
         if command is not None and self.on_command is not None:
@@ -240,6 +283,7 @@ class Liveness:
             self.leader = True
         cleanup = time.monotonic() >= self._next_cleanup
         counts = self._store.chores(
+            reap=self.may_judge(),
             retries=self.retries,
             remove_after_days=self.remove_after_days,
             grace=self.grace,

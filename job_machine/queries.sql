@@ -554,7 +554,11 @@ WITH upsert AS (
     RETURNING t.task_id
 )
 SELECT pg_try_advisory_lock(1785558891, (worker_id %% 2147483648)::int) AS locked,
-       (SELECT count(*) FROM touched) AS touched, command
+       (SELECT count(*) FROM touched) AS touched, command,
+       -- Which server life this is: a restart or a promotion (a new
+       -- timeline, read from the current WAL file's name) changes it.
+       pg_postmaster_start_time()::text || ' timeline '
+       || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) AS server_life
   FROM upsert
 
 -- name: worker_reap
@@ -562,7 +566,10 @@ SELECT pg_try_advisory_lock(1785558891, (worker_id %% 2147483648)::int) AS locke
 -- its liveness lock and it has not been seen for %(grace)s seconds (time
 -- for a live worker to reconnect). Right after the server started, nobody
 -- is judged for %(grace)s seconds, since every worker lost its session at
--- once. The dead workers' rows are removed; each of their started tasks
+-- once. When more than one worker and more than half of the registered ones
+-- look dead at once, that is an outage (a partition, a proxy or failover
+-- that cut them off), not deaths: then only those unseen for
+-- %(outage_grace)s seconds are reaped. The dead workers' rows are removed; each of their started tasks
 -- gets an error result and waits again (its queue is notified, so an idle
 -- worker takes it at once), or fails when it has used all its attempts.
 -- Started tasks of a worker whose row is already gone are rescued the same
@@ -574,13 +581,26 @@ WITH live AS (
      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
        AND l.classid = 1785558891::oid
        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+), looks_dead AS (
+    SELECT w.worker_id, w.seen
+      FROM jobmachine.worker w
+     WHERE %(worker_id)s::bigint IS NULL
+       AND w.seen < coalesce(%(now)s, now()) - make_interval(secs => %(grace)s)
+       AND pg_postmaster_start_time()
+           < coalesce(%(now)s, now()) - make_interval(secs => %(grace)s)
+       AND w.worker_id %% 2147483648 NOT IN (SELECT lock_id FROM live)
+), outage AS (
+    -- Most of the fleet looking dead at once is an outage.
+    SELECT count(*) > 1
+           AND 2 * count(*) > (SELECT count(*) FROM jobmachine.worker) AS yes
+      FROM looks_dead
 ), dead AS (
     DELETE FROM jobmachine.worker w
      WHERE CASE WHEN %(worker_id)s::bigint IS NOT NULL THEN w.worker_id = %(worker_id)s::bigint
-           ELSE w.seen < coalesce(%(now)s, now()) - make_interval(secs => %(grace)s)
-                AND pg_postmaster_start_time()
-                    < coalesce(%(now)s, now()) - make_interval(secs => %(grace)s)
-                AND w.worker_id %% 2147483648 NOT IN (SELECT lock_id FROM live)
+           ELSE w.worker_id IN (
+                SELECT d.worker_id FROM looks_dead d
+                 WHERE NOT (SELECT yes FROM outage)
+                    OR d.seen < coalesce(%(now)s, now()) - make_interval(secs => %(outage_grace)s))
            END
     RETURNING w.worker_id, w.host, w.pid
 ), unregistered AS (
@@ -822,19 +842,31 @@ SELECT d.task_id
 
 -- name: admin_workers
 -- The registered workers, whether PostgreSQL still holds their liveness
--- lock, and the tasks each is running.
+-- lock, and the tasks each is running. On a standby, whose lock table is
+-- its own (the primary's advisory locks are not replicated), a worker is
+-- alive when its heartbeat, replicated from the primary, is younger than
+-- %(seen_within)s seconds.
 SELECT w.worker_id, w.host, w.pid, w.queues, w.started, w.seen, w.command,
-       EXISTS (SELECT 1 FROM pg_locks l
+       CASE WHEN pg_is_in_recovery()
+            THEN w.seen > now() - make_interval(secs => %(seen_within)s)
+            ELSE EXISTS (SELECT 1 FROM pg_locks l
                 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
                   AND l.classid = 1785558891::oid
                   AND l.objid::bigint = w.worker_id %% 2147483648
                   AND l.database = (SELECT oid FROM pg_database
-                                     WHERE datname = current_database())) AS alive,
+                                     WHERE datname = current_database()))
+       END AS alive,
        ARRAY(SELECT t.task_id FROM jobmachine.task t
               WHERE t.worker_id = w.worker_id AND t.status = 100
               ORDER BY t.task_id) AS running
   FROM jobmachine.worker w
  ORDER BY w.worker_id
+
+-- name: server_role
+-- Whether this server takes writes: a standby (in recovery) does not, nor
+-- does a session whose transactions are read-only by default.
+SELECT pg_is_in_recovery() AS standby,
+       current_setting('transaction_read_only') = 'on' AS read_only
 
 -- name: admin_search_tasks
 -- Tasks whose title contains %(title)s (any case), newest first, within a

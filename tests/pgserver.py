@@ -33,6 +33,10 @@ can reach them.
 POSIX only, and Linux for :meth:`PgServer.kill`, which finds the server's
 child processes in ``/proc``.
 
+Failover tests make a streaming standby of a server (:meth:`PgServer.standby_of`,
+with ``pg_basebackup`` from the same wheel) and promote it
+(:meth:`PgServer.promote`, ``pg_ctl promote``).
+
 Network fault tests may run the server inside a Linux network namespace
 (``netns=``, made with ``ip netns add``, root only) and have it listen on an
 address there (``host=``): the server then runs under ``nsenter
@@ -407,13 +411,110 @@ class PgServer:
             if (
                 len(lines) >= 8
                 and lines[0].strip() == str(proc.pid)
-                and lines[7].strip() == "ready"
+                and lines[7].strip() in ("ready", "standby")  # a hot standby says "standby"
             ):
                 return
             if time.monotonic() > deadline:
                 self._kill_all(proc)
                 raise RuntimeError(f"postgres not ready after {timeout} s:\n{self.log_tail()}")
             time.sleep(0.01)
+
+    @classmethod
+    def standby_of(
+        cls,
+        primary: PgServer,
+        tmpdir: str | os.PathLike[str] | None = None,
+        *,
+        name: str = "standby1",
+        settings: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> PgServer:
+        """A hot standby of ``primary``, streaming from it, started and
+        returned: ``pg_basebackup`` of the running primary into a fresh
+        directory, ``standby.signal``, and ``primary_conninfo`` with
+        ``application_name=name`` (the name ``synchronous_standby_names``
+        of the primary refers to). ``settings`` go in its ``postgresql.conf``
+        after the primary's own (which the backup copied)."""
+        basedir = Path(tempfile.mkdtemp(prefix="pgstandby-", dir=tmpdir)).resolve()
+        server = cls(basedir, free_port(), host=primary.host)
+        try:
+            if server._account is not None:
+                _make_traversable(server.basedir)
+                os.chown(server.basedir, server._account.pw_uid, server._account.pw_gid)
+            with server.log_path.open("ab") as log:
+                result = subprocess.run(
+                    [
+                        str(server.bin_dir / "pg_basebackup"),
+                        "--pgdata",
+                        str(server.datadir),
+                        f"--dbname=host={primary.host} port={primary.port} user={primary.user}",
+                        "--wal-method=stream",
+                        "--checkpoint=fast",
+                        "--no-sync",
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    env=server._env(),
+                    check=False,
+                    user=server._uid,
+                    group=server._gid,
+                    extra_groups=server._extra_groups,
+                    timeout=timeout,
+                )
+            if result.returncode != 0:
+                raise RuntimeError(
+                    f"pg_basebackup failed ({result.returncode}):\n{server.log_tail()}"
+                )
+            conninfo = (
+                f"host={primary.host} port={primary.port} user={primary.user} "
+                f"application_name={name}"
+            )
+            lines = {"port": str(server.port), "primary_conninfo": f"'{conninfo}'"}
+            lines |= dict(settings or {})
+            with (server.datadir / "postgresql.conf").open("a") as conf:
+                conf.write(
+                    f"\n# tests/pgserver.py: standby {name}\n"
+                    + "".join(f"{k} = {v}\n" for k, v in lines.items())
+                )
+            (server.datadir / "standby.signal").touch()
+            if server._account is not None:
+                os.chown(server.datadir / "standby.signal", server._uid or 0, server._gid or 0)
+            server.start(timeout=timeout)
+        except BaseException:
+            server.cleanup()
+            raise
+        return server
+
+    def promote(self, *, timeout: float = 30.0) -> None:
+        """Promote a standby to a primary (``pg_ctl promote --wait``): it
+        leaves recovery on a new timeline and takes writes."""
+        if self._account is not None:
+            # pytest takes "other" access off /tmp/pytest-of-<user> whenever a
+            # session starts (another one may have started since ours).
+            _make_traversable(self.basedir)
+        result = subprocess.run(
+            [
+                str(self.bin_dir / "pg_ctl"),
+                "promote",
+                "--wait",
+                f"--timeout={int(timeout)}",
+                "--pgdata",
+                str(self.datadir),
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=self._env(),
+            check=False,
+            user=self._uid,
+            group=self._gid,
+            extra_groups=self._extra_groups,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"pg_ctl promote failed ({result.returncode}): {result.stderr}\n{self.log_tail()}"
+            )
 
     def stop(self, mode: StopMode = "fast", *, timeout: float = 30.0) -> None:
         """Shut the server down the way ``pg_ctl stop -m MODE`` does, and wait for it to exit.

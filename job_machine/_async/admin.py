@@ -35,6 +35,10 @@ PURGEABLE = {
 }
 
 
+#: On a standby, a worker seen within this many seconds counts as alive.
+STANDBY_ALIVE_WITHIN = 15.0
+
+
 class AsyncAdmin(AsyncConnectorOwner):
     """Operations for operators and dashboards: counts, history, listings,
     workers, cancel / retry / remove / purge of tasks, pausing queues and
@@ -253,8 +257,22 @@ class AsyncAdmin(AsyncConnectorOwner):
         return await self._store.queue_names()
 
     async def workers(self) -> list[WorkerInfo]:
-        """The registered workers, whether each is alive, and what it runs."""
-        return await self._store.admin_workers()
+        """The registered workers, whether each is alive, and what it runs.
+
+        On a standby (see :meth:`read_only`) PostgreSQL's lock table is the
+        standby's own, so a worker counts as alive when its heartbeat
+        (replicated from the primary) is younger than 15 seconds, the
+        default ``dead_after``, within which a worker heartbeats at least
+        four times.
+        """
+        return await self._store.admin_workers(STANDBY_ALIVE_WITHIN)
+
+    async def read_only(self) -> bool:
+        """Whether the database this admin reads refuses writes: a streaming
+        standby (a replica) or a read-only session. Reads answer there as
+        on the primary; cancel, retry, remove, purge, pause, resume and
+        stop_workers raise :class:`~job_machine.ServerReadOnly`."""
+        return (await self._store.server_role())[1]
 
     async def task_states(self, task_ids: Sequence[int]) -> dict[int, str]:
         """The state (``"waiting"``, ``"done"``...) of each of ``task_ids``

@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 
 from .. import _codec
 from .._queries import queries
-from ..errors import ConnectionLost, JobMachineError, SchemaMissing, UnknownTask
+from ..errors import ConnectionLost, JobMachineError, SchemaMissing, ServerReadOnly, UnknownTask
 from ..task import (
     HourStats,
     LockInfo,
@@ -52,6 +52,11 @@ CHORE_LOCK_KEY = 0x6A6D_686B  # "jmhk"
 #: up and inserting into it (Perl's two statements) is long done, and that
 #: a daily queue is not removed and created again every day.
 QUEUE_PRUNE_AFTER = 86400.0
+
+#: When most of the fleet looks dead at once (an outage, not deaths), the
+#: reaper waits this many reconnect graces (``dead_after / 2``) before it
+#: takes their tasks: 5 x ``dead_after``, 75 s by default. docs/liveness.md.
+OUTAGE_GRACES = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +117,17 @@ class AsyncStore:
                     f"{ConnectionLost.__doc__} ({str(ex).strip() or type(ex).__name__})"
                 ) from ex
             raise
+        except errors.ReadOnlySqlTransaction as ex:
+            # A standby, or a primary demoted or made read-only: a lost
+            # connection for us. Ours is dropped, so the next call connects
+            # again (to the new primary, given target_session_attrs=read-write).
+            if used and self.connector.reconnects and not used[0].closed:
+                await used[0].close()
+            raise ServerReadOnly(
+                f"the server is read-only ({ex.diag.message_primary}): a standby, or a "
+                "primary demoted or made read-only; a DSN listing every node with "
+                "target_session_attrs=read-write finds the primary on reconnect"
+            ) from ex
         except (errors.UndefinedTable, errors.InvalidSchemaName) as ex:
             raise SchemaMissing(f"{SchemaMissing.__doc__} ({ex.diag.message_primary})") from None
         except (
@@ -483,8 +499,9 @@ class AsyncStore:
         }
         return len(await self._all("admin_purge", params))
 
-    async def admin_workers(self) -> list[WorkerInfo]:
-        """The registered workers."""
+    async def admin_workers(self, seen_within: float = 15.0) -> list[WorkerInfo]:
+        """The registered workers; on a standby, a worker is alive when seen
+        within ``seen_within`` seconds (locks are not replicated)."""
         return [
             WorkerInfo(
                 id=int(r["worker_id"]),
@@ -497,8 +514,14 @@ class AsyncStore:
                 running=[int(t) for t in r["running"]],
                 command=r["command"],
             )
-            for r in await self._all("admin_workers", {})
+            for r in await self._all("admin_workers", {"seen_within": seen_within})
         ]
+
+    async def server_role(self) -> tuple[bool, bool]:
+        """(whether the server is a standby, whether it refuses writes)."""
+        row = await self._one("server_role", {})
+        assert row is not None
+        return bool(row["standby"]), bool(row["standby"] or row["read_only"])
 
     # -- workers ----------------------------------------------------------
 
@@ -533,12 +556,15 @@ class AsyncStore:
 
     async def worker_heartbeat(
         self, worker_id: int, host: str, pid: int, queues: Sequence[str], conn: AsyncConnection[Any]
-    ) -> tuple[bool, str | None]:
+    ) -> tuple[bool, str | None, str | None]:
         """Mark the worker seen and (re)take its liveness lock: whether ``conn``
-        holds it, and the command left for the worker, if any."""
+        holds it, the command left for the worker, if any, and which life of
+        the server this is (it changes with a restart or a promotion)."""
         params = {"worker_id": worker_id, "host": host, "pid": pid, "queues": list(queues)}
         row = await self._one("worker_heartbeat", params, conn)
-        return bool(row and row["locked"]), (row["command"] if row else None)
+        if row is None:
+            return False, None, None
+        return bool(row["locked"]), row["command"], row["server_life"]
 
     async def task_release_held(self, worker_id: int, keep: Sequence[int] = ()) -> int:
         """Put back to waiting the started tasks of ``worker_id`` other than ``keep``;
@@ -570,8 +596,16 @@ class AsyncStore:
         conn: AsyncConnection[Any] | None = None,
     ) -> tuple[int, int, int]:
         """Remove dead workers (or the one given) and rescue their started tasks:
-        (workers removed, tasks put back to waiting, tasks failed)."""
-        params = {"grace": grace, "retries": retries, "worker_id": worker_id, "now": now}
+        (workers removed, tasks put back to waiting, tasks failed). When most
+        of the fleet looks dead at once, only those unseen for
+        ``OUTAGE_GRACES * grace`` seconds are removed (an outage)."""
+        params = {
+            "grace": grace,
+            "outage_grace": grace * OUTAGE_GRACES,
+            "retries": retries,
+            "worker_id": worker_id,
+            "now": now,
+        }
         rows = await self._all("worker_reap", params, conn)
         workers = sum(1 for r in rows if r["task_id"] is None)
         failed = sum(1 for r in rows if r["status"] == Status.FAILED)
@@ -589,6 +623,7 @@ class AsyncStore:
         max_runtime: float | None,
         orphan_after: float,
         cleanup: bool = True,
+        reap: bool = True,
         remove_limit: int = 1000,
         max_batches: int = 50,
         now: datetime | None = None,
@@ -598,7 +633,9 @@ class AsyncStore:
         doing it right now: rescue dead workers' tasks, give up on tasks past
         ``max_runtime`` (when set), and with ``cleanup`` also revive unowned tasks
         untouched for ``orphan_after`` seconds; then remove finished tasks whose
-        time has come, in batches of ``remove_limit``."""
+        time has come, in batches of ``remove_limit``. Without ``reap`` dead
+        workers are not judged this round (the judge itself has not been
+        connected long enough to tell an outage from deaths)."""
         async with AsyncExitStack() as stack:
             if conn is None:
                 conn = await stack.enter_async_context(self.connector.connection())
@@ -606,9 +643,11 @@ class AsyncStore:
                 got = await self._one("chore_lock", {"key": CHORE_LOCK_KEY}, conn)
                 if not (got and got["got"]):
                     return ChoreCounts(ran=False)
-                reaped, revived, failed = await self.worker_reap(
-                    grace=grace, retries=retries, now=now, conn=conn
-                )
+                reaped = revived = failed = 0
+                if reap:
+                    reaped, revived, failed = await self.worker_reap(
+                        grace=grace, retries=retries, now=now, conn=conn
+                    )
                 rows: list[dict[str, Any]] = []
                 if max_runtime is not None:
                     params = {"max_runtime": max_runtime, "retries": retries, "now": now}

@@ -16,7 +16,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -223,6 +223,9 @@ class _Database:
         self._admin = AsyncAdmin(dsn, connect_kwargs=session_options(dsn, statement_timeout))
         self._lock = asyncio.Lock()
         self._wait = wait
+        #: Whether the database refused writes at the end of the last use:
+        #: a standby (a replica), whose pages are read-only whatever the config.
+        self.server_read_only = False
 
     @asynccontextmanager
     async def use(self) -> AsyncIterator[AsyncAdmin]:
@@ -233,6 +236,8 @@ class _Database:
             raise Busy() from None
         try:
             yield self._admin
+            # After the page's own statements, so the page renders with it.
+            self.server_read_only = await self._admin.read_only()
         finally:
             self._lock.release()
 
@@ -366,6 +371,9 @@ def _page(request: Request, template: str, code: int = 200, /, **context: Any) -
     """Render a template with what every page shows (the flash message
     read once, the CSRF token, the mode)."""
     config, access = _config(request), _access(request)
+    standby = _db(request).server_read_only
+    if standby and not config.read_only:
+        config = replace(config, read_only=True)  # a replica takes no actions
     flash = access.read_flash(request.cookies.get(FLASH_COOKIE))
     response = templates.TemplateResponse(
         request,
@@ -378,6 +386,7 @@ def _page(request: Request, template: str, code: int = 200, /, **context: Any) -
             "logged_in": bool(config.token) and access.allows(request),
             "database": describe_target(config.dsn),
             "refresh": 0,
+            "standby": standby,
             **context,
         },
         status_code=code,
@@ -631,6 +640,10 @@ async def _run(admin: AsyncAdmin, name: str, target: Any) -> str:
 def _action(request: Request) -> tuple[str, Action]:
     if _config(request).read_only:
         raise HTTPException(403, "This dashboard is read-only: it takes no actions.")
+    if _db(request).server_read_only:
+        raise HTTPException(
+            403, "This database is a standby (a read-only replica): it takes no actions."
+        )
     name = request.path_params["action"]
     action = ACTIONS.get(name)
     if action is None:
