@@ -562,8 +562,9 @@ SELECT pg_try_advisory_lock(1785558891, (worker_id %% 2147483648)::int) AS locke
   FROM upsert
 
 -- name: worker_reap
--- Rescue the tasks of dead workers: a worker is dead when no session holds
--- its liveness lock and it has not been seen for %(grace)s seconds (time
+-- Rescue the tasks of dead workers: a worker is dead when no session that
+-- may register a worker holds its liveness lock and it has not been seen
+-- for %(grace)s seconds (time
 -- for a live worker to reconnect). Right after the server started, nobody
 -- is judged for %(grace)s seconds, since every worker lost its session at
 -- once. When more than one worker and more than half of the registered ones
@@ -576,11 +577,14 @@ SELECT pg_try_advisory_lock(1785558891, (worker_id %% 2147483648)::int) AS locke
 -- way once its lock is free. Given %(worker_id)s, reap that worker instead,
 -- alive or not: a worker that stops hands back what it still holds.
 WITH live AS (
+    -- A key held by a session whose user may not register a worker (a
+    -- sender squatting on it, say) keeps nobody alive (as chore_lock).
     SELECT l.objid::bigint AS lock_id
-      FROM pg_locks l
+      FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
        AND l.classid = 1785558891::oid
        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+       AND has_any_column_privilege(a.usesysid, 'jobmachine.worker', 'INSERT')
 ), looks_dead AS (
     SELECT w.worker_id, w.seen
       FROM jobmachine.worker w
