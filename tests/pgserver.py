@@ -141,6 +141,20 @@ def _make_traversable(path: Path) -> None:
             directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
 
 
+_SERVICE_ROOT: Path | None = None
+
+
+def _service_root() -> Path:
+    """A directory of this process's, in the system's temporary directory,
+    that the service user can reach (removed at exit)."""
+    global _SERVICE_ROOT
+    if _SERVICE_ROOT is None:
+        _SERVICE_ROOT = Path(tempfile.mkdtemp(prefix="jm-pgservers-")).resolve()
+        _make_traversable(_SERVICE_ROOT)
+        atexit.register(shutil.rmtree, _SERVICE_ROOT, True)
+    return _SERVICE_ROOT
+
+
 def _pids_with_parent(parent: int) -> list[int]:
     """Live child processes of ``parent`` (read from /proc; empty where there is none)."""
     children: list[int] = []
@@ -226,8 +240,9 @@ class PgServer:
 
         Args:
             tmpdir: where to make the server's directory (the system's temporary
-                directory if None). The server gets a new subdirectory, so several
-                servers can share one ``tmpdir``.
+                directory if None; as root, always a private directory there that
+                the service user can reach). The server gets a new subdirectory,
+                so several servers can share one ``tmpdir``.
             settings: extra ``postgresql.conf`` lines, name to value as written in
                 that file (quote strings yourself: ``{"timezone": "'UTC'"}``).
                 They go in ``postgresql.conf``, so ``ALTER SYSTEM`` can still
@@ -238,6 +253,11 @@ class PgServer:
             netns: run the server in this network namespace (``ip netns add``;
                 needs root); ``host`` should then be an address of that namespace.
         """
+        if os.geteuid() == 0:
+            # The service user must reach the directory, and pytest makes its
+            # own temporary root (/tmp/pytest-of-root) private again whenever
+            # a pytest session starts, whoever started it: so not under it.
+            tmpdir = _service_root()
         basedir = Path(tempfile.mkdtemp(prefix="pgserver-", dir=tmpdir)).resolve()
         server = cls(basedir, free_port(), host=host, netns=netns)
         try:

@@ -1116,9 +1116,11 @@ def test_a_workers_liveness_key_held_by_a_sender_does_not_stop_its_rescue(
         " modified = now() - interval '1 hour' WHERE task_id = %s",
         [wid, held],
     )
-    with Answer(logins.worker, queue="roles.live", dead_after=2) as worker:
-        with hold_key(logins.sender, 1785558891, wid % 2**31):
-            assert worker.housekeeping().reaped == 1
+    with (
+        Answer(logins.worker, queue="roles.live", dead_after=2) as worker,
+        hold_key(logins.sender, 1785558891, wid % 2**31),
+    ):
+        assert worker.housekeeping().reaped == 1
     assert task_status(conn, held) == 0
 
 
