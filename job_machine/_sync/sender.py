@@ -55,6 +55,22 @@ class SendGroup:
 
     def send(self, queue: str, parameters: str, channel: str, options: dict[str, Any]) -> int:
         """Insert one waiting task (checked options, encoded data) and return its id."""
+        with self._lock:
+            alone = not self._writing and not self._queue
+            if alone:
+                self._writing = True
+        if alone:
+            # Nobody else is sending: write it straight away (the common case
+            # of a quiet client), then hand the role to a send that queued
+            # meanwhile, if any.
+            try:
+                return self._store.task_insert(queue, parameters, channel, options)
+            finally:
+                with self._lock:
+                    self._writing = False
+                    waiting = self._queue[:1]
+                for send in waiting:
+                    send.woken.set()
         mine = _Send(queue, parameters, channel, options)
         with self._lock:
             self._queue.append(mine)
