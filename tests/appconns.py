@@ -9,13 +9,15 @@ closed between two looks may not, so the peak is a lower bound of the truth.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-import time
 from types import TracebackType
 from typing import Any, Self
 
 import psycopg
 from psycopg.conninfo import make_conninfo
+
+from tests.procs import wait_until
 
 _COUNT_SQL = (
     "SELECT count(*) FROM pg_stat_activity"
@@ -90,8 +92,7 @@ class PeakConnections:
 def wait_closed(dsn: str, application_name: str, timeout: float = 10.0) -> int:
     """Wait until no connection has this name (a backend ends a moment after
     its client closes it); return how many are left when ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
     with psycopg.connect(dsn, autocommit=True) as conn:
-        while (left := count(conn, application_name)) and time.monotonic() < deadline:
-            time.sleep(0.02)
-    return left
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: count(conn, application_name) == 0, timeout, "no connection left")
+        return count(conn, application_name)

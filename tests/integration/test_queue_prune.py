@@ -8,7 +8,6 @@ a removed queue."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 
 import job_machine as jm
 from job_machine._sync.store import QUEUE_PRUNE_AFTER
+from tests.procs import wait_until
 from tests.workers import Base
 
 
@@ -123,15 +123,16 @@ def test_a_send_that_meets_a_removal_in_progress_creates_the_queue_again(
         remover.execute("DELETE FROM jobmachine.class WHERE name = 'race.q'")
         thread = threading.Thread(target=send)
         thread.start()
-        deadline = time.monotonic() + 20
         waiting = (
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
             " AND wait_event_type = 'Lock'"
         )
-        while conn.execute(waiting).fetchone() != (1,):
-            assert time.monotonic() < deadline, "the send never waited for the removal"
+
+        def send_waits() -> bool:
             assert thread.is_alive(), outcome
-            time.sleep(0.02)
+            return conn.execute(waiting).fetchone() == (1,)
+
+        wait_until(send_waits, 20, "the send waiting for the removal")
         remover.commit()
     thread.join(20)
     [task_id] = outcome
