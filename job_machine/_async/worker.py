@@ -33,7 +33,14 @@ from ..channels import (
     queue_channel,
     validate_subscription,
 )
-from ..errors import ConnectionFailed, InvalidQueueName, NoCurrentTask, Retry, TaskNotHeld
+from ..errors import (
+    ConnectionFailed,
+    InvalidQueueName,
+    NoCurrentTask,
+    Retry,
+    StatementFailed,
+    TaskNotHeld,
+)
 from ..liveness import CLIENT_KEEPALIVES, Liveness
 from ..task import DONE, ERROR, REPLY, RESULT, Status, Task, TaskEnd
 from .completer import AsyncCompleter
@@ -44,7 +51,10 @@ from .store import AsyncStore, ChoreCounts
 
 T = TypeVar("T")
 
-#: What a lost or unreachable database raises: reconnect and carry on.
+#: What a lost or unreachable database raises: reconnect and carry on. A
+#: statement that failed on a live connection (StatementFailed: a timeout or
+#: cancel, a deadlock, no pooled connection in time) is not one of them: it
+#: is tried again on the same connections, and no claimed task is dropped.
 _CONNECTION_ERRORS = (ConnectionFailed, psycopg.OperationalError, psycopg.InterfaceError)
 
 
@@ -429,7 +439,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                             logger.info("worker %s: reconnected; draining", self.worker_id)
                             await self._release_lost_claims()
                         backoff.reset()
-                        await self._serve(listener)
+                        await self._serve_through_failures(listener)
                     finally:
                         self._close_listener()
             except _CONNECTION_ERRORS as ex:
@@ -446,9 +456,30 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                 )
                 await self._pause(delay)
 
-    async def _serve(self, listener: AsyncListener) -> None:
+    async def _serve_through_failures(self, listener: AsyncListener) -> None:
+        """Serve; a statement that failed on a live connection (a timeout or
+        cancel, a deadlock, no pooled connection free) is tried again after a
+        backoff on the same connections: no reconnect, and the tasks claimed
+        ahead stay claimed and are run (a claim never replaces them)."""
+        backoff = Backoff(self.reconnect_backoff, self.reconnect_backoff_cap)
+        while True:
+            try:
+                await self._serve(listener, backoff)
+                return
+            except StatementFailed as ex:
+                if not self._running():
+                    return  # receive() hands back what is still claimed
+                delay = backoff.next()
+                logger.warning(
+                    "worker %s: %s; trying again in %.1f s", self.worker_id, _first_line(ex), delay
+                )
+                await self._pause(delay)
+
+    async def _serve(self, listener: AsyncListener, backoff: Backoff | None = None) -> None:
         while self._running():
             await self._drain()
+            if backoff is not None:
+                backoff.reset()
             if not self._running():
                 break
             heard = await listener.wait(await self._next_wait())
@@ -599,8 +630,10 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         several per statement (one claim statement costs about as much as
         ten claimed rows)."""
         while self._running():
-            limit = self._batch_size()
-            self._ahead = await self._claim(limit)
+            if not self._ahead:
+                # Never over tasks claimed and not run yet (a statement that
+                # failed mid-batch leaves them here, to run next).
+                self._ahead = await self._claim(self._batch_size())
             if not self._ahead:
                 return
             # A batch of short tasks: how they end (answers, errors, done
@@ -646,9 +679,12 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         return max(1, min(self.prefetch, int(fits)))
 
     async def _give_back_ahead(self) -> None:
-        ahead, self._ahead = self._ahead, []
+        ahead = self._ahead
         if ahead and self.worker_id is not None:
+            # Forgotten only once handed back: if that fails, receive() hands
+            # them back when it returns.
             await self._store.task_unclaim([t.id for t in ahead], self.worker_id)
+        self._ahead = []
 
     async def _run_concurrently(self, task: Task) -> None:
         started = time.monotonic()
@@ -716,8 +752,10 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
 
     async def _persist(self, write: Callable[[], Awaitable[T]], task: Task, recovered: T) -> T:
         """Run a write about ``task`` until it reaches the database: a finished
-        task's outcome is kept through a lost connection, retried with backoff
-        (the task stays held meanwhile, so nobody else takes it). When a try
+        task's outcome is kept through a lost connection or a statement that
+        failed on a live one (a timeout or cancel, a deadlock, no pooled
+        connection free), retried with backoff (the task stays held
+        meanwhile, so nobody else takes it). When a try
         committed but its answer was lost, the next finds the task no longer
         held, by this very attempt: that is ``recovered``."""
         backoff = Backoff(self.reconnect_backoff, self.reconnect_backoff_cap)
@@ -725,10 +763,11 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         while True:
             try:
                 result = await write()
-            except ConnectionFailed as ex:
-                if not self._connector.reconnects:
-                    raise
-                lost = True
+            except (ConnectionFailed, StatementFailed) as ex:
+                if isinstance(ex, ConnectionFailed):
+                    if not self._connector.reconnects:
+                        raise
+                    lost = True  # the write may have committed, its answer lost
                 delay = backoff.next()
                 logger.warning(
                     "task %d: could not store its outcome (%s); trying again in %.1f s",

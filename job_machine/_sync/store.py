@@ -13,10 +13,20 @@ from typing import Any
 import psycopg
 from psycopg import Connection, errors
 from psycopg.rows import dict_row
+from psycopg_pool import PoolTimeout
 
 from .. import _codec
 from .._queries import queries
-from ..errors import ConnectionLost, JobMachineError, SchemaMissing, UnknownTask
+from ..errors import (
+    ConnectionLost,
+    JobMachineError,
+    PoolExhausted,
+    SchemaMissing,
+    StatementFailed,
+    StatementTimeout,
+    TransactionConflict,
+    UnknownTask,
+)
 from ..task import (
     HourStats,
     LockInfo,
@@ -77,6 +87,21 @@ class Registration:
     locked: bool  #: whether this session holds the worker's liveness lock
 
 
+def _statement_failed(ex: psycopg.OperationalError) -> StatementFailed | None:
+    """Our error for a statement that failed on a live connection, or None."""
+    kind: type[StatementFailed]
+    if isinstance(ex, errors.QueryCanceled | errors.LockNotAvailable):
+        kind = StatementTimeout
+    elif isinstance(ex, errors.DeadlockDetected | errors.SerializationFailure):
+        kind = TransactionConflict
+    elif isinstance(ex, PoolTimeout):
+        kind = PoolExhausted
+    else:
+        return None
+    what = " ".join((kind.__doc__ or kind.__name__).split())
+    return kind(f"{what} ({str(ex).strip() or type(ex).__name__})")
+
+
 class Store:
     """Runs job_machine's statements on connections from a Connector."""
 
@@ -88,8 +113,11 @@ class Store:
     def _cursor(
         self, conn: Connection[Any] | None = None
     ) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
-        """A dict-row cursor, with a missing schema reported as SchemaMissing and a
-        connection that died under the call as ConnectionLost."""
+        """A dict-row cursor, with a missing schema reported as SchemaMissing, a
+        connection that died under the call as ConnectionLost, and a statement
+        that failed on a live connection for a passing reason (a timeout or
+        cancel, a deadlock, a serialization failure, no pooled connection in
+        time) as a StatementFailed: the one place psycopg's errors become ours."""
         used: list[Connection[Any]] = []
         try:
             if conn is not None:
@@ -105,7 +133,10 @@ class Store:
                 raise ConnectionLost(
                     f"{ConnectionLost.__doc__} ({str(ex).strip() or type(ex).__name__})"
                 ) from ex
-            raise
+            failed = _statement_failed(ex)
+            if failed is None:
+                raise
+            raise failed from ex
         except (errors.UndefinedTable, errors.InvalidSchemaName) as ex:
             raise SchemaMissing(f"{SchemaMissing.__doc__} ({ex.diag.message_primary})") from None
         except (errors.UndefinedColumn, errors.InvalidColumnReference) as ex:

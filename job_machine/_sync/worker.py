@@ -35,7 +35,14 @@ from ..channels import (
     queue_channel,
     validate_subscription,
 )
-from ..errors import ConnectionFailed, InvalidQueueName, NoCurrentTask, Retry, TaskNotHeld
+from ..errors import (
+    ConnectionFailed,
+    InvalidQueueName,
+    NoCurrentTask,
+    Retry,
+    StatementFailed,
+    TaskNotHeld,
+)
 from ..liveness import CLIENT_KEEPALIVES, Liveness
 from ..task import DONE, ERROR, REPLY, RESULT, Status, Task, TaskEnd
 from .completer import Completer
@@ -46,7 +53,10 @@ from .store import Store, ChoreCounts
 
 T = TypeVar("T")
 
-#: What a lost or unreachable database raises: reconnect and carry on.
+#: What a lost or unreachable database raises: reconnect and carry on. A
+#: statement that failed on a live connection (StatementFailed: a timeout or
+#: cancel, a deadlock, no pooled connection in time) is not one of them: it
+#: is tried again on the same connections, and no claimed task is dropped.
 _CONNECTION_ERRORS = (ConnectionFailed, psycopg.OperationalError, psycopg.InterfaceError)
 
 
@@ -431,7 +441,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
                             logger.info("worker %s: reconnected; draining", self.worker_id)
                             self._release_lost_claims()
                         backoff.reset()
-                        self._serve(listener)
+                        self._serve_through_failures(listener)
                     finally:
                         self._close_listener()
             except _CONNECTION_ERRORS as ex:
@@ -448,9 +458,30 @@ class Worker(LocksAndNotes, ConnectorOwner):
                 )
                 self._pause(delay)
 
-    def _serve(self, listener: Listener) -> None:
+    def _serve_through_failures(self, listener: Listener) -> None:
+        """Serve; a statement that failed on a live connection (a timeout or
+        cancel, a deadlock, no pooled connection free) is tried again after a
+        backoff on the same connections: no reconnect, and the tasks claimed
+        ahead stay claimed and are run (a claim never replaces them)."""
+        backoff = Backoff(self.reconnect_backoff, self.reconnect_backoff_cap)
+        while True:
+            try:
+                self._serve(listener, backoff)
+                return
+            except StatementFailed as ex:
+                if not self._running():
+                    return  # receive() hands back what is still claimed
+                delay = backoff.next()
+                logger.warning(
+                    "worker %s: %s; trying again in %.1f s", self.worker_id, _first_line(ex), delay
+                )
+                self._pause(delay)
+
+    def _serve(self, listener: Listener, backoff: Backoff | None = None) -> None:
         while self._running():
             self._drain()
+            if backoff is not None:
+                backoff.reset()
             if not self._running():
                 break
             heard = listener.wait(self._next_wait())
@@ -601,8 +632,10 @@ class Worker(LocksAndNotes, ConnectorOwner):
         several per statement (one claim statement costs about as much as
         ten claimed rows)."""
         while self._running():
-            limit = self._batch_size()
-            self._ahead = self._claim(limit)
+            if not self._ahead:
+                # Never over tasks claimed and not run yet (a statement that
+                # failed mid-batch leaves them here, to run next).
+                self._ahead = self._claim(self._batch_size())
             if not self._ahead:
                 return
             # A batch of short tasks: how they end (answers, errors, done
@@ -648,9 +681,12 @@ class Worker(LocksAndNotes, ConnectorOwner):
         return max(1, min(self.prefetch, int(fits)))
 
     def _give_back_ahead(self) -> None:
-        ahead, self._ahead = self._ahead, []
+        ahead = self._ahead
         if ahead and self.worker_id is not None:
+            # Forgotten only once handed back: if that fails, receive() hands
+            # them back when it returns.
             self._store.task_unclaim([t.id for t in ahead], self.worker_id)
+        self._ahead = []
 
     def _run_concurrently(self, task: Task) -> None:
         started = time.monotonic()
@@ -718,8 +754,10 @@ class Worker(LocksAndNotes, ConnectorOwner):
 
     def _persist(self, write: Callable[[], T], task: Task, recovered: T) -> T:
         """Run a write about ``task`` until it reaches the database: a finished
-        task's outcome is kept through a lost connection, retried with backoff
-        (the task stays held meanwhile, so nobody else takes it). When a try
+        task's outcome is kept through a lost connection or a statement that
+        failed on a live one (a timeout or cancel, a deadlock, no pooled
+        connection free), retried with backoff (the task stays held
+        meanwhile, so nobody else takes it). When a try
         committed but its answer was lost, the next finds the task no longer
         held, by this very attempt: that is ``recovered``."""
         backoff = Backoff(self.reconnect_backoff, self.reconnect_backoff_cap)
@@ -727,10 +765,11 @@ class Worker(LocksAndNotes, ConnectorOwner):
         while True:
             try:
                 result = write()
-            except ConnectionFailed as ex:
-                if not self._connector.reconnects:
-                    raise
-                lost = True
+            except (ConnectionFailed, StatementFailed) as ex:
+                if isinstance(ex, ConnectionFailed):
+                    if not self._connector.reconnects:
+                        raise
+                    lost = True  # the write may have committed, its answer lost
                 delay = backoff.next()
                 logger.warning(
                     "task %d: could not store its outcome (%s); trying again in %.1f s",
