@@ -341,7 +341,9 @@ class Worker(LocksAndNotes, ConnectorOwner):
         end = TaskEnd(task.id, task.attempt, REPLY if notify else RESULT, text)
         if not self._completer.add(end):
             done = self._persist(
-                lambda: self._store.task_finish(task.id, task.attempt, text, notify), task, True
+                lambda: self._store.task_finish(task.id, task.attempt, text, notify),
+                task,
+                lambda: self._finished_by(task),
             )
             if not done:
                 raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
@@ -752,14 +754,20 @@ class Worker(LocksAndNotes, ConnectorOwner):
                 released,
             )
 
-    def _persist(self, write: Callable[[], T], task: Task, recovered: T) -> T:
+    def _persist(
+        self,
+        write: Callable[[], T],
+        task: Task,
+        recovered: Callable[[], T],
+    ) -> T:
         """Run a write about ``task`` until it reaches the database: a finished
         task's outcome is kept through a lost connection or a statement that
         failed on a live one (a timeout or cancel, a deadlock, no pooled
         connection free), retried with backoff (the task stays held
         meanwhile, so nobody else takes it). When a try
         committed but its answer was lost, the next finds the task no longer
-        held, by this very attempt: that is ``recovered``."""
+        held: ``recovered()`` then reads what the database shows of this very
+        attempt's write (its result, or a falsy value when it is not there)."""
         backoff = Backoff(self.reconnect_backoff, self.reconnect_backoff_cap)
         lost = False
         while True:
@@ -779,18 +787,28 @@ class Worker(LocksAndNotes, ConnectorOwner):
                 )
                 self._pause(delay)
                 continue
-            if not result and lost and self._stored_by_us(task):
-                return recovered
+            if not result and lost:
+                return recovered()
             return result
 
-    def _stored_by_us(self, task: Task) -> bool:
+    def _finished_by(self, task: Task) -> bool:
+        """Whether ``task`` was marked done by this attempt: finished with
+        this attempt number (the fencing token grows with every claim, and
+        only the holder of an attempt can finish it). A task given up or
+        revived meanwhile, failed or waiting again, was not."""
         info = self._store.task_info(task.id)
-        return bool(
-            info
-            and info.status in (Status.FINISHED, Status.FAILED, Status.WAITING)
-            and info.attempts == task.attempt
-            and info.worker_id == self.worker_id
-        )
+        return bool(info and info.status == Status.FINISHED and info.attempts == task.attempt)
+
+    def _failure_recorded(self, task: Task, error: Any) -> Status | None:
+        """The status this attempt's failure left the task in, when the
+        database holds the very error it wrote (a give-up or a rescue stores
+        an error of its own for the same attempt); else None."""
+        info = self._store.task_info(task.id)
+        if info is None or error not in info.errors:
+            return None
+        if info.status == Status.FAILED and info.attempts == task.attempt:
+            return Status.FAILED
+        return Status.WAITING
 
     def _run(self, task: Task) -> None:
         in_hand = _InHand(task)
@@ -804,7 +822,9 @@ class Worker(LocksAndNotes, ConnectorOwner):
                 TaskEnd(task.id, task.attempt, DONE)
             )
             if unmarked and not self._persist(
-                lambda: self._store.task_done(task.id, task.attempt), task, True
+                lambda: self._store.task_done(task.id, task.attempt),
+                task,
+                lambda: self._finished_by(task),
             ):
                 logger.warning("task %d was revived while it ran; not marked done", task.id)
         finally:
@@ -824,11 +844,10 @@ class Worker(LocksAndNotes, ConnectorOwner):
         text = _codec.encode(error, "error")
         if self._completer.add(TaskEnd(task.id, task.attempt, ERROR, text, delay, repr(ex))):
             return
-        recovered: Status | None = Status.WAITING
         status = self._persist(
             lambda: self._store.task_fail_attempt(task.id, task.attempt, text, self.retries, delay),
             task,
-            recovered,
+            lambda: self._failure_recorded(task, _codec.decode(text)),
         )
         if status is None:
             logger.warning("task %d raised %r but was revived meanwhile", task.id, ex)
