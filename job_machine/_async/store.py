@@ -258,6 +258,11 @@ class AsyncStore:
         params = {"task_id": task_id, "attempt": attempt, "result": result, "notify": notify}
         return await self._one("task_finish", params) is not None
 
+    async def task_begin(self, task_id: int, attempt: int) -> bool:
+        """Restart the clock of a task claimed ahead, about to run; False if
+        this attempt no longer holds it (given up or revived meanwhile)."""
+        return await self._one("task_begin", {"task_id": task_id, "attempt": attempt}) is not None
+
     async def task_done(self, task_id: int, attempt: int) -> bool:
         """Mark the task done without a result; False if this attempt no longer holds it."""
         return await self._one("task_done", {"task_id": task_id, "attempt": attempt}) is not None

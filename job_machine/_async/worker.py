@@ -68,6 +68,10 @@ class _InHand:
 
 logger = logging.getLogger("job_machine.worker")
 
+#: A task claimed ahead that waited this many times ``prefetch_seconds`` in
+#: the worker is claimed again before it runs (see AsyncWorker._begin).
+_BUFFER_SLACK = 2.0
+
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -249,6 +253,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         self._slots = threading.Lock()
         #: Tasks claimed ahead and not started yet (prefetch).
         self._ahead: list[Task] = []
+        #: When the tasks in _ahead were claimed (time.monotonic()).
+        self._ahead_since = 0.0
         #: Sleeps in a row cut short because a due task was locked.
         self._locked_polls = 0
         #: Moving average of process() time, which decides the prefetch.
@@ -615,14 +621,16 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                 # about prefetch_seconds, to start them without a statement.
                 limit = max(free, self._batch_size())
                 self._ahead = await self._claim(limit)
+                self._ahead_since = time.monotonic()
                 exhausted = len(self._ahead) < limit
             starting, self._ahead = self._ahead[:free], self._ahead[free:]
+            waited = time.monotonic() - self._ahead_since
             for task in starting:
                 # Held while spawning: a thread that finishes at once must not
                 # remove its entry before it is there (it would stay forever).
                 with self._slots:
                     self._running_tasks[task.id] = aspawn(
-                        partial(self._run_concurrently, task), self._one_finished
+                        partial(self._run_concurrently, task, waited), self._one_finished
                     )
             if exhausted or not starting:
                 return
@@ -636,6 +644,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                 # Never over tasks claimed and not run yet (a statement that
                 # failed mid-batch leaves them here, to run next).
                 self._ahead = await self._claim(self._batch_size())
+                self._ahead_since = time.monotonic()
             if not self._ahead:
                 return
             # A batch of short tasks: how they end (answers, errors, done
@@ -650,7 +659,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                         break
                     task = self._ahead.pop(0)
                     started = time.monotonic()
-                    await self._run(task)
+                    await self._run(task, started - self._ahead_since)
                     self._note_runtime(time.monotonic() - started)
                     if self._completer.due(bool(self._ahead), self.prefetch):
                         await self._completer.flush()
@@ -688,10 +697,10 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             await self._store.task_unclaim([t.id for t in ahead], self.worker_id)
         self._ahead = []
 
-    async def _run_concurrently(self, task: Task) -> None:
+    async def _run_concurrently(self, task: Task, waited: float) -> None:
         started = time.monotonic()
         try:
-            await self._run(task)
+            await self._run(task, waited)
             self._note_runtime(time.monotonic() - started)
         except Exception:
             # Only a lost connection that cannot be replaced gets here; the
@@ -808,7 +817,28 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             return Status.FAILED
         return Status.WAITING
 
-    async def _run(self, task: Task) -> None:
+    async def _begin(self, task: Task, waited: float) -> bool:
+        """Whether ``task``, claimed ``waited`` seconds ago, may run now.
+
+        A task that waited in the buffer twice ``prefetch_seconds`` or more
+        (longer than a batch is meant to last) is claimed again first, in
+        one statement that starts its clock (``max_runtime`` counts from
+        here) and finds a task given up or revived while it waited, which
+        must not run. One that waited less runs at once: no statement on the
+        drain's hot path; its clock started at most ``2 * prefetch_seconds``
+        earlier."""
+        if waited < _BUFFER_SLACK * self.prefetch_seconds:
+            return True
+        return await self._persist(
+            lambda: self._store.task_begin(task.id, task.attempt), task, _not_held
+        )
+
+    async def _run(self, task: Task, waited: float = 0.0) -> None:
+        if not await self._begin(task, waited):
+            logger.warning(
+                "task %d was given up or revived while it waited in the worker; not run", task.id
+            )
+            return
         in_hand = _InHand(task)
         token = self._in_hand.set(in_hand)
         try:
@@ -954,6 +984,12 @@ def _subscriptions(names: str | Sequence[str] | None) -> list[str]:
     if not queues:
         raise ValueError("queue list is empty")
     return queues
+
+
+async def _not_held() -> bool:
+    """What a re-claim whose answer was lost found, when its retry finds the
+    task not held: not held (the re-claim only restarts a clock)."""
+    return False
 
 
 def _first_line(ex: BaseException) -> str:

@@ -260,6 +260,11 @@ class Store:
         params = {"task_id": task_id, "attempt": attempt, "result": result, "notify": notify}
         return self._one("task_finish", params) is not None
 
+    def task_begin(self, task_id: int, attempt: int) -> bool:
+        """Restart the clock of a task claimed ahead, about to run; False if
+        this attempt no longer holds it (given up or revived meanwhile)."""
+        return self._one("task_begin", {"task_id": task_id, "attempt": attempt}) is not None
+
     def task_done(self, task_id: int, attempt: int) -> bool:
         """Mark the task done without a result; False if this attempt no longer holds it."""
         return self._one("task_done", {"task_id": task_id, "attempt": attempt}) is not None

@@ -70,6 +70,10 @@ class _InHand:
 
 logger = logging.getLogger("job_machine.worker")
 
+#: A task claimed ahead that waited this many times ``prefetch_seconds`` in
+#: the worker is claimed again before it runs (see Worker._begin).
+_BUFFER_SLACK = 2.0
+
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -251,6 +255,8 @@ class Worker(LocksAndNotes, ConnectorOwner):
         self._slots = threading.Lock()
         #: Tasks claimed ahead and not started yet (prefetch).
         self._ahead: list[Task] = []
+        #: When the tasks in _ahead were claimed (time.monotonic()).
+        self._ahead_since = 0.0
         #: Sleeps in a row cut short because a due task was locked.
         self._locked_polls = 0
         #: Moving average of process() time, which decides the prefetch.
@@ -617,14 +623,16 @@ class Worker(LocksAndNotes, ConnectorOwner):
                 # about prefetch_seconds, to start them without a statement.
                 limit = max(free, self._batch_size())
                 self._ahead = self._claim(limit)
+                self._ahead_since = time.monotonic()
                 exhausted = len(self._ahead) < limit
             starting, self._ahead = self._ahead[:free], self._ahead[free:]
+            waited = time.monotonic() - self._ahead_since
             for task in starting:
                 # Held while spawning: a thread that finishes at once must not
                 # remove its entry before it is there (it would stay forever).
                 with self._slots:
                     self._running_tasks[task.id] = spawn(
-                        partial(self._run_concurrently, task), self._one_finished
+                        partial(self._run_concurrently, task, waited), self._one_finished
                     )
             if exhausted or not starting:
                 return
@@ -638,6 +646,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
                 # Never over tasks claimed and not run yet (a statement that
                 # failed mid-batch leaves them here, to run next).
                 self._ahead = self._claim(self._batch_size())
+                self._ahead_since = time.monotonic()
             if not self._ahead:
                 return
             # A batch of short tasks: how they end (answers, errors, done
@@ -652,7 +661,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
                         break
                     task = self._ahead.pop(0)
                     started = time.monotonic()
-                    self._run(task)
+                    self._run(task, started - self._ahead_since)
                     self._note_runtime(time.monotonic() - started)
                     if self._completer.due(bool(self._ahead), self.prefetch):
                         self._completer.flush()
@@ -690,10 +699,10 @@ class Worker(LocksAndNotes, ConnectorOwner):
             self._store.task_unclaim([t.id for t in ahead], self.worker_id)
         self._ahead = []
 
-    def _run_concurrently(self, task: Task) -> None:
+    def _run_concurrently(self, task: Task, waited: float) -> None:
         started = time.monotonic()
         try:
-            self._run(task)
+            self._run(task, waited)
             self._note_runtime(time.monotonic() - started)
         except Exception:
             # Only a lost connection that cannot be replaced gets here; the
@@ -810,7 +819,28 @@ class Worker(LocksAndNotes, ConnectorOwner):
             return Status.FAILED
         return Status.WAITING
 
-    def _run(self, task: Task) -> None:
+    def _begin(self, task: Task, waited: float) -> bool:
+        """Whether ``task``, claimed ``waited`` seconds ago, may run now.
+
+        A task that waited in the buffer twice ``prefetch_seconds`` or more
+        (longer than a batch is meant to last) is claimed again first, in
+        one statement that starts its clock (``max_runtime`` counts from
+        here) and finds a task given up or revived while it waited, which
+        must not run. One that waited less runs at once: no statement on the
+        drain's hot path; its clock started at most ``2 * prefetch_seconds``
+        earlier."""
+        if waited < _BUFFER_SLACK * self.prefetch_seconds:
+            return True
+        return self._persist(
+            lambda: self._store.task_begin(task.id, task.attempt), task, _not_held
+        )
+
+    def _run(self, task: Task, waited: float = 0.0) -> None:
+        if not self._begin(task, waited):
+            logger.warning(
+                "task %d was given up or revived while it waited in the worker; not run", task.id
+            )
+            return
         in_hand = _InHand(task)
         token = self._in_hand.set(in_hand)
         try:
@@ -956,6 +986,12 @@ def _subscriptions(names: str | Sequence[str] | None) -> list[str]:
     if not queues:
         raise ValueError("queue list is empty")
     return queues
+
+
+def _not_held() -> bool:
+    """What a re-claim whose answer was lost found, when its retry finds the
+    task not held: not held (the re-claim only restarts a clock)."""
+    return False
 
 
 def _first_line(ex: BaseException) -> str:

@@ -5,6 +5,7 @@ while a long task runs."""
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -87,4 +88,115 @@ def test_a_failure_written_through_a_lost_connection_is_recorded_once(
     assert [e["message"] for e in errors] == ["boom"], errors
 
 
-_ = threading  # used by later tests
+# -- the prefetch buffer ------------------------------------------------------
+
+
+def _give_up_as_of(w: jm.Worker, conn: psycopg.Connection[Any], later: float, limit: float) -> int:
+    """Run the give-up chore as if ``later`` seconds had passed, with a
+    ``max_runtime`` of ``limit`` and no retries; how many tasks failed."""
+    row = conn.execute("SELECT now() + make_interval(secs => %s)", (later,)).fetchone()
+    assert row is not None
+    counts = w._store.chores(
+        retries=0,
+        remove_after_days=30,
+        grace=60,
+        max_runtime=limit,
+        orphan_after=3600,
+        now=row[0],
+    )
+    return counts.failed
+
+
+class Batch(Base):
+    """Records (task id, attempt) at the start of each task; a task whose
+    data names a hook calls it, and "slow" tasks work ``slow`` seconds."""
+
+    slow = 0.0
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.look = psycopg.connect(args[0], autocommit=True)
+        self.ran: list[tuple[str, int]] = []
+        self.refused: list[str] = []
+
+    def handle(self, task: jm.Task) -> None:
+        self.ran.append((task.data, task.attempt))
+        hook = getattr(self, f"on_{task.data}", None)
+        if hook is not None:
+            hook(task)
+        try:
+            self.reply("ok")
+        except jm.TaskNotHeld:
+            self.refused.append(task.data)
+
+
+def _batch_of(w: Batch, client: jm.Client, names: list[str]) -> None:
+    """A warm-up task (so the worker claims ahead), then ``names`` in one
+    batch, then a task "after", claimed once the batch is through; serve
+    until "after" has run."""
+    client.send("warm-up")
+    with serving(w):
+        wait_until(lambda: w.ran, 10, "the warm-up task")
+        client.send_many(names)
+        wait_until(lambda: names[0] in dict(w.ran), 10, "the batch started")
+        client.send("after")
+        wait_until(lambda: "after" in dict(w.ran), 20, "the task after the batch")
+    w.look.close()
+
+
+def _statuses(conn: psycopg.Connection[Any]) -> dict[str, jm.Status]:
+    rows = conn.execute("SELECT parameters, status FROM jobmachine.task").fetchall()
+    return {json.loads(p): jm.Status(s) for p, s in rows}
+
+
+def test_max_runtime_counts_from_when_process_starts(
+    dsn: str, client: jm.Client, conn: psycopg.Connection[Any]
+) -> None:
+    """Task "second" waits 0.4 s in the worker's buffer behind task "first",
+    then runs. Half a second into it, with max_runtime 0.7 s, it is not
+    given up: 0.9 s since its claim, but 0.5 s since process() began
+    ("first", whose answer is queued for the batch's commit, is: it has
+    run 0.9 s by then)."""
+    given_up: list[int] = []
+
+    class Timed(Batch):
+        def on_first(self, task: jm.Task) -> None:
+            threading.Event().wait(0.4)  # the task's own work
+
+        def on_second(self, task: jm.Task) -> None:
+            given_up.append(_give_up_as_of(self, self.look, later=0.5, limit=0.7))
+
+    w = Timed(dsn, prefetch=2, prefetch_seconds=0.1, retries=0)
+    _batch_of(w, client, ["first", "second"])
+    assert _statuses(conn) == {
+        "warm-up": jm.Status.FINISHED,
+        "first": jm.Status.FAILED,
+        "second": jm.Status.FINISHED,
+        "after": jm.Status.FINISHED,
+    }
+    assert given_up == [1]
+
+
+def test_a_task_given_up_while_in_the_prefetch_buffer_is_not_run(
+    dsn: str, client: jm.Client, conn: psycopg.Connection[Any]
+) -> None:
+    """While task "first" runs, both it and task "second" (claimed with it,
+    waiting in the worker's buffer) are given up on their last attempt:
+    "second" must not run from the buffer."""
+    given_up: list[int] = []
+
+    class GivesUp(Batch):
+        def on_first(self, task: jm.Task) -> None:
+            given_up.append(_give_up_as_of(self, self.look, later=5, limit=1))
+            threading.Event().wait(2 * self.prefetch_seconds)  # the task's own work
+
+    w = GivesUp(dsn, prefetch=2, prefetch_seconds=0.05, retries=0)
+    _batch_of(w, client, ["first", "second"])
+    assert given_up == [2]
+    assert "second" not in [name for name, _ in w.ran], w.ran
+    assert _statuses(conn) == {
+        "warm-up": jm.Status.FINISHED,
+        "first": jm.Status.FAILED,
+        "second": jm.Status.FAILED,
+        "after": jm.Status.FINISHED,
+    }
