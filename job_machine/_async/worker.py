@@ -68,6 +68,10 @@ class _InHand:
 
 logger = logging.getLogger("job_machine.worker")
 
+#: Seconds between reads of the listening connection while one task runs
+#: (concurrency 1: nobody waits on it meanwhile).
+_READ_WHILE_BUSY = 1.0
+
 #: A task claimed ahead that waited this many times ``prefetch_seconds`` in
 #: the worker is claimed again before it runs (see AsyncWorker._begin).
 _BUFFER_SLACK = 2.0
@@ -255,6 +259,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         self._ahead: list[Task] = []
         #: When the tasks in _ahead were claimed (time.monotonic()).
         self._ahead_since = 0.0
+        #: When the task in hand of a one-at-a-time worker started, if one runs.
+        self._busy_since: float | None = None
         #: Sleeps in a row cut short because a due task was locked.
         self._locked_polls = 0
         #: Moving average of process() time, which decides the prefetch.
@@ -405,7 +411,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             # The caller's connection (conn=) in autocommit while serving:
             # the loop commits each claim and answer (outside receive(),
             # calls on it join the caller's transaction instead).
-            async with self._connector.serving():
+            async with self._connector.serving(), self._reading_while_busy():
                 if self.listen_dsn:
                     await self._store.check_registered_here(self.worker_id, self.listen_dsn)
                 if not self._started:
@@ -463,6 +469,36 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                     delay,
                 )
                 await self._pause(delay)
+
+    @asynccontextmanager
+    async def _reading_while_busy(self) -> AsyncIterator[None]:
+        """For the block: at concurrency 1, while one task runs longer than
+        a second, read the listening connection every second (in a thread of
+        its own, or an asyncio task under asyncio), so its
+        backend never blocks on a full socket, holding the cluster's NOTIFY
+        queue tail, however long process() takes. At concurrency > 1 the
+        serving loop waits on the listener while tasks run."""
+        if self.concurrency > 1:
+            yield
+            return
+        stop = Waker()
+        reader = aspawn(partial(self._read_while_busy, stop), lambda: None)
+        try:
+            yield
+        finally:
+            stop.wake()
+            await ajoin_all([reader])
+            stop.close()
+
+    async def _read_while_busy(self, stop: Waker) -> None:
+        while stop.fd not in await aselect_readable([stop.fd], _READ_WHILE_BUSY):
+            since, listener = self._busy_since, self._listener
+            if since is None or listener is None or time.monotonic() - since < _READ_WHILE_BUSY:
+                continue
+            try:
+                await listener.read_meanwhile()
+            except Exception as ex:  # the serving loop finds a broken connection itself
+                logger.debug("worker %s: reading notifications: %s", self.worker_id, ex)
 
     async def _serve_through_failures(self, listener: AsyncListener) -> None:
         """Serve; a statement that failed on a live connection (a timeout or
@@ -658,8 +694,11 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                         await self._give_back_ahead()
                         break
                     task = self._ahead.pop(0)
-                    started = time.monotonic()
-                    await self._run(task, started - self._ahead_since)
+                    started = self._busy_since = time.monotonic()
+                    try:
+                        await self._run(task, started - self._ahead_since)
+                    finally:
+                        self._busy_since = None
                     self._note_runtime(time.monotonic() - started)
                     if self._completer.due(bool(self._ahead), self.prefetch):
                         await self._completer.flush()

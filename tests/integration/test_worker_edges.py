@@ -5,6 +5,7 @@ while a long task runs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from typing import Any
@@ -200,3 +201,91 @@ def test_a_task_given_up_while_in_the_prefetch_buffer_is_not_run(
         "second": jm.Status.FAILED,
         "after": jm.Status.FINISHED,
     }
+
+
+# -- notifications read while a long task runs ---------------------------------
+
+
+def test_a_long_task_does_not_stop_the_worker_reading_its_notifications(
+    dsn: str, client: jm.Client, conn: psycopg.Connection[Any]
+) -> None:
+    """With dsn= and concurrency 1 the listening connection is the work
+    connection. While one task runs, 40 MB of notifications arrive on the
+    worker's channel: more than the sockets buffer, so a backend whose client
+    reads nothing blocks writing them (wait event ClientWrite) and holds the
+    cluster's NOTIFY queue tail. The worker reads them while the task runs:
+    its backend is idle again (ClientRead) before the task ends."""
+    w = LongTask(dsn)
+    client.send("long")
+    with serving(w):
+        assert w.started.wait(10)
+        own = w._connector.opened
+        assert own is not None
+        try:
+            _flood_then_wait_for_reads(conn, own.info.backend_pid)
+        finally:
+            w.release.set()
+        wait_until(lambda: w.replied, 10, "the long task answered")
+
+
+def _flood_then_wait_for_reads(conn: psycopg.Connection[Any], pid: int) -> None:
+    """40 MB of notifications on the worker's channel, then wait until the
+    backend ``pid`` has written them all to its client (idle: ClientRead)."""
+    conn.execute(
+        "SELECT pg_notify('jm:job.task', lpad(i::text, 7990, 'x'))"
+        " FROM generate_series(1, 5000) AS i"
+    )
+
+    def backend_reads() -> bool:
+        row = conn.execute("SELECT wait_event FROM pg_stat_activity WHERE pid = %s", (pid,))
+        return row.fetchone() == ("ClientRead",)
+
+    wait_until(backend_reads, 20, "the worker's backend done writing its notifications")
+
+
+async def test_a_long_async_task_does_not_stop_the_worker_reading_its_notifications(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """The same with an AsyncWorker, whose reads run as an asyncio task."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    class LongAsync(jm.AsyncWorker):
+        handle_signals = False
+
+        async def process(self, task: jm.Task) -> None:
+            started.set()
+            await asyncio.wait_for(release.wait(), 60)
+            await self.reply("ok")
+
+    w = LongAsync(dsn, queue="job.task")
+    serving_ = asyncio.create_task(w.receive())
+    try:
+        async with jm.AsyncClient(dsn, queue="job.task") as client:
+            tid = await client.send("long")
+            await asyncio.wait_for(started.wait(), 10)
+            own = w._connector.opened
+            assert own is not None
+            try:
+                await asyncio.to_thread(_flood_then_wait_for_reads, conn, own.info.backend_pid)
+            finally:
+                release.set()
+            assert await client.wait(tid, timeout=10) == "ok"
+    finally:
+        w.stop()
+        await asyncio.wait_for(serving_, 10)
+
+
+class LongTask(Base):
+    """Holds its task until ``release`` is set."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.replied = False
+
+    def handle(self, task: jm.Task) -> None:
+        self.started.set()
+        self.release.wait(60)
+        self.reply("ok")
+        self.replied = True
