@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import threading
 import time
 import traceback
@@ -14,7 +13,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from types import FrameType
 from typing import Any, ClassVar, TypeVar
 
 import psycopg
@@ -25,6 +23,8 @@ from .. import _codec
 from .._acompat import AHandle, ajoin_all, arun_blocking, aselect_readable, aspawn
 from .._backoff import Backoff, backoff_delay
 from .._options import check_priority
+from .._prefetch import PrefetchBudget
+from .._shutdown import GracefulShutdown
 from .._waker import Waker
 from ..channels import (
     NEW_QUEUE_CHANNEL,
@@ -71,12 +71,6 @@ logger = logging.getLogger("job_machine.worker")
 #: Seconds between reads of the listening connection while one task runs
 #: (concurrency 1: nobody waits on it meanwhile).
 _READ_WHILE_BUSY = 1.0
-
-#: A task claimed ahead that waited this many times ``prefetch_seconds`` in
-#: the worker is claimed again before it runs (see AsyncWorker._begin).
-_BUFFER_SLACK = 2.0
-
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
@@ -246,8 +240,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         self.worker_id: int | None = None
         self._liveness: Liveness | None = None
         self._waker: Waker | None = None
-        self._grace_timer: threading.Timer | None = None
-        self._grace_lock = threading.Lock()
+        #: The shutdown room: stop signals and the grace timer.
+        self._shutdown = GracefulShutdown(self.stop)
         self._listener: AsyncListener | None = None
         self._in_hand: ContextVar[_InHand | None] = ContextVar(
             f"job_machine_task_{id(self)}", default=None
@@ -263,8 +257,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         self._busy_since: float | None = None
         #: Sleeps in a row cut short because a due task was locked.
         self._locked_polls = 0
-        #: Moving average of process() time, which decides the prefetch.
-        self._avg_runtime: float | None = None
+        #: The prefetch budget: the average run time decides the batch size.
+        self._budget = PrefetchBudget()
         #: Writes how tasks ended, in groups while more work is in hand.
         self._completer = AsyncCompleter(
             self._store,
@@ -277,8 +271,6 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         self._completer.collecting = self.concurrency > 1
         self._started = False
         self._stopping = False
-        self._signals_seen = 0
-        self._grace_expired = False
         for name, value in extra.items():
             setattr(self, name, value)
 
@@ -387,12 +379,10 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         signal, or the end of the grace period, exits at once (SystemExit,
         code 128 + the signal) and the unfinished task goes back to waiting.
         """
-        self._signals_seen = 0
-        self._grace_expired = False
         self._waker = Waker()
         if self._stopping:  # stop() was called before receive()
             self._waker.wake()
-        restore = self._install_signal_handlers()
+        restore = self._shutdown.install(self.shutdown_grace, enabled=self.handle_signals)
         liveness = Liveness(
             self.listen_dsn or self._connector.conninfo,
             self.queues,
@@ -422,7 +412,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                 await ajoin_all(list(self._running_tasks.values()))
                 await self._completer.flush()
         finally:
-            self._cancel_grace_timer()
+            self._shutdown.cancel_timer()
             restore()
             if self._liveness is not None:
                 # Leaving in a hurry: one try to record the tasks that did
@@ -713,20 +703,11 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             await self._completer.flush()
 
     def _note_runtime(self, took: float) -> None:
-        # A moving average; from several threads at once a lost update only
-        # drops one sample.
-        avg = self._avg_runtime
-        self._avg_runtime = took if avg is None else 0.8 * avg + 0.2 * took
+        self._budget.note(took)
 
     def _batch_size(self) -> int:
-        """How many tasks to claim at once: what the worker's slots get
-        through in ``prefetch_seconds`` by the average run time (one until a
-        task has run), at most ``prefetch``."""
-        avg = self._avg_runtime
-        if avg is None:
-            return 1
-        fits = self.prefetch_seconds * self.concurrency / avg if avg > 0 else self.prefetch
-        return max(1, min(self.prefetch, int(fits)))
+        """How many tasks to claim at once (see PrefetchBudget)."""
+        return self._budget.batch_size(self.prefetch, self.prefetch_seconds, self.concurrency)
 
     async def _give_back_ahead(self) -> None:
         ahead = self._ahead
@@ -866,7 +847,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         must not run. One that waited less runs at once: no statement on the
         drain's hot path; its clock started at most ``2 * prefetch_seconds``
         earlier."""
-        if waited < _BUFFER_SLACK * self.prefetch_seconds:
+        if not self._budget.must_reclaim(waited, self.prefetch_seconds):
             return True
         return await self._persist(
             lambda: self._store.task_begin(task.id, task.attempt), task, _not_held
@@ -954,64 +935,6 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-
-    def _install_signal_handlers(self) -> Any:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS}
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            self._signals_seen += 1
-            if self._signals_seen > 1:
-                # Second signal, or the grace period is over: stop now,
-                # exiting as a shell reports death by that signal. The task
-                # in hand is never marked done; receive() hands it back.
-                reason = (
-                    "shutdown grace period is over"
-                    if self._grace_expired
-                    else f"second {signal.Signals(signum).name}"
-                )
-                logger.warning("%s: stopping now", reason)
-                raise SystemExit(128 + signum)
-            logger.info(
-                "%s: finishing the task in hand (up to %.0f s), then stopping",
-                signal.Signals(signum).name,
-                self.shutdown_grace,
-            )
-            self.stop()
-            self._start_grace_timer(signum)
-
-        for sig in _STOP_SIGNALS:
-            signal.signal(sig, on_signal)
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-        return restore
-
-    def _start_grace_timer(self, signum: int) -> None:
-        main = threading.main_thread().ident
-        assert main is not None
-
-        def grace_over() -> None:
-            with self._grace_lock:
-                if self._grace_timer is None:
-                    return  # receive() has returned meanwhile
-                self._grace_timer = None
-                self._grace_expired = True
-            signal.pthread_kill(main, signum)
-
-        with self._grace_lock:
-            self._grace_timer = threading.Timer(self.shutdown_grace, grace_over)
-            self._grace_timer.daemon = True
-            self._grace_timer.start()
-
-    def _cancel_grace_timer(self) -> None:
-        with self._grace_lock:
-            if self._grace_timer is not None:
-                self._grace_timer.cancel()
-                self._grace_timer = None
 
 
 def _subscriptions(names: str | Sequence[str] | None) -> list[str]:
