@@ -24,10 +24,10 @@ from psycopg_pool import ConnectionPool
 from .. import _codec
 from .._acompat import Handle, join_all, run_blocking, select_readable, spawn
 from .._backoff import Backoff, backoff_delay
-from .._options import check_priority
 from .._prefetch import PrefetchBudget
 from .._shutdown import GracefulShutdown
 from .._waker import Waker
+from .._worker_config import WorkerConfig
 from ..channels import (
     NEW_QUEUE_CHANNEL,
     is_pattern,
@@ -116,49 +116,49 @@ class Worker(LocksAndNotes, ConnectorOwner):
     #: The queue(s) to serve when none is given to the constructor.
     queue: ClassVar[str | Sequence[str] | None] = None
     #: Claim only tasks of at least this priority (None: any).
-    min_priority: int | None = None
+    min_priority: int | None = WorkerConfig.default("min_priority")
     #: Seconds without a notification after which the worker pings its
     #: listening connection and reads its queues again: a lost notification
     #: delays a task by at most this long.
-    timeout: float = 30.0
+    timeout: float = WorkerConfig.default("timeout")
     #: Seconds within which a dead worker's tasks go back to waiting
     #: (liveness is judged by PostgreSQL: see docs/liveness.md).
-    dead_after: float = 15.0
+    dead_after: float = WorkerConfig.default("dead_after")
     #: Optional limit: seconds after which a task a *live* worker still runs
     #: is given up on (an error is stored and it is retried or failed; the
     #: worker running it can no longer finish it). None: never.
-    max_runtime: float | None = None
+    max_runtime: float | None = WorkerConfig.default("max_runtime")
     #: Seconds after which a started task that no registered worker holds (a
     #: Perl worker's, or one claimed by work_once()) is revived, as Perl does.
-    orphan_after: float = 1800.0
+    orphan_after: float = WorkerConfig.default("orphan_after")
     #: Retries after the first attempt before a task fails.
-    retries: int = 3
+    retries: int = WorkerConfig.default("retries")
     #: Backoff of a retry: ``retry_backoff * 2 ** (attempt - 1)`` seconds,
     #: capped at ``retry_backoff_cap``, with jitter.
-    retry_backoff: float = 1.0
-    retry_backoff_cap: float = 300.0
+    retry_backoff: float = WorkerConfig.default("retry_backoff")
+    retry_backoff_cap: float = WorkerConfig.default("retry_backoff_cap")
     #: Backoff of reconnects after the database went away.
-    reconnect_backoff: float = 0.5
-    reconnect_backoff_cap: float = 30.0
+    reconnect_backoff: float = WorkerConfig.default("reconnect_backoff")
+    reconnect_backoff_cap: float = WorkerConfig.default("reconnect_backoff_cap")
     #: Seconds the task in hand may take to finish after SIGTERM/SIGINT.
-    shutdown_grace: float = 30.0
+    shutdown_grace: float = WorkerConfig.default("shutdown_grace")
     #: Seconds between the fleet's slower chores (orphans, old finished tasks).
-    housekeeping_interval: float = 60.0
+    housekeeping_interval: float = WorkerConfig.default("housekeeping_interval")
     #: Days after which finished tasks are removed.
-    remove_after: float = 30.0
+    remove_after: float = WorkerConfig.default("remove_after")
     #: Whether receive() installs SIGTERM/SIGINT handlers (main thread only).
     handle_signals: bool = True
     #: How many tasks to process at once.
-    concurrency: int = 1
+    concurrency: int = WorkerConfig.default("concurrency")
     #: Most tasks a worker claims in one statement. It claims as many as
     #: its slots get through in ``prefetch_seconds`` by the average run time
     #: of its tasks so far: with concurrency 1, 100 tasks of 1 ms, 10 of
     #: 20 ms, long tasks one by one (with concurrency > 1, at least one per
     #: free slot). The tasks claimed ahead wait in the worker, not for
     #: other workers. 1 turns it off.
-    prefetch: int = 100
+    prefetch: int = WorkerConfig.default("prefetch")
     #: Seconds of work a worker may hold claimed ahead.
-    prefetch_seconds: float = 0.2
+    prefetch_seconds: float = WorkerConfig.default("prefetch_seconds")
 
     def __init__(
         self,
@@ -193,35 +193,27 @@ class Worker(LocksAndNotes, ConnectorOwner):
         #: The queue names served: the exact ones, and those the patterns
         #: match among the queues that exist.
         self._served: list[str] = [q for q in self.queues if not is_pattern(q)]
-        if min_priority is not None:
-            self.min_priority = check_priority("min_priority", min_priority)
-        seconds = {
+        given = {
+            "min_priority": min_priority,
             "timeout": timeout,
             "dead_after": dead_after,
             "max_runtime": max_runtime,
             "orphan_after": orphan_after,
+            "retries": retries,
             "retry_backoff": retry_backoff,
             "retry_backoff_cap": retry_backoff_cap,
             "reconnect_backoff": reconnect_backoff,
             "reconnect_backoff_cap": reconnect_backoff_cap,
             "shutdown_grace": shutdown_grace,
             "housekeeping_interval": housekeeping_interval,
+            "remove_after": remove_after,
+            "concurrency": concurrency,
+            "prefetch": prefetch,
             "prefetch_seconds": prefetch_seconds,
         }
-        for name, value in seconds.items():
+        for name, value in given.items():
             if value is not None:
-                zero_ok = name.startswith("retry_backoff")  # 0: retry at once
-                setattr(self, name, _positive(name, value, zero_ok=zero_ok))
-        if retries is not None:
-            self.retries = _whole("retries", retries, 0)
-        if concurrency is not None:
-            self.concurrency = _whole("concurrency", concurrency, 1)
-        if prefetch is not None:
-            self.prefetch = _whole("prefetch", prefetch, 1)
-        if remove_after is not None:
-            if isinstance(remove_after, timedelta):
-                remove_after = remove_after.total_seconds() / 86400
-            self.remove_after = _positive("remove_after", remove_after)
+                setattr(self, name, WorkerConfig.check(name, value))
         kwargs = CLIENT_KEEPALIVES | (connect_kwargs or {})
         #: The pool the worker makes for itself to run several tasks at once.
         self._own_pool: ConnectionPool | None = None
@@ -959,21 +951,3 @@ def _not_held() -> bool:
 def _first_line(ex: BaseException) -> str:
     text = str(ex).strip()
     return text.splitlines()[0] if text else type(ex).__name__
-
-
-def _whole(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be a whole number >= {minimum}, not {value!r}")
-    return value
-
-
-def _positive(name: str, value: float, zero_ok: bool = False) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not (value >= 0 if zero_ok else value > 0)
-        or value == float("inf")
-    ):
-        what = "a number >= 0" if zero_ok else "a positive number"
-        raise ValueError(f"{name} must be {what} of seconds/days, not {value!r}")
-    return float(value)
