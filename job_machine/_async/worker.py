@@ -6,20 +6,16 @@ import contextlib
 import logging
 import threading
 import time
-import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from .. import _codec
 from .._acompat import AHandle, ajoin_all, arun_blocking, aselect_readable, aspawn
 from .._backoff import Backoff, backoff_delay
 from .._prefetch import PrefetchBudget
@@ -36,34 +32,23 @@ from ..channels import (
 from ..errors import (
     ConnectionFailed,
     InvalidQueueName,
-    NoCurrentTask,
     Retry,
     StatementFailed,
-    TaskNotHeld,
 )
 from ..liveness import CLIENT_KEEPALIVES, Liveness
-from ..task import DONE, ERROR, REPLY, RESULT, Status, Task, TaskEnd
+from ..task import Task
 from .completer import AsyncCompleter
 from .connection import AsyncConnector, AsyncConnectorOwner, aconnect
+from .executor import AsyncExecutor
 from .listener import AsyncListener
 from .locks import AsyncLocksAndNotes
 from .store import AsyncStore, ChoreCounts
-
-T = TypeVar("T")
 
 #: What a lost or unreachable database raises: reconnect and carry on. A
 #: statement that failed on a live connection (StatementFailed: a timeout or
 #: cancel, a deadlock, no pooled connection in time) is not one of them: it
 #: is tried again on the same connections, and no claimed task is dropped.
 _CONNECTION_ERRORS = (ConnectionFailed, psycopg.OperationalError, psycopg.InterfaceError)
-
-
-@dataclass(slots=True)
-class _InHand:
-    """A task being processed, and whether process() has answered it yet."""
-
-    task: Task
-    answered: bool = False
 
 
 logger = logging.getLogger("job_machine.worker")
@@ -235,9 +220,6 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         #: The shutdown room: stop signals and the grace timer.
         self._shutdown = GracefulShutdown(self.stop)
         self._listener: AsyncListener | None = None
-        self._in_hand: ContextVar[_InHand | None] = ContextVar(
-            f"job_machine_task_{id(self)}", default=None
-        )
         #: Tasks running concurrently (concurrency > 1), by task id.
         self._running_tasks: dict[int, AHandle] = {}
         self._slots = threading.Lock()
@@ -261,6 +243,21 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             can_reconnect=lambda: self._connector.reconnects,
         )
         self._completer.collecting = self.concurrency > 1
+        #: Runs one task: the task in hand, its outcome persisted.
+        self._executor = AsyncExecutor(
+            self._store,
+            self._completer,
+            # Looked up at each call: a process() or retry_delay() set on the
+            # instance after construction holds.
+            process=lambda task: self.process(task),  # noqa: PLW0108
+            retry_delay=lambda task, error: self.retry_delay(task, error),  # noqa: PLW0108
+            retries=lambda: self.retries,
+            backoff=lambda: Backoff(self.reconnect_backoff, self.reconnect_backoff_cap),
+            pause=self._pause,
+            can_reconnect=lambda: self._connector.reconnects,
+            must_reclaim=lambda waited: self._budget.must_reclaim(waited, self.prefetch_seconds),
+            name=f"job_machine_task_{id(self)}",
+        )
         self._started = False
         self._stopping = False
         for name, value in extra.items():
@@ -300,10 +297,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
     @property
     def task(self) -> Task:
         """The task being processed."""
-        in_hand = self._in_hand.get()
-        if in_hand is None:
-            raise NoCurrentTask("no task is being processed (call this from process())")
-        return in_hand.task
+        return self._executor.current()
 
     async def reply(self, data: Any) -> None:
         """Store ``data`` as the task's result, mark it done and notify the client.
@@ -311,11 +305,11 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         :raises InvalidData: ``data`` cannot be encoded as JSON (nothing is written).
         :raises TaskNotHeld: the task was revived and is no longer this worker's.
         """
-        await self._finish(data, notify=True)
+        await self._executor.finish(data, notify=True)
 
     async def result(self, data: Any) -> None:
         """Store ``data`` as the task's result and mark it done, without notifying."""
-        await self._finish(data, notify=False)
+        await self._executor.finish(data, notify=False)
 
     async def note(self, **notes: Any) -> None:
         """Attach metadata to the task in hand (see :meth:`AsyncClient.note`):
@@ -324,33 +318,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
 
     async def error_result(self, data: Any) -> None:
         """Store ``data`` as an error result; the task's status does not change."""
-        task = self._unanswered()
-        text = _codec.encode(data, "error_result data")
-        if not await self._store.result_insert_error(task.id, task.attempt, text):
-            raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
-
-    async def _finish(self, data: Any, notify: bool) -> None:
-        task = self._unanswered()
-        text = _codec.encode(data, "reply data")
-        end = TaskEnd(task.id, task.attempt, REPLY if notify else RESULT, text)
-        if not self._completer.add(end):
-            done = await self._persist(
-                lambda: self._store.task_finish(task.id, task.attempt, text, notify),
-                task,
-                lambda: self._finished_by(task),
-            )
-            if not done:
-                raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
-        in_hand = self._in_hand.get()
-        if in_hand is not None:
-            in_hand.answered = True
-
-    def _unanswered(self) -> Task:
-        """The task in hand, which must not have been answered yet."""
-        in_hand = self._in_hand.get()
-        if in_hand is not None and in_hand.answered:
-            raise TaskNotHeld(f"task {in_hand.task.id} is answered already")
-        return self.task
+        await self._executor.error_result(data)
 
     # -- the service loop ---------------------------------------------------
 
@@ -757,9 +725,9 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         if self.worker_id is None:
             return
         keep = list(self._running_tasks)
-        current = self._in_hand.get()
+        current = self._executor.current_id()
         if current is not None:
-            keep.append(current.task.id)
+            keep.append(current)
         # Tasks claimed ahead were claimed on the lost connection but are
         # known: keep them, they are processed next.
         keep += [t.id for t in self._ahead]
@@ -773,130 +741,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                 released,
             )
 
-    async def _persist(
-        self,
-        write: Callable[[], Awaitable[T]],
-        task: Task,
-        recovered: Callable[[], Awaitable[T]],
-    ) -> T:
-        """Run a write about ``task`` until it reaches the database: a finished
-        task's outcome is kept through a lost connection or a statement that
-        failed on a live one (a timeout or cancel, a deadlock, no pooled
-        connection free), retried with backoff (the task stays held
-        meanwhile, so nobody else takes it). When a try
-        committed but its answer was lost, the next finds the task no longer
-        held: ``recovered()`` then reads what the database shows of this very
-        attempt's write (its result, or a falsy value when it is not there)."""
-        backoff = Backoff(self.reconnect_backoff, self.reconnect_backoff_cap)
-        lost = False
-        while True:
-            try:
-                result = await write()
-            except (ConnectionFailed, StatementFailed) as ex:
-                if isinstance(ex, ConnectionFailed):
-                    if not self._connector.reconnects:
-                        raise
-                    lost = True  # the write may have committed, its answer lost
-                delay = backoff.next()
-                logger.warning(
-                    "task %d: could not store its outcome (%s); trying again in %.1f s",
-                    task.id,
-                    _first_line(ex),
-                    delay,
-                )
-                await self._pause(delay)
-                continue
-            if not result and lost:
-                return await recovered()
-            return result
-
-    async def _finished_by(self, task: Task) -> bool:
-        """Whether ``task`` was marked done by this attempt: finished with
-        this attempt number (the fencing token grows with every claim, and
-        only the holder of an attempt can finish it). A task given up or
-        revived meanwhile, failed or waiting again, was not."""
-        info = await self._store.task_info(task.id)
-        return bool(info and info.status == Status.FINISHED and info.attempts == task.attempt)
-
-    async def _failure_recorded(self, task: Task, error: Any) -> Status | None:
-        """The status this attempt's failure left the task in, when the
-        database holds the very error it wrote (a give-up or a rescue stores
-        an error of its own for the same attempt); else None."""
-        info = await self._store.task_info(task.id)
-        if info is None or error not in info.errors:
-            return None
-        if info.status == Status.FAILED and info.attempts == task.attempt:
-            return Status.FAILED
-        return Status.WAITING
-
-    async def _begin(self, task: Task, waited: float) -> bool:
-        """Whether ``task``, claimed ``waited`` seconds ago, may run now.
-
-        A task that waited in the buffer twice ``prefetch_seconds`` or more
-        (longer than a batch is meant to last) is claimed again first, in
-        one statement that starts its clock (``max_runtime`` counts from
-        here) and finds a task given up or revived while it waited, which
-        must not run. One that waited less runs at once: no statement on the
-        drain's hot path; its clock started at most ``2 * prefetch_seconds``
-        earlier."""
-        if not self._budget.must_reclaim(waited, self.prefetch_seconds):
-            return True
-        return await self._persist(
-            lambda: self._store.task_begin(task.id, task.attempt), task, _not_held
-        )
-
     async def _run(self, task: Task, waited: float = 0.0) -> None:
-        if not await self._begin(task, waited):
-            logger.warning(
-                "task %d was given up or revived while it waited in the worker; not run", task.id
-            )
-            return
-        in_hand = _InHand(task)
-        token = self._in_hand.set(in_hand)
-        try:
-            await self.process(task)
-        except Exception as ex:
-            await self._record_failure(task, ex)
-        else:
-            unmarked = not in_hand.answered and not self._completer.add(
-                TaskEnd(task.id, task.attempt, DONE)
-            )
-            if unmarked and not await self._persist(
-                lambda: self._store.task_done(task.id, task.attempt),
-                task,
-                lambda: self._finished_by(task),
-            ):
-                logger.warning("task %d was revived while it ran; not marked done", task.id)
-        finally:
-            self._in_hand.reset(token)
-
-    async def _record_failure(self, task: Task, ex: Exception) -> None:
-        if isinstance(ex, TaskNotHeld):
-            logger.warning("%s", ex)
-            return
-        error = {
-            "type": type(ex).__qualname__,
-            "message": str(ex),
-            "traceback": "".join(traceback.format_exception(ex)),
-            "attempt": task.attempt,
-        }
-        delay = self.retry_delay(task, ex)
-        text = _codec.encode(error, "error")
-        if self._completer.add(TaskEnd(task.id, task.attempt, ERROR, text, delay, repr(ex))):
-            return
-        status = await self._persist(
-            lambda: self._store.task_fail_attempt(task.id, task.attempt, text, self.retries, delay),
-            task,
-            lambda: self._failure_recorded(task, _codec.decode(text)),
-        )
-        if status is None:
-            logger.warning("task %d raised %r but was revived meanwhile", task.id, ex)
-        elif status == Status.WAITING:
-            logger.warning(
-                "task %d attempt %d raised %r; retrying in %.1f s", task.id, task.attempt, ex, delay
-            )
-        else:
-            logger.error("task %d failed after %d attempts: %r", task.id, task.attempt, ex)
+        await self._executor.run(task, waited)
 
     @asynccontextmanager
     async def _listening_connection(self) -> AsyncIterator[AsyncConnection[Any]]:
@@ -938,12 +784,6 @@ def _subscriptions(names: str | Sequence[str] | None) -> list[str]:
     if not queues:
         raise ValueError("queue list is empty")
     return queues
-
-
-async def _not_held() -> bool:
-    """What a re-claim whose answer was lost found, when its retry finds the
-    task not held: not held (the re-claim only restarts a clock)."""
-    return False
 
 
 def _first_line(ex: BaseException) -> str:
