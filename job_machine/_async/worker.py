@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -16,7 +15,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from .._acompat import AHandle, ajoin_all, arun_blocking, aselect_readable, aspawn
+from .._acompat import ajoin_all, arun_blocking, aselect_readable, aspawn
 from .._backoff import Backoff, backoff_delay
 from .._prefetch import PrefetchBudget
 from .._shutdown import GracefulShutdown
@@ -42,6 +41,7 @@ from .connection import AsyncConnector, AsyncConnectorOwner, aconnect
 from .executor import AsyncExecutor
 from .listener import AsyncListener
 from .locks import AsyncLocksAndNotes
+from .slots import AsyncSlots
 from .store import AsyncStore, ChoreCounts
 
 #: What a lost or unreachable database raises: reconnect and carry on. A
@@ -221,8 +221,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         self._shutdown = GracefulShutdown(self.stop)
         self._listener: AsyncListener | None = None
         #: Tasks running concurrently (concurrency > 1), by task id.
-        self._running_tasks: dict[int, AHandle] = {}
-        self._slots = threading.Lock()
+        self._slots = AsyncSlots()
         #: Tasks claimed ahead and not started yet (prefetch).
         self._ahead: list[Task] = []
         #: When the tasks in _ahead were claimed (time.monotonic()).
@@ -369,7 +368,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                     self._started = True
                 await self._serve_reconnecting()
                 # A graceful stop: let the tasks in hand finish.
-                await ajoin_all(list(self._running_tasks.values()))
+                await self._slots.join()
                 await self._completer.flush()
         finally:
             self._shutdown.cancel_timer()
@@ -549,7 +548,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         task falls due, or the timeout. A task due already was skipped by the
         claim because a transaction held its row: look again soon, backing
         off (10 ms doubling to 1.28 s) while that transaction stays open."""
-        if self.concurrency > 1 and len(self._running_tasks) >= self.concurrency:
+        if self.concurrency > 1 and self._slots.free(self.concurrency) <= 0:
             # No free slot: a finishing task wakes the wait; done marks
             # still pending are written within prefetch_seconds.
             return self.prefetch_seconds if self._completer.pending else self.timeout
@@ -598,7 +597,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         while self._running():
             if self._completer.due(bool(self._ahead), self.concurrency):
                 await self._completer.flush()
-            free = self.concurrency - len(self._running_tasks)
+            free = self._slots.free(self.concurrency)
             if free <= 0:
                 return  # the wait wakes when one of them finishes
             exhausted = False
@@ -612,12 +611,9 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             starting, self._ahead = self._ahead[:free], self._ahead[free:]
             waited = time.monotonic() - self._ahead_since
             for task in starting:
-                # Held while spawning: a thread that finishes at once must not
-                # remove its entry before it is there (it would stay forever).
-                with self._slots:
-                    self._running_tasks[task.id] = aspawn(
-                        partial(self._run_concurrently, task, waited), self._one_finished
-                    )
+                self._slots.start(
+                    task.id, partial(self._run_concurrently, task, waited), self._one_finished
+                )
             if exhausted or not starting:
                 return
 
@@ -686,9 +682,6 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             # Only a lost connection that cannot be replaced gets here; the
             # task stays started and is handed back when the worker stops.
             logger.exception("task %d: its outcome could not be stored", task.id)
-        finally:
-            with self._slots:
-                self._running_tasks.pop(task.id, None)
 
     def _one_finished(self) -> None:
         if self._waker is not None:
@@ -724,7 +717,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         was lost, leaving a task started by this worker that it never saw."""
         if self.worker_id is None:
             return
-        keep = list(self._running_tasks)
+        keep = self._slots.ids()
         current = self._executor.current_id()
         if current is not None:
             keep.append(current)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ import psycopg
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
-from .._acompat import Handle, join_all, run_blocking, select_readable, spawn
+from .._acompat import join_all, run_blocking, select_readable, spawn
 from .._backoff import Backoff, backoff_delay
 from .._prefetch import PrefetchBudget
 from .._shutdown import GracefulShutdown
@@ -44,6 +43,7 @@ from .connection import Connector, ConnectorOwner, connect
 from .executor import Executor
 from .listener import Listener
 from .locks import LocksAndNotes
+from .slots import Slots
 from .store import Store, ChoreCounts
 
 #: What a lost or unreachable database raises: reconnect and carry on. A
@@ -223,8 +223,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
         self._shutdown = GracefulShutdown(self.stop)
         self._listener: Listener | None = None
         #: Tasks running concurrently (concurrency > 1), by task id.
-        self._running_tasks: dict[int, Handle] = {}
-        self._slots = threading.Lock()
+        self._slots = Slots()
         #: Tasks claimed ahead and not started yet (prefetch).
         self._ahead: list[Task] = []
         #: When the tasks in _ahead were claimed (time.monotonic()).
@@ -371,7 +370,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
                     self._started = True
                 self._serve_reconnecting()
                 # A graceful stop: let the tasks in hand finish.
-                join_all(list(self._running_tasks.values()))
+                self._slots.join()
                 self._completer.flush()
         finally:
             self._shutdown.cancel_timer()
@@ -551,7 +550,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
         task falls due, or the timeout. A task due already was skipped by the
         claim because a transaction held its row: look again soon, backing
         off (10 ms doubling to 1.28 s) while that transaction stays open."""
-        if self.concurrency > 1 and len(self._running_tasks) >= self.concurrency:
+        if self.concurrency > 1 and self._slots.free(self.concurrency) <= 0:
             # No free slot: a finishing task wakes the wait; done marks
             # still pending are written within prefetch_seconds.
             return self.prefetch_seconds if self._completer.pending else self.timeout
@@ -600,7 +599,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
         while self._running():
             if self._completer.due(bool(self._ahead), self.concurrency):
                 self._completer.flush()
-            free = self.concurrency - len(self._running_tasks)
+            free = self._slots.free(self.concurrency)
             if free <= 0:
                 return  # the wait wakes when one of them finishes
             exhausted = False
@@ -614,12 +613,9 @@ class Worker(LocksAndNotes, ConnectorOwner):
             starting, self._ahead = self._ahead[:free], self._ahead[free:]
             waited = time.monotonic() - self._ahead_since
             for task in starting:
-                # Held while spawning: a thread that finishes at once must not
-                # remove its entry before it is there (it would stay forever).
-                with self._slots:
-                    self._running_tasks[task.id] = spawn(
-                        partial(self._run_concurrently, task, waited), self._one_finished
-                    )
+                self._slots.start(
+                    task.id, partial(self._run_concurrently, task, waited), self._one_finished
+                )
             if exhausted or not starting:
                 return
 
@@ -688,9 +684,6 @@ class Worker(LocksAndNotes, ConnectorOwner):
             # Only a lost connection that cannot be replaced gets here; the
             # task stays started and is handed back when the worker stops.
             logger.exception("task %d: its outcome could not be stored", task.id)
-        finally:
-            with self._slots:
-                self._running_tasks.pop(task.id, None)
 
     def _one_finished(self) -> None:
         if self._waker is not None:
@@ -726,7 +719,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
         was lost, leaving a task started by this worker that it never saw."""
         if self.worker_id is None:
             return
-        keep = list(self._running_tasks)
+        keep = self._slots.ids()
         current = self._executor.current_id()
         if current is not None:
             keep.append(current)
