@@ -17,7 +17,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from .._acompat import ajoin_all, arun_blocking, aselect_readable, aspawn
 from .._backoff import Backoff, backoff_delay
-from .._prefetch import PrefetchBudget
 from .._shutdown import GracefulShutdown
 from .._waker import Waker
 from .._worker_config import WorkerConfig
@@ -41,6 +40,7 @@ from .connection import AsyncConnector, AsyncConnectorOwner, aconnect
 from .executor import AsyncExecutor
 from .listener import AsyncListener
 from .locks import AsyncLocksAndNotes
+from .producer import AsyncProducer
 from .slots import AsyncSlots
 from .store import AsyncStore, ChoreCounts
 
@@ -222,16 +222,16 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         self._listener: AsyncListener | None = None
         #: Tasks running concurrently (concurrency > 1), by task id.
         self._slots = AsyncSlots()
-        #: Tasks claimed ahead and not started yet (prefetch).
-        self._ahead: list[Task] = []
-        #: When the tasks in _ahead were claimed (time.monotonic()).
-        self._ahead_since = 0.0
+        #: Claims, and holds the tasks claimed ahead (prefetch).
+        self._producer = AsyncProducer(
+            self._store,
+            claim=lambda limit: self._claim(limit),  # noqa: PLW0108 (a test may replace _claim)
+            settings=lambda: (self.prefetch, self.prefetch_seconds, self.concurrency),
+        )
         #: When the task in hand of a one-at-a-time worker started, if one runs.
         self._busy_since: float | None = None
         #: Sleeps in a row cut short because a due task was locked.
         self._locked_polls = 0
-        #: The prefetch budget: the average run time decides the batch size.
-        self._budget = PrefetchBudget()
         #: Writes how tasks ended, in groups while more work is in hand.
         self._completer = AsyncCompleter(
             self._store,
@@ -254,7 +254,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             backoff=lambda: Backoff(self.reconnect_backoff, self.reconnect_backoff_cap),
             pause=self._pause,
             can_reconnect=lambda: self._connector.reconnects,
-            must_reclaim=lambda waited: self._budget.must_reclaim(waited, self.prefetch_seconds),
+            must_reclaim=self._producer.must_reclaim,
             name=f"job_machine_task_{id(self)}",
         )
         self._started = False
@@ -380,7 +380,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                 if finished:
                     with contextlib.suppress(Exception):
                         await self._store.task_complete_many(finished, self.retries)
-                ahead, self._ahead = [t.id for t in self._ahead], []
+                ahead = self._producer.forget()
                 await arun_blocking(partial(self._liveness.stop, unclaim=ahead))
                 self._liveness = None
             self.worker_id = None
@@ -595,21 +595,15 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             await self._drain_one_by_one()
             return
         while self._running():
-            if self._completer.due(bool(self._ahead), self.concurrency):
+            if self._completer.due(bool(self._producer.ahead), self.concurrency):
                 await self._completer.flush()
             free = self._slots.free(self.concurrency)
             if free <= 0:
                 return  # the wait wakes when one of them finishes
-            exhausted = False
-            if not self._ahead:
-                # Short tasks: claim ahead what the slots get through in
-                # about prefetch_seconds, to start them without a statement.
-                limit = max(free, self._batch_size())
-                self._ahead = await self._claim(limit)
-                self._ahead_since = time.monotonic()
-                exhausted = len(self._ahead) < limit
-            starting, self._ahead = self._ahead[:free], self._ahead[free:]
-            waited = time.monotonic() - self._ahead_since
+            # Short tasks: claim ahead what the slots get through in about
+            # prefetch_seconds, to start them without a statement.
+            exhausted = await self._producer.fill(free)
+            starting, waited = self._producer.take(free)
             for task in starting:
                 self._slots.start(
                     task.id, partial(self._run_concurrently, task, waited), self._one_finished
@@ -621,32 +615,29 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         """Claim and process tasks one at a time; while they are short, claim
         several per statement (one claim statement costs about as much as
         ten claimed rows)."""
+        producer = self._producer
         while self._running():
-            if not self._ahead:
-                # Never over tasks claimed and not run yet (a statement that
-                # failed mid-batch leaves them here, to run next).
-                self._ahead = await self._claim(self._batch_size())
-                self._ahead_since = time.monotonic()
-            if not self._ahead:
+            await producer.fill()
+            if not producer.ahead:
                 return
             # A batch of short tasks: how they end (answers, errors, done
             # marks) is written together, one statement and one commit, at
             # the end of the batch or once the oldest waited prefetch_seconds.
             # A batch of one (an idle worker's task) is written at once.
-            self._completer.collecting = len(self._ahead) > 1
+            self._completer.collecting = len(producer.ahead) > 1
             try:
-                while self._ahead:
+                while producer.ahead:
                     if not self._running():
-                        await self._give_back_ahead()
+                        await producer.give_back(self.worker_id)
                         break
-                    task = self._ahead.pop(0)
+                    [task], waited = producer.take(1)
                     started = self._busy_since = time.monotonic()
                     try:
-                        await self._run(task, started - self._ahead_since)
+                        await self._run(task, waited)
                     finally:
                         self._busy_since = None
-                    self._note_runtime(time.monotonic() - started)
-                    if self._completer.due(bool(self._ahead), self.prefetch):
+                    producer.budget.note(time.monotonic() - started)
+                    if self._completer.due(bool(producer.ahead), self.prefetch):
                         await self._completer.flush()
             except BaseException:
                 # Leaving in a hurry (a second signal, say): still record what
@@ -658,26 +649,11 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                 self._completer.collecting = False
             await self._completer.flush()
 
-    def _note_runtime(self, took: float) -> None:
-        self._budget.note(took)
-
-    def _batch_size(self) -> int:
-        """How many tasks to claim at once (see PrefetchBudget)."""
-        return self._budget.batch_size(self.prefetch, self.prefetch_seconds, self.concurrency)
-
-    async def _give_back_ahead(self) -> None:
-        ahead = self._ahead
-        if ahead and self.worker_id is not None:
-            # Forgotten only once handed back: if that fails, receive() hands
-            # them back when it returns.
-            await self._store.task_unclaim([t.id for t in ahead], self.worker_id)
-        self._ahead = []
-
     async def _run_concurrently(self, task: Task, waited: float) -> None:
         started = time.monotonic()
         try:
             await self._run(task, waited)
-            self._note_runtime(time.monotonic() - started)
+            self._producer.budget.note(time.monotonic() - started)
         except Exception:
             # Only a lost connection that cannot be replaced gets here; the
             # task stays started and is handed back when the worker stops.
@@ -723,7 +699,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             keep.append(current)
         # Tasks claimed ahead were claimed on the lost connection but are
         # known: keep them, they are processed next.
-        keep += [t.id for t in self._ahead]
+        keep += self._producer.ids()
         # Finished, how they ended not written yet: still ours to write.
         keep += self._completer.pending_ids()
         released = await self._store.task_release_held(self.worker_id, keep)

@@ -19,7 +19,6 @@ from psycopg_pool import ConnectionPool
 
 from .._acompat import join_all, run_blocking, select_readable, spawn
 from .._backoff import Backoff, backoff_delay
-from .._prefetch import PrefetchBudget
 from .._shutdown import GracefulShutdown
 from .._waker import Waker
 from .._worker_config import WorkerConfig
@@ -43,6 +42,7 @@ from .connection import Connector, ConnectorOwner, connect
 from .executor import Executor
 from .listener import Listener
 from .locks import LocksAndNotes
+from .producer import Producer
 from .slots import Slots
 from .store import Store, ChoreCounts
 
@@ -224,16 +224,16 @@ class Worker(LocksAndNotes, ConnectorOwner):
         self._listener: Listener | None = None
         #: Tasks running concurrently (concurrency > 1), by task id.
         self._slots = Slots()
-        #: Tasks claimed ahead and not started yet (prefetch).
-        self._ahead: list[Task] = []
-        #: When the tasks in _ahead were claimed (time.monotonic()).
-        self._ahead_since = 0.0
+        #: Claims, and holds the tasks claimed ahead (prefetch).
+        self._producer = Producer(
+            self._store,
+            claim=lambda limit: self._claim(limit),  # noqa: PLW0108 (a test may replace _claim)
+            settings=lambda: (self.prefetch, self.prefetch_seconds, self.concurrency),
+        )
         #: When the task in hand of a one-at-a-time worker started, if one runs.
         self._busy_since: float | None = None
         #: Sleeps in a row cut short because a due task was locked.
         self._locked_polls = 0
-        #: The prefetch budget: the average run time decides the batch size.
-        self._budget = PrefetchBudget()
         #: Writes how tasks ended, in groups while more work is in hand.
         self._completer = Completer(
             self._store,
@@ -256,7 +256,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
             backoff=lambda: Backoff(self.reconnect_backoff, self.reconnect_backoff_cap),
             pause=self._pause,
             can_reconnect=lambda: self._connector.reconnects,
-            must_reclaim=lambda waited: self._budget.must_reclaim(waited, self.prefetch_seconds),
+            must_reclaim=self._producer.must_reclaim,
             name=f"job_machine_task_{id(self)}",
         )
         self._started = False
@@ -382,7 +382,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
                 if finished:
                     with contextlib.suppress(Exception):
                         self._store.task_complete_many(finished, self.retries)
-                ahead, self._ahead = [t.id for t in self._ahead], []
+                ahead = self._producer.forget()
                 run_blocking(partial(self._liveness.stop, unclaim=ahead))
                 self._liveness = None
             self.worker_id = None
@@ -597,21 +597,15 @@ class Worker(LocksAndNotes, ConnectorOwner):
             self._drain_one_by_one()
             return
         while self._running():
-            if self._completer.due(bool(self._ahead), self.concurrency):
+            if self._completer.due(bool(self._producer.ahead), self.concurrency):
                 self._completer.flush()
             free = self._slots.free(self.concurrency)
             if free <= 0:
                 return  # the wait wakes when one of them finishes
-            exhausted = False
-            if not self._ahead:
-                # Short tasks: claim ahead what the slots get through in
-                # about prefetch_seconds, to start them without a statement.
-                limit = max(free, self._batch_size())
-                self._ahead = self._claim(limit)
-                self._ahead_since = time.monotonic()
-                exhausted = len(self._ahead) < limit
-            starting, self._ahead = self._ahead[:free], self._ahead[free:]
-            waited = time.monotonic() - self._ahead_since
+            # Short tasks: claim ahead what the slots get through in about
+            # prefetch_seconds, to start them without a statement.
+            exhausted = self._producer.fill(free)
+            starting, waited = self._producer.take(free)
             for task in starting:
                 self._slots.start(
                     task.id, partial(self._run_concurrently, task, waited), self._one_finished
@@ -623,32 +617,29 @@ class Worker(LocksAndNotes, ConnectorOwner):
         """Claim and process tasks one at a time; while they are short, claim
         several per statement (one claim statement costs about as much as
         ten claimed rows)."""
+        producer = self._producer
         while self._running():
-            if not self._ahead:
-                # Never over tasks claimed and not run yet (a statement that
-                # failed mid-batch leaves them here, to run next).
-                self._ahead = self._claim(self._batch_size())
-                self._ahead_since = time.monotonic()
-            if not self._ahead:
+            producer.fill()
+            if not producer.ahead:
                 return
             # A batch of short tasks: how they end (answers, errors, done
             # marks) is written together, one statement and one commit, at
             # the end of the batch or once the oldest waited prefetch_seconds.
             # A batch of one (an idle worker's task) is written at once.
-            self._completer.collecting = len(self._ahead) > 1
+            self._completer.collecting = len(producer.ahead) > 1
             try:
-                while self._ahead:
+                while producer.ahead:
                     if not self._running():
-                        self._give_back_ahead()
+                        producer.give_back(self.worker_id)
                         break
-                    task = self._ahead.pop(0)
+                    [task], waited = producer.take(1)
                     started = self._busy_since = time.monotonic()
                     try:
-                        self._run(task, started - self._ahead_since)
+                        self._run(task, waited)
                     finally:
                         self._busy_since = None
-                    self._note_runtime(time.monotonic() - started)
-                    if self._completer.due(bool(self._ahead), self.prefetch):
+                    producer.budget.note(time.monotonic() - started)
+                    if self._completer.due(bool(producer.ahead), self.prefetch):
                         self._completer.flush()
             except BaseException:
                 # Leaving in a hurry (a second signal, say): still record what
@@ -660,26 +651,11 @@ class Worker(LocksAndNotes, ConnectorOwner):
                 self._completer.collecting = False
             self._completer.flush()
 
-    def _note_runtime(self, took: float) -> None:
-        self._budget.note(took)
-
-    def _batch_size(self) -> int:
-        """How many tasks to claim at once (see PrefetchBudget)."""
-        return self._budget.batch_size(self.prefetch, self.prefetch_seconds, self.concurrency)
-
-    def _give_back_ahead(self) -> None:
-        ahead = self._ahead
-        if ahead and self.worker_id is not None:
-            # Forgotten only once handed back: if that fails, receive() hands
-            # them back when it returns.
-            self._store.task_unclaim([t.id for t in ahead], self.worker_id)
-        self._ahead = []
-
     def _run_concurrently(self, task: Task, waited: float) -> None:
         started = time.monotonic()
         try:
             self._run(task, waited)
-            self._note_runtime(time.monotonic() - started)
+            self._producer.budget.note(time.monotonic() - started)
         except Exception:
             # Only a lost connection that cannot be replaced gets here; the
             # task stays started and is handed back when the worker stops.
@@ -725,7 +701,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
             keep.append(current)
         # Tasks claimed ahead were claimed on the lost connection but are
         # known: keep them, they are processed next.
-        keep += [t.id for t in self._ahead]
+        keep += self._producer.ids()
         # Finished, how they ended not written yet: still ours to write.
         keep += self._completer.pending_ids()
         released = self._store.task_release_held(self.worker_id, keep)

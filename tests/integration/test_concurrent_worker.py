@@ -350,8 +350,8 @@ def test_pending_done_marks_bound_the_wait_and_are_written_when_due(dsn: str) ->
         completer = w._completer
         end = TaskEnd(1, 1, DONE)
         task = jm.Task(id=1, queue="conc.q", data=None, attempt=1, created=None, parameters="")
-        w._ahead = [task]  # a task claimed ahead: no claim is due
-        assert not completer.due(bool(w._ahead), w.concurrency)
+        w._producer.ahead = [task]  # a task claimed ahead: no claim is due
+        assert not completer.due(bool(w._producer.ahead), w.concurrency)
         w._slots.running = {7: threading.Thread(), 8: threading.Thread()}  # every slot busy
         assert w._next_wait() == 30  # nothing pending: the timeout
 
