@@ -189,3 +189,60 @@ def test_an_exhausted_shared_pool_mid_batch_strands_no_task(
         assert not taken
     finally:
         pool.close()
+
+
+class Counting(Base):
+    """Replies to each task; counts the runs of each task."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.runs: dict[int, int] = {}
+        self.lock = threading.Lock()
+
+    def handle(self, task: jm.Task) -> None:
+        with self.lock:
+            self.runs[task.id] = self.runs.get(task.id, 0) + 1
+        self.reply(task.data)
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_answers_held_up_by_a_table_lock_are_written_once_it_goes(
+    dsn: str, client: jm.Client, conn: psycopg.Connection[Any], concurrency: int
+) -> None:
+    """An operator's lock on jobmachine.result holds up every answer's write
+    past the worker's statement_timeout, again and again, while tasks keep
+    coming: the worker keeps its answers and tasks, writes them once the
+    lock goes, runs each task once, and never reconnects."""
+    blocker = psycopg.connect(dsn)  # its lock lasts until rollback
+    w = Counting(
+        make_conninfo(dsn, options="-c statement_timeout=200"),
+        concurrency=concurrency,
+        prefetch=10,
+        reconnect_backoff=0.05,
+        reconnect_backoff_cap=0.2,
+    )
+    try:
+        with _heard("statement timeout") as heard, serving(w):
+            client.send("warm-up")
+            wait_until(lambda: w.runs, 10, "the warm-up task")
+            blocker.execute("LOCK TABLE jobmachine.result IN ACCESS EXCLUSIVE MODE")
+            ids = client.send_many(list(range(30)))
+            wait_until(heard.event.is_set, 20, "an answer's write timed out")
+            blocker.rollback()
+            wait_until(
+                lambda: (
+                    conn.execute(
+                        "SELECT count(*) FROM jobmachine.task WHERE status <> %s",
+                        (jm.Status.FINISHED,),
+                    ).fetchone()
+                    == (0,)
+                ),
+                20,
+                "every task finished",
+            )
+        assert sorted(w.runs) == sorted([*ids, min(w.runs)])
+        assert set(w.runs.values()) == {1}, w.runs
+        assert not [m for m in heard.messages if "connection lost" in m], heard.messages
+        assert [client.receive(i) for i in ids] == list(range(30))
+    finally:
+        blocker.close()
