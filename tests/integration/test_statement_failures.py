@@ -8,6 +8,7 @@ claimed ahead and runs them, and does not reconnect (the connection is fine).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Iterator
@@ -246,3 +247,55 @@ def test_answers_held_up_by_a_table_lock_are_written_once_it_goes(
         assert [client.receive(i) for i in ids] == list(range(30))
     finally:
         blocker.close()
+
+
+async def test_an_async_worker_keeps_answers_held_up_by_a_table_lock(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """The same with an AsyncWorker at concurrency 3."""
+    runs: dict[int, int] = {}
+
+    class AsyncCounting(jm.AsyncWorker):
+        handle_signals = False
+
+        async def process(self, task: jm.Task) -> None:
+            runs[task.id] = runs.get(task.id, 0) + 1
+            await self.reply(task.data)
+
+    def not_finished() -> int:
+        row = conn.execute(
+            "SELECT count(*) FROM jobmachine.task WHERE status <> %s", (jm.Status.FINISHED,)
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    w = AsyncCounting(
+        make_conninfo(dsn, options="-c statement_timeout=200"),
+        queue="job.task",
+        concurrency=3,
+        prefetch=10,
+        reconnect_backoff=0.05,
+        reconnect_backoff_cap=0.2,
+    )
+    blocker = await psycopg.AsyncConnection.connect(dsn)
+    serving_ = asyncio.create_task(w.receive())
+    try:
+        with _heard("statement timeout") as heard:
+            async with jm.AsyncClient(dsn, queue="job.task") as client:
+                await blocker.execute("LOCK TABLE jobmachine.result IN ACCESS EXCLUSIVE MODE")
+                ids = await client.send_many(list(range(30)))
+                await asyncio.to_thread(
+                    wait_until, heard.event.is_set, 20, "an answer's write timed out"
+                )
+                await blocker.rollback()
+                await asyncio.to_thread(
+                    wait_until, lambda: not_finished() == 0, 20, "every task finished"
+                )
+                assert [await client.receive(i) for i in ids] == list(range(30))
+        assert sorted(runs) == sorted(ids)
+        assert set(runs.values()) == {1}, runs
+        assert not [m for m in heard.messages if "connection lost" in m], heard.messages
+    finally:
+        w.stop()
+        await asyncio.wait_for(serving_, 10)
+        await blocker.close()
