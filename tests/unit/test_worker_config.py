@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,33 @@ def test_checks_convert() -> None:
     assert WorkerConfig.check("prefetch", 5) == 5
     with pytest.raises(TypeError):
         WorkerConfig.check("min_priority", 1.5)
+
+
+def _readme_option_table() -> dict[str, str]:
+    """The README's table of worker options: option name -> default shown."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = text.index("The options, as constructor arguments or class\nattributes:")
+    table: dict[str, str] = {}
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            if table:
+                break
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        names = [n.strip("` ") for n in cells[0].split(",")]
+        defaults = [d.strip() for d in cells[1].split(",")]
+        if names[0] in ("option", "---"):
+            continue
+        for name, default in zip(names, defaults * len(names), strict=False):
+            table[name] = default
+    return table
+
+
+def test_the_readme_lists_every_setting_with_its_default() -> None:
+    table = _readme_option_table()
+    for s in WorkerConfig.settings:
+        if s.kind == "dsn":
+            continue  # listen_dsn is told of below the table, with dsn=, conn= and pool=
+        assert s.name in table, s.name
+        shown = table[s.name].removesuffix(" s").removesuffix(" days")
+        assert shown == ("None" if s.default is None else f"{s.default:g}"), (s.name, shown)
