@@ -42,6 +42,7 @@ from . import demo as _demo
 from ._async.admin import PURGEABLE
 from ._printable import PrintableFilter, printable
 from ._sync.connection import describe_target
+from ._worker_config import WorkerConfig
 from .channels import validate_subscription
 from .task import (
     STATE_NAMES,
@@ -76,46 +77,31 @@ _STATE_WORDS = list(STATE_NAMES.values())
 _PURGE_STATES = list(PURGEABLE)
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
-#: The Worker options the ``worker`` command passes on when given:
-#: (constructor argument, type, help). Left out, the class's own value holds.
-_WORKER_OPTIONS: list[tuple[str, Any, str]] = [
-    (
-        "timeout",
-        _SECONDS,
-        "Seconds without a notification after which the worker pings its connection "
-        "and reads its queues again [30]",
-    ),
-    ("dead_after", _SECONDS, "Seconds within which a dead worker's tasks wait again [15]"),
-    (
-        "max_runtime",
-        _SECONDS,
-        "Give up on a task a live worker has run this many seconds [never]",
-    ),
-    (
-        "orphan_after",
-        _SECONDS,
-        "Revive a started task no registered worker holds after this many seconds [1800]",
-    ),
-    (
-        "min_priority",
-        _PRIORITY,
-        "Claim only tasks of at least this priority [any]",
-    ),
-    ("retries", click.IntRange(min=0), "Retries after the first attempt before a task fails [3]"),
-    ("retry_backoff", _SECONDS_OR_ZERO, "Seconds before the first retry, doubling [1]"),
-    ("retry_backoff_cap", _SECONDS_OR_ZERO, "Longest wait between retries, seconds [300]"),
-    ("reconnect_backoff", _SECONDS, "Seconds before the first reconnect, doubling [0.5]"),
-    ("reconnect_backoff_cap", _SECONDS, "Longest wait between reconnects, seconds [30]"),
-    ("shutdown_grace", _SECONDS, "Seconds the task in hand gets to finish after SIGTERM [30]"),
-    ("housekeeping_interval", _SECONDS, "Seconds between the fleet's slower chores [60]"),
-    ("remove_after", _SECONDS, "Days after which finished tasks are deleted [30]"),
-    (
-        "listen_dsn",
-        click.STRING,
-        "Where to LISTEN and keep the registry session when --dsn is a PgBouncer "
-        "in transaction mode.",
-    ),
-]
+#: The click type of each kind of worker setting (job_machine/_worker_config.py).
+_SETTING_TYPES: dict[str, Any] = {
+    "seconds": _SECONDS,
+    "seconds0": _SECONDS_OR_ZERO,
+    "days": _SECONDS,
+    "priority": _PRIORITY,
+    "dsn": click.STRING,
+}
+
+
+def _worker_option_list() -> list[tuple[str, Any, str, str]]:
+    """The Worker options the ``worker`` command passes on when given:
+    (constructor argument, type, metavar, help), built from WorkerConfig.
+    Left out, the class's own value holds."""
+    options = []
+    for s in WorkerConfig.settings:
+        if not s.in_cli:
+            continue
+        kind = _SETTING_TYPES.get(s.kind) or click.IntRange(min=s.minimum)
+        text = f"{s.help}." if s.kind == "dsn" else f"{s.help} [{s.shown_default}]"
+        options.append((s.name, kind, s.metavar, text))
+    return options
+
+
+_WORKER_OPTIONS = _worker_option_list()
 
 
 # -- shared options and checks ------------------------------------------------
@@ -420,13 +406,7 @@ def roles(prefix: str, print_sql: bool, dsn: str | None) -> None:
 
 
 def _worker_options(f: F) -> F:
-    for name, kind, text in reversed(_WORKER_OPTIONS):
-        metavar = {
-            "retries": "N",
-            "min_priority": "N",
-            "remove_after": "DAYS",
-            "listen_dsn": "DSN",
-        }.get(name, "SECONDS")
+    for name, kind, metavar, text in reversed(_WORKER_OPTIONS):
         option = click.option(
             "--" + name.replace("_", "-"), name, type=kind, metavar=metavar, help=text
         )

@@ -166,6 +166,17 @@ UPDATE jobmachine.task t
 RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue, t.priority,
           t.max_attempts, t.title, t.grouping
 
+-- name: task_begin
+-- A task claimed ahead is about to run after waiting in the worker's
+-- buffer: while this attempt still holds it, start its clock again, so
+-- max_runtime counts from process(). No row: it was given up or revived
+-- while it waited, and must not run. (started only: the status trigger
+-- does not fire.)
+UPDATE jobmachine.task
+   SET started = now()
+ WHERE task_id = %(task_id)s AND status = 100 AND attempts = %(attempt)s
+RETURNING task_id
+
 -- name: task_finish
 -- Store a reply or result and mark the task done, only while this attempt
 -- still holds it, and notify jmr:<task_id> ('reply', or 'result' for

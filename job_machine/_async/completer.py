@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from .._backoff import Backoff
-from ..errors import ConnectionFailed
+from ..errors import ConnectionFailed, StatementFailed
 from ..task import ERROR, Status, TaskEnd
 from .store import AsyncStore
 
@@ -115,7 +115,8 @@ class AsyncCompleter:
 
     async def flush(self) -> None:
         """Write the collected ends in one statement, retrying through a lost
-        connection (the tasks stay held meanwhile, so nobody else takes them)."""
+        connection or a failed statement (the tasks stay held meanwhile, so
+        nobody else takes them)."""
         ends = self.take()
         if ends:
             await self.write(ends)
@@ -127,8 +128,11 @@ class AsyncCompleter:
             try:
                 written = await self._store.task_complete_many(ends, self._retries())
                 break
-            except ConnectionFailed as ex:
-                if not self._can_reconnect():
+            except (ConnectionFailed, StatementFailed) as ex:
+                # A statement that failed on a live connection (a timeout or
+                # cancel, a deadlock, no pooled connection free) committed
+                # nothing: the ends are kept and written again.
+                if isinstance(ex, ConnectionFailed) and not self._can_reconnect():
                     raise
                 delay = self._backoff.next()
                 text = str(ex).strip()

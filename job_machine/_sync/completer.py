@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 
 from .._backoff import Backoff
-from ..errors import ConnectionFailed
+from ..errors import ConnectionFailed, StatementFailed
 from ..task import ERROR, Status, TaskEnd
 from .store import Store
 
@@ -118,7 +118,8 @@ class Completer:
 
     def flush(self) -> None:
         """Write the collected ends in one statement, retrying through a lost
-        connection (the tasks stay held meanwhile, so nobody else takes them)."""
+        connection or a failed statement (the tasks stay held meanwhile, so
+        nobody else takes them)."""
         ends = self.take()
         if ends:
             self.write(ends)
@@ -130,8 +131,11 @@ class Completer:
             try:
                 written = self._store.task_complete_many(ends, self._retries())
                 break
-            except ConnectionFailed as ex:
-                if not self._can_reconnect():
+            except (ConnectionFailed, StatementFailed) as ex:
+                # A statement that failed on a live connection (a timeout or
+                # cancel, a deadlock, no pooled connection free) committed
+                # nothing: the ends are kept and written again.
+                if isinstance(ex, ConnectionFailed) and not self._can_reconnect():
                     raise
                 delay = self._backoff.next()
                 text = str(ex).strip()

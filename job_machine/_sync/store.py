@@ -13,10 +13,21 @@ from typing import Any
 import psycopg
 from psycopg import Connection, errors
 from psycopg.rows import dict_row
+from psycopg_pool import PoolTimeout
 
 from .. import _codec
 from .._queries import queries
-from ..errors import ConnectionLost, JobMachineError, SchemaMissing, ServerReadOnly, UnknownTask
+from ..errors import (
+    ConnectionLost,
+    JobMachineError,
+    PoolExhausted,
+    SchemaMissing,
+    ServerReadOnly,
+    StatementFailed,
+    StatementTimeout,
+    TransactionConflict,
+    UnknownTask,
+)
 from ..task import (
     HourStats,
     LockInfo,
@@ -90,6 +101,21 @@ class Registration:
     locked: bool  #: whether this session holds the worker's liveness lock
 
 
+def _statement_failed(ex: psycopg.OperationalError) -> StatementFailed | None:
+    """Our error for a statement that failed on a live connection, or None."""
+    kind: type[StatementFailed]
+    if isinstance(ex, errors.QueryCanceled | errors.LockNotAvailable):
+        kind = StatementTimeout
+    elif isinstance(ex, errors.DeadlockDetected | errors.SerializationFailure):
+        kind = TransactionConflict
+    elif isinstance(ex, PoolTimeout):
+        kind = PoolExhausted
+    else:
+        return None
+    what = " ".join((kind.__doc__ or kind.__name__).split())
+    return kind(f"{what} ({str(ex).strip() or type(ex).__name__})")
+
+
 class Store:
     """Runs job_machine's statements on connections from a Connector."""
 
@@ -101,8 +127,11 @@ class Store:
     def _cursor(
         self, conn: Connection[Any] | None = None
     ) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
-        """A dict-row cursor, with a missing schema reported as SchemaMissing and a
-        connection that died under the call as ConnectionLost."""
+        """A dict-row cursor, with a missing schema reported as SchemaMissing, a
+        connection that died under the call as ConnectionLost, and a statement
+        that failed on a live connection for a passing reason (a timeout or
+        cancel, a deadlock, a serialization failure, no pooled connection in
+        time) as a StatementFailed: the one place psycopg's errors become ours."""
         used: list[Connection[Any]] = []
         try:
             if conn is not None:
@@ -118,7 +147,10 @@ class Store:
                 raise ConnectionLost(
                     f"{ConnectionLost.__doc__} ({str(ex).strip() or type(ex).__name__})"
                 ) from ex
-            raise
+            failed = _statement_failed(ex)
+            if failed is None:
+                raise
+            raise failed from ex
         except errors.ReadOnlySqlTransaction as ex:
             # A standby, or a primary demoted or made read-only: a lost
             # connection for us. Ours is dropped, so the next call connects
@@ -258,6 +290,11 @@ class Store:
         """Store a result and mark the task done; False if this attempt no longer holds it."""
         params = {"task_id": task_id, "attempt": attempt, "result": result, "notify": notify}
         return self._one("task_finish", params) is not None
+
+    def task_begin(self, task_id: int, attempt: int) -> bool:
+        """Restart the clock of a task claimed ahead, about to run; False if
+        this attempt no longer holds it (given up or revived meanwhile)."""
+        return self._one("task_begin", {"task_id": task_id, "attempt": attempt}) is not None
 
     def task_done(self, task_id: int, attempt: int) -> bool:
         """Mark the task done without a result; False if this attempt no longer holds it."""

@@ -96,7 +96,5 @@ class TaskWorker(Worker):
         text = _codec.encode(error, "error")
         if not self._store.task_fail_now(task.id, task.attempt, text):
             raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
-        in_hand = self._in_hand.get()
-        if in_hand is not None:
-            in_hand.answered = True
+        self._executor.mark_answered()
         logger.error("task %d failed without retries: %s", task.id, ex)

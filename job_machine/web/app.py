@@ -43,6 +43,7 @@ from ..errors import (
     InvalidQueueName,
     JobMachineError,
     SchemaMissing,
+    StatementTimeout,
     UnknownTask,
 )
 from ..task import HourStats
@@ -781,7 +782,7 @@ async def _machine_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, ConnectionFailed | SchemaMissing):
         logger.error("%s %s: %s", request.method, request.url.path, printable(message))
         return _error(request, 503, "The database is not available", message)
-    if isinstance(exc, psycopg.errors.QueryCanceled):
+    if isinstance(exc, psycopg.errors.QueryCanceled | StatementTimeout):
         logger.error("%s %s: %s", request.method, request.url.path, printable(message))
         return _error(
             request,
