@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -736,13 +736,15 @@ class AsyncStore:
         return await self._one("schedule_pause", {"name": name}) is not None
 
     async def schedule_resume(self, name: str) -> bool:
-        """Resume a paused schedule from its next tick after now; False if there is none."""
+        """Resume a paused schedule from its next tick after now (and after
+        the last tick it sent); False if there is none."""
         for _ in range(5):
             found = await self.schedule_list(name)
             if not found:
                 return False
             s = found[0]
-            after = await self._db_now()
+            # Never a tick at or before the last one sent (a clock set back).
+            after = max(await self._db_now(), s.last_run or datetime.min.replace(tzinfo=UTC))
             params = {
                 "name": name,
                 "cron": s.cron,

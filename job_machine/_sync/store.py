@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -734,13 +734,15 @@ class Store:
         return self._one("schedule_pause", {"name": name}) is not None
 
     def schedule_resume(self, name: str) -> bool:
-        """Resume a paused schedule from its next tick after now; False if there is none."""
+        """Resume a paused schedule from its next tick after now (and after
+        the last tick it sent); False if there is none."""
         for _ in range(5):
             found = self.schedule_list(name)
             if not found:
                 return False
             s = found[0]
-            after = self._db_now()
+            # Never a tick at or before the last one sent (a clock set back).
+            after = max(self._db_now(), s.last_run or datetime.min.replace(tzinfo=UTC))
             params = {
                 "name": name,
                 "cron": s.cron,
