@@ -593,7 +593,8 @@ class AsyncStore:
         doing it right now: rescue dead workers' tasks, give up on tasks past
         ``max_runtime`` (when set), and with ``cleanup`` also revive unowned tasks
         untouched for ``orphan_after`` seconds; then remove finished tasks whose
-        time has come, in batches of ``remove_limit``."""
+        time has come, in batches of ``remove_limit``; then send the tasks of
+        the cron schedules whose tick has come (:meth:`schedules_dispatch`)."""
         async with AsyncExitStack() as stack:
             if conn is None:
                 conn = await stack.enter_async_context(self.connector.connection())

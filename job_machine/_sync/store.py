@@ -591,7 +591,8 @@ class Store:
         doing it right now: rescue dead workers' tasks, give up on tasks past
         ``max_runtime`` (when set), and with ``cleanup`` also revive unowned tasks
         untouched for ``orphan_after`` seconds; then remove finished tasks whose
-        time has come, in batches of ``remove_limit``."""
+        time has come, in batches of ``remove_limit``; then send the tasks of
+        the cron schedules whose tick has come (:meth:`schedules_dispatch`)."""
         with ExitStack() as stack:
             if conn is None:
                 conn = stack.enter_context(self.connector.connection())
