@@ -488,3 +488,17 @@ async def test_the_dashboard_lists_pauses_resumes_and_removes_schedules(
     async with dashboard(dsn, read_only=True) as http:
         html = (await http.get("/schedules")).text
         assert "kept" in html and "/confirm/" not in html
+
+
+async def test_the_asyncio_face(dsn: str, conn: psycopg.Connection[Any]) -> None:
+    async with jm.AsyncAdmin(dsn) as admin:
+        info = await admin.schedule("async.one", "*/10 * * * *", "cron.async", [1, 2])
+        assert info.data == [1, 2] and not info.paused
+        await admin.pause_schedule("async.one")
+        assert [s.paused for s in await admin.schedules()] == [True]
+        await admin.resume_schedule("async.one")
+        await admin.unschedule("async.one")
+        assert await admin.schedules() == []
+    async with cron_app.ausing(dsn), cron_app.async_worker(handle_signals=False) as worker:
+        await worker.startup()
+    assert conn.execute("SELECT name FROM jobmachine.schedule").fetchall() == [("cron.tick",)]
