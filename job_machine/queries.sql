@@ -929,3 +929,92 @@ SELECT name,
 -- The status of each of the tasks %(ids)s that exists (a task's parents and
 -- children, for a dashboard).
 SELECT task_id, status FROM jobmachine.task WHERE task_id = ANY(%(ids)s::bigint[])
+
+-- ===== cron schedules (schema version 5, docs/schedules.md) ==================
+
+-- name: schedule_upsert
+-- Make a schedule, or replace the one of that name: its paused state is
+-- kept, and so is its next run unless the cron expression or the zone
+-- changed (then the caller's next_run). Returns the row.
+INSERT INTO jobmachine.schedule AS s (name, cron, timezone, queue, parameters, priority,
+                                      max_attempts, title, grouping, keep_for, next_run)
+VALUES (%(name)s, %(cron)s, %(timezone)s, %(queue)s, %(parameters)s, %(priority)s::int,
+        %(max_attempts)s::int, %(title)s::text, %(grouping)s::text,
+        make_interval(secs => %(keep_for)s::float8), %(next_run)s)
+ON CONFLICT (name) DO UPDATE
+   SET cron = excluded.cron, timezone = excluded.timezone, queue = excluded.queue,
+       parameters = excluded.parameters, priority = excluded.priority,
+       max_attempts = excluded.max_attempts, title = excluded.title,
+       grouping = excluded.grouping, keep_for = excluded.keep_for,
+       next_run = CASE WHEN (s.cron, s.timezone) = (excluded.cron, excluded.timezone)
+                       THEN s.next_run ELSE excluded.next_run END,
+       modified = now()
+ WHERE (s.cron, s.timezone, s.queue, s.parameters, s.priority, s.max_attempts, s.title,
+        s.grouping, s.keep_for)
+       IS DISTINCT FROM
+       (excluded.cron, excluded.timezone, excluded.queue, excluded.parameters,
+        excluded.priority, excluded.max_attempts, excluded.title, excluded.grouping,
+        excluded.keep_for)
+RETURNING s.name
+
+-- name: schedule_delete
+-- Remove a schedule; no row when there is none. Tasks it sent stay.
+DELETE FROM jobmachine.schedule WHERE name = %(name)s RETURNING name
+
+-- name: schedule_pause
+-- Pause a schedule; no row when there is none.
+UPDATE jobmachine.schedule SET paused = true, modified = now()
+ WHERE name = %(name)s
+RETURNING name
+
+-- name: schedule_resume
+-- Resume a paused schedule from its next tick after now (the caller's
+-- next_run, computed from the cron and zone it read): the ticks that passed
+-- while it was paused are skipped. A schedule not paused is left as it is.
+-- No row when there is none (or its cron changed meanwhile: read it again).
+WITH found AS (
+    SELECT schedule_id, paused FROM jobmachine.schedule
+     WHERE name = %(name)s AND cron = %(cron)s AND timezone = %(timezone)s
+     FOR UPDATE
+), resumed AS (
+    UPDATE jobmachine.schedule s
+       SET paused = false, next_run = %(next_run)s, modified = now()
+      FROM found
+     WHERE s.schedule_id = found.schedule_id AND found.paused
+)
+SELECT schedule_id FROM found
+
+-- name: schedule_list
+-- Every schedule (or the one named), by name, with the state of the last
+-- task it sent (NULL once that task is gone).
+SELECT s.name, s.cron, s.timezone, s.queue, s.parameters, s.priority, s.max_attempts,
+       s.title, s.grouping, extract(epoch FROM s.keep_for)::float8 AS keep_for, s.paused,
+       s.next_run, s.last_run, s.last_task_id, t.status AS last_status, s.created, s.modified
+  FROM jobmachine.schedule s
+  LEFT JOIN jobmachine.task t ON t.task_id = s.last_task_id
+ WHERE %(name)s::text IS NULL OR s.name = %(name)s
+ ORDER BY s.name
+
+-- name: schedule_due
+-- The dispatcher's round: the schedules whose next tick has come (not
+-- paused), oldest tick first, and the database's time, from which the
+-- next ticks are computed. Read without a lock: schedule_fire locks each
+-- row and checks it is still due before it sends.
+SELECT s.schedule_id, s.name, s.cron, s.timezone, s.next_run,
+       coalesce(%(now)s::timestamptz, now()) AS now
+  FROM jobmachine.schedule s
+ WHERE NOT s.paused AND s.next_run <= coalesce(%(now)s::timestamptz, now())
+ ORDER BY s.next_run, s.schedule_id
+ LIMIT %(limit)s
+
+-- name: schedule_fire
+-- Send the task of one tick and advance the schedule, in the caller's
+-- transaction: the new task's id; 0 when that tick's task already waits or
+-- runs (advanced, nothing sent); NULL when the schedule is no longer due
+-- at that tick (another dispatcher sent it, it was paused, changed or removed).
+SELECT jobmachine.schedule_fire(%(schedule_id)s, %(tick)s, %(cron)s, %(timezone)s,
+                                %(next_run)s, %(now)s::timestamptz) AS task_id
+
+-- name: schedule_now
+-- The database's clock, from which a new schedule's first tick is computed.
+SELECT now() AS now

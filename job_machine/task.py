@@ -283,3 +283,34 @@ class LockInfo:
     last_expiry: datetime | None
     #: Expired holds still in the table (the next ``lock()`` of the name drops them).
     expired: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """A cron schedule (:meth:`Admin.schedules`): what it sends, when, and what it sent last."""
+
+    name: str
+    #: The cron expression, read in :attr:`timezone` (an IANA name).
+    cron: str
+    timezone: str
+    queue: str
+    #: The data of each task it sends.
+    data: Any
+    priority: int
+    max_attempts: int | None
+    #: The title of its tasks (None: the schedule's name).
+    title: str | None
+    grouping: str | None
+    #: Seconds its tasks are kept once finished (None: the worker's remove_after).
+    remove_after: float | None
+    #: A paused schedule sends nothing; its ticks are skipped until resumed.
+    paused: bool
+    #: The next tick it sends (when not paused).
+    next_run: datetime
+    #: The last tick it sent, and that task (None: none yet).
+    last_run: datetime | None
+    last_task_id: int | None
+    #: The state of that task (``"waiting"``, ``"done"``...; None once it is gone).
+    last_state: str | None
+    created: datetime
+    modified: datetime

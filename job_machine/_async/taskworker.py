@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from .. import _codec
+from psycopg import errors
+
+from .. import _codec, _cron
 from .._acompat import ARUNS_COROUTINES, arun_blocking
 from .._convert import to_json
 from .._taskdef import TaskDef, TaskTable
@@ -37,7 +39,14 @@ class AsyncTaskWorker(AsyncWorker):
     arguments do not fit the function, fails at once, without retries, with
     a :class:`~job_machine.TaskRejected` error saying why.
 
+    When it starts, it registers the app's cron schedules
+    (``@app.task(cron=...)``, docs/schedules.md), idempotently; a role that
+    may not define schedules (``jobmachine_worker``) logs a warning and
+    serves all the same. A subclass that overrides :meth:`startup` calls
+    ``super().startup()``.
+
     :param tasks: the app's task functions.
+    :param schedules: the app's cron schedules, registered at start.
     :param queue: the queues to serve (default: every queue of ``tasks``).
         Every function of ``tasks`` can run whichever queue its task came by.
     :param options: any other option of :class:`AsyncWorker` (``dsn``,
@@ -50,6 +59,7 @@ class AsyncTaskWorker(AsyncWorker):
         queue: str | Sequence[str] | None = None,
         *,
         tasks: TaskTable,
+        schedules: Sequence[_cron.ScheduleSpec] = (),
         **options: Any,
     ) -> None:
         if not ARUNS_COROUTINES:
@@ -62,11 +72,36 @@ class AsyncTaskWorker(AsyncWorker):
                 )
         #: The task functions served, by name.
         self.tasks = tasks
+        #: The cron schedules registered when the worker starts.
+        self.schedules = list(schedules)
         if queue is None:
             queue = tasks.queues()
             if not queue:
                 raise ValueError("the app has no task functions (decorate some with @app.task)")
         super().__init__(dsn, queue, **options)
+
+    async def startup(self) -> None:
+        """Register the app's cron schedules (idempotently: an unchanged
+        schedule is not written, a paused one stays paused)."""
+        for spec in self.schedules:
+            try:
+                await self._store.schedule_upsert(
+                    spec.name,
+                    cron=spec.cron,
+                    timezone=spec.timezone,
+                    queue=spec.queue,
+                    parameters=_codec.encode(spec.data),
+                    options=_cron.schedule_options(**spec.options),
+                )
+            except errors.InsufficientPrivilege:
+                logger.warning(
+                    "this worker's role may not define cron schedules: %d schedule(s) of the "
+                    "app not registered; run app.register_schedules() as the admin role",
+                    len(self.schedules),
+                )
+                return
+        if self.schedules:
+            logger.info("registered %d cron schedule(s)", len(self.schedules))
 
     async def process(self, task: Task) -> None:
         """Call the function the task names and reply with what it returns."""

@@ -546,6 +546,13 @@ async def locks(request: Request) -> Response:
     return _page(request, "locks.html", locks=found)
 
 
+async def schedules(request: Request) -> Response:
+    """The cron schedules."""
+    async with _db(request).use() as admin:
+        found = await admin.schedules()
+    return _page(request, "schedules.html", schedules=found)
+
+
 # -- actions --------------------------------------------------------------------------
 
 
@@ -555,7 +562,8 @@ class Action:
     The name of the action is the :class:`AsyncAdmin` method that does it
     (``stop`` is ``stop_workers``)."""
 
-    #: What the target is: "task" (an id), "queue" (a name) or "worker" (an id).
+    #: What the target is: "task" (an id), "queue" (a name), "worker" (an
+    #: id) or "schedule" (a name).
     kind: str
     #: The button, and the title of the confirmation page.
     label: str
@@ -608,6 +616,30 @@ ACTIONS: dict[str, Action] = {
         "Queue {target} resumed.",
         "/",
     ),
+    "pause_schedule": Action(
+        "schedule",
+        "Pause schedule",
+        "The schedule sends nothing until it is resumed; the ticks that pass meanwhile "
+        "are skipped, not made up. Tasks it sent already go on.",
+        "Schedule {target} paused.",
+        "/schedules",
+    ),
+    "resume_schedule": Action(
+        "schedule",
+        "Resume schedule",
+        "The schedule sends again from its next tick after now.",
+        "Schedule {target} resumed.",
+        "/schedules",
+    ),
+    "unschedule": Action(
+        "schedule",
+        "Remove schedule",
+        "Delete the schedule: no tick of it is sent any more. The tasks it sent stay. "
+        "A schedule of a task function (@app.task(cron=...)) comes back when its "
+        "workers start again: pause it instead, or take cron= out of the code.",
+        "Schedule {target} removed.",
+        "/schedules",
+    ),
     "stop": Action(
         "worker",
         "Stop worker",
@@ -656,7 +688,7 @@ def _target(action: Action, raw: object) -> Any:
     """The action's target from the query or form: an id, or a queue name."""
     if not isinstance(raw, str) or not raw:
         raise HTTPException(400, "No target given.")
-    if action.kind == "queue":
+    if action.kind in ("queue", "schedule"):
         return raw
     if raw.isascii() and raw.isdigit() and 0 < int(raw) <= MAX_ID:
         return int(raw)
@@ -675,6 +707,10 @@ async def confirm(request: Request) -> Response:
             subject = next((w for w in await admin.workers() if w.id == target), None)
             if subject is None:
                 raise HTTPException(404, f"There is no worker {target}.")
+        elif action.kind == "schedule":
+            subject = next((s for s in await admin.schedules() if s.name == target), None)
+            if subject is None:
+                raise HTTPException(404, f"There is no schedule {target!r}.")
     back = action.back.format(target=target)
     return _page(
         request, "confirm.html", name=name, action=action, target=target, subject=subject, back=back
@@ -829,6 +865,7 @@ def create_app(config: DashboardConfig) -> Starlette:
             Route("/tasks/{task_id:int}/results/{result_id:int}", task_result),
             Route("/workers", workers),
             Route("/locks", locks),
+            Route("/schedules", schedules),
             Route("/confirm/{action}", confirm),
             Route("/do/{action}", act, methods=["POST"]),
             Route("/login", login, methods=["GET", "POST"]),

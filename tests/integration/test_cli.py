@@ -158,6 +158,11 @@ COMMANDS = [
     ["queues", "list"],
     ["queues", "pause"],
     ["queues", "resume"],
+    ["schedules", "add"],
+    ["schedules", "list"],
+    ["schedules", "pause"],
+    ["schedules", "resume"],
+    ["schedules", "remove"],
     ["workers"],
     ["workers", "list"],
     ["workers", "stop"],
@@ -175,7 +180,7 @@ def test_help_on_every_command() -> None:
         assert "--dsn" in r.stdout and "JOB_MACHINE_DSN" in r.stdout, (command, r.stdout)
     top = results[0].stdout
     names = ["install", "migrate", "worker", "send", "status", "history", "tasks", "queues"]
-    for name in [*names, "workers", "purge", "demo"]:
+    for name in [*names, "schedules", "workers", "purge", "demo"]:
         assert re.search(rf"^  {name} ", top, re.MULTILINE), top
     # A group alone prints its help, listing its subcommands.
     tasks_help, queues_help = (r.stdout for r in results[2 : 2 + len(GROUPS)])
