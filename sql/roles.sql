@@ -80,9 +80,10 @@ BEGIN
     IF to_regclass('jobmachine.schema_version') IS NOT NULL THEN
         SELECT max(v.version) INTO installed FROM jobmachine.schema_version v;
     END IF;
-    -- The grants below name columns of schema version 4.
-    IF installed IS NULL OR installed < 4 THEN
-        RAISE EXCEPTION 'the jobmachine schema is missing or older than version 4 (found %)', coalesce(installed::text, 'none')
+    -- The grants below name columns of schema version 4, and the part
+    -- table of version 5.
+    IF installed IS NULL OR installed < 5 THEN
+        RAISE EXCEPTION 'the jobmachine schema is missing or older than version 5 (found %)', coalesce(installed::text, 'none')
             USING HINT = 'install or upgrade it first: psql -f sql/create_tables.sql, or job_machine.install_schema()';
     END IF;
 
@@ -155,6 +156,8 @@ BEGIN
         -- parent failed already is written by the trigger
         -- task_parent_failed, which runs as the schema's owner.
         (sender, 'SELECT', 'TABLE jobmachine.result'),
+        -- Streamed parts (parts()): read only, like the replies.
+        (sender, 'SELECT', 'TABLE jobmachine.part'),
         -- task_info names the worker running the task; not its queues,
         -- heartbeat or commands.
         (sender, 'SELECT (worker_id, host, pid)', 'TABLE jobmachine.worker'),
@@ -179,6 +182,9 @@ BEGIN
         (worker, 'SELECT, UPDATE (status, modified, started, attempts, uncounted_attempts,'
                  ' worker_id, run_after, retry_at, notes), DELETE', 'TABLE jobmachine.task'),
         (worker, 'SELECT, INSERT (task_id, result, resulttype)', 'TABLE jobmachine.result'),
+        -- part_insert (send_part); the parts go with their task by ON
+        -- DELETE CASCADE.
+        (worker, 'SELECT, INSERT (task_id, attempt, seq, data)', 'TABLE jobmachine.part'),
         -- worker_register, worker_heartbeat (an upsert that sets seen),
         -- worker_reap (deletes dead workers). Not command: a worker
         -- cannot stop the others.

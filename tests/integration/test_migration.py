@@ -3,7 +3,8 @@ sql/create_tables.sql, kept as tests/fixtures/create_tables_v2.sql) to
 the current version in place: nothing lost, the claim index replaced,
 idempotent, and Perl Job::Machine and Python clients and workers working on
 it after. Likewise from version 3 (tests/fixtures/create_tables_v3.sql) to
-version 4."""
+version 4, and from version 4 (tests/fixtures/create_tables_v4.sql) to
+version 5 (streamed parts)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tests.integration.test_perl_compat import Answer, Perl
 
 V2_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v2.sql"
 V3_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v3.sql"
+V4_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v4.sql"
 
 TASK_V2_COLUMNS = (
     "task_id, transaction_id, class_id, grouping, title, parameters, status, run_after,"
@@ -129,10 +131,10 @@ def test_install_schema_upgrades_a_v2_database_in_place(v2: dict[str, Any], dsn:
         jm.install_schema(dsn)
 
         versions = rows(c, "SELECT version FROM jobmachine.schema_version ORDER BY 1")
-        assert versions == [(1,), (2,), (3,), (4,)]
+        assert versions == [(1,), (2,), (3,), (4,), (5,)]
         assert rows(c, "SELECT * FROM jobmachine.schema_version WHERE version < 3") == v1_v2
         with jm.Admin(dsn) as admin:
-            assert admin.schema_version() == 4
+            assert admin.schema_version() == 5
         # No task, result, queue or worker lost or changed.
         assert rows(c, f"SELECT {TASK_V2_COLUMNS} FROM jobmachine.task ORDER BY task_id") == tasks
         assert rows(c, "SELECT * FROM jobmachine.result ORDER BY result_id") == results
@@ -267,6 +269,7 @@ def test_install_schema_upgrades_a_v3_database_in_place(empty_dsn: str, dsn: str
             (2,),
             (3,),
             (4,),
+            (5,),
         ]
         # The old columns untouched; the new one 0 (nothing uncounted).
         assert [r[:-2] for r in rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")] == tasks
@@ -291,3 +294,56 @@ def test_install_schema_upgrades_a_v3_database_in_place(empty_dsn: str, dsn: str
         assert [(t.id, t.attempt) for t in w.seen] == [(failed, 3)]
         assert client.task_info(failed).state == "done"
         assert client.task_info(running).state == "running"
+
+
+class _Streams(jm.Worker):
+    """Sends its data's items as parts, then replies with their count."""
+
+    handle_signals = False
+
+    def process(self, task: jm.Task) -> None:
+        for item in task.data:
+            self.send_part(item)
+        self.reply(len(task.data))
+
+
+def test_install_schema_upgrades_a_v4_database_in_place(empty_dsn: str, dsn: str) -> None:
+    """Version 5 adds the table of streamed parts (jobmachine.part) and
+    nothing else: a v4 task and its reply stay as they were, the catalog is
+    a fresh install's, again and again, and parts stream on it after."""
+    fresh_dsn, dsn = dsn, empty_dsn
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(V4_SCHEMA.read_text("utf-8"))
+        assert rows(c, "SELECT max(version) FROM jobmachine.schema_version") == [(4,)]
+        assert rows(c, "SELECT to_regclass('jobmachine.part')") == [(None,)]
+        with jm.Client(dsn, queue="mig.q") as client:
+            old = client.send([])  # no parts: v4 has no table for them
+        with _Streams(dsn, queue="mig.q") as w:
+            assert w.work_once()
+        tasks = rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")
+        results = rows(c, "SELECT * FROM jobmachine.result ORDER BY result_id")
+
+        jm.install_schema(dsn)
+
+        assert rows(c, "SELECT version FROM jobmachine.schema_version ORDER BY 1") == [
+            (v,) for v in range(1, 6)
+        ]
+        assert rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id") == tasks
+        assert rows(c, "SELECT * FROM jobmachine.result ORDER BY result_id") == results
+        with psycopg.connect(fresh_dsn, autocommit=True) as f:
+            fresh = catalog(f)
+        got = catalog(c)
+        for part in ("columns", "indexes", "triggers", "functions"):
+            assert got[part] == fresh[part], part
+        before = catalog(c)
+        jm.install_schema(c)
+        jm.install_schema(dsn)
+        assert catalog(c) == before
+
+    with jm.Client(dsn, queue="mig.q") as client:
+        assert client.receive(old) == 0
+        streamed = client.send(["a", "b"])
+        with _Streams(dsn, queue="mig.q") as w:
+            assert w.work_once()
+        assert [p.data for p in client.parts(streamed, timeout=5)] == ["a", "b"]
+        assert client.receive(streamed) == 2
