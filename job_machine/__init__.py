@@ -39,6 +39,7 @@ from .errors import (
 from .task import (
     HourStats,
     LockInfo,
+    Part,
     QueueStats,
     Stats,
     Status,
@@ -69,6 +70,7 @@ __all__ = [
     "JobMachineError",
     "LockInfo",
     "NoCurrentTask",
+    "Part",
     "QueueStats",
     "Retry",
     "Roles",

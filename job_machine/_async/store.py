@@ -18,6 +18,7 @@ from ..errors import ConnectionLost, JobMachineError, SchemaMissing, UnknownTask
 from ..task import (
     HourStats,
     LockInfo,
+    Part,
     QueueStats,
     Status,
     Task,
@@ -296,6 +297,31 @@ class AsyncStore:
         return {
             int(r["task_id"]): Answer(Status(r["status"]), r["reply"], r["error"]) for r in rows
         }
+
+    async def part_insert(self, task_id: int, attempt: int, seq: int, data: str) -> bool:
+        """Store part ``seq`` of a held task and notify ``jmr:<task_id>``
+        ('part'); False if this attempt no longer holds it."""
+        params = {"task_id": task_id, "attempt": attempt, "seq": seq, "data": data}
+        return await self._one("part_insert", params) is not None
+
+    async def part_read(
+        self, task_id: int, attempt: int, seq: int, limit: int
+    ) -> tuple[Answer, int, list[Part]] | None:
+        """In one snapshot: the task's answer, its current attempt, and up to
+        ``limit`` parts of that attempt in order (from ``seq`` on if it is
+        ``attempt``, else from the first); None if there is no such task."""
+        params = {"task_id": task_id, "attempt": attempt, "seq": seq, "limit": limit}
+        row = await self._one("part_read", params)
+        if row is None:
+            return None
+        current = int(row["attempts"])
+        parts = [
+            Part(task_id, current, int(n), _codec.decode(data), created)
+            for n, data, created in zip(
+                row["seqs"] or [], row["datas"] or [], row["created"] or [], strict=True
+            )
+        ]
+        return Answer(Status(row["status"]), row["reply"], row["error"]), current, parts
 
     async def task_answered(self, task_id: int) -> bool | None:
         """Whether the task has a reply or has finished; None if there is no such task."""

@@ -54,6 +54,8 @@ class _InHand:
 
     task: Task
     answered: bool = False
+    #: The seq of the next part send_part() stores.
+    parts: int = 0
 
 
 logger = logging.getLogger("job_machine.worker")
@@ -315,6 +317,26 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         """Attach metadata to the task in hand (see :meth:`AsyncClient.note`):
         each keyword is set, or removed when given as None."""
         await self._note(self.task.id, notes)
+
+    async def send_part(self, data: Any) -> None:
+        """Stream a partial reply (any JSON value) to the client before the
+        answer: stored as the task's next part (``seq`` 0, 1, 2...) and
+        announced on ``jmr:<task_id>``, in one statement; clients read the
+        parts in order with :meth:`AsyncClient.parts`. Parts belong to this
+        attempt: if it fails and the task is retried, readers go on with
+        the next attempt's parts (docs/tasks.md, Streaming).
+
+        :raises InvalidData: ``data`` cannot be encoded as JSON (nothing is written).
+        :raises TaskNotHeld: the task is answered already, or was revived
+            and is no longer this worker's (the part is refused).
+        """
+        task = self._unanswered()
+        text = _codec.encode(data, "part data")
+        in_hand = self._in_hand.get()
+        assert in_hand is not None
+        seq, in_hand.parts = in_hand.parts, in_hand.parts + 1
+        if not await self._store.part_insert(task.id, task.attempt, seq, text):
+            raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
 
     async def error_result(self, data: Any) -> None:
         """Store ``data`` as an error result; the task's status does not change."""
