@@ -1,0 +1,261 @@
+"""Streamed partial replies (issue 17, part 2): a worker's ``send_part`` or a
+generator task function's yields, read in order with ``Client.parts`` while
+the task runs (real worker processes; each part gated by the test, so it
+is read before the worker goes on), stored for readers that come late or
+after the end, in any process, fenced by the attempt, removed with the
+task; and ``wait()``/``wait_all`` not woken by them."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import job_machine as jm
+from job_machine.channels import PART_PAYLOAD
+from tests import streamers
+from tests.integration.test_cli import cli_worker
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def new_gate(dsn: str) -> dict[str, str]:
+    """A gate for one task: the worker waits on its channel after each part."""
+    return {"dsn": dsn, "channel": f"jmtest_gate_{secrets.token_hex(4)}"}
+
+
+def go(conn: psycopg.Connection[Any], spec: dict[str, str], seq: int) -> None:
+    """Let the gated worker go on after part ``seq``."""
+    conn.execute("SELECT pg_notify(%s, %s)", [spec["channel"], str(seq)])
+
+
+def stored(conn: psycopg.Connection[Any], task_id: int) -> list[tuple[int, int, Any]]:
+    """(attempt, seq, data) of every stored part of the task."""
+    return [
+        (a, s, json.loads(d))
+        for a, s, d in conn.execute(
+            "SELECT attempt, seq, data FROM jobmachine.part WHERE task_id = %s ORDER BY 1, 2",
+            [task_id],
+        )
+    ]
+
+
+def test_a_workers_parts_arrive_in_order_while_it_runs_and_a_late_reader_reads_them_all(
+    dsn: str, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    spec = new_gate(dsn)
+    with (
+        cli_worker(dsn, tmp_path, "tests.streamers:Streamer", script=False) as proc,
+        jm.Client(dsn, queue="tests.stream") as client,
+        jm.Client(dsn) as late_client,
+    ):
+        tid = client.send({"n": 4, "gate": spec})
+        seen: list[int] = []
+        late = None
+        for part in client.parts(tid, timeout=30):
+            assert (part.task_id, part.attempt, part.seq) == (tid, 1, len(seen))
+            assert part.data == {"i": part.seq, "pid": proc.pid}
+            # The worker waits for our go-ahead: the task is still running.
+            assert client.task_info(tid).state == "running"
+            assert client.receive(tid) is None
+            seen.append(part.seq)
+            if part.seq == 1:
+                # A reader that starts late gets the stored parts at once...
+                late = late_client.parts(tid, timeout=30)
+                assert [next(late).seq, next(late).seq] == [0, 1]
+            go(conn, spec, part.seq)
+        assert seen == [0, 1, 2, 3]
+        # ...then the rest, and ends with the task.
+        assert late is not None
+        assert [p.seq for p in late] == [2, 3]
+        assert client.receive(tid) == {"parts": 4}
+        assert client.wait(tid, timeout=5) == {"parts": 4}
+
+
+async def test_async_parts_arrive_in_order_while_an_async_worker_runs(
+    dsn: str, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    spec = new_gate(dsn)
+    with cli_worker(dsn, tmp_path, "tests.streamers:AsyncStreamer", script=False) as proc:
+        async with jm.AsyncClient(dsn, queue="tests.stream.async") as client:
+            tid = await client.send({"n": 3, "gate": spec})
+            seen = []
+            async for part in client.parts(tid, timeout=30):
+                assert part.data == {"i": len(seen), "pid": proc.pid}
+                assert (await client.task_info(tid)).state == "running"
+                seen.append(part.seq)
+                go(conn, spec, part.seq)
+            assert seen == [0, 1, 2]
+            assert await client.receive(tid) == {"parts": 3}
+
+
+def test_a_generator_task_function_streams_its_yields_and_returns_the_reply(
+    dsn: str, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    spec = new_gate(dsn)
+    with (
+        cli_worker(dsn, tmp_path, "--app", "tests.streamers:app", script=False),
+        streamers.app.using(dsn),
+    ):
+        tid = streamers.count.send(3, spec)
+        seen = []
+        for part in streamers.app.client.parts(tid, timeout=30):
+            assert streamers.app.client.task_info(tid).state == "running"
+            seen.append(part.data)
+            go(conn, spec, part.seq)
+        assert seen == [0, 1, 2]
+        assert streamers.count.result(tid) == "counted 3"
+        assert streamers.count.call(2) == "counted 2"  # call() waits for the reply as ever
+
+
+async def test_an_async_generator_task_function_streams_its_yields(
+    dsn: str, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    spec = new_gate(dsn)
+    with cli_worker(dsn, tmp_path, "--app", "tests.streamers:async_app", script=False):
+        async with streamers.async_app.ausing(dsn):
+            tid = await streamers.acount.asend(3, spec)
+            seen = []
+            async for part in streamers.async_app.async_client.parts(tid, timeout=30):
+                seen.append(part.data)
+                go(conn, spec, part.seq)
+            assert seen == [0, 1, 2]
+            assert await streamers.acount.aresult(tid) is None
+
+
+def test_parts_are_read_after_the_end_from_another_process_and_go_with_the_task(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    with jm.Client(dsn, queue="tests.stream") as client:
+        tid = client.send({"n": 3})
+        with streamers.Streamer(dsn, handle_signals=False) as w:
+            assert w.work_once()
+        assert client.receive(tid) == {"parts": 3}
+        script = (
+            "import json, sys, job_machine as jm\n"
+            "with jm.Client(sys.argv[1]) as c:\n"
+            "    print(json.dumps([[p.seq, p.data['i']] for p in c.parts(int(sys.argv[2]))]))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script, dsn, str(tid)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert json.loads(out.stdout) == [[0, 0], [1, 1], [2, 2]]
+        with jm.Admin(dsn) as admin:
+            admin.remove(tid)
+        assert stored(conn, tid) == []
+        with pytest.raises(jm.UnknownTask):
+            list(client.parts(tid, timeout=5))
+
+
+class Revived(jm.Worker):
+    """Sends a part, loses its task to a revive (as a rescue would do
+    behind its back), then tries to send another."""
+
+    handle_signals = False
+    refused: bool = False
+
+    def process(self, task: jm.Task) -> None:
+        self.send_part("first")
+        with psycopg.connect(self.test_dsn, autocommit=True) as c:
+            c.execute("UPDATE jobmachine.task SET status = 0 WHERE task_id = %s", [task.id])
+        with pytest.raises(jm.TaskNotHeld):
+            self.send_part("late")
+        self.refused = True
+
+
+def test_a_revived_attempts_late_part_is_refused_and_readers_follow_the_new_attempt(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    with jm.Client(dsn, queue="tests.stream") as client:
+        tid = client.send({"n": 2})
+        with Revived(dsn, queue="tests.stream", test_dsn=dsn) as w:
+            assert w.work_once()
+        assert w.refused
+        assert stored(conn, tid) == [(1, 0, "first")]
+        # Waiting again: attempt 1 is still the task's latest.
+        reader = client.parts(tid, timeout=30)
+        assert next(reader).data == "first"
+        with streamers.Streamer(dsn, handle_signals=False) as s:
+            assert s.work_once()
+        # The reader goes on with attempt 2, from its first part.
+        assert [(p.attempt, p.seq, p.data["i"]) for p in reader] == [(2, 0, 0), (2, 1, 1)]
+        assert [(p.attempt, p.seq) for p in client.parts(tid)] == [(2, 0), (2, 1)]
+        assert [a for a, _, _ in stored(conn, tid)] == [1, 2, 2]  # kept for the record
+
+
+def test_a_failed_tasks_parts_end_with_task_failed(dsn: str) -> None:
+    with jm.Client(dsn, queue="tests.stream") as client:
+        tid = client.send({"n": 2, "fail": "boom"}, attempts=1)
+        with streamers.Streamer(dsn, handle_signals=False) as w:
+            assert w.work_once()
+        got = []
+        with pytest.raises(jm.TaskFailed, match="boom"):
+            for part in client.parts(tid, timeout=10):
+                got.append(part.seq)
+        assert got == [0, 1]
+
+
+def test_wait_and_wait_all_are_not_woken_by_parts_and_return_the_reply(
+    dsn: str, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    spec = new_gate(dsn)
+    with (
+        cli_worker(dsn, tmp_path, "tests.streamers:Streamer", script=False),
+        jm.Client(dsn, queue="tests.stream") as client,
+        jm.Client(dsn, queue="tests.stream") as waiter,
+    ):
+        tid = client.send({"n": 3, "gate": spec})
+        other = client.send({"n": 0})
+        # Two subscriptions on the process's one reply listener: one as
+        # wait() makes it (parts ignored), one as parts() makes it.
+        listener = waiter._listener()
+        woken = {"answer": 0, "all": 0}
+        listening = threading.Event()
+        answered = threading.Event()
+
+        def count(kind: str) -> None:
+            woken[kind] += 1
+            if kind == "answer":
+                answered.set()
+
+        answer_sub = listener.subscribe(
+            [tid], lambda: count("answer"), listening.set, ignore=(PART_PAYLOAD,)
+        )
+        all_sub = listener.subscribe([tid], lambda: count("all"), listening.set)
+        results: dict[str, Any] = {}
+        threads = [
+            threading.Thread(target=lambda: results.update(wait=waiter.wait(tid, timeout=30))),
+            threading.Thread(
+                target=lambda: results.update(all=waiter.wait_all([other, tid], timeout=30))
+            ),
+        ]
+        try:
+            assert listening.wait(10)
+            for t in threads:
+                t.start()
+            for part in client.parts(tid, timeout=30):
+                assert all(t.is_alive() for t in threads), "a waiter returned before the answer"
+                assert woken["answer"] == 0
+                go(conn, spec, part.seq)
+            for t in threads:
+                t.join(30)
+            assert answered.wait(10)
+        finally:
+            listener.unsubscribe(answer_sub)
+            listener.unsubscribe(all_sub)
+        assert results == {"wait": {"parts": 3}, "all": [{"parts": 0}, {"parts": 3}]}
+        # The answer's subscription was woken by the answer alone.
+        assert woken["answer"] == 1
+        assert woken["all"] > 1
