@@ -12,11 +12,13 @@ checker sees ``add.call(1, 2)`` as what ``add`` returns.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, Self, TypeVar, cast, overload
 
 from ._taskdef import TaskDef
+from .task import Part
 
 if TYPE_CHECKING:
     from .app import App
@@ -228,6 +230,34 @@ class TaskFunctionBase(Generic[P, R]):
         """:meth:`result` on asyncio."""
         raw = await self.app.async_client.wait(task_id, timeout=self._timeout)
         return cast(R, self.definition.reply_value(raw))
+
+    # -- streaming ----------------------------------------------------------------
+
+    def parts(self, task_id: int) -> Iterator[Part]:
+        """The parts a generator task function yields in the task sent by
+        :meth:`send`, as they arrive (:meth:`Client.parts`; each part's
+        ``data`` converted from the yield type of its annotation, as
+        ``Generator[Y, None, R]`` or ``Iterator[Y]``); the iteration ends
+        when the task is answered, and :meth:`result` then returns its reply
+        at once::
+
+            task_id = count.send(3)
+            for part in count.parts(task_id):
+                print(part.data)
+            print(count.result(task_id))
+
+        :raises TaskFailed: the task failed (after its last attempt's parts).
+        :raises WaitTimeout: not answered within the timeout (see :meth:`configure`).
+        """
+        convert = self.definition.part_value
+        for part in self.app.client.parts(task_id, timeout=self._timeout):
+            yield replace(part, data=convert(part.data))
+
+    async def aparts(self, task_id: int) -> AsyncIterator[Part]:
+        """:meth:`parts` on asyncio (``async for``)."""
+        convert = self.definition.part_value
+        async for part in self.app.async_client.parts(task_id, timeout=self._timeout):
+            yield replace(part, data=convert(part.data))
 
 
 class TaskFunction(TaskFunctionBase[P, R]):
