@@ -1065,3 +1065,35 @@ def test_behind_pgbouncer_the_path_comes_from_the_role_and_a_warning_says_so(
             bouncer.stop()
     finally:
         server.cleanup()
+
+
+class _Parts(jm.Worker):
+    """Streams its data's items as parts, then replies with their count."""
+
+    handle_signals = False
+
+    def process(self, task: jm.Task) -> None:
+        for item in task.data:
+            self.send_part(item)
+        self.reply(len(task.data))
+
+
+def test_a_worker_streams_parts_that_senders_and_readers_read_and_nobody_forges(
+    logins: Logins, conn: psycopg.Connection[Any]
+) -> None:
+    with jm.Client(logins.sender, queue="roles.parts") as client:
+        tid = client.send(["a", "b"])
+        with _Parts(logins.worker, queue="roles.parts") as w:
+            assert w.work_once()
+        assert [p.data for p in client.parts(tid, timeout=5)] == ["a", "b"]
+        assert client.receive(tid) == 2
+    with jm.Client(logins.reader) as reader:
+        assert [p.data for p in reader.parts(tid, timeout=5)] == ["a", "b"]
+    forge = f"INSERT INTO jobmachine.part (task_id, attempt, seq, data) VALUES ({tid}, 1, 9, '1')"
+    denied_sql(logins.sender, forge, "DELETE FROM jobmachine.part")
+    denied_sql(logins.reader, forge, "DELETE FROM jobmachine.part")
+    denied_sql(logins.admin, forge, "UPDATE jobmachine.part SET data = '1'")
+    denied_sql(
+        logins.worker, "UPDATE jobmachine.part SET data = '1'", "DELETE FROM jobmachine.part"
+    )
+    assert one(conn, "SELECT count(*) FROM jobmachine.part WHERE task_id = %s", tid) == 2
