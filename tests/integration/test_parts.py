@@ -261,3 +261,25 @@ def test_wait_and_wait_all_are_not_woken_by_parts_and_return_the_reply(
         # The answer's subscription was woken by the answer alone.
         assert woken["answer"] == 1
         assert woken["all"] > 1
+
+
+def test_the_parts_bench_runs_and_leaves_no_database(server_dsn: str) -> None:
+    """``python -m bench.parts`` as a user runs it (a subprocess from the
+    repository root), small: both modes report parts per second and latencies."""
+    command = [sys.executable, "-m", "bench.parts", "--dsn", server_dsn, "--runs", "1"]
+    command += ["--parts", "50", "--paced-parts", "10", "--interval", "0.001"]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    results = json.loads(stdout.splitlines()[-1])
+    for mode, n in (("flood", 50), ("paced", 10)):
+        [run] = results[mode]
+        assert run["parts"] == n and run["parts_per_s"] > 0
+        assert 0 <= run["latency_ms"]["p50"] <= run["latency_ms"]["max"]
+    with psycopg.connect(server_dsn, autocommit=True) as c:
+        left = c.execute(
+            "SELECT datname FROM pg_database WHERE datname = %s", [f"jm_bench_parts_{proc.pid}"]
+        )
+        assert left.fetchall() == []
