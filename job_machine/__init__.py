@@ -49,7 +49,13 @@ from .task import (
     TaskSummary,
     WorkerInfo,
 )
-from .taskfunction import AsyncTaskFunction, TaskArgs, TaskFunction
+from .taskfunction import (
+    AsyncGeneratorTaskFunction,
+    AsyncTaskFunction,
+    GeneratorTaskFunction,
+    TaskArgs,
+    TaskFunction,
+)
 
 __version__ = "0.1.0"
 
@@ -58,12 +64,14 @@ __all__ = [
     "App",
     "AsyncAdmin",
     "AsyncClient",
+    "AsyncGeneratorTaskFunction",
     "AsyncTaskFunction",
     "AsyncTaskWorker",
     "AsyncWorker",
     "Client",
     "ConnectionFailed",
     "ConnectionLost",
+    "GeneratorTaskFunction",
     "HourStats",
     "InvalidData",
     "InvalidQueueName",

@@ -12,7 +12,15 @@ checker sees ``add.call(1, 2)`` as what ``add`` returns.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Iterator,
+)
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, Self, TypeVar, cast, overload
@@ -282,6 +290,29 @@ class AsyncTaskFunction(TaskFunctionBase[P, R]):
         return cast(Coroutine[Any, Any, R], self.definition.fn(*args, **kwargs))
 
 
+class GeneratorTaskFunction(TaskFunctionBase[P, R]):
+    """A generator function (``def`` with ``yield``) made a task function by
+    :meth:`App.task`: what it yields is streamed to the caller as parts
+    (:meth:`parts`), what it returns is the reply, so :meth:`call` and
+    :meth:`result` are typed as its ``Generator[Y, S, R]``'s ``R``.
+    Calling it makes the generator here, as before."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Generator[Any, Any, R]:
+        """Make the generator here, in this process (no task)."""
+        return cast(Generator[Any, Any, R], self.definition.fn(*args, **kwargs))
+
+
+class AsyncGeneratorTaskFunction(TaskFunctionBase[P, None]):
+    """An ``async def`` generator made a task function by :meth:`App.task`;
+    only an asyncio worker runs it. What it yields is streamed to the caller
+    as parts (:meth:`aparts`); Python gives it no return value, so its reply
+    is None. Calling it makes the async generator here, as before."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Any, None]:
+        """Make the async generator here, in this process (no task)."""
+        return cast(AsyncGenerator[Any, None], self.definition.fn(*args, **kwargs))
+
+
 class TaskDecorator(Protocol):
     """What ``@app.task(...)`` returns: it makes the function a task function."""
 
@@ -289,5 +320,13 @@ class TaskDecorator(Protocol):
     def __call__(  # type: ignore[overload-overlap]
         self, fn: Callable[P2, Coroutine[Any, Any, R2]], /
     ) -> AsyncTaskFunction[P2, R2]: ...
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, fn: Callable[P2, AsyncIterator[Any]], /
+    ) -> AsyncGeneratorTaskFunction[P2]: ...
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, fn: Callable[P2, Generator[Any, Any, R2]], /
+    ) -> GeneratorTaskFunction[P2, R2]: ...
     @overload
     def __call__(self, fn: Callable[P2, R2], /) -> TaskFunction[P2, R2]: ...
