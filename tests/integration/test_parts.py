@@ -283,3 +283,20 @@ def test_the_parts_bench_runs_and_leaves_no_database(server_dsn: str) -> None:
             "SELECT datname FROM pg_database WHERE datname = %s", [f"jm_bench_parts_{proc.pid}"]
         )
         assert left.fetchall() == []
+
+
+def test_run_tasks_streams_generator_task_functions_here(dsn: str) -> None:
+    """The pytest plugin's run_tasks runs a generator task function in the
+    test's process like any other: its parts are stored, its return is the reply."""
+    from job_machine.testing import run_tasks  # noqa: PLC0415
+
+    with streamers.app.using(dsn):
+        tid = streamers.count.send(2)
+        assert [(r.task.id, r.state) for r in run_tasks(streamers.app)] == [(tid, "done")]
+        assert [p.data for p in streamers.count.parts(tid)] == [0, 1]
+        assert streamers.count.result(tid) == "counted 2"
+    with streamers.async_app.using(dsn):
+        tid = streamers.acount.send(3)
+        run_tasks(streamers.async_app)
+        assert [p.data for p in streamers.async_app.client.parts(tid)] == [0, 1, 2]
+        assert streamers.async_app.client.receive(tid) is None
