@@ -890,3 +890,25 @@ SELECT t.status, t.attempts,
              LIMIT %(limit)s) p
  ) ps
  WHERE t.task_id = %(task_id)s
+
+-- name: part_insert_many
+-- part_insert for the parts several tasks of one worker send at the same
+-- moment (the worker's part group writes them together: one statement, one
+-- commit), each fenced by its own attempt; a task's parts in order of seq.
+-- Returns the parts stored; one missing was refused (its attempt no longer
+-- holds the task). One notification per task (PostgreSQL folds a
+-- transaction's equal notifications into one).
+WITH d AS (
+    SELECT * FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(seqs)s::int[],
+                         %(datas)s::text[]) AS d (task_id, attempt, seq, data)
+), held AS (
+    SELECT t.task_id, t.attempts
+      FROM jobmachine.task t
+     WHERE t.task_id IN (SELECT task_id FROM d) AND t.status = 100
+       FOR SHARE
+)
+INSERT INTO jobmachine.part (task_id, attempt, seq, data)
+SELECT d.task_id, d.attempt, d.seq, d.data
+  FROM d JOIN held h ON h.task_id = d.task_id AND h.attempts = d.attempt
+ ORDER BY d.task_id, d.seq
+RETURNING task_id, attempt, seq, pg_notify('jmr:' || task_id::text, 'part')

@@ -92,6 +92,7 @@ NAMES = {
     "AMutex": "Mutex",
     "AsyncAnswerReader": "AnswerReader",
     "AsyncSendGroup": "SendGroup",
+    "AsyncPartGroup": "PartGroup",
     "ashield": "shield",
     "ajoin_all": "join_all",
     "ainstall_schema": "install_schema",

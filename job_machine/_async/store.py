@@ -304,6 +304,20 @@ class AsyncStore:
         params = {"task_id": task_id, "attempt": attempt, "seq": seq, "data": data}
         return await self._one("part_insert", params) is not None
 
+    async def part_insert_many(
+        self, parts: Sequence[tuple[int, int, int, str]]
+    ) -> set[tuple[int, int, int]]:
+        """Store parts ``(task_id, attempt, seq, data)`` of held tasks in one
+        statement; the ``(task_id, attempt, seq)`` stored (the others were refused)."""
+        params = {
+            "task_ids": [p[0] for p in parts],
+            "attempts": [p[1] for p in parts],
+            "seqs": [p[2] for p in parts],
+            "datas": [p[3] for p in parts],
+        }
+        rows = await self._all("part_insert_many", params)
+        return {(int(r["task_id"]), int(r["attempt"]), int(r["seq"])) for r in rows}
+
     async def part_read(
         self, task_id: int, attempt: int, seq: int, limit: int
     ) -> tuple[Answer, int, list[Part]] | None:

@@ -40,6 +40,7 @@ from .completer import AsyncCompleter
 from .connection import AsyncConnector, AsyncConnectorOwner, aconnect
 from .listener import AsyncListener
 from .locks import AsyncLocksAndNotes
+from .parts import AsyncPartGroup
 from .store import AsyncStore, ChoreCounts
 
 T = TypeVar("T")
@@ -255,6 +256,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             can_reconnect=lambda: self._connector.reconnects,
         )
         self._completer.collecting = self.concurrency > 1
+        #: Writes the parts of tasks streaming at the same moment together.
+        self._parts = AsyncPartGroup(self._store)
         self._started = False
         self._stopping = False
         self._signals_seen = 0
@@ -321,7 +324,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
     async def send_part(self, data: Any) -> None:
         """Stream a partial reply (any JSON value) to the client before the
         answer: stored as the task's next part (``seq`` 0, 1, 2...) and
-        announced on ``jmr:<task_id>``, in one statement; clients read the
+        announced on ``jmr:<task_id>``, in one statement (with the parts
+        other tasks of this worker send at the same moment); clients read the
         parts in order with :meth:`AsyncClient.parts`. Parts belong to this
         attempt: if it fails and the task is retried, readers go on with
         the next attempt's parts (docs/tasks.md, Streaming).
@@ -335,7 +339,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         in_hand = self._in_hand.get()
         assert in_hand is not None
         seq, in_hand.parts = in_hand.parts, in_hand.parts + 1
-        if not await self._store.part_insert(task.id, task.attempt, seq, text):
+        if not await self._parts.send(task.id, task.attempt, seq, text):
             raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
 
     async def error_result(self, data: Any) -> None:

@@ -280,9 +280,7 @@ class Client(LocksAndNotes, ConnectorOwner):
         """Yield the task's streamed parts (:class:`~job_machine.Part`: what
         the worker sent with ``send_part``, or a generator task function
         yielded) in order as they arrive, then end when the task is answered;
-        its reply is then :meth:`receive`'s (or :meth:`wait`'s), at once
-        (``for part in client.parts(task_id): print(part.data)``, then
-        ``client.receive(task_id)``; ``for`` on the asyncio face).
+        its reply is then :meth:`receive`'s (or :meth:`wait`'s), at once.
 
         The iteration ends only once every part of the answering attempt was
         yielded, so no part is lost between the parts and the reply. Parts

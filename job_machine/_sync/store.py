@@ -304,6 +304,20 @@ class Store:
         params = {"task_id": task_id, "attempt": attempt, "seq": seq, "data": data}
         return self._one("part_insert", params) is not None
 
+    def part_insert_many(
+        self, parts: Sequence[tuple[int, int, int, str]]
+    ) -> set[tuple[int, int, int]]:
+        """Store parts ``(task_id, attempt, seq, data)`` of held tasks in one
+        statement; the ``(task_id, attempt, seq)`` stored (the others were refused)."""
+        params = {
+            "task_ids": [p[0] for p in parts],
+            "attempts": [p[1] for p in parts],
+            "seqs": [p[2] for p in parts],
+            "datas": [p[3] for p in parts],
+        }
+        rows = self._all("part_insert_many", params)
+        return {(int(r["task_id"]), int(r["attempt"]), int(r["seq"])) for r in rows}
+
     def part_read(
         self, task_id: int, attempt: int, seq: int, limit: int
     ) -> tuple[Answer, int, list[Part]] | None:

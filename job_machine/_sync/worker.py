@@ -42,6 +42,7 @@ from .completer import Completer
 from .connection import Connector, ConnectorOwner, connect
 from .listener import Listener
 from .locks import LocksAndNotes
+from .parts import PartGroup
 from .store import ChoreCounts, Store
 
 T = TypeVar("T")
@@ -257,6 +258,8 @@ class Worker(LocksAndNotes, ConnectorOwner):
             can_reconnect=lambda: self._connector.reconnects,
         )
         self._completer.collecting = self.concurrency > 1
+        #: Writes the parts of tasks streaming at the same moment together.
+        self._parts = PartGroup(self._store)
         self._started = False
         self._stopping = False
         self._signals_seen = 0
@@ -323,7 +326,8 @@ class Worker(LocksAndNotes, ConnectorOwner):
     def send_part(self, data: Any) -> None:
         """Stream a partial reply (any JSON value) to the client before the
         answer: stored as the task's next part (``seq`` 0, 1, 2...) and
-        announced on ``jmr:<task_id>``, in one statement; clients read the
+        announced on ``jmr:<task_id>``, in one statement (with the parts
+        other tasks of this worker send at the same moment); clients read the
         parts in order with :meth:`Client.parts`. Parts belong to this
         attempt: if it fails and the task is retried, readers go on with
         the next attempt's parts (docs/tasks.md, Streaming).
@@ -337,7 +341,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
         in_hand = self._in_hand.get()
         assert in_hand is not None
         seq, in_hand.parts = in_hand.parts, in_hand.parts + 1
-        if not self._store.part_insert(task.id, task.attempt, seq, text):
+        if not self._parts.send(task.id, task.attempt, seq, text):
             raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
 
     def error_result(self, data: Any) -> None:

@@ -7,6 +7,7 @@ task; and ``wait()``/``wait_all`` not woken by them."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import subprocess
@@ -300,3 +301,41 @@ def test_run_tasks_streams_generator_task_functions_here(dsn: str) -> None:
         run_tasks(streamers.async_app)
         assert [p.data for p in streamers.async_app.client.parts(tid)] == [0, 1, 2]
         assert streamers.async_app.client.receive(tid) is None
+
+
+async def test_parts_sent_at_the_same_moment_are_written_together_each_fenced(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """A worker's part group: the parts of 8 tasks streaming at once go in
+    fewer statements (commits) than parts, each task's in order, and a part
+    of an attempt that lost its task is refused within a batch."""
+    from job_machine._async.connection import AsyncConnector  # noqa: PLC0415
+    from job_machine._async.parts import AsyncPartGroup  # noqa: PLC0415
+    from job_machine._async.store import AsyncStore  # noqa: PLC0415
+
+    async with jm.AsyncClient(dsn, queue="tests.stream.group") as client:
+        ids = await client.send_many([{"n": i} for i in range(8)])
+    connector = AsyncConnector(dsn=dsn)
+    store = AsyncStore(connector)
+    try:
+        held = await store.task_claim(["tests.stream.group"], limit=8)
+        assert sorted(t.id for t in held) == ids
+        lost = held[0]  # taken back from its attempt, as a rescue would
+        conn.execute("UPDATE jobmachine.task SET status = 0 WHERE task_id = %s", [lost.id])
+        group = AsyncPartGroup(store)
+
+        async def stream(task: jm.Task) -> list[bool]:
+            return [
+                await group.send(task.id, task.attempt, seq, json.dumps(seq)) for seq in range(20)
+            ]
+
+        results = await asyncio.gather(*(stream(t) for t in held))
+    finally:
+        await connector.close()
+    assert results[0] == [False] * 20
+    assert all(r == [True] * 20 for r in results[1:])
+    assert stored(conn, lost.id) == []
+    for task in held[1:]:
+        assert stored(conn, task.id) == [(1, seq, seq) for seq in range(20)]
+    commits = conn.execute("SELECT count(DISTINCT xmin::text) FROM jobmachine.part").fetchone()
+    assert commits is not None and commits[0] < 7 * 20, "no two parts were written together"
