@@ -37,7 +37,7 @@ from .store import Answer, Store
 #: Seconds between a waiter's reads of the table when no notification came.
 RECHECK = 2.0
 
-#: Most parts one read of :func:`parts` fetches.
+#: Most parts one read of :func:`read_parts` fetches.
 PART_BATCH = 1000
 
 
@@ -186,13 +186,15 @@ def read_parts(
             if current != attempt:
                 attempt, seq = current, 0
             answered = is_answered(answer)
+            gap = False
             for part in found:
                 if part.seq != seq and not answered:
-                    break  # a gap: the part before it is not committed yet
+                    gap = True  # the part before it is not committed yet
+                    break
                 yield part
                 seq = part.seq + 1
-            if len(found) >= PART_BATCH:
-                continue
+            if len(found) >= PART_BATCH and not gap:
+                continue  # more stored than one read takes
             if answered:
                 if answer.reply is None and answer.status == Status.FAILED:
                     raise TaskFailed(task_id, _codec.decode(answer.error))

@@ -339,3 +339,16 @@ async def test_parts_sent_at_the_same_moment_are_written_together_each_fenced(
         assert stored(conn, task.id) == [(1, seq, seq) for seq in range(20)]
     commits = conn.execute("SELECT count(DISTINCT xmin::text) FROM jobmachine.part").fetchone()
     assert commits is not None and commits[0] < 7 * 20, "no two parts were written together"
+
+
+def test_more_parts_than_one_read_takes_are_all_read_in_order(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from job_machine._sync import waiter  # noqa: PLC0415
+
+    monkeypatch.setattr(waiter, "PART_BATCH", 7)
+    with jm.Client(dsn, queue="tests.stream") as client:
+        tid = client.send({"n": 30})
+        with streamers.Streamer(dsn, handle_signals=False) as w:
+            assert w.work_once()
+        assert [p.seq for p in client.parts(tid, timeout=10)] == list(range(30))
