@@ -896,7 +896,7 @@ SELECT t.status, t.attempts,
 -- moment (the worker's part group writes them together: one statement, one
 -- commit), each fenced by its own attempt; a task's parts in order of seq.
 -- Returns the parts stored; one missing was refused (its attempt no longer
--- holds the task). One notification per task (PostgreSQL folds a
+-- holds the task). The tasks are locked in order of id. One notification per task (PostgreSQL folds a
 -- transaction's equal notifications into one).
 WITH d AS (
     SELECT * FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(seqs)s::int[],
@@ -905,6 +905,7 @@ WITH d AS (
     SELECT t.task_id, t.attempts
       FROM jobmachine.task t
      WHERE t.task_id IN (SELECT task_id FROM d) AND t.status = 100
+     ORDER BY t.task_id
        FOR SHARE
 )
 INSERT INTO jobmachine.part (task_id, attempt, seq, data)
