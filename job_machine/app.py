@@ -128,6 +128,10 @@ class App:
         self, fn: Callable[P, Generator[Any, Any, R]], /
     ) -> GeneratorTaskFunction[P, R]: ...
     @overload
+    def task(  # type: ignore[overload-overlap]
+        self, fn: Callable[P, Iterator[Any]], /
+    ) -> GeneratorTaskFunction[P, Any]: ...
+    @overload
     def task(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
     @overload
     def task(
