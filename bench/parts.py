@@ -2,11 +2,15 @@
 part's latency from ``send_part`` to the reader's ``for part in
 client.parts(...)``.
 
+    python -m bench.parts                     # on a throwaway PostgreSQL
     python -m bench.parts --dsn postgresql://postgres@127.0.0.1:5499/postgres
-    python -m bench.parts --dsn ... --parts 5000 --interval 0.002 --runs 3
+    python -m bench.parts --parts 5000 --interval 0.002 --runs 5
 
-It creates a database of its own next to the one given (``jm_bench_parts_<pid>``,
-so the role needs CREATEDB), installs the schema, and drops it at the end.
+Without ``--dsn`` it starts a throwaway PostgreSQL as ``python -m bench``
+does (PostgreSQL 15 with its default settings, fsync on, else the embedded
+one); with it, it creates a database of its own next to the one given
+(``jm_bench_parts_<pid>``, so the role needs CREATEDB). Either way it
+installs the schema there and drops it at the end.
 Each run sends one task; a worker in a process of its own (a ``Worker``
 subclass, forked after the imports, its connecting not timed) claims it and
 calls ``send_part({"i": i, "t": time.time()})`` for each part, then replies;
@@ -36,9 +40,8 @@ import time
 from typing import Any
 
 import job_machine as jm
-import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
+
+from bench.server import create_bench_database, existing, settings, start_throwaway
 
 QUEUE = "bench.parts"
 
@@ -106,9 +109,14 @@ def measure(dsn: str, n: int, interval: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.parts", description=__doc__.split("\n")[0]
+        prog="python -m bench.parts", description=(__doc__ or "").split("\n")[0]
     )
-    parser.add_argument("--dsn", required=True, help="a server to create the bench database on")
+    parser.add_argument(
+        "--dsn",
+        help="a server to create the bench database on (default: a throwaway PostgreSQL, "
+        "as python -m bench starts)",
+    )
+    parser.add_argument("--pg", default="auto", help="which throwaway server: auto|15|embedded")
     parser.add_argument("--parts", type=int, default=2000, help="parts per flood run (2000)")
     parser.add_argument("--paced-parts", type=int, default=500, help="parts per paced run (500)")
     parser.add_argument(
@@ -117,12 +125,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs of each mode (3)")
     args = parser.parse_args(argv)
 
-    name = f"jm_bench_parts_{os.getpid()}"
-    ident = sql.Identifier(name)
-    with psycopg.connect(args.dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(ident))
-    dsn = make_conninfo(args.dsn, dbname=name)
+    server = existing(args.dsn) if args.dsn else start_throwaway(args.pg)
     try:
+        dsn = create_bench_database(server, f"jm_bench_parts_{os.getpid()}")
+        print(f"server: {server.source}; {settings(dsn)}")
         jm.install_schema(dsn)
         results: dict[str, list[dict[str, Any]]] = {"flood": [], "paced": []}
         for _ in range(args.runs):
@@ -138,8 +144,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
         print(json.dumps(results))
     finally:
-        with psycopg.connect(args.dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+        server.stop()
 
 
 if __name__ == "__main__":
