@@ -352,3 +352,33 @@ def test_more_parts_than_one_read_takes_are_all_read_in_order(
         with streamers.Streamer(dsn, handle_signals=False) as w:
             assert w.work_once()
         assert [p.seq for p in client.parts(tid, timeout=10)] == list(range(30))
+
+
+def test_a_perl_client_never_takes_a_part_for_the_reply(dsn: str) -> None:
+    """Parts are not result rows: Perl Job::Machine 0.19's receive (the
+    newest result row) finds nothing while only parts are stored, then the
+    reply."""
+    from tests.integration.test_perl_compat import Perl  # noqa: PLC0415
+
+    perl = Perl(dsn)
+    seen_by_perl: list[Any] = []
+
+    class ForPerl(jm.Worker):
+        handle_signals = False
+
+        def process(self, task: jm.Task) -> None:
+            self.send_part({"data": "a part"})
+            self.send_part({"data": "another"})
+            seen_by_perl.append(perl.receive(task.id))
+            self.reply({"data": "the reply"})
+
+    try:
+        tid = perl.send("tests.perl.parts", {"from": "perl"})
+        with ForPerl(dsn, queue="tests.perl.parts") as w:
+            assert w.work_once()
+        assert seen_by_perl == [None]
+        assert perl.receive(tid) == "the reply"
+        with jm.Client(dsn) as client:
+            assert [p.data for p in client.parts(tid)] == [{"data": "a part"}, {"data": "another"}]
+    finally:
+        perl.close()
