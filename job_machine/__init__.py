@@ -44,6 +44,7 @@ from .errors import (
 from .task import (
     HourStats,
     LockInfo,
+    Part,
     QueueStats,
     ScheduleInfo,
     Stats,
@@ -54,7 +55,13 @@ from .task import (
     TaskSummary,
     WorkerInfo,
 )
-from .taskfunction import AsyncTaskFunction, TaskArgs, TaskFunction
+from .taskfunction import (
+    AsyncGeneratorTaskFunction,
+    AsyncTaskFunction,
+    GeneratorTaskFunction,
+    TaskArgs,
+    TaskFunction,
+)
 
 __version__ = "0.1.0"
 
@@ -63,18 +70,21 @@ __all__ = [
     "App",
     "AsyncAdmin",
     "AsyncClient",
+    "AsyncGeneratorTaskFunction",
     "AsyncTaskFunction",
     "AsyncTaskWorker",
     "AsyncWorker",
     "Client",
     "ConnectionFailed",
     "ConnectionLost",
+    "GeneratorTaskFunction",
     "HourStats",
     "InvalidData",
     "InvalidQueueName",
     "JobMachineError",
     "LockInfo",
     "NoCurrentTask",
+    "Part",
     "PoolExhausted",
     "QueueStats",
     "Retry",

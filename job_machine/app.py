@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from types import TracebackType
@@ -48,7 +48,9 @@ from ._taskdef import TaskDef, TaskTable
 from .errors import JobMachineError
 from .taskfunction import (
     DEFAULT_TIMEOUT,
+    AsyncGeneratorTaskFunction,
     AsyncTaskFunction,
+    GeneratorTaskFunction,
     TaskDecorator,
     TaskFunction,
     TaskFunctionBase,
@@ -123,6 +125,18 @@ class App:
         self, fn: Callable[P, Coroutine[Any, Any, R]], /
     ) -> AsyncTaskFunction[P, R]: ...
     @overload
+    def task(  # type: ignore[overload-overlap]
+        self, fn: Callable[P, AsyncIterator[Any]], /
+    ) -> AsyncGeneratorTaskFunction[P]: ...
+    @overload
+    def task(  # type: ignore[overload-overlap]
+        self, fn: Callable[P, Generator[Any, Any, R]], /
+    ) -> GeneratorTaskFunction[P, R]: ...
+    @overload
+    def task(  # type: ignore[overload-overlap]
+        self, fn: Callable[P, Iterator[Any]], /
+    ) -> GeneratorTaskFunction[P, Any]: ...
+    @overload
     def task(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
     @overload
     def task(
@@ -151,6 +165,8 @@ class App:
         cron_timezone: str = "UTC",
     ) -> Any:
         """Make a function (``def`` or ``async def``) a task function of this app.
+        A generator function streams what it yields as parts (docs/tasks.md,
+        Streaming).
 
         Use as ``@app.task`` or ``@app.task(queue=..., ...)``.
 
@@ -190,7 +206,15 @@ class App:
         def register(f: Callable[..., Any]) -> Any:
             definition = TaskDef.of(f, name, queue)
             function: TaskFunctionBase[Any, Any]
-            if definition.is_async:
+            if definition.streams and definition.is_async:
+                function = AsyncGeneratorTaskFunction(
+                    self, definition, options, definition.queue, timeout
+                )
+            elif definition.streams:
+                function = GeneratorTaskFunction(
+                    self, definition, options, definition.queue, timeout
+                )
+            elif definition.is_async:
                 function = AsyncTaskFunction(self, definition, options, definition.queue, timeout)
             else:
                 function = TaskFunction(self, definition, options, definition.queue, timeout)

@@ -930,7 +930,7 @@ SELECT name,
 -- children, for a dashboard).
 SELECT task_id, status FROM jobmachine.task WHERE task_id = ANY(%(ids)s::bigint[])
 
--- ===== cron schedules (schema version 5, docs/schedules.md) ==================
+-- ===== cron schedules (schema version 5, docs/schedules.md) ===========
 
 -- name: schedule_upsert
 -- Make a schedule, or replace the one of that name: its paused state is
@@ -1018,3 +1018,69 @@ SELECT jobmachine.schedule_fire(%(schedule_id)s, %(tick)s, %(cron)s, %(timezone)
 -- name: schedule_now
 -- The database's clock, from which a new schedule's first tick is computed.
 SELECT now() AS now
+-- == streamed partial replies (schema version 6) ============================
+
+-- name: part_insert
+-- Store one part of a task (send_part), only while the attempt that sends
+-- it still holds the task (a revived attempt's late part is refused: no
+-- row), and announce it on jmr:<task_id> with the payload 'part'. FOR
+-- SHARE: a revive or rescue committing meanwhile is waited for, and the
+-- fence checked again on the task as it left it.
+INSERT INTO jobmachine.part (task_id, attempt, seq, data)
+SELECT t.task_id, t.attempts, %(seq)s, %(data)s
+  FROM jobmachine.task t
+ WHERE t.task_id = %(task_id)s AND t.status = 100 AND t.attempts = %(attempt)s
+   FOR SHARE
+RETURNING task_id, pg_notify('jmr:' || task_id::text, 'part')
+
+-- name: part_read
+-- A reader of a task's parts (Client.parts): in one snapshot, whether the
+-- task is answered (as task_answer: a reply, or done or failed), its
+-- newest error, its current attempt, and up to %(limit)s parts of that
+-- attempt in order, from %(seq)s on when the reader is at that attempt
+-- (%(attempt)s) already, else from the first. A part is committed before
+-- the answer of its attempt, so a read that finds the task answered finds
+-- every part it had. No row: there is no such task.
+SELECT t.status, t.attempts,
+       (SELECT r.result FROM jobmachine.result r
+         WHERE r.task_id = t.task_id AND r.resulttype IS DISTINCT FROM 'error'
+         ORDER BY r.result_id DESC LIMIT 1) AS reply,
+       (SELECT r.result FROM jobmachine.result r
+         WHERE r.task_id = t.task_id AND r.resulttype = 'error'
+         ORDER BY r.result_id DESC LIMIT 1) AS error,
+       ps.seqs, ps.datas, ps.created
+  FROM jobmachine.task t
+ CROSS JOIN LATERAL (
+    SELECT array_agg(p.seq ORDER BY p.seq) AS seqs, array_agg(p.data ORDER BY p.seq) AS datas,
+           array_agg(p.created ORDER BY p.seq) AS created
+      FROM (SELECT p.seq, p.data, p.created
+              FROM jobmachine.part p
+             WHERE p.task_id = t.task_id AND p.attempt = t.attempts
+               AND p.seq >= CASE WHEN t.attempts = %(attempt)s THEN %(seq)s ELSE 0 END
+             ORDER BY p.seq
+             LIMIT %(limit)s) p
+ ) ps
+ WHERE t.task_id = %(task_id)s
+
+-- name: part_insert_many
+-- part_insert for the parts several tasks of one worker send at the same
+-- moment (the worker's part group writes them together: one statement, one
+-- commit), each fenced by its own attempt; a task's parts in order of seq.
+-- Returns the parts stored; one missing was refused (its attempt no longer
+-- holds the task). The tasks are locked in order of id. One notification per task (PostgreSQL folds a
+-- transaction's equal notifications into one).
+WITH d AS (
+    SELECT * FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(seqs)s::int[],
+                         %(datas)s::text[]) AS d (task_id, attempt, seq, data)
+), held AS (
+    SELECT t.task_id, t.attempts
+      FROM jobmachine.task t
+     WHERE t.task_id IN (SELECT task_id FROM d) AND t.status = 100
+     ORDER BY t.task_id
+       FOR SHARE
+)
+INSERT INTO jobmachine.part (task_id, attempt, seq, data)
+SELECT d.task_id, d.attempt, d.seq, d.data
+  FROM d JOIN held h ON h.task_id = d.task_id AND h.attempts = d.attempt
+ ORDER BY d.task_id, d.seq
+RETURNING task_id, attempt, seq, pg_notify('jmr:' || task_id::text, 'part')

@@ -75,6 +75,25 @@ class Answered:
         return self.reply
 
 
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One streamed partial reply of a task, as :meth:`Client.parts` yields it."""
+
+    #: The task.
+    task_id: int
+    #: The attempt that sent it. Parts are read for the task's current
+    #: attempt: when a failed attempt is retried, the next part read is the
+    #: new attempt's first (``seq`` 0, a higher ``attempt``), so a reader
+    #: that shows parts as they come can tell that the work started again.
+    attempt: int
+    #: Its place among its attempt's parts: 0, 1, 2...
+    seq: int
+    #: What the worker sent, decoded from JSON.
+    data: Any
+    #: When it was stored.
+    created: datetime
+
+
 #: The kinds of end: a stored answer that notifies as such, a stored answer
 #: of result(), done without an answer, a failed attempt.
 REPLY, RESULT, DONE, ERROR = "reply", "result", "done", "error"

@@ -533,7 +533,7 @@ INSERT INTO jobmachine.schema_version (version, description)
     ON CONFLICT (version) DO NOTHING;
 
 
--- ===== Version 5: cron schedules (docs/schedules.md) =========================
+-- ===== Version 5: cron schedules (docs/schedules.md) ==================
 -- Self-contained: the schedule table and the function that fires a tick.
 -- Perl Job::Machine never reads them.
 --
@@ -637,5 +637,26 @@ INSERT INTO jobmachine.schema_version (version, description)
     VALUES (5, 'cron schedules (jobmachine.schedule, schedule_fire())')
     ON CONFLICT (version) DO NOTHING;
 -- ===== end of version 5: cron schedules ======================================
+-- == Version 6: streamed partial replies (jobmachine.part) ==================
+-- A worker's parts of a task (Worker.send_part, a generator task
+-- function's yields), read in order by Client.parts while the task runs or
+-- after it ended, from any process. Not result rows: a Perl client's
+-- receive reads the newest result row as the reply. Each part is stored
+-- under the attempt that sent it (fenced: only while that attempt holds
+-- the task); a reader reads the parts of the task's current attempt, so a
+-- retried task's earlier parts stay for the record but are not read as
+-- the new attempt's. They go with the task (ON DELETE CASCADE).
+CREATE TABLE IF NOT EXISTS jobmachine.part (
+    task_id     bigint NOT NULL REFERENCES jobmachine.task (task_id) ON DELETE CASCADE,
+    attempt     integer NOT NULL,
+    seq         integer NOT NULL,
+    data        text NOT NULL,
+    created     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (task_id, attempt, seq)
+);
+INSERT INTO jobmachine.schema_version (version, description)
+    VALUES (6, 'streamed partial replies (jobmachine.part)')
+    ON CONFLICT (version) DO NOTHING;
+-- == end of version 6: streamed partial replies =============================
 
 COMMIT;

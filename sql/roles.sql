@@ -83,9 +83,10 @@ BEGIN
     IF to_regclass('jobmachine.schema_version') IS NOT NULL THEN
         SELECT max(v.version) INTO installed FROM jobmachine.schema_version v;
     END IF;
-    -- The grants below name columns of schema version 5.
-    IF installed IS NULL OR installed < 5 THEN
-        RAISE EXCEPTION 'the jobmachine schema is missing or older than version 5 (found %)', coalesce(installed::text, 'none')
+    -- The grants below name version 5's schedule table and version 6's
+    -- part table.
+    IF installed IS NULL OR installed < 6 THEN
+        RAISE EXCEPTION 'the jobmachine schema is missing or older than version 6 (found %)', coalesce(installed::text, 'none')
             USING HINT = 'install or upgrade it first: psql -f sql/create_tables.sql, or job_machine.install_schema()';
     END IF;
 
@@ -171,6 +172,8 @@ BEGIN
         -- parent failed already is written by the trigger
         -- task_parent_failed, which runs as the schema's owner.
         (sender, 'SELECT', 'TABLE jobmachine.result'),
+        -- Streamed parts (parts()): read only, like the replies.
+        (sender, 'SELECT', 'TABLE jobmachine.part'),
         -- task_info names the worker running the task; not its queues,
         -- heartbeat or commands.
         (sender, 'SELECT (worker_id, host, pid)', 'TABLE jobmachine.worker'),
@@ -203,6 +206,9 @@ BEGIN
         (worker, 'EXECUTE', 'FUNCTION jobmachine.queue_prune(double precision, integer, timestamptz)'),
         (worker, 'EXECUTE', 'FUNCTION jobmachine.task_note(bigint, jsonb, text[])'),
         (worker, 'SELECT, INSERT (task_id, result, resulttype)', 'TABLE jobmachine.result'),
+        -- part_insert (send_part); the parts go with their task by ON
+        -- DELETE CASCADE.
+        (worker, 'SELECT, INSERT (task_id, attempt, seq, data)', 'TABLE jobmachine.part'),
         -- worker_register, worker_heartbeat (an upsert that sets seen),
         -- worker_reap (deletes dead workers: the one table-level DELETE
         -- left, see docs/roles.md). Not command: a worker cannot stop the

@@ -95,6 +95,7 @@ NAMES = {
     "AsyncProducer": "Producer",
     "AsyncSlots": "Slots",
     "AsyncSendGroup": "SendGroup",
+    "AsyncPartGroup": "PartGroup",
     "ashield": "shield",
     "ajoin_all": "join_all",
     "ainstall_schema": "install_schema",

@@ -38,6 +38,8 @@ class _InHand:
 
     task: Task
     answered: bool = False
+    #: The seq of the next part send_part() stores.
+    parts: int = 0
 
 
 class AsyncExecutor:
@@ -113,6 +115,17 @@ class AsyncExecutor:
         in_hand = self._in_hand.get()
         if in_hand is not None:
             in_hand.answered = True
+
+    def next_part(self) -> tuple[Task, int]:
+        """The task in hand (not answered yet) and the seq of its next part.
+
+        :raises TaskNotHeld: the task in hand is answered already.
+        """
+        task = self._unanswered()
+        in_hand = self._in_hand.get()
+        assert in_hand is not None
+        seq, in_hand.parts = in_hand.parts, in_hand.parts + 1
+        return task, seq
 
     def mark_answered(self) -> None:
         """The task in hand was answered by other means (a task function's

@@ -31,6 +31,7 @@ from ..task import (
     STATE_NAMES,
     HourStats,
     LockInfo,
+    Part,
     QueueStats,
     ScheduleInfo,
     Status,
@@ -374,6 +375,45 @@ class AsyncStore:
         return {
             int(r["task_id"]): Answer(Status(r["status"]), r["reply"], r["error"]) for r in rows
         }
+
+    async def part_insert(self, task_id: int, attempt: int, seq: int, data: str) -> bool:
+        """Store part ``seq`` of a held task and notify ``jmr:<task_id>``
+        ('part'); False if this attempt no longer holds it."""
+        params = {"task_id": task_id, "attempt": attempt, "seq": seq, "data": data}
+        return await self._one("part_insert", params) is not None
+
+    async def part_insert_many(
+        self, parts: Sequence[tuple[int, int, int, str]]
+    ) -> set[tuple[int, int, int]]:
+        """Store parts ``(task_id, attempt, seq, data)`` of held tasks in one
+        statement; the ``(task_id, attempt, seq)`` stored (the others were refused)."""
+        params = {
+            "task_ids": [p[0] for p in parts],
+            "attempts": [p[1] for p in parts],
+            "seqs": [p[2] for p in parts],
+            "datas": [p[3] for p in parts],
+        }
+        rows = await self._all("part_insert_many", params)
+        return {(int(r["task_id"]), int(r["attempt"]), int(r["seq"])) for r in rows}
+
+    async def part_read(
+        self, task_id: int, attempt: int, seq: int, limit: int
+    ) -> tuple[Answer, int, list[Part]] | None:
+        """In one snapshot: the task's answer, its current attempt, and up to
+        ``limit`` parts of that attempt in order (from ``seq`` on if it is
+        ``attempt``, else from the first); None if there is no such task."""
+        params = {"task_id": task_id, "attempt": attempt, "seq": seq, "limit": limit}
+        row = await self._one("part_read", params)
+        if row is None:
+            return None
+        current = int(row["attempts"])
+        parts = [
+            Part(task_id, current, int(n), _codec.decode(data), created)
+            for n, data, created in zip(
+                row["seqs"] or [], row["datas"] or [], row["created"] or [], strict=True
+            )
+        ]
+        return Answer(Status(row["status"]), row["reply"], row["error"]), current, parts
 
     async def task_answered(self, task_id: int) -> bool | None:
         """Whether the task has a reply or has finished; None if there is no such task."""

@@ -15,6 +15,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from .. import _codec
 from .._acompat import ajoin_all, arun_blocking, aselect_readable, aspawn
 from .._backoff import Backoff, backoff_delay
 from .._shutdown import GracefulShutdown
@@ -31,6 +32,7 @@ from ..errors import (
     ConnectionFailed,
     Retry,
     StatementFailed,
+    TaskNotHeld,
 )
 from ..liveness import CLIENT_KEEPALIVES, Liveness
 from ..task import Task
@@ -39,6 +41,7 @@ from .connection import AsyncConnector, AsyncConnectorOwner, aconnect
 from .executor import AsyncExecutor
 from .listener import AsyncListener
 from .locks import AsyncLocksAndNotes
+from .parts import AsyncPartGroup
 from .producer import AsyncProducer
 from .slots import AsyncSlots
 from .store import AsyncStore, ChoreCounts
@@ -256,6 +259,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             must_reclaim=self._producer.must_reclaim,
             name=f"job_machine_task_{id(self)}",
         )
+        #: Writes the parts of tasks streaming at the same moment together.
+        self._parts = AsyncPartGroup(self._store)
         self._started = False
         self._stopping = False
         for name, value in extra.items():
@@ -313,6 +318,24 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         """Attach metadata to the task in hand (see :meth:`AsyncClient.note`):
         each keyword is set, or removed when given as None."""
         await self._note(self.task.id, notes)
+
+    async def send_part(self, data: Any) -> None:
+        """Stream a partial reply (any JSON value) to the client before the
+        answer: stored as the task's next part (``seq`` 0, 1, 2...) and
+        announced on ``jmr:<task_id>``, in one statement (with the parts
+        other tasks of this worker send at the same moment); clients read the
+        parts in order with :meth:`AsyncClient.parts`. Parts belong to this
+        attempt: if it fails and the task is retried, readers go on with
+        the next attempt's parts (docs/tasks.md, Streaming).
+
+        :raises InvalidData: ``data`` cannot be encoded as JSON (nothing is written).
+        :raises TaskNotHeld: the task is answered already, or was revived
+            and is no longer this worker's (the part is refused).
+        """
+        text = _codec.encode(data, "part data")
+        task, seq = self._executor.next_part()
+        if not await self._parts.send(task.id, task.attempt, seq, text):
+            raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
 
     async def error_result(self, data: Any) -> None:
         """Store ``data`` as an error result; the task's status does not change."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from functools import partial
 from typing import Any
 
@@ -112,13 +112,34 @@ class TaskWorker(Worker):
         except TaskRejected as ex:
             self._reject(task, ex)
             return
-        result = self._call(taskdef, args, kwargs)
+        if taskdef.streams:
+            result = self._stream(taskdef, args, kwargs)
+        else:
+            result = self._call(taskdef, args, kwargs)
         self.reply(to_json(result))
 
     def _call(self, taskdef: TaskDef, args: list[Any], kwargs: dict[str, Any]) -> Any:
         if taskdef.is_async:
             return taskdef.fn(*args, **kwargs)
         return run_blocking(partial(taskdef.fn, *args, **kwargs))
+
+    def _stream(self, taskdef: TaskDef, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Run a generator task function: each value it yields is sent as a
+        part (:meth:`send_part`) as soon as it is yielded; what a ``def``
+        generator returns is the reply (an ``def`` one returns None)."""
+        generator = taskdef.fn(*args, **kwargs)
+        if taskdef.is_async:
+            for item in generator:
+                self.send_part(to_json(item))
+            return None
+        try:
+            while True:
+                done, value = run_blocking(partial(_step, generator))
+                if done:
+                    return value
+                self.send_part(to_json(value))
+        finally:
+            generator.close()
 
     def _reject(self, task: Task, ex: TaskRejected) -> None:
         """Fail the task now: no retry can make its data fit."""
@@ -133,3 +154,12 @@ class TaskWorker(Worker):
             raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
         self._executor.mark_answered()
         logger.error("task %d failed without retries: %s", task.id, ex)
+
+
+def _step(generator: Generator[Any, None, Any]) -> tuple[bool, Any]:
+    """The generator's next value ``(False, value)``, or ``(True, what it
+    returned)`` (StopIteration cannot cross a thread's future)."""
+    try:
+        return False, next(generator)
+    except StopIteration as end:
+        return True, end.value

@@ -17,6 +17,7 @@ import psycopg
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
+from .. import _codec
 from .._acompat import join_all, run_blocking, select_readable, spawn
 from .._backoff import Backoff, backoff_delay
 from .._shutdown import GracefulShutdown
@@ -33,6 +34,7 @@ from ..errors import (
     ConnectionFailed,
     Retry,
     StatementFailed,
+    TaskNotHeld,
 )
 from ..liveness import CLIENT_KEEPALIVES, Liveness
 from ..task import Task
@@ -41,6 +43,7 @@ from .connection import Connector, ConnectorOwner, connect
 from .executor import Executor
 from .listener import Listener
 from .locks import LocksAndNotes
+from .parts import PartGroup
 from .producer import Producer
 from .slots import Slots
 from .store import ChoreCounts, Store
@@ -258,6 +261,8 @@ class Worker(LocksAndNotes, ConnectorOwner):
             must_reclaim=self._producer.must_reclaim,
             name=f"job_machine_task_{id(self)}",
         )
+        #: Writes the parts of tasks streaming at the same moment together.
+        self._parts = PartGroup(self._store)
         self._started = False
         self._stopping = False
         for name, value in extra.items():
@@ -315,6 +320,24 @@ class Worker(LocksAndNotes, ConnectorOwner):
         """Attach metadata to the task in hand (see :meth:`Client.note`):
         each keyword is set, or removed when given as None."""
         self._note(self.task.id, notes)
+
+    def send_part(self, data: Any) -> None:
+        """Stream a partial reply (any JSON value) to the client before the
+        answer: stored as the task's next part (``seq`` 0, 1, 2...) and
+        announced on ``jmr:<task_id>``, in one statement (with the parts
+        other tasks of this worker send at the same moment); clients read the
+        parts in order with :meth:`Client.parts`. Parts belong to this
+        attempt: if it fails and the task is retried, readers go on with
+        the next attempt's parts (docs/tasks.md, Streaming).
+
+        :raises InvalidData: ``data`` cannot be encoded as JSON (nothing is written).
+        :raises TaskNotHeld: the task is answered already, or was revived
+            and is no longer this worker's (the part is refused).
+        """
+        text = _codec.encode(data, "part data")
+        task, seq = self._executor.next_part()
+        if not self._parts.send(task.id, task.attempt, seq, text):
+            raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
 
     def error_result(self, data: Any) -> None:
         """Store ``data`` as an error result; the task's status does not change."""

@@ -3,7 +3,8 @@ sql/create_tables.sql, kept as tests/fixtures/create_tables_v2.sql) to
 the current version in place: nothing lost, the claim index replaced,
 idempotent, and Perl Job::Machine and Python clients and workers working on
 it after. Likewise from version 3 (tests/fixtures/create_tables_v3.sql) to
-version 4."""
+version 4, and from version 4 (tests/fixtures/create_tables_v4.sql) to
+version 5 (streamed parts)."""
 
 from __future__ import annotations
 
@@ -301,16 +302,29 @@ def test_install_schema_upgrades_a_v3_database_in_place(empty_dsn: str, dsn: str
         assert client.task_info(running).state == "running"
 
 
+class _Streams(jm.Worker):
+    """Sends its data's items as parts, then replies with their count."""
+
+    handle_signals = False
+
+    def process(self, task: jm.Task) -> None:
+        for item in task.data:
+            self.send_part(item)
+        self.reply(len(task.data))
+
+
 def test_install_schema_upgrades_a_v4_database_with_the_schedule_table(
     empty_dsn: str, dsn: str
 ) -> None:
-    """Version 5's cron schedules: a table and a function of their own,
-    added beside a v4 database's tasks, which stay as they were."""
+    """Version 5's cron schedules (a table and a function of their own) and
+    version 6's streamed parts (a table), added beside a v4 database's
+    tasks, which stay as they were."""
     fresh_dsn, dsn = dsn, empty_dsn
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute(V4_SCHEMA.read_text("utf-8"))
         assert rows(c, "SELECT max(version) FROM jobmachine.schema_version") == [(4,)]
         assert rows(c, "SELECT to_regclass('jobmachine.schedule')") == [(None,)]
+        assert rows(c, "SELECT to_regclass('jobmachine.part')") == [(None,)]
         # A v4 database's task, written as v4's client did (this release's
         # client needs functions v4 lacks: queue_find()).
         waiting = c.execute(
@@ -340,3 +354,8 @@ def test_install_schema_upgrades_a_v4_database_with_the_schedule_table(
     with jm.Client(dsn, queue="mig.q") as client, Answer(dsn, queue="mig.q") as w:
         assert w.work_once()
         assert client.task_info(waiting).state == "done"
+        streamed = client.send(["a", "b"], queue="mig.parts")
+        with _Streams(dsn, queue="mig.parts") as s:
+            assert s.work_once()
+        assert [p.data for p in client.parts(streamed, timeout=5)] == ["a", "b"]
+        assert client.receive(streamed) == 2
