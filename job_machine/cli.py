@@ -1524,6 +1524,73 @@ def web(*, dsn: str | None, host: str, port: int, **settings: Any) -> None:
     dashboard.serve(config, host=host, port=port)
 
 
+# -- metrics ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=9187,
+    show_default=True,
+    help="The port to serve /metrics on (0: any free one, logged).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address to listen on. The metrics carry queue names and counts and ask "
+    "for no credentials: expose them beyond this machine only on a trusted network.",
+)
+@_dsn_option
+def metrics(port: int, host: str, dsn: str | None) -> None:
+    """Serve Prometheus metrics on http://HOST:PORT/metrics until SIGTERM or
+    Ctrl-C: tasks by queue and state, the oldest waiting age per queue,
+    workers running, idle and dead, done and failed counts, paused queues.
+    Each scrape reads the database then (a few index reads); nothing runs in
+    between. Needs the metrics extra: pip install 'job_machine[metrics]'.
+    See docs/observability.md.
+    """
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    target = _need_dsn(dsn)
+    try:
+        from prometheus_client import CollectorRegistry, start_http_server  # noqa: PLC0415
+
+        from .metrics import JobMachineCollector  # noqa: PLC0415
+    except ImportError:
+        raise click.ClickException(
+            "metrics need the metrics extra: pip install 'job_machine[metrics]' "
+            "(prometheus_client is not installed)"
+        ) from None
+    _setup_logging("info")
+    stop = threading.Event()
+    with jm.Admin(target) as admin:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(JobMachineCollector(admin))
+        server, thread = start_http_server(port, host, registry=registry)
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+        try:
+            address = server.server_address
+            logger.info(
+                "serving metrics of %s on http://%s:%d/metrics",
+                describe_target(target),
+                f"[{host}]" if ":" in host else host,
+                address[1],
+            )
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            server.shutdown()
+            server.server_close()
+            thread.join()
+    logger.info("metrics stopped")
+
+
 # -- demo ---------------------------------------------------------------------------------
 
 

@@ -80,6 +80,8 @@ _HEADERS = {
 #: Served without credentials: the login form, and the static files it uses.
 _LOGIN = "/login"
 _STATIC = "/static/"
+#: The Prometheus metrics (job_machine.metrics): a scraper without the token gets 401.
+METRICS_PATH = "/metrics"
 _KEY_MESSAGE = b"job_machine web key"
 _MAX_FLASH = 400
 #: The host names every dashboard answers to (``--allowed-host`` adds others).
@@ -361,6 +363,12 @@ class Access:
                 "This dashboard needs a user name and password.",
                 status_code=401,
                 headers={"WWW-Authenticate": 'Basic realm="job_machine", charset="UTF-8"'},
+            )
+        if conn.scope["path"] == METRICS_PATH:  # a scraper, not a browser: no login form
+            return PlainTextResponse(
+                "The metrics need the dashboard's access token (Authorization: Bearer).",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="job_machine"'},
             )
         if conn.scope.get("method") == "GET":
             here = conn.url.path + (f"?{conn.url.query}" if conn.url.query else "")
