@@ -13,6 +13,7 @@ from .._acompat import ARUNS_COROUTINES, arun_blocking
 from .._convert import to_json
 from .._taskdef import TaskDef, TaskTable
 from ..errors import TaskNotHeld, TaskRejected
+from ..logging import task_extra
 from ..task import Task
 from .worker import AsyncWorker
 
@@ -97,4 +98,9 @@ class AsyncTaskWorker(AsyncWorker):
         in_hand = self._in_hand.get()
         if in_hand is not None:
             in_hand.answered = True
-        logger.error("task %d failed without retries: %s", task.id, ex)
+        logger.error(
+            "task %d failed without retries: %s",
+            task.id,
+            ex,
+            extra=task_extra(task, self.worker_id),
+        )

@@ -37,6 +37,7 @@ from ..channels import (
 )
 from ..errors import ConnectionFailed, NoCurrentTask, Retry, TaskNotHeld
 from ..liveness import CLIENT_KEEPALIVES, Liveness
+from ..logging import task_extra
 from ..task import DONE, ERROR, REPLY, RESULT, Status, Task, TaskEnd
 from .completer import Completer
 from .connection import Connector, ConnectorOwner, connect
@@ -660,7 +661,11 @@ class Worker(LocksAndNotes, ConnectorOwner):
         except Exception:
             # Only a lost connection that cannot be replaced gets here; the
             # task stays started and is handed back when the worker stops.
-            logger.exception("task %d: its outcome could not be stored", task.id)
+            logger.exception(
+                "task %d: its outcome could not be stored",
+                task.id,
+                extra=task_extra(task, self.worker_id),
+            )
         finally:
             with self._slots:
                 self._running_tasks.pop(task.id, None)
@@ -737,6 +742,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
                     task.id,
                     _first_line(ex),
                     delay,
+                    extra=task_extra(task, self.worker_id),
                 )
                 self._pause(delay)
                 continue
@@ -767,13 +773,17 @@ class Worker(LocksAndNotes, ConnectorOwner):
             if unmarked and not self._persist(
                 lambda: self._store.task_done(task.id, task.attempt), task, True
             ):
-                logger.warning("task %d was revived while it ran; not marked done", task.id)
+                logger.warning(
+                    "task %d was revived while it ran; not marked done",
+                    task.id,
+                    extra=task_extra(task, self.worker_id),
+                )
         finally:
             self._in_hand.reset(token)
 
     def _record_failure(self, task: Task, ex: Exception) -> None:
         if isinstance(ex, TaskNotHeld):
-            logger.warning("%s", ex)
+            logger.warning("%s", ex, extra=task_extra(task, self.worker_id))
             return
         error = {
             "type": type(ex).__qualname__,
@@ -792,13 +802,29 @@ class Worker(LocksAndNotes, ConnectorOwner):
             recovered,
         )
         if status is None:
-            logger.warning("task %d raised %r but was revived meanwhile", task.id, ex)
+            logger.warning(
+                "task %d raised %r but was revived meanwhile",
+                task.id,
+                ex,
+                extra=task_extra(task, self.worker_id),
+            )
         elif status == Status.WAITING:
             logger.warning(
-                "task %d attempt %d raised %r; retrying in %.1f s", task.id, task.attempt, ex, delay
+                "task %d attempt %d raised %r; retrying in %.1f s",
+                task.id,
+                task.attempt,
+                ex,
+                delay,
+                extra=task_extra(task, self.worker_id),
             )
         else:
-            logger.error("task %d failed after %d attempts: %r", task.id, task.attempt, ex)
+            logger.error(
+                "task %d failed after %d attempts: %r",
+                task.id,
+                task.attempt,
+                ex,
+                extra=task_extra(task, self.worker_id),
+            )
 
     @contextmanager
     def _listening_connection(self) -> Iterator[Connection[Any]]:
