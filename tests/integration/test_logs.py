@@ -13,11 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from psycopg.conninfo import make_conninfo
 
 import job_machine as jm
 from job_machine.logging import JsonFormatter
+from tests.integration.test_web import TOKEN, web_process
 from tests.procs import wait_until
 
 pytestmark = pytest.mark.db
@@ -114,3 +116,20 @@ def test_the_formatter_in_a_program_of_ones_own() -> None:
     assert "worker_id" not in line
     assert line["mine"] == "********"
     assert line["level"] == "WARNING" and line["logger"] == "tests.logs.own"
+
+
+def test_the_dashboard_logs_json_too(dsn: str) -> None:
+    """`job-machine web --log-format json`: its own records and uvicorn's
+    (startup, each request) are JSON lines, with no secret in them."""
+    with web_process(dsn, "--log-format", "json") as (url, proc, secret):
+        assert httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).is_success
+        # Secrets in a request's URL (the access log shows it): the DSN's password, the token.
+        assert httpx.get(url + f"/login?token={secret}", timeout=10).status_code == 401
+        assert httpx.get(url + f"/login?token={TOKEN}", timeout=10).status_code == 303
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert secret not in out and TOKEN not in out
+    records = [json.loads(line) for line in out.splitlines() if line.strip()]
+    loggers = {r["logger"] for r in records}
+    assert {"job_machine.web", "uvicorn.error", "uvicorn.access"} <= loggers, out
+    assert any("/metrics" in r["message"] for r in records if r["logger"] == "uvicorn.access")
