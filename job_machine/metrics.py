@@ -135,6 +135,11 @@ class JobMachineCollector:
         """The metric families, read now (prometheus_client calls it per scrape)."""
         return families(self.read())
 
+    def describe(self) -> Iterable[Metric]:
+        """Nothing: registering the collector reads no database (the registry
+        then skips its check of names already taken)."""
+        return []
+
 
 class _Fixed:
     """A collector of families already read (for one rendering)."""
