@@ -445,7 +445,10 @@ _log_format_option = click.option(
 
 
 def _setup_logging(
-    level: str, log_format: str = "text", dsn: str | None = None, secrets: Sequence[str | None] = ()
+    level: str,
+    log_format: str = "text",
+    dsns: Sequence[str | None] = (),
+    secrets: Sequence[str | None] = (),
 ) -> None:
     handler: logging.Handler
     if log_format == "json":
@@ -453,7 +456,7 @@ def _setup_logging(
 
         handler = logging.StreamHandler(sys.stderr)
         # The DSN's password and the other secrets never reach a line.
-        handler.setFormatter(JsonFormatter(dsn=dsn, secrets=secrets))
+        handler.setFormatter(JsonFormatter(dsn=[d for d in dsns if d], secrets=secrets))
         logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
         return
     if sys.stderr.isatty():
@@ -616,7 +619,7 @@ def worker(
     within --shutdown-grace and exits 0; a second signal exits at once
     (128 + the signal) and the task goes back to waiting.
     """
-    _setup_logging(log_level, log_format, dsn)
+    _setup_logging(log_level, log_format, [dsn, options.get("listen_dsn")])
     if (worker_class is None) == (app_spec is None):
         raise click.UsageError(
             "name a Worker class (MODULE:CLASS) or an app (--app MODULE:APP), one of them",
@@ -1554,7 +1557,7 @@ def web(*, dsn: str | None, host: str, port: int, log_format: str, **settings: A
         dashboard.check_exposure(config, host)
     except ValueError as ex:
         raise click.UsageError(str(ex), ctx=click.get_current_context(silent=True)) from None
-    _setup_logging("info", log_format, target, [config.token, config.password, config.secret])
+    _setup_logging("info", log_format, [target], [config.token, config.password, config.secret])
     dashboard.serve(config, host=host, port=port, json_logs=log_format == "json")
 
 

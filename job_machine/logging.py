@@ -118,14 +118,23 @@ class JsonFormatter(logging.Formatter):
     ``exception`` / ``stack`` (a traceback, as one string) when there is one.
 
     Secrets are replaced by ``********`` in every text: the password of
-    ``dsn`` (however the DSN is written) and each of ``secrets`` (an access
+    ``dsn`` (however the DSN is written; or of each DSN of a list, as a
+    worker's ``listen_dsn``) and each of ``secrets`` (an access
     token, a password), as the dashboard scrubs its pages and logs. Every
     non-ASCII and control character is a JSON ``\\uXXXX`` escape.
     """
 
-    def __init__(self, *, dsn: str | None = None, secrets: Iterable[str | None] = ()) -> None:
+    def __init__(
+        self, *, dsn: str | Iterable[str] | None = None, secrets: Iterable[str | None] = ()
+    ) -> None:
         super().__init__()
-        self._scrub = Scrubber(dsn or "", secrets)
+        dsns = [dsn] if isinstance(dsn, str) else list(dsn or [])
+        self._scrubbers = [Scrubber(d) for d in dsns] + [Scrubber("", secrets)]
+
+    def _scrub(self, text: str) -> str:
+        for scrub in self._scrubbers:
+            text = scrub(text)
+        return text
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {

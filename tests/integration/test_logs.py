@@ -133,3 +133,14 @@ def test_the_dashboard_logs_json_too(dsn: str) -> None:
     loggers = {r["logger"] for r in records}
     assert {"job_machine.web", "uvicorn.error", "uvicorn.access"} <= loggers, out
     assert any("/metrics" in r["message"] for r in records if r["logger"] == "uvicorn.access")
+
+
+def test_the_formatter_scrubs_the_password_of_each_dsn() -> None:
+    """A worker's DSN and its listen_dsn: both passwords are scrubbed."""
+    formatter = JsonFormatter(
+        dsn=["host=a password=first-pw-1234", "postgresql://u:second-pw-5678@b/x"]
+    )
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "%s %s", ("first-pw-1234", "second-pw-5678"), None
+    )
+    assert json.loads(formatter.format(record))["message"] == "******** ********"
