@@ -3,8 +3,9 @@
 Needs the ``metrics`` extra (``pip install job_machine[metrics]``, which
 brings prometheus-client). Nothing runs in the background: each scrape reads
 the database through :class:`~job_machine.Admin` (``stats()``,
-``oldest_waiting()``, ``workers()``: the indexes of the unfinished tasks and
-the small worker table, never the finished history), so a scrape costs a few
+``oldest_waiting()``, ``workers()``, ``locks()``: the indexes of the
+unfinished tasks and the small worker and lock tables, never the finished
+history), so a scrape costs a few
 cheap statements and shows the machine as it is at that moment.
 
 Served by the dashboard at ``GET /metrics`` (behind its access token: a
@@ -29,6 +30,8 @@ The metrics (all gauges):
 - ``job_machine_failed_tasks``: failed tasks kept, all queues.
 - ``job_machine_workers{state}``: registered workers ``running`` a task,
   ``idle``, or ``dead`` (registered, but their liveness lock is gone).
+- ``job_machine_lock_holds{name}``: unexpired holds of each named lock
+  (``lock(name, limit=N)``: at most N at once).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from . import Admin, AsyncAdmin
-from .task import Stats, WorkerInfo
+from .task import LockInfo, Stats, WorkerInfo
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -60,11 +63,12 @@ STATES = ("waiting", "delayed", "blocked", "running", "failed")
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """What one scrape read: the stats, the oldest waiting age of each queue,
-    and the registered workers."""
+    the registered workers and the named locks."""
 
     stats: Stats
     oldest_waiting: dict[str, float]
     workers: list[WorkerInfo]
+    locks: list[LockInfo]
 
 
 def families(snap: Snapshot) -> list[Metric]:
@@ -112,7 +116,14 @@ def families(snap: Snapshot) -> list[Metric]:
     workers.add_metric(["running"], busy)
     workers.add_metric(["idle"], len(alive) - busy)
     workers.add_metric(["dead"], len(snap.workers) - len(alive))
-    return [tasks, oldest, paused, done, estimated, failed, workers]
+    holds = GaugeMetricFamily(
+        "job_machine_lock_holds",
+        "Unexpired holds of each named lock (lock(name, limit=N) allows N at once).",
+        labels=["name"],
+    )
+    for lock in snap.locks:
+        holds.add_metric([lock.name], lock.held)
+    return [tasks, oldest, paused, done, estimated, failed, workers, holds]
 
 
 class JobMachineCollector:
@@ -127,9 +138,8 @@ class JobMachineCollector:
     def read(self) -> Snapshot:
         """One snapshot, read now."""
         with self._lock:
-            return Snapshot(
-                self._admin.stats(), self._admin.oldest_waiting(), self._admin.workers()
-            )
+            admin = self._admin
+            return Snapshot(admin.stats(), admin.oldest_waiting(), admin.workers(), admin.locks())
 
     def collect(self) -> Iterable[Metric]:
         """The metric families, read now (prometheus_client calls it per scrape)."""
@@ -153,7 +163,12 @@ class _Fixed:
 
 async def read_async(admin: AsyncAdmin) -> Snapshot:
     """One snapshot, read now through an :class:`~job_machine.AsyncAdmin`."""
-    return Snapshot(await admin.stats(), await admin.oldest_waiting(), await admin.workers())
+    return Snapshot(
+        await admin.stats(),
+        await admin.oldest_waiting(),
+        await admin.workers(),
+        await admin.locks(),
+    )
 
 
 async def render_async(admin: AsyncAdmin) -> bytes:

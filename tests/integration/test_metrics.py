@@ -39,7 +39,8 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def _seed(dsn: str, client: jm.Client, conn: psycopg.Connection[Any]) -> None:
     """Queue m.a: 3 waiting (the oldest due 60 s ago), 1 delayed, 1 running
-    on a live worker; m.b: paused, 1 failed; a second, dead worker."""
+    on a live worker; m.b: paused, 1 failed; a second, dead worker; two
+    holds of the lock smtp."""
     ids = client.send_many([1, 2, 3], queue="m.a")
     client.send(4, queue="m.a", delay=3600)
     running = client.send(5, queue="m.a")
@@ -61,13 +62,15 @@ def _seed(dsn: str, client: jm.Client, conn: psycopg.Connection[Any]) -> None:
     conn.execute("INSERT INTO jobmachine.worker (host, pid, queues) VALUES ('h', 2, '{m.a}')")
     with jm.Admin(dsn) as admin:
         admin.pause("m.b")
+    assert client.lock("smtp", expire=600, limit=3) is not None
+    assert client.lock("smtp", expire=600, limit=3) is not None
 
 
 def _check(text: str) -> None:
     got = _samples(text)
 
-    def one(name: str, **labels: str) -> float:
-        return got[(name, tuple(sorted(labels.items())))]
+    def one(metric: str, /, **labels: str) -> float:
+        return got[(metric, tuple(sorted(labels.items())))]
 
     assert one("job_machine_tasks", queue="m.a", state="waiting") == 3
     assert one("job_machine_tasks", queue="m.a", state="delayed") == 1
@@ -84,6 +87,7 @@ def _check(text: str) -> None:
     assert one("job_machine_workers", state="running") == 1
     assert one("job_machine_workers", state="idle") == 0
     assert one("job_machine_workers", state="dead") == 1
+    assert one("job_machine_lock_holds", name="smtp") == 2
 
 
 async def test_the_dashboard_serves_metrics_to_a_bearer_token(
