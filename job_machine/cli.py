@@ -414,8 +414,31 @@ def _worker_options(f: F) -> F:
     return f
 
 
-def _setup_logging(level: str) -> None:
+_log_format_option = click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line, with task_id, queue, attempt and worker_id on "
+    "the records about a task, secrets scrubbed (docs/observability.md).",
+)
+
+
+def _setup_logging(
+    level: str,
+    log_format: str = "text",
+    dsns: Sequence[str | None] = (),
+    secrets: Sequence[str | None] = (),
+) -> None:
     handler: logging.Handler
+    if log_format == "json":
+        from .logging import JsonFormatter  # noqa: PLC0415
+
+        handler = logging.StreamHandler(sys.stderr)
+        # The DSN's password and the other secrets never reach a line.
+        handler.setFormatter(JsonFormatter(dsn=[d for d in dsns if d], secrets=secrets))
+        logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+        return
     if sys.stderr.isatty():
         handler = RichHandler(console=Console(stderr=True), show_path=False)
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
@@ -548,6 +571,7 @@ def _load_worker_class(spec: str) -> type[jm.Worker] | type[jm.AsyncWorker]:
     show_default=True,
     help="Log to stderr from this level up.",
 )
+@_log_format_option
 @_dsn_option
 def worker(
     *,
@@ -556,6 +580,7 @@ def worker(
     queues: tuple[str, ...],
     concurrency: int | None,
     log_level: str,
+    log_format: str,
     dsn: str | None,
     **options: Any,
 ) -> None:
@@ -574,7 +599,7 @@ def worker(
     within --shutdown-grace and exits 0; a second signal exits at once
     (128 + the signal) and the task goes back to waiting.
     """
-    _setup_logging(log_level)
+    _setup_logging(log_level, log_format, [dsn, options.get("listen_dsn")])
     if (worker_class is None) == (app_spec is None):
         raise click.UsageError(
             "name a Worker class (MODULE:CLASS) or an app (--app MODULE:APP), one of them",
@@ -610,6 +635,7 @@ def worker(
         except ValueError as ex:
             raise click.UsageError(str(ex), ctx=click.get_current_context(silent=True)) from None
     kind = "asyncio" if isinstance(instance, jm.AsyncWorker) else "sync"
+    _log_worker_context(instance, log_format)
     logger.info(
         "starting %s (%s) on %s, pid %d, database %s",
         name,
@@ -627,6 +653,16 @@ def worker(
             if app is not None:  # what its functions sent went through its clients
                 app.close()
     logger.info("%s stopped", name)
+
+
+def _log_worker_context(instance: jm.Worker | jm.AsyncWorker, log_format: str) -> None:
+    """JSON logs: worker_id on every record, and the fields of the task in
+    hand on the records logged inside process() (the user's own too)."""
+    if log_format == "json":
+        from .logging import WorkerContext  # noqa: PLC0415
+
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(WorkerContext(instance))
 
 
 async def _receive_then_close(worker: jm.AsyncWorker, app: jm.App | None) -> None:
@@ -1621,7 +1657,8 @@ def _seconds_option(
     10,
     "Cancel a statement of the dashboard that runs longer; 0: the server's setting.",
 )
-def web(*, dsn: str | None, host: str, port: int, **settings: Any) -> None:
+@_log_format_option
+def web(*, dsn: str | None, host: str, port: int, log_format: str, **settings: Any) -> None:
     """Serve the admin dashboard: counts, history, tasks, workers, locks,
     and (unless --read-only) retry, cancel, remove, pause, resume and stop,
     each confirmed first.
@@ -1647,8 +1684,75 @@ def web(*, dsn: str | None, host: str, port: int, **settings: Any) -> None:
         dashboard.check_exposure(config, host)
     except ValueError as ex:
         raise click.UsageError(str(ex), ctx=click.get_current_context(silent=True)) from None
+    _setup_logging("info", log_format, [target], [config.token, config.password, config.secret])
+    dashboard.serve(config, host=host, port=port, json_logs=log_format == "json")
+
+
+# -- metrics ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=9187,
+    show_default=True,
+    help="The port to serve /metrics on (0: any free one, logged).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address to listen on. The metrics carry queue names and counts and ask "
+    "for no credentials: expose them beyond this machine only on a trusted network.",
+)
+@_dsn_option
+def metrics(port: int, host: str, dsn: str | None) -> None:
+    """Serve Prometheus metrics on http://HOST:PORT/metrics until SIGTERM or
+    Ctrl-C: tasks by queue and state, the oldest waiting age per queue,
+    workers running, idle and dead, done and failed counts, paused queues.
+    Each scrape reads the database then (a few index reads); nothing runs in
+    between. Needs the metrics extra: pip install 'job_machine[metrics]'.
+    See docs/observability.md.
+    """
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    target = _need_dsn(dsn)
+    try:
+        from prometheus_client import CollectorRegistry, start_http_server  # noqa: PLC0415
+
+        from .metrics import JobMachineCollector  # noqa: PLC0415
+    except ImportError:
+        raise click.ClickException(
+            "metrics need the metrics extra: pip install 'job_machine[metrics]' "
+            "(prometheus_client is not installed)"
+        ) from None
     _setup_logging("info")
-    dashboard.serve(config, host=host, port=port)
+    stop = threading.Event()
+    with jm.Admin(target) as admin:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(JobMachineCollector(admin))
+        server, thread = start_http_server(port, host, registry=registry)
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+        try:
+            address = server.server_address
+            logger.info(
+                "serving metrics of %s on http://%s:%d/metrics",
+                describe_target(target),
+                f"[{host}]" if ":" in host else host,
+                address[1],
+            )
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            server.shutdown()
+            server.server_close()
+            thread.join()
+    logger.info("metrics stopped")
 
 
 # -- demo ---------------------------------------------------------------------------------

@@ -719,6 +719,23 @@ SELECT c.name AS queue, c.paused,
      GROUP BY t.class_id) n ON n.class_id = c.class_id
  ORDER BY c.name
 
+-- name: admin_oldest_waiting
+-- Per queue with tasks due now, how many seconds the longest-waiting of
+-- them has waited since it became due (the latest of its creation, its
+-- run_after and its retry_at), for the metrics' oldest-waiting age. Reads
+-- only the waiting tasks (the partial index task_ready_idx, status = 0),
+-- never the finished history.
+SELECT c.name AS queue,
+       extract(epoch FROM now() - min(greatest(t.created, t.run_after, t.retry_at)))::float8
+           AS age
+  FROM jobmachine.task t
+  JOIN jobmachine.class c ON c.class_id = t.class_id
+ WHERE t.status = 0
+   AND (t.run_after IS NULL OR t.run_after <= now())
+   AND (t.retry_at IS NULL OR t.retry_at <= now())
+ GROUP BY c.name
+ ORDER BY c.name
+
 -- name: admin_done_estimate
 -- The planner's estimate of the task table's rows (-1: never analysed), the
 -- cheap base of a done count over a large history.

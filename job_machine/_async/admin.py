@@ -83,6 +83,14 @@ class AsyncAdmin(AsyncConnectorOwner):
             busy=sum(1 for w in alive if w.busy),
         )
 
+    async def oldest_waiting(self) -> dict[str, float]:
+        """Per queue, how many seconds its oldest waiting task (due now, not
+        delayed nor blocked) has waited since it became due; a queue with
+        no task due is left out. Reads only the waiting tasks (an index of
+        them), never the finished history: cheap enough for every metrics
+        scrape. The age to alert on when workers fall behind or stop."""
+        return await self._store.admin_oldest_waiting()
+
     async def status_string(self) -> str:
         """One line for a terminal or a log (the style of Perl job servers):
         ``W=12 D=3 B=0 R=2 F=4 done=1.23K workers=2/3`` (waiting, delayed,

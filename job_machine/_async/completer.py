@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 
 from .._backoff import Backoff
 from ..errors import ConnectionFailed, StatementFailed
+from ..logging import end_extra
 from ..task import ERROR, Status, TaskEnd
 from .store import AsyncStore
 
@@ -152,6 +153,7 @@ class AsyncCompleter:
                     "task %d: its %s was not stored (this attempt no longer holds it)",
                     end.task_id,
                     end.kind,
+                    extra=end_extra(end.task_id, end.attempt),
                 )
             elif end.kind == ERROR:
                 _log_failure(end, status)
@@ -166,6 +168,13 @@ def _log_failure(end: TaskEnd, status: Status) -> None:
             end.attempt,
             end.raised,
             end.delay,
+            extra=end_extra(end.task_id, end.attempt),
         )
     else:
-        logger.error("task %d failed after %d attempts: %s", end.task_id, end.attempt, end.raised)
+        logger.error(
+            "task %d failed after %d attempts: %s",
+            end.task_id,
+            end.attempt,
+            end.raised,
+            extra=end_extra(end.task_id, end.attempt),
+        )

@@ -510,6 +510,11 @@ class AsyncStore:
             return int(exact["done"]), False
         return rows, True
 
+    async def admin_oldest_waiting(self) -> dict[str, float]:
+        """Per queue with due tasks, the seconds its oldest due task has waited."""
+        rows = await self._all("admin_oldest_waiting", {}, prepare=False)
+        return {r["queue"]: max(0.0, float(r["age"])) for r in rows}
+
     async def admin_history(self) -> list[HourStats]:
         """Done and failed tasks per hour, over the last 24 hours."""
         return [HourStats(**r) for r in await self._all("admin_history", {}, prepare=False)]

@@ -15,6 +15,7 @@ from .._acompat import ARUNS_COROUTINES, arun_blocking
 from .._convert import to_json
 from .._taskdef import TaskDef, TaskTable
 from ..errors import TaskNotHeld, TaskRejected
+from ..logging import task_extra
 from ..task import Task
 from .worker import AsyncWorker
 
@@ -151,7 +152,12 @@ class AsyncTaskWorker(AsyncWorker):
         if not await self._store.task_fail_now(task.id, task.attempt, text):
             raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
         self._executor.mark_answered()
-        logger.error("task %d failed without retries: %s", task.id, ex)
+        logger.error(
+            "task %d failed without retries: %s",
+            task.id,
+            ex,
+            extra=task_extra(task, self.worker_id),
+        )
 
 
 def _step(generator: Generator[Any, None, Any]) -> tuple[bool, Any]:

@@ -35,6 +35,7 @@ from ..errors import (
     TaskNotHeld,
 )
 from ..liveness import CLIENT_KEEPALIVES, Liveness
+from ..logging import task_extra
 from ..task import Task
 from .completer import AsyncCompleter
 from .connection import AsyncConnector, AsyncConnectorOwner, aconnect
@@ -679,7 +680,11 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         except Exception:
             # Only a lost connection that cannot be replaced gets here; the
             # task stays started and is handed back when the worker stops.
-            logger.exception("task %d: its outcome could not be stored", task.id)
+            logger.exception(
+                "task %d: its outcome could not be stored",
+                task.id,
+                extra=task_extra(task, self.worker_id),
+            )
 
     def _one_finished(self) -> None:
         if self._waker is not None:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from .. import _codec
 from .._backoff import Backoff
 from ..errors import ConnectionFailed, NoCurrentTask, StatementFailed, TaskNotHeld
+from ..logging import task_extra
 from ..task import DONE, ERROR, REPLY, RESULT, Status, Task, TaskEnd
 from .completer import Completer
 from .store import Store
@@ -163,7 +164,9 @@ class Executor:
         """Run ``task`` with ``process()`` and record how it ended."""
         if not self.begin(task, waited):
             logger.warning(
-                "task %d was given up or revived while it waited in the worker; not run", task.id
+                "task %d was given up or revived while it waited in the worker; not run",
+                task.id,
+                extra=task_extra(task),
             )
             return
         in_hand = _InHand(task)
@@ -181,13 +184,17 @@ class Executor:
                 task,
                 lambda: self._finished_by(task),
             ):
-                logger.warning("task %d was revived while it ran; not marked done", task.id)
+                logger.warning(
+                    "task %d was revived while it ran; not marked done",
+                    task.id,
+                    extra=task_extra(task),
+                )
         finally:
             self._in_hand.reset(token)
 
     def _record_failure(self, task: Task, ex: Exception) -> None:
         if isinstance(ex, TaskNotHeld):
-            logger.warning("%s", ex)
+            logger.warning("%s", ex, extra=task_extra(task))
             return
         error = {
             "type": type(ex).__qualname__,
@@ -206,13 +213,26 @@ class Executor:
             lambda: self._failure_recorded(task, _codec.decode(text)),
         )
         if status is None:
-            logger.warning("task %d raised %r but was revived meanwhile", task.id, ex)
+            logger.warning(
+                "task %d raised %r but was revived meanwhile", task.id, ex, extra=task_extra(task)
+            )
         elif status == Status.WAITING:
             logger.warning(
-                "task %d attempt %d raised %r; retrying in %.1f s", task.id, task.attempt, ex, delay
+                "task %d attempt %d raised %r; retrying in %.1f s",
+                task.id,
+                task.attempt,
+                ex,
+                delay,
+                extra=task_extra(task),
             )
         else:
-            logger.error("task %d failed after %d attempts: %r", task.id, task.attempt, ex)
+            logger.error(
+                "task %d failed after %d attempts: %r",
+                task.id,
+                task.attempt,
+                ex,
+                extra=task_extra(task),
+            )
 
     # -- persisting an outcome -----------------------------------------------------------
 

@@ -508,6 +508,11 @@ class Store:
             return int(exact["done"]), False
         return rows, True
 
+    def admin_oldest_waiting(self) -> dict[str, float]:
+        """Per queue with due tasks, the seconds its oldest due task has waited."""
+        rows = self._all("admin_oldest_waiting", {}, prepare=False)
+        return {r["queue"]: max(0.0, float(r["age"])) for r in rows}
+
     def admin_history(self) -> list[HourStats]:
         """Done and failed tasks per hour, over the last 24 hours."""
         return [HourStats(**r) for r in self._all("admin_history", {}, prepare=False)]

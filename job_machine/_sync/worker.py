@@ -37,6 +37,7 @@ from ..errors import (
     TaskNotHeld,
 )
 from ..liveness import CLIENT_KEEPALIVES, Liveness
+from ..logging import task_extra
 from ..task import Task
 from .completer import Completer
 from .connection import Connector, ConnectorOwner, connect
@@ -681,7 +682,11 @@ class Worker(LocksAndNotes, ConnectorOwner):
         except Exception:
             # Only a lost connection that cannot be replaced gets here; the
             # task stays started and is handed back when the worker stops.
-            logger.exception("task %d: its outcome could not be stored", task.id)
+            logger.exception(
+                "task %d: its outcome could not be stored",
+                task.id,
+                extra=task_extra(task, self.worker_id),
+            )
 
     def _one_finished(self) -> None:
         if self._waker is not None:

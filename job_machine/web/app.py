@@ -539,6 +539,21 @@ async def workers(request: Request) -> Response:
     return _page(request, "workers.html", workers=found)
 
 
+async def metrics(request: Request) -> Response:
+    """The Prometheus metrics (job_machine.metrics), read now; a scraper
+    authenticates with ``Authorization: Bearer <token>``."""
+    try:
+        from ..metrics import CONTENT_TYPE_LATEST, render_async  # noqa: PLC0415
+    except ImportError:  # the optional extra is not installed
+        return PlainTextResponse(
+            "Metrics need prometheus-client: pip install 'job_machine[metrics]'.",
+            status_code=501,
+        )
+    async with _db(request).use() as admin:
+        body = await render_async(admin)
+    return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 async def locks(request: Request) -> Response:
     """The named locks."""
     async with _db(request).use() as admin:
@@ -866,6 +881,7 @@ def create_app(config: DashboardConfig) -> Starlette:
             Route("/workers", workers),
             Route("/locks", locks),
             Route("/schedules", schedules),
+            Route("/metrics", metrics),
             Route("/confirm/{action}", confirm),
             Route("/do/{action}", act, methods=["POST"]),
             Route("/login", login, methods=["GET", "POST"]),
