@@ -91,6 +91,7 @@ NAMES = {
     "AWakeup": "Wakeup",
     "AMutex": "Mutex",
     "AsyncAnswerReader": "AnswerReader",
+    "AsyncPinnedConnection": "PinnedConnection",
     "AsyncExecutor": "Executor",
     "AsyncProducer": "Producer",
     "AsyncSlots": "Slots",

@@ -119,6 +119,19 @@ async def aconnect(dsn: str, **kwargs: Any) -> AsyncConnection[Any]:
     return conn
 
 
+class AsyncPinnedConnection(AsyncConnection[Any]):
+    """The connection class of the pools job_machine makes itself (a worker's
+    for ``concurrency`` > 1): opened by :func:`aconnect`, so its search_path
+    is pinned like every other connection job_machine opens."""
+
+    @classmethod
+    async def connect(  # type: ignore[override]
+        cls, conninfo: str = "", **kwargs: Any
+    ) -> AsyncConnection[Any]:
+        kwargs.pop("autocommit", None)  # aconnect's connections are autocommit
+        return await aconnect(conninfo, **kwargs)
+
+
 async def _open(dsn: str, **kwargs: Any) -> AsyncConnection[Any]:
     """Open an autocommit connection, or raise ConnectionFailed naming where it tried."""
     try:

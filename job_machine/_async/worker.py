@@ -38,7 +38,7 @@ from ..liveness import CLIENT_KEEPALIVES, Liveness
 from ..logging import task_extra
 from ..task import Task
 from .completer import AsyncCompleter
-from .connection import AsyncConnector, AsyncConnectorOwner, aconnect
+from .connection import AsyncConnector, AsyncConnectorOwner, AsyncPinnedConnection, aconnect
 from .executor import AsyncExecutor
 from .listener import AsyncListener
 from .locks import AsyncLocksAndNotes
@@ -206,6 +206,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         if dsn and self.concurrency > 1:
             self._own_pool = AsyncConnectionPool(
                 dsn,
+                connection_class=AsyncPinnedConnection,
                 min_size=1,
                 max_size=self.concurrency,
                 kwargs={"autocommit": True, **kwargs},
@@ -706,6 +707,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         if pool.closed:
             pool = AsyncConnectionPool(
                 pool.conninfo,
+                connection_class=AsyncPinnedConnection,
                 min_size=pool.min_size,
                 max_size=pool.max_size,
                 kwargs=pool.kwargs,

@@ -121,6 +121,19 @@ def connect(dsn: str, **kwargs: Any) -> Connection[Any]:
     return conn
 
 
+class PinnedConnection(Connection[Any]):
+    """The connection class of the pools job_machine makes itself (a worker's
+    for ``concurrency`` > 1): opened by :func:`connect`, so its search_path
+    is pinned like every other connection job_machine opens."""
+
+    @classmethod
+    def connect(  # type: ignore[override]
+        cls, conninfo: str = "", **kwargs: Any
+    ) -> Connection[Any]:
+        kwargs.pop("autocommit", None)  # connect's connections are autocommit
+        return connect(conninfo, **kwargs)
+
+
 def _open(dsn: str, **kwargs: Any) -> Connection[Any]:
     """Open an autocommit connection, or raise ConnectionFailed naming where it tried."""
     try:

@@ -40,7 +40,7 @@ from ..liveness import CLIENT_KEEPALIVES, Liveness
 from ..logging import task_extra
 from ..task import Task
 from .completer import Completer
-from .connection import Connector, ConnectorOwner, connect
+from .connection import Connector, ConnectorOwner, PinnedConnection, connect
 from .executor import Executor
 from .listener import Listener
 from .locks import LocksAndNotes
@@ -208,6 +208,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
         if dsn and self.concurrency > 1:
             self._own_pool = ConnectionPool(
                 dsn,
+                connection_class=PinnedConnection,
                 min_size=1,
                 max_size=self.concurrency,
                 kwargs={"autocommit": True, **kwargs},
@@ -708,6 +709,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
         if pool.closed:
             pool = ConnectionPool(
                 pool.conninfo,
+                connection_class=PinnedConnection,
                 min_size=pool.min_size,
                 max_size=pool.max_size,
                 kwargs=pool.kwargs,

@@ -1279,6 +1279,24 @@ def test_every_function_of_the_schema_and_every_connection_pin_the_search_path(
     with jm.Client(dsn) as client, jm.Admin(dsn) as admin:
         client.send({}, "roles.path")
         assert admin.stats().total("waiting") == 1
+    # The pool a worker makes for itself (concurrency > 1), and the process's
+    # reply listener.
+    w = jm.Worker(dsn, queue="roles.path", concurrency=2)
+    try:
+        w._open_own_pool()
+        assert w._own_pool is not None
+        with w._own_pool.connection() as c:
+            assert one(c, "SHOW search_path") == "pg_catalog,pg_temp"
+    finally:
+        w.close()
+    with jm.Client(dsn) as client:
+        with pytest.raises(jm.WaitTimeout):
+            client.wait(client.send({}, "roles.path"), timeout=0.1)
+        listener = client._listener()._connect()
+        try:
+            assert one(listener, "SHOW search_path") == "pg_catalog,pg_temp"
+        finally:
+            listener.close()
 
 
 def test_the_roles_install_warns_when_every_role_may_create_on_the_default_path(
