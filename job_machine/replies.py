@@ -253,20 +253,22 @@ class ReplyListener:
         in batches, then tell the waiters whose channels are all listened to."""
         with self._lock:
             wanted = set(self._subs)
-        to_listen = sorted(wanted - self._listened)
-        to_unlisten = sorted(self._listened - wanted)
-        for verb, channels in (("LISTEN", to_listen), ("UNLISTEN", to_unlisten)):
+            to_listen = sorted(wanted - self._listened)
+            to_unlisten = sorted(self._listened - wanted)
+            # Not listened from now on: a waiter arriving for one of them
+            # while its UNLISTEN runs waits for the LISTEN of the next round,
+            # never takes a channel about to go quiet for a listened one.
+            self._listened.difference_update(to_unlisten)
+        for verb, channels in (("UNLISTEN", to_unlisten), ("LISTEN", to_listen)):
             for start in range(0, len(channels), _BATCH):
                 chunk = channels[start : start + _BATCH]
                 statement = sql.SQL("; ").join(
                     sql.SQL(verb + " {}").format(sql.Identifier(c)) for c in chunk
                 )
                 conn.execute(statement)
-                with self._lock:
-                    if verb == "LISTEN":
+                if verb == "LISTEN":
+                    with self._lock:
                         self._listened.update(chunk)
-                    else:
-                        self._listened.difference_update(chunk)
         confirmed: list[Subscription] = []
         with self._lock:
             still: list[Subscription] = []

@@ -329,3 +329,29 @@ async def test_waiters_woken_together_read_together(dsn: str) -> None:
     assert replies == [{"echo": {"n": n}} for n in range(200)]
     assert sum(reads) >= 400  # every waiter read at least twice: on listening, once answered
     assert len(reads) <= 100, reads
+
+
+def test_a_wait_right_after_another_on_the_same_task_is_still_woken(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """A wait that gives up leaves its channel to be UNLISTENed; a new wait
+    on the same task arriving meanwhile must not take it for listened (its
+    answer would then go unheard until the re-read)."""
+    with jm.Client(dsn, queue=QUEUE) as client:
+        for n in range(30):
+            tid = client.send(n)
+            with pytest.raises(jm.WaitTimeout):
+                client.wait(tid, timeout=0.005)
+            got: list[Any] = []
+            waiter = threading.Thread(target=lambda t=tid: got.append(client.wait(t, timeout=20)))
+            waiter.start()
+            wait_until(lambda t=tid: client._listener().listening_to(t), 10, "listening")
+            # Answered as a Perl worker would: the row, then the notification.
+            conn.execute(
+                "WITH done AS (UPDATE jobmachine.task SET status = 200 WHERE task_id = %s"
+                " RETURNING task_id), stored AS (INSERT INTO jobmachine.result (task_id, result)"
+                " SELECT task_id, %s FROM done) SELECT pg_notify('jmr:' || %s, 'reply')",
+                (tid, f'"answer {n}"', tid),
+            )
+            waiter.join(5)
+            assert got == [f"answer {n}"], f"round {n}: a wake-up was lost"
