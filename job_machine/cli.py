@@ -39,6 +39,7 @@ from rich.text import Text
 import job_machine as jm
 
 from . import demo as _demo
+from . import supervisor as _supervisor
 from ._async.admin import PURGEABLE
 from ._printable import PrintableFilter, printable
 from ._sync.connection import describe_target
@@ -560,6 +561,13 @@ def _load_worker_class(spec: str) -> type[jm.Worker] | type[jm.AsyncWorker]:
     metavar="N",
     help="Tasks processed at once (passed as concurrency=N to the class).",
 )
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Run N worker processes under a supervisor that restarts one that dies "
+    "(for CPU-bound work; each process runs --concurrency tasks at once).",
+)
 @_worker_options
 @click.option(
     "--log-level",
@@ -575,6 +583,7 @@ def worker(
     app_spec: str | None,
     queues: tuple[str, ...],
     concurrency: int | None,
+    processes: int | None,
     log_level: str,
     dsn: str | None,
     **options: Any,
@@ -593,6 +602,10 @@ def worker(
     On SIGTERM or SIGINT the worker stops claiming, finishes the task in hand
     within --shutdown-grace and exits 0; a second signal exits at once
     (128 + the signal) and the task goes back to waiting.
+
+    With --processes N a supervisor runs N worker processes with these
+    options, restarts one that dies (with backoff; it gives up on a crash
+    loop, exit 1) and passes SIGTERM and SIGINT on to them.
     """
     _setup_logging(log_level)
     if (worker_class is None) == (app_spec is None):
@@ -630,6 +643,20 @@ def worker(
         except ValueError as ex:
             raise click.UsageError(str(ex), ctx=click.get_current_context(silent=True)) from None
     kind = "asyncio" if isinstance(instance, jm.AsyncWorker) else "sync"
+    if processes is not None:
+        ctx = click.get_current_context()
+        # The worker and app were made to check the arguments once, here:
+        # each process makes its own.
+        _supervise(
+            ctx,
+            name=name,
+            kind=kind,
+            target=target,
+            processes=processes,
+            grace=instance.shutdown_grace,
+        )
+        return
+    _supervisor.watch_supervisor()
     logger.info(
         "starting %s (%s) on %s, pid %d, database %s",
         name,
@@ -647,6 +674,57 @@ def worker(
             if app is not None:  # what its functions sent went through its clients
                 app.close()
     logger.info("%s stopped", name)
+
+
+def _child_args(ctx: click.Context) -> list[str]:
+    """The arguments of a worker process: the worker command's own, as
+    given (not --processes, and not --dsn: it goes in the environment,
+    which ps does not show)."""
+    args: list[str] = []
+    for param in ctx.command.params:
+        name = param.name
+        if name is None or name in ("processes", "dsn"):
+            continue
+        if ctx.get_parameter_source(name) in (None, click.core.ParameterSource.DEFAULT):
+            continue
+        value = ctx.params.get(name)
+        if value is None:
+            continue
+        if isinstance(param, click.Argument):
+            args.append(str(value))
+            continue
+        assert isinstance(param, click.Option)
+        if param.is_flag:
+            if value:
+                args.append(param.opts[0])
+            elif param.secondary_opts:
+                args.append(param.secondary_opts[0])
+            continue
+        for one in value if param.multiple else [value]:
+            args += [param.opts[0], str(one)]
+    return args
+
+
+def _supervise(
+    ctx: click.Context, *, name: str, kind: str, target: str, processes: int, grace: float
+) -> None:
+    """Run ``processes`` worker processes of the command in ``ctx`` until a
+    signal (docs/cli.md, "Worker processes")."""
+    env = dict(os.environ)
+    env[ENV_DSN] = target
+    env[_supervisor.ENV_SUPERVISOR] = str(os.getpid())
+    command = _supervisor.child_command(_child_args(ctx))
+    logger.info(
+        "supervising %d worker processes of %s (%s), pid %d, database %s",
+        processes,
+        name,
+        kind,
+        os.getpid(),
+        describe_target(target),
+    )
+    code = _supervisor.Supervisor(command, env, processes, shutdown_grace=grace).run()
+    if code:
+        ctx.exit(code)
 
 
 async def _receive_then_close(worker: jm.AsyncWorker, app: jm.App | None) -> None:
