@@ -1482,6 +1482,44 @@ def purge(state: str, queue: str | None, older_than: float, dsn: str | None) -> 
     click.echo(f"removed {removed} task{'' if removed == 1 else 's'}")
 
 
+@cli.command()
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@_dsn_option
+def reset(yes: bool, dsn: str | None) -> None:
+    """Delete every task (waiting, running or finished, with its results),
+    every named lock and every cron schedule, in one transaction.
+
+    Asks first, showing how many tasks there are (--yes does not ask);
+    any answer but y or yes deletes nothing (exit 1). Registered workers and
+    queues stay; a worker running a task finds it gone when it answers,
+    and a client waiting for one is told it was removed. Nothing brings
+    them back.
+    """
+    target = _need_dsn(dsn)
+    with jm.Admin(target) as admin:
+        if not yes:
+            stats = admin.stats()
+            unfinished = ("waiting", "delayed", "blocked", "running", "failed")
+            count = stats.done + sum(stats.total(state) for state in unfinished)
+            about = "~" if stats.done_estimated else ""
+            question = (
+                f"Delete every task ({about}{count}), result, named lock and schedule "
+                f"of {describe_target(target)}?"
+            )
+            click.echo(f"{question} [y/N]: ", nl=False, err=True)
+            try:
+                answer = sys.stdin.readline()  # asked once: anything but y is no
+            except KeyboardInterrupt:
+                raise click.Abort from None
+            if not sys.stdin.isatty():
+                click.echo(err=True)  # the answer was not echoed: end the prompt's line
+            if answer.strip().lower() not in ("y", "yes"):
+                raise click.ClickException("nothing deleted (--yes resets without asking)")
+        removed = admin.reset(confirm=True)
+    counts = ", ".join(f"{n} {what}" for what, n in removed.items())
+    click.echo(f"reset: removed {counts}")
+
+
 # -- web ----------------------------------------------------------------------------------
 
 

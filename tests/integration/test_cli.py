@@ -162,6 +162,7 @@ COMMANDS = [
     ["workers", "list"],
     ["workers", "stop"],
     ["purge"],
+    ["reset"],
 ]
 GROUPS = [["tasks"], ["queues"]]
 
@@ -175,7 +176,7 @@ def test_help_on_every_command() -> None:
         assert "--dsn" in r.stdout and "JOB_MACHINE_DSN" in r.stdout, (command, r.stdout)
     top = results[0].stdout
     names = ["install", "migrate", "worker", "send", "status", "history", "tasks", "queues"]
-    for name in [*names, "workers", "purge", "demo"]:
+    for name in [*names, "workers", "purge", "reset", "demo"]:
         assert re.search(rf"^  {name} ", top, re.MULTILINE), top
     # A group alone prints its help, listing its subcommands.
     tasks_help, queues_help = (r.stdout for r in results[2 : 2 + len(GROUPS)])
@@ -704,6 +705,21 @@ def test_status_watch_refreshes_until_ctrl_c(dsn: str, as_json: bool) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_reset_asks_first_and_deletes_only_on_yes(dsn: str) -> None:
+    with jm.Client(dsn, queue="cli.reset") as client:
+        ids = [client.send(n) for n in range(3)]
+        assert client.lock("cli.reset", expire=60) is not None
+    refusals = [cli("reset", dsn=dsn, stdin=answer) for answer in ("n\n", "", "yes please\n")]
+    for r in refusals:
+        assert failed(r, 1, notes=1) == "Error: nothing deleted (--yes resets without asking)"
+        assert "Delete every task (3), result, named lock and schedule of " in r.stderr, _show(r)
+    assert _task(dsn, ids[0]).state == "waiting"
+    assert ok(cli("reset", dsn=dsn, stdin="Y\n")) == "reset: removed 3 tasks, 1 locks\n"
+    with pytest.raises(jm.UnknownTask):
+        _task(dsn, ids[0])
+    assert ok(cli("reset", "--yes", dsn=dsn)) == "reset: removed 0 tasks, 0 locks\n"
 
 
 # -- worker, workers ------------------------------------------------------------------------
