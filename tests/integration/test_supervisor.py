@@ -160,3 +160,28 @@ def test_describe_exit(code: int, text: str) -> None:
 def test_the_supervisor_needs_a_process() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Supervisor(["true"], {}, 0)
+
+
+def test_a_child_gets_the_workers_arguments_but_not_processes_nor_the_dsn() -> None:
+    from job_machine.cli import _child_args, worker  # noqa: PLC0415
+
+    given = ["tests.cli_workers:Slow", "--processes", "3", "-q", "a.b", "--queue", "c.*"]
+    given += ["--dsn", "postgresql://u:secret@h/db", "-c", "2", "--shutdown-grace", "5"]
+    given += ["--log-level", "debug"]
+    with worker.make_context("worker", given) as ctx:
+        args = _child_args(ctx)
+    assert args == [
+        "tests.cli_workers:Slow",
+        "-q",
+        "a.b",
+        "-q",
+        "c.*",
+        "-c",
+        "2",
+        "--shutdown-grace",
+        "5.0",
+        "--log-level",
+        "debug",
+    ]
+    with worker.make_context("worker", ["--app", "m:app", "--processes", "2"]) as ctx:
+        assert _child_args(ctx) == ["--app", "m:app"]
