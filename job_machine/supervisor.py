@@ -339,15 +339,15 @@ def child_command(args: Sequence[str]) -> list[str]:
 
 def watch_supervisor() -> None:
     """In a worker process a supervisor started: stop gracefully (SIGTERM to
-    ourselves) when the supervisor is gone. Does nothing in a worker started
-    any other way."""
+    ourselves) when the supervisor is gone, or exit 0 at once if it is gone
+    already. Does nothing in a worker started any other way."""
     value = os.environ.pop(ENV_SUPERVISOR, None)  # not for the worker's own children
     if not value or not value.isdigit():
         return
     parent = int(value)
-    if os.getppid() != parent:  # gone already
-        os.kill(os.getpid(), signal.SIGTERM)
-        return
+    if os.getppid() != parent:  # gone already: serve nothing
+        logger.warning("the supervisor (pid %d) is gone: not starting", parent)
+        raise SystemExit(0)
 
     def watch() -> None:
         while os.getppid() == parent:

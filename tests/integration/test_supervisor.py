@@ -69,11 +69,13 @@ def supervisor(dsn: str, tmp_path: Path, *args: str) -> Iterator[Supervised]:
 
 
 def _gone(pid: int) -> bool:
+    """Whether the process has exited (a zombie not reaped yet counts)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, FileNotFoundError):
         return True
-    return False
+    return stat.rpartition(")")[2].split()[0] == "Z"
 
 
 def _state(admin: jm.Admin, task_id: int) -> str:
@@ -136,6 +138,25 @@ def test_sigterm_stops_every_worker_process_after_the_task_in_hand(
         assert "every worker process stopped gracefully" in sup.log()
 
 
+def test_a_second_sigterm_stops_them_at_once_and_the_task_waits_again(
+    dsn: str, client: jm.Client, tmp_path: Path
+) -> None:
+    args = ("tests.cli_workers:Slow", "-q", QUEUE, "--processes", "2")
+    with supervisor(dsn, tmp_path, *args) as sup, jm.Admin(dsn) as admin:
+        wait_until(lambda: len(sup.alive_children(admin)) == 2, 30, "two worker processes")
+        tid = client.send({"sleep": 60}, queue=QUEUE)
+        wait_until(lambda: _state(admin, tid) == "running", 15, "the task to start")
+        sup.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "finish their tasks in hand" in sup.log(), 5, "the first SIGTERM")
+        sup.proc.send_signal(signal.SIGTERM)
+        assert sup.proc.wait(10) == 128 + signal.SIGTERM, sup.log()
+        info = admin.task_info(tid)
+        assert (info.state, [e["type"] for e in info.errors]) == (
+            "waiting",
+            ["WorkerStopped"],
+        ), sup.log()
+
+
 def test_a_crash_loop_ends_the_supervisor_with_a_clear_error(dsn: str, tmp_path: Path) -> None:
     args = ("tests.cli_workers:BrokenStartup", "--processes", "2")
     with supervisor(dsn, tmp_path, *args) as sup:
@@ -147,6 +168,18 @@ def test_a_crash_loop_ends_the_supervisor_with_a_clear_error(dsn: str, tmp_path:
         last = log.strip().splitlines()[-1]
         assert last.startswith("Error: worker processes keep dying: 5 deaths within 60 s"), log
         assert time.monotonic() - t0 < 30, log
+
+
+def test_worker_processes_stop_by_themselves_when_the_supervisor_is_killed(
+    dsn: str, tmp_path: Path
+) -> None:
+    args = ("tests.cli_workers:Slow", "-q", QUEUE, "--processes", "1")
+    with supervisor(dsn, tmp_path, *args) as sup, jm.Admin(dsn) as admin:
+        (child,) = wait_until(lambda: sup.alive_children(admin), 30, "the worker process")
+        sup.proc.kill()
+        sup.proc.wait(5)
+        wait_until(lambda: _gone(child), 10, "the orphaned worker process to stop")
+        assert "the supervisor (pid" in sup.log() and "is gone: stopping" in sup.log()
 
 
 @pytest.mark.parametrize(
