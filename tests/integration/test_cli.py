@@ -204,8 +204,10 @@ def test_a_missing_database_is_a_usage_error() -> None:
         ["queues", "pause", "q.one"],
         ["send", "q.one", "{}"],
         ["purge"],
+        ["reset"],
         ["install"],
         ["worker", "cli_workers:Echo"],
+        ["worker", "cli_workers:Echo", "--processes", "2"],
     ]
     for r in cli_many(commands, dsn=None):
         line = failed(r, 2)
@@ -234,6 +236,8 @@ def test_usage_errors_exit_2_with_one_line_naming_the_problem(dsn: str) -> None:
         ("worker", "cli_workers:Echo", "-q", "bad q.*"): "queue pattern 'bad q.*'",
         ("worker", "cli_workers:Echo", "-q", "gl.*.x"): "queue name 'gl.*.x' is malformed",
         ("worker", "cli_workers:Echo", "--min-priority", "high"): "'--min-priority'",
+        ("worker", "cli_workers:Echo", "--processes", "0"): "'--processes'",
+        ("worker", "cli_workers:Lazy", "--processes", "2"): "does not override process(task)",
         ("send", "q.one", "{}", "--priority", "1.5"): "'--priority'",
         ("send", "q.one", "{}", "--priority", "3000000000"): "'--priority'",
         ("send", "q.one", "{}", "--delay", "soon"): "'soon' is not a duration",
