@@ -10,11 +10,15 @@ and call them from any process with the same DSN::
     from examples.tasks import Invoice, add, total
     add.call(1, 2)                                   # 3
     total.call(Invoice("ACME", [1.5, 2.5]))          # Total(customer='ACME', amount=4.0)
+    task_id = countdown.send(3)
+    [part.data for part in countdown.parts(task_id)]  # ['3...', '2...', '1...']
+    countdown.result(task_id)                        # 'liftoff'
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import job_machine as jm
@@ -48,3 +52,12 @@ def total(invoice: Invoice) -> Total:
 async def convert(amount: float, rate: float) -> float:
     await asyncio.sleep(0)  # an async def: the worker runs it on its event loop
     return round(amount * rate, 2)
+
+
+@app.task
+def countdown(n: int) -> Generator[str, None, str]:
+    """Streams its progress: each value it yields reaches the caller as a
+    part at once; the value it returns is the reply."""
+    for i in range(n, 0, -1):
+        yield f"{i}..."
+    return "liftoff"

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 from . import _codec
 from ._convert import from_json, to_json
@@ -73,6 +73,14 @@ class TaskDef:
             return hints
         return self._hints
 
+    @property
+    def streams(self) -> bool:
+        """Whether it is a generator (``def`` or ``async def``): what it
+        yields is streamed to the caller as parts, what a ``def`` one
+        returns is the reply (an ``async def`` generator cannot return a
+        value: its task is done without a reply)."""
+        return inspect.isgeneratorfunction(self.fn) or inspect.isasyncgenfunction(self.fn)
+
     @classmethod
     def of(cls, fn: Callable[..., Any], name: str | None, queue: str | None) -> TaskDef:
         """The definition of ``fn``; name and queue default to ``module.function``.
@@ -98,7 +106,7 @@ class TaskDef:
             name=task_name,
             queue=queue_name,
             fn=fn,
-            is_async=inspect.iscoroutinefunction(fn),
+            is_async=inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn),
             signature=inspect.signature(fn),
         )
 
@@ -147,8 +155,20 @@ class TaskDef:
                     ) from None
 
     def reply_value(self, raw: Any) -> Any:
-        """The reply as the function's return annotation asks."""
-        return from_json(raw, self.hints.get("return", Any))
+        """The reply as the function's return annotation asks (a generator's:
+        the third argument of ``Generator[Y, S, R]``)."""
+        hint = self.hints.get("return", Any)
+        if self.streams:
+            args = get_args(hint)
+            hint = args[2] if get_origin(hint) is Generator and len(args) == 3 else Any
+        return from_json(raw, hint)
+
+    def part_value(self, raw: Any) -> Any:
+        """A streamed part as a generator's annotation asks (``Y`` of
+        ``Generator[Y, ...]``, ``Iterator[Y]``, ``AsyncIterator[Y]``...)."""
+        hint = self.hints.get("return", Any)
+        args = get_args(hint)
+        return from_json(raw, args[0] if self.streams and args else Any)
 
     # -- the worker's side ----------------------------------------------------
 

@@ -16,6 +16,9 @@
     add.configure(priority=9, timeout=10).call(1, 2)
     add.send_many([(1, 2), (3, 4)])
 
+    @app.task(cron="0 3 * * *", cron_timezone="Europe/Oslo")
+    def nightly() -> None: ...              # sent at 03:00 Oslo time (docs/schedules.md)
+
     app.worker().receive()                  # a worker serving every task function
     # or: job-machine worker --app myapp.tasks:app
 
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from types import TracebackType
@@ -38,13 +41,16 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar, overload
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from . import _cron
 from ._async.client import AsyncClient
 from ._async.taskworker import AsyncTaskWorker
 from ._taskdef import TaskDef, TaskTable
 from .errors import JobMachineError
 from .taskfunction import (
     DEFAULT_TIMEOUT,
+    AsyncGeneratorTaskFunction,
     AsyncTaskFunction,
+    GeneratorTaskFunction,
     TaskDecorator,
     TaskFunction,
     TaskFunctionBase,
@@ -104,6 +110,7 @@ class App:
         self._lock = threading.Lock()
         self._table = TaskTable()
         self._functions: dict[str, TaskFunctionBase[Any, Any]] = {}
+        self._schedules: dict[str, _cron.ScheduleSpec] = {}
         self._listen_dsn = listen_dsn
         self._connect_kwargs = connect_kwargs
         self._client: Client | None = None
@@ -118,6 +125,18 @@ class App:
         self, fn: Callable[P, Coroutine[Any, Any, R]], /
     ) -> AsyncTaskFunction[P, R]: ...
     @overload
+    def task(  # type: ignore[overload-overlap]
+        self, fn: Callable[P, AsyncIterator[Any]], /
+    ) -> AsyncGeneratorTaskFunction[P]: ...
+    @overload
+    def task(  # type: ignore[overload-overlap]
+        self, fn: Callable[P, Generator[Any, Any, R]], /
+    ) -> GeneratorTaskFunction[P, R]: ...
+    @overload
+    def task(  # type: ignore[overload-overlap]
+        self, fn: Callable[P, Iterator[Any]], /
+    ) -> GeneratorTaskFunction[P, Any]: ...
+    @overload
     def task(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
     @overload
     def task(
@@ -129,6 +148,8 @@ class App:
         attempts: int | None = None,
         remove_after: float | timedelta | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        cron: str | None = None,
+        cron_timezone: str = "UTC",
     ) -> TaskDecorator: ...
     def task(
         self,
@@ -140,8 +161,12 @@ class App:
         attempts: int | None = None,
         remove_after: float | timedelta | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        cron: str | None = None,
+        cron_timezone: str = "UTC",
     ) -> Any:
         """Make a function (``def`` or ``async def``) a task function of this app.
+        A generator function streams what it yields as parts (docs/tasks.md,
+        Streaming).
 
         Use as ``@app.task`` or ``@app.task(queue=..., ...)``.
 
@@ -154,10 +179,20 @@ class App:
             (as for :meth:`Client.send`; :meth:`TaskFunction.configure`
             overrides them).
         :param timeout: seconds :meth:`~TaskFunction.call` waits (None: forever).
+        :param cron: also call it, without arguments, at every tick of this
+            cron expression (``"*/5 * * * *"``, ``"@daily"``), read in
+            ``cron_timezone`` (an IANA zone, default UTC): a schedule named
+            after the function, with its queue and defaults, which the
+            app's workers register when they start (:meth:`register_schedules`
+            does it by hand). See docs/schedules.md.
         :raises InvalidQueueName: the queue (or the default one) is not a
             valid queue name.
-        :raises ValueError: another function of the app has that name.
+        :raises ValueError: another function of the app has that name; a
+            bad cron expression or zone.
+        :raises TypeError: a ``cron`` function that needs arguments.
         """
+        if cron is not None:
+            cron = _cron.check(cron, cron_timezone)
         options = {
             k: v
             for k, v in {
@@ -171,13 +206,34 @@ class App:
         def register(f: Callable[..., Any]) -> Any:
             definition = TaskDef.of(f, name, queue)
             function: TaskFunctionBase[Any, Any]
-            if definition.is_async:
+            if definition.streams and definition.is_async:
+                function = AsyncGeneratorTaskFunction(
+                    self, definition, options, definition.queue, timeout
+                )
+            elif definition.streams:
+                function = GeneratorTaskFunction(
+                    self, definition, options, definition.queue, timeout
+                )
+            elif definition.is_async:
                 function = AsyncTaskFunction(self, definition, options, definition.queue, timeout)
             else:
                 function = TaskFunction(self, definition, options, definition.queue, timeout)
+            spec = None
+            if cron is not None:
+                try:
+                    data = definition.payload((), {})
+                except TypeError as ex:
+                    raise TypeError(
+                        f"{ex}: a function with cron= is called without arguments"
+                    ) from None
+                spec = _cron.ScheduleSpec(
+                    definition.name, cron, definition.queue, data, cron_timezone, options
+                )
             with self._lock:
                 self._table.add(definition)
                 self._functions[definition.name] = function
+                if spec is not None:
+                    self._schedules[spec.name] = spec
             return function
 
         return register if fn is None else register(fn)
@@ -186,6 +242,40 @@ class App:
     def functions(self) -> dict[str, TaskFunctionBase[Any, Any]]:
         """The task functions, by name."""
         return dict(self._functions)
+
+    @property
+    def schedules(self) -> list[_cron.ScheduleSpec]:
+        """The cron schedules of the task functions (``@app.task(cron=...)``)."""
+        with self._lock:
+            return list(self._schedules.values())
+
+    def register_schedules(self, **where: Any) -> list[str]:
+        """Make or update the schedules of the task functions in the database
+        (:meth:`Admin.schedule` each: idempotent; a schedule paused by an
+        operator stays paused). The app's workers do it when they start;
+        call this where they may not (a worker logged in as the
+        ``jobmachine_worker`` role, which may not define schedules: run it
+        at deploy as the admin role). A schedule whose ``cron=`` was taken
+        out of the code stays until :meth:`Admin.unschedule`.
+
+        :param where: ``dsn=``, ``pool=`` or ``conn=`` for the :class:`Admin`
+            (default: the app's ``dsn``, else its sync pool).
+        :returns: the names of the schedules.
+        """
+        from . import Admin  # noqa: PLC0415  (the sync face is generated)
+
+        specs = self.schedules
+        with Admin(**self._worker_args(True, where)) as admin:
+            for spec in specs:
+                admin.schedule(
+                    spec.name,
+                    spec.cron,
+                    spec.queue,
+                    spec.data,
+                    timezone=spec.timezone,
+                    **spec.options,
+                )
+        return [spec.name for spec in specs]
 
     @property
     def queues(self) -> list[str]:
@@ -267,7 +357,10 @@ class App:
         from . import TaskWorker  # noqa: PLC0415  (the sync face is generated)
 
         return TaskWorker(
-            queue=_queue_list(queues), tasks=self._table, **self._worker_args(True, options)
+            queue=_queue_list(queues),
+            tasks=self._table,
+            schedules=self.schedules,
+            **self._worker_args(True, options),
         )
 
     def async_worker(
@@ -278,7 +371,10 @@ class App:
         plain ones in a thread each (``asyncio.to_thread``), so it serves a
         mix. Options as for :meth:`worker` (an async pool)."""
         return AsyncTaskWorker(
-            queue=_queue_list(queues), tasks=self._table, **self._worker_args(False, options)
+            queue=_queue_list(queues),
+            tasks=self._table,
+            schedules=self.schedules,
+            **self._worker_args(False, options),
         )
 
     @property

@@ -20,6 +20,9 @@ QUEUE_PREFIX = "jm:"
 #: subscribed to a branch of queues.
 NEW_QUEUE_CHANNEL = "jmq"
 REPLY_PREFIX = "jmr:"
+#: The payload on ``jmr:<task_id>`` that announces a streamed part (not an
+#: answer: a waiter for the answer is not woken by it).
+PART_PAYLOAD = "part"
 MAX_IDENTIFIER_BYTES = 63
 MAX_QUEUE_BYTES = MAX_IDENTIFIER_BYTES - len(QUEUE_PREFIX)
 

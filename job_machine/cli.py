@@ -43,6 +43,7 @@ from . import supervisor as _supervisor
 from ._async.admin import PURGEABLE
 from ._printable import PrintableFilter, printable
 from ._sync.connection import describe_target
+from ._worker_config import WorkerConfig
 from .channels import validate_subscription
 from .task import (
     STATE_NAMES,
@@ -77,46 +78,31 @@ _STATE_WORDS = list(STATE_NAMES.values())
 _PURGE_STATES = list(PURGEABLE)
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
-#: The Worker options the ``worker`` command passes on when given:
-#: (constructor argument, type, help). Left out, the class's own value holds.
-_WORKER_OPTIONS: list[tuple[str, Any, str]] = [
-    (
-        "timeout",
-        _SECONDS,
-        "Seconds without a notification after which the worker pings its connection "
-        "and reads its queues again [30]",
-    ),
-    ("dead_after", _SECONDS, "Seconds within which a dead worker's tasks wait again [15]"),
-    (
-        "max_runtime",
-        _SECONDS,
-        "Give up on a task a live worker has run this many seconds [never]",
-    ),
-    (
-        "orphan_after",
-        _SECONDS,
-        "Revive a started task no registered worker holds after this many seconds [1800]",
-    ),
-    (
-        "min_priority",
-        _PRIORITY,
-        "Claim only tasks of at least this priority [any]",
-    ),
-    ("retries", click.IntRange(min=0), "Retries after the first attempt before a task fails [3]"),
-    ("retry_backoff", _SECONDS_OR_ZERO, "Seconds before the first retry, doubling [1]"),
-    ("retry_backoff_cap", _SECONDS_OR_ZERO, "Longest wait between retries, seconds [300]"),
-    ("reconnect_backoff", _SECONDS, "Seconds before the first reconnect, doubling [0.5]"),
-    ("reconnect_backoff_cap", _SECONDS, "Longest wait between reconnects, seconds [30]"),
-    ("shutdown_grace", _SECONDS, "Seconds the task in hand gets to finish after SIGTERM [30]"),
-    ("housekeeping_interval", _SECONDS, "Seconds between the fleet's slower chores [60]"),
-    ("remove_after", _SECONDS, "Days after which finished tasks are deleted [30]"),
-    (
-        "listen_dsn",
-        click.STRING,
-        "Where to LISTEN and keep the registry session when --dsn is a PgBouncer "
-        "in transaction mode.",
-    ),
-]
+#: The click type of each kind of worker setting (job_machine/_worker_config.py).
+_SETTING_TYPES: dict[str, Any] = {
+    "seconds": _SECONDS,
+    "seconds0": _SECONDS_OR_ZERO,
+    "days": _SECONDS,
+    "priority": _PRIORITY,
+    "dsn": click.STRING,
+}
+
+
+def _worker_option_list() -> list[tuple[str, Any, str, str]]:
+    """The Worker options the ``worker`` command passes on when given:
+    (constructor argument, type, metavar, help), built from WorkerConfig.
+    Left out, the class's own value holds."""
+    options = []
+    for s in WorkerConfig.settings:
+        if not s.in_cli:
+            continue
+        kind = _SETTING_TYPES.get(s.kind) or click.IntRange(min=s.minimum)
+        text = f"{s.help}." if s.kind == "dsn" else f"{s.help} [{s.shown_default}]"
+        options.append((s.name, kind, s.metavar, text))
+    return options
+
+
+_WORKER_OPTIONS = _worker_option_list()
 
 
 # -- shared options and checks ------------------------------------------------
@@ -421,13 +407,7 @@ def roles(prefix: str, print_sql: bool, dsn: str | None) -> None:
 
 
 def _worker_options(f: F) -> F:
-    for name, kind, text in reversed(_WORKER_OPTIONS):
-        metavar = {
-            "retries": "N",
-            "min_priority": "N",
-            "remove_after": "DAYS",
-            "listen_dsn": "DSN",
-        }.get(name, "SECONDS")
+    for name, kind, metavar, text in reversed(_WORKER_OPTIONS):
         option = click.option(
             "--" + name.replace("_", "-"), name, type=kind, metavar=metavar, help=text
         )
@@ -435,8 +415,31 @@ def _worker_options(f: F) -> F:
     return f
 
 
-def _setup_logging(level: str) -> None:
+_log_format_option = click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line, with task_id, queue, attempt and worker_id on "
+    "the records about a task, secrets scrubbed (docs/observability.md).",
+)
+
+
+def _setup_logging(
+    level: str,
+    log_format: str = "text",
+    dsns: Sequence[str | None] = (),
+    secrets: Sequence[str | None] = (),
+) -> None:
     handler: logging.Handler
+    if log_format == "json":
+        from .logging import JsonFormatter  # noqa: PLC0415
+
+        handler = logging.StreamHandler(sys.stderr)
+        # The DSN's password and the other secrets never reach a line.
+        handler.setFormatter(JsonFormatter(dsn=[d for d in dsns if d], secrets=secrets))
+        logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+        return
     if sys.stderr.isatty():
         handler = RichHandler(console=Console(stderr=True), show_path=False)
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
@@ -576,6 +579,7 @@ def _load_worker_class(spec: str) -> type[jm.Worker] | type[jm.AsyncWorker]:
     show_default=True,
     help="Log to stderr from this level up.",
 )
+@_log_format_option
 @_dsn_option
 def worker(
     *,
@@ -585,6 +589,7 @@ def worker(
     concurrency: int | None,
     processes: int | None,
     log_level: str,
+    log_format: str,
     dsn: str | None,
     **options: Any,
 ) -> None:
@@ -607,7 +612,7 @@ def worker(
     options, restarts one that dies (with backoff; it gives up on a crash
     loop, exit 1) and passes SIGTERM and SIGINT on to them.
     """
-    _setup_logging(log_level)
+    _setup_logging(log_level, log_format, [dsn, options.get("listen_dsn")])
     if (worker_class is None) == (app_spec is None):
         raise click.UsageError(
             "name a Worker class (MODULE:CLASS) or an app (--app MODULE:APP), one of them",
@@ -657,6 +662,7 @@ def worker(
         )
         return
     _supervisor.watch_supervisor()
+    _log_worker_context(instance, log_format)
     logger.info(
         "starting %s (%s) on %s, pid %d, database %s",
         name,
@@ -725,6 +731,16 @@ def _supervise(
     code = _supervisor.Supervisor(command, env, processes, shutdown_grace=grace).run()
     if code:
         ctx.exit(code)
+
+
+def _log_worker_context(instance: jm.Worker | jm.AsyncWorker, log_format: str) -> None:
+    """JSON logs: worker_id on every record, and the fields of the task in
+    hand on the records logged inside process() (the user's own too)."""
+    if log_format == "json":
+        from .logging import WorkerContext  # noqa: PLC0415
+
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(WorkerContext(instance))
 
 
 async def _receive_then_close(worker: jm.AsyncWorker, app: jm.App | None) -> None:
@@ -1374,6 +1390,153 @@ def queues_resume(queue: str, dsn: str | None) -> None:
     click.echo(f"queue {queue} resumed")
 
 
+# -- cron schedules -------------------------------------------------------------------
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def schedules(ctx: click.Context) -> None:
+    """Add, list, pause, resume and remove cron schedules (docs/schedules.md)."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@schedules.command("add")
+@click.argument("name")
+@click.argument("cron")
+@click.argument("queue", callback=_check_queue)
+@click.argument("data", metavar="[JSON]", required=False, default="null")
+@click.option(
+    "--timezone",
+    metavar="ZONE",
+    default="UTC",
+    show_default=True,
+    help="Read CRON in this IANA zone (Europe/Oslo); DST as Debian cron.",
+)
+@click.option("--priority", type=_PRIORITY, metavar="N", default=0, show_default=True)
+@click.option(
+    "--attempts",
+    type=click.IntRange(min=1, max=_INT32),
+    metavar="N",
+    help="How many times each task may run in all [the worker's --retries + 1].",
+)
+@click.option("--title", metavar="TEXT", help="The tasks' title [NAME].")
+@click.option("--grouping", metavar="TEXT", help="The tasks' grouping.")
+@click.option(
+    "--remove-after",
+    metavar="DURATION",
+    callback=_optional_duration,
+    help="Keep each task this long once finished: seconds, or 15m, 2h, 7d "
+    "[the worker's --remove-after].",
+)
+@_json_option
+@_dsn_option
+def schedules_add(
+    *,
+    name: str,
+    cron: str,
+    queue: str,
+    data: str,
+    timezone: str,
+    priority: int,
+    attempts: int | None,
+    title: str | None,
+    grouping: str | None,
+    remove_after: float | None,
+    as_json: bool,
+    dsn: str | None,
+) -> None:
+    """Send a task with JSON (default null; `-` reads stdin) to QUEUE at
+    every tick of CRON, or replace the schedule NAME.
+
+    CRON has five fields (minute hour day month weekday; quote it), six with
+    seconds first, or is @hourly, @daily, @weekly, @monthly or @yearly. The
+    workers' housekeeper sends each tick's task once; ticks missed while no
+    worker ran are run once. A replaced schedule keeps its paused state.
+    """
+    payload = _parse_json(data)
+    with jm.Admin(_need_dsn(dsn)) as admin:
+        info = admin.schedule(
+            name,
+            cron,
+            queue,
+            payload,
+            timezone=timezone,
+            priority=priority,
+            attempts=attempts,
+            title=title,
+            grouping=grouping,
+            remove_after=remove_after,
+        )
+    if as_json:
+        _print_json(dataclasses.asdict(info))
+        return
+    state = "paused" if info.paused else f"next at {_when(info.next_run)}"
+    click.echo(f"schedule {info.name}: {info.cron} ({info.timezone}) to {info.queue}, {state}")
+
+
+@schedules.command("list")
+@_json_option
+@_dsn_option
+def schedules_list(as_json: bool, dsn: str | None) -> None:
+    """List the schedules: cron, zone, queue, whether paused, the next tick,
+    and the last task sent with its state."""
+    with jm.Admin(_need_dsn(dsn)) as admin:
+        found = admin.schedules()
+    if as_json:
+        _print_json([dataclasses.asdict(s) for s in found])
+        return
+    headers = ["name", "cron", "timezone", "queue", "paused", "next", "last", "last task"]
+    rows = [
+        [
+            s.name,
+            s.cron,
+            s.timezone,
+            s.queue,
+            s.paused,
+            None if s.paused else s.next_run,
+            s.last_run,
+            f"{s.last_task_id} {s.last_state or 'gone'}" if s.last_task_id else None,
+        ]
+        for s in found
+    ]
+    _print_table(headers, rows, "no schedules")
+
+
+@schedules.command("pause")
+@click.argument("name")
+@_dsn_option
+def schedules_pause(name: str, dsn: str | None) -> None:
+    """Pause schedule NAME: it sends nothing, and the ticks that pass are
+    skipped, until `schedules resume`. An unknown schedule exits 1."""
+    with jm.Admin(_need_dsn(dsn)) as admin:
+        admin.pause_schedule(name)
+    click.echo(f"schedule {name} paused")
+
+
+@schedules.command("resume")
+@click.argument("name")
+@_dsn_option
+def schedules_resume(name: str, dsn: str | None) -> None:
+    """Resume schedule NAME from its next tick after now. An unknown
+    schedule exits 1."""
+    with jm.Admin(_need_dsn(dsn)) as admin:
+        admin.resume_schedule(name)
+        info = next(s for s in admin.schedules() if s.name == name)
+    click.echo(f"schedule {name} resumed: next at {_when(info.next_run)}")
+
+
+@schedules.command("remove")
+@click.argument("name")
+@_dsn_option
+def schedules_remove(name: str, dsn: str | None) -> None:
+    """Remove schedule NAME: no tick of it is sent any more (the tasks it
+    sent stay). An unknown schedule exits 1."""
+    with jm.Admin(_need_dsn(dsn)) as admin:
+        admin.unschedule(name)
+    click.echo(f"schedule {name} removed")
+
+
 # -- workers, purge -------------------------------------------------------------------
 
 
@@ -1610,7 +1773,8 @@ def _seconds_option(
     10,
     "Cancel a statement of the dashboard that runs longer; 0: the server's setting.",
 )
-def web(*, dsn: str | None, host: str, port: int, **settings: Any) -> None:
+@_log_format_option
+def web(*, dsn: str | None, host: str, port: int, log_format: str, **settings: Any) -> None:
     """Serve the admin dashboard: counts, history, tasks, workers, locks,
     and (unless --read-only) retry, cancel, remove, pause, resume and stop,
     each confirmed first.
@@ -1636,8 +1800,75 @@ def web(*, dsn: str | None, host: str, port: int, **settings: Any) -> None:
         dashboard.check_exposure(config, host)
     except ValueError as ex:
         raise click.UsageError(str(ex), ctx=click.get_current_context(silent=True)) from None
+    _setup_logging("info", log_format, [target], [config.token, config.password, config.secret])
+    dashboard.serve(config, host=host, port=port, json_logs=log_format == "json")
+
+
+# -- metrics ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=9187,
+    show_default=True,
+    help="The port to serve /metrics on (0: any free one, logged).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address to listen on. The metrics carry queue names and counts and ask "
+    "for no credentials: expose them beyond this machine only on a trusted network.",
+)
+@_dsn_option
+def metrics(port: int, host: str, dsn: str | None) -> None:
+    """Serve Prometheus metrics on http://HOST:PORT/metrics until SIGTERM or
+    Ctrl-C: tasks by queue and state, the oldest waiting age per queue,
+    workers running, idle and dead, done and failed counts, paused queues.
+    Each scrape reads the database then (a few index reads); nothing runs in
+    between. Needs the metrics extra: pip install 'job_machine[metrics]'.
+    See docs/observability.md.
+    """
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    target = _need_dsn(dsn)
+    try:
+        from prometheus_client import CollectorRegistry, start_http_server  # noqa: PLC0415
+
+        from .metrics import JobMachineCollector  # noqa: PLC0415
+    except ImportError:
+        raise click.ClickException(
+            "metrics need the metrics extra: pip install 'job_machine[metrics]' "
+            "(prometheus_client is not installed)"
+        ) from None
     _setup_logging("info")
-    dashboard.serve(config, host=host, port=port)
+    stop = threading.Event()
+    with jm.Admin(target) as admin:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(JobMachineCollector(admin))
+        server, thread = start_http_server(port, host, registry=registry)
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+        try:
+            address = server.server_address
+            logger.info(
+                "serving metrics of %s on http://%s:%d/metrics",
+                describe_target(target),
+                f"[{host}]" if ":" in host else host,
+                address[1],
+            )
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            server.shutdown()
+            server.server_close()
+            thread.join()
+    logger.info("metrics stopped")
 
 
 # -- demo ---------------------------------------------------------------------------------

@@ -113,6 +113,35 @@ class ServerReadOnly(ConnectionLost):
     __module__ = "job_machine"
 
 
+class StatementFailed(JobMachineError):
+    """A statement failed for a reason that may pass by itself: nothing it did
+    was committed and the connection is still usable, so the same call can be
+    tried again (a worker does, with backoff, keeping the tasks it holds)."""
+
+    __module__ = "job_machine"
+
+
+class StatementTimeout(StatementFailed):
+    """The statement was canceled: ``statement_timeout``, ``lock_timeout`` or
+    ``pg_cancel_backend()``; nothing it did was committed."""
+
+    __module__ = "job_machine"
+
+
+class TransactionConflict(StatementFailed):
+    """The transaction was rolled back by a deadlock or a serialization
+    failure; nothing it did was committed."""
+
+    __module__ = "job_machine"
+
+
+class PoolExhausted(StatementFailed):
+    """No connection of the pool became free in time (psycopg_pool's
+    ``PoolTimeout``); the statement did not run."""
+
+    __module__ = "job_machine"
+
+
 class SchemaMissing(JobMachineError):
     """Schema `jobmachine` is not installed: run `job-machine install`,
     `psql -f sql/create_tables.sql` or job_machine.install_schema()."""

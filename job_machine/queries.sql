@@ -166,6 +166,17 @@ UPDATE jobmachine.task t
 RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue, t.priority,
           t.max_attempts, t.title, t.grouping
 
+-- name: task_begin
+-- A task claimed ahead is about to run after waiting in the worker's
+-- buffer: while this attempt still holds it, start its clock again, so
+-- max_runtime counts from process(). No row: it was given up or revived
+-- while it waited, and must not run. (started only: the status trigger
+-- does not fire.)
+UPDATE jobmachine.task
+   SET started = now()
+ WHERE task_id = %(task_id)s AND status = 100 AND attempts = %(attempt)s
+RETURNING task_id
+
 -- name: task_finish
 -- Store a reply or result and mark the task done, only while this attempt
 -- still holds it, and notify jmr:<task_id> ('reply', or 'result' for
@@ -708,6 +719,23 @@ SELECT c.name AS queue, c.paused,
      GROUP BY t.class_id) n ON n.class_id = c.class_id
  ORDER BY c.name
 
+-- name: admin_oldest_waiting
+-- Per queue with tasks due now, how many seconds the longest-waiting of
+-- them has waited since it became due (the latest of its creation, its
+-- run_after and its retry_at), for the metrics' oldest-waiting age. Reads
+-- only the waiting tasks (the partial index task_ready_idx, status = 0),
+-- never the finished history.
+SELECT c.name AS queue,
+       extract(epoch FROM now() - min(greatest(t.created, t.run_after, t.retry_at)))::float8
+           AS age
+  FROM jobmachine.task t
+  JOIN jobmachine.class c ON c.class_id = t.class_id
+ WHERE t.status = 0
+   AND (t.run_after IS NULL OR t.run_after <= now())
+   AND (t.retry_at IS NULL OR t.retry_at <= now())
+ GROUP BY c.name
+ ORDER BY c.name
+
 -- name: admin_done_estimate
 -- The planner's estimate of the task table's rows (-1: never analysed), the
 -- cheap base of a done count over a large history.
@@ -924,3 +952,158 @@ SELECT name,
 -- The status of each of the tasks %(ids)s that exists (a task's parents and
 -- children, for a dashboard).
 SELECT task_id, status FROM jobmachine.task WHERE task_id = ANY(%(ids)s::bigint[])
+
+-- ===== cron schedules (schema version 5, docs/schedules.md) ===========
+
+-- name: schedule_upsert
+-- Make a schedule, or replace the one of that name: its paused state is
+-- kept, and so is its next run unless the cron expression or the zone
+-- changed (then the caller's next_run). Returns the row.
+INSERT INTO jobmachine.schedule AS s (name, cron, timezone, queue, parameters, priority,
+                                      max_attempts, title, grouping, keep_for, next_run)
+VALUES (%(name)s, %(cron)s, %(timezone)s, %(queue)s, %(parameters)s, %(priority)s::int,
+        %(max_attempts)s::int, %(title)s::text, %(grouping)s::text,
+        make_interval(secs => %(keep_for)s::float8), %(next_run)s)
+ON CONFLICT (name) DO UPDATE
+   SET cron = excluded.cron, timezone = excluded.timezone, queue = excluded.queue,
+       parameters = excluded.parameters, priority = excluded.priority,
+       max_attempts = excluded.max_attempts, title = excluded.title,
+       grouping = excluded.grouping, keep_for = excluded.keep_for,
+       next_run = CASE WHEN (s.cron, s.timezone) = (excluded.cron, excluded.timezone)
+                       THEN s.next_run ELSE excluded.next_run END,
+       modified = now()
+ WHERE (s.cron, s.timezone, s.queue, s.parameters, s.priority, s.max_attempts, s.title,
+        s.grouping, s.keep_for)
+       IS DISTINCT FROM
+       (excluded.cron, excluded.timezone, excluded.queue, excluded.parameters,
+        excluded.priority, excluded.max_attempts, excluded.title, excluded.grouping,
+        excluded.keep_for)
+RETURNING s.name
+
+-- name: schedule_delete
+-- Remove a schedule; no row when there is none. Tasks it sent stay.
+DELETE FROM jobmachine.schedule WHERE name = %(name)s RETURNING name
+
+-- name: schedule_pause
+-- Pause a schedule; no row when there is none.
+UPDATE jobmachine.schedule SET paused = true, modified = now()
+ WHERE name = %(name)s
+RETURNING name
+
+-- name: schedule_resume
+-- Resume a paused schedule from its next tick after now (the caller's
+-- next_run, computed from the cron and zone it read): the ticks that passed
+-- while it was paused are skipped. A schedule not paused is left as it is.
+-- No row when there is none (or its cron changed meanwhile: read it again).
+WITH found AS (
+    SELECT schedule_id, paused FROM jobmachine.schedule
+     WHERE name = %(name)s AND cron = %(cron)s AND timezone = %(timezone)s
+     FOR UPDATE
+), resumed AS (
+    UPDATE jobmachine.schedule s
+       SET paused = false, next_run = %(next_run)s, modified = now()
+      FROM found
+     WHERE s.schedule_id = found.schedule_id AND found.paused
+)
+SELECT schedule_id FROM found
+
+-- name: schedule_list
+-- Every schedule (or the one named), by name, with the state of the last
+-- task it sent (NULL once that task is gone).
+SELECT s.name, s.cron, s.timezone, s.queue, s.parameters, s.priority, s.max_attempts,
+       s.title, s.grouping, extract(epoch FROM s.keep_for)::float8 AS keep_for, s.paused,
+       s.next_run, s.last_run, s.last_task_id, t.status AS last_status, s.created, s.modified
+  FROM jobmachine.schedule s
+  LEFT JOIN jobmachine.task t ON t.task_id = s.last_task_id
+ WHERE %(name)s::text IS NULL OR s.name = %(name)s
+ ORDER BY s.name
+
+-- name: schedule_due
+-- The dispatcher's round: the schedules whose next tick has come (not
+-- paused), oldest tick first, and the database's time, from which the
+-- next ticks are computed. Read without a lock: schedule_fire locks each
+-- row and checks it is still due before it sends.
+SELECT s.schedule_id, s.name, s.cron, s.timezone, s.next_run,
+       coalesce(%(now)s::timestamptz, now()) AS now
+  FROM jobmachine.schedule s
+ WHERE NOT s.paused AND s.next_run <= coalesce(%(now)s::timestamptz, now())
+ ORDER BY s.next_run, s.schedule_id
+ LIMIT %(limit)s
+
+-- name: schedule_fire
+-- Send the task of one tick and advance the schedule, in the caller's
+-- transaction: the new task's id; 0 when that tick's task already waits or
+-- runs (advanced, nothing sent); NULL when the schedule is no longer due
+-- at that tick (another dispatcher sent it, it was paused, changed or removed).
+SELECT jobmachine.schedule_fire(%(schedule_id)s, %(tick)s, %(cron)s, %(timezone)s,
+                                %(next_run)s, %(now)s::timestamptz) AS task_id
+
+-- name: schedule_now
+-- The database's clock, from which a new schedule's first tick is computed.
+SELECT now() AS now
+-- == streamed partial replies (schema version 6) ============================
+
+-- name: part_insert
+-- Store one part of a task (send_part), only while the attempt that sends
+-- it still holds the task (a revived attempt's late part is refused: no
+-- row), and announce it on jmr:<task_id> with the payload 'part'. FOR
+-- SHARE: a revive or rescue committing meanwhile is waited for, and the
+-- fence checked again on the task as it left it.
+INSERT INTO jobmachine.part (task_id, attempt, seq, data)
+SELECT t.task_id, t.attempts, %(seq)s, %(data)s
+  FROM jobmachine.task t
+ WHERE t.task_id = %(task_id)s AND t.status = 100 AND t.attempts = %(attempt)s
+   FOR SHARE
+RETURNING task_id, pg_notify('jmr:' || task_id::text, 'part')
+
+-- name: part_read
+-- A reader of a task's parts (Client.parts): in one snapshot, whether the
+-- task is answered (as task_answer: a reply, or done or failed), its
+-- newest error, its current attempt, and up to %(limit)s parts of that
+-- attempt in order, from %(seq)s on when the reader is at that attempt
+-- (%(attempt)s) already, else from the first. A part is committed before
+-- the answer of its attempt, so a read that finds the task answered finds
+-- every part it had. No row: there is no such task.
+SELECT t.status, t.attempts,
+       (SELECT r.result FROM jobmachine.result r
+         WHERE r.task_id = t.task_id AND r.resulttype IS DISTINCT FROM 'error'
+         ORDER BY r.result_id DESC LIMIT 1) AS reply,
+       (SELECT r.result FROM jobmachine.result r
+         WHERE r.task_id = t.task_id AND r.resulttype = 'error'
+         ORDER BY r.result_id DESC LIMIT 1) AS error,
+       ps.seqs, ps.datas, ps.created
+  FROM jobmachine.task t
+ CROSS JOIN LATERAL (
+    SELECT array_agg(p.seq ORDER BY p.seq) AS seqs, array_agg(p.data ORDER BY p.seq) AS datas,
+           array_agg(p.created ORDER BY p.seq) AS created
+      FROM (SELECT p.seq, p.data, p.created
+              FROM jobmachine.part p
+             WHERE p.task_id = t.task_id AND p.attempt = t.attempts
+               AND p.seq >= CASE WHEN t.attempts = %(attempt)s THEN %(seq)s ELSE 0 END
+             ORDER BY p.seq
+             LIMIT %(limit)s) p
+ ) ps
+ WHERE t.task_id = %(task_id)s
+
+-- name: part_insert_many
+-- part_insert for the parts several tasks of one worker send at the same
+-- moment (the worker's part group writes them together: one statement, one
+-- commit), each fenced by its own attempt; a task's parts in order of seq.
+-- Returns the parts stored; one missing was refused (its attempt no longer
+-- holds the task). The tasks are locked in order of id. One notification per task (PostgreSQL folds a
+-- transaction's equal notifications into one).
+WITH d AS (
+    SELECT * FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(seqs)s::int[],
+                         %(datas)s::text[]) AS d (task_id, attempt, seq, data)
+), held AS (
+    SELECT t.task_id, t.attempts
+      FROM jobmachine.task t
+     WHERE t.task_id IN (SELECT task_id FROM d) AND t.status = 100
+     ORDER BY t.task_id
+       FOR SHARE
+)
+INSERT INTO jobmachine.part (task_id, attempt, seq, data)
+SELECT d.task_id, d.attempt, d.seq, d.data
+  FROM d JOIN held h ON h.task_id = d.task_id AND h.attempts = d.attempt
+ ORDER BY d.task_id, d.seq
+RETURNING task_id, attempt, seq, pg_notify('jmr:' || task_id::text, 'part')

@@ -66,6 +66,9 @@ class Subscription:
     channels: frozenset[str]
     on_wake: Callable[[], None]
     on_listening: Callable[[], None]
+    #: Payloads that do not wake it: a waiter for the answer is not woken
+    #: by each streamed part ('part').
+    ignore: frozenset[str] = frozenset()
     listening: bool = False
     #: Channels of this subscription not LISTENed to yet.
     missing: set[str] = field(default_factory=set)
@@ -110,10 +113,13 @@ class ReplyListener:
         task_ids: Iterable[int],
         on_wake: Callable[[], None],
         on_listening: Callable[[], None],
+        *,
+        ignore: Iterable[str] = (),
     ) -> Subscription:
-        """Ask for the notifications of ``task_ids``' reply channels."""
+        """Ask for the notifications of ``task_ids``' reply channels, but for
+        those whose payload is in ``ignore``."""
         channels = frozenset(reply_channel(t) for t in task_ids)
-        sub = Subscription(channels, on_wake, on_listening)
+        sub = Subscription(channels, on_wake, on_listening, frozenset(ignore))
         with self._lock:
             for channel in channels:
                 self._subs.setdefault(channel, set()).add(sub)
@@ -279,7 +285,7 @@ class ReplyListener:
         woken: set[Subscription] = set()
         for n in notifies:
             with self._lock:
-                woken.update(self._subs.get(n.channel, ()))
+                woken.update(s for s in self._subs.get(n.channel, ()) if n.payload not in s.ignore)
         for sub in woken:
             sub.on_wake()
 

@@ -75,6 +75,25 @@ class Answered:
         return self.reply
 
 
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One streamed partial reply of a task, as :meth:`Client.parts` yields it."""
+
+    #: The task.
+    task_id: int
+    #: The attempt that sent it. Parts are read for the task's current
+    #: attempt: when a failed attempt is retried, the next part read is the
+    #: new attempt's first (``seq`` 0, a higher ``attempt``), so a reader
+    #: that shows parts as they come can tell that the work started again.
+    attempt: int
+    #: Its place among its attempt's parts: 0, 1, 2...
+    seq: int
+    #: What the worker sent, decoded from JSON.
+    data: Any
+    #: When it was stored.
+    created: datetime
+
+
 #: The kinds of end: a stored answer that notifies as such, a stored answer
 #: of result(), done without an answer, a failed attempt.
 REPLY, RESULT, DONE, ERROR = "reply", "result", "done", "error"
@@ -283,3 +302,34 @@ class LockInfo:
     last_expiry: datetime | None
     #: Expired holds still in the table (the next ``lock()`` of the name drops them).
     expired: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """A cron schedule (:meth:`Admin.schedules`): what it sends, when, and what it sent last."""
+
+    name: str
+    #: The cron expression, read in :attr:`timezone` (an IANA name).
+    cron: str
+    timezone: str
+    queue: str
+    #: The data of each task it sends.
+    data: Any
+    priority: int
+    max_attempts: int | None
+    #: The title of its tasks (None: the schedule's name).
+    title: str | None
+    grouping: str | None
+    #: Seconds its tasks are kept once finished (None: the worker's remove_after).
+    remove_after: float | None
+    #: A paused schedule sends nothing; its ticks are skipped until resumed.
+    paused: bool
+    #: The next tick it sends (when not paused).
+    next_run: datetime
+    #: The last tick it sent, and that task (None: none yet).
+    last_run: datetime | None
+    last_task_id: int | None
+    #: The state of that task (``"waiting"``, ``"done"``...; None once it is gone).
+    last_state: str | None
+    created: datetime
+    modified: datetime

@@ -12,11 +12,21 @@ checker sees ``add.call(1, 2)`` as what ``add`` returns.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Iterator,
+)
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, Self, TypeVar, cast, overload
 
 from ._taskdef import TaskDef
+from .task import Part
 
 if TYPE_CHECKING:
     from .app import App
@@ -229,6 +239,34 @@ class TaskFunctionBase(Generic[P, R]):
         raw = await self.app.async_client.wait(task_id, timeout=self._timeout)
         return cast(R, self.definition.reply_value(raw))
 
+    # -- streaming ----------------------------------------------------------------
+
+    def parts(self, task_id: int) -> Iterator[Part]:
+        """The parts a generator task function yields in the task sent by
+        :meth:`send`, as they arrive (:meth:`Client.parts`; each part's
+        ``data`` converted from the yield type of its annotation, as
+        ``Generator[Y, None, R]`` or ``Iterator[Y]``); the iteration ends
+        when the task is answered, and :meth:`result` then returns its reply
+        at once::
+
+            task_id = count.send(3)
+            for part in count.parts(task_id):
+                print(part.data)
+            print(count.result(task_id))
+
+        :raises TaskFailed: the task failed (after its last attempt's parts).
+        :raises WaitTimeout: not answered within the timeout (see :meth:`configure`).
+        """
+        convert = self.definition.part_value
+        for part in self.app.client.parts(task_id, timeout=self._timeout):
+            yield replace(part, data=convert(part.data))
+
+    async def aparts(self, task_id: int) -> AsyncIterator[Part]:
+        """:meth:`parts` on asyncio (``async for``)."""
+        convert = self.definition.part_value
+        async for part in self.app.async_client.parts(task_id, timeout=self._timeout):
+            yield replace(part, data=convert(part.data))
+
 
 class TaskFunction(TaskFunctionBase[P, R]):
     """A plain function made a task function by :meth:`App.task`.
@@ -252,6 +290,29 @@ class AsyncTaskFunction(TaskFunctionBase[P, R]):
         return cast(Coroutine[Any, Any, R], self.definition.fn(*args, **kwargs))
 
 
+class GeneratorTaskFunction(TaskFunctionBase[P, R]):
+    """A generator function (``def`` with ``yield``) made a task function by
+    :meth:`App.task`: what it yields is streamed to the caller as parts
+    (:meth:`parts`), what it returns is the reply, so :meth:`call` and
+    :meth:`result` are typed as its ``Generator[Y, S, R]``'s ``R``.
+    Calling it makes the generator here, as before."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Generator[Any, Any, R]:
+        """Make the generator here, in this process (no task)."""
+        return cast(Generator[Any, Any, R], self.definition.fn(*args, **kwargs))
+
+
+class AsyncGeneratorTaskFunction(TaskFunctionBase[P, None]):
+    """An ``async def`` generator made a task function by :meth:`App.task`;
+    only an asyncio worker runs it. What it yields is streamed to the caller
+    as parts (:meth:`aparts`); Python gives it no return value, so its reply
+    is None. Calling it makes the async generator here, as before."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Any, None]:
+        """Make the async generator here, in this process (no task)."""
+        return cast(AsyncGenerator[Any, None], self.definition.fn(*args, **kwargs))
+
+
 class TaskDecorator(Protocol):
     """What ``@app.task(...)`` returns: it makes the function a task function."""
 
@@ -259,5 +320,17 @@ class TaskDecorator(Protocol):
     def __call__(  # type: ignore[overload-overlap]
         self, fn: Callable[P2, Coroutine[Any, Any, R2]], /
     ) -> AsyncTaskFunction[P2, R2]: ...
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, fn: Callable[P2, AsyncIterator[Any]], /
+    ) -> AsyncGeneratorTaskFunction[P2]: ...
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, fn: Callable[P2, Generator[Any, Any, R2]], /
+    ) -> GeneratorTaskFunction[P2, R2]: ...
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, fn: Callable[P2, Iterator[Any]], /
+    ) -> GeneratorTaskFunction[P2, Any]: ...
     @overload
     def __call__(self, fn: Callable[P2, R2], /) -> TaskFunction[P2, R2]: ...

@@ -14,14 +14,15 @@
 --                      Job::Machine client too
 --   jobmachine_worker  run workers: claim, answer, retry and fail tasks,
 --                      register and heartbeat, rescue dead workers'
---                      tasks, housekeeping (revive, retention), notes,
---                      named locks; the Perl Job::Machine worker too
+--                      tasks, housekeeping (revive, retention, dispatch
+--                      of cron schedules), notes, named locks; the Perl
+--                      Job::Machine worker too
 --   jobmachine_reader  SELECT on the schema and nothing else: Admin.stats,
 --                      history, list_tasks, task_info, workers (a
 --                      read-only dashboard)
 --   jobmachine_admin   jobmachine_reader, plus an operator's actions:
 --                      cancel, retry, remove, purge, reset, pause and
---                      resume queues, stop workers, notes
+--                      resume queues, stop workers, notes, cron schedules
 --
 -- Other names: roles are cluster-wide, so two applications with a
 -- jobmachine schema each in one cluster should not share them. Set
@@ -82,9 +83,10 @@ BEGIN
     IF to_regclass('jobmachine.schema_version') IS NOT NULL THEN
         SELECT max(v.version) INTO installed FROM jobmachine.schema_version v;
     END IF;
-    -- The grants below name columns of schema version 4.
-    IF installed IS NULL OR installed < 4 THEN
-        RAISE EXCEPTION 'the jobmachine schema is missing or older than version 4 (found %)', coalesce(installed::text, 'none')
+    -- The grants below name version 5's schedule table and version 6's
+    -- part table.
+    IF installed IS NULL OR installed < 6 THEN
+        RAISE EXCEPTION 'the jobmachine schema is missing or older than version 6 (found %)', coalesce(installed::text, 'none')
             USING HINT = 'install or upgrade it first: psql -f sql/create_tables.sql, or job_machine.install_schema()';
     END IF;
 
@@ -171,6 +173,8 @@ BEGIN
         -- parent failed already is written by the trigger
         -- task_parent_failed, which runs as the schema's owner.
         (sender, 'SELECT', 'TABLE jobmachine.result'),
+        -- Streamed parts (parts()): read only, like the replies.
+        (sender, 'SELECT', 'TABLE jobmachine.part'),
         -- task_info names the worker running the task; not its queues,
         -- heartbeat or commands.
         (sender, 'SELECT (worker_id, host, pid)', 'TABLE jobmachine.worker'),
@@ -203,6 +207,9 @@ BEGIN
         (worker, 'EXECUTE', 'FUNCTION jobmachine.queue_prune(double precision, integer, timestamptz)'),
         (worker, 'EXECUTE', 'FUNCTION jobmachine.task_note(bigint, jsonb, text[])'),
         (worker, 'SELECT, INSERT (task_id, result, resulttype)', 'TABLE jobmachine.result'),
+        -- part_insert (send_part); the parts go with their task by ON
+        -- DELETE CASCADE.
+        (worker, 'SELECT, INSERT (task_id, attempt, seq, data)', 'TABLE jobmachine.part'),
         -- worker_register, worker_heartbeat (an upsert that sets seen),
         -- worker_reap (deletes dead workers: the one table-level DELETE
         -- left, see docs/roles.md). Not command: a worker cannot stop the
@@ -212,6 +219,14 @@ BEGIN
         (worker, 'EXECUTE', 'FUNCTION jobmachine.lock(text, double precision, integer)'),
         (worker, 'EXECUTE', 'FUNCTION jobmachine.unlock(text, bigint)'),
         (worker, 'USAGE', 'SEQUENCE ' || pg_get_serial_sequence('jobmachine.result', 'result_id')),
+        -- Cron schedules (version 5): schedule_due reads the due ones;
+        -- schedule_fire() sends a tick's task and advances the schedule
+        -- (it runs as the schema's owner: the worker sends only what an
+        -- admin scheduled). Never INSERT, UPDATE or DELETE: a worker does
+        -- not define schedules (App.register_schedules as the admin does).
+        (worker, 'SELECT', 'TABLE jobmachine.schedule'),
+        (worker, 'EXECUTE', 'FUNCTION jobmachine.schedule_fire(bigint, timestamptz, text, text,'
+                 ' timestamptz, timestamptz)'),
 
         -- admin: reader's SELECTs (role membership, above), and
         (admin, 'USAGE', 'SCHEMA jobmachine'),
@@ -236,7 +251,15 @@ BEGIN
         -- admin_worker_command (stop_workers).
         (admin, 'UPDATE (command)', 'TABLE jobmachine.worker'),
         (admin, 'USAGE', 'SEQUENCE ' || pg_get_serial_sequence('jobmachine.class', 'class_id')),
-        (admin, 'USAGE', 'SEQUENCE ' || pg_get_serial_sequence('jobmachine.result', 'result_id'))
+        (admin, 'USAGE', 'SEQUENCE ' || pg_get_serial_sequence('jobmachine.result', 'result_id')),
+        -- Cron schedules (version 5): schedule_upsert (Admin.schedule,
+        -- App.register_schedules), schedule_pause, schedule_resume,
+        -- schedule_delete (unschedule). Not last_run or last_task_id,
+        -- which only schedule_fire() writes.
+        (admin, 'INSERT (name, cron, timezone, queue, parameters, priority, max_attempts, title,'
+                ' grouping, keep_for, paused, next_run), UPDATE (cron, timezone, queue, parameters,'
+                ' priority, max_attempts, title, grouping, keep_for, paused, next_run, modified),'
+                ' DELETE', 'TABLE jobmachine.schedule')
         ) AS m (grantee, privileges, object)
         -- A column without a sequence (none in a schema made by
         -- create_tables.sql or by Perl) has nothing to grant.

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from .. import _codec, _cron
 from .._options import check_priority
 from ..channels import validate_queue
 from ..errors import SchemaMissing, UnknownTask
@@ -15,6 +17,7 @@ from ..task import (
     STATE_NAMES,
     HourStats,
     LockInfo,
+    ScheduleInfo,
     Stats,
     Status,
     TaskInfo,
@@ -42,7 +45,7 @@ STANDBY_ALIVE_WITHIN = 15.0
 class AsyncAdmin(AsyncConnectorOwner):
     """Operations for operators and dashboards: counts, history, listings,
     workers, cancel / retry / remove / purge of tasks, pausing queues,
-    stopping workers, and resetting the whole machine.
+    stopping workers, cron schedules, and resetting the whole machine.
 
     Takes ``dsn=``, ``conn=`` or ``pool=`` like :class:`AsyncClient`.
     """
@@ -79,6 +82,14 @@ class AsyncAdmin(AsyncConnectorOwner):
             workers=len(alive),
             busy=sum(1 for w in alive if w.busy),
         )
+
+    async def oldest_waiting(self) -> dict[str, float]:
+        """Per queue, how many seconds its oldest waiting task (due now, not
+        delayed nor blocked) has waited since it became due; a queue with
+        no task due is left out. Reads only the waiting tasks (an index of
+        them), never the finished history: cheap enough for every metrics
+        scrape. The age to alert on when workers fall behind or stop."""
+        return await self._store.admin_oldest_waiting()
 
     async def status_string(self) -> str:
         """One line for a terminal or a log (the style of Perl job servers):
@@ -329,6 +340,97 @@ class AsyncAdmin(AsyncConnectorOwner):
         hand, as SIGTERM would; each reads it with its next heartbeat (within
         ``dead_after / 4`` seconds). Returns how many workers were asked."""
         return await self._store.admin_worker_command("stop", worker_id)
+
+    # -- cron schedules (docs/schedules.md) ----------------------------------------
+    # A schedule's pause and resume are pause_schedule()/resume_schedule(),
+    # not pause()/resume(): those take a queue name, and a schedule is often
+    # named like its queue (a task function's schedule and queue both carry
+    # the function's name), so one name could mean either.
+
+    async def schedule(
+        self,
+        name: str,
+        cron: str,
+        queue: str,
+        data: Any = None,
+        *,
+        timezone: str = "UTC",
+        priority: int = 0,
+        attempts: int | None = None,
+        title: str | None = None,
+        grouping: str | None = None,
+        remove_after: float | timedelta | None = None,
+    ) -> ScheduleInfo:
+        """Send a task with ``data`` to ``queue`` at every tick of ``cron``,
+        read in ``timezone``; or replace the schedule of that name (a paused
+        one stays paused; its next tick stays unless the cron or zone changed).
+
+        The fleet's housekeeper sends each tick's task once, within a
+        heartbeat (``dead_after / 4``) of the tick, with the unique key
+        ``cron:<name>@<tick in UTC>``, the schedule's name as default title,
+        and notes ``{"schedule": name, "tick": ...}``. Ticks missed while no
+        worker ran are run once: one task, for the earliest of them.
+
+        :param cron: five fields (minute hour day month weekday), six with
+            seconds first, or ``@hourly``, ``@daily``...
+        :param timezone: an IANA zone (``"Europe/Oslo"``); DST as Debian cron.
+        :param priority, attempts, title, grouping, remove_after: the options
+            of each task, as for ``send`` (``remove_after`` a duration).
+        :raises ValueError: a bad name, expression, zone, queue or option.
+        """
+        cron = _cron.check(cron, timezone)
+        options = _cron.schedule_options(
+            priority=priority,
+            attempts=attempts,
+            title=title,
+            grouping=grouping,
+            remove_after=remove_after,
+        )
+        await self._store.schedule_upsert(
+            _cron.check_name(name),
+            cron=cron,
+            timezone=timezone,
+            queue=validate_queue(queue),
+            parameters=_codec.encode(data),
+            options=options,
+        )
+        found = await self._store.schedule_list(name)
+        if not found:  # removed at the same moment
+            raise ValueError(f"there is no schedule {name!r}")
+        return found[0]
+
+    async def unschedule(self, name: str) -> None:
+        """Remove a schedule: no tick of it is sent any more. The tasks it
+        sent stay.
+
+        :raises ValueError: there is no such schedule.
+        """
+        if not await self._store.schedule_delete(name):
+            raise ValueError(f"there is no schedule {name!r}")
+
+    async def pause_schedule(self, name: str) -> None:
+        """Pause a schedule: it sends nothing, and the ticks that pass are
+        skipped (not made up on :meth:`resume_schedule`). Tasks it sent already
+        are not touched.
+
+        :raises ValueError: there is no such schedule.
+        """
+        if not await self._store.schedule_pause(name):
+            raise ValueError(f"there is no schedule {name!r}")
+
+    async def resume_schedule(self, name: str) -> None:
+        """Resume a paused schedule from its next tick after now. A schedule
+        that is not paused is left as it is.
+
+        :raises ValueError: there is no such schedule.
+        """
+        if not await self._store.schedule_resume(name):
+            raise ValueError(f"there is no schedule {name!r}")
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """Every cron schedule, by name: what it sends, its next tick, and
+        the last task it sent."""
+        return await self._store.schedule_list()
 
     async def schema_version(self) -> int | None:
         """The installed schema version; None when the schema is not installed."""

@@ -15,12 +15,12 @@ from .._options import send_options
 from ..channels import queue_channel, validate_queue
 from ..errors import NoCurrentTask, TaskFailed, UnknownTask
 from ..replies import ReplyListener, reply_listener
-from ..task import Answered, Status, TaskInfo
+from ..task import Answered, Part, Status, TaskInfo
 from .connection import AsyncConnector, AsyncConnectorOwner
 from .locks import AsyncLocksAndNotes
 from .sender import AsyncSendGroup
 from .store import Answer, AsyncStore
-from .waiter import AsyncAnswerReader, answers
+from .waiter import AsyncAnswerReader, answers, read_parts
 
 
 class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
@@ -273,6 +273,33 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
                     error=_codec.decode(answer.error) if failed else None,
                     failed=failed,
                 )
+
+    def parts(
+        self, task_id: int | str | None = None, timeout: float | None = 30.0
+    ) -> AsyncIterator[Part]:
+        """Yield the task's streamed parts (:class:`~job_machine.Part`: what
+        the worker sent with ``send_part``, or a generator task function
+        yielded) in order as they arrive, then end when the task is answered;
+        its reply is then :meth:`receive`'s (or :meth:`wait`'s), at once.
+
+        The iteration ends only once every part of the answering attempt was
+        yielded, so no part is lost between the parts and the reply. Parts
+        are stored: a reader that starts late, or after the task ended, in
+        any process, gets every stored part first. Woken through the
+        process's one reply listener (each part notifies ``jmr:<task_id>``
+        with the payload ``part``, which :meth:`wait` ignores). When a failed
+        attempt is retried, the parts go on with the new attempt's first
+        (a higher ``part.attempt``, ``seq`` 0 again).
+
+        :param timeout: seconds to wait at most for the task's answer; None:
+            forever.
+        :raises WaitTimeout: not answered within ``timeout`` (the parts
+            stored by then were yielded).
+        :raises TaskFailed: the task failed (after its last attempt's parts).
+        :raises UnknownTask: there is no such task (or it was removed).
+        """
+        tid = self._task_id(task_id)
+        return read_parts(self._store, self._listener(), tid, timeout)
 
     async def task_info(self, task_id: int | str | None = None) -> TaskInfo:
         """Where the task stands: its state (waiting, blocked, running, done,

@@ -32,7 +32,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from .._backoff import Backoff
-from ..errors import ConnectionFailed
+from ..errors import ConnectionFailed, StatementFailed
+from ..logging import end_extra
 from ..task import ERROR, Status, TaskEnd
 from .store import AsyncStore
 
@@ -115,7 +116,8 @@ class AsyncCompleter:
 
     async def flush(self) -> None:
         """Write the collected ends in one statement, retrying through a lost
-        connection (the tasks stay held meanwhile, so nobody else takes them)."""
+        connection or a failed statement (the tasks stay held meanwhile, so
+        nobody else takes them)."""
         ends = self.take()
         if ends:
             await self.write(ends)
@@ -127,8 +129,11 @@ class AsyncCompleter:
             try:
                 written = await self._store.task_complete_many(ends, self._retries())
                 break
-            except ConnectionFailed as ex:
-                if not self._can_reconnect():
+            except (ConnectionFailed, StatementFailed) as ex:
+                # A statement that failed on a live connection (a timeout or
+                # cancel, a deadlock, no pooled connection free) committed
+                # nothing: the ends are kept and written again.
+                if isinstance(ex, ConnectionFailed) and not self._can_reconnect():
                     raise
                 delay = self._backoff.next()
                 text = str(ex).strip()
@@ -148,6 +153,7 @@ class AsyncCompleter:
                     "task %d: its %s was not stored (this attempt no longer holds it)",
                     end.task_id,
                     end.kind,
+                    extra=end_extra(end.task_id, end.attempt),
                 )
             elif end.kind == ERROR:
                 _log_failure(end, status)
@@ -162,6 +168,13 @@ def _log_failure(end: TaskEnd, status: Status) -> None:
             end.attempt,
             end.raised,
             end.delay,
+            extra=end_extra(end.task_id, end.attempt),
         )
     else:
-        logger.error("task %d failed after %d attempts: %s", end.task_id, end.attempt, end.raised)
+        logger.error(
+            "task %d failed after %d attempts: %s",
+            end.task_id,
+            end.attempt,
+            end.raised,
+            extra=end_extra(end.task_id, end.attempt),
+        )

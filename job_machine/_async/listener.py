@@ -7,6 +7,8 @@ loses it.
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from psycopg import AsyncConnection, Notify, sql
@@ -28,6 +30,10 @@ class AsyncListener:
         self.channels: set[str] = set()
         self._own_waker = waker is None
         self.waker = waker if waker is not None else Waker()
+        #: Notifications read by :meth:`read_meanwhile`, the newest per
+        #: channel (they are hints: which channels spoke is what matters).
+        self._meanwhile: dict[str, Notify] = {}
+        self._meanwhile_lock = threading.Lock()
 
     async def listen(self, channel: str) -> None:
         """Start receiving ``channel``'s notifications (a no-op if already listening)."""
@@ -42,8 +48,28 @@ class AsyncListener:
             self.channels.discard(channel)
 
     async def pending(self) -> list[Notify]:
-        """Notifications already received, without waiting."""
-        return [n async for n in self.conn.notifies(timeout=0)]
+        """Notifications already received, without waiting (those kept by
+        :meth:`read_meanwhile` first)."""
+        with self._meanwhile_lock:
+            kept, self._meanwhile = list(self._meanwhile.values()), {}
+        return kept + [n async for n in self.conn.notifies(timeout=0)]
+
+    async def read_meanwhile(self, quiet: float = 0.01, limit: float = 0.5) -> None:
+        """Read the notifications the connection receives until none came
+        for ``quiet`` seconds (or for ``limit`` seconds at most), keeping
+        them for the next :meth:`wait`, while nobody waits (a long task
+        runs). A backend whose client reads nothing blocks once the sockets
+        are full and holds the cluster's NOTIFY queue tail. psycopg's
+        connection lock keeps this from interleaving with statements on the
+        connection (they wait for it, ``quiet`` seconds when nothing comes)."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            got = [n async for n in self.conn.notifies(timeout=quiet)]
+            if not got:
+                return
+            with self._meanwhile_lock:
+                for n in got:
+                    self._meanwhile[n.channel] = n
 
     async def wait(self, timeout: float | None) -> list[Notify] | None:
         """Wait up to ``timeout`` seconds for notifications.

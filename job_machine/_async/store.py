@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection, errors
 from psycopg.rows import dict_row
+from psycopg_pool import PoolTimeout
 
-from .. import _codec
+from .. import _codec, _cron
 from .._queries import queries
-from ..errors import ConnectionLost, JobMachineError, SchemaMissing, ServerReadOnly, UnknownTask
+from ..errors import (
+    ConnectionLost,
+    JobMachineError,
+    PoolExhausted,
+    SchemaMissing,
+    ServerReadOnly,
+    StatementFailed,
+    StatementTimeout,
+    TransactionConflict,
+    UnknownTask,
+)
 from ..task import (
+    STATE_NAMES,
     HourStats,
     LockInfo,
+    Part,
     QueueStats,
+    ScheduleInfo,
     Status,
     Task,
     TaskEnd,
@@ -58,6 +73,11 @@ QUEUE_PRUNE_AFTER = 86400.0
 #: takes their tasks: 5 x ``dead_after``, 75 s by default. docs/liveness.md.
 OUTAGE_GRACES = 10
 
+#: Most schedules one dispatch round sends (the rest in the next round).
+SCHEDULES_PER_ROUND = 100
+
+schedule_logger = logging.getLogger("job_machine.schedules")
+
 
 @dataclass(frozen=True, slots=True)
 class Answer:
@@ -78,6 +98,7 @@ class ChoreCounts:
     removed: int = 0  #: finished tasks deleted
     reaped: int = 0  #: dead workers whose tasks were rescued
     pruned: int = 0  #: empty, unused queues removed
+    scheduled: int = 0  #: tasks sent by cron schedules
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,19 +109,39 @@ class Registration:
     locked: bool  #: whether this session holds the worker's liveness lock
 
 
+def _statement_failed(ex: psycopg.OperationalError) -> StatementFailed | None:
+    """Our error for a statement that failed on a live connection, or None."""
+    kind: type[StatementFailed]
+    if isinstance(ex, errors.QueryCanceled | errors.LockNotAvailable):
+        kind = StatementTimeout
+    elif isinstance(ex, errors.DeadlockDetected | errors.SerializationFailure):
+        kind = TransactionConflict
+    elif isinstance(ex, PoolTimeout):
+        kind = PoolExhausted
+    else:
+        return None
+    what = " ".join((kind.__doc__ or kind.__name__).split())
+    return kind(f"{what} ({str(ex).strip() or type(ex).__name__})")
+
+
 class AsyncStore:
     """Runs job_machine's statements on connections from a Connector."""
 
     def __init__(self, connector: AsyncConnector) -> None:
         self.connector = connector
         self._q = queries()
+        #: Whether a missing schedule table (schema version 4) was reported.
+        self._warned_schedules = False
 
     @asynccontextmanager
     async def _cursor(
         self, conn: AsyncConnection[Any] | None = None
     ) -> AsyncIterator[psycopg.AsyncCursor[dict[str, Any]]]:
-        """A dict-row cursor, with a missing schema reported as SchemaMissing and a
-        connection that died under the call as ConnectionLost."""
+        """A dict-row cursor, with a missing schema reported as SchemaMissing, a
+        connection that died under the call as ConnectionLost, and a statement
+        that failed on a live connection for a passing reason (a timeout or
+        cancel, a deadlock, a serialization failure, no pooled connection in
+        time) as a StatementFailed: the one place psycopg's errors become ours."""
         used: list[AsyncConnection[Any]] = []
         try:
             if conn is not None:
@@ -116,7 +157,10 @@ class AsyncStore:
                 raise ConnectionLost(
                     f"{ConnectionLost.__doc__} ({str(ex).strip() or type(ex).__name__})"
                 ) from ex
-            raise
+            failed = _statement_failed(ex)
+            if failed is None:
+                raise
+            raise failed from ex
         except errors.ReadOnlySqlTransaction as ex:
             # A standby, or a primary demoted or made read-only: a lost
             # connection for us. Ours is dropped, so the next call connects
@@ -257,6 +301,11 @@ class AsyncStore:
         params = {"task_id": task_id, "attempt": attempt, "result": result, "notify": notify}
         return await self._one("task_finish", params) is not None
 
+    async def task_begin(self, task_id: int, attempt: int) -> bool:
+        """Restart the clock of a task claimed ahead, about to run; False if
+        this attempt no longer holds it (given up or revived meanwhile)."""
+        return await self._one("task_begin", {"task_id": task_id, "attempt": attempt}) is not None
+
     async def task_done(self, task_id: int, attempt: int) -> bool:
         """Mark the task done without a result; False if this attempt no longer holds it."""
         return await self._one("task_done", {"task_id": task_id, "attempt": attempt}) is not None
@@ -326,6 +375,45 @@ class AsyncStore:
         return {
             int(r["task_id"]): Answer(Status(r["status"]), r["reply"], r["error"]) for r in rows
         }
+
+    async def part_insert(self, task_id: int, attempt: int, seq: int, data: str) -> bool:
+        """Store part ``seq`` of a held task and notify ``jmr:<task_id>``
+        ('part'); False if this attempt no longer holds it."""
+        params = {"task_id": task_id, "attempt": attempt, "seq": seq, "data": data}
+        return await self._one("part_insert", params) is not None
+
+    async def part_insert_many(
+        self, parts: Sequence[tuple[int, int, int, str]]
+    ) -> set[tuple[int, int, int]]:
+        """Store parts ``(task_id, attempt, seq, data)`` of held tasks in one
+        statement; the ``(task_id, attempt, seq)`` stored (the others were refused)."""
+        params = {
+            "task_ids": [p[0] for p in parts],
+            "attempts": [p[1] for p in parts],
+            "seqs": [p[2] for p in parts],
+            "datas": [p[3] for p in parts],
+        }
+        rows = await self._all("part_insert_many", params)
+        return {(int(r["task_id"]), int(r["attempt"]), int(r["seq"])) for r in rows}
+
+    async def part_read(
+        self, task_id: int, attempt: int, seq: int, limit: int
+    ) -> tuple[Answer, int, list[Part]] | None:
+        """In one snapshot: the task's answer, its current attempt, and up to
+        ``limit`` parts of that attempt in order (from ``seq`` on if it is
+        ``attempt``, else from the first); None if there is no such task."""
+        params = {"task_id": task_id, "attempt": attempt, "seq": seq, "limit": limit}
+        row = await self._one("part_read", params)
+        if row is None:
+            return None
+        current = int(row["attempts"])
+        parts = [
+            Part(task_id, current, int(n), _codec.decode(data), created)
+            for n, data, created in zip(
+                row["seqs"] or [], row["datas"] or [], row["created"] or [], strict=True
+            )
+        ]
+        return Answer(Status(row["status"]), row["reply"], row["error"]), current, parts
 
     async def task_answered(self, task_id: int) -> bool | None:
         """Whether the task has a reply or has finished; None if there is no such task."""
@@ -421,6 +509,11 @@ class AsyncStore:
             assert exact is not None
             return int(exact["done"]), False
         return rows, True
+
+    async def admin_oldest_waiting(self) -> dict[str, float]:
+        """Per queue with due tasks, the seconds its oldest due task has waited."""
+        rows = await self._all("admin_oldest_waiting", {}, prepare=False)
+        return {r["queue"]: max(0.0, float(r["age"])) for r in rows}
 
     async def admin_history(self) -> list[HourStats]:
         """Done and failed tasks per hour, over the last 24 hours."""
@@ -641,7 +734,9 @@ class AsyncStore:
         untouched for ``orphan_after`` seconds; then remove finished tasks whose
         time has come, in batches of ``remove_limit``. Without ``reap`` dead
         workers are not judged this round (the judge itself has not been
-        connected long enough to tell an outage from deaths)."""
+        connected long enough to tell an outage from deaths). Then send the
+        tasks of the cron schedules whose tick has come
+        (:meth:`schedules_dispatch`)."""
         async with AsyncExitStack() as stack:
             if conn is None:
                 conn = await stack.enter_async_context(self.connector.connection())
@@ -680,8 +775,15 @@ class AsyncStore:
                     if batch < remove_limit:
                         break
             pruned = await self.queue_prune(conn, now=now) if cleanup else 0
+            scheduled = await self.schedules_dispatch(now=now, conn=conn)
         return ChoreCounts(
-            ran=True, revived=revived, failed=failed, removed=removed, reaped=reaped, pruned=pruned
+            ran=True,
+            revived=revived,
+            failed=failed,
+            removed=removed,
+            reaped=reaped,
+            pruned=pruned,
+            scheduled=scheduled,
         )
 
     async def queue_prune(
@@ -769,3 +871,150 @@ class AsyncStore:
             title=r["title"],
             grouping=r["grouping"],
         )
+
+    # -- cron schedules (docs/schedules.md) ----------------------------------
+
+    async def schedule_upsert(
+        self,
+        name: str,
+        *,
+        cron: str,
+        timezone: str,
+        queue: str,
+        parameters: str,
+        options: dict[str, object],
+    ) -> None:
+        """Make a schedule, or replace the one of that name (its paused state
+        kept, and its next run unless the cron or zone changed)."""
+        params = {
+            "name": name,
+            "cron": cron,
+            "timezone": timezone,
+            "queue": queue,
+            "parameters": parameters,
+            "next_run": _cron.next_tick(cron, timezone, await self._db_now()),
+            **options,
+        }
+        await self._one("schedule_upsert", params)
+
+    async def schedule_delete(self, name: str) -> bool:
+        """Remove a schedule; False if there was none."""
+        return await self._one("schedule_delete", {"name": name}) is not None
+
+    async def schedule_pause(self, name: str) -> bool:
+        """Pause a schedule; False if there is none."""
+        return await self._one("schedule_pause", {"name": name}) is not None
+
+    async def schedule_resume(self, name: str) -> bool:
+        """Resume a paused schedule from its next tick after now (and after
+        the last tick it sent); False if there is none."""
+        for _ in range(5):
+            found = await self.schedule_list(name)
+            if not found:
+                return False
+            s = found[0]
+            # Never a tick at or before the last one sent (a clock set back).
+            after = max(await self._db_now(), s.last_run or datetime.min.replace(tzinfo=UTC))
+            params = {
+                "name": name,
+                "cron": s.cron,
+                "timezone": s.timezone,
+                "next_run": _cron.next_tick(s.cron, s.timezone, after),
+            }
+            if await self._one("schedule_resume", params) is not None:
+                return True
+            # Its cron or zone changed since it was read: read it again.
+        raise RuntimeError(f"schedule {name!r} changed under every try to resume it")
+
+    async def schedule_list(self, name: str | None = None) -> list[ScheduleInfo]:
+        """Every schedule (or the one named), by name."""
+        return [
+            ScheduleInfo(
+                name=r["name"],
+                cron=r["cron"],
+                timezone=r["timezone"],
+                queue=r["queue"],
+                data=_codec.decode(r["parameters"]),
+                priority=int(r["priority"]),
+                max_attempts=r["max_attempts"],
+                title=r["title"],
+                grouping=r["grouping"],
+                remove_after=r["keep_for"],
+                paused=bool(r["paused"]),
+                next_run=r["next_run"],
+                last_run=r["last_run"],
+                last_task_id=r["last_task_id"],
+                last_state=(
+                    STATE_NAMES.get(Status(r["last_status"]))
+                    if r["last_status"] is not None
+                    else None
+                ),
+                created=r["created"],
+                modified=r["modified"],
+            )
+            for r in await self._all("schedule_list", {"name": name})
+        ]
+
+    async def schedules_dispatch(
+        self, *, now: datetime | None = None, conn: AsyncConnection[Any] | None = None
+    ) -> int:
+        """Send the task of every schedule whose tick has come, and advance
+        each to its next tick after now, in one transaction under the
+        housekeeping lock (nothing when another worker holds it); how many
+        tasks were sent. Ticks missed while no worker ran are run once: one
+        task, for the earliest. Each row is locked and checked again by
+        schedule_fire, so a tick is sent once even when dispatchers race.
+
+        :param now: the clock, for tests (None: the database's).
+        """
+        try:
+            return await self._dispatch(now, conn)
+        except SchemaMissing as ex:
+            if not self._warned_schedules:
+                self._warned_schedules = True
+                schedule_logger.warning("cron schedules are not dispatched: %s", ex)
+            return 0
+
+    async def _dispatch(self, now: datetime | None, conn: AsyncConnection[Any] | None) -> int:
+        sent = 0
+        async with AsyncExitStack() as stack:
+            if conn is None:
+                conn = await stack.enter_async_context(self.connector.connection())
+            async with self.connector.unit(conn):
+                got = await self._one("chore_lock", {"key": CHORE_LOCK_KEY}, conn)
+                if not (got and got["got"]):
+                    return 0
+                params = {"now": now, "limit": SCHEDULES_PER_ROUND}
+                for row in await self._all("schedule_due", params, conn):
+                    try:
+                        following = _cron.next_tick(row["cron"], row["timezone"], row["now"])
+                    except ValueError as ex:
+                        # Only a row edited by hand can hold a bad expression or zone.
+                        schedule_logger.error("schedule %s cannot run: %s", row["name"], ex)
+                        continue
+                    fire = {
+                        "schedule_id": row["schedule_id"],
+                        "tick": row["next_run"],
+                        "cron": row["cron"],
+                        "timezone": row["timezone"],
+                        "next_run": following,
+                        "now": now,
+                    }
+                    fired = await self._one("schedule_fire", fire, conn)
+                    task_id = fired["task_id"] if fired else None
+                    if task_id:
+                        sent += 1
+                        schedule_logger.info(
+                            "schedule %s: task %d sent for %s; next at %s",
+                            row["name"],
+                            task_id,
+                            row["next_run"].isoformat(),
+                            following.isoformat(),
+                        )
+        return sent
+
+    async def _db_now(self) -> datetime:
+        """The database's clock (ticks are computed from it, as the dispatcher does)."""
+        row = await self._one("schedule_now", {})
+        assert row is not None
+        return row["now"]  # type: ignore[no-any-return]

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from functools import partial
 from typing import Any
 
-from .. import _codec
+from psycopg import errors
+
+from .. import _codec, _cron
 from .._acompat import ARUNS_COROUTINES, arun_blocking
 from .._convert import to_json
 from .._taskdef import TaskDef, TaskTable
 from ..errors import TaskNotHeld, TaskRejected
+from ..logging import task_extra
 from ..task import Task
 from .worker import AsyncWorker
 
@@ -37,7 +40,14 @@ class AsyncTaskWorker(AsyncWorker):
     arguments do not fit the function, fails at once, without retries, with
     a :class:`~job_machine.TaskRejected` error saying why.
 
+    When it starts, it registers the app's cron schedules
+    (``@app.task(cron=...)``, docs/schedules.md), idempotently; a role that
+    may not define schedules (``jobmachine_worker``) logs a warning and
+    serves all the same. A subclass that overrides :meth:`startup` calls
+    ``super().startup()``.
+
     :param tasks: the app's task functions.
+    :param schedules: the app's cron schedules, registered at start.
     :param queue: the queues to serve (default: every queue of ``tasks``).
         Every function of ``tasks`` can run whichever queue its task came by.
     :param options: any other option of :class:`AsyncWorker` (``dsn``,
@@ -50,6 +60,7 @@ class AsyncTaskWorker(AsyncWorker):
         queue: str | Sequence[str] | None = None,
         *,
         tasks: TaskTable,
+        schedules: Sequence[_cron.ScheduleSpec] = (),
         **options: Any,
     ) -> None:
         if not ARUNS_COROUTINES:
@@ -62,11 +73,36 @@ class AsyncTaskWorker(AsyncWorker):
                 )
         #: The task functions served, by name.
         self.tasks = tasks
+        #: The cron schedules registered when the worker starts.
+        self.schedules = list(schedules)
         if queue is None:
             queue = tasks.queues()
             if not queue:
                 raise ValueError("the app has no task functions (decorate some with @app.task)")
         super().__init__(dsn, queue, **options)
+
+    async def startup(self) -> None:
+        """Register the app's cron schedules (idempotently: an unchanged
+        schedule is not written, a paused one stays paused)."""
+        for spec in self.schedules:
+            try:
+                await self._store.schedule_upsert(
+                    spec.name,
+                    cron=spec.cron,
+                    timezone=spec.timezone,
+                    queue=spec.queue,
+                    parameters=_codec.encode(spec.data),
+                    options=_cron.schedule_options(**spec.options),
+                )
+            except errors.InsufficientPrivilege:
+                logger.warning(
+                    "this worker's role may not define cron schedules: %d schedule(s) of the "
+                    "app not registered; run app.register_schedules() as the admin role",
+                    len(self.schedules),
+                )
+                return
+        if self.schedules:
+            logger.info("registered %d cron schedule(s)", len(self.schedules))
 
     async def process(self, task: Task) -> None:
         """Call the function the task names and reply with what it returns."""
@@ -75,13 +111,34 @@ class AsyncTaskWorker(AsyncWorker):
         except TaskRejected as ex:
             await self._reject(task, ex)
             return
-        result = await self._call(taskdef, args, kwargs)
+        if taskdef.streams:
+            result = await self._stream(taskdef, args, kwargs)
+        else:
+            result = await self._call(taskdef, args, kwargs)
         await self.reply(to_json(result))
 
     async def _call(self, taskdef: TaskDef, args: list[Any], kwargs: dict[str, Any]) -> Any:
         if taskdef.is_async:
             return await taskdef.fn(*args, **kwargs)
         return await arun_blocking(partial(taskdef.fn, *args, **kwargs))
+
+    async def _stream(self, taskdef: TaskDef, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Run a generator task function: each value it yields is sent as a
+        part (:meth:`send_part`) as soon as it is yielded; what a ``def``
+        generator returns is the reply (an ``async def`` one returns None)."""
+        generator = taskdef.fn(*args, **kwargs)
+        if taskdef.is_async:
+            async for item in generator:
+                await self.send_part(to_json(item))
+            return None
+        try:
+            while True:
+                done, value = await arun_blocking(partial(_step, generator))
+                if done:
+                    return value
+                await self.send_part(to_json(value))
+        finally:
+            generator.close()
 
     async def _reject(self, task: Task, ex: TaskRejected) -> None:
         """Fail the task now: no retry can make its data fit."""
@@ -94,7 +151,19 @@ class AsyncTaskWorker(AsyncWorker):
         text = _codec.encode(error, "error")
         if not await self._store.task_fail_now(task.id, task.attempt, text):
             raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
-        in_hand = self._in_hand.get()
-        if in_hand is not None:
-            in_hand.answered = True
-        logger.error("task %d failed without retries: %s", task.id, ex)
+        self._executor.mark_answered()
+        logger.error(
+            "task %d failed without retries: %s",
+            task.id,
+            ex,
+            extra=task_extra(task, self.worker_id),
+        )
+
+
+def _step(generator: Generator[Any, None, Any]) -> tuple[bool, Any]:
+    """The generator's next value ``(False, value)``, or ``(True, what it
+    returned)`` (StopIteration cannot cross a thread's future)."""
+    try:
+        return False, next(generator)
+    except StopIteration as end:
+        return True, end.value

@@ -34,7 +34,8 @@ import time
 from collections.abc import Callable
 
 from .._backoff import Backoff
-from ..errors import ConnectionFailed
+from ..errors import ConnectionFailed, StatementFailed
+from ..logging import end_extra
 from ..task import ERROR, Status, TaskEnd
 from .store import Store
 
@@ -118,7 +119,8 @@ class Completer:
 
     def flush(self) -> None:
         """Write the collected ends in one statement, retrying through a lost
-        connection (the tasks stay held meanwhile, so nobody else takes them)."""
+        connection or a failed statement (the tasks stay held meanwhile, so
+        nobody else takes them)."""
         ends = self.take()
         if ends:
             self.write(ends)
@@ -130,8 +132,11 @@ class Completer:
             try:
                 written = self._store.task_complete_many(ends, self._retries())
                 break
-            except ConnectionFailed as ex:
-                if not self._can_reconnect():
+            except (ConnectionFailed, StatementFailed) as ex:
+                # A statement that failed on a live connection (a timeout or
+                # cancel, a deadlock, no pooled connection free) committed
+                # nothing: the ends are kept and written again.
+                if isinstance(ex, ConnectionFailed) and not self._can_reconnect():
                     raise
                 delay = self._backoff.next()
                 text = str(ex).strip()
@@ -151,6 +156,7 @@ class Completer:
                     "task %d: its %s was not stored (this attempt no longer holds it)",
                     end.task_id,
                     end.kind,
+                    extra=end_extra(end.task_id, end.attempt),
                 )
             elif end.kind == ERROR:
                 _log_failure(end, status)
@@ -165,6 +171,13 @@ def _log_failure(end: TaskEnd, status: Status) -> None:
             end.attempt,
             end.raised,
             end.delay,
+            extra=end_extra(end.task_id, end.attempt),
         )
     else:
-        logger.error("task %d failed after %d attempts: %s", end.task_id, end.attempt, end.raised)
+        logger.error(
+            "task %d failed after %d attempts: %s",
+            end.task_id,
+            end.attempt,
+            end.raised,
+            extra=end_extra(end.task_id, end.attempt),
+        )

@@ -9,6 +9,8 @@ loses it.
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from psycopg import Connection, Notify, sql
@@ -30,6 +32,10 @@ class Listener:
         self.channels: set[str] = set()
         self._own_waker = waker is None
         self.waker = waker if waker is not None else Waker()
+        #: Notifications read by :meth:`read_meanwhile`, the newest per
+        #: channel (they are hints: which channels spoke is what matters).
+        self._meanwhile: dict[str, Notify] = {}
+        self._meanwhile_lock = threading.Lock()
 
     def listen(self, channel: str) -> None:
         """Start receiving ``channel``'s notifications (a no-op if already listening)."""
@@ -44,8 +50,28 @@ class Listener:
             self.channels.discard(channel)
 
     def pending(self) -> list[Notify]:
-        """Notifications already received, without waiting."""
-        return [n for n in self.conn.notifies(timeout=0)]
+        """Notifications already received, without waiting (those kept by
+        :meth:`read_meanwhile` first)."""
+        with self._meanwhile_lock:
+            kept, self._meanwhile = list(self._meanwhile.values()), {}
+        return kept + [n for n in self.conn.notifies(timeout=0)]
+
+    def read_meanwhile(self, quiet: float = 0.01, limit: float = 0.5) -> None:
+        """Read the notifications the connection receives until none came
+        for ``quiet`` seconds (or for ``limit`` seconds at most), keeping
+        them for the next :meth:`wait`, while nobody waits (a long task
+        runs). A backend whose client reads nothing blocks once the sockets
+        are full and holds the cluster's NOTIFY queue tail. psycopg's
+        connection lock keeps this from interleaving with statements on the
+        connection (they wait for it, ``quiet`` seconds when nothing comes)."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            got = [n for n in self.conn.notifies(timeout=quiet)]
+            if not got:
+                return
+            with self._meanwhile_lock:
+                for n in got:
+                    self._meanwhile[n.channel] = n
 
     def wait(self, timeout: float | None) -> list[Notify] | None:
         """Wait up to ``timeout`` seconds for notifications.

@@ -14,6 +14,10 @@ failure, cancel, removal). A waiter still re-reads every :data:`RECHECK`
 seconds, so an end that notifies nobody (a Perl worker's ``result``, a row
 deleted by hand) delays an answer by at most that long, never until the
 timeout.
+
+A part a worker streams (``send_part``) is announced on the same channel
+with the payload ``part``: the answer's waiters ignore it (the listener
+does not wake them), the parts' readers (:func:`read_parts`) are woken by it.
 """
 
 from __future__ import annotations
@@ -22,14 +26,19 @@ import threading
 import time
 from collections.abc import Generator, Sequence
 
+from .. import _codec
 from .._acompat import Mutex, Wakeup
-from ..errors import UnknownTask, WaitTimeout
+from ..channels import PART_PAYLOAD
+from ..errors import TaskFailed, UnknownTask, WaitTimeout
 from ..replies import ReplyListener
-from ..task import Status
+from ..task import Part, Status
 from .store import Answer, Store
 
 #: Seconds between a waiter's reads of the table when no notification came.
 RECHECK = 2.0
+
+#: Most parts one read of :func:`read_parts` fetches.
+PART_BATCH = 1000
 
 
 class _Read:
@@ -107,7 +116,7 @@ def answers(
     pending = list(dict.fromkeys(task_ids))
     woken = Wakeup()
     listening = Wakeup()
-    sub = listener.subscribe(pending, woken.set, listening.set)
+    sub = listener.subscribe(pending, woken.set, listening.set, ignore=(PART_PAYLOAD,))
     try:
         # If the listener cannot connect, reading every `recheck` still answers.
         listening.wait(_bounded(recheck, deadline))
@@ -130,6 +139,69 @@ def answers(
             if wait <= 0:
                 ids = ", ".join(map(str, pending[:10])) + (", ..." if len(pending) > 10 else "")
                 raise WaitTimeout(f"no reply to task {ids} within {timeout} s")
+            woken.wait(wait)
+    finally:
+        listener.unsubscribe(sub)
+
+
+def read_parts(
+    store: Store,
+    listener: ReplyListener,
+    task_id: int,
+    timeout: float | None,
+    recheck: float | None = None,
+) -> Generator[Part]:
+    """Yield the task's parts in order as they are stored, and end once the
+    task is answered and every part of its answering attempt was yielded.
+
+    Subscribed like :func:`answers`, then each read (on a wake-up, or every
+    ``recheck`` seconds) takes the parts after the last one yielded and the
+    task's answer in one snapshot: a part is committed before its attempt's
+    answer, so a read that sees the answer sees every part before it, and
+    none is lost between the last part and the end. A later attempt (the
+    task was retried) is read from its first part on. Before the answer,
+    parts are yielded without a gap in ``seq`` (a part committed ahead of
+    an earlier one waits for it).
+
+    :raises WaitTimeout: not answered after ``timeout`` seconds (None: wait
+        forever); the parts stored by then were yielded.
+    :raises TaskFailed: the task failed (after its last attempt's parts).
+    :raises UnknownTask: there is no such task (or it was removed).
+    """
+    recheck = RECHECK if recheck is None else recheck
+    deadline = None if timeout is None else time.monotonic() + timeout
+    woken = Wakeup()
+    listening = Wakeup()
+    sub = listener.subscribe([task_id], woken.set, listening.set)
+    attempt, seq = 0, 0  # the next part expected
+    try:
+        listening.wait(_bounded(recheck, deadline))
+        while True:
+            woken.clear()
+            with store.connector.standalone():
+                read = store.part_read(task_id, attempt, seq, PART_BATCH)
+            if read is None:
+                raise UnknownTask(f"there is no task {task_id}")
+            answer, current, found = read
+            if current != attempt:
+                attempt, seq = current, 0
+            answered = is_answered(answer)
+            gap = False
+            for part in found:
+                if part.seq != seq and not answered:
+                    gap = True  # the part before it is not committed yet
+                    break
+                yield part
+                seq = part.seq + 1
+            if len(found) >= PART_BATCH and not gap:
+                continue  # more stored than one read takes
+            if answered:
+                if answer.reply is None and answer.status == Status.FAILED:
+                    raise TaskFailed(task_id, _codec.decode(answer.error))
+                return
+            wait = _bounded(recheck, deadline)
+            if wait <= 0:
+                raise WaitTimeout(f"task {task_id} was not answered within {timeout} s")
             woken.wait(wait)
     finally:
         listener.unsubscribe(sub)

@@ -6,28 +6,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
-import threading
 import time
-import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from types import FrameType
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import psycopg
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
 from .. import _codec
-from .._acompat import Handle, join_all, run_blocking, select_readable, spawn
+from .._acompat import join_all, run_blocking, select_readable, spawn
 from .._backoff import Backoff, backoff_delay
-from .._options import check_priority
+from .._shutdown import GracefulShutdown
 from .._waker import Waker
+from .._worker_config import WorkerConfig
 from ..channels import (
     NEW_QUEUE_CHANNEL,
     is_pattern,
@@ -35,32 +30,37 @@ from ..channels import (
     subscription,
     validate_subscription,
 )
-from ..errors import ConnectionFailed, NoCurrentTask, Retry, TaskNotHeld
+from ..errors import (
+    ConnectionFailed,
+    Retry,
+    StatementFailed,
+    TaskNotHeld,
+)
 from ..liveness import CLIENT_KEEPALIVES, Liveness
-from ..task import DONE, ERROR, REPLY, RESULT, Status, Task, TaskEnd
+from ..logging import task_extra
+from ..task import Task
 from .completer import Completer
 from .connection import Connector, ConnectorOwner, connect
+from .executor import Executor
 from .listener import Listener
 from .locks import LocksAndNotes
+from .parts import PartGroup
+from .producer import Producer
+from .slots import Slots
 from .store import ChoreCounts, Store
 
-T = TypeVar("T")
-
-#: What a lost or unreachable database raises: reconnect and carry on.
+#: What a lost or unreachable database raises: reconnect and carry on. A
+#: statement that failed on a live connection (StatementFailed: a timeout or
+#: cancel, a deadlock, no pooled connection in time) is not one of them: it
+#: is tried again on the same connections, and no claimed task is dropped.
 _CONNECTION_ERRORS = (ConnectionFailed, psycopg.OperationalError, psycopg.InterfaceError)
-
-
-@dataclass(slots=True)
-class _InHand:
-    """A task being processed, and whether process() has answered it yet."""
-
-    task: Task
-    answered: bool = False
 
 
 logger = logging.getLogger("job_machine.worker")
 
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: Seconds between reads of the listening connection while one task runs
+#: (concurrency 1: nobody waits on it meanwhile).
+_READ_WHILE_BUSY = 1.0
 
 
 class Worker(LocksAndNotes, ConnectorOwner):
@@ -104,49 +104,49 @@ class Worker(LocksAndNotes, ConnectorOwner):
     #: The queue(s) to serve when none is given to the constructor.
     queue: ClassVar[str | Sequence[str] | None] = None
     #: Claim only tasks of at least this priority (None: any).
-    min_priority: int | None = None
+    min_priority: int | None = WorkerConfig.default("min_priority")
     #: Seconds without a notification after which the worker pings its
     #: listening connection and reads its queues again: a lost notification
     #: delays a task by at most this long.
-    timeout: float = 30.0
+    timeout: float = WorkerConfig.default("timeout")
     #: Seconds within which a dead worker's tasks go back to waiting
     #: (liveness is judged by PostgreSQL: see docs/liveness.md).
-    dead_after: float = 15.0
+    dead_after: float = WorkerConfig.default("dead_after")
     #: Optional limit: seconds after which a task a *live* worker still runs
     #: is given up on (an error is stored and it is retried or failed; the
     #: worker running it can no longer finish it). None: never.
-    max_runtime: float | None = None
+    max_runtime: float | None = WorkerConfig.default("max_runtime")
     #: Seconds after which a started task that no registered worker holds (a
     #: Perl worker's, or one claimed by work_once()) is revived, as Perl does.
-    orphan_after: float = 1800.0
+    orphan_after: float = WorkerConfig.default("orphan_after")
     #: Retries after the first attempt before a task fails.
-    retries: int = 3
+    retries: int = WorkerConfig.default("retries")
     #: Backoff of a retry: ``retry_backoff * 2 ** (attempt - 1)`` seconds,
     #: capped at ``retry_backoff_cap``, with jitter.
-    retry_backoff: float = 1.0
-    retry_backoff_cap: float = 300.0
+    retry_backoff: float = WorkerConfig.default("retry_backoff")
+    retry_backoff_cap: float = WorkerConfig.default("retry_backoff_cap")
     #: Backoff of reconnects after the database went away.
-    reconnect_backoff: float = 0.5
-    reconnect_backoff_cap: float = 30.0
+    reconnect_backoff: float = WorkerConfig.default("reconnect_backoff")
+    reconnect_backoff_cap: float = WorkerConfig.default("reconnect_backoff_cap")
     #: Seconds the task in hand may take to finish after SIGTERM/SIGINT.
-    shutdown_grace: float = 30.0
+    shutdown_grace: float = WorkerConfig.default("shutdown_grace")
     #: Seconds between the fleet's slower chores (orphans, old finished tasks).
-    housekeeping_interval: float = 60.0
+    housekeeping_interval: float = WorkerConfig.default("housekeeping_interval")
     #: Days after which finished tasks are removed.
-    remove_after: float = 30.0
+    remove_after: float = WorkerConfig.default("remove_after")
     #: Whether receive() installs SIGTERM/SIGINT handlers (main thread only).
     handle_signals: bool = True
     #: How many tasks to process at once.
-    concurrency: int = 1
+    concurrency: int = WorkerConfig.default("concurrency")
     #: Most tasks a worker claims in one statement. It claims as many as
     #: its slots get through in ``prefetch_seconds`` by the average run time
     #: of its tasks so far: with concurrency 1, 100 tasks of 1 ms, 10 of
     #: 20 ms, long tasks one by one (with concurrency > 1, at least one per
     #: free slot). The tasks claimed ahead wait in the worker, not for
     #: other workers. 1 turns it off.
-    prefetch: int = 100
+    prefetch: int = WorkerConfig.default("prefetch")
     #: Seconds of work a worker may hold claimed ahead.
-    prefetch_seconds: float = 0.2
+    prefetch_seconds: float = WorkerConfig.default("prefetch_seconds")
 
     def __init__(
         self,
@@ -181,35 +181,27 @@ class Worker(LocksAndNotes, ConnectorOwner):
         #: The queue names served: the exact ones, and those the patterns
         #: match among the queues that exist.
         self._served: list[str] = [q for q in self.queues if not is_pattern(q)]
-        if min_priority is not None:
-            self.min_priority = check_priority("min_priority", min_priority)
-        seconds = {
+        given = {
+            "min_priority": min_priority,
             "timeout": timeout,
             "dead_after": dead_after,
             "max_runtime": max_runtime,
             "orphan_after": orphan_after,
+            "retries": retries,
             "retry_backoff": retry_backoff,
             "retry_backoff_cap": retry_backoff_cap,
             "reconnect_backoff": reconnect_backoff,
             "reconnect_backoff_cap": reconnect_backoff_cap,
             "shutdown_grace": shutdown_grace,
             "housekeeping_interval": housekeeping_interval,
+            "remove_after": remove_after,
+            "concurrency": concurrency,
+            "prefetch": prefetch,
             "prefetch_seconds": prefetch_seconds,
         }
-        for name, value in seconds.items():
+        for name, value in given.items():
             if value is not None:
-                zero_ok = name.startswith("retry_backoff")  # 0: retry at once
-                setattr(self, name, _positive(name, value, zero_ok=zero_ok))
-        if retries is not None:
-            self.retries = _whole("retries", retries, 0)
-        if concurrency is not None:
-            self.concurrency = _whole("concurrency", concurrency, 1)
-        if prefetch is not None:
-            self.prefetch = _whole("prefetch", prefetch, 1)
-        if remove_after is not None:
-            if isinstance(remove_after, timedelta):
-                remove_after = remove_after.total_seconds() / 86400
-            self.remove_after = _positive("remove_after", remove_after)
+                setattr(self, name, WorkerConfig.check(name, value))
         kwargs = CLIENT_KEEPALIVES | (connect_kwargs or {})
         #: The pool the worker makes for itself to run several tasks at once.
         self._own_pool: ConnectionPool | None = None
@@ -230,21 +222,21 @@ class Worker(LocksAndNotes, ConnectorOwner):
         self.worker_id: int | None = None
         self._liveness: Liveness | None = None
         self._waker: Waker | None = None
-        self._grace_timer: threading.Timer | None = None
-        self._grace_lock = threading.Lock()
+        #: The shutdown room: stop signals and the grace timer.
+        self._shutdown = GracefulShutdown(self.stop)
         self._listener: Listener | None = None
-        self._in_hand: ContextVar[_InHand | None] = ContextVar(
-            f"job_machine_task_{id(self)}", default=None
-        )
         #: Tasks running concurrently (concurrency > 1), by task id.
-        self._running_tasks: dict[int, Handle] = {}
-        self._slots = threading.Lock()
-        #: Tasks claimed ahead and not started yet (prefetch).
-        self._ahead: list[Task] = []
+        self._slots = Slots()
+        #: Claims, and holds the tasks claimed ahead (prefetch).
+        self._producer = Producer(
+            self._store,
+            claim=lambda limit: self._claim(limit),  # noqa: PLW0108 (a test may replace _claim)
+            settings=lambda: (self.prefetch, self.prefetch_seconds, self.concurrency),
+        )
+        #: When the task in hand of a one-at-a-time worker started, if one runs.
+        self._busy_since: float | None = None
         #: Sleeps in a row cut short because a due task was locked.
         self._locked_polls = 0
-        #: Moving average of process() time, which decides the prefetch.
-        self._avg_runtime: float | None = None
         #: Writes how tasks ended, in groups while more work is in hand.
         self._completer = Completer(
             self._store,
@@ -255,10 +247,25 @@ class Worker(LocksAndNotes, ConnectorOwner):
             can_reconnect=lambda: self._connector.reconnects,
         )
         self._completer.collecting = self.concurrency > 1
+        #: Runs one task: the task in hand, its outcome persisted.
+        self._executor = Executor(
+            self._store,
+            self._completer,
+            # Looked up at each call: a process() or retry_delay() set on the
+            # instance after construction holds.
+            process=lambda task: self.process(task),  # noqa: PLW0108
+            retry_delay=lambda task, error: self.retry_delay(task, error),  # noqa: PLW0108
+            retries=lambda: self.retries,
+            backoff=lambda: Backoff(self.reconnect_backoff, self.reconnect_backoff_cap),
+            pause=self._pause,
+            can_reconnect=lambda: self._connector.reconnects,
+            must_reclaim=self._producer.must_reclaim,
+            name=f"job_machine_task_{id(self)}",
+        )
+        #: Writes the parts of tasks streaming at the same moment together.
+        self._parts = PartGroup(self._store)
         self._started = False
         self._stopping = False
-        self._signals_seen = 0
-        self._grace_expired = False
         for name, value in extra.items():
             setattr(self, name, value)
 
@@ -296,10 +303,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
     @property
     def task(self) -> Task:
         """The task being processed."""
-        in_hand = self._in_hand.get()
-        if in_hand is None:
-            raise NoCurrentTask("no task is being processed (call this from process())")
-        return in_hand.task
+        return self._executor.current()
 
     def reply(self, data: Any) -> None:
         """Store ``data`` as the task's result, mark it done and notify the client.
@@ -307,44 +311,38 @@ class Worker(LocksAndNotes, ConnectorOwner):
         :raises InvalidData: ``data`` cannot be encoded as JSON (nothing is written).
         :raises TaskNotHeld: the task was revived and is no longer this worker's.
         """
-        self._finish(data, notify=True)
+        self._executor.finish(data, notify=True)
 
     def result(self, data: Any) -> None:
         """Store ``data`` as the task's result and mark it done, without notifying."""
-        self._finish(data, notify=False)
+        self._executor.finish(data, notify=False)
 
     def note(self, **notes: Any) -> None:
         """Attach metadata to the task in hand (see :meth:`Client.note`):
         each keyword is set, or removed when given as None."""
         self._note(self.task.id, notes)
 
-    def error_result(self, data: Any) -> None:
-        """Store ``data`` as an error result; the task's status does not change."""
-        task = self._unanswered()
-        text = _codec.encode(data, "error_result data")
-        if not self._store.result_insert_error(task.id, task.attempt, text):
+    def send_part(self, data: Any) -> None:
+        """Stream a partial reply (any JSON value) to the client before the
+        answer: stored as the task's next part (``seq`` 0, 1, 2...) and
+        announced on ``jmr:<task_id>``, in one statement (with the parts
+        other tasks of this worker send at the same moment); clients read the
+        parts in order with :meth:`Client.parts`. Parts belong to this
+        attempt: if it fails and the task is retried, readers go on with
+        the next attempt's parts (docs/tasks.md, Streaming).
+
+        :raises InvalidData: ``data`` cannot be encoded as JSON (nothing is written).
+        :raises TaskNotHeld: the task is answered already, or was revived
+            and is no longer this worker's (the part is refused).
+        """
+        text = _codec.encode(data, "part data")
+        task, seq = self._executor.next_part()
+        if not self._parts.send(task.id, task.attempt, seq, text):
             raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
 
-    def _finish(self, data: Any, notify: bool) -> None:
-        task = self._unanswered()
-        text = _codec.encode(data, "reply data")
-        end = TaskEnd(task.id, task.attempt, REPLY if notify else RESULT, text)
-        if not self._completer.add(end):
-            done = self._persist(
-                lambda: self._store.task_finish(task.id, task.attempt, text, notify), task, True
-            )
-            if not done:
-                raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
-        in_hand = self._in_hand.get()
-        if in_hand is not None:
-            in_hand.answered = True
-
-    def _unanswered(self) -> Task:
-        """The task in hand, which must not have been answered yet."""
-        in_hand = self._in_hand.get()
-        if in_hand is not None and in_hand.answered:
-            raise TaskNotHeld(f"task {in_hand.task.id} is answered already")
-        return self.task
+    def error_result(self, data: Any) -> None:
+        """Store ``data`` as an error result; the task's status does not change."""
+        self._executor.error_result(data)
 
     # -- the service loop ---------------------------------------------------
 
@@ -365,12 +363,10 @@ class Worker(LocksAndNotes, ConnectorOwner):
         signal, or the end of the grace period, exits at once (SystemExit,
         code 128 + the signal) and the unfinished task goes back to waiting.
         """
-        self._signals_seen = 0
-        self._grace_expired = False
         self._waker = Waker()
         if self._stopping:  # stop() was called before receive()
             self._waker.wake()
-        restore = self._install_signal_handlers()
+        restore = self._shutdown.install(self.shutdown_grace, enabled=self.handle_signals)
         liveness = Liveness(
             self.listen_dsn or self._connector.conninfo,
             self.queues,
@@ -389,7 +385,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
             # The caller's connection (conn=) in autocommit while serving:
             # the loop commits each claim and answer (outside receive(),
             # calls on it join the caller's transaction instead).
-            with self._connector.serving():
+            with self._connector.serving(), self._reading_while_busy():
                 if self.listen_dsn:
                     self._store.check_registered_here(self.worker_id, self.listen_dsn)
                 if not self._started:
@@ -397,10 +393,10 @@ class Worker(LocksAndNotes, ConnectorOwner):
                     self._started = True
                 self._serve_reconnecting()
                 # A graceful stop: let the tasks in hand finish.
-                join_all(list(self._running_tasks.values()))
+                self._slots.join()
                 self._completer.flush()
         finally:
-            self._cancel_grace_timer()
+            self._shutdown.cancel_timer()
             restore()
             if self._liveness is not None:
                 # Leaving in a hurry: one try to record the tasks that did
@@ -409,7 +405,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
                 if finished:
                     with contextlib.suppress(Exception):
                         self._store.task_complete_many(finished, self.retries)
-                ahead, self._ahead = [t.id for t in self._ahead], []
+                ahead = self._producer.forget()
                 run_blocking(partial(self._liveness.stop, unclaim=ahead))
                 self._liveness = None
             self.worker_id = None
@@ -431,7 +427,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
                             logger.info("worker %s: reconnected; draining", self.worker_id)
                             self._release_lost_claims()
                         backoff.reset()
-                        self._serve(listener)
+                        self._serve_through_failures(listener)
                     finally:
                         self._close_listener()
             except _CONNECTION_ERRORS as ex:
@@ -448,9 +444,60 @@ class Worker(LocksAndNotes, ConnectorOwner):
                 )
                 self._pause(delay)
 
-    def _serve(self, listener: Listener) -> None:
+    @contextmanager
+    def _reading_while_busy(self) -> Iterator[None]:
+        """For the block: at concurrency 1, while one task runs longer than
+        a second, read the listening connection every second (in a thread of
+        its own, or an asyncio task under asyncio), so its
+        backend never blocks on a full socket, holding the cluster's NOTIFY
+        queue tail, however long process() takes. At concurrency > 1 the
+        serving loop waits on the listener while tasks run."""
+        if self.concurrency > 1:
+            yield
+            return
+        stop = Waker()
+        reader = spawn(partial(self._read_while_busy, stop), lambda: None)
+        try:
+            yield
+        finally:
+            stop.wake()
+            join_all([reader])
+            stop.close()
+
+    def _read_while_busy(self, stop: Waker) -> None:
+        while stop.fd not in select_readable([stop.fd], _READ_WHILE_BUSY):
+            since, listener = self._busy_since, self._listener
+            if since is None or listener is None or time.monotonic() - since < _READ_WHILE_BUSY:
+                continue
+            try:
+                listener.read_meanwhile()
+            except Exception as ex:  # the serving loop finds a broken connection itself
+                logger.debug("worker %s: reading notifications: %s", self.worker_id, ex)
+
+    def _serve_through_failures(self, listener: Listener) -> None:
+        """Serve; a statement that failed on a live connection (a timeout or
+        cancel, a deadlock, no pooled connection free) is tried again after a
+        backoff on the same connections: no reconnect, and the tasks claimed
+        ahead stay claimed and are run (a claim never replaces them)."""
+        backoff = Backoff(self.reconnect_backoff, self.reconnect_backoff_cap)
+        while True:
+            try:
+                self._serve(listener, backoff)
+                return
+            except StatementFailed as ex:
+                if not self._running():
+                    return  # receive() hands back what is still claimed
+                delay = backoff.next()
+                logger.warning(
+                    "worker %s: %s; trying again in %.1f s", self.worker_id, _first_line(ex), delay
+                )
+                self._pause(delay)
+
+    def _serve(self, listener: Listener, backoff: Backoff | None = None) -> None:
         while self._running():
             self._drain()
+            if backoff is not None:
+                backoff.reset()
             if not self._running():
                 break
             heard = listener.wait(self._next_wait())
@@ -526,7 +573,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
         task falls due, or the timeout. A task due already was skipped by the
         claim because a transaction held its row: look again soon, backing
         off (10 ms doubling to 1.28 s) while that transaction stays open."""
-        if self.concurrency > 1 and len(self._running_tasks) >= self.concurrency:
+        if self.concurrency > 1 and self._slots.free(self.concurrency) <= 0:
             # No free slot: a finishing task wakes the wait; done marks
             # still pending are written within prefetch_seconds.
             return self.prefetch_seconds if self._completer.pending else self.timeout
@@ -573,26 +620,19 @@ class Worker(LocksAndNotes, ConnectorOwner):
             self._drain_one_by_one()
             return
         while self._running():
-            if self._completer.due(bool(self._ahead), self.concurrency):
+            if self._completer.due(bool(self._producer.ahead), self.concurrency):
                 self._completer.flush()
-            free = self.concurrency - len(self._running_tasks)
+            free = self._slots.free(self.concurrency)
             if free <= 0:
                 return  # the wait wakes when one of them finishes
-            exhausted = False
-            if not self._ahead:
-                # Short tasks: claim ahead what the slots get through in
-                # about prefetch_seconds, to start them without a statement.
-                limit = max(free, self._batch_size())
-                self._ahead = self._claim(limit)
-                exhausted = len(self._ahead) < limit
-            starting, self._ahead = self._ahead[:free], self._ahead[free:]
+            # Short tasks: claim ahead what the slots get through in about
+            # prefetch_seconds, to start them without a statement.
+            exhausted = self._producer.fill(free)
+            starting, waited = self._producer.take(free)
             for task in starting:
-                # Held while spawning: a thread that finishes at once must not
-                # remove its entry before it is there (it would stay forever).
-                with self._slots:
-                    self._running_tasks[task.id] = spawn(
-                        partial(self._run_concurrently, task), self._one_finished
-                    )
+                self._slots.start(
+                    task.id, partial(self._run_concurrently, task, waited), self._one_finished
+                )
             if exhausted or not starting:
                 return
 
@@ -600,26 +640,29 @@ class Worker(LocksAndNotes, ConnectorOwner):
         """Claim and process tasks one at a time; while they are short, claim
         several per statement (one claim statement costs about as much as
         ten claimed rows)."""
+        producer = self._producer
         while self._running():
-            limit = self._batch_size()
-            self._ahead = self._claim(limit)
-            if not self._ahead:
+            producer.fill()
+            if not producer.ahead:
                 return
             # A batch of short tasks: how they end (answers, errors, done
             # marks) is written together, one statement and one commit, at
             # the end of the batch or once the oldest waited prefetch_seconds.
             # A batch of one (an idle worker's task) is written at once.
-            self._completer.collecting = len(self._ahead) > 1
+            self._completer.collecting = len(producer.ahead) > 1
             try:
-                while self._ahead:
+                while producer.ahead:
                     if not self._running():
-                        self._give_back_ahead()
+                        producer.give_back(self.worker_id)
                         break
-                    task = self._ahead.pop(0)
-                    started = time.monotonic()
-                    self._run(task)
-                    self._note_runtime(time.monotonic() - started)
-                    if self._completer.due(bool(self._ahead), self.prefetch):
+                    [task], waited = producer.take(1)
+                    started = self._busy_since = time.monotonic()
+                    try:
+                        self._run(task, waited)
+                    finally:
+                        self._busy_since = None
+                    producer.budget.note(time.monotonic() - started)
+                    if self._completer.due(bool(producer.ahead), self.prefetch):
                         self._completer.flush()
             except BaseException:
                 # Leaving in a hurry (a second signal, say): still record what
@@ -631,39 +674,19 @@ class Worker(LocksAndNotes, ConnectorOwner):
                 self._completer.collecting = False
             self._completer.flush()
 
-    def _note_runtime(self, took: float) -> None:
-        # A moving average; from several threads at once a lost update only
-        # drops one sample.
-        avg = self._avg_runtime
-        self._avg_runtime = took if avg is None else 0.8 * avg + 0.2 * took
-
-    def _batch_size(self) -> int:
-        """How many tasks to claim at once: what the worker's slots get
-        through in ``prefetch_seconds`` by the average run time (one until a
-        task has run), at most ``prefetch``."""
-        avg = self._avg_runtime
-        if avg is None:
-            return 1
-        fits = self.prefetch_seconds * self.concurrency / avg if avg > 0 else self.prefetch
-        return max(1, min(self.prefetch, int(fits)))
-
-    def _give_back_ahead(self) -> None:
-        ahead, self._ahead = self._ahead, []
-        if ahead and self.worker_id is not None:
-            self._store.task_unclaim([t.id for t in ahead], self.worker_id)
-
-    def _run_concurrently(self, task: Task) -> None:
+    def _run_concurrently(self, task: Task, waited: float) -> None:
         started = time.monotonic()
         try:
-            self._run(task)
-            self._note_runtime(time.monotonic() - started)
+            self._run(task, waited)
+            self._producer.budget.note(time.monotonic() - started)
         except Exception:
             # Only a lost connection that cannot be replaced gets here; the
             # task stays started and is handed back when the worker stops.
-            logger.exception("task %d: its outcome could not be stored", task.id)
-        finally:
-            with self._slots:
-                self._running_tasks.pop(task.id, None)
+            logger.exception(
+                "task %d: its outcome could not be stored",
+                task.id,
+                extra=task_extra(task, self.worker_id),
+            )
 
     def _one_finished(self) -> None:
         if self._waker is not None:
@@ -699,13 +722,13 @@ class Worker(LocksAndNotes, ConnectorOwner):
         was lost, leaving a task started by this worker that it never saw."""
         if self.worker_id is None:
             return
-        keep = list(self._running_tasks)
-        current = self._in_hand.get()
+        keep = self._slots.ids()
+        current = self._executor.current_id()
         if current is not None:
-            keep.append(current.task.id)
+            keep.append(current)
         # Tasks claimed ahead were claimed on the lost connection but are
         # known: keep them, they are processed next.
-        keep += [t.id for t in self._ahead]
+        keep += self._producer.ids()
         # Finished, how they ended not written yet: still ours to write.
         keep += self._completer.pending_ids()
         released = self._store.task_release_held(self.worker_id, keep)
@@ -716,89 +739,8 @@ class Worker(LocksAndNotes, ConnectorOwner):
                 released,
             )
 
-    def _persist(self, write: Callable[[], T], task: Task, recovered: T) -> T:
-        """Run a write about ``task`` until it reaches the database: a finished
-        task's outcome is kept through a lost connection, retried with backoff
-        (the task stays held meanwhile, so nobody else takes it). When a try
-        committed but its answer was lost, the next finds the task no longer
-        held, by this very attempt: that is ``recovered``."""
-        backoff = Backoff(self.reconnect_backoff, self.reconnect_backoff_cap)
-        lost = False
-        while True:
-            try:
-                result = write()
-            except ConnectionFailed as ex:
-                if not self._connector.reconnects:
-                    raise
-                lost = True
-                delay = backoff.next()
-                logger.warning(
-                    "task %d: could not store its outcome (%s); trying again in %.1f s",
-                    task.id,
-                    _first_line(ex),
-                    delay,
-                )
-                self._pause(delay)
-                continue
-            if not result and lost and self._stored_by_us(task):
-                return recovered
-            return result
-
-    def _stored_by_us(self, task: Task) -> bool:
-        info = self._store.task_info(task.id)
-        return bool(
-            info
-            and info.status in (Status.FINISHED, Status.FAILED, Status.WAITING)
-            and info.attempts == task.attempt
-            and info.worker_id == self.worker_id
-        )
-
-    def _run(self, task: Task) -> None:
-        in_hand = _InHand(task)
-        token = self._in_hand.set(in_hand)
-        try:
-            self.process(task)
-        except Exception as ex:
-            self._record_failure(task, ex)
-        else:
-            unmarked = not in_hand.answered and not self._completer.add(
-                TaskEnd(task.id, task.attempt, DONE)
-            )
-            if unmarked and not self._persist(
-                lambda: self._store.task_done(task.id, task.attempt), task, True
-            ):
-                logger.warning("task %d was revived while it ran; not marked done", task.id)
-        finally:
-            self._in_hand.reset(token)
-
-    def _record_failure(self, task: Task, ex: Exception) -> None:
-        if isinstance(ex, TaskNotHeld):
-            logger.warning("%s", ex)
-            return
-        error = {
-            "type": type(ex).__qualname__,
-            "message": str(ex),
-            "traceback": "".join(traceback.format_exception(ex)),
-            "attempt": task.attempt,
-        }
-        delay = self.retry_delay(task, ex)
-        text = _codec.encode(error, "error")
-        if self._completer.add(TaskEnd(task.id, task.attempt, ERROR, text, delay, repr(ex))):
-            return
-        recovered: Status | None = Status.WAITING
-        status = self._persist(
-            lambda: self._store.task_fail_attempt(task.id, task.attempt, text, self.retries, delay),
-            task,
-            recovered,
-        )
-        if status is None:
-            logger.warning("task %d raised %r but was revived meanwhile", task.id, ex)
-        elif status == Status.WAITING:
-            logger.warning(
-                "task %d attempt %d raised %r; retrying in %.1f s", task.id, task.attempt, ex, delay
-            )
-        else:
-            logger.error("task %d failed after %d attempts: %r", task.id, task.attempt, ex)
+    def _run(self, task: Task, waited: float = 0.0) -> None:
+        self._executor.run(task, waited)
 
     @contextmanager
     def _listening_connection(self) -> Iterator[Connection[Any]]:
@@ -830,64 +772,6 @@ class Worker(LocksAndNotes, ConnectorOwner):
             self._listener.close()
             self._listener = None
 
-    def _install_signal_handlers(self) -> Any:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS}
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            self._signals_seen += 1
-            if self._signals_seen > 1:
-                # Second signal, or the grace period is over: stop now,
-                # exiting as a shell reports death by that signal. The task
-                # in hand is never marked done; receive() hands it back.
-                reason = (
-                    "shutdown grace period is over"
-                    if self._grace_expired
-                    else f"second {signal.Signals(signum).name}"
-                )
-                logger.warning("%s: stopping now", reason)
-                raise SystemExit(128 + signum)
-            logger.info(
-                "%s: finishing the task in hand (up to %.0f s), then stopping",
-                signal.Signals(signum).name,
-                self.shutdown_grace,
-            )
-            self.stop()
-            self._start_grace_timer(signum)
-
-        for sig in _STOP_SIGNALS:
-            signal.signal(sig, on_signal)
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-        return restore
-
-    def _start_grace_timer(self, signum: int) -> None:
-        main = threading.main_thread().ident
-        assert main is not None
-
-        def grace_over() -> None:
-            with self._grace_lock:
-                if self._grace_timer is None:
-                    return  # receive() has returned meanwhile
-                self._grace_timer = None
-                self._grace_expired = True
-            signal.pthread_kill(main, signum)
-
-        with self._grace_lock:
-            self._grace_timer = threading.Timer(self.shutdown_grace, grace_over)
-            self._grace_timer.daemon = True
-            self._grace_timer.start()
-
-    def _cancel_grace_timer(self) -> None:
-        with self._grace_lock:
-            if self._grace_timer is not None:
-                self._grace_timer.cancel()
-                self._grace_timer = None
-
 
 def _subscriptions(names: str | Sequence[str] | None) -> list[str]:
     if names is None:
@@ -903,21 +787,3 @@ def _subscriptions(names: str | Sequence[str] | None) -> list[str]:
 def _first_line(ex: BaseException) -> str:
     text = str(ex).strip()
     return text.splitlines()[0] if text else type(ex).__name__
-
-
-def _whole(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be a whole number >= {minimum}, not {value!r}")
-    return value
-
-
-def _positive(name: str, value: float, zero_ok: bool = False) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not (value >= 0 if zero_ok else value > 0)
-        or value == float("inf")
-    ):
-        what = "a number >= 0" if zero_ok else "a positive number"
-        raise ValueError(f"{name} must be {what} of seconds/days, not {value!r}")
-    return float(value)

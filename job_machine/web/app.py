@@ -43,6 +43,7 @@ from ..errors import (
     InvalidQueueName,
     JobMachineError,
     SchemaMissing,
+    StatementTimeout,
     UnknownTask,
 )
 from ..task import HourStats
@@ -538,11 +539,33 @@ async def workers(request: Request) -> Response:
     return _page(request, "workers.html", workers=found)
 
 
+async def metrics(request: Request) -> Response:
+    """The Prometheus metrics (job_machine.metrics), read now; a scraper
+    authenticates with ``Authorization: Bearer <token>``."""
+    try:
+        from ..metrics import CONTENT_TYPE_LATEST, render_async  # noqa: PLC0415
+    except ImportError:  # the optional extra is not installed
+        return PlainTextResponse(
+            "Metrics need prometheus-client: pip install 'job_machine[metrics]'.",
+            status_code=501,
+        )
+    async with _db(request).use() as admin:
+        body = await render_async(admin)
+    return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 async def locks(request: Request) -> Response:
     """The named locks."""
     async with _db(request).use() as admin:
         found = await admin.locks()
     return _page(request, "locks.html", locks=found)
+
+
+async def schedules(request: Request) -> Response:
+    """The cron schedules."""
+    async with _db(request).use() as admin:
+        found = await admin.schedules()
+    return _page(request, "schedules.html", schedules=found)
 
 
 # -- actions --------------------------------------------------------------------------
@@ -554,7 +577,8 @@ class Action:
     The name of the action is the :class:`AsyncAdmin` method that does it
     (``stop`` is ``stop_workers``)."""
 
-    #: What the target is: "task" (an id), "queue" (a name) or "worker" (an id).
+    #: What the target is: "task" (an id), "queue" (a name), "worker" (an
+    #: id) or "schedule" (a name).
     kind: str
     #: The button, and the title of the confirmation page.
     label: str
@@ -607,6 +631,30 @@ ACTIONS: dict[str, Action] = {
         "Queue {target} resumed.",
         "/",
     ),
+    "pause_schedule": Action(
+        "schedule",
+        "Pause schedule",
+        "The schedule sends nothing until it is resumed; the ticks that pass meanwhile "
+        "are skipped, not made up. Tasks it sent already go on.",
+        "Schedule {target} paused.",
+        "/schedules",
+    ),
+    "resume_schedule": Action(
+        "schedule",
+        "Resume schedule",
+        "The schedule sends again from its next tick after now.",
+        "Schedule {target} resumed.",
+        "/schedules",
+    ),
+    "unschedule": Action(
+        "schedule",
+        "Remove schedule",
+        "Delete the schedule: no tick of it is sent any more. The tasks it sent stay. "
+        "A schedule of a task function (@app.task(cron=...)) comes back when its "
+        "workers start again: pause it instead, or take cron= out of the code.",
+        "Schedule {target} removed.",
+        "/schedules",
+    ),
     "stop": Action(
         "worker",
         "Stop worker",
@@ -655,7 +703,7 @@ def _target(action: Action, raw: object) -> Any:
     """The action's target from the query or form: an id, or a queue name."""
     if not isinstance(raw, str) or not raw:
         raise HTTPException(400, "No target given.")
-    if action.kind == "queue":
+    if action.kind in ("queue", "schedule"):
         return raw
     if raw.isascii() and raw.isdigit() and 0 < int(raw) <= MAX_ID:
         return int(raw)
@@ -674,6 +722,10 @@ async def confirm(request: Request) -> Response:
             subject = next((w for w in await admin.workers() if w.id == target), None)
             if subject is None:
                 raise HTTPException(404, f"There is no worker {target}.")
+        elif action.kind == "schedule":
+            subject = next((s for s in await admin.schedules() if s.name == target), None)
+            if subject is None:
+                raise HTTPException(404, f"There is no schedule {target!r}.")
     back = action.back.format(target=target)
     return _page(
         request, "confirm.html", name=name, action=action, target=target, subject=subject, back=back
@@ -781,7 +833,7 @@ async def _machine_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, ConnectionFailed | SchemaMissing):
         logger.error("%s %s: %s", request.method, request.url.path, printable(message))
         return _error(request, 503, "The database is not available", message)
-    if isinstance(exc, psycopg.errors.QueryCanceled):
+    if isinstance(exc, psycopg.errors.QueryCanceled | StatementTimeout):
         logger.error("%s %s: %s", request.method, request.url.path, printable(message))
         return _error(
             request,
@@ -828,6 +880,8 @@ def create_app(config: DashboardConfig) -> Starlette:
             Route("/tasks/{task_id:int}/results/{result_id:int}", task_result),
             Route("/workers", workers),
             Route("/locks", locks),
+            Route("/schedules", schedules),
+            Route("/metrics", metrics),
             Route("/confirm/{action}", confirm),
             Route("/do/{action}", act, methods=["POST"]),
             Route("/login", login, methods=["GET", "POST"]),

@@ -10,6 +10,7 @@ import sys
 from urllib.parse import urlencode
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
 from .._async.admin import AsyncAdmin
 from .._async.connection import describe_target
@@ -64,10 +65,15 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     log_level: str = "info",
+    json_logs: bool = False,
 ) -> None:
     """Check the exposure and the database, then serve the dashboard until
     SIGINT or SIGTERM. It answers to ``host`` as a host name besides
     ``config.allowed_hosts`` and the loopback names.
+
+    With ``json_logs`` uvicorn's loggers get no handlers of their own: their
+    records reach the root logger's handlers (``job-machine web --log-format
+    json`` sets a :class:`~job_machine.logging.JsonFormatter` up there).
 
     :raises ExposureError: see :func:`check_exposure`.
     :raises JobMachineError: the database cannot be reached or has no schema
@@ -84,7 +90,14 @@ def serve(
         config = dataclasses.replace(config, allowed_hosts=(*named, host))
     app = create_app(config)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level=log_level, server_header=False)
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            server_header=False,
+            log_config=None if json_logs else LOGGING_CONFIG,
+        )
     )
     # uvicorn set its loggers up in Config(); ours need a handler somewhere.
     if not logging.getLogger("job_machine").hasHandlers():

@@ -158,6 +158,11 @@ COMMANDS = [
     ["queues", "list"],
     ["queues", "pause"],
     ["queues", "resume"],
+    ["schedules", "add"],
+    ["schedules", "list"],
+    ["schedules", "pause"],
+    ["schedules", "resume"],
+    ["schedules", "remove"],
     ["workers"],
     ["workers", "list"],
     ["workers", "stop"],
@@ -176,7 +181,7 @@ def test_help_on_every_command() -> None:
         assert "--dsn" in r.stdout and "JOB_MACHINE_DSN" in r.stdout, (command, r.stdout)
     top = results[0].stdout
     names = ["install", "migrate", "worker", "send", "status", "history", "tasks", "queues"]
-    for name in [*names, "workers", "purge", "reset", "demo"]:
+    for name in [*names, "schedules", "workers", "purge", "reset", "demo"]:
         assert re.search(rf"^  {name} ", top, re.MULTILINE), top
     # A group alone prints its help, listing its subcommands.
     tasks_help, queues_help = (r.stdout for r in results[2 : 2 + len(GROUPS)])
@@ -720,10 +725,11 @@ def test_reset_asks_first_and_deletes_only_on_yes(dsn: str) -> None:
         assert failed(r, 1, notes=1) == "Error: nothing deleted (--yes resets without asking)"
         assert "Delete every task (3), result, named lock and schedule of " in r.stderr, _show(r)
     assert _task(dsn, ids[0]).state == "waiting"
-    assert ok(cli("reset", dsn=dsn, stdin="Y\n")) == "reset: removed 3 tasks, 1 locks\n"
+    said = ok(cli("reset", dsn=dsn, stdin="Y\n"))
+    assert said == "reset: removed 3 tasks, 1 locks, 0 schedules\n"
     with pytest.raises(jm.UnknownTask):
         _task(dsn, ids[0])
-    assert ok(cli("reset", "--yes", dsn=dsn)) == "reset: removed 0 tasks, 0 locks\n"
+    assert ok(cli("reset", "--yes", dsn=dsn)) == "reset: removed 0 tasks, 0 locks, 0 schedules\n"
 
 
 # -- worker, workers ------------------------------------------------------------------------

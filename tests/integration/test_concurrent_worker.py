@@ -201,13 +201,13 @@ def test_many_instant_tasks_never_leave_a_slot_taken(
             "SELECT count(*) FROM jobmachine.task WHERE status <> 200"
         ).fetchone() != (0,):
             assert not errors, errors
-            assert time.monotonic() < deadline, f"stalled; slots held: {list(w._running_tasks)}"
+            assert time.monotonic() < deadline, f"stalled; slots held: {w._slots.ids()}"
             time.sleep(0.05)
     finally:
         w.stop()
         t.join(10)
     assert not errors, errors
-    assert w._running_tasks == {}
+    assert w._slots.running == {}
 
 
 class StopsAfter:
@@ -350,9 +350,9 @@ def test_pending_done_marks_bound_the_wait_and_are_written_when_due(dsn: str) ->
         completer = w._completer
         end = TaskEnd(1, 1, DONE)
         task = jm.Task(id=1, queue="conc.q", data=None, attempt=1, created=None, parameters="")
-        w._ahead = [task]  # a task claimed ahead: no claim is due
-        assert not completer.due(bool(w._ahead), w.concurrency)
-        w._running_tasks = {7: threading.Thread(), 8: threading.Thread()}  # every slot busy
+        w._producer.ahead = [task]  # a task claimed ahead: no claim is due
+        assert not completer.due(bool(w._producer.ahead), w.concurrency)
+        w._slots.running = {7: threading.Thread(), 8: threading.Thread()}  # every slot busy
         assert w._next_wait() == 30  # nothing pending: the timeout
 
         assert completer.add(end)

@@ -79,7 +79,7 @@ def test_a_revived_tasks_late_grouped_reply_is_refused(
                 taken.extend(other._claim(1))
 
     w = Slow(dsn, queue=QUEUE)
-    w._avg_runtime = 0.001  # as if it had run short tasks: claim both in one batch
+    w._producer.budget.avg_runtime = 0.001  # as if it had run short tasks: claim both in one batch
     with serving(w):
         assert client.wait(second, timeout=30) == "stale"
     assert [(t.id, t.attempt) for t in taken] == [(first, 2)]

@@ -3,7 +3,8 @@ sql/create_tables.sql, kept as tests/fixtures/create_tables_v2.sql) to
 the current version in place: nothing lost, the claim index replaced,
 idempotent, and Perl Job::Machine and Python clients and workers working on
 it after. Likewise from version 3 (tests/fixtures/create_tables_v3.sql) to
-version 4."""
+version 4, and from version 4 (tests/fixtures/create_tables_v4.sql) to
+version 5 (streamed parts)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ import psycopg
 import pytest
 
 import job_machine as jm
+from job_machine._schema_sql import SCHEMA_VERSION
 from tests.integration.test_perl_compat import Answer, Perl
 
 V2_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v2.sql"
 V3_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v3.sql"
+V4_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v4.sql"
+ALL_VERSIONS = [(v,) for v in range(1, SCHEMA_VERSION + 1)]
 
 TASK_V2_COLUMNS = (
     "task_id, transaction_id, class_id, grouping, title, parameters, status, run_after,"
@@ -129,10 +133,10 @@ def test_install_schema_upgrades_a_v2_database_in_place(v2: dict[str, Any], dsn:
         jm.install_schema(dsn)
 
         versions = rows(c, "SELECT version FROM jobmachine.schema_version ORDER BY 1")
-        assert versions == [(1,), (2,), (3,), (4,)]
+        assert versions == ALL_VERSIONS
         assert rows(c, "SELECT * FROM jobmachine.schema_version WHERE version < 3") == v1_v2
         with jm.Admin(dsn) as admin:
-            assert admin.schema_version() == 4
+            assert admin.schema_version() == SCHEMA_VERSION
         # No task, result, queue or worker lost or changed.
         assert rows(c, f"SELECT {TASK_V2_COLUMNS} FROM jobmachine.task ORDER BY task_id") == tasks
         assert rows(c, "SELECT * FROM jobmachine.result ORDER BY result_id") == results
@@ -272,12 +276,7 @@ def test_install_schema_upgrades_a_v3_database_in_place(empty_dsn: str, dsn: str
 
         jm.install_schema(dsn)
 
-        assert rows(c, "SELECT version FROM jobmachine.schema_version ORDER BY 1") == [
-            (1,),
-            (2,),
-            (3,),
-            (4,),
-        ]
+        assert rows(c, "SELECT version FROM jobmachine.schema_version ORDER BY 1") == ALL_VERSIONS
         # The old columns untouched; the new one 0 (nothing uncounted).
         assert [r[:-2] for r in rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")] == tasks
         assert rows(c, "SELECT DISTINCT uncounted_attempts, retry_at FROM jobmachine.task") == [
@@ -301,3 +300,62 @@ def test_install_schema_upgrades_a_v3_database_in_place(empty_dsn: str, dsn: str
         assert [(t.id, t.attempt) for t in w.seen] == [(failed, 3)]
         assert client.task_info(failed).state == "done"
         assert client.task_info(running).state == "running"
+
+
+class _Streams(jm.Worker):
+    """Sends its data's items as parts, then replies with their count."""
+
+    handle_signals = False
+
+    def process(self, task: jm.Task) -> None:
+        for item in task.data:
+            self.send_part(item)
+        self.reply(len(task.data))
+
+
+def test_install_schema_upgrades_a_v4_database_with_the_schedule_table(
+    empty_dsn: str, dsn: str
+) -> None:
+    """Version 5's cron schedules (a table and a function of their own) and
+    version 6's streamed parts (a table), added beside a v4 database's
+    tasks, which stay as they were."""
+    fresh_dsn, dsn = dsn, empty_dsn
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(V4_SCHEMA.read_text("utf-8"))
+        assert rows(c, "SELECT max(version) FROM jobmachine.schema_version") == [(4,)]
+        assert rows(c, "SELECT to_regclass('jobmachine.schedule')") == [(None,)]
+        assert rows(c, "SELECT to_regclass('jobmachine.part')") == [(None,)]
+        # A v4 database's task, written as v4's client did (this release's
+        # client needs functions v4 lacks: queue_find()).
+        waiting = c.execute(
+            "WITH cls AS (INSERT INTO jobmachine.class (name) VALUES ('mig.q') RETURNING class_id)"
+            " INSERT INTO jobmachine.task (class_id, parameters, status)"
+            " SELECT class_id, '{\"n\": 1}', 0 FROM cls RETURNING task_id"
+        ).fetchone()[0]  # type: ignore[index]
+        tasks = rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")
+
+        jm.install_schema(dsn)
+
+        assert rows(c, "SELECT version FROM jobmachine.schema_version WHERE version = 5") == [(5,)]
+        assert rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id") == tasks
+        assert rows(c, "SELECT count(*) FROM jobmachine.schedule") == [(0,)]
+        with psycopg.connect(fresh_dsn, autocommit=True) as f:
+            fresh = catalog(f)
+        got = catalog(c)
+        for part in ("columns", "indexes", "triggers", "functions"):
+            assert got[part] == fresh[part], part
+        before = catalog(c)
+        jm.install_schema(c)
+        assert catalog(c) == before
+
+    with jm.Admin(dsn) as admin:
+        admin.schedule("mig.cron", "@daily", "mig.q")
+        assert [s.name for s in admin.schedules()] == ["mig.cron"]
+    with jm.Client(dsn, queue="mig.q") as client, Answer(dsn, queue="mig.q") as w:
+        assert w.work_once()
+        assert client.task_info(waiting).state == "done"
+        streamed = client.send(["a", "b"], queue="mig.parts")
+        with _Streams(dsn, queue="mig.parts") as s:
+            assert s.work_once()
+        assert [p.data for p in client.parts(streamed, timeout=5)] == ["a", "b"]
+        assert client.receive(streamed) == 2

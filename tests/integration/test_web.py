@@ -592,7 +592,7 @@ async def test_a_dashboard_without_credentials_is_locked_by_its_own_token(
     async with app_and_client(dsn, login=False) as (app, http):
         config: DashboardConfig = app.state.config
         assert config.token_generated and config.token and len(config.token) >= 32
-        for path in ("/", "/tasks", f"/tasks/{seeded.failed}", "/workers", "/locks"):
+        for path in ("/", "/tasks", f"/tasks/{seeded.failed}", "/workers", "/locks", "/schedules"):
             away = await http.get(path, follow_redirects=False)
             assert away.status_code == 303, path
             assert away.headers["location"].startswith("/login?")
@@ -755,7 +755,8 @@ async def test_an_unreachable_database_never_shows_its_password(
     dsn = f"postgresql://jm:{SECRET}@127.0.0.1:{_closed_port()}/jm"
     caplog.set_level(logging.DEBUG)
     async with dashboard(dsn) as http:
-        pages = [await http.get(p) for p in ("/", "/tasks", "/tasks/1", "/workers", "/locks")]
+        paths = ("/", "/tasks", "/tasks/1", "/workers", "/locks", "/schedules")
+        pages = [await http.get(p) for p in paths]
     for page in pages:
         assert page.status_code == 503
         assert "could not connect to PostgreSQL at host=127.0.0.1" in page.text

@@ -288,8 +288,8 @@ def test_awaitable_stays_imported_while_something_else_uses_it() -> None:
 
 
 def test_an_async_name_missing_from_names_fails_generation() -> None:
-    with pytest.raises(gen.GenerateError, match="'AsyncProducer' is async: add it"):
-        gen.to_sync("class AsyncProducer:\n    pass\n", "producer.py", format_=False)
+    with pytest.raises(gen.GenerateError, match="'AsyncConsumer' is async: add it"):
+        gen.to_sync("class AsyncConsumer:\n    pass\n", "consumer.py", format_=False)
     with pytest.raises(gen.GenerateError, match="'agather' is async: add it"):
         gen.to_sync("from .._acompat import agather\n", "x.py", format_=False)
 

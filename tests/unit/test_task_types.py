@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 APP = """\
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
 
 import job_machine as jm
@@ -37,12 +38,24 @@ def add(a: int, b: int) -> int:
 @app.task
 async def scale(p: Point, by: float = 2.0) -> Point:
     return Point(p.x * by, p.y * by)
+
+
+@app.task
+def countdown(n: int) -> Generator[str, None, str]:
+    yield str(n)
+    return "liftoff"
+
+
+@app.task
+async def ticks(n: int) -> AsyncIterator[int]:
+    for i in range(n):
+        yield i
 """
 
 GOOD = """\
 from __future__ import annotations
 
-from app_under_test import Point, add, scale
+from app_under_test import Point, add, countdown, scale, ticks
 
 
 def sync_side() -> None:
@@ -54,6 +67,11 @@ def sync_side() -> None:
     quick: int = add.configure(priority=9, delay=5, timeout=10).call(1, 2)
     p: Point = scale.call(Point(1, 2), by=3)
     print(total, again, here, ids, quick, p.x)
+    done: str = countdown.call(3)
+    for part in countdown.parts(countdown.send(3)):
+        print(part.seq, part.data, done)
+    here_too: str = next(countdown(3))
+    print(here_too)
 
 
 async def async_side() -> None:
@@ -62,13 +80,16 @@ async def async_side() -> None:
     local: Point = await scale(Point(1, 2))
     task_id: int = await scale.asend(Point(0, 0))
     print(total, p, local, await scale.aresult(task_id))
+    await ticks.acall(3)  # no reply value: an async generator returns nothing
+    async for part in ticks.aparts(await ticks.asend(3)):
+        print(part.seq)
 """
 
 #: Each line must be an error of its own.
 BAD = """\
 from __future__ import annotations
 
-from app_under_test import Point, add, scale
+from app_under_test import Point, add, countdown, scale
 
 
 async def wrong() -> None:
@@ -81,7 +102,9 @@ async def wrong() -> None:
     b: int = scale.call(Point(1, 2))
     c: Point = scale(Point(1, 2))
     d: str = await add.acall(1, 2)
-    print(a, b, c, d)
+    e: int = countdown.call(3)
+    countdown.send("3")
+    print(a, b, c, d, e)
 """
 
 
@@ -108,7 +131,7 @@ def test_task_functions_type_check(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert not good, "\n".join(good) + err
     bad_lines = {int(m.group(1)) for e in errors if (m := re.search(r"bad\.py:(\d+):", e))}
     expected = {
-        n for n, line in enumerate(textwrap.dedent(BAD).splitlines(), 1) if n in range(7, 16)
+        n for n, line in enumerate(textwrap.dedent(BAD).splitlines(), 1) if n in range(7, 18)
     }
     assert bad_lines == expected, "\n".join(errors)
     assert not [e for e in errors if "job_machine" in e and "bad.py" not in e], out

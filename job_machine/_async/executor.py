@@ -1,0 +1,304 @@
+"""The executor: runs one task and persists how it ended.
+
+For each task it is given, the executor checks that a task claimed ahead
+may still run (see :meth:`AsyncExecutor.begin`), sets the task in hand (a
+context variable, so concurrent tasks each see their own), calls the
+worker's ``process()``, and records the outcome: the answer ``reply()`` or
+``result()`` gave, a done mark for a plain return, or the error it raised
+with the retry delay. An outcome goes to the completer while it collects
+(written with the group), else it is written at once, retried through a
+lost connection or a failed statement until it reaches the database
+(:meth:`AsyncExecutor.persist`).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .. import _codec
+from .._backoff import Backoff
+from ..errors import ConnectionFailed, NoCurrentTask, StatementFailed, TaskNotHeld
+from ..logging import task_extra
+from ..task import DONE, ERROR, REPLY, RESULT, Status, Task, TaskEnd
+from .completer import AsyncCompleter
+from .store import AsyncStore
+
+T = TypeVar("T")
+
+logger = logging.getLogger("job_machine.worker")
+
+
+@dataclass(slots=True)
+class _InHand:
+    """A task being processed, and whether process() has answered it yet."""
+
+    task: Task
+    answered: bool = False
+    #: The seq of the next part send_part() stores.
+    parts: int = 0
+
+
+class AsyncExecutor:
+    """Runs tasks with the worker's ``process`` and records how they ended.
+
+    Every setting is read through a callable when it is needed, so a value
+    the worker's owner sets after construction (in ``startup()``, say) holds.
+    """
+
+    def __init__(
+        self,
+        store: AsyncStore,
+        completer: AsyncCompleter,
+        *,
+        process: Callable[[Task], Awaitable[None]],
+        retry_delay: Callable[[Task, BaseException], float],
+        retries: Callable[[], int],
+        backoff: Callable[[], Backoff],
+        pause: Callable[[float], Awaitable[None]],
+        can_reconnect: Callable[[], bool],
+        must_reclaim: Callable[[float], bool],
+        name: str,
+    ) -> None:
+        self._store = store
+        self._completer = completer
+        self._process = process
+        self._retry_delay = retry_delay
+        self._retries = retries
+        self._backoff = backoff
+        self._pause = pause
+        self._can_reconnect = can_reconnect
+        self._must_reclaim = must_reclaim
+        self._in_hand: ContextVar[_InHand | None] = ContextVar(name, default=None)
+
+    # -- the task in hand -----------------------------------------------------------
+
+    def current(self) -> Task:
+        """The task being processed (in this thread or asyncio task)."""
+        in_hand = self._in_hand.get()
+        if in_hand is None:
+            raise NoCurrentTask("no task is being processed (call this from process())")
+        return in_hand.task
+
+    def current_id(self) -> int | None:
+        """The id of the task being processed here, if any."""
+        in_hand = self._in_hand.get()
+        return None if in_hand is None else in_hand.task.id
+
+    def _unanswered(self) -> Task:
+        """The task in hand, which must not have been answered yet."""
+        in_hand = self._in_hand.get()
+        if in_hand is not None and in_hand.answered:
+            raise TaskNotHeld(f"task {in_hand.task.id} is answered already")
+        return self.current()
+
+    async def finish(self, data: Any, notify: bool) -> None:
+        """Store ``data`` as the answer of the task in hand and mark it done
+        (notifying the client when ``notify``).
+
+        :raises TaskNotHeld: written at once and refused: no longer held.
+        """
+        task = self._unanswered()
+        text = _codec.encode(data, "reply data")
+        end = TaskEnd(task.id, task.attempt, REPLY if notify else RESULT, text)
+        if not self._completer.add(end):
+            done = await self.persist(
+                lambda: self._store.task_finish(task.id, task.attempt, text, notify),
+                task,
+                lambda: self._finished_by(task),
+            )
+            if not done:
+                raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
+        in_hand = self._in_hand.get()
+        if in_hand is not None:
+            in_hand.answered = True
+
+    def next_part(self) -> tuple[Task, int]:
+        """The task in hand (not answered yet) and the seq of its next part.
+
+        :raises TaskNotHeld: the task in hand is answered already.
+        """
+        task = self._unanswered()
+        in_hand = self._in_hand.get()
+        assert in_hand is not None
+        seq, in_hand.parts = in_hand.parts, in_hand.parts + 1
+        return task, seq
+
+    def mark_answered(self) -> None:
+        """The task in hand was answered by other means (a task function's
+        rejection, written at once): no done mark follows process()."""
+        in_hand = self._in_hand.get()
+        if in_hand is not None:
+            in_hand.answered = True
+
+    async def error_result(self, data: Any) -> None:
+        """Store ``data`` as an error result of the task in hand."""
+        task = self._unanswered()
+        text = _codec.encode(data, "error_result data")
+        if not await self._store.result_insert_error(task.id, task.attempt, text):
+            raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
+
+    # -- running one task ------------------------------------------------------------
+
+    async def begin(self, task: Task, waited: float) -> bool:
+        """Whether ``task``, claimed ``waited`` seconds ago, may run now.
+
+        A task that waited in the buffer twice ``prefetch_seconds`` or more
+        (longer than a batch is meant to last) is claimed again first, in
+        one statement that starts its clock (``max_runtime`` counts from
+        here) and finds a task given up or revived while it waited, which
+        must not run. One that waited less runs at once: no statement on the
+        drain's hot path; its clock started at most ``2 * prefetch_seconds``
+        earlier."""
+        if not self._must_reclaim(waited):
+            return True
+        return await self.persist(
+            lambda: self._store.task_begin(task.id, task.attempt), task, _not_held
+        )
+
+    async def run(self, task: Task, waited: float = 0.0) -> None:
+        """Run ``task`` with ``process()`` and record how it ended."""
+        if not await self.begin(task, waited):
+            logger.warning(
+                "task %d was given up or revived while it waited in the worker; not run",
+                task.id,
+                extra=task_extra(task),
+            )
+            return
+        in_hand = _InHand(task)
+        token = self._in_hand.set(in_hand)
+        try:
+            await self._process(task)
+        except Exception as ex:
+            await self._record_failure(task, ex)
+        else:
+            unmarked = not in_hand.answered and not self._completer.add(
+                TaskEnd(task.id, task.attempt, DONE)
+            )
+            if unmarked and not await self.persist(
+                lambda: self._store.task_done(task.id, task.attempt),
+                task,
+                lambda: self._finished_by(task),
+            ):
+                logger.warning(
+                    "task %d was revived while it ran; not marked done",
+                    task.id,
+                    extra=task_extra(task),
+                )
+        finally:
+            self._in_hand.reset(token)
+
+    async def _record_failure(self, task: Task, ex: Exception) -> None:
+        if isinstance(ex, TaskNotHeld):
+            logger.warning("%s", ex, extra=task_extra(task))
+            return
+        error = {
+            "type": type(ex).__qualname__,
+            "message": str(ex),
+            "traceback": "".join(traceback.format_exception(ex)),
+            "attempt": task.attempt,
+        }
+        delay = self._retry_delay(task, ex)
+        text = _codec.encode(error, "error")
+        if self._completer.add(TaskEnd(task.id, task.attempt, ERROR, text, delay, repr(ex))):
+            return
+        retries = self._retries()
+        status = await self.persist(
+            lambda: self._store.task_fail_attempt(task.id, task.attempt, text, retries, delay),
+            task,
+            lambda: self._failure_recorded(task, _codec.decode(text)),
+        )
+        if status is None:
+            logger.warning(
+                "task %d raised %r but was revived meanwhile", task.id, ex, extra=task_extra(task)
+            )
+        elif status == Status.WAITING:
+            logger.warning(
+                "task %d attempt %d raised %r; retrying in %.1f s",
+                task.id,
+                task.attempt,
+                ex,
+                delay,
+                extra=task_extra(task),
+            )
+        else:
+            logger.error(
+                "task %d failed after %d attempts: %r",
+                task.id,
+                task.attempt,
+                ex,
+                extra=task_extra(task),
+            )
+
+    # -- persisting an outcome -----------------------------------------------------------
+
+    async def persist(
+        self,
+        write: Callable[[], Awaitable[T]],
+        task: Task,
+        recovered: Callable[[], Awaitable[T]],
+    ) -> T:
+        """Run a write about ``task`` until it reaches the database: a finished
+        task's outcome is kept through a lost connection or a statement that
+        failed on a live one (a timeout or cancel, a deadlock, no pooled
+        connection free), retried with backoff (the task stays held
+        meanwhile, so nobody else takes it). When a try
+        committed but its answer was lost, the next finds the task no longer
+        held: ``recovered()`` then reads what the database shows of this very
+        attempt's write (its result, or a falsy value when it is not there)."""
+        backoff = self._backoff()
+        lost = False
+        while True:
+            try:
+                result = await write()
+            except (ConnectionFailed, StatementFailed) as ex:
+                if isinstance(ex, ConnectionFailed):
+                    if not self._can_reconnect():
+                        raise
+                    lost = True  # the write may have committed, its answer lost
+                delay = backoff.next()
+                logger.warning(
+                    "task %d: could not store its outcome (%s); trying again in %.1f s",
+                    task.id,
+                    _first_line(ex),
+                    delay,
+                )
+                await self._pause(delay)
+                continue
+            if not result and lost:
+                return await recovered()
+            return result
+
+    async def _finished_by(self, task: Task) -> bool:
+        """Whether ``task`` was marked done by this attempt: finished with
+        this attempt number (the fencing token grows with every claim, and
+        only the holder of an attempt can finish it). A task given up or
+        revived meanwhile, failed or waiting again, was not."""
+        info = await self._store.task_info(task.id)
+        return bool(info and info.status == Status.FINISHED and info.attempts == task.attempt)
+
+    async def _failure_recorded(self, task: Task, error: Any) -> Status | None:
+        """The status this attempt's failure left the task in, when the
+        database holds the very error it wrote (a give-up or a rescue stores
+        an error of its own for the same attempt); else None."""
+        info = await self._store.task_info(task.id)
+        if info is None or error not in info.errors:
+            return None
+        if info.status == Status.FAILED and info.attempts == task.attempt:
+            return Status.FAILED
+        return Status.WAITING
+
+
+async def _not_held() -> bool:
+    """What a re-claim whose answer was lost found, when its retry finds the
+    task not held: not held (the re-claim only restarts a clock)."""
+    return False
+
+
+def _first_line(ex: BaseException) -> str:
+    text = str(ex).strip()
+    return text.splitlines()[0] if text else type(ex).__name__
