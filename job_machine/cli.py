@@ -39,6 +39,7 @@ from rich.text import Text
 import job_machine as jm
 
 from . import demo as _demo
+from . import supervisor as _supervisor
 from ._async.admin import PURGEABLE
 from ._printable import PrintableFilter, printable
 from ._sync.connection import describe_target
@@ -563,6 +564,13 @@ def _load_worker_class(spec: str) -> type[jm.Worker] | type[jm.AsyncWorker]:
     metavar="N",
     help="Tasks processed at once (passed as concurrency=N to the class).",
 )
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Run N worker processes under a supervisor that restarts one that dies "
+    "(for CPU-bound work; each process runs --concurrency tasks at once).",
+)
 @_worker_options
 @click.option(
     "--log-level",
@@ -579,6 +587,7 @@ def worker(
     app_spec: str | None,
     queues: tuple[str, ...],
     concurrency: int | None,
+    processes: int | None,
     log_level: str,
     log_format: str,
     dsn: str | None,
@@ -598,6 +607,10 @@ def worker(
     On SIGTERM or SIGINT the worker stops claiming, finishes the task in hand
     within --shutdown-grace and exits 0; a second signal exits at once
     (128 + the signal) and the task goes back to waiting.
+
+    With --processes N a supervisor runs N worker processes with these
+    options, restarts one that dies (with backoff; it gives up on a crash
+    loop, exit 1) and passes SIGTERM and SIGINT on to them.
     """
     _setup_logging(log_level, log_format, [dsn, options.get("listen_dsn")])
     if (worker_class is None) == (app_spec is None):
@@ -635,6 +648,20 @@ def worker(
         except ValueError as ex:
             raise click.UsageError(str(ex), ctx=click.get_current_context(silent=True)) from None
     kind = "asyncio" if isinstance(instance, jm.AsyncWorker) else "sync"
+    if processes is not None:
+        ctx = click.get_current_context()
+        # The worker and app were made to check the arguments once, here:
+        # each process makes its own.
+        _supervise(
+            ctx,
+            name=name,
+            kind=kind,
+            target=target,
+            processes=processes,
+            grace=instance.shutdown_grace,
+        )
+        return
+    _supervisor.watch_supervisor()
     _log_worker_context(instance, log_format)
     logger.info(
         "starting %s (%s) on %s, pid %d, database %s",
@@ -653,6 +680,57 @@ def worker(
             if app is not None:  # what its functions sent went through its clients
                 app.close()
     logger.info("%s stopped", name)
+
+
+def _child_args(ctx: click.Context) -> list[str]:
+    """The arguments of a worker process: the worker command's own, as
+    given (not --processes, and not --dsn: it goes in the environment,
+    which ps does not show)."""
+    args: list[str] = []
+    for param in ctx.command.params:
+        name = param.name
+        if name is None or name in ("processes", "dsn"):
+            continue
+        if ctx.get_parameter_source(name) in (None, click.core.ParameterSource.DEFAULT):
+            continue
+        value = ctx.params.get(name)
+        if value is None:
+            continue
+        if isinstance(param, click.Argument):
+            args.append(str(value))
+            continue
+        assert isinstance(param, click.Option)
+        if param.is_flag:
+            if value:
+                args.append(param.opts[0])
+            elif param.secondary_opts:
+                args.append(param.secondary_opts[0])
+            continue
+        for one in value if param.multiple else [value]:
+            args += [param.opts[0], str(one)]
+    return args
+
+
+def _supervise(
+    ctx: click.Context, *, name: str, kind: str, target: str, processes: int, grace: float
+) -> None:
+    """Run ``processes`` worker processes of the command in ``ctx`` until a
+    signal (docs/cli.md, "Worker processes")."""
+    env = dict(os.environ)
+    env[ENV_DSN] = target
+    env[_supervisor.ENV_SUPERVISOR] = str(os.getpid())
+    command = _supervisor.child_command(_child_args(ctx))
+    logger.info(
+        "supervising %d worker processes of %s (%s), pid %d, database %s",
+        processes,
+        name,
+        kind,
+        os.getpid(),
+        describe_target(target),
+    )
+    code = _supervisor.Supervisor(command, env, processes, shutdown_grace=grace).run()
+    if code:
+        ctx.exit(code)
 
 
 def _log_worker_context(instance: jm.Worker | jm.AsyncWorker, log_format: str) -> None:
@@ -1565,6 +1643,44 @@ def purge(state: str, queue: str | None, older_than: float, dsn: str | None) -> 
     with jm.Admin(_need_dsn(dsn)) as admin:
         removed = admin.purge(state, queue=queue, older_than=older_than)
     click.echo(f"removed {removed} task{'' if removed == 1 else 's'}")
+
+
+@cli.command()
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@_dsn_option
+def reset(yes: bool, dsn: str | None) -> None:
+    """Delete every task (waiting, running or finished, with its results),
+    every named lock and every cron schedule, in one transaction.
+
+    Asks first, showing how many tasks there are (--yes does not ask);
+    any answer but y or yes deletes nothing (exit 1). Registered workers and
+    queues stay; a worker running a task finds it gone when it answers,
+    and a client waiting for one is told it was removed. Nothing brings
+    them back.
+    """
+    target = _need_dsn(dsn)
+    with jm.Admin(target) as admin:
+        if not yes:
+            stats = admin.stats()
+            unfinished = ("waiting", "delayed", "blocked", "running", "failed")
+            count = stats.done + sum(stats.total(state) for state in unfinished)
+            about = "~" if stats.done_estimated else ""
+            question = (
+                f"Delete every task ({about}{count}), result, named lock and schedule "
+                f"of {describe_target(target)}?"
+            )
+            click.echo(f"{question} [y/N]: ", nl=False, err=True)
+            try:
+                answer = sys.stdin.readline()  # asked once: anything but y is no
+            except KeyboardInterrupt:
+                raise click.Abort from None
+            if not sys.stdin.isatty():
+                click.echo(err=True)  # the answer was not echoed: end the prompt's line
+            if answer.strip().lower() not in ("y", "yes"):
+                raise click.ClickException("nothing deleted (--yes resets without asking)")
+        removed = admin.reset(confirm=True)
+    counts = ", ".join(f"{n} {what}" for what, n in removed.items())
+    click.echo(f"reset: removed {counts}")
 
 
 # -- web ----------------------------------------------------------------------------------

@@ -858,6 +858,12 @@ RETURNING worker_id
 SELECT d.task_id, pg_notify('jmr:' || d.task_id::text, 'removed')
   FROM jobmachine.task_delete(ARRAY[%(task_id)s::bigint]) AS d (task_id)
 
+-- name: admin_reset
+-- Delete every task (with its results), named lock and cron schedule, in
+-- one transaction (Admin.reset). Through jobmachine.reset(), the schema's
+-- owner's: an admin holds no DELETE on any table. (what, removed) rows.
+SELECT r.what, r.removed FROM jobmachine.reset() AS r
+
 -- name: admin_purge
 -- Delete finished tasks of the given statuses (and queue, and age), in one
 -- bounded batch; call again until it returns fewer than %(limit)s. Only

@@ -432,6 +432,40 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 REVOKE ALL ON FUNCTION jobmachine.task_delete(bigint[]) FROM PUBLIC;
 
+-- Admin.reset(): start from nothing. Deletes every task (their results,
+-- and whatever else hangs off a task, by ON DELETE CASCADE), every named
+-- lock, and every cron schedule when the schema has them, all in the
+-- caller's transaction; a client waiting for a task that had not finished
+-- is told it was removed. DELETE, not TRUNCATE: no ACCESS EXCLUSIVE lock
+-- (a running claim or send is waited for, not the other way round), and a
+-- table added later that references task follows its own foreign key.
+-- Workers (their registrations) and queues stay: running workers go on,
+-- and a worker answering a deleted task is refused as for any task no
+-- longer its own. Returns how many of each went: (what, removed) rows.
+CREATE OR REPLACE FUNCTION jobmachine.reset()
+RETURNS TABLE (what text, removed bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pg_notify('jmr:' || t.task_id::text, 'removed')
+       FROM jobmachine.task t
+      WHERE t.status NOT IN (200, 900);
+    what := 'tasks';
+    WITH d AS (DELETE FROM jobmachine.task RETURNING 1) SELECT count(*) INTO removed FROM d;
+    RETURN NEXT;
+    what := 'locks';
+    WITH d AS (DELETE FROM jobmachine.lock RETURNING 1) SELECT count(*) INTO removed FROM d;
+    RETURN NEXT;
+    -- Cron schedules: a table of a newer schema version, when it is there.
+    IF to_regclass('jobmachine.schedule') IS NOT NULL THEN
+        what := 'schedules';
+        EXECUTE 'WITH d AS (DELETE FROM jobmachine.schedule RETURNING 1) SELECT count(*) FROM d'
+           INTO removed;
+        RETURN NEXT;
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION jobmachine.reset() FROM PUBLIC;
+
 -- Release a named lock: the hold p_lock_id, or else the one of the name
 -- that expires first. The hold released, NULL when none was held.
 CREATE OR REPLACE FUNCTION jobmachine.unlock(p_name text, p_lock_id bigint)

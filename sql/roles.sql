@@ -21,8 +21,8 @@
 --                      history, list_tasks, task_info, workers (a
 --                      read-only dashboard)
 --   jobmachine_admin   jobmachine_reader, plus an operator's actions:
---                      cancel, retry, remove, purge, pause and resume
---                      queues, stop workers, notes, cron schedules
+--                      cancel, retry, remove, purge, reset, pause and
+--                      resume queues, stop workers, notes, cron schedules
 --
 -- Other names: roles are cluster-wide, so two applications with a
 -- jobmachine schema each in one cluster should not share them. Set
@@ -92,7 +92,8 @@ BEGIN
 
     -- The functions granted below come with this release's
     -- create_tables.sql (in place, at version 4).
-    IF to_regprocedure('jobmachine.task_note(bigint, jsonb, text[])') IS NULL THEN
+    IF to_regprocedure('jobmachine.task_note(bigint, jsonb, text[])') IS NULL
+       OR to_regprocedure('jobmachine.reset()') IS NULL THEN
         RAISE EXCEPTION 'the jobmachine schema lacks the functions this roles.sql grants (jobmachine.task_note() and others)'
             USING HINT = 'run create_tables.sql of the same release first: psql -f sql/create_tables.sql, or job_machine.install_schema()';
     END IF;
@@ -243,6 +244,8 @@ BEGIN
         (admin, 'EXECUTE', 'FUNCTION jobmachine.task_delete(bigint[])'),
         (admin, 'EXECUTE', 'FUNCTION jobmachine.task_delete_finished(bigint[])'),
         (admin, 'EXECUTE', 'FUNCTION jobmachine.task_note(bigint, jsonb, text[])'),
+        -- admin_reset (Admin.reset(): every task, lock and schedule).
+        (admin, 'EXECUTE', 'FUNCTION jobmachine.reset()'),
         -- admin_cancel's Cancelled error.
         (admin, 'INSERT (task_id, result, resulttype)', 'TABLE jobmachine.result'),
         -- admin_worker_command (stop_workers).

@@ -9,6 +9,7 @@ Both reply ``{"echo": data, "pid": pid, "kind": "sync"|"async"}``, and raise
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import job_machine as jm
@@ -55,3 +56,26 @@ class NotAWorker:
 
 def not_a_class() -> None:
     """A function, not a class."""
+
+
+class Slow(jm.Worker):
+    """Sleeps ``data["sleep"]`` seconds in a task's first attempt, then
+    replies ``{"pid": pid, "attempt": n}`` (for the worker processes of
+    ``--processes``)."""
+
+    def process(self, task: jm.Task) -> None:
+        if task.attempt == 1 and isinstance(task.data, dict):
+            time.sleep(float(task.data.get("sleep", 0)))
+        self.reply({"pid": os.getpid(), "attempt": task.attempt})
+
+
+class BrokenStartup(jm.Worker):
+    """A worker whose startup() always raises: a crash loop under --processes."""
+
+    queue = "cli.broken"
+
+    def startup(self) -> None:
+        raise RuntimeError("startup failed on purpose")
+
+    def process(self, task: jm.Task) -> None:
+        self.reply(None)

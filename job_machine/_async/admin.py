@@ -45,7 +45,7 @@ STANDBY_ALIVE_WITHIN = 15.0
 class AsyncAdmin(AsyncConnectorOwner):
     """Operations for operators and dashboards: counts, history, listings,
     workers, cancel / retry / remove / purge of tasks, pausing queues,
-    stopping workers, and cron schedules.
+    stopping workers, cron schedules, and resetting the whole machine.
 
     Takes ``dsn=``, ``conn=`` or ``pool=`` like :class:`AsyncClient`.
     """
@@ -262,6 +262,27 @@ class AsyncAdmin(AsyncConnectorOwner):
             if n < batch:
                 return removed
 
+    async def reset(self, *, confirm: bool = False) -> dict[str, int]:
+        """Delete every task (waiting, running or finished, with its
+        results), every named lock and every cron schedule, in one
+        transaction: the machine as just installed. Clients waiting for an
+        unfinished task are told it was removed; a worker still running one
+        finds it gone when it answers (as for any task no longer its own).
+        Registered workers and queues (and whether each is paused) stay.
+
+        Refused unless ``confirm=True``: nothing can bring the tasks back.
+        Returns how many went: ``{"tasks": n, "locks": n}``, and
+        ``"schedules"`` when the schema has them.
+
+        :raises ValueError: ``confirm`` is not True.
+        """
+        if confirm is not True:
+            raise ValueError(
+                "reset() deletes every task, result, lock and schedule: "
+                "pass confirm=True to mean it"
+            )
+        return await self._store.admin_reset()
+
     async def queues(self) -> list[str]:
         """Every queue name, in order: one read of the small queue table,
         however many tasks there are (for a menu of queues)."""
@@ -281,8 +302,8 @@ class AsyncAdmin(AsyncConnectorOwner):
     async def read_only(self) -> bool:
         """Whether the database this admin reads refuses writes: a streaming
         standby (a replica) or a read-only session. Reads answer there as
-        on the primary; cancel, retry, remove, purge, pause, resume and
-        stop_workers raise :class:`~job_machine.ServerReadOnly`."""
+        on the primary; cancel, retry, remove, purge, reset, pause, resume
+        and stop_workers raise :class:`~job_machine.ServerReadOnly`."""
         return (await self._store.server_role())[1]
 
     async def task_states(self, task_ids: Sequence[int]) -> dict[int, str]:

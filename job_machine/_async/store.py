@@ -580,6 +580,12 @@ class AsyncStore:
         """Delete a task that is not running; False if there was none to delete."""
         return await self._one("admin_remove", {"task_id": task_id}) is not None
 
+    async def admin_reset(self) -> dict[str, int]:
+        """Delete every task, named lock and cron schedule in one
+        transaction; how many of each (``tasks``, ``locks``, ``schedules``)."""
+        rows = await self._all("admin_reset", {})
+        return {row["what"]: int(row["removed"]) for row in rows}
+
     async def admin_purge(
         self, statuses: Sequence[Status], queue: str | None, older_than: float, limit: int
     ) -> int:

@@ -47,7 +47,7 @@ STANDBY_ALIVE_WITHIN = 15.0
 class Admin(ConnectorOwner):
     """Operations for operators and dashboards: counts, history, listings,
     workers, cancel / retry / remove / purge of tasks, pausing queues,
-    stopping workers, and cron schedules.
+    stopping workers, cron schedules, and resetting the whole machine.
 
     Takes ``dsn=``, ``conn=`` or ``pool=`` like :class:`Client`.
     """
@@ -260,6 +260,27 @@ class Admin(ConnectorOwner):
             if n < batch:
                 return removed
 
+    def reset(self, *, confirm: bool = False) -> dict[str, int]:
+        """Delete every task (waiting, running or finished, with its
+        results), every named lock and every cron schedule, in one
+        transaction: the machine as just installed. Clients waiting for an
+        unfinished task are told it was removed; a worker still running one
+        finds it gone when it answers (as for any task no longer its own).
+        Registered workers and queues (and whether each is paused) stay.
+
+        Refused unless ``confirm=True``: nothing can bring the tasks back.
+        Returns how many went: ``{"tasks": n, "locks": n}``, and
+        ``"schedules"`` when the schema has them.
+
+        :raises ValueError: ``confirm`` is not True.
+        """
+        if confirm is not True:
+            raise ValueError(
+                "reset() deletes every task, result, lock and schedule: "
+                "pass confirm=True to mean it"
+            )
+        return self._store.admin_reset()
+
     def queues(self) -> list[str]:
         """Every queue name, in order: one read of the small queue table,
         however many tasks there are (for a menu of queues)."""
@@ -279,8 +300,8 @@ class Admin(ConnectorOwner):
     def read_only(self) -> bool:
         """Whether the database this admin reads refuses writes: a streaming
         standby (a replica) or a read-only session. Reads answer there as
-        on the primary; cancel, retry, remove, purge, pause, resume and
-        stop_workers raise :class:`~job_machine.ServerReadOnly`."""
+        on the primary; cancel, retry, remove, purge, reset, pause, resume
+        and stop_workers raise :class:`~job_machine.ServerReadOnly`."""
         return (self._store.server_role())[1]
 
     def task_states(self, task_ids: Sequence[int]) -> dict[int, str]:

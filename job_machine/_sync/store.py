@@ -578,6 +578,12 @@ class Store:
         """Delete a task that is not running; False if there was none to delete."""
         return self._one("admin_remove", {"task_id": task_id}) is not None
 
+    def admin_reset(self) -> dict[str, int]:
+        """Delete every task, named lock and cron schedule in one
+        transaction; how many of each (``tasks``, ``locks``, ``schedules``)."""
+        rows = self._all("admin_reset", {})
+        return {row["what"]: int(row["removed"]) for row in rows}
+
     def admin_purge(
         self, statuses: Sequence[Status], queue: str | None, older_than: float, limit: int
     ) -> int:

@@ -199,6 +199,65 @@ def test_purge_removes_finished_tasks_in_batches(
         admin.purge("waiting")
 
 
+def test_reset_deletes_every_task_result_and_lock_only_when_confirmed(
+    dsn: str, client: jm.Client, admin: jm.Admin, conn: psycopg.Connection[Any]
+) -> None:
+    def count(table: str) -> int:
+        row = conn.execute(f"SELECT count(*) FROM jobmachine.{table}").fetchone()
+        return int(row[0]) if row else -1
+
+    # A schedule, when the schema has them (a stand-in table when it does not).
+    if conn.execute("SELECT to_regclass('jobmachine.schedule')").fetchone() == (None,):
+        conn.execute("CREATE TABLE jobmachine.schedule (name text)")
+        conn.execute("INSERT INTO jobmachine.schedule VALUES ('nightly')")
+    schedules = count("schedule")
+    _mix(dsn, client)
+    parent = client.send("parent", delay=3600)
+    client.send("child", parents=[parent])  # blocked
+    assert client.lock("reset.lock", expire=600) is not None
+    before = (count("task"), count("result"), count("lock"))
+    assert before[0] == 7 and before[1] > 0 and before[2] == 1
+    for refused in ({}, {"confirm": False}, {"confirm": 1}, {"confirm": "yes"}):
+        with pytest.raises(ValueError, match="pass confirm=True"):
+            admin.reset(**refused)
+    assert (count("task"), count("result"), count("lock")) == before
+
+    # A task running while the reset comes, a client waiting for it.
+    started, release = threading.Event(), threading.Event()
+
+    class Held(Base):
+        def handle(self, task: jm.Task) -> None:
+            started.set()
+            release.wait(10)
+            self.reply("too late")
+
+    w = Held(dsn, queue="reset.q")
+    with serving(w):
+        running = client.send("run", queue="reset.q")
+        assert started.wait(5)
+        told: list[BaseException] = []
+
+        def wait_for_it() -> None:
+            try:
+                client.wait(running, timeout=30)
+            except BaseException as ex:  # checked below
+                told.append(ex)
+
+        waiter = threading.Thread(target=wait_for_it)
+        waiter.start()
+        removed = admin.reset(confirm=True)
+        assert removed == {"tasks": 8, "locks": 1, "schedules": schedules}, removed
+        waiter.join(10)
+        assert len(told) == 1 and isinstance(told[0], jm.UnknownTask), told
+        # The worker's answer is refused (the task is gone), and it goes on.
+        release.set()
+        again = client.send("after", queue="reset.q")
+        assert client.wait(again, timeout=10) == "too late"
+    assert (count("task"), count("result"), count("lock"), count("schedule")) == (1, 1, 0, 0)
+    assert "reset.q" in admin.queues()  # queues stay
+    assert admin.reset(confirm=True) == {"tasks": 1, "locks": 0, "schedules": 0}
+
+
 def test_workers_lists_the_registered_workers_and_what_they_run(
     dsn: str, client: jm.Client, admin: jm.Admin
 ) -> None:

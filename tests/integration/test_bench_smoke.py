@@ -118,3 +118,19 @@ def test_the_python_senders_floor_is_measured_and_reported(empty_dsn: str) -> No
     summary = {"pgbench": {report.PYTHON_ENQUEUE: entry}}
     rows = report.physical_rows(summary)
     assert rows == [["A_enqueue sent by psycopg from Python (tps)", "4,000 (3,900\u20134,100)", ""]]
+
+
+@pytest.mark.timeout(120)
+def test_the_worker_processes_bench_runs(dsn: str, tmp_path: Path) -> None:
+    """``python -m bench.processes``, tiny: 1 and 2 processes, one round."""
+    before = _bench_databases(dsn)
+    prefix = tmp_path / "processes"
+    cmd = [sys.executable, "-m", "bench.processes", "--tasks", "20", "--work-ms", "1"]
+    cmd += ["--runs", "1", "--dsn", dsn, "--out", str(prefix)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(prefix.with_suffix(".json").read_text())
+    assert [r["processes"] for r in result["rows"]] == [1, 2]
+    assert all(r["tasks_per_s"] > 0 for r in result["rows"]), result
+    assert "| --processes |" in prefix.with_suffix(".md").read_text()
+    assert _bench_databases(dsn) == before

@@ -167,6 +167,7 @@ COMMANDS = [
     ["workers", "list"],
     ["workers", "stop"],
     ["purge"],
+    ["reset"],
 ]
 GROUPS = [["tasks"], ["queues"]]
 
@@ -180,7 +181,7 @@ def test_help_on_every_command() -> None:
         assert "--dsn" in r.stdout and "JOB_MACHINE_DSN" in r.stdout, (command, r.stdout)
     top = results[0].stdout
     names = ["install", "migrate", "worker", "send", "status", "history", "tasks", "queues"]
-    for name in [*names, "schedules", "workers", "purge", "demo"]:
+    for name in [*names, "schedules", "workers", "purge", "reset", "demo"]:
         assert re.search(rf"^  {name} ", top, re.MULTILINE), top
     # A group alone prints its help, listing its subcommands.
     tasks_help, queues_help = (r.stdout for r in results[2 : 2 + len(GROUPS)])
@@ -208,8 +209,10 @@ def test_a_missing_database_is_a_usage_error() -> None:
         ["queues", "pause", "q.one"],
         ["send", "q.one", "{}"],
         ["purge"],
+        ["reset"],
         ["install"],
         ["worker", "cli_workers:Echo"],
+        ["worker", "cli_workers:Echo", "--processes", "2"],
     ]
     for r in cli_many(commands, dsn=None):
         line = failed(r, 2)
@@ -238,6 +241,8 @@ def test_usage_errors_exit_2_with_one_line_naming_the_problem(dsn: str) -> None:
         ("worker", "cli_workers:Echo", "-q", "bad q.*"): "queue pattern 'bad q.*'",
         ("worker", "cli_workers:Echo", "-q", "gl.*.x"): "queue name 'gl.*.x' is malformed",
         ("worker", "cli_workers:Echo", "--min-priority", "high"): "'--min-priority'",
+        ("worker", "cli_workers:Echo", "--processes", "0"): "'--processes'",
+        ("worker", "cli_workers:Lazy", "--processes", "2"): "does not override process(task)",
         ("send", "q.one", "{}", "--priority", "1.5"): "'--priority'",
         ("send", "q.one", "{}", "--priority", "3000000000"): "'--priority'",
         ("send", "q.one", "{}", "--delay", "soon"): "'soon' is not a duration",
@@ -709,6 +714,22 @@ def test_status_watch_refreshes_until_ctrl_c(dsn: str, as_json: bool) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_reset_asks_first_and_deletes_only_on_yes(dsn: str) -> None:
+    with jm.Client(dsn, queue="cli.reset") as client:
+        ids = [client.send(n) for n in range(3)]
+        assert client.lock("cli.reset", expire=60) is not None
+    refusals = [cli("reset", dsn=dsn, stdin=answer) for answer in ("n\n", "", "yes please\n")]
+    for r in refusals:
+        assert failed(r, 1, notes=1) == "Error: nothing deleted (--yes resets without asking)"
+        assert "Delete every task (3), result, named lock and schedule of " in r.stderr, _show(r)
+    assert _task(dsn, ids[0]).state == "waiting"
+    said = ok(cli("reset", dsn=dsn, stdin="Y\n"))
+    assert said == "reset: removed 3 tasks, 1 locks, 0 schedules\n"
+    with pytest.raises(jm.UnknownTask):
+        _task(dsn, ids[0])
+    assert ok(cli("reset", "--yes", dsn=dsn)) == "reset: removed 0 tasks, 0 locks, 0 schedules\n"
 
 
 # -- worker, workers ------------------------------------------------------------------------

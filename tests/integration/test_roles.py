@@ -571,6 +571,7 @@ def test_a_sender_cannot_claim_finish_delete_administer_or_read_the_worker_regis
             lambda: admin.cancel(tid),
             lambda: admin.remove(tid),
             lambda: admin.purge("finished"),
+            lambda: admin.reset(confirm=True),
             lambda: admin.pause("roles.s"),
             lambda: admin.stop_workers(),
             admin.workers,  # the registry's queues, commands, heartbeats
@@ -656,6 +657,7 @@ def test_a_worker_cannot_send_administer_queues_or_workers_or_change_the_schema(
     with jm.Admin(w) as admin:
         denied(lambda: admin.pause("roles.w"))
         denied(lambda: admin.stop_workers())
+        denied(lambda: admin.reset(confirm=True))
     denied_sql(
         w,
         "INSERT INTO jobmachine.class (name) VALUES ('roles.new')",
@@ -704,6 +706,7 @@ def test_a_reader_reads_everything_a_dashboard_shows_and_writes_nothing(
             lambda: admin.retry(done),
             lambda: admin.remove(done),
             lambda: admin.purge("finished"),
+            lambda: admin.reset(confirm=True),
             lambda: admin.pause("roles.r"),
             lambda: admin.resume("roles.r"),
             lambda: admin.stop_workers(),
@@ -802,6 +805,13 @@ def test_an_admin_acts_on_tasks_queues_and_workers_but_cannot_send_or_claim(
             assert admin.stop_workers() == 1
             assert proc.wait(15) == 0
     assert one(conn, "SELECT count(*) FROM jobmachine.task") == 1
+    # Reset: every task and lock, through jobmachine.reset() (no DELETE).
+    with jm.Client(logins.sender, queue=q) as client:
+        assert client.lock("roles.a.lock", expire=60) is not None
+    with jm.Admin(logins.admin) as admin:
+        removed = admin.reset(confirm=True)
+    assert (removed["tasks"], removed["locks"]) == (1, 1)
+    assert one(conn, "SELECT count(*) FROM jobmachine.task") == 0
 
 
 def test_the_roles_work_on_a_perl_database_upgraded_in_place(empty_dsn: str) -> None:

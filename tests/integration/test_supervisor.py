@@ -1,0 +1,220 @@
+"""``job-machine worker ... --processes N``: a supervisor and its worker
+processes, all real processes (``python -m job_machine.cli`` from the
+repository root), signalled with os.kill from the test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import job_machine as jm
+from job_machine.supervisor import Supervisor, describe_exit
+from tests.procs import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+QUEUE = "sup.test"
+
+
+class Supervised:
+    """A supervisor process and its log."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.proc = proc
+        self.log_path = log
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive_children(self, admin: jm.Admin) -> dict[int, list[int]]:
+        """The registered, alive worker processes: pid -> tasks running."""
+        return {w.pid: w.running for w in admin.workers() if w.alive}
+
+
+@contextmanager
+def supervisor(dsn: str, tmp_path: Path, *args: str) -> Iterator[Supervised]:
+    env = {k: v for k, v in os.environ.items() if k != "JOB_MACHINE_DSN"}
+    env["JOB_MACHINE_DSN"] = dsn
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    log = tmp_path / "supervisor.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "job_machine.cli", "worker", *args],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=err,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield Supervised(proc, log)
+    finally:
+        if proc.poll() is None:
+            # SIGKILL would orphan the children (they stop within a second
+            # when they see it): two SIGTERMs stop them at once instead.
+            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def _gone(pid: int) -> bool:
+    """Whether the process has exited (a zombie not reaped yet counts)."""
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, FileNotFoundError):
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+def _state(admin: jm.Admin, task_id: int) -> str:
+    return admin.task_info(task_id).state
+
+
+def test_a_killed_worker_process_is_replaced_and_its_task_rescued(
+    dsn: str, client: jm.Client, tmp_path: Path
+) -> None:
+    args = ("tests.cli_workers:Slow", "-q", QUEUE, "--processes", "2", "--dead-after", "2")
+    with supervisor(dsn, tmp_path, *args) as sup, jm.Admin(dsn) as admin:
+        first = wait_until(
+            lambda: len(sup.alive_children(admin)) == 2 and sup.alive_children(admin),
+            30,
+            "two worker processes",
+        )
+        assert sup.proc.pid not in first
+        tid = client.send({"sleep": 120}, queue=QUEUE)
+        victim = wait_until(
+            lambda: next((pid for pid, run in sup.alive_children(admin).items() if run), None),
+            15,
+            "a worker process running the task",
+        )
+        os.kill(victim, signal.SIGKILL)
+
+        # A fresh process takes its place; the task is rescued (dead_after 2 s)
+        # and answered by a live one in its second attempt.
+        now = wait_until(
+            lambda: (c := sup.alive_children(admin)) and len(c) == 2 and victim not in c and set(c),
+            30,
+            "the killed worker process replaced",
+        )
+        assert len(now & set(first)) == 1, (first, now, sup.log())
+        reply = client.wait(tid, timeout=30)
+        assert reply["attempt"] == 2 and reply["pid"] in now, (reply, sup.log())
+        assert "was killed by SIGKILL; restarting it" in sup.log()
+
+        sup.proc.send_signal(signal.SIGTERM)
+        assert sup.proc.wait(15) == 0, sup.log()
+        assert all(_gone(pid) for pid in now), sup.log()
+
+
+def test_sigterm_stops_every_worker_process_after_the_task_in_hand(
+    dsn: str, client: jm.Client, tmp_path: Path
+) -> None:
+    args = ("tests.cli_workers:Slow", "-q", QUEUE, "--processes", "2")
+    with supervisor(dsn, tmp_path, *args) as sup, jm.Admin(dsn) as admin:
+        children = wait_until(
+            lambda: len(sup.alive_children(admin)) == 2 and sup.alive_children(admin),
+            30,
+            "two worker processes",
+        )
+        tid = client.send({"sleep": 1.5}, queue=QUEUE)
+        wait_until(lambda: _state(admin, tid) == "running", 15, "the task to start")
+        sup.proc.send_signal(signal.SIGTERM)
+        assert sup.proc.wait(20) == 0, sup.log()
+        assert _state(admin, tid) == "done", sup.log()
+        assert client.receive(tid)["attempt"] == 1
+        assert all(_gone(pid) for pid in children), sup.log()
+        assert "every worker process stopped gracefully" in sup.log()
+
+
+def test_a_second_sigterm_stops_them_at_once_and_the_task_waits_again(
+    dsn: str, client: jm.Client, tmp_path: Path
+) -> None:
+    args = ("tests.cli_workers:Slow", "-q", QUEUE, "--processes", "2")
+    with supervisor(dsn, tmp_path, *args) as sup, jm.Admin(dsn) as admin:
+        wait_until(lambda: len(sup.alive_children(admin)) == 2, 30, "two worker processes")
+        tid = client.send({"sleep": 60}, queue=QUEUE)
+        wait_until(lambda: _state(admin, tid) == "running", 15, "the task to start")
+        sup.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "finish their tasks in hand" in sup.log(), 5, "the first SIGTERM")
+        sup.proc.send_signal(signal.SIGTERM)
+        assert sup.proc.wait(10) == 128 + signal.SIGTERM, sup.log()
+        info = admin.task_info(tid)
+        assert (info.state, [e["type"] for e in info.errors]) == (
+            "waiting",
+            ["WorkerStopped"],
+        ), sup.log()
+
+
+def test_a_crash_loop_ends_the_supervisor_with_a_clear_error(dsn: str, tmp_path: Path) -> None:
+    args = ("tests.cli_workers:BrokenStartup", "--processes", "2")
+    with supervisor(dsn, tmp_path, *args) as sup:
+        t0 = time.monotonic()
+        code = sup.proc.wait(60)
+        log = sup.log()
+        assert code == 1, log
+        assert "startup failed on purpose" in log  # the children's own error
+        last = log.strip().splitlines()[-1]
+        assert last.startswith("Error: worker processes keep dying: 5 deaths within 60 s"), log
+        assert time.monotonic() - t0 < 30, log
+
+
+def test_worker_processes_stop_by_themselves_when_the_supervisor_is_killed(
+    dsn: str, tmp_path: Path
+) -> None:
+    args = ("tests.cli_workers:Slow", "-q", QUEUE, "--processes", "1")
+    with supervisor(dsn, tmp_path, *args) as sup, jm.Admin(dsn) as admin:
+        (child,) = wait_until(lambda: sup.alive_children(admin), 30, "the worker process")
+        sup.proc.kill()
+        sup.proc.wait(5)
+        wait_until(lambda: _gone(child), 10, "the orphaned worker process to stop")
+        assert "the supervisor (pid" in sup.log() and "is gone: stopping" in sup.log()
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [(1, "exited with code 1"), (-9, "was killed by SIGKILL"), (-99, "was killed by signal 99")],
+)
+def test_describe_exit(code: int, text: str) -> None:
+    assert describe_exit(code) == text
+
+
+def test_the_supervisor_needs_a_process() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Supervisor(["true"], {}, 0)
+
+
+def test_a_child_gets_the_workers_arguments_but_not_processes_nor_the_dsn() -> None:
+    from job_machine.cli import _child_args, worker  # noqa: PLC0415
+
+    given = ["tests.cli_workers:Slow", "--processes", "3", "-q", "a.b", "--queue", "c.*"]
+    given += ["--dsn", "postgresql://u:secret@h/db", "-c", "2", "--shutdown-grace", "5"]
+    given += ["--log-level", "debug"]
+    with worker.make_context("worker", given) as ctx:
+        args = _child_args(ctx)
+    assert args == [
+        "tests.cli_workers:Slow",
+        "-q",
+        "a.b",
+        "-q",
+        "c.*",
+        "-c",
+        "2",
+        "--shutdown-grace",
+        "5.0",
+        "--log-level",
+        "debug",
+    ]
+    with worker.make_context("worker", ["--app", "m:app", "--processes", "2"]) as ctx:
+        assert _child_args(ctx) == ["--app", "m:app"]
