@@ -71,10 +71,13 @@ def task_extra(task: Task, worker_id: int | None = None) -> dict[str, Any]:
     }
 
 
-def end_extra(task_id: int, attempt: int) -> dict[str, Any]:
-    """The ``extra=`` of a log call about a task known by id and attempt only
-    (how a task ended, written after it left the worker's hands)."""
-    return {"task_id": task_id, "attempt": attempt}
+def end_extra(task_id: int, attempt: int, queue: str = "") -> dict[str, Any]:
+    """The ``extra=`` of a log call about a task known by its end only (how
+    a task ended, written after it left the worker's hands)."""
+    extra: dict[str, Any] = {"task_id": task_id, "attempt": attempt}
+    if queue:
+        extra["queue"] = queue
+    return extra
 
 
 class _Worker(Protocol):

@@ -112,6 +112,8 @@ class TaskEnd:
     delay: float = 0.0
     #: For ERROR: what was raised, for the log.
     raised: str = ""
+    #: The task's queue, for the log.
+    queue: str = ""
 
 
 #: The word for each status, as task_info() reports it.

@@ -153,7 +153,7 @@ class AsyncCompleter:
                     "task %d: its %s was not stored (this attempt no longer holds it)",
                     end.task_id,
                     end.kind,
-                    extra=end_extra(end.task_id, end.attempt),
+                    extra=end_extra(end.task_id, end.attempt, end.queue),
                 )
             elif end.kind == ERROR:
                 _log_failure(end, status)
@@ -168,7 +168,7 @@ def _log_failure(end: TaskEnd, status: Status) -> None:
             end.attempt,
             end.raised,
             end.delay,
-            extra=end_extra(end.task_id, end.attempt),
+            extra=end_extra(end.task_id, end.attempt, end.queue),
         )
     else:
         logger.error(
@@ -176,5 +176,5 @@ def _log_failure(end: TaskEnd, status: Status) -> None:
             end.task_id,
             end.attempt,
             end.raised,
-            extra=end_extra(end.task_id, end.attempt),
+            extra=end_extra(end.task_id, end.attempt, end.queue),
         )

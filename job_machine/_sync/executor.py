@@ -106,7 +106,7 @@ class Executor:
         """
         task = self._unanswered()
         text = _codec.encode(data, "reply data")
-        end = TaskEnd(task.id, task.attempt, REPLY if notify else RESULT, text)
+        end = TaskEnd(task.id, task.attempt, REPLY if notify else RESULT, text, queue=task.queue)
         if not self._completer.add(end):
             done = self.persist(
                 lambda: self._store.task_finish(task.id, task.attempt, text, notify),
@@ -177,7 +177,7 @@ class Executor:
             self._record_failure(task, ex)
         else:
             unmarked = not in_hand.answered and not self._completer.add(
-                TaskEnd(task.id, task.attempt, DONE)
+                TaskEnd(task.id, task.attempt, DONE, queue=task.queue)
             )
             if unmarked and not self.persist(
                 lambda: self._store.task_done(task.id, task.attempt),
@@ -204,7 +204,8 @@ class Executor:
         }
         delay = self._retry_delay(task, ex)
         text = _codec.encode(error, "error")
-        if self._completer.add(TaskEnd(task.id, task.attempt, ERROR, text, delay, repr(ex))):
+        end = TaskEnd(task.id, task.attempt, ERROR, text, delay, repr(ex), task.queue)
+        if self._completer.add(end):
             return
         retries = self._retries()
         status = self.persist(
