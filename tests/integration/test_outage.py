@@ -30,6 +30,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import job_machine as jm
 from job_machine.liveness import Liveness
+from tests.pgserver import PgServer
 from tests.procs import (
     Child,
+    create_tables,
     describe_all,
     expected_reply,
     kill_all,
@@ -145,10 +148,34 @@ def _leader_sessions(db: psycopg.Connection[Any]) -> list[str]:
     return [str(name) for (name,) in rows]
 
 
+@pytest.fixture
+def tcp_db(
+    dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, psycopg.Connection[Any]]]:
+    """A database the proxy can reach over TCP, with the tables of
+    tests/procs.py: the test's own when its server listens on TCP, else one
+    on a private server (the embedded server listens on a Unix socket)."""
+    server: PgServer | None = None
+    if str(conninfo_to_dict(dsn).get("host") or "").startswith("/"):
+        server = PgServer.start_new(tmp_path_factory.mktemp("outage"))
+        with psycopg.connect(server.dsn, autocommit=True) as c:
+            c.execute("CREATE DATABASE jm")
+        dsn = server.dsn_for("jm")
+        jm.install_schema(dsn)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            create_tables(conn)
+            yield dsn, conn
+    finally:
+        if server is not None:
+            server.cleanup()
+
+
 @pytest.mark.parametrize("layout", ["fleet behind the proxy", "housekeeper outside"])
 def test_a_20s_outage_reaps_no_live_worker_and_runs_no_task_twice(
-    dsn: str, db: psycopg.Connection[Any], tmp_path: Path, layout: str
+    tcp_db: tuple[str, psycopg.Connection[Any]], tmp_path: Path, layout: str
 ) -> None:
+    dsn, db = tcp_db
     params = conninfo_to_dict(dsn)
     proxy = OutageProxy(str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432))
     proxied = make_conninfo(dsn, host="127.0.0.1", port=proxy.port)
