@@ -180,7 +180,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
         self._patterns = [q for q in self.queues if is_pattern(q)]
         #: The queue names served: the exact ones, and those the patterns
         #: match among the queues that exist.
-        self._served: list[str] = [q for q in self.queues if not is_pattern(q)]
+        self._served: list[str] = [str(q) for q in self.queues if not is_pattern(q)]
         given = {
             "min_priority": min_priority,
             "timeout": timeout,
@@ -596,8 +596,6 @@ class Worker(LocksAndNotes, ConnectorOwner):
         if not self._patterns:
             return
         sub = subscription(self.queues, self._served, self._store.queue_names())
-        for name in sub.unservable:
-            logger.warning("queue %r matches %s but cannot be served", name, self._patterns)
         for name in sub.added:
             if listener is not None:
                 listener.listen(queue_channel(name))

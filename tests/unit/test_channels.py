@@ -8,7 +8,7 @@ import pytest
 
 import job_machine as jm
 from job_machine import InvalidQueueName, queue_channel, reply_channel, validate_queue
-from job_machine.channels import MAX_QUEUE_BYTES, subscription
+from job_machine.channels import MAX_QUEUE_BYTES, Exact, is_pattern, subscription
 
 
 @pytest.mark.parametrize(
@@ -19,19 +19,31 @@ def test_valid_names(name: str) -> None:
     assert queue_channel(name) == "jm:" + name
 
 
-@pytest.mark.parametrize(
-    ("name", "why"),
-    [
-        ("", "empty"),
-        ("a..b", "malformed"),
-        (".a", "malformed"),
-        ("a.", "malformed"),
-        ("has space", "malformed"),
-        ("gl.*", "malformed"),
-        ('a"b', "malformed"),
-        ("a\nb", "malformed"),
-    ],
-)
+WEIRD_NAMES = [
+    "Email Sender",
+    "a/b",
+    "x:y",
+    "gl..x",
+    ".a",
+    "a.",
+    'a"b',
+    "a\nb",
+    "100% ?#&=+",
+    "<script>alert(1)</script>",
+    "køb ordre ✓",
+    "gl.*",  # a queue name; as a worker subscription, a pattern unless Exact
+]
+
+
+@pytest.mark.parametrize("name", WEIRD_NAMES)
+def test_any_name_perl_accepts_is_a_queue(name: str) -> None:
+    """Issue 14, item 8: Perl's queues "can be named anything PostgreSQL
+    accepts"; job_machine refused everything outside dotted [\\w-] segments."""
+    assert validate_queue(name) == name
+    assert queue_channel(name) == "jm:" + name
+
+
+@pytest.mark.parametrize(("name", "why"), [("", "empty"), ("a\x00b", "NUL")])
 def test_invalid_names_say_why(name: str, why: str) -> None:
     with pytest.raises(InvalidQueueName, match=why):
         validate_queue(name)
@@ -42,16 +54,31 @@ def test_non_string_name() -> None:
         validate_queue(42)
 
 
-def test_longest_name_fits_a_channel_and_one_more_byte_does_not() -> None:
+def test_a_long_names_channel_is_truncated_as_postgresql_truncates_listen() -> None:
+    """The channel is what Perl's ``LISTEN "jm:<name>"`` hears: the first 63
+    bytes, cut on a character boundary; a longer name is no longer refused."""
     assert MAX_QUEUE_BYTES == 60
-    longest = "q" * 60
-    assert len(queue_channel(longest).encode()) == 63
-    with pytest.raises(InvalidQueueName, match="63 bytes"):
-        validate_queue("q" * 61)
-    # Bytes, not characters: 30 two-byte letters are 60 bytes, 31 are too many.
-    validate_queue("ø" * 30)
-    with pytest.raises(InvalidQueueName, match="62 bytes"):
-        validate_queue("ø" * 31)
+    assert queue_channel("q" * 60) == "jm:" + "q" * 60
+    assert queue_channel("q" * 100) == "jm:" + "q" * 60
+    # Bytes, not characters: 30 two-byte letters fit, the 31st is cut whole.
+    assert queue_channel("ø" * 30) == "jm:" + "ø" * 30
+    assert queue_channel("ø" * 31) == "jm:" + "ø" * 30
+    assert queue_channel("q" + "ø" * 40) == "jm:q" + "ø" * 29  # 62 bytes, not half a letter
+
+
+def test_exact_serves_a_queue_named_like_a_pattern() -> None:
+    assert jm.validate_subscription("gl.*") == "gl.*"
+    assert is_pattern("gl.*") and is_pattern("**")
+    assert not is_pattern(Exact("gl.*")) and not is_pattern(Exact("**"))
+    sub = subscription([Exact("gl.*")], [], ["gl.*", "gl.a"])
+    assert sub.served == ["gl.*"]
+    sub = subscription(["gl.*"], [], ["gl.*", "gl.a", "gl.a b"])
+    assert sub.served == ["gl.*", "gl.a", "gl.a b"]  # "*" is a name one level below gl
+    worker = jm.Worker(
+        "postgresql://nowhere/db", queue=[Exact("gl.*"), "x.**"], handle_signals=False
+    )
+    assert worker._served == ["gl.*"] and worker._patterns == ["x.**"]
+    assert type(worker._served[0]) is str
 
 
 def test_reply_channel() -> None:
@@ -64,10 +91,10 @@ def test_a_subscription_serves_the_exact_queues_and_the_matching_ones_that_exist
         ["billing", "gl.old", "mail.a"],
         ["gl.new", "gl.deep.x", "mail.a", "mail.b.c", "has space", "gl.has space", "other"],
     )
-    assert sub.served == ["billing", "gl.new", "mail.a", "mail.b.c"]
-    assert sub.added == ["gl.new", "mail.b.c"]
+    assert sub.served == ["billing", "gl.new", "mail.a", "mail.b.c", "gl.has space"]
+    assert sub.added == ["gl.new", "mail.b.c", "gl.has space"]
     assert sub.dropped == ["gl.old"]  # removed by housekeeping; never an exact queue
-    assert sub.unservable == ["gl.has space"]
+    assert sub.unservable == []  # "gl.has space" is served like any name
     assert subscription(["**"], [], []).served == []
 
 
