@@ -104,8 +104,8 @@ def matches(pattern: str, queue: str) -> bool:
     """Whether ``queue`` is served by the subscription ``pattern``."""
     if not is_pattern(pattern):
         return pattern == queue
-    stem, _, wildcard = pattern.rpartition(".")
-    if stem:
+    stem, dot, wildcard = pattern.rpartition(".")
+    if dot:  # "gl.*": below "gl"; ".*" below "" (names starting with ".")
         if not queue.startswith(stem + "."):
             return False
         rest = queue[len(stem) + 1 :]

@@ -1219,7 +1219,7 @@ def test_admin_search_tasks_pages_and_windows(dsn: str, client: jm.Client) -> No
         with pytest.raises(ValueError, match="state must be"):
             admin.search_tasks(title="a", state="lost")
         with pytest.raises(jm.InvalidQueueName):
-            admin.search_tasks(title="a", queue="bad name")
+            admin.search_tasks(title="a", queue="a\x00b")
 
 
 def test_admin_locks_and_task_states(dsn: str, client: jm.Client) -> None:

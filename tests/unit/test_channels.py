@@ -8,7 +8,7 @@ import pytest
 
 import job_machine as jm
 from job_machine import InvalidQueueName, queue_channel, reply_channel, validate_queue
-from job_machine.channels import MAX_QUEUE_BYTES, Exact, is_pattern, subscription
+from job_machine.channels import MAX_QUEUE_BYTES, Exact, is_pattern, matches, subscription
 
 
 @pytest.mark.parametrize(
@@ -79,6 +79,14 @@ def test_exact_serves_a_queue_named_like_a_pattern() -> None:
     )
     assert worker._served == ["gl.*"] and worker._patterns == ["x.**"]
     assert type(worker._served[0]) is str
+
+
+def test_a_pattern_matches_below_its_stem_whatever_the_names() -> None:
+    assert matches("gl.*", "gl.a b") and not matches("gl.*", "gl.a.b")
+    assert matches("gl..*", "gl..x") and not matches("gl..*", "gl.x")
+    assert matches(".*", ".x") and not matches(".*", "x")
+    assert matches("*", "Email Sender") and not matches("*", "a.b")
+    assert matches("a/b.**", "a/b.c.d")
 
 
 def test_reply_channel() -> None:
