@@ -123,3 +123,17 @@ def test_a_workers_subscription_to_every_queue_is_linear_in_the_queues(
     monkeypatch.setattr(worker._store, "queue_names", lambda conn=None: names[1:])
     worker._subscribe(None)
     assert worker._served == names[1:]
+
+
+def test_a_task_functions_queue_is_served_by_name_even_if_it_looks_like_a_pattern() -> None:
+    app = jm.App()
+
+    @app.task(queue="reports.*")
+    def report() -> None: ...
+
+    @app.task(queue="Email Sender")
+    def mail() -> None: ...
+
+    worker = app.worker(dsn="postgresql://nowhere/db", handle_signals=False)
+    assert worker._served == ["reports.*", "Email Sender"] and worker._patterns == []
+    assert app.worker("reports.*", dsn="postgresql://nowhere/db")._patterns == ["reports.*"]
