@@ -600,8 +600,11 @@ class Worker(LocksAndNotes, ConnectorOwner):
             if listener is not None:
                 listener.listen(queue_channel(name))
             logger.info("worker %s: now serving queue %s", self.worker_id, name)
+        # Long names may share a channel (truncated to 63 bytes): keep it
+        # while a queue still served is announced on it.
+        kept = {queue_channel(q) for q in sub.served}
         for name in sub.dropped:
-            if listener is not None:
+            if listener is not None and queue_channel(name) not in kept:
                 listener.unlisten(queue_channel(name))
         self._served = sub.served
 

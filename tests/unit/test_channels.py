@@ -137,3 +137,31 @@ def test_a_task_functions_queue_is_served_by_name_even_if_it_looks_like_a_patter
     worker = app.worker(dsn="postgresql://nowhere/db", handle_signals=False)
     assert worker._served == ["reports.*", "Email Sender"] and worker._patterns == []
     assert app.worker("reports.*", dsn="postgresql://nowhere/db")._patterns == ["reports.*"]
+
+
+def test_a_channel_two_long_names_share_is_kept_while_one_is_served(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b = "q" * 60 + ".a", "q" * 60 + ".b"
+    assert queue_channel(a) == queue_channel(b)
+
+    class Listener:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, str]] = []
+
+        def listen(self, channel: str) -> None:
+            self.calls.append(("listen", channel))
+
+        def unlisten(self, channel: str) -> None:
+            self.calls.append(("unlisten", channel))
+
+    listener = Listener()
+    worker = jm.Worker("postgresql://nowhere/db", queue="**", handle_signals=False)
+    monkeypatch.setattr(worker._store, "queue_names", lambda conn=None: [a, b])
+    worker._subscribe(listener)  # type: ignore[arg-type]
+    monkeypatch.setattr(worker._store, "queue_names", lambda conn=None: [b])
+    worker._subscribe(listener)  # type: ignore[arg-type]
+    assert ("unlisten", queue_channel(a)) not in listener.calls
+    monkeypatch.setattr(worker._store, "queue_names", lambda conn=None: [])
+    worker._subscribe(listener)  # type: ignore[arg-type]
+    assert listener.calls[-1] == ("unlisten", queue_channel(b))
