@@ -20,7 +20,7 @@ from ._sync.schema import install_roles, install_schema
 from ._sync.taskworker import TaskWorker
 from ._sync.worker import Worker
 from .app import App
-from .channels import queue_channel, reply_channel, validate_queue, validate_subscription
+from .channels import Exact, queue_channel, reply_channel, validate_queue, validate_subscription
 from .errors import (
     ConnectionFailed,
     ConnectionLost,
@@ -77,6 +77,7 @@ __all__ = [
     "Client",
     "ConnectionFailed",
     "ConnectionLost",
+    "Exact",
     "GeneratorTaskFunction",
     "HourStats",
     "InvalidData",

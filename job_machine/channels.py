@@ -1,15 +1,24 @@
 """Queue names and the notification channels derived from them.
 
 A task sent to queue ``q`` is announced on channel ``jm:q``, and the reply to
-task ``n`` on ``jmr:n``: the names Perl Job::Machine uses. PostgreSQL channel
-names are identifiers of at most 63 bytes, so a queue name may have at most 60
-bytes of UTF-8; a longer one is refused (not truncated or hashed, which would
-break the contract with Perl workers listening on the full name).
+task ``n`` on ``jmr:n``: the names Perl Job::Machine uses. A queue may be
+named anything PostgreSQL accepts, as in Perl (``Email Sender``, ``a/b``,
+``x:y``): any non-empty string without NUL. Names reach SQL as parameters
+or quoted identifiers only.
+
+PostgreSQL channel names are identifiers of at most 63 bytes: a Perl worker's
+``LISTEN "jm:<queue>"`` of a longer name is truncated by the server to its
+first 63 bytes (on a character boundary). :func:`queue_channel` returns that
+truncated name, so job_machine LISTENs on exactly what Perl's listener hears
+and notifies a channel that reaches it (the server-side notifies use the SQL
+function ``jobmachine.queue_channel``, the same rule). Queues whose names
+share their first 60 bytes share a channel: a worker of one is then also
+woken by the other's tasks, finds none of its own and waits again
+(notifications are only wake-up hints).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -26,34 +35,42 @@ PART_PAYLOAD = "part"
 MAX_IDENTIFIER_BYTES = 63
 MAX_QUEUE_BYTES = MAX_IDENTIFIER_BYTES - len(QUEUE_PREFIX)
 
-# Dotted segments of letters, digits, '_' and '-': "gl.accounting",
-# "message.email". '*' and '#' stay free for subscription patterns.
-_QUEUE = re.compile(r"[\w-]+(?:\.[\w-]+)*")
+
+class Exact(str):
+    """A worker subscription to the queue of exactly this name, even if it
+    ends in a wildcard segment: ``Worker(queue=Exact("reports.*"))`` serves
+    the queue named ``reports.*``, where ``"reports.*"`` serves every queue
+    one level below ``reports``. (The CLI's ``--exact-queue``.)"""
+
+    __slots__ = ()
 
 
 def validate_queue(name: object) -> str:
-    """Return ``name`` if it is a valid queue name, else raise InvalidQueueName saying why."""
+    """Return ``name`` if it is a valid queue name (any non-empty string
+    without NUL, as PostgreSQL accepts in a Perl client's ``class.name``),
+    else raise InvalidQueueName saying why."""
     if not isinstance(name, str):
         raise InvalidQueueName(f"queue name must be a string, not {type(name).__name__}")
     if not name:
         raise InvalidQueueName("queue name is empty")
-    if not _QUEUE.fullmatch(name):
-        raise InvalidQueueName(
-            f"queue name {name!r} is malformed: use dot-separated segments of letters, "
-            "digits, '_' and '-' (like 'gl.accounting')"
-        )
-    size = len(name.encode("utf-8"))
-    if size > MAX_QUEUE_BYTES:
-        raise InvalidQueueName(
-            f"queue name {name[:20]!r}... is {size} bytes; at most {MAX_QUEUE_BYTES} fit in "
-            f"a PostgreSQL channel name ({QUEUE_PREFIX!r} + name <= {MAX_IDENTIFIER_BYTES} bytes)"
-        )
+    if "\x00" in name:
+        raise InvalidQueueName(f"queue name {name!r} contains NUL (PostgreSQL text cannot)")
     return name
 
 
+def truncate_identifier(name: str) -> str:
+    """``name`` as PostgreSQL truncates an identifier: to its first 63 bytes,
+    cut on a character boundary (in a UTF-8 database)."""
+    data = name.encode("utf-8")
+    if len(data) <= MAX_IDENTIFIER_BYTES:
+        return name
+    return data[:MAX_IDENTIFIER_BYTES].decode("utf-8", errors="ignore")
+
+
 def queue_channel(queue: str) -> str:
-    """The channel a queue's new tasks are announced on."""
-    return QUEUE_PREFIX + validate_queue(queue)
+    """The channel a queue's new tasks are announced on: ``jm:<queue>`` as a
+    Perl worker's ``LISTEN "jm:<queue>"`` hears it, truncated to 63 bytes."""
+    return truncate_identifier(QUEUE_PREFIX + validate_queue(queue))
 
 
 def reply_channel(task_id: int) -> str:
@@ -62,7 +79,10 @@ def reply_channel(task_id: int) -> str:
 
 
 def is_pattern(name: str) -> bool:
-    """Whether a worker's queue entry is a pattern (``gl.*``, ``gl.**``)."""
+    """Whether a worker's queue entry is a pattern (``gl.*``, ``gl.**``);
+    never an :class:`Exact` name."""
+    if isinstance(name, Exact):
+        return False
     return name in {"*", "**"} or name.endswith((".*", ".**"))
 
 
@@ -72,17 +92,11 @@ def validate_subscription(name: object) -> str:
     ``gl.*`` takes the queues one level below ``gl`` (``gl.accounting``, not
     ``gl`` nor ``gl.accounting.eu``); ``gl.**`` takes every queue below
     ``gl`` at any depth; ``*`` and ``**`` do the same from the top. The
-    wildcard is only allowed as the last segment.
+    wildcard is only allowed as the last segment. Any other name, and any
+    :class:`Exact` one, is a queue served as named.
 
     :raises InvalidQueueName: neither a queue name nor such a pattern.
     """
-    if isinstance(name, str) and is_pattern(name):
-        if "." in name:
-            try:
-                validate_queue(name.rpartition(".")[0])
-            except InvalidQueueName as ex:
-                raise InvalidQueueName(f"queue pattern {name!r}: {ex}") from None
-        return name
     return validate_queue(name)
 
 
@@ -90,8 +104,8 @@ def matches(pattern: str, queue: str) -> bool:
     """Whether ``queue`` is served by the subscription ``pattern``."""
     if not is_pattern(pattern):
         return pattern == queue
-    stem, _, wildcard = pattern.rpartition(".")
-    if stem:
+    stem, dot, wildcard = pattern.rpartition(".")
+    if dot:  # "gl.*": below "gl"; ".*" below "" (names starting with ".")
         if not queue.startswith(stem + "."):
             return False
         rest = queue[len(stem) + 1 :]
@@ -112,8 +126,8 @@ class Subscription:
     #: Queues served before that a pattern matched and that no longer exist
     #: (removed by housekeeping: to UNLISTEN).
     dropped: list[str]
-    #: Existing queues a pattern matches whose names cannot be a channel
-    #: (a Perl client's queue named with spaces, say).
+    #: Kept for compatibility: always empty now that every name a Perl
+    #: client can create can be served.
     unservable: list[str]
 
 
@@ -130,11 +144,6 @@ def subscription(
     unservable: list[str] = []
     for name in existing:
         if name in chosen or not any(matches(p, name) for p in patterns):
-            continue
-        try:
-            validate_queue(name)
-        except InvalidQueueName:
-            unservable.append(name)
             continue
         chosen[name] = None
     before = set(served)

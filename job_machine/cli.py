@@ -44,7 +44,7 @@ from ._async.admin import PURGEABLE
 from ._printable import PrintableFilter, printable
 from ._sync.connection import describe_target
 from ._worker_config import WorkerConfig
-from .channels import validate_subscription
+from .channels import Exact, validate_subscription
 from .task import (
     STATE_NAMES,
     HourStats,
@@ -558,6 +558,15 @@ def _load_worker_class(spec: str) -> type[jm.Worker] | type[jm.AsyncWorker]:
     "or the queues of the app's task functions.",
 )
 @click.option(
+    "--exact-queue",
+    "exact_queues",
+    multiple=True,
+    metavar="QUEUE",
+    callback=_check_subscriptions,
+    help="A queue to serve by its exact name, even one ending in * or ** (a Perl "
+    "client's queue named `reports.*`, say); repeat for several.",
+)
+@click.option(
     "-c",
     "--concurrency",
     type=click.IntRange(min=1),
@@ -586,6 +595,7 @@ def worker(
     worker_class: str | None,
     app_spec: str | None,
     queues: tuple[str, ...],
+    exact_queues: tuple[str, ...],
     concurrency: int | None,
     processes: int | None,
     log_level: str,
@@ -618,6 +628,7 @@ def worker(
             "name a Worker class (MODULE:CLASS) or an app (--app MODULE:APP), one of them",
             ctx=click.get_current_context(silent=True),
         )
+    queues = queues + tuple(Exact(q) for q in exact_queues)
     options["concurrency"] = concurrency
     kwargs = {name: value for name, value in options.items() if value is not None}
     instance: jm.Worker | jm.AsyncWorker
@@ -852,7 +863,7 @@ def send(
             else:
                 click.echo(task_id)
             return
-        click.echo(f"sent task {task_id} to {queue}; waiting for its reply", err=True)
+        click.echo(f"sent task {task_id} to {printable(queue)}; waiting for its reply", err=True)
         try:
             reply = client.wait(task_id, timeout=timeout)
         except jm.TaskFailed as ex:
@@ -1318,7 +1329,9 @@ def tasks_retry(task_id: int, queue: str | None, priority: int | None, dsn: str 
         admin.retry(task_id, queue, priority)
         info = admin.task_info(task_id)
     with_priority = "" if priority is None else f", priority {info.priority}"
-    click.echo(f"task {task_id} is {info.state} again on queue {info.queue}{with_priority}")
+    click.echo(
+        f"task {task_id} is {info.state} again on queue {printable(str(info.queue))}{with_priority}"
+    )
 
 
 @tasks.command("cancel")
@@ -1376,7 +1389,7 @@ def queues_pause(queue: str, dsn: str | None) -> None:
     `queues resume`; tasks already running go on. An unknown queue exits 1."""
     with jm.Admin(_need_dsn(dsn)) as admin:
         admin.pause(queue)
-    click.echo(f"queue {queue} paused")
+    click.echo(f"queue {printable(queue)} paused")
 
 
 @queues.command("resume")
@@ -1387,7 +1400,7 @@ def queues_resume(queue: str, dsn: str | None) -> None:
     queue exits 1."""
     with jm.Admin(_need_dsn(dsn)) as admin:
         admin.resume(queue)
-    click.echo(f"queue {queue} resumed")
+    click.echo(f"queue {printable(queue)} resumed")
 
 
 # -- cron schedules -------------------------------------------------------------------

@@ -98,7 +98,7 @@ class Liveness:
         housekeeping_interval: float,
         on_command: Callable[[str], None] | None = None,
     ) -> None:
-        self.queues = list(queues)
+        self.queues = [str(q) for q in queues]
         #: Called in the liveness thread with a command an operator left for
         #: the worker (``Admin.stop_workers``).
         self.on_command = on_command

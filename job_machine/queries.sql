@@ -356,8 +356,8 @@ WITH revived AS (
 )
 SELECT task_id, status,
        CASE WHEN status = 900 THEN pg_notify('jmr:' || task_id::text, 'failed')
-            ELSE pg_notify('jm:' || (SELECT name FROM jobmachine.class c
-                                      WHERE c.class_id = revived.class_id), task_id::text)
+            ELSE pg_notify(jobmachine.queue_channel((SELECT name FROM jobmachine.class c
+                                      WHERE c.class_id = revived.class_id)), task_id::text)
        END
   FROM revived
 
@@ -385,8 +385,8 @@ WITH given_up AS (
 )
 SELECT task_id, status,
        CASE WHEN status = 900 THEN pg_notify('jmr:' || task_id::text, 'failed')
-            ELSE pg_notify('jm:' || (SELECT name FROM jobmachine.class c
-                                      WHERE c.class_id = given_up.class_id), task_id::text)
+            ELSE pg_notify(jobmachine.queue_channel((SELECT name FROM jobmachine.class c
+                                      WHERE c.class_id = given_up.class_id)), task_id::text)
        END
   FROM given_up
 
@@ -454,8 +454,8 @@ WITH unclaimed AS (
     RETURNING t.task_id, t.class_id
 )
 SELECT task_id,
-       pg_notify('jm:' || (SELECT name FROM jobmachine.class c
-                            WHERE c.class_id = unclaimed.class_id), task_id::text)
+       pg_notify(jobmachine.queue_channel((SELECT name FROM jobmachine.class c
+                            WHERE c.class_id = unclaimed.class_id)), task_id::text)
   FROM unclaimed
 
 -- name: leader_lock
@@ -656,8 +656,8 @@ WITH live AS (
 )
 SELECT r.worker_id, r.task_id, r.status,
        CASE WHEN r.status = 900 THEN pg_notify('jmr:' || r.task_id::text, 'failed')
-            ELSE pg_notify('jm:' || (SELECT name FROM jobmachine.class c
-                                      WHERE c.class_id = r.class_id), r.task_id::text)
+            ELSE pg_notify(jobmachine.queue_channel((SELECT name FROM jobmachine.class c
+                                      WHERE c.class_id = r.class_id)), r.task_id::text)
        END
   FROM revived r
  UNION ALL
@@ -678,8 +678,8 @@ WITH released AS (
     RETURNING t.task_id, t.class_id
 )
 SELECT task_id,
-       pg_notify('jm:' || (SELECT name FROM jobmachine.class c
-                            WHERE c.class_id = released.class_id), task_id::text)
+       pg_notify(jobmachine.queue_channel((SELECT name FROM jobmachine.class c
+                            WHERE c.class_id = released.class_id)), task_id::text)
   FROM released
 
 -- name: session_set
@@ -828,9 +828,9 @@ WITH target AS (
 )
 SELECT task_id, status,
        CASE WHEN status = 0 THEN
-           pg_notify('jm:' || coalesce(%(queue)s::text,
+           pg_notify(jobmachine.queue_channel(coalesce(%(queue)s::text,
                                        (SELECT name FROM jobmachine.class c
-                                         WHERE c.class_id = retried.class_id)),
+                                         WHERE c.class_id = retried.class_id))),
                      task_id::text) END
   FROM retried
 
@@ -842,7 +842,9 @@ WITH changed AS (
      WHERE name = %(queue)s
     RETURNING name, paused
 )
-SELECT name, CASE WHEN NOT paused THEN pg_notify('jm:' || name, 'resumed') END FROM changed
+SELECT name,
+       CASE WHEN NOT paused THEN pg_notify(jobmachine.queue_channel(name), 'resumed') END
+  FROM changed
 
 -- name: admin_worker_command
 -- Leave a command ('stop') for one worker, or for every registered worker

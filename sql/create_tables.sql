@@ -185,6 +185,30 @@ CREATE INDEX IF NOT EXISTS task_retention_idx
 -- temporary object shadows anything; tables are named with their schema.
 -- CREATE OR REPLACE sets it on a database installed before, too.
 
+-- The channel a queue's tasks are announced on, as a Perl worker's
+-- LISTEN "jm:<queue>" hears it: PostgreSQL truncates an identifier to its
+-- first 63 bytes (NAMEDATALEN - 1), on a character boundary of the
+-- database's encoding, while pg_notify() raises "channel name too long" on
+-- a longer one. Every server-side notify of a queue goes through it, so no
+-- queue name a Perl client made (any text) can abort a statement
+-- (housekeeping, a rescue, a retry), and the notify reaches Perl's
+-- listeners and job_machine's (job_machine.channels.queue_channel, the same
+-- rule in Python). Queues whose names share their first 60 bytes share a
+-- channel: a wake-up hint for both. Not a schema version of its own: a
+-- function, created (or replaced) by every run of this file.
+CREATE OR REPLACE FUNCTION jobmachine.queue_channel(p_queue text)
+RETURNS text LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    channel text := left('jm:' || p_queue, 63);
+BEGIN
+    WHILE octet_length(channel) > 63 LOOP
+        channel := left(channel, -1);
+    END LOOP;
+    RETURN channel;
+END
+$$;
+
 -- A parent task settled: when it is done, its blocked children whose
 -- parents are now all done wait for a worker (their queues are notified);
 -- when it failed, was cancelled or was removed, its blocked children fail
@@ -210,7 +234,7 @@ BEGIN
                                 WHERE p.task_id = ANY(c.parents) AND p.status <> 200)
             RETURNING c.task_id, c.class_id
         )
-        SELECT count(pg_notify('jm:' || cl.name, ready.task_id::text)) INTO n
+        SELECT count(pg_notify(jobmachine.queue_channel(cl.name), ready.task_id::text)) INTO n
           FROM ready JOIN jobmachine.class cl ON cl.class_id = ready.class_id;
     ELSE
         WITH failed AS (
@@ -655,7 +679,7 @@ BEGIN
        WHERE unique_key IS NOT NULL AND status IN (0, 10, 100) DO NOTHING
     RETURNING task_id INTO new_id;
     IF new_id IS NOT NULL THEN
-        PERFORM pg_notify('jm:' || s.queue, new_id::text);
+        PERFORM pg_notify(jobmachine.queue_channel(s.queue), new_id::text);
     END IF;
     UPDATE jobmachine.schedule
        SET next_run = p_next_run, last_run = p_tick,

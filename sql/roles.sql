@@ -154,6 +154,9 @@ BEGIN
         -- SELECT * and INSERT ... RETURNING *).
         (sender, 'SELECT, INSERT (name)', 'TABLE jobmachine.class'),
         (sender, 'EXECUTE', 'FUNCTION jobmachine.queue_find(text)'),
+        -- Every notify of a queue names its channel through queue_channel()
+        -- (the triggers a task's update fires, too).
+        (sender, 'EXECUTE', 'FUNCTION jobmachine.queue_channel(text)'),
         -- task_insert*, task_info, task_answer(ed), task_unique_holder.
         -- Only the columns send() sets: not task_id, worker_id, attempts,
         -- started, has_children or notes.
@@ -202,6 +205,7 @@ BEGIN
         (worker, 'SELECT, UPDATE (status, modified, started, attempts, uncounted_attempts,'
                  ' worker_id, run_after, retry_at)', 'TABLE jobmachine.task'),
         (worker, 'EXECUTE', 'FUNCTION jobmachine.task_delete_finished(bigint[])'),
+        (worker, 'EXECUTE', 'FUNCTION jobmachine.queue_channel(text)'),
         -- Housekeeping removes empty, unused queues (queue_prune), with no
         -- DELETE on class.
         (worker, 'EXECUTE', 'FUNCTION jobmachine.queue_prune(double precision, integer, timestamptz)'),
@@ -234,6 +238,7 @@ BEGIN
         -- creates it; admin_pause.
         (admin, 'INSERT (name), UPDATE (paused, modified)', 'TABLE jobmachine.class'),
         (admin, 'EXECUTE', 'FUNCTION jobmachine.queue_find(text)'),
+        (admin, 'EXECUTE', 'FUNCTION jobmachine.queue_channel(text)'),
         -- admin_cancel, admin_retry (a fresh start, maybe elsewhere or
         -- at another priority). Only columns, no DELETE (LOCK TABLE):
         -- admin_remove and admin_purge delete through task_delete() and

@@ -155,7 +155,7 @@ class AsyncAdmin(AsyncConnectorOwner):
 
         :param state: ``"waiting"``, ``"blocked"``, ``"running"``, ``"done"`` or ``"failed"``.
         :raises ValueError: an unknown state, a bad limit or scan.
-        :raises InvalidQueueName: a malformed queue name.
+        :raises InvalidQueueName: an empty queue name, or one with NUL.
         """
         _check_page(state, limit)
         status = STATES[state] if state is not None else None

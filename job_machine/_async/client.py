@@ -111,7 +111,7 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
             if one of them fails, this one fails without running (its error
             says which parent).
         :raises InvalidData: ``data`` cannot be encoded as JSON (nothing is written).
-        :raises InvalidQueueName: the queue name is empty, malformed or too long.
+        :raises InvalidQueueName: the queue name is empty or contains NUL.
         :raises UnknownTask: a parent does not exist (nothing is written).
         :raises ValueError, TypeError: a bad option; the message names it.
         """
@@ -160,7 +160,7 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
 
         :raises InvalidData: an item cannot be encoded as JSON; the message
             names its index, and nothing is written.
-        :raises InvalidQueueName: the queue name is empty, malformed or too long.
+        :raises InvalidQueueName: the queue name is empty or contains NUL.
         :raises ValueError, TypeError: a bad option; the message names it.
         """
         name = self._queue(queue)

@@ -39,6 +39,7 @@ from .store import AsyncStore
 
 logger = logging.getLogger("job_machine.worker")
 
+
 class AsyncCompleter:
     """Collects ends while :attr:`collecting`, and writes them in one statement.
 

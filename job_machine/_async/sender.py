@@ -51,9 +51,7 @@ class AsyncSendGroup:
         self._queue: list[_Send] = []
         self._writing = False
 
-    async def send(
-        self, queue: str, parameters: str, channel: str, options: dict[str, Any]
-    ) -> int:
+    async def send(self, queue: str, parameters: str, channel: str, options: dict[str, Any]) -> int:
         """Insert one waiting task (checked options, encoded data) and return its id."""
         with self._lock:
             alone = not self._writing and not self._queue

@@ -178,7 +178,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         self._patterns = [q for q in self.queues if is_pattern(q)]
         #: The queue names served: the exact ones, and those the patterns
         #: match among the queues that exist.
-        self._served: list[str] = [q for q in self.queues if not is_pattern(q)]
+        self._served: list[str] = [str(q) for q in self.queues if not is_pattern(q)]
         given = {
             "min_priority": min_priority,
             "timeout": timeout,
@@ -594,14 +594,15 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         if not self._patterns:
             return
         sub = subscription(self.queues, self._served, await self._store.queue_names())
-        for name in sub.unservable:
-            logger.warning("queue %r matches %s but cannot be served", name, self._patterns)
         for name in sub.added:
             if listener is not None:
                 await listener.listen(queue_channel(name))
             logger.info("worker %s: now serving queue %s", self.worker_id, name)
+        # Long names may share a channel (truncated to 63 bytes): keep it
+        # while a queue still served is announced on it.
+        kept = {queue_channel(q) for q in sub.served}
         for name in sub.dropped:
-            if listener is not None:
+            if listener is not None and queue_channel(name) not in kept:
                 await listener.unlisten(queue_channel(name))
         self._served = sub.served
 

@@ -16,6 +16,7 @@ from .. import _codec, _cron
 from .._acompat import RUNS_COROUTINES, run_blocking
 from .._convert import to_json
 from .._taskdef import TaskDef, TaskTable
+from ..channels import Exact
 from ..errors import TaskNotHeld, TaskRejected
 from ..logging import task_extra
 from ..task import Task
@@ -78,7 +79,8 @@ class TaskWorker(Worker):
         #: The cron schedules registered when the worker starts.
         self.schedules = list(schedules)
         if queue is None:
-            queue = tasks.queues()
+            # The functions' queues by name: one named "reports.*" is no pattern.
+            queue = [Exact(q) for q in tasks.queues()]
             if not queue:
                 raise ValueError("the app has no task functions (decorate some with @app.task)")
         super().__init__(dsn, queue, **options)

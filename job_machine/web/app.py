@@ -467,7 +467,7 @@ async def tasks(request: Request) -> Response:
                 limit=config.page_size,
                 scan=config.scan,
             )
-        except ValueError as ex:  # an unknown state, a malformed queue name
+        except ValueError as ex:  # an unknown state, an empty or NUL queue name
             error = str(ex)
     if queue is not None and queue not in queues:
         queues.append(queue)

@@ -501,14 +501,15 @@ def test_a_queue_created_after_the_worker_started_is_served_promptly(
 
 
 @pytest.mark.parametrize(
-    "pattern", ["gl.*.x", "g*", "gl*", "*.gl", "gl.**.x", "gl.***", "gl..*", "gl.#", ".*", ""]
+    "name", ["gl.*.x", "g*", "gl*", "*.gl", "gl.**.x", "gl.***", "gl.#", "gl. *"]
 )
-def test_invalid_patterns_are_refused(pattern: str) -> None:
+def test_a_wildcard_only_in_the_last_segment_makes_a_pattern(name: str) -> None:
+    """Anything else is a queue name, as Perl allows (issue 14, item 8)."""
     # The constructor connects to nothing: no database needed.
+    w = Recorder(NO_DB, queue=["gl.a", name])
+    assert w._served == ["gl.a", name] and w._patterns == []
     with pytest.raises(jm.InvalidQueueName):
-        Recorder(NO_DB, queue=pattern)
-    with pytest.raises(jm.InvalidQueueName):
-        Recorder(NO_DB, queue=["gl.a", pattern])
+        Recorder(NO_DB, queue=["gl.a", ""])
 
 
 @pytest.mark.parametrize("pattern", ["gl.*", "gl.**", "*", "**", "gl.a-b_c.*", "gl", "gl.a"])
@@ -516,15 +517,20 @@ def test_valid_subscriptions_are_accepted(pattern: str) -> None:
     assert Recorder(NO_DB, queue=pattern).queues == [pattern]
 
 
-def test_a_pattern_is_not_a_queue_to_send_to(
-    client: jm.Client, conn: psycopg.Connection[Any]
+def test_a_queue_named_like_a_pattern_is_served_by_exact_only(
+    dsn: str, client: jm.Client, conn: psycopg.Connection[Any]
 ) -> None:
-    for name in ["gl.*", "gl.**", "*"]:
-        with pytest.raises(jm.InvalidQueueName):
-            client.send("x", queue=name)
-        with pytest.raises(jm.InvalidQueueName):
-            client.send_many(["x"], queue=name)
-    assert count_tasks(conn) == 0
+    """A Perl client may name a queue ``gl.*``: it is a queue to send to;
+    a worker serves it by that name with ``jm.Exact`` (a plain ``gl.*``
+    is the pattern, which serves it too, as one level below ``gl``)."""
+    ids = {name: [client.send("x", queue=name)] for name in ["gl.*", "gl.**", "*"]}
+    ids["gl.**"] += client.send_many(["y"], queue="gl.**")
+    assert count_tasks(conn) == 4
+    for name, sent in ids.items():
+        with Recorder(dsn, queue=jm.Exact(name)) as w:
+            while w.work_once():
+                pass
+        assert sorted(t.id for t in w.seen) == sorted(sent), name
 
 
 # == 4. per-task attempts, title and grouping ===================================

@@ -107,6 +107,7 @@ def test_a_worker_killed_in_the_middle_of_a_group_loses_no_answer(
     victim = start_worker(dsn, QUEUE, tmp_path, "victim", dead_after=2, sleep=0.002)
     try:
         wait_until(lambda: started_count(db) >= 1, 30, "the worker listening", [victim])
+
         # Freeze it until it is caught holding answered-but-unwritten tasks.
         def frozen_with_a_group() -> int:
             victim.signal(signal.SIGSTOP)
@@ -141,4 +142,3 @@ def test_a_worker_killed_in_the_middle_of_a_group_loses_no_answer(
         " HAVING count(DISTINCT attempt) > 1) r"
     ).fetchone()
     assert rerun is not None and rerun[0] >= caught
-

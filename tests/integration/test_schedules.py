@@ -130,7 +130,7 @@ def test_admin_makes_replaces_pauses_resumes_lists_and_removes(dsn: str) -> None
         for args, kwargs, message in (
             (("x", "61 * * * *", "q"), {}, "Bad minute"),
             (("x", "* * * * *", "q"), {"timezone": "Mars/Base"}, "unknown time zone"),
-            (("x", "* * * * *", "bad queue!"), {}, "malformed"),
+            (("x", "* * * * *", ""), {}, "empty"),
             (("", "* * * * *", "q"), {}, "name"),
             (("x", "* * * * *", "q", float("nan")), {}, "JSON"),
             (("x", "* * * * *", "q"), {"priority": 2**40}, "priority"),

@@ -214,14 +214,14 @@ async def test_tasks_filter_by_state_queue_and_title(dsn: str, seeded: Seeded) -
         newsletter = await http.get("/tasks", params={"title": "newsletter", "state": "done"})
         nothing = await http.get("/tasks", params={"title": "no such title"})
         bad_state = await http.get("/tasks", params={"state": "lost"})
-        bad_queue = await http.get("/tasks", params={"queue": "not a queue!"})
+        bad_queue = await http.get("/tasks", params={"queue": "nul\x00queue"})
     assert ids(failed) == [seeded.failed]
     assert ids(reports.text) == waiting_reports and len(waiting_reports) == 6
     assert len(ids(titled.text)) == 6  # monthly, 4 daily and the delayed report
     assert len(ids(newsletter.text)) == 3
     assert 'id="no-tasks"' in nothing.text
     assert bad_state.status_code == 400 and "state must be one of" in bad_state.text
-    assert bad_queue.status_code == 400 and "malformed" in bad_queue.text
+    assert bad_queue.status_code == 400 and "NUL" in bad_queue.text
     assert '<option value="report.build" selected>' in reports.text
 
 
@@ -449,8 +449,9 @@ async def test_cancel_remove_pause_resume_and_their_refusals(
         resumed = await _act(http, "resume", "report.build")
         assert "Queue report.build resumed." in resumed.text
 
-        hostile = await _act(http, "pause", XSS_QUEUE)
-        assert 'class="flash flash-error"' in hostile.text and "malformed" in hostile.text
+        hostile = await _act(http, "pause", XSS_QUEUE)  # a queue like any other (issue 14)
+        assert 'class="flash flash-ok"' in hostile.text
+        assert "Queue &lt;script&gt;window.__pwned=1&lt;/script&gt; paused" in hostile.text
         unknown = await _act(http, "pause", "no.such.queue")
         assert "there is no queue" in unknown.text
 
@@ -1219,7 +1220,7 @@ def test_admin_search_tasks_pages_and_windows(dsn: str, client: jm.Client) -> No
         with pytest.raises(ValueError, match="state must be"):
             admin.search_tasks(title="a", state="lost")
         with pytest.raises(jm.InvalidQueueName):
-            admin.search_tasks(title="a", queue="bad name")
+            admin.search_tasks(title="a", queue="a\x00b")
 
 
 def test_admin_locks_and_task_states(dsn: str, client: jm.Client) -> None:
@@ -1275,3 +1276,50 @@ def test_a_title_search_reads_its_window_not_the_history(
         assert page.window_ended and page.next_before_id is not None
         failed = admin.search_tasks(title="", state="failed", limit=10)
         assert len(failed.tasks) == 10
+
+
+#: Queue names a Perl client may make (issue 14, item 8).
+ODD_QUEUES = ["Email Sender", "a/b", "x:y", "100%", "what?", "#tag", "køb ✓", "<script>q</script>"]
+
+
+async def test_any_queue_name_is_shown_linked_and_acted_on(
+    dsn: str, client: jm.Client, conn: psycopg.Connection[Any]
+) -> None:
+    """Each name is escaped in the page, URL-encoded in its links (the
+    overview's filter and action links), and pause, resume and the task
+    filter act on exactly that queue."""
+    ids = {name: client.send({"q": name}, queue=name) for name in ODD_QUEUES}
+    async with dashboard(dsn) as http:
+        overview = (await http.get("/")).text
+        assert inline_code(overview) == []
+        for name, tid in ids.items():
+            assert f">{escape(name)}</a>" in overview, name
+            link = "/tasks?" + urlencode({"queue": name}, quote_via=_quote)
+            assert f'href="{escape(link)}"' in overview, (name, link)
+            confirm = "/confirm/pause?" + urlencode({"target": name}, quote_via=_quote)
+            assert f'href="{escape(confirm)}"' in overview, (name, confirm)
+
+            listed = await http.get(link)
+            assert listed.status_code == 200
+            assert re.findall(r'href="/tasks/(\d+)"', listed.text) == [str(tid)], name
+            page = (await http.get(f"/tasks/{tid}")).text
+            assert f'href="{escape(link)}">{escape(name)}</a>' in page, name
+
+            paused = await _act(http, "pause", name)
+            assert f"Queue {escape(name)} paused" in paused.text, name
+            assert conn.execute(
+                "SELECT paused FROM jobmachine.class WHERE name = %s", [name]
+            ).fetchone() == (True,)
+            resumed = await _act(http, "resume", name)
+            assert f"Queue {escape(name)} resumed." in resumed.text, name
+    paused_now = conn.execute("SELECT count(*) FROM jobmachine.class WHERE paused").fetchone()
+    assert paused_now == (0,)
+
+
+def _quote(
+    text: str, safe: str = "", encoding: str | None = None, errors: str | None = None
+) -> str:
+    """URL-encoding as Jinja's urlencode filter does it (``/`` left as is)."""
+    from urllib.parse import quote  # noqa: PLC0415
+
+    return quote(text, safe="/", encoding=encoding, errors=errors)

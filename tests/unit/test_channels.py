@@ -8,7 +8,7 @@ import pytest
 
 import job_machine as jm
 from job_machine import InvalidQueueName, queue_channel, reply_channel, validate_queue
-from job_machine.channels import MAX_QUEUE_BYTES, subscription
+from job_machine.channels import MAX_QUEUE_BYTES, Exact, is_pattern, matches, subscription
 
 
 @pytest.mark.parametrize(
@@ -19,19 +19,31 @@ def test_valid_names(name: str) -> None:
     assert queue_channel(name) == "jm:" + name
 
 
-@pytest.mark.parametrize(
-    ("name", "why"),
-    [
-        ("", "empty"),
-        ("a..b", "malformed"),
-        (".a", "malformed"),
-        ("a.", "malformed"),
-        ("has space", "malformed"),
-        ("gl.*", "malformed"),
-        ('a"b', "malformed"),
-        ("a\nb", "malformed"),
-    ],
-)
+WEIRD_NAMES = [
+    "Email Sender",
+    "a/b",
+    "x:y",
+    "gl..x",
+    ".a",
+    "a.",
+    'a"b',
+    "a\nb",
+    "100% ?#&=+",
+    "<script>alert(1)</script>",
+    "køb ordre ✓",
+    "gl.*",  # a queue name; as a worker subscription, a pattern unless Exact
+]
+
+
+@pytest.mark.parametrize("name", WEIRD_NAMES)
+def test_any_name_perl_accepts_is_a_queue(name: str) -> None:
+    """Issue 14, item 8: Perl's queues "can be named anything PostgreSQL
+    accepts"; job_machine refused everything outside dotted [\\w-] segments."""
+    assert validate_queue(name) == name
+    assert queue_channel(name) == "jm:" + name
+
+
+@pytest.mark.parametrize(("name", "why"), [("", "empty"), ("a\x00b", "NUL")])
 def test_invalid_names_say_why(name: str, why: str) -> None:
     with pytest.raises(InvalidQueueName, match=why):
         validate_queue(name)
@@ -42,16 +54,39 @@ def test_non_string_name() -> None:
         validate_queue(42)
 
 
-def test_longest_name_fits_a_channel_and_one_more_byte_does_not() -> None:
+def test_a_long_names_channel_is_truncated_as_postgresql_truncates_listen() -> None:
+    """The channel is what Perl's ``LISTEN "jm:<name>"`` hears: the first 63
+    bytes, cut on a character boundary; a longer name is no longer refused."""
     assert MAX_QUEUE_BYTES == 60
-    longest = "q" * 60
-    assert len(queue_channel(longest).encode()) == 63
-    with pytest.raises(InvalidQueueName, match="63 bytes"):
-        validate_queue("q" * 61)
-    # Bytes, not characters: 30 two-byte letters are 60 bytes, 31 are too many.
-    validate_queue("ø" * 30)
-    with pytest.raises(InvalidQueueName, match="62 bytes"):
-        validate_queue("ø" * 31)
+    assert queue_channel("q" * 60) == "jm:" + "q" * 60
+    assert queue_channel("q" * 100) == "jm:" + "q" * 60
+    # Bytes, not characters: 30 two-byte letters fit, the 31st is cut whole.
+    assert queue_channel("ø" * 30) == "jm:" + "ø" * 30
+    assert queue_channel("ø" * 31) == "jm:" + "ø" * 30
+    assert queue_channel("q" + "ø" * 40) == "jm:q" + "ø" * 29  # 62 bytes, not half a letter
+
+
+def test_exact_serves_a_queue_named_like_a_pattern() -> None:
+    assert jm.validate_subscription("gl.*") == "gl.*"
+    assert is_pattern("gl.*") and is_pattern("**")
+    assert not is_pattern(Exact("gl.*")) and not is_pattern(Exact("**"))
+    sub = subscription([Exact("gl.*")], [], ["gl.*", "gl.a"])
+    assert sub.served == ["gl.*"]
+    sub = subscription(["gl.*"], [], ["gl.*", "gl.a", "gl.a b"])
+    assert sub.served == ["gl.*", "gl.a", "gl.a b"]  # "*" is a name one level below gl
+    worker = jm.Worker(
+        "postgresql://nowhere/db", queue=[Exact("gl.*"), "x.**"], handle_signals=False
+    )
+    assert worker._served == ["gl.*"] and worker._patterns == ["x.**"]
+    assert type(worker._served[0]) is str
+
+
+def test_a_pattern_matches_below_its_stem_whatever_the_names() -> None:
+    assert matches("gl.*", "gl.a b") and not matches("gl.*", "gl.a.b")
+    assert matches("gl..*", "gl..x") and not matches("gl..*", "gl.x")
+    assert matches(".*", ".x") and not matches(".*", "x")
+    assert matches("*", "Email Sender") and not matches("*", "a.b")
+    assert matches("a/b.**", "a/b.c.d")
 
 
 def test_reply_channel() -> None:
@@ -64,10 +99,10 @@ def test_a_subscription_serves_the_exact_queues_and_the_matching_ones_that_exist
         ["billing", "gl.old", "mail.a"],
         ["gl.new", "gl.deep.x", "mail.a", "mail.b.c", "has space", "gl.has space", "other"],
     )
-    assert sub.served == ["billing", "gl.new", "mail.a", "mail.b.c"]
-    assert sub.added == ["gl.new", "mail.b.c"]
+    assert sub.served == ["billing", "gl.new", "mail.a", "mail.b.c", "gl.has space"]
+    assert sub.added == ["gl.new", "mail.b.c", "gl.has space"]
     assert sub.dropped == ["gl.old"]  # removed by housekeeping; never an exact queue
-    assert sub.unservable == ["gl.has space"]
+    assert sub.unservable == []  # "gl.has space" is served like any name
     assert subscription(["**"], [], []).served == []
 
 
@@ -88,3 +123,45 @@ def test_a_workers_subscription_to_every_queue_is_linear_in_the_queues(
     monkeypatch.setattr(worker._store, "queue_names", lambda conn=None: names[1:])
     worker._subscribe(None)
     assert worker._served == names[1:]
+
+
+def test_a_task_functions_queue_is_served_by_name_even_if_it_looks_like_a_pattern() -> None:
+    app = jm.App()
+
+    @app.task(queue="reports.*")
+    def report() -> None: ...
+
+    @app.task(queue="Email Sender")
+    def mail() -> None: ...
+
+    worker = app.worker(dsn="postgresql://nowhere/db", handle_signals=False)
+    assert worker._served == ["reports.*", "Email Sender"] and worker._patterns == []
+    assert app.worker("reports.*", dsn="postgresql://nowhere/db")._patterns == ["reports.*"]
+
+
+def test_a_channel_two_long_names_share_is_kept_while_one_is_served(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b = "q" * 60 + ".a", "q" * 60 + ".b"
+    assert queue_channel(a) == queue_channel(b)
+
+    class Listener:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, str]] = []
+
+        def listen(self, channel: str) -> None:
+            self.calls.append(("listen", channel))
+
+        def unlisten(self, channel: str) -> None:
+            self.calls.append(("unlisten", channel))
+
+    listener = Listener()
+    worker = jm.Worker("postgresql://nowhere/db", queue="**", handle_signals=False)
+    monkeypatch.setattr(worker._store, "queue_names", lambda conn=None: [a, b])
+    worker._subscribe(listener)  # type: ignore[arg-type]
+    monkeypatch.setattr(worker._store, "queue_names", lambda conn=None: [b])
+    worker._subscribe(listener)  # type: ignore[arg-type]
+    assert ("unlisten", queue_channel(a)) not in listener.calls
+    monkeypatch.setattr(worker._store, "queue_names", lambda conn=None: [])
+    worker._subscribe(listener)  # type: ignore[arg-type]
+    assert listener.calls[-1] == ("unlisten", queue_channel(b))

@@ -51,9 +51,10 @@ def test_default_names_and_queues() -> None:
     assert (d.name, d.queue, d.is_async) == (f"{__name__}.plain", f"{__name__}.plain", False)
     assert TaskDef.of(plain, "x.y", "z").queue == "z"
     with pytest.raises(jm.InvalidQueueName, match="pass queue="):
-        TaskDef.of(plain, "a" * 70, None)
+        TaskDef.of(plain, "a\x00b", None)
     with pytest.raises(jm.InvalidQueueName):
-        TaskDef.of(plain, None, "bad queue")
+        TaskDef.of(plain, None, "")
+    assert TaskDef.of(plain, None, "Email Sender").queue == "Email Sender"
 
 
 def test_two_functions_of_one_name_are_refused() -> None:
