@@ -40,7 +40,7 @@ import psycopg
 from ._acompat import select_readable
 from ._backoff import Backoff
 from ._sync.connection import Connector
-from ._sync.store import Store
+from ._sync.store import OUTAGE_GRACES, Store
 from ._waker import Waker
 from .errors import ConnectionFailed
 
@@ -120,6 +120,8 @@ class Liveness:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._next_cleanup = 0.0
+        #: Until when (monotonic) the end of an outage is still being judged.
+        self._outage_until = 0.0
         self._backoff = Backoff(base=0.05, cap=self.interval)
         #: time.monotonic() since which this worker may judge others: its
         #: start, its return from a cut longer than a blip, or a new life of
@@ -169,7 +171,7 @@ class Liveness:
             if unclaim and self.worker_id is not None:
                 self._store.task_unclaim(unclaim, self.worker_id, conn=self._connect())
             if hand_back and self.worker_id is not None:
-                _, revived, failed = self._store.worker_reap(
+                _, revived, failed, _ = self._store.worker_reap(
                     grace=self.grace,
                     retries=self.retries,
                     worker_id=self.worker_id,
@@ -284,6 +286,7 @@ class Liveness:
         cleanup = time.monotonic() >= self._next_cleanup
         counts = self._store.chores(
             reap=self.may_judge(),
+            outage=time.monotonic() < self._outage_until,
             retries=self.retries,
             remove_after_days=self.remove_after_days,
             grace=self.grace,
@@ -292,6 +295,10 @@ class Liveness:
             cleanup=cleanup,
             conn=conn,
         )
+        if counts.outage:
+            # The workers cut off come back one by one: until the last of
+            # them had time to, the stragglers are judged as in an outage.
+            self._outage_until = time.monotonic() + self.grace * OUTAGE_GRACES
         if cleanup:
             self._next_cleanup = time.monotonic() + self.housekeeping_interval
         if counts.reaped or counts.revived or counts.failed or counts.removed:

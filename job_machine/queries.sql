@@ -605,9 +605,11 @@ WITH live AS (
            < coalesce(%(now)s, now()) - make_interval(secs => %(grace)s)
        AND w.worker_id %% 2147483648 NOT IN (SELECT lock_id FROM live)
 ), outage AS (
-    -- Most of the fleet looking dead at once is an outage.
-    SELECT count(*) > 1
-           AND 2 * count(*) > (SELECT count(*) FROM jobmachine.worker) AS yes
+    -- Most of the fleet looking dead at once is an outage; so is any round
+    -- the judge still counts as the end of one (%(outage)s): the workers cut
+    -- off reconnect one by one, and the last ones must not pass for deaths.
+    SELECT (count(*) > 1 AND 2 * count(*) > (SELECT count(*) FROM jobmachine.worker))
+           OR %(outage)s::bool AS yes
       FROM looks_dead
 ), dead AS (
     DELETE FROM jobmachine.worker w
@@ -658,11 +660,16 @@ SELECT r.worker_id, r.task_id, r.status,
        CASE WHEN r.status = 900 THEN pg_notify('jmr:' || r.task_id::text, 'failed')
             ELSE pg_notify(jobmachine.queue_channel((SELECT name FROM jobmachine.class c
                                       WHERE c.class_id = r.class_id)), r.task_id::text)
-       END
+       END,
+       false AS outage
   FROM revived r
  UNION ALL
-SELECT d.worker_id, NULL, NULL, NULL
+SELECT d.worker_id, NULL, NULL, NULL, false
   FROM dead d
+ UNION ALL
+-- The verdict, when it is an outage (more than one worker looking dead).
+SELECT NULL, NULL, NULL, NULL, true
+ WHERE (SELECT yes FROM outage) AND (SELECT count(*) FROM looks_dead) > 1
 
 -- name: task_release_held
 -- A worker that lost its connection hands back the started tasks it holds

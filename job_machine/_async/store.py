@@ -99,6 +99,7 @@ class ChoreCounts:
     reaped: int = 0  #: dead workers whose tasks were rescued
     pruned: int = 0  #: empty, unused queues removed
     scheduled: int = 0  #: tasks sent by cron schedules
+    outage: bool = False  #: most of the fleet looked dead at once (an outage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -693,23 +694,26 @@ class AsyncStore:
         worker_id: int | None = None,
         now: datetime | None = None,
         conn: AsyncConnection[Any] | None = None,
-    ) -> tuple[int, int, int]:
+        outage: bool = False,
+    ) -> tuple[int, int, int, bool]:
         """Remove dead workers (or the one given) and rescue their started tasks:
-        (workers removed, tasks put back to waiting, tasks failed). When most
-        of the fleet looks dead at once, only those unseen for
-        ``OUTAGE_GRACES * grace`` seconds are removed (an outage)."""
+        (workers removed, tasks put back to waiting, tasks failed, whether
+        it was judged an outage). When most of the fleet looks dead at once,
+        or ``outage`` says an outage has just ended, only those unseen for
+        ``OUTAGE_GRACES * grace`` seconds are removed."""
         params = {
             "grace": grace,
             "outage_grace": grace * OUTAGE_GRACES,
             "retries": retries,
             "worker_id": worker_id,
             "now": now,
+            "outage": outage,
         }
         rows = await self._all("worker_reap", params, conn)
-        workers = sum(1 for r in rows if r["task_id"] is None)
+        workers = sum(1 for r in rows if r["task_id"] is None and r["worker_id"] is not None)
         failed = sum(1 for r in rows if r["status"] == Status.FAILED)
         revived = sum(1 for r in rows if r["status"] == Status.WAITING)
-        return workers, revived, failed
+        return workers, revived, failed, any(r["outage"] for r in rows)
 
     # -- housekeeping -----------------------------------------------------
 
@@ -723,6 +727,7 @@ class AsyncStore:
         orphan_after: float,
         cleanup: bool = True,
         reap: bool = True,
+        outage: bool = False,
         remove_limit: int = 1000,
         max_batches: int = 50,
         now: datetime | None = None,
@@ -745,9 +750,10 @@ class AsyncStore:
                 if not (got and got["got"]):
                     return ChoreCounts(ran=False)
                 reaped = revived = failed = 0
+                in_outage = False
                 if reap:
-                    reaped, revived, failed = await self.worker_reap(
-                        grace=grace, retries=retries, now=now, conn=conn
+                    reaped, revived, failed, in_outage = await self.worker_reap(
+                        grace=grace, retries=retries, now=now, conn=conn, outage=outage
                     )
                 rows: list[dict[str, Any]] = []
                 if max_runtime is not None:
@@ -784,6 +790,7 @@ class AsyncStore:
             reaped=reaped,
             pruned=pruned,
             scheduled=scheduled,
+            outage=in_outage,
         )
 
     async def queue_prune(

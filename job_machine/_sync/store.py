@@ -101,6 +101,7 @@ class ChoreCounts:
     reaped: int = 0  #: dead workers whose tasks were rescued
     pruned: int = 0  #: empty, unused queues removed
     scheduled: int = 0  #: tasks sent by cron schedules
+    outage: bool = False  #: most of the fleet looked dead at once (an outage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -691,23 +692,26 @@ class Store:
         worker_id: int | None = None,
         now: datetime | None = None,
         conn: Connection[Any] | None = None,
-    ) -> tuple[int, int, int]:
+        outage: bool = False,
+    ) -> tuple[int, int, int, bool]:
         """Remove dead workers (or the one given) and rescue their started tasks:
-        (workers removed, tasks put back to waiting, tasks failed). When most
-        of the fleet looks dead at once, only those unseen for
-        ``OUTAGE_GRACES * grace`` seconds are removed (an outage)."""
+        (workers removed, tasks put back to waiting, tasks failed, whether
+        it was judged an outage). When most of the fleet looks dead at once,
+        or ``outage`` says an outage has just ended, only those unseen for
+        ``OUTAGE_GRACES * grace`` seconds are removed."""
         params = {
             "grace": grace,
             "outage_grace": grace * OUTAGE_GRACES,
             "retries": retries,
             "worker_id": worker_id,
             "now": now,
+            "outage": outage,
         }
         rows = self._all("worker_reap", params, conn)
-        workers = sum(1 for r in rows if r["task_id"] is None)
+        workers = sum(1 for r in rows if r["task_id"] is None and r["worker_id"] is not None)
         failed = sum(1 for r in rows if r["status"] == Status.FAILED)
         revived = sum(1 for r in rows if r["status"] == Status.WAITING)
-        return workers, revived, failed
+        return workers, revived, failed, any(r["outage"] for r in rows)
 
     # -- housekeeping -----------------------------------------------------
 
@@ -721,6 +725,7 @@ class Store:
         orphan_after: float,
         cleanup: bool = True,
         reap: bool = True,
+        outage: bool = False,
         remove_limit: int = 1000,
         max_batches: int = 50,
         now: datetime | None = None,
@@ -743,9 +748,10 @@ class Store:
                 if not (got and got["got"]):
                     return ChoreCounts(ran=False)
                 reaped = revived = failed = 0
+                in_outage = False
                 if reap:
-                    reaped, revived, failed = self.worker_reap(
-                        grace=grace, retries=retries, now=now, conn=conn
+                    reaped, revived, failed, in_outage = self.worker_reap(
+                        grace=grace, retries=retries, now=now, conn=conn, outage=outage
                     )
                 rows: list[dict[str, Any]] = []
                 if max_runtime is not None:
@@ -782,6 +788,7 @@ class Store:
             reaped=reaped,
             pruned=pruned,
             scheduled=scheduled,
+            outage=in_outage,
         )
 
     def queue_prune(
