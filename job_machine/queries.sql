@@ -27,11 +27,11 @@ WITH found AS (
     SELECT class_id FROM found UNION ALL SELECT class_id FROM created LIMIT 1
 ), task AS (
     INSERT INTO jobmachine.task (class_id, parameters, status, priority, run_after, max_attempts,
-                                 title, grouping, remove_after, keep_for)
+                                 title, grouping, remove_after, keep_for, trace_context)
     SELECT cls.class_id, %(parameters)s, 0, %(priority)s::int,
            coalesce(%(run_after)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
            %(max_attempts)s::int, %(title)s::text, %(grouping)s::text, %(remove_after)s::timestamptz,
-           make_interval(secs => %(keep_for)s::float8)
+           make_interval(secs => %(keep_for)s::float8), %(trace_context)s::text
       FROM cls
     RETURNING task_id
 )
@@ -71,14 +71,15 @@ WITH found AS (
       FROM parent
 ), task AS (
     INSERT INTO jobmachine.task (class_id, parameters, status, priority, run_after, max_attempts,
-                                 title, grouping, remove_after, keep_for, unique_key, parents)
+                                 title, grouping, remove_after, keep_for, unique_key, parents,
+                                 trace_context)
     SELECT cls.class_id, %(parameters)s,
            CASE WHEN v.failed_parent IS NOT NULL THEN 900 WHEN v.pending > 0 THEN 10 ELSE 0 END,
            %(priority)s::int,
            coalesce(%(run_after)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
            %(max_attempts)s::int, %(title)s::text, %(grouping)s::text, %(remove_after)s::timestamptz,
            make_interval(secs => %(keep_for)s::float8), %(unique_key)s::text,
-           %(parents)s::bigint[]
+           %(parents)s::bigint[], %(trace_context)s::text
       FROM cls, verdict v
      WHERE coalesce(cardinality(v.found), 0) = coalesce(cardinality(%(parents)s::bigint[]), 0)
     ON CONFLICT (class_id, unique_key)
@@ -115,11 +116,11 @@ WITH found AS (
     SELECT class_id FROM found UNION ALL SELECT class_id FROM created LIMIT 1
 ), task AS (
     INSERT INTO jobmachine.task (class_id, parameters, status, priority, run_after, max_attempts,
-                                 title, grouping, remove_after, keep_for)
+                                 title, grouping, remove_after, keep_for, trace_context)
     SELECT cls.class_id, u.p, 0, %(priority)s::int,
            coalesce(%(run_after)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
            %(max_attempts)s::int, %(title)s::text, %(grouping)s::text, %(remove_after)s::timestamptz,
-           make_interval(secs => %(keep_for)s::float8)
+           make_interval(secs => %(keep_for)s::float8), %(trace_context)s::text
       FROM cls, unnest(%(parameters)b::text[]) WITH ORDINALITY AS u (p, n)
      ORDER BY u.n
     RETURNING task_id
@@ -164,7 +165,7 @@ UPDATE jobmachine.task t
   FROM next
  WHERE t.task_id = next.task_id
 RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue, t.priority,
-          t.max_attempts, t.title, t.grouping
+          t.max_attempts, t.title, t.grouping, t.trace_context
 
 -- name: task_begin
 -- A task claimed ahead is about to run after waiting in the worker's

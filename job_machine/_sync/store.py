@@ -221,6 +221,7 @@ class Store:
         :raises UnknownTask: a parent task does not exist (nothing is inserted).
         """
         params = {"queue": queue, "parameters": parameters, "channel": channel, **options}
+        params["trace_context"] = options.get("trace_context")
         if not options["parents"] and options["unique_key"] is None:
             params = {k: v for k, v in params.items() if k not in _FULL_ONLY}
             row = self._one("task_insert", params)
@@ -256,8 +257,13 @@ class Store:
         self, queue: str, parameters: Sequence[str], channel: str, options: dict[str, Any]
     ) -> list[int]:
         """Insert waiting tasks in order, notify ``channel`` once; return their ids."""
-        params = {"queue": queue, "parameters": list(parameters), "channel": channel}
+        params: dict[str, Any] = {
+            "queue": queue,
+            "parameters": list(parameters),
+            "channel": channel,
+        }
         params |= {k: options[k] for k in _MANY_OPTIONS}
+        params["trace_context"] = options.get("trace_context")
         row = self._one("task_insert_many", params)
         if row is None:
             # Another sender created the queue's class row at the same moment.
@@ -294,6 +300,7 @@ class Store:
                 max_attempts=r["max_attempts"],
                 title=r["title"],
                 grouping=r["grouping"],
+                trace_context=r["trace_context"],
             )
             for r in rows
         ]
