@@ -53,6 +53,14 @@ _REMEMBERED = 1024
 
 def _check() -> None:
     """Find out, once, whether a tracer and a meter provider are configured."""
+    configure()
+
+
+def configure(tracer_provider: Any = None, meter_provider: Any = None) -> None:
+    """Trace and measure through these providers (opentelemetry SDK objects)
+    rather than the global ones (``trace.set_tracer_provider``...); what is
+    not given is looked up globally again. Tests use it; so may an
+    application that keeps its providers to itself."""
     global _tracer, _instruments, _checked  # noqa: PLW0603
     _checked = True
     _tracer = None
@@ -61,10 +69,10 @@ def _check() -> None:
         from opentelemetry import metrics, trace  # noqa: PLC0415
     except ImportError:
         return
-    provider = trace.get_tracer_provider()
+    provider = tracer_provider or trace.get_tracer_provider()
     if not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         _tracer = provider.get_tracer("job_machine")
-    meters = metrics.get_meter_provider()
+    meters = meter_provider or metrics.get_meter_provider()
     if type(meters).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider"):
         meter = meters.get_meter("job_machine")
         _instruments = {
