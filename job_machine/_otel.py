@@ -32,7 +32,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -193,13 +193,23 @@ class SendSpan:
 
 
 _NO_SEND = SendSpan(None, None)
+#: What the helpers return when nothing is traced or measured: no generator
+#: made per call on the hot paths.
+_NO_SEND_CONTEXT = nullcontext(_NO_SEND)
+_NOTHING = nullcontext()
 
 
-@contextmanager
-def send_span(queue: str, batch: int | None = None) -> Iterator[SendSpan]:
+def send_span(queue: str, batch: int | None = None) -> AbstractContextManager[SendSpan]:
     """A producer span around a send; yields the context to store with the task."""
     if not _checked:
         _check()
+    if _tracer is None and _instruments is None:
+        return _NO_SEND_CONTEXT
+    return _send_span(queue, batch)
+
+
+@contextmanager
+def _send_span(queue: str, batch: int | None) -> Iterator[SendSpan]:
     count("sent", queue, batch or 1)
     if _tracer is None:
         yield _NO_SEND
@@ -213,18 +223,21 @@ def send_span(queue: str, batch: int | None = None) -> Iterator[SendSpan]:
         yield SendSpan(span, _inject())
 
 
-@contextmanager
-def process_span(task: Task, will_retry: Callable[[], bool]) -> Iterator[None]:
+def process_span(task: Task, will_retry: Callable[[], bool]) -> AbstractContextManager[None]:
     """A consumer span around ``process(task)``, child of the sender's
     context; records the attempt's metrics and any exception.
     ``will_retry`` says, when it raised, whether attempts remain."""
     if not _checked:
         _check()
     if _tracer is None and _instruments is None:
-        yield
-        return
+        return _NOTHING
+    return _process_span(task, will_retry)
+
+
+@contextmanager
+def _process_span(task: Task, will_retry: Callable[[], bool]) -> Iterator[None]:
     count("started", task.queue)
-    record("queue_wait", task.queue, _since(task.created))
+    record("queue_wait", task.queue, _since(task.due or task.created))
     started = time.monotonic()
     span = None
     try:
@@ -260,12 +273,15 @@ def process_span(task: Task, will_retry: Callable[[], bool]) -> Iterator[None]:
         record("duration", task.queue, time.monotonic() - started)
 
 
-@contextmanager
-def reply_span(task: Task) -> Iterator[None]:
+def reply_span(task: Task) -> AbstractContextManager[None]:
     """A producer span around a worker's reply (inside its process span)."""
     if _tracer is None:
-        yield
-        return
+        return _NOTHING
+    return _reply_span(task)
+
+
+@contextmanager
+def _reply_span(task: Task) -> Iterator[None]:
     from opentelemetry.trace import SpanKind  # noqa: PLC0415
 
     with _tracer.start_as_current_span(
@@ -292,12 +308,14 @@ class Remembered:
         if len(self._contexts) > _REMEMBERED:
             self._contexts.popitem(last=False)
 
-    @contextmanager
-    def wait_span(self, task_id: int) -> Iterator[None]:
+    def wait_span(self, task_id: int) -> AbstractContextManager[None]:
         """A client span around a wait for ``task_id``'s answer."""
         if _tracer is None and _instruments is None:
-            yield
-            return
+            return _NOTHING
+        return self._wait_span(task_id)
+
+    @contextmanager
+    def _wait_span(self, task_id: int) -> Iterator[None]:
         sent = self._contexts.get(task_id)
         queue = sent[2] if sent else ""
         if _tracer is None:

@@ -165,7 +165,8 @@ UPDATE jobmachine.task t
   FROM next
  WHERE t.task_id = next.task_id
 RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue, t.priority,
-          t.max_attempts, t.title, t.grouping, t.trace_context
+          t.max_attempts, t.title, t.grouping, t.trace_context,
+          greatest(t.created, t.run_after, t.retry_at) AS due
 
 -- name: task_begin
 -- A task claimed ahead is about to run after waiting in the worker's

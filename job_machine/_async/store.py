@@ -299,6 +299,7 @@ class AsyncStore:
                 title=r["title"],
                 grouping=r["grouping"],
                 trace_context=r["trace_context"],
+                due=r["due"],
             )
             for r in rows
         ]

@@ -301,6 +301,7 @@ class Store:
                 title=r["title"],
                 grouping=r["grouping"],
                 trace_context=r["trace_context"],
+                due=r["due"],
             )
             for r in rows
         ]
