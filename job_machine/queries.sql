@@ -102,8 +102,9 @@ SELECT t.task_id
 -- Insert many waiting tasks into one queue in one statement (creating the
 -- queue's class row when it is missing), in the order given, with the same
 -- options, and notify the queue's channel once: a worker woken once drains
--- them all. Returns no row when a concurrent sender created the class at
--- the same moment.
+-- them all. Each task's trace context is its item of trace_contexts (the
+-- send group's, one per task), else trace_context. Returns no row when a
+-- concurrent sender created the class at the same moment.
 WITH found AS (
     SELECT f.class_id FROM jobmachine.queue_find(%(queue)s) AS f (class_id)
      WHERE f.class_id IS NOT NULL
@@ -120,7 +121,8 @@ WITH found AS (
     SELECT cls.class_id, u.p, 0, %(priority)s::int,
            coalesce(%(run_after)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
            %(max_attempts)s::int, %(title)s::text, %(grouping)s::text, %(remove_after)s::timestamptz,
-           make_interval(secs => %(keep_for)s::float8), %(trace_context)s::text
+           make_interval(secs => %(keep_for)s::float8),
+           coalesce((%(trace_contexts)s::text[])[u.n], %(trace_context)s::text)
       FROM cls, unnest(%(parameters)b::text[]) WITH ORDINALITY AS u (p, n)
      ORDER BY u.n
     RETURNING task_id

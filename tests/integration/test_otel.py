@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -249,3 +250,27 @@ def test_no_provider_no_spans_and_no_context(dsn: str) -> None:
             "SELECT trace_context FROM jobmachine.task WHERE task_id = %s", [task_id]
         ).fetchone()
     assert row == (None,)
+
+
+def test_concurrent_traced_sends_share_a_statement_each_with_its_context(
+    dsn: str, sdk: SDK
+) -> None:
+    """The send group writes concurrent sends together; each task still
+    carries the context of its own send span."""
+    with jm.Client(dsn, queue="otel.many") as client:
+        with ThreadPoolExecutor(8) as pool:
+            ids = list(pool.map(lambda n: client.send(n), range(40)))
+        with psycopg.connect(dsn) as conn:
+            stored = dict(
+                conn.execute(
+                    "SELECT task_id, trace_context FROM jobmachine.task WHERE task_id = ANY(%s)",
+                    [ids],
+                ).fetchall()
+            )
+    sends = sdk.finished("send otel.many")
+    assert len(sends) == 40
+    by_task = {int(str((s.attributes or {})["messaging.message.id"])): s for s in sends}
+    assert set(by_task) == set(ids)
+    for task_id, span in by_task.items():
+        expected = f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-"
+        assert stored[task_id].startswith(expected)
