@@ -74,6 +74,9 @@ class AsyncExecutor:
         self._can_reconnect = can_reconnect
         self._must_reclaim = must_reclaim
         self._in_hand: ContextVar[_InHand | None] = ContextVar(name, default=None)
+        # Look for an OpenTelemetry provider now (importing the package, about
+        # 10 ms), not on the first task.
+        _otel.enabled()
 
     # -- the task in hand -----------------------------------------------------------
 
