@@ -27,11 +27,11 @@ WITH found AS (
     SELECT class_id FROM found UNION ALL SELECT class_id FROM created LIMIT 1
 ), task AS (
     INSERT INTO jobmachine.task (class_id, parameters, status, priority, run_after, max_attempts,
-                                 title, grouping, remove_after, keep_for)
+                                 title, grouping, remove_after, keep_for, trace_context)
     SELECT cls.class_id, %(parameters)s, 0, %(priority)s::int,
            coalesce(%(run_after)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
            %(max_attempts)s::int, %(title)s::text, %(grouping)s::text, %(remove_after)s::timestamptz,
-           make_interval(secs => %(keep_for)s::float8)
+           make_interval(secs => %(keep_for)s::float8), %(trace_context)s::text
       FROM cls
     RETURNING task_id
 )
@@ -71,14 +71,15 @@ WITH found AS (
       FROM parent
 ), task AS (
     INSERT INTO jobmachine.task (class_id, parameters, status, priority, run_after, max_attempts,
-                                 title, grouping, remove_after, keep_for, unique_key, parents)
+                                 title, grouping, remove_after, keep_for, unique_key, parents,
+                                 trace_context)
     SELECT cls.class_id, %(parameters)s,
            CASE WHEN v.failed_parent IS NOT NULL THEN 900 WHEN v.pending > 0 THEN 10 ELSE 0 END,
            %(priority)s::int,
            coalesce(%(run_after)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
            %(max_attempts)s::int, %(title)s::text, %(grouping)s::text, %(remove_after)s::timestamptz,
            make_interval(secs => %(keep_for)s::float8), %(unique_key)s::text,
-           %(parents)s::bigint[]
+           %(parents)s::bigint[], %(trace_context)s::text
       FROM cls, verdict v
      WHERE coalesce(cardinality(v.found), 0) = coalesce(cardinality(%(parents)s::bigint[]), 0)
     ON CONFLICT (class_id, unique_key)
@@ -101,8 +102,9 @@ SELECT t.task_id
 -- Insert many waiting tasks into one queue in one statement (creating the
 -- queue's class row when it is missing), in the order given, with the same
 -- options, and notify the queue's channel once: a worker woken once drains
--- them all. Returns no row when a concurrent sender created the class at
--- the same moment.
+-- them all. Each task's trace context is its item of trace_contexts (the
+-- send group's, one per task), else trace_context. Returns no row when a
+-- concurrent sender created the class at the same moment.
 WITH found AS (
     SELECT f.class_id FROM jobmachine.queue_find(%(queue)s) AS f (class_id)
      WHERE f.class_id IS NOT NULL
@@ -115,11 +117,12 @@ WITH found AS (
     SELECT class_id FROM found UNION ALL SELECT class_id FROM created LIMIT 1
 ), task AS (
     INSERT INTO jobmachine.task (class_id, parameters, status, priority, run_after, max_attempts,
-                                 title, grouping, remove_after, keep_for)
+                                 title, grouping, remove_after, keep_for, trace_context)
     SELECT cls.class_id, u.p, 0, %(priority)s::int,
            coalesce(%(run_after)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
            %(max_attempts)s::int, %(title)s::text, %(grouping)s::text, %(remove_after)s::timestamptz,
-           make_interval(secs => %(keep_for)s::float8)
+           make_interval(secs => %(keep_for)s::float8),
+           coalesce((%(trace_contexts)s::text[])[u.n], %(trace_context)s::text)
       FROM cls, unnest(%(parameters)b::text[]) WITH ORDINALITY AS u (p, n)
      ORDER BY u.n
     RETURNING task_id
@@ -164,7 +167,8 @@ UPDATE jobmachine.task t
   FROM next
  WHERE t.task_id = next.task_id
 RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue, t.priority,
-          t.max_attempts, t.title, t.grouping
+          t.max_attempts, t.title, t.grouping, t.trace_context,
+          greatest(t.created, t.run_after, t.retry_at) AS due
 
 -- name: task_begin
 -- A task claimed ahead is about to run after waiting in the worker's

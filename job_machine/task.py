@@ -51,6 +51,11 @@ class Task:
     #: Job::Machine's title and grouping columns, as given to ``send``.
     title: str | None = None
     grouping: str | None = None
+    #: The sender's trace context (W3C traceparent, tracestate), when it traced.
+    trace_context: str | None = field(repr=False, default=None)
+    #: When it became due: the latest of its sending, its ``run_after`` and
+    #: its retry time (None when not read from a claim).
+    due: datetime | None = field(repr=False, default=None)
 
 
 @dataclass(frozen=True, slots=True)

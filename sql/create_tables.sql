@@ -716,5 +716,15 @@ INSERT INTO jobmachine.schema_version (version, description)
     VALUES (6, 'streamed partial replies (jobmachine.part)')
     ON CONFLICT (version) DO NOTHING;
 -- == end of version 6: streamed partial replies =============================
+-- == Version 7: trace context (docs/observability.md) =======================
+-- trace_context: the W3C traceparent of the span that sent the task (a
+-- newline, then its tracestate, when there is one), so the worker's span
+-- joins the sender's trace. NULL when the sender traces nothing; Perl
+-- Job::Machine never reads or writes it.
+ALTER TABLE jobmachine.task ADD COLUMN IF NOT EXISTS trace_context text;
+INSERT INTO jobmachine.schema_version (version, description)
+    VALUES (7, 'trace context of the sender (task.trace_context)')
+    ON CONFLICT (version) DO NOTHING;
+-- == end of version 7: trace context ========================================
 
 COMMIT;

@@ -83,10 +83,10 @@ BEGIN
     IF to_regclass('jobmachine.schema_version') IS NOT NULL THEN
         SELECT max(v.version) INTO installed FROM jobmachine.schema_version v;
     END IF;
-    -- The grants below name version 5's schedule table and version 6's
-    -- part table.
-    IF installed IS NULL OR installed < 6 THEN
-        RAISE EXCEPTION 'the jobmachine schema is missing or older than version 6 (found %)', coalesce(installed::text, 'none')
+    -- The grants below name version 5's schedule table, version 6's
+    -- part table and version 7's task.trace_context.
+    IF installed IS NULL OR installed < 7 THEN
+        RAISE EXCEPTION 'the jobmachine schema is missing or older than version 7 (found %)', coalesce(installed::text, 'none')
             USING HINT = 'install or upgrade it first: psql -f sql/create_tables.sql, or job_machine.install_schema()';
     END IF;
 
@@ -159,10 +159,11 @@ BEGIN
         (sender, 'EXECUTE', 'FUNCTION jobmachine.queue_channel(text)'),
         -- task_insert*, task_info, task_answer(ed), task_unique_holder.
         -- Only the columns send() sets: not task_id, worker_id, attempts,
-        -- started, has_children or notes.
+        -- started, has_children or notes. trace_context: the sender's
+        -- span (version 7).
         (sender, 'SELECT, INSERT (class_id, parameters, status, priority, run_after,'
                  ' max_attempts, title, grouping, remove_after, keep_for, unique_key,'
-                 ' parents)', 'TABLE jobmachine.task'),
+                 ' parents, trace_context)', 'TABLE jobmachine.task'),
         -- No UPDATE at all (it could SELECT ... FOR UPDATE any task row
         -- and hold it): task_insert_full marks the parents of a child with
         -- task_mark_parents(), and task_note merges notes with task_note(),

@@ -10,7 +10,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from .. import _codec
+from .. import _codec, _otel
 from .._options import send_options
 from ..channels import queue_channel, validate_queue
 from ..errors import NoCurrentTask, TaskFailed, UnknownTask
@@ -70,6 +70,7 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
         self._replies: ReplyListener | None = None
         self._reader = AsyncAnswerReader(self._store)
         self._sends = AsyncSendGroup(self._store)
+        self._traced = _otel.Remembered()
         for name, value in extra.items():
             setattr(self, name, value)
 
@@ -129,11 +130,19 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
         )
         parameters = _codec.encode(data)
         channel = queue_channel(name)
-        if options["unique_key"] is None and not options["parents"] and self._connector.reconnects:
-            # Concurrent sends of this client go out together (one commit).
-            task_id = await self._sends.send(name, parameters, channel, options)
-        else:
-            task_id = await self._store.task_insert(name, parameters, channel, options)
+        with _otel.send_span(name) as span:
+            options["trace_context"] = span.context
+            if (
+                options["unique_key"] is None
+                and not options["parents"]
+                and self._connector.reconnects
+            ):
+                # Concurrent sends of this client go out together (one commit).
+                task_id = await self._sends.send(name, parameters, channel, options)
+            else:
+                task_id = await self._store.task_insert(name, parameters, channel, options)
+            span.sent(task_id)
+        self._traced.add(task_id, span.context, name)
         self.id = task_id
         return task_id
 
@@ -176,7 +185,10 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
         parameters = [_codec.encode(item, f"item {n}") for n, item in enumerate(items)]
         if not parameters:
             return []
-        ids = await self._store.task_insert_many(name, parameters, queue_channel(name), options)
+        with _otel.send_span(name, len(parameters)) as span:
+            options["trace_context"] = span.context
+            ids = await self._store.task_insert_many(name, parameters, queue_channel(name), options)
+            span.sent(ids)
         self.id = ids[-1]
         return ids
 
@@ -227,6 +239,10 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
         :raises UnknownTask: there is no such task (or it was removed).
         """
         tid = self._task_id(task_id)
+        with self._traced.wait_span(tid):
+            return await self._wait_one(tid, timeout)
+
+    async def _wait_one(self, tid: int, timeout: float | None) -> Any:
         async with aclosing(answers(self._reader, self._listener(), [tid], timeout)) as answered:
             async for _, answer in answered:
                 return self._value(tid, answer)

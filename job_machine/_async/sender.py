@@ -32,7 +32,13 @@ class _Send:
         self.parameters = parameters
         self.channel = channel
         self.options = options
-        self.key = (queue, channel, tuple(sorted(options.items())))
+        # Each send's own trace context goes with its row, not in the key:
+        # traced sends still share a statement.
+        self.key = (
+            queue,
+            channel,
+            tuple(sorted(kv for kv in options.items() if kv[0] != "trace_context")),
+        )
         self.task_id: int | None = None
         self.error: BaseException | None = None
         self.woken = AWakeup()
@@ -130,7 +136,11 @@ class AsyncSendGroup:
                     ]
                 else:
                     ids = await self._store.task_insert_many(
-                        first.queue, [s.parameters for s in sends], first.channel, first.options
+                        first.queue,
+                        [s.parameters for s in sends],
+                        first.channel,
+                        first.options,
+                        [s.options.get("trace_context") for s in sends],
                     )
             except Exception as ex:
                 for send in sends:

@@ -22,7 +22,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .. import _codec
+from .. import _codec, _otel
 from .._backoff import Backoff
 from ..errors import ConnectionFailed, NoCurrentTask, StatementFailed, TaskNotHeld
 from ..logging import task_extra
@@ -76,6 +76,9 @@ class Executor:
         self._can_reconnect = can_reconnect
         self._must_reclaim = must_reclaim
         self._in_hand: ContextVar[_InHand | None] = ContextVar(name, default=None)
+        # Look for an OpenTelemetry provider now (importing the package, about
+        # 10 ms), not on the first task.
+        _otel.enabled()
 
     # -- the task in hand -----------------------------------------------------------
 
@@ -107,14 +110,15 @@ class Executor:
         task = self._unanswered()
         text = _codec.encode(data, "reply data")
         end = TaskEnd(task.id, task.attempt, REPLY if notify else RESULT, text, queue=task.queue)
-        if not self._completer.add(end):
-            done = self.persist(
-                lambda: self._store.task_finish(task.id, task.attempt, text, notify),
-                task,
-                lambda: self._finished_by(task),
-            )
-            if not done:
-                raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
+        with _otel.reply_span(task):
+            if not self._completer.add(end):
+                done = self.persist(
+                    lambda: self._store.task_finish(task.id, task.attempt, text, notify),
+                    task,
+                    lambda: self._finished_by(task),
+                )
+                if not done:
+                    raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
         in_hand = self._in_hand.get()
         if in_hand is not None:
             in_hand.answered = True
@@ -172,7 +176,8 @@ class Executor:
         in_hand = _InHand(task)
         token = self._in_hand.set(in_hand)
         try:
-            self._process(task)
+            with _otel.process_span(task, lambda: self._will_retry(task)):
+                self._process(task)
         except Exception as ex:
             self._record_failure(task, ex)
         else:
@@ -191,6 +196,12 @@ class Executor:
                 )
         finally:
             self._in_hand.reset(token)
+
+    def _will_retry(self, task: Task) -> bool:
+        """Whether a failure of this attempt would leave attempts to come
+        (for the process span; the database decides)."""
+        budget = task.max_attempts if task.max_attempts is not None else self._retries() + 1
+        return task.attempt < budget
 
     def _record_failure(self, task: Task, ex: Exception) -> None:
         if isinstance(ex, TaskNotHeld):

@@ -222,6 +222,7 @@ class Store:
         :raises UnknownTask: a parent task does not exist (nothing is inserted).
         """
         params = {"queue": queue, "parameters": parameters, "channel": channel, **options}
+        params["trace_context"] = options.get("trace_context")
         if not options["parents"] and options["unique_key"] is None:
             params = {k: v for k, v in params.items() if k not in _FULL_ONLY}
             row = self._one("task_insert", params)
@@ -254,11 +255,27 @@ class Store:
         raise RuntimeError(f"task_insert into {queue!r} did not settle after 10 tries")
 
     def task_insert_many(
-        self, queue: str, parameters: Sequence[str], channel: str, options: dict[str, Any]
+        self,
+        queue: str,
+        parameters: Sequence[str],
+        channel: str,
+        options: dict[str, Any],
+        trace_contexts: Sequence[str | None] | None = None,
     ) -> list[int]:
-        """Insert waiting tasks in order, notify ``channel`` once; return their ids."""
-        params = {"queue": queue, "parameters": list(parameters), "channel": channel}
+        """Insert waiting tasks in order, notify ``channel`` once; return their ids.
+
+        Each task's trace context is its item of ``trace_contexts`` when given
+        (the send group's tasks, each sent in its own span), else the
+        options' one.
+        """
+        params: dict[str, Any] = {
+            "queue": queue,
+            "parameters": list(parameters),
+            "channel": channel,
+        }
         params |= {k: options[k] for k in _MANY_OPTIONS}
+        params["trace_context"] = options.get("trace_context")
+        params["trace_contexts"] = None if trace_contexts is None else list(trace_contexts)
         row = self._one("task_insert_many", params)
         if row is None:
             # Another sender created the queue's class row at the same moment.
@@ -295,6 +312,8 @@ class Store:
                 max_attempts=r["max_attempts"],
                 title=r["title"],
                 grouping=r["grouping"],
+                trace_context=r["trace_context"],
+                due=r["due"],
             )
             for r in rows
         ]

@@ -4,7 +4,8 @@ the current version in place: nothing lost, the claim index replaced,
 idempotent, and Perl Job::Machine and Python clients and workers working on
 it after. Likewise from version 3 (tests/fixtures/create_tables_v3.sql) to
 version 4, and from version 4 (tests/fixtures/create_tables_v4.sql) to
-version 5 (streamed parts)."""
+version 5 (streamed parts), and from version 6
+(tests/fixtures/create_tables_v6.sql) to version 7 (task.trace_context)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.integration.test_perl_compat import Answer, Perl
 V2_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v2.sql"
 V3_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v3.sql"
 V4_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v4.sql"
+V6_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v6.sql"
 ALL_VERSIONS = [(v,) for v in range(1, SCHEMA_VERSION + 1)]
 
 TASK_V2_COLUMNS = (
@@ -277,11 +279,11 @@ def test_install_schema_upgrades_a_v3_database_in_place(empty_dsn: str, dsn: str
         jm.install_schema(dsn)
 
         assert rows(c, "SELECT version FROM jobmachine.schema_version ORDER BY 1") == ALL_VERSIONS
-        # The old columns untouched; the new one 0 (nothing uncounted).
-        assert [r[:-2] for r in rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")] == tasks
-        assert rows(c, "SELECT DISTINCT uncounted_attempts, retry_at FROM jobmachine.task") == [
-            (0, None)
-        ]
+        # The old columns untouched; the new ones 0 (nothing uncounted) and NULL.
+        assert [r[:-3] for r in rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")] == tasks
+        assert rows(
+            c, "SELECT DISTINCT uncounted_attempts, retry_at, trace_context FROM jobmachine.task"
+        ) == [(0, None, None)]
         with psycopg.connect(fresh_dsn, autocommit=True) as f:
             fresh = catalog(f)
         got = catalog(c)
@@ -337,7 +339,10 @@ def test_install_schema_upgrades_a_v4_database_with_the_schedule_table(
         jm.install_schema(dsn)
 
         assert rows(c, "SELECT version FROM jobmachine.schema_version WHERE version = 5") == [(5,)]
-        assert rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id") == tasks
+        # Version 7 appends task.trace_context, NULL for the tasks already there.
+        assert rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id") == [
+            (*t, None) for t in tasks
+        ]
         assert rows(c, "SELECT count(*) FROM jobmachine.schedule") == [(0,)]
         with psycopg.connect(fresh_dsn, autocommit=True) as f:
             fresh = catalog(f)
@@ -359,3 +364,44 @@ def test_install_schema_upgrades_a_v4_database_with_the_schedule_table(
             assert s.work_once()
         assert [p.data for p in client.parts(streamed, timeout=5)] == ["a", "b"]
         assert client.receive(streamed) == 2
+
+
+def test_install_schema_upgrades_a_v6_database_with_the_trace_context(
+    empty_dsn: str, dsn: str
+) -> None:
+    """Version 7's task.trace_context (a nullable column) is added beside a
+    v6 database's tasks, which keep their rows and run as before; the
+    least-privilege roles install on the upgraded schema."""
+    fresh_dsn, dsn = dsn, empty_dsn
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(V6_SCHEMA.read_text("utf-8"))
+        assert rows(c, "SELECT max(version) FROM jobmachine.schema_version") == [(6,)]
+        # A v6 database's task, written as v6's client did.
+        waiting = c.execute(
+            "WITH cls AS (INSERT INTO jobmachine.class (name) VALUES ('mig.q') RETURNING class_id)"
+            " INSERT INTO jobmachine.task (class_id, parameters, status)"
+            " SELECT class_id, '{\"n\": 1}', 0 FROM cls RETURNING task_id"
+        ).fetchone()[0]  # type: ignore[index]
+        tasks = rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")
+
+        jm.install_schema(dsn)
+
+        assert rows(c, "SELECT max(version) FROM jobmachine.schema_version") == [(7,)]
+        assert rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id") == [
+            (*t, None) for t in tasks
+        ]
+        with psycopg.connect(fresh_dsn, autocommit=True) as f:
+            fresh = catalog(f)
+        got = catalog(c)
+        for part in ("columns", "indexes", "triggers", "functions"):
+            assert got[part] == fresh[part], part
+        before = catalog(c)
+        jm.install_schema(c)
+        assert catalog(c) == before
+
+    with jm.Client(dsn, queue="mig.q") as client, Answer(dsn, queue="mig.q") as w:
+        assert w.work_once()
+        assert client.task_info(waiting).state == "done"
+        sent = client.send({"n": 2})
+        assert w.work_once()
+        assert client.wait(sent, timeout=5) == {"data": {"got": {"n": 2}, "by": "python"}}
