@@ -5,6 +5,7 @@ repository root), signalled with os.kill from the test."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -166,7 +167,10 @@ def test_a_crash_loop_ends_the_supervisor_with_a_clear_error(dsn: str, tmp_path:
         assert code == 1, log
         assert "startup failed on purpose" in log  # the children's own error
         last = log.strip().splitlines()[-1]
-        assert last.startswith("Error: worker processes keep dying: 5 deaths within 60 s"), log
+        # Two processes can die in one round of the supervisor's watch, so
+        # the count that trips the limit (5) may read 6.
+        tripped = re.match(r"Error: worker processes keep dying: (\d+) deaths within 60 s", last)
+        assert tripped is not None and int(tripped.group(1)) in (5, 6), log
         assert time.monotonic() - t0 < 30, log
 
 
