@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -274,3 +275,63 @@ def test_concurrent_traced_sends_share_a_statement_each_with_its_context(
     for task_id, span in by_task.items():
         expected = f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-"
         assert stored[task_id].startswith(expected)
+
+
+class HalfFail(jm.Worker):
+    """Answers even numbers, fails odd ones (no retries)."""
+
+    handle_signals = False
+    retries = 0
+
+    def process(self, task: jm.Task) -> None:
+        if task.data % 2:
+            raise ValueError("odd")
+        self.reply(task.data)
+
+
+def test_wait_all_is_one_span_linked_to_every_send(dsn: str, sdk: SDK) -> None:
+    tracer = sdk.tracer_provider.get_tracer("test")
+    with (
+        jm.Client(dsn, queue="otel.all") as client,
+        Doubler(dsn, queue="otel.all") as w,
+        tracer.start_as_current_span("request") as request,
+    ):
+        ids = [client.send({"n": n}) for n in range(3)]
+        for _ in ids:
+            assert w.work_once()
+        assert client.wait_all(ids, timeout=10) == [{"double": 2 * n} for n in range(3)]
+    sends = sdk.finished("send otel.all")
+    assert len(sends) == 3
+    (wait,) = sdk.finished("wait otel.all")
+    assert wait.kind == SpanKind.CLIENT
+    assert wait.parent is not None and wait.parent.span_id == request.get_span_context().span_id
+    assert {link.context.span_id for link in wait.links} == {s.context.span_id for s in sends}
+    assert wait.attributes is not None
+    assert wait.attributes["messaging.batch.message_count"] == 3
+    assert wait.attributes["job_machine.tasks.failed"] == 0
+    assert wait.status.status_code == StatusCode.UNSET
+    assert sum(p.count for p in sdk.metrics()["job_machine.wait.duration"]) == 3
+
+
+async def test_as_completed_span_counts_failures_and_survives_an_early_stop(
+    dsn: str, sdk: SDK
+) -> None:
+    async with jm.AsyncClient(dsn, queue="otel.some") as client:
+        ids = await client.send_many([0, 1, 2, 4])
+        more = await client.send_many([6, 8])
+        with HalfFail(dsn, queue="otel.some") as w:
+            for _ in ids + more:
+                assert w.work_once()
+        seen = [a async for a in client.as_completed(ids, timeout=10)]
+        assert sorted(a.failed for a in seen) == [False, False, False, True]
+        # Stopping early ends the span without calling it an error.
+        async with aclosing(client.as_completed(more, timeout=10)) as answers:
+            async for _ in answers:
+                break
+    first, early = sorted(sdk.finished("wait otel.some"), key=lambda s: s.start_time or 0)
+    assert first.attributes is not None and early.attributes is not None
+    assert first.attributes["job_machine.tasks.failed"] == 1
+    assert first.status.status_code == StatusCode.ERROR
+    assert len(first.links) == 1  # send_many: one send span for the four
+    assert early.status.status_code == StatusCode.UNSET
+    assert early.attributes["messaging.batch.message_count"] == 2
