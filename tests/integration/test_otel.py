@@ -5,15 +5,17 @@ span exporter and metric reader."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import psycopg
 import pytest
@@ -100,20 +102,27 @@ def test_send_process_reply_wait_is_one_trace_across_processes(dsn: str, tmp_pat
     a child of the send span through task.trace_context."""
     sdk = SDK()
     _otel.configure(sdk.tracer_provider, sdk.meter_provider)
+    tracer = sdk.tracer_provider.get_tracer("test")
     try:
-        with jm.Client(dsn, queue="otel.q") as client:
+        with (
+            jm.Client(dsn, queue="otel.q") as client,
+            tracer.start_as_current_span("GET /double", kind=SpanKind.SERVER) as request,
+        ):
             task_id = client.send({"n": 21})
             out = tmp_path / "spans.json"
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-            subprocess.run(
+            worker = subprocess.Popen(
                 [sys.executable, "-m", "tests.otel_worker", dsn, "otel.q", str(out)],
                 cwd=ROOT,
                 env=env,
-                check=True,
-                timeout=60,
             )
-            assert client.wait(task_id, timeout=10) == {"double": 42}
+            try:
+                assert client.wait(task_id, timeout=30) == {"double": 42}
+            except BaseException:
+                worker.kill()
+                raise
+        assert worker.wait(timeout=60) == 0
     finally:
         _otel.refresh()
     child = json.loads(out.read_text("utf-8"))
@@ -160,12 +169,49 @@ def test_send_process_reply_wait_is_one_trace_across_processes(dsn: str, tmp_pat
     assert wait.parent is not None and wait.parent.span_id == send.context.span_id
     assert _messaging(wait)["messaging.message.id"] == str(task_id)
 
+    assert send.parent is not None
+    assert send.parent.span_id == request.get_span_context().span_id
+    _draw(sdk.spans.get_finished_spans(), child["spans"])
+
     points = sdk.metrics()
     assert [p.value for p in points["job_machine.tasks.sent"]] == [1]
     (round_trip,) = points["job_machine.wait.duration"]
     assert round_trip.count == 1 and dict(round_trip.attributes) == {
         "messaging.destination.name": "otel.q"
     }
+
+
+def _draw(web: Sequence[ReadableSpan], worker: list[dict[str, Any]]) -> None:
+    """Draw the trace (tools/trace_svg.py) and check the picture: every span,
+    in the tree's order; written to $JOB_MACHINE_TRACE_SVG when set (that is
+    how docs/img/trace.svg was made)."""
+    spec = importlib.util.spec_from_file_location("trace_svg", ROOT / "tools/trace_svg.py")
+    assert spec is not None and spec.loader is not None
+    trace_svg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trace_svg)
+    spans = [
+        {
+            "name": s.name,
+            "kind": s.kind.name,
+            "service": "web app",
+            "span_id": f"{s.context.span_id:016x}",
+            "parent_id": f"{s.parent.span_id:016x}" if s.parent else None,
+            "start": s.start_time,
+            "end": s.end_time,
+        }
+        for s in web
+    ] + [{**s, "service": "worker"} for s in worker]
+    picture = trace_svg.waterfall(spans, "One request: the web app sends; a worker answers")
+    labels = [t.text for t in ElementTree.fromstring(picture).findall(".//{*}text")]
+    assert [t for t in labels if t and t.startswith(("web app: ", "worker: "))] == [
+        "web app: GET /double",
+        "web app: send otel.q",
+        "web app: wait otel.q",
+        "worker: process otel.q",
+        "worker: reply otel.q",
+    ]
+    if os.environ.get("JOB_MACHINE_TRACE_SVG"):
+        Path(os.environ["JOB_MACHINE_TRACE_SVG"]).write_text(picture, "utf-8")
 
 
 def test_a_failed_attempt_and_its_retry_on_the_spans_and_metrics(dsn: str, sdk: SDK) -> None:
