@@ -422,7 +422,9 @@ SELECT task_id, status,
 -- (keep_for, modified) for the rest, its NULL keep_for range, then one
 -- range per distinct keep_for, found by a skip scan (a recursive walk of
 -- the index from one keep_for to the next: as many probes as there are
--- distinct values). The delete itself is jobmachine.task_delete_finished()
+-- distinct values); each of those ranges is read oldest first (ORDER BY),
+-- so the planner reads the index, not the table, whatever it guesses of
+-- how many are due. The delete itself is jobmachine.task_delete_finished()
 -- (the schema's owner's: a worker holds no DELETE on task, which would let
 -- it LOCK TABLE it).
 WITH RECURSIVE keeps (keep_for) AS (
@@ -445,6 +447,7 @@ SELECT d.task_id
     (SELECT task_id FROM jobmachine.task
       WHERE status IN (200, 900) AND remove_after IS NOT NULL
         AND remove_after < coalesce(%(now)s, now())
+      ORDER BY remove_after
       LIMIT %(limit)s)
     UNION ALL
     (SELECT due.task_id
@@ -453,6 +456,7 @@ SELECT d.task_id
         SELECT t.task_id FROM jobmachine.task t
          WHERE t.status IN (200, 900) AND t.remove_after IS NULL AND t.keep_for = k.keep_for
            AND t.modified < coalesce(%(now)s, now()) - k.keep_for
+         ORDER BY t.modified
          LIMIT %(limit)s) due
       WHERE k.keep_for IS NOT NULL
       LIMIT %(limit)s))) AS d (task_id)

@@ -21,6 +21,8 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 import job_machine as jm
+from job_machine._queries import queries
+from tests.integration.test_claim_plan import _explain, _nodes, _seq_scans_of_task
 from tests.procs import Child, expected_reply, kill_all, start_worker, started_count, wait_until
 from tests.rows import error_types, processed_by, task_state
 
@@ -321,3 +323,52 @@ def test_each_worker_gets_its_own_reconnect_grace(
 
 def describe(children: dict[str, Child]) -> str:
     return "\n".join(child.describe() for child in children.values())
+
+
+def test_retention_by_each_tasks_own_keep_reads_only_the_tasks_due(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """Every claimed task now has a keep_for (its worker's remove_after):
+    retention reads an index range per distinct keep_for, the tasks due and
+    no more, never the history. 20,000 finished tasks of two queues,
+    finished over the last 20 days, one kept 30 days: when the other is kept
+    25 days, none is due and the round reads next to nothing; when it is
+    kept 1 day, the round reads about the batch it deletes."""
+    conn.execute("INSERT INTO jobmachine.class (name) VALUES ('keep.month'), ('keep.day')")
+    conn.execute(
+        "INSERT INTO jobmachine.task (class_id, parameters, status, attempts, modified, keep_for)"
+        " SELECT c.class_id, '1', 200, 1, now() - (g / 20000.0) * interval '20 days',"
+        "        CASE c.name WHEN 'keep.month' THEN interval '30 days' ELSE interval '1 day' END"
+        "   FROM generate_series(1, 20000) g"
+        "   JOIN jobmachine.class c ON c.name = CASE WHEN g % 2 = 0 THEN 'keep.month'"
+        "                                            ELSE 'keep.day' END"
+    )
+    conn.execute("VACUUM ANALYZE jobmachine.task")
+    query = queries()["task_remove_old"]
+
+    def rows_read(plan: dict[str, Any]) -> int:
+        return sum(
+            int(n.get("Actual Rows", 0)) * int(n.get("Actual Loops", 1))
+            + int(n.get("Rows Removed by Filter", 0)) * int(n.get("Actual Loops", 1))
+            for n in _nodes(plan)
+            if n.get("Relation Name") == "task" or "Index Name" in n
+        )
+
+    params = {"remove_after_days": 30, "limit": 100, "now": None}
+    conn.execute(
+        "UPDATE jobmachine.task SET keep_for = interval '25 days' WHERE keep_for = interval '1 day'"
+    )
+    conn.execute("VACUUM ANALYZE jobmachine.task")
+    plan = _explain(conn, query, params)
+    assert _seq_scans_of_task(plan) == [], plan
+    assert plan["Actual Rows"] == 0
+    assert rows_read(plan) <= 10, plan
+    # Kept a day: 9,500 are due; a batch of 100 reads about 100.
+    conn.execute(
+        "UPDATE jobmachine.task SET keep_for = interval '1 day' WHERE keep_for = interval '25 days'"
+    )
+    conn.execute("VACUUM ANALYZE jobmachine.task")
+    plan = _explain(conn, query, params)
+    assert _seq_scans_of_task(plan) == [], plan
+    assert plan["Actual Rows"] == 100
+    assert rows_read(plan) <= 120, plan
