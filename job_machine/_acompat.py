@@ -18,7 +18,10 @@ import select
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from .task import StopFlag
 
 T = TypeVar("T")
 
@@ -284,3 +287,72 @@ def join_all(handles: Sequence[Handle]) -> None:
 async def ajoin_all(handles: Sequence[AHandle]) -> None:
     """Wait until every spawned task has finished."""
     await asyncio.gather(*handles, return_exceptions=True)
+
+
+def run_stoppable(fn: Callable[[], None], stop: StopFlag) -> None:
+    """Run ``fn``. A thread cannot be interrupted safely: a stop is seen by
+    the code itself (``task.cancelled``, ``task.check_cancelled()``), and
+    the caller reads ``stop`` once ``fn`` returns."""
+    fn()
+
+
+async def arun_stoppable(fn: Callable[[], Awaitable[None]], stop: StopFlag) -> None:
+    """Await ``fn()`` in an asyncio task of its own, which a stop (from any
+    thread) cancels: only ``fn``, never the caller's writes around it. The
+    cancellation it caused is not raised; the caller reads ``stop``. A
+    cancellation of the caller itself goes on as ever."""
+    loop = asyncio.get_running_loop()
+    inner = asyncio.ensure_future(fn())
+
+    def interrupt() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs
+            loop.call_soon_threadsafe(inner.cancel)
+
+    stop.on_stop(interrupt)
+    try:
+        await inner
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if stop.reason is None or (current is not None and current.cancelling()):
+            raise
+
+
+class Timer:
+    """Calls ``fn`` in a thread of its own after ``seconds``, unless
+    :meth:`finish` came first."""
+
+    __slots__ = ("_thread",)
+
+    def __init__(self, seconds: float, fn: Callable[[], None]) -> None:
+        self._thread = threading.Timer(seconds, fn)
+        self._thread.name = "job_machine-time-limit"
+        self._thread.daemon = True
+        self._thread.start()
+
+    def finish(self) -> None:
+        """Cancel it, or, when ``fn`` has started, wait for its end."""
+        self._thread.cancel()
+        self._thread.join()
+
+
+class ATimer:
+    """Runs the coroutine ``fn()`` as an asyncio task after ``seconds``,
+    unless :meth:`finish` came first."""
+
+    __slots__ = ("_handle", "_task")
+
+    def __init__(self, seconds: float, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._task: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_later(seconds, self._fire, loop, fn)
+
+    def _fire(
+        self, loop: asyncio.AbstractEventLoop, fn: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        self._task = loop.create_task(fn())
+
+    async def finish(self) -> None:
+        """Cancel it, or, when ``fn`` has started, wait for its end."""
+        self._handle.cancel()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -672,7 +672,9 @@ def worker(
             grace=instance.shutdown_grace,
         )
         return
-    _supervisor.watch_supervisor()
+    # A supervisor's worker process ends itself to stop a task's attempt
+    # (time limit, cancel); a fresh one follows.
+    instance.exit_on_stop = _supervisor.watch_supervisor()
     _log_worker_context(instance, log_format)
     logger.info(
         "starting %s (%s) on %s, pid %d, database %s",

@@ -23,7 +23,8 @@ V2_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v2
 V3_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v3.sql"
 V4_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v4.sql"
 V6_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v6.sql"
-ALL_VERSIONS = [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+# 8 is another branch's (wip-deadline uses 9): the lead renumbers at merge.
+ALL_VERSIONS = [(v,) for v in range(1, SCHEMA_VERSION + 1) if v != 8]
 
 TASK_V2_COLUMNS = (
     "task_id, transaction_id, class_id, grouping, title, parameters, status, run_after,"

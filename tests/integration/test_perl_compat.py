@@ -25,7 +25,8 @@ import job_machine as jm
 from job_machine._schema_sql import SCHEMA_VERSION
 
 #: Every schema version create_tables.sql records, as rows.
-ALL_VERSIONS = [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+# 8 is another branch's (wip-deadline uses 9): the lead renumbers at merge.
+ALL_VERSIONS = [(v,) for v in range(1, SCHEMA_VERSION + 1) if v != 8]
 
 ROOT = Path(__file__).resolve().parents[2]
 PERL_SCHEMA = ROOT / "tests" / "fixtures" / "perl_0_19_schema.sql"

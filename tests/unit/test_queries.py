@@ -45,4 +45,5 @@ def test_schema_version_constant_matches_the_schema_file() -> None:
 
     recorded = [int(v) for v in re.findall(r"VALUES \((\d+), '", create_tables_sql())]
     assert max(recorded) == SCHEMA_VERSION
-    assert recorded == list(range(1, SCHEMA_VERSION + 1))
+    # 8 is another branch's (wip-deadline uses 9): the lead renumbers at merge.
+    assert recorded == [v for v in range(1, SCHEMA_VERSION + 1) if v != 8]
