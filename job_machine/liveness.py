@@ -84,8 +84,8 @@ class Liveness:
     :param housekeeping_interval: seconds between the slower chores.
     :param on_command: called with a command left for the worker.
     :param held: the (task id, attempt) of the tasks whose process() runs.
-    :param on_cancel: called with the id of a task it runs that was
-        cancelled: heard on channel ``jmw:<worker_id>`` (LISTENed on the
+    :param on_cancel: called with the id and attempt of a task it holds
+        that was cancelled: heard on channel ``jmw:<worker_id>`` (LISTENed on the
         registry connection, whose readable socket wakes the thread), or
         found by the heartbeat among ``held()`` (the fallback).
     """
@@ -103,7 +103,7 @@ class Liveness:
         housekeeping_interval: float,
         on_command: Callable[[str], None] | None = None,
         held: Callable[[], list[tuple[int, int]]] | None = None,
-        on_cancel: Callable[[int], None] | None = None,
+        on_cancel: Callable[[int, int], None] | None = None,
     ) -> None:
         self.held = held
         self.on_cancel = on_cancel
@@ -220,11 +220,13 @@ class Liveness:
         self._store.worker_listen(self.worker_id, conn)
 
     def _heard(self, notify: psycopg.Notify) -> None:
-        """A notification on the registry connection ('cancel:<task_id>'),
-        delivered while a statement of this thread runs."""
+        """A notification on the registry connection
+        ('cancel:<task_id>:<attempt>'), delivered while a statement of this
+        thread runs."""
         kind, _, arg = notify.payload.partition(":")
-        if kind == "cancel" and arg.isdigit() and self.on_cancel is not None:
-            self.on_cancel(int(arg))
+        task_id, _, attempt = arg.partition(":")
+        if kind == "cancel" and task_id.isdigit() and attempt.isdigit() and self.on_cancel:
+            self.on_cancel(int(task_id), int(attempt))
 
     def _run(self) -> None:
         delay = self.interval
@@ -306,8 +308,8 @@ class Liveness:
         held = self.held() if self.held is not None else []
         if held and self.on_cancel is not None:
             # The fallback of a lost jmw:<worker_id> notification.
-            for task_id in self._store.task_cancelled_held(held, conn):
-                self.on_cancel(task_id)
+            for task_id, attempt in self._store.task_cancelled_held(held, conn):
+                self.on_cancel(task_id, attempt)
         if not self._store.leader_lock(conn):
             self.leader = False
             return

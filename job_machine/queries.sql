@@ -444,7 +444,7 @@ SELECT task_id, 900 AS status, pg_notify('jmr:' || task_id::text, 'failed') FROM
 -- that the worker stops them: the fallback of the jmw:<worker_id>
 -- notification, which may be lost. An attempt given up or revived is not
 -- stopped (its answer is refused when it comes, as ever).
-SELECT t.task_id
+SELECT t.task_id, h.attempt
   FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[]) AS h (task_id, attempt)
   JOIN jobmachine.task t ON t.task_id = h.task_id
  WHERE t.cancelled_at IS NOT NULL AND t.status <> 100 AND t.attempts = h.attempt
@@ -855,7 +855,7 @@ SELECT t.task_id, c.name AS queue, t.status, t.attempts, t.created, t.modified,
 -- when; a waiting client is told (and its blocked children fail in turn).
 -- A running task's attempt is thereby fenced out (status is no longer
 -- 100): whatever its worker writes later is refused. The worker holding it
--- is told on channel jmw:<worker_id> (payload 'cancel:<task_id>') to stop
+-- is told on channel jmw:<worker_id> (payload 'cancel:<task_id>:<attempt>') to stop
 -- the attempt; its heartbeat finds it too (task_cancelled_held). A task that
 -- is finished is left alone. running: whether it was running, and who held it.
 WITH old AS (
@@ -866,7 +866,7 @@ WITH old AS (
     UPDATE jobmachine.task t SET status = 900, modified = now(), cancelled_at = now()
       FROM old
      WHERE t.task_id = old.task_id
-    RETURNING t.task_id, old.status = 100 AS running, old.worker_id
+    RETURNING t.task_id, old.status = 100 AS running, old.worker_id, t.attempts
 ), noted AS (
     INSERT INTO jobmachine.result (task_id, result, resulttype)
     SELECT task_id,
@@ -877,7 +877,8 @@ WITH old AS (
 )
 SELECT task_id, running, worker_id, pg_notify('jmr:' || task_id::text, 'failed'),
        CASE WHEN worker_id IS NOT NULL
-            THEN pg_notify('jmw:' || worker_id::text, 'cancel:' || task_id::text) END
+            THEN pg_notify('jmw:' || worker_id::text,
+                           'cancel:' || task_id::text || ':' || attempts::text) END
   FROM cancelled
 
 -- name: admin_retry

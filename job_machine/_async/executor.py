@@ -50,6 +50,10 @@ T = TypeVar("T")
 
 logger = logging.getLogger("job_machine.worker")
 
+#: Most cancels of attempts not started yet that an executor remembers (a
+#: cancel of an attempt that ended meanwhile is never looked up again).
+_CANCELLED_AHEAD = 1000
+
 
 @dataclass(slots=True)
 class _InHand:
@@ -98,8 +102,11 @@ class AsyncExecutor:
         #: Called (in any thread) once an attempt was stopped and its end
         #: written: a worker process ends itself there.
         self._on_stopped = on_stopped
-        #: The tasks whose process() runs, by id (for stop(), from any thread).
+        #: The tasks whose process() runs, by id (for cancel(), from any thread).
         self._running: dict[int, Task] = {}
+        #: Attempts cancelled before their process() started (claimed ahead):
+        #: (task id, attempt), never run.
+        self._cancelled_ahead: set[tuple[int, int]] = set()
         # Look for an OpenTelemetry provider now (importing the package, about
         # 10 ms), not on the first task.
         _otel.enabled()
@@ -117,13 +124,20 @@ class AsyncExecutor:
         """The (task id, attempt) of every task whose process() runs now."""
         return [(t.id, t.attempt) for t in list(self._running.values())]
 
-    def stop(self, task_id: int, reason: Exception) -> bool:
-        """Stop the attempt running ``task_id`` (any thread), whose end was
-        written already (a cancel): the async worker cancels its coroutine,
-        a thread sees ``task.cancelled``. False when no attempt of it runs
-        here (or it was stopped or ended already)."""
+    def cancel(self, task_id: int, attempt: int) -> bool:
+        """Stop ``attempt`` of ``task_id`` (from any thread), cancelled by an
+        operator (the task has failed already): the async worker cancels its
+        coroutine, a thread sees ``task.cancelled``. An attempt claimed
+        ahead and not started yet will not start. False when it does not
+        run here (or was stopped or had ended already)."""
         task = self._running.get(task_id)
-        if task is None or not task.stop.stop(reason):
+        if task is None or task.attempt != attempt:
+            self._cancelled_ahead.add((task_id, attempt))
+            while len(self._cancelled_ahead) > _CANCELLED_AHEAD:
+                self._cancelled_ahead.pop()
+            return False
+        reason = Cancelled(f"task {task_id} was cancelled")
+        if not task.stop.stop(reason):
             return False
         logger.warning(
             "task %d attempt %d: %s; stopping it",
@@ -215,6 +229,14 @@ class AsyncExecutor:
 
     async def run(self, task: Task, waited: float = 0.0) -> None:
         """Run ``task`` with ``process()`` and record how it ended."""
+        if self._cancelled_ahead and (task.id, task.attempt) in self._cancelled_ahead:
+            self._cancelled_ahead.discard((task.id, task.attempt))
+            logger.warning(
+                "task %d was cancelled while it waited in the worker; not run",
+                task.id,
+                extra=task_extra(task),
+            )
+            return
         if not await self.begin(task, waited):
             logger.warning(
                 "task %d was given up or revived while it waited in the worker; not run",

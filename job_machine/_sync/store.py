@@ -569,11 +569,12 @@ class Store:
         self,
         held: Sequence[tuple[int, int]],
         conn: Connection[Any] | None = None,
-    ) -> list[int]:
+    ) -> list[tuple[int, int]]:
         """Of the attempts ``held`` ((task id, attempt) pairs a worker runs),
-        the tasks that were cancelled meanwhile."""
+        those whose task was cancelled meanwhile."""
         params = {"task_ids": [h[0] for h in held], "attempts": [h[1] for h in held]}
-        return [int(r["task_id"]) for r in self._all("task_cancelled_held", params, conn)]
+        rows = self._all("task_cancelled_held", params, conn)
+        return [(int(r["task_id"]), int(r["attempt"])) for r in rows]
 
     def worker_listen(self, worker_id: int, conn: Connection[Any]) -> None:
         """LISTEN on the worker's own channel ``jmw:<worker_id>`` (cancels of

@@ -33,7 +33,6 @@ from ..channels import (
     validate_subscription,
 )
 from ..errors import (
-    Cancelled,
     ConnectionFailed,
     Retry,
     StatementFailed,
@@ -640,9 +639,9 @@ class Worker(LocksAndNotes, ConnectorOwner):
         else:
             logger.warning("worker %s: unknown command %r ignored", self.worker_id, command)
 
-    def _on_cancel(self, task_id: int) -> None:
-        """From the liveness thread: a task this worker runs was cancelled."""
-        self._executor.stop(task_id, Cancelled(f"task {task_id} was cancelled"))
+    def _on_cancel(self, task_id: int, attempt: int) -> None:
+        """From the liveness thread: a task this worker holds was cancelled."""
+        self._executor.cancel(task_id, attempt)
 
     def _on_stopped(self, task: Task, reason: Exception) -> None:
         """An attempt was stopped and its end written (any thread). In a
