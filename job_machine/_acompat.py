@@ -297,24 +297,45 @@ def run_stoppable(fn: Callable[[], None], stop: StopFlag) -> None:
 
 
 async def arun_stoppable(fn: Callable[[], Awaitable[None]], stop: StopFlag) -> None:
-    """Await ``fn()`` in an asyncio task of its own, which a stop (from any
-    thread) cancels: only ``fn``, never the caller's writes around it. The
-    cancellation it caused is not raised; the caller reads ``stop``. A
-    cancellation of the caller itself goes on as ever."""
+    """Await ``fn()``; a stop (from any thread) cancels the asyncio task
+    awaiting it, at the ``await`` inside ``fn`` where it is suspended, and
+    only while ``fn`` runs: never the caller's own writes after it. The
+    cancellation it caused is not raised (the caller reads ``stop``); a
+    cancellation of the task by anyone else goes on as ever. (Not a task of
+    its own for ``fn``: that would cost two turns of the event loop per task.)"""
     loop = asyncio.get_running_loop()
-    inner = asyncio.ensure_future(fn())
+    current = asyncio.current_task()
+    state = _Stoppable()
 
-    def interrupt() -> None:
+    def interrupt() -> None:  # in the loop, between two steps of the tasks
+        if state.running and current is not None and not current.done():
+            state.cancelled = True
+            current.cancel()
+
+    def on_stop() -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs
-            loop.call_soon_threadsafe(inner.cancel)
+            loop.call_soon_threadsafe(interrupt)
 
-    stop.on_stop(interrupt)
+    stop.on_stop(on_stop)
     try:
-        await inner
+        await fn()
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if stop.reason is None or (current is not None and current.cancelling()):
+        state.running = False
+        if not state.cancelled or current is None or current.uncancel() > 0:
             raise
+        return
+    finally:
+        state.running = False
+    if state.cancelled and current is not None and current.cancelling() > 0:
+        current.uncancel()  # fn swallowed the cancellation
+
+
+class _Stoppable:
+    __slots__ = ("cancelled", "running")
+
+    def __init__(self) -> None:
+        self.running = True
+        self.cancelled = False
 
 
 class Timer:

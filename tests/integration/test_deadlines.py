@@ -264,6 +264,28 @@ async def test_cancel_of_a_running_async_task_cancels_its_coroutine(dsn: str) ->
         await asyncio.wait_for(serving_task, 15)
 
 
+async def test_cancel_stops_only_its_own_task_among_concurrent_ones(dsn: str) -> None:
+    w = Sleeper(dsn, concurrency=2)
+    serving_task = asyncio.create_task(w.receive())
+    try:
+        await asyncio.wait_for(w.ready.wait(), 10)
+        async with jm.AsyncClient(dsn, queue=QUEUE) as client:
+            a = await client.send("slow")
+            b = await client.send("slow")
+            await _until(lambda: sorted(w.started) == [a, b])
+            assert await client.cancel(a)
+            await _until(lambda: w.cancelled == [a])
+            assert (await client.task_info(b)).state == "running"
+            quick = await client.send("quick")  # a's slot is free again
+            assert await client.wait(quick, timeout=10) == "quick"
+            assert w.cancelled == [a]
+            assert await client.cancel(b)
+            await _until(lambda: w.cancelled == [a, b])
+    finally:
+        w.stop()
+        await asyncio.wait_for(serving_task, 15)
+
+
 async def test_a_lost_cancel_notification_is_made_up_for_by_the_heartbeat(dsn: str) -> None:
     w = Sleeper(dsn, dead_after=2)
     serving_task = asyncio.create_task(w.receive())
