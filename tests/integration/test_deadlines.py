@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,18 @@ class Sleeper(jm.AsyncWorker):
         await self.reply("slept")
 
 
+@asynccontextmanager
+async def _serving(w: Sleeper) -> AsyncIterator[Sleeper]:
+    """``w.receive()`` in an asyncio task for the block, once it is ready."""
+    serving_task = asyncio.create_task(w.receive())
+    try:
+        await asyncio.wait_for(w.ready.wait(), 10)
+        yield w
+    finally:
+        w.stop()
+        await asyncio.wait_for(serving_task, 15)
+
+
 async def _until(check: Any, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -82,34 +95,30 @@ def _error_types(info: jm.TaskInfo) -> list[str]:
 async def test_async_worker_cancels_an_attempt_past_its_time_limit_retries_then_fails(
     dsn: str,
 ) -> None:
-    w = Sleeper(dsn, retry_backoff=0, dead_after=2)
-    serving_task = asyncio.create_task(w.receive())
-    try:
-        await asyncio.wait_for(w.ready.wait(), 10)
-        async with jm.AsyncClient(dsn, queue=QUEUE) as client:
-            begun = time.monotonic()
-            tid = await client.send("slow", time_limit=0.3, attempts=2)
-            with pytest.raises(jm.TaskFailed) as raised:
-                await client.wait(tid, timeout=30)
-            assert time.monotonic() - begun < 10  # two limits, not two sleeps of a minute
-            assert raised.value.error["type"] == "TimeLimitExceeded"
-            assert not isinstance(raised.value, jm.TaskCancelled)
-            info = await client.task_info(tid)
-            assert (info.state, info.attempts) == ("failed", 2)
-            assert _error_types(info) == ["TimeLimitExceeded", "TimeLimitExceeded"]
-            assert "time limit (0.3 s)" in info.errors[0]["message"]
-            await _until(lambda: w.cancelled == [tid, tid])
-            # The worker's own time_limit applies to a task sent without one.
-            w.time_limit = 0.3
-            other = await client.send("slow", attempts=1)
-            with pytest.raises(jm.TaskFailed, match="time limit"):
-                await client.wait(other, timeout=30)
-            # And the worker goes on serving.
-            quick = await client.send("quick")
-            assert await client.wait(quick, timeout=10) == "quick"
-    finally:
-        w.stop()
-        await asyncio.wait_for(serving_task, 15)
+    async with (
+        _serving(Sleeper(dsn, retry_backoff=0, dead_after=2)) as w,
+        jm.AsyncClient(dsn, queue=QUEUE) as client,
+    ):
+        begun = time.monotonic()
+        tid = await client.send("slow", time_limit=0.3, attempts=2)
+        with pytest.raises(jm.TaskFailed) as raised:
+            await client.wait(tid, timeout=30)
+        assert time.monotonic() - begun < 10  # two limits, not two sleeps of a minute
+        assert raised.value.error["type"] == "TimeLimitExceeded"
+        assert not isinstance(raised.value, jm.TaskCancelled)
+        info = await client.task_info(tid)
+        assert (info.state, info.attempts) == ("failed", 2)
+        assert _error_types(info) == ["TimeLimitExceeded", "TimeLimitExceeded"]
+        assert "time limit (0.3 s)" in info.errors[0]["message"]
+        await _until(lambda: w.cancelled == [tid, tid])
+        # The worker's own time_limit applies to a task sent without one.
+        w.time_limit = 0.3
+        other = await client.send("slow", attempts=1)
+        with pytest.raises(jm.TaskFailed, match="time limit"):
+            await client.wait(other, timeout=30)
+        # And the worker goes on serving.
+        quick = await client.send("quick")
+        assert await client.wait(quick, timeout=10) == "quick"
 
 
 def test_sync_worker_task_sees_its_time_limit_cooperatively(
@@ -236,75 +245,62 @@ def test_bad_deadlines_are_refused(client: jm.Client, kwargs: dict[str, Any], ma
 
 
 async def test_cancel_of_a_running_async_task_cancels_its_coroutine(dsn: str) -> None:
-    w = Sleeper(dsn, dead_after=2)
-    serving_task = asyncio.create_task(w.receive())
-    try:
-        await asyncio.wait_for(w.ready.wait(), 10)
-        async with jm.AsyncClient(dsn, queue=QUEUE) as client:
-            tid = await client.send("slow", attempts=3)
-            child = await client.send("after", parents=[tid])
-            await _until(lambda: w.started == [tid])
-            begun = time.monotonic()
-            assert await client.cancel(tid)
-            with pytest.raises(jm.TaskCancelled):
-                await client.wait(tid, timeout=30)
-            await _until(lambda: w.cancelled == [tid])
-            assert time.monotonic() - begun < 0.4  # the notification, not the heartbeat
-            info = await client.task_info(tid)
-            assert (info.state, info.attempts, _error_types(info)) == ("failed", 1, ["Cancelled"])
-            with pytest.raises(jm.TaskFailed) as raised:
-                await client.wait(child, timeout=10)
-            assert raised.value.error["type"] == "ParentFailed"
-            assert not await client.cancel(tid)  # finished: nothing to cancel
-            quick = await client.send("quick")
-            assert await client.wait(quick, timeout=10) == "quick"
-            assert w.started == [tid, quick]  # not retried
-    finally:
-        w.stop()
-        await asyncio.wait_for(serving_task, 15)
+    async with (
+        _serving(Sleeper(dsn, dead_after=2)) as w,
+        jm.AsyncClient(dsn, queue=QUEUE) as client,
+    ):
+        tid = await client.send("slow", attempts=3)
+        child = await client.send("after", parents=[tid])
+        await _until(lambda: w.started == [tid])
+        begun = time.monotonic()
+        assert await client.cancel(tid)
+        with pytest.raises(jm.TaskCancelled):
+            await client.wait(tid, timeout=30)
+        await _until(lambda: w.cancelled == [tid])
+        assert time.monotonic() - begun < 0.4  # the notification, not the heartbeat
+        info = await client.task_info(tid)
+        assert (info.state, info.attempts, _error_types(info)) == ("failed", 1, ["Cancelled"])
+        with pytest.raises(jm.TaskFailed) as raised:
+            await client.wait(child, timeout=10)
+        assert raised.value.error["type"] == "ParentFailed"
+        assert not await client.cancel(tid)  # finished: nothing to cancel
+        quick = await client.send("quick")
+        assert await client.wait(quick, timeout=10) == "quick"
+        assert w.started == [tid, quick]  # not retried
 
 
 async def test_cancel_stops_only_its_own_task_among_concurrent_ones(dsn: str) -> None:
-    w = Sleeper(dsn, concurrency=2)
-    serving_task = asyncio.create_task(w.receive())
-    try:
-        await asyncio.wait_for(w.ready.wait(), 10)
-        async with jm.AsyncClient(dsn, queue=QUEUE) as client:
-            a = await client.send("slow")
-            b = await client.send("slow")
-            await _until(lambda: sorted(w.started) == [a, b])
-            assert await client.cancel(a)
-            await _until(lambda: w.cancelled == [a])
-            assert (await client.task_info(b)).state == "running"
-            quick = await client.send("quick")  # a's slot is free again
-            assert await client.wait(quick, timeout=10) == "quick"
-            assert w.cancelled == [a]
-            assert await client.cancel(b)
-            await _until(lambda: w.cancelled == [a, b])
-    finally:
-        w.stop()
-        await asyncio.wait_for(serving_task, 15)
+    async with (
+        _serving(Sleeper(dsn, concurrency=2)) as w,
+        jm.AsyncClient(dsn, queue=QUEUE) as client,
+    ):
+        a = await client.send("slow")
+        b = await client.send("slow")
+        await _until(lambda: sorted(w.started) == [a, b])
+        assert await client.cancel(a)
+        await _until(lambda: w.cancelled == [a])
+        assert (await client.task_info(b)).state == "running"
+        quick = await client.send("quick")  # a's slot is free again
+        assert await client.wait(quick, timeout=10) == "quick"
+        assert w.cancelled == [a]
+        assert await client.cancel(b)
+        await _until(lambda: w.cancelled == [a, b])
 
 
 async def test_a_lost_cancel_notification_is_made_up_for_by_the_heartbeat(dsn: str) -> None:
-    w = Sleeper(dsn, dead_after=2)
-    serving_task = asyncio.create_task(w.receive())
-    try:
-        await asyncio.wait_for(w.ready.wait(), 10)
-        async with jm.AsyncClient(dsn, queue=QUEUE) as client:
-            tid = await client.send("slow")
-            await _until(lambda: w.started == [tid])
-            # Cancelled without the notification (as if it were lost).
-            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as c:
-                await c.execute(
-                    "UPDATE jobmachine.task SET status = 900, cancelled_at = now()"
-                    " WHERE task_id = %s",
-                    (tid,),
-                )
-            await _until(lambda: w.cancelled == [tid], timeout=10)
-    finally:
-        w.stop()
-        await asyncio.wait_for(serving_task, 15)
+    async with (
+        _serving(Sleeper(dsn, dead_after=2)) as w,
+        jm.AsyncClient(dsn, queue=QUEUE) as client,
+    ):
+        tid = await client.send("slow")
+        await _until(lambda: w.started == [tid])
+        # Cancelled without the notification (as if it were lost).
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as c:
+            await c.execute(
+                "UPDATE jobmachine.task SET status = 900, cancelled_at = now() WHERE task_id = %s",
+                (tid,),
+            )
+        await _until(lambda: w.cancelled == [tid], timeout=10)
 
 
 def test_cancel_of_a_running_sync_task_is_seen_by_the_task(
