@@ -657,6 +657,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
             type(reason).__name__,
             extra=task_extra(task, self.worker_id),
         )
+        self.stop()  # claim nothing more meanwhile
         # In a thread of its own: the liveness thread (a cancel's caller)
         # cannot wait for itself to stop.
         threading.Thread(target=self._exit_now, name="job_machine-exit", daemon=True).start()
