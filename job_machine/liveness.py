@@ -151,14 +151,15 @@ class Liveness:
         conn = self._connect()
         try:
             reg = self._store.worker_register(self.host, self.pid, self.queues, conn)
+            self.worker_id = reg.worker_id
+            self._listen(conn)
         except BaseException:
-            # Not registered (no schema, or a role that may not register):
-            # no thread will ever close what start() opened.
+            # Not registered (no schema, or a role that may not register), or
+            # the session ended at once (PostgreSQL releases the liveness
+            # lock): no thread will ever close what start() opened.
             self._connector.close()
             self._waker.close()
             raise
-        self.worker_id = reg.worker_id
-        self._listen(conn)
         if not reg.locked:  # only if a stale session of a reused id holds it
             logger.warning("worker %d: liveness lock is held elsewhere", reg.worker_id)
         self._thread = threading.Thread(

@@ -13,7 +13,7 @@ lost connection or a failed statement until it reaches the database
 (:meth:`Executor.persist`).
 
 An attempt is stopped when it passes its time limit (the task's own, else
-the worker's) or when its task is cancelled (:meth:`Executor.stop`):
+the worker's) or when its task is cancelled (:meth:`Executor.cancel`):
 the async worker cancels the coroutine, a thread sees ``task.cancelled``.
 Past the time limit the executor writes the attempt's
 :class:`~job_machine.TimeLimitExceeded` error at once (fenced by the
