@@ -555,6 +555,8 @@ SELECT t.task_id, c.name AS queue, t.status, t.attempts, t.parameters,
        t.created, t.modified, greatest(t.run_after, t.retry_at) AS run_after, t.started, t.worker_id,
        t.priority, t.max_attempts, t.title, t.grouping, t.unique_key, t.notes::text AS notes,
        t.parents, t.remove_after, extract(epoch FROM t.keep_for)::float8 AS keep_for,
+       -- Deadlines (version 9).
+       extract(epoch FROM t.time_limit)::float8 AS time_limit, t.expires_at, t.cancelled_at,
        w.host AS worker_host, w.pid AS worker_pid,
        ARRAY(SELECT r.result FROM jobmachine.result r
               WHERE r.task_id = t.task_id AND r.resulttype = 'error'

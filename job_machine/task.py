@@ -246,6 +246,12 @@ class TaskInfo:
     #: When it is removed: its own time, or seconds kept once finished.
     remove_after: datetime | None = None
     keep_for: float | None = None
+    #: Its deadlines (docs/deadlines.md): seconds an attempt may run (None:
+    #: the worker's), when it expires unless started, and when it was
+    #: cancelled.
+    time_limit: float | None = None
+    expires_at: datetime | None = None
+    cancelled_at: datetime | None = None
 
     @property
     def state(self) -> str:

@@ -480,6 +480,9 @@ class Store:
             results=[_codec.decode(r) for r in row["results"]],
             remove_after=row["remove_after"],
             keep_for=row["keep_for"],
+            time_limit=row["time_limit"],
+            expires_at=row["expires_at"],
+            cancelled_at=row["cancelled_at"],
         )
 
     def task_note(self, task_id: int, notes: dict[str, str | None]) -> bool:

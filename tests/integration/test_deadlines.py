@@ -210,7 +210,9 @@ def test_the_claim_skips_an_expired_task_and_housekeeping_fails_it(
         "UPDATE jobmachine.task SET expires_at = now() - interval '1 second' WHERE task_id = %s",
         (past,),
     )
-    fresh = client.send("in time", expire_after=3600)
+    fresh = client.send("in time", expire_after=3600, time_limit=2.5)
+    info = client.task_info(fresh)
+    assert info.time_limit == 2.5 and info.expires_at is not None and info.cancelled_at is None
     with Base(dsn, queue=QUEUE) as w:
         assert w.work_once()
         assert [t.id for t in w.seen] == [fresh]
@@ -260,6 +262,7 @@ async def test_cancel_of_a_running_async_task_cancels_its_coroutine(dsn: str) ->
         assert time.monotonic() - begun < 0.4  # the notification, not the heartbeat
         info = await client.task_info(tid)
         assert (info.state, info.attempts, _error_types(info)) == ("failed", 1, ["Cancelled"])
+        assert info.cancelled_at is not None
         with pytest.raises(jm.TaskFailed) as raised:
             await client.wait(child, timeout=10)
         assert raised.value.error["type"] == "ParentFailed"
