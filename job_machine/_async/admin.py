@@ -183,16 +183,23 @@ class AsyncAdmin(AsyncConnectorOwner):
         return info
 
     async def cancel(self, task_id: int) -> None:
-        """Cancel a waiting (or blocked) task: it fails with a ``Cancelled``
-        error, a waiting client is told, and its blocked children fail too.
+        """Cancel a waiting, blocked or running task: it fails at once with a
+        ``Cancelled`` error and is not retried, a waiting client gets
+        :class:`~job_machine.TaskCancelled`, and its blocked children fail
+        too. A running task's attempt is fenced out (what its worker writes
+        from now on is refused) and its worker is told to stop it, on
+        channel ``jmw:<worker_id>`` or else at its next heartbeat: the async
+        worker cancels the coroutine, a thread sees ``task.cancelled``, a
+        worker process (``--processes``) is terminated and replaced
+        (docs/deadlines.md). A Perl worker running it is not told.
 
         :raises UnknownTask: there is no such task.
-        :raises ValueError: the task is running, done or failed.
+        :raises ValueError: the task is done or failed already.
         """
         if not await self._store.admin_cancel(task_id):
             raise ValueError(
                 f"task {task_id} is {await self._state(task_id)}: "
-                "only a waiting or blocked task can be cancelled"
+                "only a waiting, blocked or running task can be cancelled"
             )
 
     async def retry(
