@@ -151,12 +151,9 @@ def demo(dsn: str | None = None, tasks: int = 10, work: float = 0.1) -> None:
         run(embedded, tasks, work, out)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m job_machine.demo``: the same as ``job-machine demo``."""
-    from .cli import demo_main  # noqa: PLC0415  (cli imports this module)
-
-    demo_main(argv)
-
-
 if __name__ == "__main__":
-    main()
+    # ``python -m job_machine.demo``: the same as ``job-machine demo``. The
+    # command line imports this module, never the other way round.
+    from job_machine.cli import demo_main
+
+    demo_main()

@@ -200,7 +200,7 @@ def test_the_supervisor_needs_a_process() -> None:
 
 
 def test_a_child_gets_the_workers_arguments_but_not_processes_nor_the_dsn() -> None:
-    from job_machine.cli import _child_args, worker  # noqa: PLC0415
+    from job_machine.cli.worker import _child_args, worker  # noqa: PLC0415
 
     given = ["tests.cli_workers:Slow", "--processes", "3", "-q", "a.b", "--queue", "c.*"]
     given += ["--dsn", "postgresql://u:secret@h/db", "-c", "2", "--shutdown-grace", "5"]
