@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import Admin, Client, JobMachineError, Task, Worker, install_schema
-from ._sync.connection import describe_target
+from ._dsn import describe_target
 
 QUEUE = "demo.greet"
 NAMES = ["Ada", "Grace", "Edsger", "Barbara", "Donald", "Frances", "Alan", "Margaret"]

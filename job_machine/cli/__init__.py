@@ -26,7 +26,8 @@ import psycopg
 
 import job_machine as jm
 
-from ._common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, _one_line
+from .._format import one_line
+from ._common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE
 from .admin import purge, reset, workers
 from .demo import demo
 from .install import install, migrate, roles
@@ -101,13 +102,13 @@ def _run(command: click.Command, argv: Sequence[str] | None, prog_name: str) -> 
         )
     except click.UsageError as ex:
         hint = f" (see '{ex.ctx.command_path} --help')" if ex.ctx is not None else ""
-        return _error(_one_line(Exception(ex.format_message())) + hint, EXIT_USAGE)
+        return _error(one_line(Exception(ex.format_message())) + hint, EXIT_USAGE)
     except click.ClickException as ex:
-        return _error(_one_line(Exception(ex.format_message())), ex.exit_code)
+        return _error(one_line(Exception(ex.format_message())), ex.exit_code)
     except click.Abort:
         return _error("interrupted", EXIT_INTERRUPTED)
     except (jm.JobMachineError, ValueError, psycopg.Error) as ex:
-        return _error(_one_line(ex), EXIT_FAILURE)
+        return _error(one_line(ex), EXIT_FAILURE)
     return rv if isinstance(rv, int) else 0
 
 

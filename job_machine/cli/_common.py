@@ -21,12 +21,11 @@ from rich.text import Text
 import job_machine as jm
 
 from .._async.admin import PURGEABLE
+from .._format import local_time
 from .._printable import PrintableFilter, printable
 from .._worker_config import WorkerConfig
 from ..channels import validate_subscription
-from ..task import (
-    STATE_NAMES,
-)
+from ..task import STATE_NAMES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -193,11 +192,9 @@ def _print_json(value: Any) -> None:
 
 def _when(value: datetime | None, compact: bool = False) -> str:
     """Local time; ``compact`` (terminal tables): HH:MM:SS today, else MM-DD HH:MM."""
-    if value is None:
-        return "-"
+    if value is None or not compact:
+        return local_time(value)
     local = value.astimezone()
-    if not compact:
-        return local.strftime("%Y-%m-%d %H:%M:%S")
     if local.date() == datetime.now().astimezone().date():
         return local.strftime("%H:%M:%S")
     return local.strftime("%m-%d %H:%M")
@@ -252,10 +249,6 @@ def _print_table(headers: Sequence[str], rows: Sequence[Sequence[object]], empty
     else:
         console = Console()
         console.print(_rich_table(headers, rows, console.width))
-
-
-def _one_line(ex: BaseException) -> str:
-    return " ".join(str(ex).split()) or type(ex).__name__
 
 
 _log_format_option = click.option(

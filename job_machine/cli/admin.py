@@ -11,10 +11,8 @@ import click
 
 import job_machine as jm
 
-from .._sync.connection import describe_target
-from ..task import (
-    WorkerInfo,
-)
+from .._dsn import describe_target
+from ..task import COUNTED_STATES, WorkerInfo
 from ._common import (
     _PURGE_STATES,
     _TASK_ID,
@@ -152,8 +150,7 @@ def reset(yes: bool, dsn: str | None) -> None:
     with jm.Admin(target) as admin:
         if not yes:
             stats = admin.stats()
-            unfinished = ("waiting", "delayed", "blocked", "running", "failed")
-            count = stats.done + sum(stats.total(state) for state in unfinished)
+            count = stats.done + sum(stats.total(state) for state in COUNTED_STATES)
             about = "~" if stats.done_estimated else ""
             question = (
                 f"Delete every task ({about}{count}), result, named lock and schedule "

@@ -5,9 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import demo as _demo
-from ._common import (
-    ENV_DSN,
-)
+from ._common import ENV_DSN
 
 # -- demo ---------------------------------------------------------------------------------
 

@@ -7,11 +7,8 @@ import click
 
 import job_machine as jm
 
-from .._sync.connection import describe_target
-from ._common import (
-    _dsn_option,
-    _need_dsn,
-)
+from .._dsn import describe_target
+from ._common import _dsn_option, _need_dsn
 
 # -- install --------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import click
 
 import job_machine as jm
 
-from .._sync.connection import describe_target
+from .._dsn import describe_target
 from ._common import (
     _PORT,
     F,

@@ -16,16 +16,12 @@ from rich.text import Text
 
 import job_machine as jm
 
-from ..task import (
-    HourStats,
-    QueueStats,
-    Stats,
-)
+from .._format import local_time, one_line
+from ..task import COUNTED_STATES, HourStats, QueueStats, Stats
 from ._common import (
     _dsn_option,
     _json_option,
     _need_dsn,
-    _one_line,
     _print_json,
     _print_table,
     _rich_table,
@@ -34,8 +30,7 @@ from ._common import (
 
 # -- status ------------------------------------------------------------------------
 
-_STATS_HEADERS = ["queue", "waiting", "delayed", "blocked", "running", "failed", "paused"]
-_STATES_COUNTED = ("waiting", "delayed", "blocked", "running", "failed")
+_STATS_HEADERS = ["queue", *COUNTED_STATES, "paused"]
 
 
 def _stats_rows(stats: Sequence[QueueStats]) -> list[list[object]]:
@@ -48,7 +43,7 @@ def _stats_json(stats: Stats, line: str) -> dict[str, Any]:
     return {
         "status": line,
         "queues": [dataclasses.asdict(s) for s in stats.queues],
-        "totals": {field: stats.total(field) for field in _STATES_COUNTED},
+        "totals": {field: stats.total(field) for field in COUNTED_STATES},
         "done": stats.done,
         "done_estimated": stats.done_estimated,
         "workers": stats.workers,
@@ -96,14 +91,14 @@ def _watch(admin: jm.Admin, interval: float, as_json: bool) -> None:
             try:
                 _print_status(admin, as_json, stamp=True)
             except (jm.JobMachineError, psycopg.Error) as ex:
-                click.echo(f"Error: {_one_line(ex)}", err=True)
+                click.echo(f"Error: {one_line(ex)}", err=True)
     with Live(_status_screen(admin), auto_refresh=False) as live:
         while True:
             time.sleep(interval)
             try:
                 screen = _status_screen(admin)
             except (jm.JobMachineError, psycopg.Error) as ex:
-                screen = Text(f"{datetime.now():%H:%M:%S}  Error: {_one_line(ex)}", style="red")
+                screen = Text(f"{datetime.now():%H:%M:%S}  Error: {one_line(ex)}", style="red")
             live.update(screen, refresh=True)
 
 
@@ -167,4 +162,4 @@ def history(as_json: bool, dsn: str | None) -> None:
 
 def _hour(value: datetime) -> str:
     """The start of an hour, local time, to the minute."""
-    return value.astimezone().strftime("%Y-%m-%d %H:%M")
+    return local_time(value, seconds=False)

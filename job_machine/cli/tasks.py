@@ -12,10 +12,7 @@ import click
 import job_machine as jm
 
 from .._printable import printable
-from ..task import (
-    TaskInfo,
-    TaskSummary,
-)
+from ..task import TaskInfo, TaskSummary
 from ._common import (
     _PRIORITY,
     _STATE_WORDS,

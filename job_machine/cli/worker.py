@@ -16,7 +16,8 @@ import click
 import job_machine as jm
 
 from .. import supervisor as _supervisor
-from .._sync.connection import describe_target
+from .._dsn import describe_target
+from .._format import one_line
 from ..channels import Exact
 from ._common import (
     _WORKER_OPTIONS,
@@ -26,7 +27,6 @@ from ._common import (
     _dsn_option,
     _log_format_option,
     _need_dsn,
-    _one_line,
     _setup_logging,
     logger,
 )
@@ -78,7 +78,7 @@ def _import_spec(spec: str, form: str, example: str, hint: str) -> object:
     except Exception as ex:
         logger.debug("importing %s failed", module_name, exc_info=True)
         raise jm.JobMachineError(
-            f"could not import {module_name}: {type(ex).__name__}: {_one_line(ex)} "
+            f"could not import {module_name}: {type(ex).__name__}: {one_line(ex)} "
             "(--log-level debug shows the traceback)"
         ) from None
     obj: object = module

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from .._async.admin import status_line
+from ..task import COUNTED_STATES
 from .chart import _chart
 from .render import MAX_ID, _config, _db, _int_param, _page
 from .task_page import CHILDREN_PAGE, MAX_PARENTS, raw_result, task_page
@@ -26,7 +27,7 @@ async def overview(request: Request) -> Response:
     async with _db(request).use() as admin:
         stats = await admin.stats()
         history = await admin.history()
-    totals = {s: stats.total(s) for s in ("waiting", "delayed", "blocked", "running", "failed")}
+    totals = {s: stats.total(s) for s in COUNTED_STATES}
     return _page(
         request,
         "overview.html",

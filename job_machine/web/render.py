@@ -21,7 +21,8 @@ from starlette.templating import Jinja2Templates
 
 from .. import __version__
 from .._async.admin import STATES
-from .._async.connection import describe_target
+from .._dsn import describe_target
+from .._format import local_time
 from .config import DashboardConfig
 from .database import _Database
 from .security import (
@@ -47,9 +48,7 @@ MAX_ID = 2**63 - 1
 
 def _local(value: datetime | None) -> str:
     """A timestamp in the server's zone (static/app.js shows the browser's)."""
-    if value is None:
-        return "-"
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    return local_time(value, zone=True)
 
 
 def _ago(value: datetime | None) -> str:

@@ -13,7 +13,7 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from .._async.admin import AsyncAdmin
-from .._async.connection import describe_target
+from .._dsn import describe_target
 from .._printable import PrintableFilter
 from ..errors import JobMachineError, SchemaMissing
 from .app import create_app

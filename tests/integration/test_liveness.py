@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 import job_machine as jm
+from job_machine._lock_keys import WORKER_KEY
 from tests.procs import (
     Child,
     expected_reply,
@@ -55,8 +56,8 @@ def test_a_serving_worker_is_registered_and_holds_its_liveness_lock(
         # The lock PostgreSQL will release when the worker's session ends.
         held = conn.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            " AND classid = 1785558891 AND objid = %s AND objsubid = 2",
-            (w.worker_id,),
+            " AND classid = %s::oid AND objid = %s AND objsubid = 2",
+            (WORKER_KEY, w.worker_id),
         ).fetchone()
         assert held == (1,)
         worker_id = w.worker_id

@@ -39,6 +39,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import job_machine as jm
+from job_machine._lock_keys import CHORE_LOCK_KEY
 from job_machine.liveness import Liveness
 from tests.pgserver import PgServer
 from tests.procs import (
@@ -60,8 +61,8 @@ OUTAGE = 20.0
 TASK_SECONDS = OUTAGE + 4.0
 #: grace 3 s, heartbeat 1.5 s, the outage fallback 10 graces = 30 s > OUTAGE.
 DEAD_AFTER = 6.0
-#: The fleet's housekeeper lock (job_machine._async.store.CHORE_LOCK_KEY).
-LEADER_KEY = 0x6A6D_686B
+#: The fleet's housekeeper lock (job_machine/_lock_keys.py).
+LEADER_KEY = CHORE_LOCK_KEY
 
 
 class OutageProxy:

@@ -32,6 +32,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.errors import InsufficientPrivilege, RaiseException
 
 import job_machine as jm
+from job_machine._lock_keys import WORKER_KEY
 from job_machine._schema_sql import SCHEMA_VERSION
 from job_machine._sync.connection import connect as jm_connect
 from tests.integration.test_perl_compat import PERL_FETCH_RESULT, Perl
@@ -1088,7 +1089,7 @@ def test_a_sender_holding_the_housekeepers_key_does_not_stop_housekeeping(
     remove anything again. A key held by a session whose user may not
     register a worker no longer counts; one held by a worker still does
     (one housekeeper at a time)."""
-    from job_machine._sync.store import CHORE_LOCK_KEY  # noqa: PLC0415
+    from job_machine._lock_keys import CHORE_LOCK_KEY  # noqa: PLC0415
 
     conn.execute(
         "INSERT INTO jobmachine.worker (host, pid, queues, seen)"
@@ -1134,7 +1135,7 @@ def test_a_workers_liveness_key_held_by_a_sender_does_not_stop_its_rescue(
     )
     with (
         Answer(logins.worker, queue="roles.live", dead_after=2) as worker,
-        hold_key(logins.sender, 1785558891, wid % 2**31),
+        hold_key(logins.sender, WORKER_KEY, wid % 2**31),
     ):
         assert worker.housekeeping().reaped == 1
     assert task_status(conn, held) == 0

@@ -36,7 +36,7 @@ from starlette.applications import Starlette
 
 import job_machine as jm
 from job_machine._async.admin import AsyncAdmin
-from job_machine._async.connection import describe_target, redact
+from job_machine._dsn import describe_target, redact
 from job_machine._queries import queries
 from job_machine.cli import web as cli_web
 from job_machine.web import DashboardConfig, create_app
