@@ -923,7 +923,10 @@ async def test_the_dashboard_connection_has_a_statement_timeout(
             assert await cur.fetchone() == ("10s", "jm-dashboard")
 
     async def sleepy(self: AsyncAdmin) -> list[Any]:
-        await (await self._connector.own()).execute("SELECT pg_sleep(10)")
+        # Through the Store, as every statement of the dashboard: its
+        # QueryCanceled becomes StatementTimeout there.
+        async with self._store._cursor() as cur:
+            await cur.execute("SELECT pg_sleep(10)")
         return []
 
     monkeypatch.setattr(AsyncAdmin, "locks", sleepy)
