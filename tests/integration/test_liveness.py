@@ -305,7 +305,7 @@ def test_a_task_whose_notification_was_lost_is_found_within_the_timeout(
 ) -> None:
     w = Base(dsn, timeout=0.5)
     with serving(w):
-        time.sleep(0.2)
+        w.wait_idle(after=0)
         # A task inserted with no pg_notify at all, as if the notification were lost.
         row = conn.execute(
             "INSERT INTO jobmachine.task (class_id, parameters, status)"

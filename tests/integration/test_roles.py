@@ -37,6 +37,7 @@ from job_machine._schema_sql import SCHEMA_VERSION
 from job_machine._sync.connection import connect as jm_connect
 from tests.integration.test_perl_compat import PERL_FETCH_RESULT, Perl
 from tests.integration.test_perl_compat import run_psql as _run_psql_file
+from tests.procs import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES_SQL = ROOT / "sql" / "roles.sql"
@@ -140,14 +141,6 @@ def denied_sql(dsn: str, *statements: str) -> None:
         for statement in statements:
             with pytest.raises(InsufficientPrivilege):
                 c.execute(statement)
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 def one(conn: psycopg.Connection[Any], query: str, *params: Any) -> Any:
@@ -514,12 +507,15 @@ def test_a_worker_process_does_the_fleets_housekeeping(
         # runs it; the orphan waits again; the old task is gone.
         assert client.wait(ids["held"], timeout=20) == echo({"n": "held"}, proc)
         assert client.task_info(ids["held"]).errors[0]["type"] == "WorkerDied"
-        wait_for(lambda: client.task_info(ids["orphan"]).state == "waiting", "the orphan revived")
-        wait_for(
+        wait_until(
+            lambda: client.task_info(ids["orphan"]).state == "waiting", 20, "the orphan revived"
+        )
+        wait_until(
             lambda: (
                 one(conn, "SELECT count(*) FROM jobmachine.task WHERE task_id = %s", ids["old"])
                 == 0
             ),
+            20,
             "the old task removed",
         )
         assert one(conn, "SELECT count(*) FROM jobmachine.worker WHERE host = 'gone'") == 0

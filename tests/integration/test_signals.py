@@ -49,7 +49,7 @@ def test_idle_worker_exits_0_on_signal(
 ) -> None:
     child = _start_ready_worker(dsn, db, tmp_path, kind, timeout=60)
     try:
-        time.sleep(0.3)  # let it reach the wait for notifications
+        child.wait_idle()  # in its wait for notifications
         assert child.alive(), child.describe()
         t0 = time.monotonic()
         child.signal(sig)
