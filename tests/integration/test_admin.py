@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 import job_machine as jm
-from tests.procs import (
+from tests.support.procs import (
     expected_reply,
     kill_all,
     start_worker,
@@ -23,8 +23,8 @@ from tests.procs import (
     terminate_and_check,
     wait_until,
 )
-from tests.rows import processed_by, task_state
-from tests.workers import Base, serving
+from tests.support.rows import processed_by, task_state
+from tests.support.workers import Base, serving
 
 
 class Fails(Base):

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 import job_machine as jm
-from tests.workers import Observed
+from tests.support.workers import Observed
 
 UNREACHABLE = "host=127.0.0.1 port=1 dbname=x user=u password=s3cret connect_timeout=2"
 UNREACHABLE_URI = "postgresql://u:s3cret@127.0.0.1:1/x?connect_timeout=2"

@@ -1,6 +1,6 @@
 """Many worker and client processes on one queue: every task exactly once.
 
-Workers and clients are real OS processes (``python -m tests.procs ...``);
+Workers and clients are real OS processes (``python -m tests.support.procs ...``);
 half of the workers are sync, half asyncio. What they did is read back from
 the ``processed`` table the workers write into (no unique constraint, so a
 task processed twice shows up twice) and from jobmachine's own tables.
@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 import job_machine as jm
-from tests.procs import (
+from tests.support.procs import (
     Child,
     describe_all,
     expected_reply,

@@ -28,8 +28,8 @@ import pytest
 from psycopg import sql
 
 import job_machine as jm
-from tests.procs import wait_until
-from tests.workers import Base, serving
+from tests.support.procs import wait_until
+from tests.support.workers import Base, serving
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 #: A DSN for objects that are never connected in the test.

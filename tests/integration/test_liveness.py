@@ -2,7 +2,7 @@
 rescue of a live worker's, max_runtime as an explicit limit, the shutdown
 grace period, and reconnecting after the database cut a connection.
 
-Crash tests use real worker processes (tests/procs.py); the rest run the
+Crash tests use real worker processes (tests/support/procs.py); the rest run the
 worker in a thread of the test process.
 """
 
@@ -21,15 +21,15 @@ import pytest
 
 import job_machine as jm
 from job_machine._lock_keys import WORKER_KEY
-from tests.procs import (
+from tests.support.procs import (
     Child,
     expected_reply,
     start_worker,
     started_count,
     wait_until,
 )
-from tests.rows import error_types, processed_by, task_state
-from tests.workers import Base, serving
+from tests.support.rows import error_types, processed_by, task_state
+from tests.support.workers import Base, serving
 
 QUEUE = "live.test"
 KINDS = ["sync", "async"]

@@ -23,7 +23,7 @@ from psycopg.rows import dict_row
 
 import job_machine as jm
 from job_machine._schema_sql import SCHEMA_VERSION
-from tests.workers import Observed
+from tests.support.workers import Observed
 
 #: Every schema version create_tables.sql records, as rows.
 ALL_VERSIONS = [(v,) for v in range(1, SCHEMA_VERSION + 1)]

@@ -19,8 +19,8 @@ import psycopg
 import pytest
 
 import job_machine as jm
-from tests.pgserver import PgBouncer, PgServer
-from tests.workers import Observed
+from tests.support.pgserver import PgBouncer, PgServer
+from tests.support.workers import Observed
 
 pytestmark = pytest.mark.pgbouncer
 

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 import job_machine as jm
-from tests.workers import Base, serving
+from tests.support.workers import Base, serving
 
 
 class Recording(Base):

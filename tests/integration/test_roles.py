@@ -37,7 +37,7 @@ from job_machine._schema_sql import SCHEMA_VERSION
 from job_machine._sync.connection import connect as jm_connect
 from tests.integration.test_perl_compat import PERL_FETCH_RESULT, Perl
 from tests.integration.test_perl_compat import run_psql as _run_psql_file
-from tests.procs import wait_until
+from tests.support.procs import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES_SQL = ROOT / "sql" / "roles.sql"
@@ -152,12 +152,19 @@ def one(conn: psycopg.Connection[Any], query: str, *params: Any) -> Any:
 def echo_worker(
     dsn: str, conn: psycopg.Connection[Any], tmp_path: Path, *args: str
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``job-machine worker tests.cli_workers:Echo ARGS`` in a process of its
+    """``job-machine worker tests.support.cli_workers:Echo ARGS`` in a process of its
     own, connected as the user of ``dsn``; yielded once it is registered."""
     log = tmp_path / "worker.log"
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "job_machine.cli", "worker", "tests.cli_workers:Echo", *args],
+            [
+                sys.executable,
+                "-m",
+                "job_machine.cli",
+                "worker",
+                "tests.support.cli_workers:Echo",
+                *args,
+            ],
             cwd=ROOT,
             env={**os.environ, "JOB_MACHINE_DSN": dsn},
             stdout=subprocess.DEVNULL,
@@ -178,7 +185,7 @@ def echo_worker(
 
 
 def echo(data: Any, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
-    """What tests.cli_workers.Echo replies."""
+    """What tests.support.cli_workers.Echo replies."""
     return {"echo": data, "pid": proc.pid, "kind": "sync"}
 
 
@@ -1341,7 +1348,7 @@ def test_behind_pgbouncer_the_path_comes_from_the_role_and_a_warning_says_so(
     connects again without it (once per server), and warns while the role's
     own search_path is not the pinned one."""
     from job_machine._sync import connection  # noqa: PLC0415
-    from tests.pgserver import PgBouncer, PgServer  # noqa: PLC0415
+    from tests.support.pgserver import PgBouncer, PgServer  # noqa: PLC0415
 
     server = PgServer.start_new(tmp_path)
     try:

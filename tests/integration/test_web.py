@@ -48,9 +48,9 @@ from job_machine.web.security import (
     Scrubber,
 )
 from tests.integration.test_claim_plan import _explain, _insert_history, _max_rows, _nodes
-from tests.rows import task_state
-from tests.web_data import XSS, XSS_IMG, XSS_QUEUE, XSS_SCRIPT, Seeded, seed
-from tests.workers import Holding, serving
+from tests.support.rows import task_state
+from tests.support.web_data import XSS, XSS_IMG, XSS_QUEUE, XSS_SCRIPT, Seeded, seed
+from tests.support.workers import Holding, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "S3cret-Passw0rd-never-shown"

@@ -18,8 +18,8 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 import job_machine as jm
-from tests.procs import wait_until
-from tests.workers import Base, serving
+from tests.support.procs import wait_until
+from tests.support.workers import Base, serving
 
 # -- helpers ------------------------------------------------------------------
 

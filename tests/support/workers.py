@@ -1,7 +1,7 @@
 """In-process workers for the database tests: a recording worker, and
 running its receive() in a thread for the length of a ``with`` block.
 
-Tests about crashes and concurrency use real processes instead (tests/procs.py).
+Tests about crashes and concurrency use real processes instead (tests/support/procs.py).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Real OS processes for the multi-process tests: workers and clients.
 
-Child side (run as ``python -m tests.procs ...`` from the repository root)::
+Child side (run as ``python -m tests.support.procs ...`` from the repository root)::
 
-    python -m tests.procs worker --dsn DSN --queue Q [--kind sync|async]
+    python -m tests.support.procs worker --dsn DSN --queue Q [--kind sync|async]
         [--timeout S] [--max-runtime S] [--dead-after S] [--shutdown-grace S]
         [--sleep S] [--barrier N] [--concurrency N] [--no-reply]
-    python -m tests.procs client --dsn DSN --queue Q --first SEQ --count N
+    python -m tests.support.procs client --dsn DSN --queue Q --first SEQ --count N
         [--wait-timeout S]
 
 A worker records what it does in tables the test creates (:func:`create_tables`):
@@ -53,7 +53,7 @@ import psycopg
 
 import job_machine as jm
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 TABLES_SQL = """
 CREATE TABLE worker_started (
@@ -254,7 +254,7 @@ def run_client(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.procs")
+    parser = argparse.ArgumentParser(prog="python -m tests.support.procs")
     sub = parser.add_subparsers(dest="role", required=True)
     w = sub.add_parser("worker")
     w.add_argument("--dsn", required=True)
@@ -301,7 +301,7 @@ class Child:
         env["PYTHONUNBUFFERED"] = "1"
         with open(self.log_path, "wb") as err, open(self.out_path, "wb") as out:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "tests.procs", *args],
+                [sys.executable, "-m", "tests.support.procs", *args],
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,
