@@ -166,6 +166,19 @@ def _parse_json(text: str) -> Any:
         raise click.BadParameter(f"not valid JSON: {ex}", param_hint="'JSON'") from None
 
 
+def _help_group(f: Callable[[], None]) -> click.Group:
+    """A command group named and documented as ``f`` that prints its help
+    when called without a command."""
+
+    def show_help() -> None:
+        ctx = click.get_current_context()
+        if ctx.invoked_subcommand is None:
+            click.echo(ctx.get_help())
+
+    show_help.__doc__ = f.__doc__
+    return click.group(f.__name__, invoke_without_command=True)(show_help)
+
+
 # -- output -------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from .._printable import printable
 from ._common import (
     _check_queue,
     _dsn_option,
+    _help_group,
     _json_option,
     _need_dsn,
     _print_json,
@@ -22,12 +23,9 @@ from .status import _STATS_HEADERS, _stats_rows
 # -- queues ---------------------------------------------------------------------------
 
 
-@click.group(invoke_without_command=True)
-@click.pass_context
-def queues(ctx: click.Context) -> None:
+@_help_group
+def queues() -> None:
     """List, pause and resume queues."""
-    if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
 
 
 @queues.command("list")

@@ -13,6 +13,7 @@ from ._common import (
     _PRIORITY,
     _check_queue,
     _dsn_option,
+    _help_group,
     _json_option,
     _need_dsn,
     _optional_duration,
@@ -25,12 +26,9 @@ from ._common import (
 # -- cron schedules -------------------------------------------------------------------
 
 
-@click.group(invoke_without_command=True)
-@click.pass_context
-def schedules(ctx: click.Context) -> None:
+@_help_group
+def schedules() -> None:
     """Add, list, pause, resume and remove cron schedules (docs/schedules.md)."""
-    if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
 
 
 @schedules.command("add")

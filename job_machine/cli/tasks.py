@@ -20,6 +20,7 @@ from ._common import (
     _cell,
     _check_queue,
     _dsn_option,
+    _help_group,
     _json_option,
     _loads,
     _need_dsn,
@@ -32,12 +33,9 @@ from ._common import (
 # -- tasks ----------------------------------------------------------------------------
 
 
-@click.group(invoke_without_command=True)
-@click.pass_context
-def tasks(ctx: click.Context) -> None:
+@_help_group
+def tasks() -> None:
     """List, show, note, retry, cancel and remove tasks."""
-    if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
 
 
 def _summary_json(t: TaskSummary) -> dict[str, Any]:
