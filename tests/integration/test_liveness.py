@@ -56,7 +56,9 @@ def test_a_serving_worker_is_registered_and_holds_its_liveness_lock(
         # The lock PostgreSQL will release when the worker's session ends.
         held = conn.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            " AND classid = %s::oid AND objid = %s AND objsubid = 2",
+            " AND classid = %s::oid AND objid = %s AND objsubid = 2"
+            # pg_locks is the cluster's: other tests' databases have a worker 1 too.
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             (WORKER_KEY, w.worker_id),
         ).fetchone()
         assert held == (1,)

@@ -5,6 +5,8 @@ Child side (run as ``python -m tests.support.procs ...`` from the repository roo
     python -m tests.support.procs worker --dsn DSN --queue Q [--kind sync|async]
         [--timeout S] [--max-runtime S] [--dead-after S] [--shutdown-grace S]
         [--sleep S] [--barrier N] [--concurrency N] [--no-reply]
+        [--retries N] [--remove-after DAYS] [--orphan-after S]
+        [--housekeeping-interval S]
     python -m tests.support.procs client --dsn DSN --queue Q --first SEQ --count N
         [--wait-timeout S]
 
@@ -20,7 +22,8 @@ It also logs ``idle round N`` each time it goes to sleep waiting for news
 (its queues drained, LISTENing): :meth:`Child.wait_idle` waits for one.
 
 Each task's data is ``{"seq": n, ...}``; the worker replies
-``{"seq": n, "double": 2 * n}`` (see :func:`expected_reply`).
+``{"seq": n, "double": 2 * n}`` (see :func:`expected_reply`). A task's
+``"sleep"`` (seconds) replaces the worker's ``--sleep`` for it.
 
 A client sends ``count`` tasks with seqs ``first .. first+count-1``, then waits
 for the reply of each of its tasks, and prints one JSON object on stdout:
@@ -97,6 +100,13 @@ def expected_reply(seq: int) -> dict[str, int]:
 # ---------------------------------------------------------------------------
 
 
+def _sleep_of(task: jm.Task, default: float) -> float:
+    """How long to sleep in ``process()``: the task's ``"sleep"``, else ``default``."""
+    if isinstance(task.data, dict) and "sleep" in task.data:
+        return float(task.data["sleep"])
+    return default
+
+
 class RecordingWorker(jm.Worker):
     """Sync worker: records startup and every task, optionally sleeps, replies."""
 
@@ -126,9 +136,10 @@ class RecordingWorker(jm.Worker):
     def process(self, task: jm.Task) -> None:
         seq = task.data.get("seq") if isinstance(task.data, dict) else None
         self._record(task, seq)
-        if self.sleep:
-            logging.info("task %d: sleeping %.1f s", task.id, self.sleep)
-            time.sleep(self.sleep)
+        sleep = _sleep_of(task, self.sleep)
+        if sleep:
+            logging.info("task %d: sleeping %.1f s", task.id, sleep)
+            time.sleep(sleep)
         if self.answer:
             self.reply(expected_reply(seq) if seq is not None else None)
 
@@ -184,9 +195,10 @@ class AsyncRecordingWorker(jm.AsyncWorker):
     async def process(self, task: jm.Task) -> None:
         seq = task.data.get("seq") if isinstance(task.data, dict) else None
         await self._record(task, seq)
-        if self.sleep:
-            logging.info("task %d: sleeping %.1f s", task.id, self.sleep)
-            await asyncio.sleep(self.sleep)
+        sleep = _sleep_of(task, self.sleep)
+        if sleep:
+            logging.info("task %d: sleeping %.1f s", task.id, sleep)
+            await asyncio.sleep(sleep)
         if self.answer:
             await self.reply(expected_reply(seq) if seq is not None else None)
 
@@ -223,6 +235,9 @@ def run_worker(args: argparse.Namespace) -> int:
         "concurrency": args.concurrency,
         "answer": not args.no_reply,
     }
+    for name in ("retries", "remove_after", "orphan_after", "housekeeping_interval"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
     if args.kind == "async":
         aworker = AsyncRecordingWorker(args.dsn, **options)
         asyncio.run(aworker.receive())
@@ -268,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--barrier", type=int, default=0)
     w.add_argument("--concurrency", type=int, default=1)
     w.add_argument("--no-reply", action="store_true", help="return without replying")
+    w.add_argument("--retries", type=int, default=None)
+    w.add_argument("--remove-after", type=float, default=None, help="days")
+    w.add_argument("--orphan-after", type=float, default=None)
+    w.add_argument("--housekeeping-interval", type=float, default=None)
     c = sub.add_parser("client")
     c.add_argument("--dsn", required=True)
     c.add_argument("--queue", required=True)
@@ -385,7 +404,13 @@ def start_worker(
     barrier: int = 0,
     concurrency: int = 1,
     reply: bool = True,
+    retries: int | None = None,
+    remove_after: float | None = None,
+    orphan_after: float | None = None,
+    housekeeping_interval: float | None = None,
 ) -> Child:
+    """Start a recording worker; the settings not given are the worker's
+    defaults (``remove_after`` in days)."""
     args = ["worker", "--dsn", dsn, "--queue", queue, "--kind", kind, "--timeout", str(timeout)]
     args += ["--sleep", str(sleep), "--barrier", str(barrier), "--dead-after", str(dead_after)]
     args += ["--shutdown-grace", str(shutdown_grace), "--concurrency", str(concurrency)]
@@ -393,6 +418,14 @@ def start_worker(
         args.append("--no-reply")
     if max_runtime is not None:
         args += ["--max-runtime", str(max_runtime)]
+    for option, value in (
+        ("--retries", retries),
+        ("--remove-after", remove_after),
+        ("--orphan-after", orphan_after),
+        ("--housekeeping-interval", housekeeping_interval),
+    ):
+        if value is not None:
+            args += [option, str(value)]
     return Child(args, log_dir, name)
 
 
