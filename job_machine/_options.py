@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from ._validate import is_int, is_number
+
 _INT32 = 2**31 - 1
 
 
@@ -35,9 +37,7 @@ def send_options(
         raise ValueError("give run_after or delay, not both")
     _aware("run_after", run_after)
     seconds = _seconds("delay", delay) if delay is not None else None
-    if attempts is not None and (
-        isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= _INT32
-    ):
+    if attempts is not None and (not is_int(attempts) or not 1 <= attempts <= _INT32):
         raise ValueError(f"attempts must be a whole number >= 1, not {attempts!r}")
     for name, text in (("title", title), ("grouping", grouping), ("unique_key", unique_key)):
         if text is not None and not isinstance(text, str):
@@ -80,7 +80,7 @@ def check_priority(name: str, value: object) -> int:
 
     :raises TypeError: not an int. :raises ValueError: out of range.
     """
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int, not {value!r}")
     if not -_INT32 <= value <= _INT32:
         raise ValueError(f"{name} must be within +-{_INT32}, not {value}")
@@ -101,7 +101,7 @@ def _task_ids(parents: Iterable[int]) -> list[int]:
         raise TypeError(f"parents must be a list of task ids, not {parents!r}")
     ids: list[int] = []
     for p in parents:
-        if isinstance(p, bool) or not isinstance(p, int) or p < 1:
+        if not is_int(p) or p < 1:
             raise ValueError(f"parents must be task ids (whole numbers >= 1), not {p!r}")
         if p not in ids:
             ids.append(p)
@@ -111,10 +111,6 @@ def _task_ids(parents: Iterable[int]) -> list[int]:
 def _seconds(name: str, value: float | timedelta) -> float:
     if isinstance(value, timedelta):
         value = value.total_seconds()
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not 0 <= value < float("inf")
-    ):
+    if not is_number(value) or not 0 <= value < float("inf"):
         raise ValueError(f"{name} must be a number of seconds >= 0 or a timedelta, not {value!r}")
     return float(value)

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
 from ._options import check_priority
+from ._validate import is_int, is_number
 
 #: How a setting's value is checked (and typed on the command line):
 #: ``seconds`` > 0, ``seconds0`` >= 0, ``days`` > 0 (or a timedelta),
@@ -160,7 +161,7 @@ class WorkerConfig:
         if s.kind == "priority":
             return check_priority(name, value)
         if s.kind == "count":
-            if isinstance(value, bool) or not isinstance(value, int) or value < s.minimum:
+            if not is_int(value) or value < s.minimum:
                 raise ValueError(f"{name} must be a whole number >= {s.minimum}, not {value!r}")
             return value
         if s.kind == "dsn":
@@ -169,8 +170,7 @@ class WorkerConfig:
             value = value.total_seconds() / 86400
         zero_ok = s.kind == "seconds0"  # 0: retry at once
         if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
+            not is_number(value)
             or not (value >= 0 if zero_ok else value > 0)
             or value == float("inf")
         ):

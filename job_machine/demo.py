@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import Admin, Client, JobMachineError, Task, Worker, install_schema
-from ._sync.connection import describe_target
+from ._dsn import describe_target
 
 QUEUE = "demo.greet"
 NAMES = ["Ada", "Grace", "Edsger", "Barbara", "Donald", "Frances", "Alan", "Margaret"]
@@ -151,12 +151,9 @@ def demo(dsn: str | None = None, tasks: int = 10, work: float = 0.1) -> None:
         run(embedded, tasks, work, out)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m job_machine.demo``: the same as ``job-machine demo``."""
-    from .cli import demo_main  # noqa: PLC0415  (cli imports this module)
-
-    demo_main(argv)
-
-
 if __name__ == "__main__":
-    main()
+    # ``python -m job_machine.demo``: the same as ``job-machine demo``. The
+    # command line imports this module, never the other way round.
+    from job_machine.cli import demo_main
+
+    demo_main()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._validate import is_number
+
 
 class JobMachineError(Exception):
     """Unexpected job_machine error."""
@@ -49,9 +51,7 @@ class Retry(JobMachineError):
     __module__ = "job_machine"
 
     def __init__(self, after: float | None = None, reason: str = "retry requested") -> None:
-        if after is not None and (
-            isinstance(after, bool) or not isinstance(after, int | float) or not after >= 0
-        ):
+        if after is not None and (not is_number(after) or not after >= 0):
             raise ValueError(f"Retry(after=...) must be a number of seconds >= 0, not {after!r}")
         self.after = after
         super().__init__(reason)

@@ -39,6 +39,7 @@ import psycopg
 
 from ._acompat import select_readable
 from ._backoff import Backoff
+from ._format import first_line
 from ._sync.connection import Connector
 from ._sync.store import OUTAGE_GRACES, Store
 from ._waker import Waker
@@ -255,7 +256,7 @@ class Liveness:
                 logger.warning(
                     "worker %s: registry connection lost (%s); reconnecting in %.2f s",
                     self.worker_id,
-                    str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__,
+                    first_line(ex),
                     delay,
                 )
             except Exception:

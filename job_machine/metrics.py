@@ -45,7 +45,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from . import Admin, AsyncAdmin
-from .task import LockInfo, Stats, WorkerInfo
+from .task import COUNTED_STATES, LockInfo, Stats, WorkerInfo
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 #: The task states of ``job_machine_tasks`` (done is ``job_machine_done_tasks``).
-STATES = ("waiting", "delayed", "blocked", "running", "failed")
+STATES = COUNTED_STATES
 
 
 @dataclass(frozen=True, slots=True)

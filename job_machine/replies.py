@@ -42,8 +42,9 @@ import psycopg
 from psycopg import sql
 
 from ._acompat import select_readable
-from ._async.connection import pinned_options
 from ._backoff import Backoff
+from ._dsn import pinned_options
+from ._format import first_line
 from ._waker import Waker
 from .channels import reply_channel
 from .liveness import CLIENT_KEEPALIVES
@@ -197,10 +198,9 @@ class ReplyListener:
                             self._thread = None
                             return
                     delay = backoff.next()
-                    text = str(ex).strip()
                     logger.warning(
                         "reply listener: connection lost (%s); reconnecting in %.1f s",
-                        text.splitlines()[0] if text else type(ex).__name__,
+                        first_line(ex),
                         delay,
                     )
                     select_readable([self._waker.fd], delay)

@@ -264,6 +264,11 @@ class TaskInfo:
         return self.errors[-1] if self.errors else None
 
 
+#: The states :class:`QueueStats` counts, in the order tables show them:
+#: every state but done (and the order of its fields).
+COUNTED_STATES = ("waiting", "delayed", "blocked", "running", "failed")
+
+
 @dataclass(frozen=True, slots=True)
 class QueueStats:
     """How many tasks of one queue are in each state but done (:meth:`Admin.stats`)."""

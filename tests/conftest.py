@@ -148,8 +148,8 @@ def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
 
 @pytest.fixture
 def db(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-    """``conn``, with the tables the worker processes of tests/procs.py record into."""
-    from tests.procs import create_tables  # noqa: PLC0415
+    """``conn``, with the tables the worker processes of tests/support/procs.py record into."""
+    from tests.support.procs import create_tables  # noqa: PLC0415
 
     create_tables(conn)
     return conn

@@ -11,9 +11,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from .. import _codec, _cron
 from .._options import check_priority
+from .._validate import is_int, is_number
 from ..channels import validate_queue
 from ..errors import SchemaMissing, UnknownTask
 from ..task import (
+    COUNTED_STATES,
     STATE_NAMES,
     HourStats,
     LockInfo,
@@ -72,8 +74,7 @@ class AsyncAdmin(AsyncConnectorOwner):
         queues = await self._store.admin_stats()
         done, estimated = await self._store.admin_done()
         if estimated:  # an estimate of every row: take away the rows that are not done
-            unfinished = ("waiting", "delayed", "blocked", "running", "failed")
-            done = max(0, done - sum(getattr(q, s) for q in queues for s in unfinished))
+            done = max(0, done - sum(getattr(q, s) for q in queues for s in COUNTED_STATES))
         alive = [w for w in await self._store.admin_workers() if w.alive]
         return Stats(
             queues=queues,
@@ -163,7 +164,7 @@ class AsyncAdmin(AsyncConnectorOwner):
         if not title:  # one more than a page says whether there is a next one
             tasks = await self._store.admin_list_tasks(status, name, before_id, limit + 1)
             return TaskPage(tasks[:limit], tasks[limit - 1].id if len(tasks) > limit else None)
-        if isinstance(scan, bool) or not isinstance(scan, int) or not limit <= scan <= 1_000_000:
+        if not is_int(scan) or not limit <= scan <= 1_000_000:
             raise ValueError(f"scan must be a whole number from limit to 1000000, not {scan!r}")
         hits, edge = await self._store.admin_search_tasks(
             title, status=status, queue=name, before_id=before_id, limit=limit, scan=scan
@@ -252,13 +253,9 @@ class AsyncAdmin(AsyncConnectorOwner):
         """
         if state not in PURGEABLE:
             raise ValueError(f"state must be one of {', '.join(PURGEABLE)}, not {state!r}")
-        if (
-            isinstance(older_than, bool)
-            or not isinstance(older_than, int | float)
-            or not older_than >= 0
-        ):
+        if not is_number(older_than) or not older_than >= 0:
             raise ValueError(f"older_than must be a number of seconds >= 0, not {older_than!r}")
-        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 100_000:
+        if not is_int(batch) or not 1 <= batch <= 100_000:
             # 0 would delete nothing and never end; a negative LIMIT is an SQL error.
             raise ValueError(f"batch must be a whole number from 1 to 100000, not {batch!r}")
         name = validate_queue(queue) if queue is not None else None
@@ -468,9 +465,9 @@ def _check_page(state: str | None, limit: int, offset: int = 0) -> None:
     """The arguments of a listing: a known state, a sane limit and offset."""
     if state is not None and state not in STATES:
         raise ValueError(f"state must be one of {', '.join(STATES)}, not {state!r}")
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+    if not is_int(limit) or not 1 <= limit <= 10_000:
         raise ValueError(f"limit must be a whole number from 1 to 10000, not {limit!r}")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+    if not is_int(offset) or offset < 0:
         raise ValueError(f"offset must be a whole number >= 0, not {offset!r}")
 
 

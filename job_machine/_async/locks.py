@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from .. import _codec
+from .._validate import is_int, is_number
 from ..errors import UnknownTask
 from .store import AsyncStore
 
@@ -33,12 +34,7 @@ class AsyncLocksAndNotes:
         """
         _check_name(name)
         seconds = expire.total_seconds() if isinstance(expire, timedelta) else expire
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not math.isfinite(seconds)
-            or not 0 < seconds <= _MAX_EXPIRE
-        ):
+        if not is_number(seconds) or not math.isfinite(seconds) or not 0 < seconds <= _MAX_EXPIRE:
             raise ValueError(
                 f"expire must be a number of seconds > 0 (at most a century), not {expire!r}"
             )
@@ -58,9 +54,7 @@ class AsyncLocksAndNotes:
         :raises ValueError: ``lock_id`` is not a hold id.
         """
         _check_name(name)
-        if lock_id is not None and (
-            isinstance(lock_id, bool) or not isinstance(lock_id, int) or lock_id < 1
-        ):
+        if lock_id is not None and (not is_int(lock_id) or lock_id < 1):
             raise ValueError(f"lock_id must be an id that lock() returned, not {lock_id!r}")
         return await self._store.lock_release(name, lock_id)
 
@@ -81,6 +75,6 @@ def _check_name(name: object) -> None:
 
 
 def _check_limit(limit: object) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
+    if not is_int(limit) or not 1 <= limit <= _MAX_LIMIT:
         raise ValueError(f"limit must be a whole number from 1 to {_MAX_LIMIT}, not {limit!r}")
     return limit

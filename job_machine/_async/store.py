@@ -15,6 +15,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import PoolTimeout
 
 from .. import _codec, _cron
+from .._dsn import describe_target
+from .._lock_keys import CHORE_LOCK_KEY
 from .._queries import queries
 from .._worker_config import TaskPolicy
 from ..channels import worker_channel
@@ -43,7 +45,7 @@ from ..task import (
     TaskSummary,
     WorkerInfo,
 )
-from .connection import AsyncConnector, describe_target
+from .connection import AsyncConnector
 
 #: The send options task_insert_many takes (unique keys and parents are per task).
 _MANY_OPTIONS = (
@@ -62,9 +64,6 @@ _MANY_OPTIONS = (
 
 #: The send options only task_insert_full takes.
 _FULL_ONLY = ("unique_key", "parents")
-
-#: Advisory lock key of the housekeeping chores (one housekeeper at a time).
-CHORE_LOCK_KEY = 0x6A6D_686B  # "jmhk"
 
 #: Housekeeping removes a queue (its class row) once it has had no task,
 #: not been paused, and been neither created nor paused or resumed for this

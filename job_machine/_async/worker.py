@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from .. import _codec
 from .._acompat import ajoin_all, arun_blocking, aselect_readable, aspawn
 from .._backoff import Backoff, backoff_delay
+from .._format import first_line
 from .._shutdown import GracefulShutdown
 from .._waker import Waker
 from .._worker_config import TaskPolicy, WorkerConfig
@@ -460,7 +461,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                 logger.warning(
                     "worker %s: database connection lost (%s); reconnecting in %.1f s",
                     self.worker_id,
-                    _first_line(ex),
+                    first_line(ex),
                     delay,
                 )
                 await self._pause(delay)
@@ -510,7 +511,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                     return  # receive() hands back what is still claimed
                 delay = backoff.next()
                 logger.warning(
-                    "worker %s: %s; trying again in %.1f s", self.worker_id, _first_line(ex), delay
+                    "worker %s: %s; trying again in %.1f s", self.worker_id, first_line(ex), delay
                 )
                 await self._pause(delay)
 
@@ -846,8 +847,3 @@ def _subscriptions(names: str | Sequence[str] | None) -> list[str]:
     if not queues:
         raise ValueError("queue list is empty")
     return queues
-
-
-def _first_line(ex: BaseException) -> str:
-    text = str(ex).strip()
-    return text.splitlines()[0] if text else type(ex).__name__

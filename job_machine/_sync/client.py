@@ -14,6 +14,7 @@ from psycopg_pool import ConnectionPool
 
 from .. import _codec, _otel
 from .._options import send_options
+from .._validate import is_int
 from ..channels import queue_channel, validate_queue
 from ..errors import NoCurrentTask, UnknownTask, task_failed
 from ..replies import ReplyListener, reply_listener
@@ -413,7 +414,7 @@ class Client(LocksAndNotes, ConnectorOwner):
 
     @staticmethod
     def _check_id(task_id: object) -> int:
-        if isinstance(task_id, bool) or not isinstance(task_id, int):
+        if not is_int(task_id):
             raise TypeError(f"task id must be an int or 'reply', not {task_id!r}")
         return task_id
 

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 
 from .._backoff import Backoff
+from .._format import first_line
 from ..errors import ConnectionFailed, StatementFailed
 from ..logging import end_extra
 from ..task import ERROR, Status, TaskEnd
@@ -139,11 +140,10 @@ class Completer:
                 if isinstance(ex, ConnectionFailed) and not self._can_reconnect():
                     raise
                 delay = self._backoff.next()
-                text = str(ex).strip()
                 logger.warning(
                     "%d task(s): could not store how they ended (%s); trying again in %.1f s",
                     len(ends),
-                    text.splitlines()[0] if text else type(ex).__name__,
+                    first_line(ex),
                     delay,
                 )
                 self._pause(delay)

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from .. import _codec, _otel
 from .._acompat import Timer, run_stoppable
 from .._backoff import Backoff
+from .._format import first_line
 from ..errors import (
     Cancelled,
     ConnectionFailed,
@@ -382,7 +383,7 @@ class Executor:
                 logger.warning(
                     "task %d: could not store its outcome (%s); trying again in %.1f s",
                     task.id,
-                    _first_line(ex),
+                    first_line(ex),
                     delay,
                 )
                 self._pause(delay)
@@ -415,8 +416,3 @@ def _not_held() -> bool:
     """What a re-claim whose answer was lost found, when its retry finds the
     task not held: not held (the re-claim only restarts a clock)."""
     return False
-
-
-def _first_line(ex: BaseException) -> str:
-    text = str(ex).strip()
-    return text.splitlines()[0] if text else type(ex).__name__

@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool
 from .. import _codec
 from .._acompat import join_all, run_blocking, select_readable, spawn
 from .._backoff import Backoff, backoff_delay
+from .._format import first_line
 from .._shutdown import GracefulShutdown
 from .._waker import Waker
 from .._worker_config import TaskPolicy, WorkerConfig
@@ -462,7 +463,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
                 logger.warning(
                     "worker %s: database connection lost (%s); reconnecting in %.1f s",
                     self.worker_id,
-                    _first_line(ex),
+                    first_line(ex),
                     delay,
                 )
                 self._pause(delay)
@@ -512,7 +513,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
                     return  # receive() hands back what is still claimed
                 delay = backoff.next()
                 logger.warning(
-                    "worker %s: %s; trying again in %.1f s", self.worker_id, _first_line(ex), delay
+                    "worker %s: %s; trying again in %.1f s", self.worker_id, first_line(ex), delay
                 )
                 self._pause(delay)
 
@@ -848,8 +849,3 @@ def _subscriptions(names: str | Sequence[str] | None) -> list[str]:
     if not queues:
         raise ValueError("queue list is empty")
     return queues
-
-
-def _first_line(ex: BaseException) -> str:
-    text = str(ex).strip()
-    return text.splitlines()[0] if text else type(ex).__name__

@@ -10,7 +10,9 @@ See docs/dashboard.md.
 
 from __future__ import annotations
 
-from .app import ACTIONS, DashboardConfig, create_app
+from .actions import ACTIONS
+from .app import create_app
+from .config import DashboardConfig
 from .server import ExposureError, check_exposure, serve
 
 __all__ = ["ACTIONS", "DashboardConfig", "ExposureError", "check_exposure", "create_app", "serve"]

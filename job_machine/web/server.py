@@ -13,10 +13,11 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from .._async.admin import AsyncAdmin
-from .._async.connection import describe_target
+from .._dsn import describe_target
 from .._printable import PrintableFilter
 from ..errors import JobMachineError, SchemaMissing
-from .app import DashboardConfig, create_app
+from .app import create_app
+from .config import DashboardConfig
 from .security import LOCAL_HOSTS, Scrubber, host_key, is_loopback
 
 logger = logging.getLogger("job_machine.web")

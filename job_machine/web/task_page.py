@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from psycopg.rows import dict_row
-
 from .._async.admin import AsyncAdmin
 from ..errors import UnknownTask
 from ..task import Status, TaskInfo
@@ -165,10 +163,9 @@ async def task_page(
         "children_after": children_after,
         "children": children + 1,
     }
-    async with (
-        admin._connector.connection() as conn,
-        conn.cursor(row_factory=dict_row) as cur,
-    ):
+    # The Store's cursor: psycopg's errors become job_machine's (a timeout
+    # is StatementTimeout, a dropped connection ConnectionLost).
+    async with admin._store._cursor() as cur:
         await cur.execute(_TASK, params)
         row = await cur.fetchone()
         if row is None:
@@ -257,10 +254,9 @@ async def task_page(
 async def raw_result(admin: AsyncAdmin, task_id: int, result_id: int) -> str | None:
     """The text of one result or error of a task (at most MAX_RAW
     characters); None if the task has no such result."""
-    async with (
-        admin._connector.connection() as conn,
-        conn.cursor(row_factory=dict_row) as cur,
-    ):
+    # The Store's cursor: psycopg's errors become job_machine's (a timeout
+    # is StatementTimeout, a dropped connection ConnectionLost).
+    async with admin._store._cursor() as cur:
         await cur.execute(_RAW, {"task_id": task_id, "result_id": result_id, "max_raw": MAX_RAW})
         row = await cur.fetchone()
     return None if row is None else str(row["result"] or "")

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 import job_machine as jm
-from tests.procs import (
+from tests.support.procs import (
     expected_reply,
     kill_all,
     start_worker,
@@ -23,8 +23,8 @@ from tests.procs import (
     terminate_and_check,
     wait_until,
 )
-from tests.rows import processed_by, task_state
-from tests.workers import Base, serving
+from tests.support.rows import processed_by, task_state
+from tests.support.workers import Base, serving
 
 
 class Fails(Base):
@@ -560,7 +560,7 @@ def test_resume_wakes_a_waiting_worker_process_at_once(
     worker = start_worker(dsn, "resume.q", tmp_path, "w", timeout=30)
     try:
         wait_until(lambda: started_count(db) >= 1, 30, "the worker to start", [worker])
-        time.sleep(1.0)  # it drained (nothing claimable) and waits, up to 30 s
+        worker.wait_idle()  # it drained (nothing claimable) and waits, up to 30 s
         assert processed_by(db, tid) == [], worker.describe()
         assert admin.task_info(tid).state == "waiting"
         t0 = time.monotonic()
@@ -613,7 +613,10 @@ def test_stop_workers_by_id_stops_that_idle_worker_only(
         t0 = time.monotonic()
         assert a.wait_exit(5) == 0, a.describe()
         assert time.monotonic() - t0 < 3, a.describe()
-        time.sleep(1.2)  # two more heartbeats of b
+        seen = "SELECT seen FROM jobmachine.worker WHERE pid = %s"
+        for _ in range(2):  # two more heartbeats of b
+            before = db.execute(seen, (b.pid,)).fetchone()
+            wait_until(lambda: db.execute(seen, (b.pid,)).fetchone() != before, 5, "a beat", [b])
         assert b.alive(), b.describe()
         assert [w.pid for w in admin.workers()] == [b.pid]
         tid = client.send({"seq": 9}, queue="idle.q")

@@ -11,12 +11,13 @@ import psycopg
 import pytest
 
 import job_machine as jm
+from tests.support.workers import Observed
 
 UNREACHABLE = "host=127.0.0.1 port=1 dbname=x user=u password=s3cret connect_timeout=2"
 UNREACHABLE_URI = "postgresql://u:s3cret@127.0.0.1:1/x?connect_timeout=2"
 
 
-class Echo(jm.Worker):
+class Echo(Observed):
     handle_signals = False
 
     def process(self, task: jm.Task) -> None:
@@ -215,7 +216,7 @@ def test_queue_name_length_limit(
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     try:
-        time.sleep(0.3)  # let it LISTEN (a lost wake-up would show as > 1 s below)
+        w.wait_idle(after=0)  # LISTENing (a lost wake-up would show as > 1 s below)
         with jm.Client(dsn, queue=good) as c:
             t0 = time.monotonic()
             tid = c.send({"long": "name"})

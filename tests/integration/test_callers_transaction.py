@@ -20,8 +20,8 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 import job_machine as jm
-from tests.rows import task_state
-from tests.workers import Base
+from tests.support.rows import task_state
+from tests.support.workers import Base
 
 QUEUE = "job.task"
 

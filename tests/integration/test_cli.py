@@ -2,7 +2,7 @@
 against the test's own database.
 
 Commands run as ``python -m job_machine.cli``; the sync worker runs through
-the installed ``job-machine`` script from the tests folder, so that
+the installed ``job-machine`` script from tests/support, so that
 ``cli_workers:Echo`` is found in the working directory. Their stdout is a
 pipe, so every output checked here is the plain one scripts read.
 """
@@ -31,10 +31,10 @@ import pytest
 
 import job_machine as jm
 from job_machine._schema_sql import SCHEMA_VERSION
-from tests.cli_workers import Echo
+from tests.support.cli_workers import Echo
 
 ROOT = Path(__file__).resolve().parents[2]
-TESTS = ROOT / "tests"
+TESTS = ROOT / "tests" / "support"
 CLI = [sys.executable, "-m", "job_machine.cli"]
 SCRIPT = Path(sys.executable).with_name("job-machine")
 #: What a terminal gets and a pipe must not: escape sequences and box drawing.
@@ -65,7 +65,7 @@ def cli(*args: str, dsn: str | None = None, stdin: str | None = None, cwd: Path 
 
 
 def cli_many(commands: Sequence[Sequence[str]], dsn: str | None = None) -> list[Result]:
-    """Run independent commands at once (from the tests folder), in order of ``commands``."""
+    """Run independent commands at once (from tests/support), in order of ``commands``."""
     with ThreadPoolExecutor(8) as pool:
         return list(pool.map(lambda args: cli(*args, dsn=dsn, cwd=TESTS), commands))
 
@@ -102,7 +102,7 @@ def cli_worker(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``job-machine worker ARGS`` as a child process, yielded once it is
     registered (its signal handlers are in place by then). With ``script``, the
-    installed script runs from the tests folder; else ``python -m`` from the root."""
+    installed script runs from tests/support; else ``python -m`` from the root."""
     if script:
         assert SCRIPT.exists(), f"{SCRIPT} is missing: pip install -e . installs it"
         command, cwd = [str(SCRIPT), "worker", *args], TESTS
@@ -762,7 +762,7 @@ def test_worker_answers_send_wait_and_exits_0_on_sigterm(
         spec, queues, script = "cli_workers:Echo", ["cli.echo"], True
         queue_args: list[str] = []
     else:
-        spec, queues, script = "tests.cli_workers:AsyncEcho", ["cli.a", "cli.b"], False
+        spec, queues, script = "tests.support.cli_workers:AsyncEcho", ["cli.a", "cli.b"], False
         queue_args = ["-q", "cli.a", "--queue", "cli.b"]
     with cli_worker(dsn, tmp_path, spec, *queue_args, *options, script=script) as proc:
         listed, table = cli_many([["workers", "--json"], ["workers"]], dsn=dsn)

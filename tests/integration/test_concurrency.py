@@ -1,6 +1,6 @@
 """Many worker and client processes on one queue: every task exactly once.
 
-Workers and clients are real OS processes (``python -m tests.procs ...``);
+Workers and clients are real OS processes (``python -m tests.support.procs ...``);
 half of the workers are sync, half asyncio. What they did is read back from
 the ``processed`` table the workers write into (no unique constraint, so a
 task processed twice shows up twice) and from jobmachine's own tables.
@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 import job_machine as jm
-from tests.procs import (
+from tests.support.procs import (
     Child,
     describe_all,
     expected_reply,
@@ -195,8 +195,9 @@ def test_idle_worker_process_wakes_up_on_send(
     try:
         wait_until(lambda: started_count(db) == 1, 30, "the worker's startup()", [worker])
         delays = []
+        rounds = 0
         for seq in range(20):
-            time.sleep(0.1)  # the worker is back waiting for a notification
+            rounds = worker.wait_idle(after=rounds)  # back waiting for a notification
             tid = client.send({"seq": seq}, queue=QUEUE)
             assert client.wait(tid, timeout=10) == expected_reply(seq), worker.describe()
             row = db.execute(
@@ -225,7 +226,7 @@ def test_idle_worker_process_survives_housekeeping_and_still_serves(
     worker = start_worker(dsn, QUEUE, tmp_path, f"worker-{kind}", kind=kind, timeout=0.3)
     try:
         wait_until(lambda: started_count(db) == 1, 30, "the worker's startup()", [worker])
-        time.sleep(1.5)  # several rounds of housekeeping
+        worker.wait_idle(after=4)  # several rounds of housekeeping (one a round)
         assert worker.alive(), f"the idle worker died during housekeeping:\n{worker.describe()}"
         tid = client.send({"seq": 42}, queue=QUEUE)
         assert client.wait(tid, timeout=10) == expected_reply(42), worker.describe()

@@ -14,7 +14,7 @@ import pytest
 
 import job_machine as jm
 from job_machine.task import DONE, TaskEnd
-from tests.workers import serving
+from tests.support.workers import serving
 
 
 class Overlap:

@@ -2,7 +2,7 @@
 time limit, its expiry, and Admin.cancel / Client.cancel of a task that
 runs, in the async worker (in this process), the sync worker and the worker
 processes of ``--processes`` (real processes: ``python -m job_machine.cli
-worker tests.deadline_workers:...``)."""
+worker tests.support.deadline_workers:...``)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import pytest
 
 import job_machine as jm
 from tests.integration.test_supervisor import Supervised, supervisor
-from tests.procs import wait_until
-from tests.workers import Base, serving
+from tests.support.procs import wait_until
+from tests.support.workers import Base, serving
 
 QUEUE = "deadline.q"
 
@@ -124,7 +124,7 @@ async def test_async_worker_cancels_an_attempt_past_its_time_limit_retries_then_
 def test_sync_worker_task_sees_its_time_limit_cooperatively(
     dsn: str, client: jm.Client, admin: jm.Admin, tmp_path: Path
 ) -> None:
-    args = ("tests.deadline_workers:Cooperative", "--queue", QUEUE, "--retry-backoff", "0")
+    args = ("tests.support.deadline_workers:Cooperative", "--queue", QUEUE, "--retry-backoff", "0")
     with supervisor(dsn, tmp_path, *args) as s:
         _wait_for_workers(s, admin, 1)
         begun = time.monotonic()
@@ -144,7 +144,7 @@ def test_a_late_answer_of_a_timed_out_attempt_is_refused(
 ) -> None:
     """A thread that never looks at task.cancelled: its attempt is ended (and
     its client told) at the limit, and its reply, when it comes, is refused."""
-    args = ("tests.deadline_workers:Oblivious", "--queue", QUEUE, "--time-limit", "0.5")
+    args = ("tests.support.deadline_workers:Oblivious", "--queue", QUEUE, "--time-limit", "0.5")
     with supervisor(dsn, tmp_path, *args) as s:
         _wait_for_workers(s, admin, 1)
         begun = time.monotonic()
@@ -163,7 +163,7 @@ def test_process_mode_ends_the_child_past_the_time_limit_and_a_fresh_one_serves(
 ) -> None:
     """A CPU-bound task that never looks: the worker process running it ends
     itself, and the supervisor starts a fresh one at once."""
-    args = ("tests.deadline_workers:Spin", "--queue", QUEUE, "--processes", "1")
+    args = ("tests.support.deadline_workers:Spin", "--queue", QUEUE, "--processes", "1")
     with supervisor(dsn, tmp_path, *args) as s:
         [old] = _wait_for_workers(s, admin, 1)
         tid = client.send("spin", time_limit=0.5, attempts=1)
@@ -309,7 +309,7 @@ async def test_a_lost_cancel_notification_is_made_up_for_by_the_heartbeat(dsn: s
 def test_cancel_of_a_running_sync_task_is_seen_by_the_task(
     dsn: str, client: jm.Client, admin: jm.Admin, tmp_path: Path
 ) -> None:
-    args = ("tests.deadline_workers:Cooperative", "--queue", QUEUE)
+    args = ("tests.support.deadline_workers:Cooperative", "--queue", QUEUE)
     with supervisor(dsn, tmp_path, *args) as s:
         [pid] = _wait_for_workers(s, admin, 1)
         tid = client.send("long", attempts=3)
@@ -330,7 +330,7 @@ def test_cancel_of_a_running_sync_task_is_seen_by_the_task(
 def test_cancel_in_process_mode_ends_the_child_and_a_fresh_one_serves(
     dsn: str, client: jm.Client, admin: jm.Admin, tmp_path: Path
 ) -> None:
-    args = ("tests.deadline_workers:Spin", "--queue", QUEUE, "--processes", "1")
+    args = ("tests.support.deadline_workers:Spin", "--queue", QUEUE, "--processes", "1")
     with supervisor(dsn, tmp_path, *args) as s:
         [old] = _wait_for_workers(s, admin, 1)
         tid = client.send("spin", attempts=3)

@@ -35,7 +35,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
-from tests.procs import wait_until
+from tests.support.procs import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 

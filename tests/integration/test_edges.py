@@ -16,7 +16,7 @@ from job_machine._sync.connection import Connector
 from job_machine._sync.store import Store
 from job_machine.liveness import Liveness
 from tests.conftest import drop_database, new_database
-from tests.workers import Base, serving
+from tests.support.workers import Base, serving
 
 
 @pytest.mark.parametrize("batch", [0, -1, 1.5, True, "10", 100_001])

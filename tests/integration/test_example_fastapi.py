@@ -16,7 +16,7 @@ import httpx
 
 import job_machine as jm
 from examples.fastapi_app import ReportWorker, app
-from tests.appconns import PeakConnections, named, wait_closed
+from tests.support.appconns import PeakConnections, named, wait_closed
 
 #: Requests in flight at once, in the concurrency test.
 CONCURRENT = 40

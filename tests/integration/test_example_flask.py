@@ -19,8 +19,8 @@ from werkzeug.serving import make_server
 
 import job_machine as jm
 from examples.flask_app import ReportWorker, create_app, shared_client
-from tests.appconns import PeakConnections, named, wait_closed
-from tests.workers import serving
+from tests.support.appconns import PeakConnections, named, wait_closed
+from tests.support.workers import serving
 
 #: Requests in flight at once, in the concurrency test, each on a thread.
 CONCURRENT = 40

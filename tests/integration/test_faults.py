@@ -1,8 +1,8 @@
 """Faults while tasks flow: lost sessions, a restarted or crashed server, killed workers.
 
-Workers are real processes (``python -m tests.procs worker``), sync and
+Workers are real processes (``python -m tests.support.procs worker``), sync and
 asyncio, and so are the faults: ``pg_terminate_backend`` of the workers'
-sessions, a private PostgreSQL server (:class:`~tests.pgserver.PgServer`)
+sessions, a private PostgreSQL server (:class:`~tests.support.pgserver.PgServer`)
 stopped and started again or SIGKILLed and recovered, SIGKILL of workers.
 
 What tests 1-3 prove: no task is lost (each seq sent is one task, and every
@@ -19,7 +19,7 @@ Each worker's DSN carries an ``application_name`` of its own
 (``jm_faults_<name>``), so its job_machine sessions (the registry session of
 its liveness thread, and the connection it listens and works on) can be
 found in ``pg_stat_activity`` and terminated. The recording connection of
-tests/procs.py is named ``procs_record`` and the clients' connections have no
+tests/support/procs.py is named ``procs_record`` and the clients' connections have no
 such name, so the faults hit job_machine's connections only.
 """
 
@@ -44,8 +44,8 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 import job_machine as jm
-from tests.pgserver import PgServer
-from tests.procs import (
+from tests.support.pgserver import PgServer
+from tests.support.procs import (
     Child,
     create_tables,
     describe_all,

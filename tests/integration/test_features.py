@@ -28,7 +28,8 @@ import pytest
 from psycopg import sql
 
 import job_machine as jm
-from tests.workers import Base, serving
+from tests.support.procs import wait_until
+from tests.support.workers import Base, serving
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 #: A DSN for objects that are never connected in the test.
@@ -69,19 +70,9 @@ def drain(w: jm.Worker, most: int = 100) -> int:
     return n
 
 
-def wait_for(cond: Callable[[], Any], timeout: float = 5.0, what: str = "a condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.01)
-
-
 def wait_due(conn: psycopg.Connection[Any], tid: int) -> None:
     """Wait until the database's clock passes the task's run_after."""
-    wait_for(
+    wait_until(
         lambda: conn.execute(
             "SELECT run_after <= now() FROM jobmachine.task WHERE task_id = %s", [tid]
         ).fetchone()[0],  # type: ignore[index]
@@ -219,7 +210,7 @@ def gate_closed(conn: psycopg.Connection[Any], key: int) -> Iterator[Callable[[i
             ).fetchone()
             return row is not None and row[0] >= n
 
-        wait_for(waiting, timeout, f"{n} sessions waiting at the gate")
+        wait_until(waiting, timeout, f"{n} sessions waiting at the gate")
 
     conn.execute("SELECT pg_advisory_lock(%s)", [key])
     try:
@@ -280,7 +271,7 @@ def test_a_sleeping_worker_wakes_on_time_for_a_delayed_task(
     tid = client.send("delayed", delay=delay, queue=Q) if before else None
     with serving(w):
         if tid is None:
-            time.sleep(0.2)  # the worker is asleep, waiting for news
+            w.wait_idle(after=0)  # the worker is asleep, waiting for news
             tid = client.send("delayed", delay=delay, queue=Q)
         assert client.wait(tid, timeout=10) == "delayed"
     info = client.task_info(tid)
@@ -296,7 +287,7 @@ def test_a_sooner_delayed_task_wakes_a_worker_sleeping_for_a_later_one(
     w = Recorder(dsn, queue=Q, timeout=30)
     late = client.send("late", delay=60, queue=Q)
     with serving(w):
-        time.sleep(0.2)  # asleep until the late task's due time (60 s)
+        w.wait_idle(after=0)  # asleep until the late task's due time (60 s)
         soon = client.send("soon", delay=0.5, queue=Q)
         assert client.wait(soon, timeout=10) == "soon"
     info = client.task_info(soon)
@@ -311,7 +302,7 @@ def test_a_pattern_worker_wakes_on_time_for_a_delayed_task_of_a_new_queue(
 ) -> None:
     w = Recorder(dsn, queue="later.*", timeout=30)
     with serving(w):
-        time.sleep(0.2)
+        w.wait_idle(after=0)
         tid = client.send("x", queue="later.fresh", delay=0.8)
         assert client.wait(tid, timeout=10) == "x"
     info = client.task_info(tid)
@@ -398,7 +389,7 @@ def test_priority_order_holds_across_queues_and_through_a_serving_worker(
     expected.sort(key=lambda pt: (-pt[0], pt[1]))
     w = Recorder(dsn, queue=["feat.a", "feat.b"], timeout=30)
     with serving(w):
-        wait_for(lambda: len(w.seen) == len(expected), 10, "all tasks processed")
+        wait_until(lambda: len(w.seen) == len(expected), 10, "all tasks processed")
     assert [(t.priority, t.id) for t in w.seen] == expected
 
 
@@ -425,7 +416,7 @@ def test_a_serving_worker_with_min_priority_leaves_low_tasks_alone(
     with serving(w):
         high = client.send("high", queue=Q, priority=2)
         assert client.wait(high, timeout=5) == "high"
-        time.sleep(0.1)
+        w.wait_drained()  # it looked for more after high: low stays
     assert [t.id for t in w.seen] == [high]
     assert status_of(conn, low) == jm.Status.WAITING
 
@@ -473,7 +464,7 @@ def test_a_queue_created_after_the_worker_started_is_served_promptly(
     client.send("old", queue="gl.old")
     w = Recorder(dsn, queue=pattern, timeout=30)
     with serving(w):
-        time.sleep(0.2)  # asleep, with gl.old's task done
+        w.wait_drained()  # asleep, with gl.old's task done
         not_mine = client.send("deep", queue="gl.new.deep") if pattern == "gl.*" else None
         elsewhere = client.send("elsewhere", queue="glnew")
         t0 = time.monotonic()
@@ -481,7 +472,7 @@ def test_a_queue_created_after_the_worker_started_is_served_promptly(
         assert client.wait(first, timeout=5) == "first"
         took_first = time.monotonic() - t0
         # Now an existing queue, heard on its own channel.
-        time.sleep(0.1)
+        w.wait_drained()
         t0 = time.monotonic()
         second = client.send("second", queue="gl.new")
         assert client.wait(second, timeout=5) == "second"
@@ -626,7 +617,7 @@ def test_a_serving_worker_is_woken_when_a_child_is_unblocked(dsn: str, client: j
     child = client.send("c", queue=C, parents=[parent])
     w = Recorder(dsn, queue=C, timeout=30)
     with serving(w), Recorder(dsn, queue=P) as parents:
-        time.sleep(0.2)
+        w.wait_idle(after=0)
         assert w.seen == []  # blocked: not taken
         t0 = time.monotonic()
         assert parents.work_once()
@@ -809,7 +800,7 @@ def test_two_parents_finished_at_once_by_two_processes_release_the_child_once(
             ).fetchone()
             assert holders == (2,)
             conn.execute("SELECT pg_advisory_unlock(%s)", [key])  # open the gate
-            wait_for(
+            wait_until(
                 lambda p1=p1, p2=p2: status_of(conn, p1) == status_of(conn, p2) == 200,
                 10,
                 "both parents done",
@@ -835,15 +826,16 @@ def test_a_parent_locked_by_a_child_being_sent_is_not_left_for_the_timeout(
     an autocommit send right after the parent's (found by the test above)."""
     w = Recorder(dsn, queue=P, timeout=30)
     with serving(w), psycopg.connect(dsn, autocommit=True) as tx:
+        asleep = w.wait_idle(after=0)
         parent = client.send("p", queue=P, delay=0.5)
-        time.sleep(0.1)  # the worker sleeps until the parent is due
+        w.wait_idle(after=asleep)  # the worker sleeps until the parent is due
         with tx.transaction():
             child = jm.Client(conn=tx).send("c", queue=C, parents=[parent])  # locks the parent
             wait_due(conn, parent)
-            time.sleep(0.3)  # the worker woke for the parent meanwhile
+            w.wait_idle()  # the worker woke for the parent meanwhile, and sleeps again
         assert client.task_info(child).state == "blocked"
         t0 = time.monotonic()
-        wait_for(
+        wait_until(
             lambda: status_of(conn, parent) == jm.Status.FINISHED,
             5,
             "the parent to be processed after the child's transaction ended",
@@ -1018,7 +1010,7 @@ def test_unique_keys_under_concurrent_senders_and_a_worker(
     w = Recorder(dsn, queue=queue, timeout=30)
     with serving(w):
         results = _run_senders(dsn, conn, tmp_path, queue, 7303)
-        wait_for(
+        wait_until(
             lambda: (
                 conn.execute("SELECT count(*) FROM jobmachine.task WHERE status <> 200").fetchone()
                 == (0,)
@@ -1051,7 +1043,7 @@ def test_remove_after_per_task(dsn: str, client: jm.Client, conn: psycopg.Connec
         counts = w.housekeeping()
         assert counts.ran and counts.removed == 0  # not yet
         assert status_of(conn, short) == jm.Status.FINISHED
-        wait_for(
+        wait_until(
             lambda: (
                 conn.execute(
                     "SELECT modified + interval '0.5 s' < now() FROM jobmachine.task "

@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 
 import job_machine as jm
-from tests.rows import result_rows, task_state
-from tests.workers import Base, Holding, serving
+from tests.support.rows import result_rows, task_state
+from tests.support.workers import Base, Holding, serving
 
 QUEUE = "job.task"
 

@@ -16,14 +16,14 @@ import psycopg
 import pytest
 
 import job_machine as jm
-from tests.procs import (
+from tests.support.procs import (
     expected_reply,
     kill_all,
     start_worker,
     started_count,
     wait_until,
 )
-from tests.workers import Base, serving
+from tests.support.workers import Base, serving
 
 QUEUE = "group.q"
 

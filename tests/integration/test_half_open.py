@@ -2,7 +2,7 @@
 without a word (packets dropped, no RST, no FIN), as when a NAT forgets the
 flow or the server's machine loses power.
 
-Real kernel networking, no mocks: a private PostgreSQL (tests/pgserver.py)
+Real kernel networking, no mocks: a private PostgreSQL (tests/support/pgserver.py)
 runs in a Linux network namespace of its own and listens on a veth address;
 the workers in the test process reach it from the root namespace through the
 veth pair. The cut is ``ip link set down`` on the namespace's end of the
@@ -43,8 +43,8 @@ import pytest
 
 import job_machine as jm
 from job_machine.liveness import CLIENT_KEEPALIVES
-from tests.pgserver import PgServer
-from tests.workers import Base
+from tests.support.pgserver import PgServer
+from tests.support.workers import Base
 
 #: The pinging workers' ``timeout``: after this long without a notification
 #: they ping their listening connection, which then has data in flight.

@@ -2,7 +2,7 @@
 rescue of a live worker's, max_runtime as an explicit limit, the shutdown
 grace period, and reconnecting after the database cut a connection.
 
-Crash tests use real worker processes (tests/procs.py); the rest run the
+Crash tests use real worker processes (tests/support/procs.py); the rest run the
 worker in a thread of the test process.
 """
 
@@ -20,15 +20,16 @@ import psycopg
 import pytest
 
 import job_machine as jm
-from tests.procs import (
+from job_machine._lock_keys import WORKER_KEY
+from tests.support.procs import (
     Child,
     expected_reply,
     start_worker,
     started_count,
     wait_until,
 )
-from tests.rows import error_types, processed_by, task_state
-from tests.workers import Base, serving
+from tests.support.rows import error_types, processed_by, task_state
+from tests.support.workers import Base, serving
 
 QUEUE = "live.test"
 KINDS = ["sync", "async"]
@@ -55,11 +56,10 @@ def test_a_serving_worker_is_registered_and_holds_its_liveness_lock(
         # The lock PostgreSQL will release when the worker's session ends.
         held = conn.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            " AND classid = 1785558891 AND objid = %s AND objsubid = 2"
-            # Advisory locks are per database; other sessions' tests may
-            # hold the same key in theirs.
+            " AND classid = %s::oid AND objid = %s AND objsubid = 2"
+            # pg_locks is the cluster's: other tests' databases have a worker 1 too.
             " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            (w.worker_id,),
+            (WORKER_KEY, w.worker_id),
         ).fetchone()
         assert held == (1,)
         worker_id = w.worker_id
@@ -307,7 +307,7 @@ def test_a_task_whose_notification_was_lost_is_found_within_the_timeout(
 ) -> None:
     w = Base(dsn, timeout=0.5)
     with serving(w):
-        time.sleep(0.2)
+        w.wait_idle(after=0)
         # A task inserted with no pg_notify at all, as if the notification were lost.
         row = conn.execute(
             "INSERT INTO jobmachine.task (class_id, parameters, status)"

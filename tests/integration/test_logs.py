@@ -20,7 +20,7 @@ from psycopg.conninfo import make_conninfo
 import job_machine as jm
 from job_machine.logging import JsonFormatter
 from tests.integration.test_web import TOKEN, web_process
-from tests.procs import wait_until
+from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.db
 
@@ -42,7 +42,7 @@ def test_a_worker_logs_one_json_object_per_line(dsn: str, tmp_path: Path) -> Non
     log = tmp_path / "worker.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [
-        *(sys.executable, "-m", "job_machine.cli", "worker", "tests.log_workers:Chatty"),
+        *(sys.executable, "-m", "job_machine.cli", "worker", "tests.support.log_workers:Chatty"),
         *("--log-format", "json", "--retries", "1", "--retry-backoff", "0"),
         *("--dsn", secret_dsn),
     ]

@@ -21,7 +21,7 @@ import job_machine as jm
 from job_machine._queries import queries
 from tests.integration.test_claim_plan import _explain, _insert_history, _max_rows, _nodes
 from tests.integration.test_web import TOKEN, dashboard
-from tests.procs import wait_until
+from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.db
 

@@ -113,7 +113,7 @@ def test_send_process_reply_wait_is_one_trace_across_processes(dsn: str, tmp_pat
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
             worker = subprocess.Popen(
-                [sys.executable, "-m", "tests.otel_worker", dsn, "otel.q", str(out)],
+                [sys.executable, "-m", "tests.support.otel_worker", dsn, "otel.q", str(out)],
                 cwd=ROOT,
                 env=env,
             )

@@ -21,7 +21,7 @@ Two layouts, one per rule of docs/liveness.md ("Outages"):
 
 Demands: 0 live workers reaped (each worker keeps its registration, no
 ``WorkerDied`` result) and 0 tasks run twice (one ``processed`` row each).
-Workers are real processes (``python -m tests.procs worker``).
+Workers are real processes (``python -m tests.support.procs worker``).
 """
 
 from __future__ import annotations
@@ -39,9 +39,10 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import job_machine as jm
+from job_machine._lock_keys import CHORE_LOCK_KEY
 from job_machine.liveness import Liveness
-from tests.pgserver import PgServer
-from tests.procs import (
+from tests.support.pgserver import PgServer
+from tests.support.procs import (
     Child,
     create_tables,
     describe_all,
@@ -60,8 +61,8 @@ OUTAGE = 20.0
 TASK_SECONDS = OUTAGE + 4.0
 #: grace 3 s, heartbeat 1.5 s, the outage fallback 10 graces = 30 s > OUTAGE.
 DEAD_AFTER = 6.0
-#: The fleet's housekeeper lock (job_machine._async.store.CHORE_LOCK_KEY).
-LEADER_KEY = 0x6A6D_686B
+#: The fleet's housekeeper lock (job_machine/_lock_keys.py).
+LEADER_KEY = CHORE_LOCK_KEY
 
 
 class OutageProxy:
@@ -153,7 +154,7 @@ def tcp_db(
     dsn: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, psycopg.Connection[Any]]]:
     """A database the proxy can reach over TCP, with the tables of
-    tests/procs.py: the test's own when its server listens on TCP, else one
+    tests/support/procs.py: the test's own when its server listens on TCP, else one
     on a private server (the embedded server listens on a Unix socket)."""
     server: PgServer | None = None
     if str(conninfo_to_dict(dsn).get("host") or "").startswith("/"):

@@ -21,8 +21,8 @@ import pytest
 
 import job_machine as jm
 from job_machine.channels import PART_PAYLOAD
-from tests import streamers
 from tests.integration.test_cli import cli_worker
+from tests.support import streamers
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,7 +53,7 @@ def test_a_workers_parts_arrive_in_order_while_it_runs_and_a_late_reader_reads_t
 ) -> None:
     spec = new_gate(dsn)
     with (
-        cli_worker(dsn, tmp_path, "tests.streamers:Streamer", script=False) as proc,
+        cli_worker(dsn, tmp_path, "tests.support.streamers:Streamer", script=False) as proc,
         jm.Client(dsn, queue="tests.stream") as client,
         jm.Client(dsn) as late_client,
     ):
@@ -84,7 +84,7 @@ async def test_async_parts_arrive_in_order_while_an_async_worker_runs(
     dsn: str, conn: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
     spec = new_gate(dsn)
-    with cli_worker(dsn, tmp_path, "tests.streamers:AsyncStreamer", script=False) as proc:
+    with cli_worker(dsn, tmp_path, "tests.support.streamers:AsyncStreamer", script=False) as proc:
         async with jm.AsyncClient(dsn, queue="tests.stream.async") as client:
             tid = await client.send({"n": 3, "gate": spec})
             seen = []
@@ -102,7 +102,7 @@ def test_a_generator_task_function_streams_its_yields_and_returns_the_reply(
 ) -> None:
     spec = new_gate(dsn)
     with (
-        cli_worker(dsn, tmp_path, "--app", "tests.streamers:app", script=False),
+        cli_worker(dsn, tmp_path, "--app", "tests.support.streamers:app", script=False),
         streamers.app.using(dsn),
     ):
         tid = streamers.count.send(3, spec)
@@ -122,7 +122,7 @@ async def test_an_async_generator_task_function_streams_its_yields(
     dsn: str, conn: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
     spec = new_gate(dsn)
-    with cli_worker(dsn, tmp_path, "--app", "tests.streamers:async_app", script=False):
+    with cli_worker(dsn, tmp_path, "--app", "tests.support.streamers:async_app", script=False):
         async with streamers.async_app.ausing(dsn):
             tid = await streamers.acount.asend(3, spec)
             seen = []
@@ -215,7 +215,7 @@ def test_wait_and_wait_all_are_not_woken_by_parts_and_return_the_reply(
 ) -> None:
     spec = new_gate(dsn)
     with (
-        cli_worker(dsn, tmp_path, "tests.streamers:Streamer", script=False),
+        cli_worker(dsn, tmp_path, "tests.support.streamers:Streamer", script=False),
         jm.Client(dsn, queue="tests.stream") as client,
         jm.Client(dsn, queue="tests.stream") as waiter,
     ):

@@ -23,6 +23,7 @@ from psycopg.rows import dict_row
 
 import job_machine as jm
 from job_machine._schema_sql import SCHEMA_VERSION
+from tests.support.workers import Observed
 
 #: Every schema version create_tables.sql records, as rows.
 ALL_VERSIONS = [(v,) for v in range(1, SCHEMA_VERSION + 1)]
@@ -119,7 +120,7 @@ def perl(dsn: str) -> Iterator[Perl]:
     p.close()
 
 
-class Answer(jm.Worker):
+class Answer(Observed):
     """A Python worker answering a Perl 0.19 client: reply({"data": x})."""
 
     handle_signals = False
@@ -258,7 +259,7 @@ def test_python_worker_is_woken_by_a_perl_client(perl_dsn: str) -> None:
     t.start()
     p = Perl(perl_dsn)
     try:
-        time.sleep(0.3)  # let the worker LISTEN
+        w.wait_idle(after=0)  # the worker LISTENs
         t0 = time.monotonic()
         tid = p.send("perl.queue", {"data": 7})  # NOTIFY "jm:perl.queue", no payload
         assert picked.wait(5), errors

@@ -26,8 +26,8 @@ from job_machine._codec import encode
 from job_machine._sync.connection import Connector
 from job_machine._sync.store import Store
 from tests.integration.test_perl_compat import Perl
-from tests.rows import error_types, task_state
-from tests.workers import Base, Holding, serving
+from tests.support.rows import error_types, task_state
+from tests.support.workers import Base, Holding, serving
 
 QUEUE = "py.reports"
 PERL_QUEUE = "perl.mail"

@@ -19,7 +19,8 @@ import psycopg
 import pytest
 
 import job_machine as jm
-from tests.pgserver import PgBouncer, PgServer
+from tests.support.pgserver import PgBouncer, PgServer
+from tests.support.workers import Observed
 
 pytestmark = pytest.mark.pgbouncer
 
@@ -45,7 +46,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PgServer, 
         server.cleanup()
 
 
-class Echo(jm.Worker):
+class Echo(Observed):
     handle_signals = False
     queue = "bouncer.q"
 
@@ -92,11 +93,7 @@ def test_a_worker_works_through_the_pooler_and_listens_direct(
     t.start()
     try:
         with jm.Client(via, queue="bouncer.q", connect_kwargs=NO_PREPARE) as sender:
-            deadline = time.monotonic() + 10
-            while w.worker_id is None:
-                assert not errors and time.monotonic() < deadline, errors
-                time.sleep(0.02)
-            time.sleep(0.2)  # listening
+            w.wait_idle(after=0)  # registered and listening
             # wait() needs LISTEN: the client's reply listener connects direct,
             # its reads go through the pooler.
             with jm.Client(via, listen_dsn=direct, connect_kwargs=NO_PREPARE) as waiter:

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.pgserver import PgServer
+from tests.support.pgserver import PgServer
 
 
 @pytest.fixture

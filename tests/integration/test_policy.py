@@ -23,8 +23,15 @@ from psycopg.conninfo import make_conninfo
 import job_machine as jm
 from job_machine._queries import queries
 from tests.integration.test_claim_plan import _explain, _nodes, _seq_scans_of_task
-from tests.procs import Child, expected_reply, kill_all, start_worker, started_count, wait_until
-from tests.rows import error_types, processed_by, task_state
+from tests.support.procs import (
+    Child,
+    expected_reply,
+    kill_all,
+    start_worker,
+    started_count,
+    wait_until,
+)
+from tests.support.rows import error_types, processed_by, task_state
 
 #: The fleet's housekeeper lock (job_machine._async.store.CHORE_LOCK_KEY).
 LEADER_KEY = 0x6A6D_686B

@@ -11,7 +11,8 @@ import psycopg
 import pytest
 
 import job_machine as jm
-from tests.workers import Base, serving
+from tests.support.procs import wait_until
+from tests.support.workers import Base, serving
 
 
 class Recording(Base):
@@ -37,10 +38,7 @@ class Recording(Base):
 def _drain(dsn: str, w: Recording, client: jm.Client, n: int) -> None:
     client.send_many(range(n))
     with serving(w):
-        deadline = time.monotonic() + 30
-        while len(w.held) < n:
-            assert time.monotonic() < deadline, w.held
-            time.sleep(0.02)
+        wait_until(lambda: len(w.held) >= n, 30, f"{n} tasks held")
     w.look.close()
 
 
@@ -141,13 +139,9 @@ def test_a_batch_of_short_tasks_is_marked_done_in_one_statement(
 
     client.send_many(range(40))
     w = Quiet(dsn, prefetch=10)
+    undone = "SELECT count(*) FROM jobmachine.task WHERE status <> 200"
     with serving(w):
-        deadline = time.monotonic() + 20
-        while conn.execute(
-            "SELECT count(*) FROM jobmachine.task WHERE status <> 200"
-        ).fetchone() != (0,):
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: conn.execute(undone).fetchone() == (0,), 20, "every task done")
     # xmin is the transaction that wrote the done mark: after the first
     # task, batches of ten share one.
     rows = conn.execute("SELECT xmin::text FROM jobmachine.task ORDER BY task_id").fetchall()
@@ -167,8 +161,9 @@ def test_a_stop_mid_batch_still_marks_the_finished_ones_done(
                 self.stop()
 
     client.send_many(range(60))
-    with serving(StopsAtFive(dsn, prefetch=10)):
-        time.sleep(0.5)
+    with serving(StopsAtFive(dsn, prefetch=10)) as t:
+        t.join(10)  # it stops itself, mid-batch
+        assert not t.is_alive(), "the worker did not stop itself"
     counts = dict(
         conn.execute("SELECT status, count(*) FROM jobmachine.task GROUP BY status").fetchall()
     )

@@ -86,7 +86,7 @@ def test_worker_log_lines_print_no_control_character() -> None:
     """`job-machine work` logs through the handler _setup_logging makes."""
     code = (
         "import logging, sys\n"
-        "from job_machine.cli import _setup_logging\n"
+        "from job_machine.cli._common import _setup_logging\n"
         "_setup_logging('info')\n"
         f"log = logging.getLogger('job_machine.worker')\n"
         f"log.info('worker 1: now serving queue %s', {HOSTILE!r})\n"

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from job_machine.testing import run_tasks
-from tests.taskfns import add, app
+from tests.support.taskfns import add, app
 
 pytest_plugins = ["pytester"]
 

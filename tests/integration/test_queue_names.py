@@ -13,9 +13,9 @@ import pytest
 import job_machine as jm
 from job_machine.channels import queue_channel
 from tests.integration.test_perl_compat import Perl
-from tests.procs import wait_until
-from tests.rows import error_types, task_state
-from tests.workers import Base, serving
+from tests.support.procs import wait_until
+from tests.support.rows import error_types, task_state
+from tests.support.workers import Base, serving
 
 #: Names a Perl client may use (no '"': Perl 0.19 quotes its LISTEN and
 #: NOTIFY identifiers without escaping).

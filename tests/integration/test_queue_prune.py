@@ -16,8 +16,8 @@ import pytest
 
 import job_machine as jm
 from job_machine._sync.store import QUEUE_PRUNE_AFTER
-from tests.procs import wait_until
-from tests.workers import Base
+from tests.support.procs import wait_until
+from tests.support.workers import Base
 
 
 def queues(conn: psycopg.Connection[Any]) -> list[str]:

@@ -25,7 +25,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import job_machine as jm
-from tests.procs import (
+from tests.support.procs import (
     expected_reply,
     kill_all,
     start_worker,

@@ -21,8 +21,8 @@ from psycopg.conninfo import make_conninfo
 
 import job_machine as jm
 from job_machine.replies import ReplyListener
-from tests.procs import expected_reply, kill_all, start_worker, started_count, wait_until
-from tests.workers import Base, serving
+from tests.support.procs import expected_reply, kill_all, start_worker, started_count, wait_until
+from tests.support.workers import Base, serving
 
 QUEUE = "rr.q"
 

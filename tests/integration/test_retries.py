@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 import job_machine as jm
-from tests.workers import Base, serving
+from tests.support.workers import Base, serving
 
 
 class AlwaysFails(Base):

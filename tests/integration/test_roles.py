@@ -32,10 +32,12 @@ from psycopg.conninfo import make_conninfo
 from psycopg.errors import InsufficientPrivilege, RaiseException
 
 import job_machine as jm
+from job_machine._lock_keys import WORKER_KEY
 from job_machine._schema_sql import SCHEMA_VERSION
 from job_machine._sync.connection import connect as jm_connect
 from tests.integration.test_perl_compat import PERL_FETCH_RESULT, Perl
 from tests.integration.test_perl_compat import run_psql as _run_psql_file
+from tests.support.procs import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES_SQL = ROOT / "sql" / "roles.sql"
@@ -141,14 +143,6 @@ def denied_sql(dsn: str, *statements: str) -> None:
                 c.execute(statement)
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
-
-
 def one(conn: psycopg.Connection[Any], query: str, *params: Any) -> Any:
     row = conn.execute(query, params or None).fetchone()
     return None if row is None else row[0]
@@ -158,12 +152,19 @@ def one(conn: psycopg.Connection[Any], query: str, *params: Any) -> Any:
 def echo_worker(
     dsn: str, conn: psycopg.Connection[Any], tmp_path: Path, *args: str
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``job-machine worker tests.cli_workers:Echo ARGS`` in a process of its
+    """``job-machine worker tests.support.cli_workers:Echo ARGS`` in a process of its
     own, connected as the user of ``dsn``; yielded once it is registered."""
     log = tmp_path / "worker.log"
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "job_machine.cli", "worker", "tests.cli_workers:Echo", *args],
+            [
+                sys.executable,
+                "-m",
+                "job_machine.cli",
+                "worker",
+                "tests.support.cli_workers:Echo",
+                *args,
+            ],
             cwd=ROOT,
             env={**os.environ, "JOB_MACHINE_DSN": dsn},
             stdout=subprocess.DEVNULL,
@@ -184,7 +185,7 @@ def echo_worker(
 
 
 def echo(data: Any, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
-    """What tests.cli_workers.Echo replies."""
+    """What tests.support.cli_workers.Echo replies."""
     return {"echo": data, "pid": proc.pid, "kind": "sync"}
 
 
@@ -515,12 +516,15 @@ def test_a_worker_process_does_the_fleets_housekeeping(
         # runs it; the orphan waits again; the old task is gone.
         assert client.wait(ids["held"], timeout=20) == echo({"n": "held"}, proc)
         assert client.task_info(ids["held"]).errors[0]["type"] == "WorkerDied"
-        wait_for(lambda: client.task_info(ids["orphan"]).state == "waiting", "the orphan revived")
-        wait_for(
+        wait_until(
+            lambda: client.task_info(ids["orphan"]).state == "waiting", 20, "the orphan revived"
+        )
+        wait_until(
             lambda: (
                 one(conn, "SELECT count(*) FROM jobmachine.task WHERE task_id = %s", ids["old"])
                 == 0
             ),
+            20,
             "the old task removed",
         )
         assert one(conn, "SELECT count(*) FROM jobmachine.worker WHERE host = 'gone'") == 0
@@ -1111,7 +1115,7 @@ def test_a_sender_holding_the_housekeepers_key_does_not_stop_housekeeping(
     remove anything again. A key held by a session whose user may not
     register a worker no longer counts; one held by a worker still does
     (one housekeeper at a time)."""
-    from job_machine._sync.store import CHORE_LOCK_KEY  # noqa: PLC0415
+    from job_machine._lock_keys import CHORE_LOCK_KEY  # noqa: PLC0415
 
     conn.execute(
         "INSERT INTO jobmachine.worker (host, pid, queues, seen)"
@@ -1157,7 +1161,7 @@ def test_a_workers_liveness_key_held_by_a_sender_does_not_stop_its_rescue(
     )
     with (
         Answer(logins.worker, queue="roles.live", dead_after=2) as worker,
-        hold_key(logins.sender, 1785558891, wid % 2**31),
+        hold_key(logins.sender, WORKER_KEY, wid % 2**31),
     ):
         assert worker.housekeeping().reaped == 1
     assert task_status(conn, held) == 0
@@ -1367,7 +1371,7 @@ def test_behind_pgbouncer_the_path_comes_from_the_role_and_a_warning_says_so(
     connects again without it (once per server), and warns while the role's
     own search_path is not the pinned one."""
     from job_machine._sync import connection  # noqa: PLC0415
-    from tests.pgserver import PgBouncer, PgServer  # noqa: PLC0415
+    from tests.support.pgserver import PgBouncer, PgServer  # noqa: PLC0415
 
     server = PgServer.start_new(tmp_path)
     try:

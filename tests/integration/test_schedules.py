@@ -20,12 +20,12 @@ import pytest
 import job_machine as jm
 from job_machine._sync.connection import Connector
 from job_machine._sync.store import Store
-from tests import procs
-from tests.cronfns import app as cron_app
 from tests.integration.test_cli import cli, failed, ok, tsv
 from tests.integration.test_roles import Logins, denied, drop_roles, make_logins
 from tests.integration.test_web import _act, dashboard
-from tests.workers import serving
+from tests.support import procs
+from tests.support.cronfns import app as cron_app
+from tests.support.workers import serving
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 import job_machine as jm
-from tests.procs import wait_until
+from tests.support.procs import wait_until
 
 QUEUE = "group.send"
 

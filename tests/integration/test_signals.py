@@ -1,6 +1,6 @@
 """Stopping a worker process with signals, and its startup hook.
 
-Every worker here is a real child process (``python -m tests.procs worker``),
+Every worker here is a real child process (``python -m tests.support.procs worker``),
 sync or asyncio, signalled with os.kill from the test.
 """
 
@@ -16,14 +16,14 @@ import psycopg
 import pytest
 
 import job_machine as jm
-from tests.procs import (
+from tests.support.procs import (
     Child,
     expected_reply,
     start_worker,
     started_count,
     wait_until,
 )
-from tests.rows import processed, result_rows, task_state
+from tests.support.rows import processed, result_rows, task_state
 
 QUEUE = "sig.test"
 KINDS = ["sync", "async"]
@@ -49,7 +49,7 @@ def test_idle_worker_exits_0_on_signal(
 ) -> None:
     child = _start_ready_worker(dsn, db, tmp_path, kind, timeout=60)
     try:
-        time.sleep(0.3)  # let it reach the wait for notifications
+        child.wait_idle()  # in its wait for notifications
         assert child.alive(), child.describe()
         t0 = time.monotonic()
         child.signal(sig)

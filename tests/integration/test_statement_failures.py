@@ -21,8 +21,8 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 import job_machine as jm
-from tests.procs import wait_until
-from tests.workers import Base, serving
+from tests.support.procs import wait_until
+from tests.support.workers import Base, serving
 
 BATCH = 10
 

@@ -18,7 +18,7 @@ import pytest
 
 import job_machine as jm
 from job_machine.supervisor import Supervisor, describe_exit
-from tests.procs import wait_until
+from tests.support.procs import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUE = "sup.test"
@@ -86,7 +86,7 @@ def _state(admin: jm.Admin, task_id: int) -> str:
 def test_a_killed_worker_process_is_replaced_and_its_task_rescued(
     dsn: str, client: jm.Client, tmp_path: Path
 ) -> None:
-    args = ("tests.cli_workers:Slow", "-q", QUEUE, "--processes", "2", "--dead-after", "2")
+    args = ("tests.support.cli_workers:Slow", "-q", QUEUE, "--processes", "2", "--dead-after", "2")
     with supervisor(dsn, tmp_path, *args) as sup, jm.Admin(dsn) as admin:
         first = wait_until(
             lambda: len(sup.alive_children(admin)) == 2 and sup.alive_children(admin),
@@ -122,7 +122,7 @@ def test_a_killed_worker_process_is_replaced_and_its_task_rescued(
 def test_sigterm_stops_every_worker_process_after_the_task_in_hand(
     dsn: str, client: jm.Client, tmp_path: Path
 ) -> None:
-    args = ("tests.cli_workers:Slow", "-q", QUEUE, "--processes", "2")
+    args = ("tests.support.cli_workers:Slow", "-q", QUEUE, "--processes", "2")
     with supervisor(dsn, tmp_path, *args) as sup, jm.Admin(dsn) as admin:
         children = wait_until(
             lambda: len(sup.alive_children(admin)) == 2 and sup.alive_children(admin),
@@ -142,7 +142,7 @@ def test_sigterm_stops_every_worker_process_after_the_task_in_hand(
 def test_a_second_sigterm_stops_them_at_once_and_the_task_waits_again(
     dsn: str, client: jm.Client, tmp_path: Path
 ) -> None:
-    args = ("tests.cli_workers:Slow", "-q", QUEUE, "--processes", "2")
+    args = ("tests.support.cli_workers:Slow", "-q", QUEUE, "--processes", "2")
     with supervisor(dsn, tmp_path, *args) as sup, jm.Admin(dsn) as admin:
         wait_until(lambda: len(sup.alive_children(admin)) == 2, 30, "two worker processes")
         tid = client.send({"sleep": 60}, queue=QUEUE)
@@ -159,7 +159,7 @@ def test_a_second_sigterm_stops_them_at_once_and_the_task_waits_again(
 
 
 def test_a_crash_loop_ends_the_supervisor_with_a_clear_error(dsn: str, tmp_path: Path) -> None:
-    args = ("tests.cli_workers:BrokenStartup", "--processes", "2")
+    args = ("tests.support.cli_workers:BrokenStartup", "--processes", "2")
     with supervisor(dsn, tmp_path, *args) as sup:
         t0 = time.monotonic()
         code = sup.proc.wait(60)
@@ -177,7 +177,7 @@ def test_a_crash_loop_ends_the_supervisor_with_a_clear_error(dsn: str, tmp_path:
 def test_worker_processes_stop_by_themselves_when_the_supervisor_is_killed(
     dsn: str, tmp_path: Path
 ) -> None:
-    args = ("tests.cli_workers:Slow", "-q", QUEUE, "--processes", "1")
+    args = ("tests.support.cli_workers:Slow", "-q", QUEUE, "--processes", "1")
     with supervisor(dsn, tmp_path, *args) as sup, jm.Admin(dsn) as admin:
         (child,) = wait_until(lambda: sup.alive_children(admin), 30, "the worker process")
         sup.proc.kill()
@@ -200,15 +200,15 @@ def test_the_supervisor_needs_a_process() -> None:
 
 
 def test_a_child_gets_the_workers_arguments_but_not_processes_nor_the_dsn() -> None:
-    from job_machine.cli import _child_args, worker  # noqa: PLC0415
+    from job_machine.cli.worker import _child_args, worker  # noqa: PLC0415
 
-    given = ["tests.cli_workers:Slow", "--processes", "3", "-q", "a.b", "--queue", "c.*"]
+    given = ["tests.support.cli_workers:Slow", "--processes", "3", "-q", "a.b", "--queue", "c.*"]
     given += ["--dsn", "postgresql://u:secret@h/db", "-c", "2", "--shutdown-grace", "5"]
     given += ["--log-level", "debug"]
     with worker.make_context("worker", given) as ctx:
         args = _child_args(ctx)
     assert args == [
-        "tests.cli_workers:Slow",
+        "tests.support.cli_workers:Slow",
         "-q",
         "a.b",
         "-q",

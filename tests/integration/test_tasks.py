@@ -18,15 +18,15 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 import job_machine as jm
 from job_machine.testing import arun_tasks, run_tasks
-from tests import taskfns
 from tests.integration.test_cli import cli, cli_worker
 from tests.integration.test_perl_compat import PERL_FETCH_RESULT, Perl
-from tests.taskfns import Order, Point, Receipt, Segment, add, app, async_app
+from tests.support import taskfns
+from tests.support.taskfns import Order, Point, Receipt, Segment, add, app, async_app
 
 
 @pytest.fixture
 def on_db(dsn: str) -> Iterator[str]:
-    """The test apps of tests/taskfns.py pointed at the test's database."""
+    """The test apps of tests/support/taskfns.py pointed at the test's database."""
     with app.using(dsn):
         yield dsn
 
@@ -45,11 +45,15 @@ def test_send_then_run_tasks_then_result(on_db: str, conn: psycopg.Connection[An
     task_id = add.send(1, 2)
     # Plain JSON on the wire, on the queue named after the function.
     [(tid, queue, parameters)] = _rows(conn)
-    assert (tid, queue) == (task_id, "tests.taskfns.add")
-    assert json.loads(parameters) == {"task": "tests.taskfns.add", "args": [1, 2], "kwargs": {}}
+    assert (tid, queue) == (task_id, "tests.support.taskfns.add")
+    assert json.loads(parameters) == {
+        "task": "tests.support.taskfns.add",
+        "args": [1, 2],
+        "kwargs": {},
+    }
     ran = run_tasks(app)
     assert [(r.id, r.name, r.state, r.reply) for r in ran] == [
-        (task_id, "tests.taskfns.add", "done", 3)
+        (task_id, "tests.support.taskfns.add", "done", 3)
     ]
     assert add.result(task_id) == 3
     assert add(40, 2) == 42  # calling it still runs it here
@@ -60,7 +64,10 @@ def test_functions_share_a_queue_and_dataclasses_convert(on_db: str) -> None:
     ids = [taskfns.length.send(seg), taskfns.midpoint.send(seg)]
     assert taskfns.length.queue == taskfns.midpoint.queue == "tests.geometry"
     ran = run_tasks(app, queues=["tests.geometry"])
-    assert [r.name for r in ran] == ["tests.taskfns.length", "tests.taskfns.midpoint"]
+    assert [r.name for r in ran] == [
+        "tests.support.taskfns.length",
+        "tests.support.taskfns.midpoint",
+    ]
     assert ran[1].reply == {"x": 1.5, "y": 2.0}
     assert taskfns.length.result(ids[0]) == 5.0
     assert taskfns.midpoint.result(ids[1]) == Point(1.5, 2.0)
@@ -76,11 +83,13 @@ def test_pydantic_models_variadic_and_keyword_arguments(on_db: str) -> None:
 def test_unencodable_argument_is_named_and_nothing_is_written(
     on_db: str, conn: psycopg.Connection[Any]
 ) -> None:
-    with pytest.raises(jm.InvalidData, match=r"argument 'b' of tests\.taskfns\.add"):
+    with pytest.raises(jm.InvalidData, match=r"argument 'b' of tests\.support\.taskfns\.add"):
         add.send(1, object())  # type: ignore[arg-type]
     with pytest.raises(jm.InvalidData, match=r"argument 'extra\[1\]'"):
         taskfns.receipt.send(Order(id=1, items=[]), "ok", {1, 2})  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"tests\.taskfns\.add\(\): missing a required argument"):
+    with pytest.raises(
+        TypeError, match=r"tests\.support\.taskfns\.add\(\): missing a required argument"
+    ):
         add.send(1)  # type: ignore[call-arg]
     with pytest.raises(jm.InvalidData, match=r"item 1|argument 'b'"):
         add.send_many([(1, 2), (1, float("nan"))])
@@ -101,7 +110,7 @@ def test_a_raising_function_is_retried_then_fails(on_db: str) -> None:
 
 def test_unknown_or_malformed_tasks_fail_at_once(on_db: str) -> None:
     client = app.client
-    unknown = client.send({"task": "tests.taskfns.gone", "args": []}, add.queue)
+    unknown = client.send({"task": "tests.support.taskfns.gone", "args": []}, add.queue)
     not_object = client.send([1, 2], add.queue)
     bad_args = client.send({"task": add.name, "args": [1, 2, 3]}, add.queue)
     # A Perl client's payload: no task name on a queue with one function, no kwargs.
@@ -109,7 +118,7 @@ def test_unknown_or_malformed_tasks_fail_at_once(on_db: str) -> None:
     ran = {r.id: r for r in run_tasks(app, retries=5)}
     assert len(ran) == 4, "each ran once: no retries for a rejected task"
     for tid, words in [
-        (unknown, "no task function named 'tests.taskfns.gone'"),
+        (unknown, "no task function named 'tests.support.taskfns.gone'"),
         (not_object, "a task function's data is a JSON object"),
         (bad_args, "too many positional arguments"),
     ]:
@@ -140,7 +149,7 @@ def test_perl_client_and_worker_speak_task_functions(on_db: str, perl: Perl) -> 
     task = perl.claim("tests.geometry")
     assert task is not None and task["task_id"] == called
     assert json.loads(task["parameters"]) == {
-        "task": "tests.taskfns.midpoint",
+        "task": "tests.support.taskfns.midpoint",
         "args": [{"start": {"x": 0, "y": 0}, "end": {"x": 2, "y": 4}, "tags": []}],
         "kwargs": {},
     }
@@ -232,7 +241,7 @@ def test_pools_and_connections_serve_their_own_face(
                 pooled.async_client
     with psycopg.connect(dsn) as conn:
         in_tx = jm.App(conn=conn)
-        sender = in_tx.task(name="tests.taskfns.add", queue=add.queue)(add.definition.fn)
+        sender = in_tx.task(name="tests.support.taskfns.add", queue=add.queue)(add.definition.fn)
         with conn.transaction():
             sender.send(5, 5)
             raise psycopg.Rollback  # the send was part of the caller's transaction
@@ -261,7 +270,7 @@ async def test_an_async_pool_serves_the_asyncio_face(dsn: str) -> None:
 
 
 def test_call_across_a_worker_process(dsn: str, tmp_path: Path) -> None:
-    with cli_worker(dsn, tmp_path, "--app", "tests.taskfns:app", script=False) as proc:
+    with cli_worker(dsn, tmp_path, "--app", "tests.support.taskfns:app", script=False) as proc:
         with app.using(dsn):
             assert add.call(1, 2) == 3
             assert add.configure(timeout=10).call(b=5, a=1) == 6
@@ -276,7 +285,7 @@ def test_call_across_a_worker_process(dsn: str, tmp_path: Path) -> None:
             assert app.client.wait_all(ids, timeout=10) == [0, 2, 4, 6, 8]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-    assert "starting tests.taskfns:app (sync)" in (tmp_path / "worker.log").read_text()
+    assert "starting tests.support.taskfns:app (sync)" in (tmp_path / "worker.log").read_text()
 
 
 def test_acall_across_an_asyncio_worker_process(dsn: str, tmp_path: Path) -> None:
@@ -291,7 +300,9 @@ def test_acall_across_an_asyncio_worker_process(dsn: str, tmp_path: Path) -> Non
                 )
             )
 
-    with cli_worker(dsn, tmp_path, "--app", "tests.taskfns:async_app", script=False) as proc:
+    with cli_worker(
+        dsn, tmp_path, "--app", "tests.support.taskfns:async_app", script=False
+    ) as proc:
         assert asyncio.run(calls()) == [8, 12, 3, 5]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
@@ -299,12 +310,14 @@ def test_acall_across_an_asyncio_worker_process(dsn: str, tmp_path: Path) -> Non
 
 
 def test_worker_command_checks_its_app(dsn: str) -> None:
-    r = cli("worker", "--app", "tests.taskfns:Point", dsn=dsn)
+    r = cli("worker", "--app", "tests.support.taskfns:Point", dsn=dsn)
     assert r.returncode == 2
-    assert "is the class tests.taskfns.Point, not a job_machine.App" in r.stderr
-    r = cli("worker", "--app", "tests.taskfns", dsn=dsn)
+    assert "is the class tests.support.taskfns.Point, not a job_machine.App" in r.stderr
+    r = cli("worker", "--app", "tests.support.taskfns", dsn=dsn)
     assert r.returncode == 2 and "is not MODULE:APP" in r.stderr
-    r = cli("worker", "tests.cli_workers:Echo", "--app", "tests.taskfns:app", dsn=dsn)
+    r = cli(
+        "worker", "tests.support.cli_workers:Echo", "--app", "tests.support.taskfns:app", dsn=dsn
+    )
     assert r.returncode == 2 and "one of them" in r.stderr
     r = cli("worker", dsn=dsn)
     assert r.returncode == 2 and "one of them" in r.stderr

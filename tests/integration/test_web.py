@@ -36,7 +36,7 @@ from starlette.applications import Starlette
 
 import job_machine as jm
 from job_machine._async.admin import AsyncAdmin
-from job_machine._async.connection import describe_target, redact
+from job_machine._dsn import describe_target, redact
 from job_machine._queries import queries
 from job_machine.cli import web as cli_web
 from job_machine.web import DashboardConfig, create_app
@@ -48,9 +48,9 @@ from job_machine.web.security import (
     Scrubber,
 )
 from tests.integration.test_claim_plan import _explain, _insert_history, _max_rows, _nodes
-from tests.rows import task_state
-from tests.web_data import XSS, XSS_IMG, XSS_QUEUE, XSS_SCRIPT, Seeded, seed
-from tests.workers import Holding, serving
+from tests.support.rows import task_state
+from tests.support.web_data import XSS, XSS_IMG, XSS_QUEUE, XSS_SCRIPT, Seeded, seed
+from tests.support.workers import Holding, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "S3cret-Passw0rd-never-shown"
@@ -933,7 +933,10 @@ async def test_the_dashboard_connection_has_a_statement_timeout(
             assert await cur.fetchone() == ("10s", "jm-dashboard")
 
     async def sleepy(self: AsyncAdmin) -> list[Any]:
-        await (await self._connector.own()).execute("SELECT pg_sleep(10)")
+        # Through the Store, as every statement of the dashboard: its
+        # QueryCanceled becomes StatementTimeout there.
+        async with self._store._cursor() as cur:
+            await cur.execute("SELECT pg_sleep(10)")
         return []
 
     monkeypatch.setattr(AsyncAdmin, "locks", sleepy)

@@ -31,9 +31,9 @@ import uvicorn
 
 import job_machine as jm
 from job_machine.web import DashboardConfig, create_app
-from tests.rows import task_state
-from tests.web_data import XSS, XSS_QUEUE, XSS_SCRIPT, seed
-from tests.workers import Base, Holding, serving
+from tests.support.rows import task_state
+from tests.support.web_data import XSS, XSS_QUEUE, XSS_SCRIPT, seed
+from tests.support.workers import Base, Holding, serving
 
 try:
     from selenium import webdriver

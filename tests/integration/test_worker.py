@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +18,8 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 import job_machine as jm
-from tests.workers import Base, serving
+from tests.support.procs import wait_until
+from tests.support.workers import Base, serving
 
 # -- helpers ------------------------------------------------------------------
 
@@ -41,15 +42,6 @@ def results(conn: psycopg.Connection[Any], tid: int) -> list[tuple[Any, str | No
         [tid],
     ).fetchall()
     return [(json.loads(r), t) for r, t in rows]
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 @contextmanager
@@ -95,14 +87,14 @@ def test_startup_runs_once_before_the_first_task(dsn: str, client: jm.Client) ->
     client.send("b")
     w = Base(dsn)
     with serving(w):
-        assert wait_for(lambda: len(w.seen) == 2)
+        wait_until(lambda: len(w.seen) == 2, 5, "2 tasks seen")
     assert w.events[0] == "startup"
     assert w.events.count("startup") == 1
     # A second run of receive() does not call startup() again.
     w.ready.clear()
     client.send("c")
     with serving(w, wait_ready=False):
-        assert wait_for(lambda: len(w.seen) == 3)
+        wait_until(lambda: len(w.seen) == 3, 5, "3 tasks seen")
     assert w.events.count("startup") == 1
     assert [e.split()[0] for e in w.events] == ["startup", "process", "process", "process"]
 
@@ -310,7 +302,7 @@ def test_exception_inside_receive_does_not_stop_the_worker(
     w = W(dsn, retries=0, timeout=60)
     with serving(w) as t:
         bad = client.send("bad")
-        assert wait_for(lambda: status(conn, bad) == 900)
+        wait_until(lambda: status(conn, bad) == 900, 5, "the bad task failed")
         good = client.send("good")
         assert client.wait(good, timeout=5) == "ok"
         assert t.is_alive()
@@ -399,7 +391,7 @@ def test_keep_running_false_makes_receive_return(
 def test_stop_from_another_thread_while_idle(dsn: str) -> None:
     w = Base(dsn, timeout=60)
     with serving(w) as t:
-        time.sleep(0.2)
+        w.wait_idle(after=0)
         t0 = time.monotonic()
         w.stop()
         t.join(5)
@@ -445,7 +437,7 @@ def test_idle_worker_is_woken_by_the_queue_notification(dsn: str, client: jm.Cli
 
     w = W(dsn, timeout=60)  # housekeeping would not wake it within the test
     with serving(w):
-        time.sleep(0.2)
+        w.wait_idle(after=0)
         t0 = time.monotonic()
         tid = client.send("wake up")
         assert picked.wait(5)
@@ -572,7 +564,7 @@ def test_a_serving_worker_does_the_housekeeping_by_itself(
     # the chores by itself, every dead_after / 4 seconds.
     w = Base(dsn, timeout=30, dead_after=1, orphan_after=60, retries=3)
     with serving(w):
-        assert wait_for(lambda: status(conn, tid) == 200, timeout=5)
+        wait_until(lambda: status(conn, tid) == 200, 5, "the task done")
     assert [(t.id, t.attempt) for t in w.seen] == [(tid, 2)]
 
 
@@ -621,7 +613,7 @@ def test_idle_worker_with_default_settings_survives_its_housekeeping(
     make_stale(conn, tid, tries=1)
     w = Base(dsn, timeout=0.3, dead_after=1, orphan_after=60)
     with serving(w) as t:
-        assert wait_for(lambda: status(conn, tid) == 200, timeout=3)
+        wait_until(lambda: status(conn, tid) == 200, 3, "the task done")
         assert t.is_alive()
         tid2 = client.send("after housekeeping")
         assert client.wait(tid2, timeout=5) == {"echo": "after housekeeping"}

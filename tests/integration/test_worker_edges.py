@@ -13,8 +13,8 @@ from typing import Any
 import psycopg
 
 import job_machine as jm
-from tests.procs import wait_until
-from tests.workers import Base, serving
+from tests.support.procs import wait_until
+from tests.support.workers import Base, serving
 
 
 def _terminate_own_connection(w: jm.Worker) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import inspect
 import io
 import re
 import subprocess
@@ -306,3 +307,102 @@ def test_positions_hold_after_non_ascii_text_and_odd_line_breaks() -> None:
     source = '"""Café\u2028 — AsyncClient."""\n\nx = ("é…", AsyncClient, "—")  # → AsyncClient\n'
     out = gen.to_sync(source, "x.py", format_=False)
     assert out.endswith('"""Café\u2028 — Client."""\n\nx = ("é…", Client, "—")  # → Client\n')
+
+
+# -- the public faces --------------------------------------------------------------------
+
+#: Dunder methods of one face and their partners on the other.
+_FACE_DUNDERS = {"__aenter__": "__enter__", "__aexit__": "__exit__"}
+
+
+def _public_pairs() -> list[tuple[type, type]]:
+    """(sync, async) for every public class of job_machine/_async/."""
+    import job_machine as jm  # noqa: PLC0415
+
+    pairs = []
+    for name in jm.__all__:
+        found = getattr(jm, name)
+        if isinstance(found, type) and found.__module__.startswith("job_machine._async."):
+            pairs.append((getattr(jm, name.removeprefix("Async")), found))
+    return pairs
+
+
+def _members(cls: type, dunders: dict[str, str]) -> dict[str, object]:
+    """The public attributes of ``cls``, inherited ones too, and its
+    context-manager methods under their sync names."""
+    found = {n: inspect.getattr_static(cls, n) for n in dir(cls) if not n.startswith("_")}
+    for own, shared in dunders.items():
+        if hasattr(cls, own):
+            found[shared] = inspect.getattr_static(cls, own)
+    return found
+
+
+def _face_differences(sync: type, asyn: type) -> list[str]:
+    """How a sync class and its async twin differ in what a user calls:
+    names, parameters (names, kinds, defaults), and which are coroutines
+    (every method that is a coroutine function on the async face is a plain
+    function on the sync one, and nothing else is a coroutine)."""
+    differences = []
+    ours, theirs = _members(sync, {}), _members(asyn, _FACE_DUNDERS)
+    ours |= {
+        d: inspect.getattr_static(sync, d) for d in ("__enter__", "__exit__") if hasattr(sync, d)
+    }
+    for name in sorted(ours.keys() ^ theirs.keys()):
+        differences.append(f"{name}: only on {'the sync' if name in ours else 'the async'} face")
+    for name in sorted(ours.keys() & theirs.keys()):
+        s, a = ours[name], theirs[name]
+        s_call = s.__func__ if isinstance(s, staticmethod | classmethod) else s
+        a_call = a.__func__ if isinstance(a, staticmethod | classmethod) else a
+        if isinstance(s, property) != isinstance(a, property):
+            differences.append(f"{name}: a property on one face only")
+        if not (callable(s_call) and callable(a_call)) or isinstance(s_call, type):
+            continue
+        if inspect.iscoroutinefunction(s_call):
+            differences.append(f"{name}: a coroutine function on the sync face")
+        if inspect.isasyncgenfunction(a_call) != inspect.isgeneratorfunction(s_call):
+            differences.append(f"{name}: a generator on one face only")
+        s_params = [
+            (p.name, p.kind, p.default) for p in inspect.signature(s_call).parameters.values()
+        ]
+        a_params = [
+            (p.name, p.kind, p.default) for p in inspect.signature(a_call).parameters.values()
+        ]
+        if s_params != a_params:
+            differences.append(f"{name}: parameters {s_params} != {a_params}")
+    return differences
+
+
+def test_every_public_async_class_has_a_sync_twin_admin_too() -> None:
+    names = {asyn.__name__ for _, asyn in _public_pairs()}
+    assert {"AsyncAdmin", "AsyncClient", "AsyncWorker", "AsyncTaskWorker"} <= names
+
+
+@pytest.mark.parametrize("sync, asyn", _public_pairs(), ids=lambda c: c.__name__)
+def test_public_sync_and_async_classes_have_the_same_methods(sync: type, asyn: type) -> None:
+    assert _face_differences(sync, asyn) == []
+    # Not empty by construction: the async face has coroutine methods.
+    assert any(inspect.iscoroutinefunction(m) for m in vars(asyn).values())
+
+
+def test_the_face_comparison_sees_a_difference() -> None:
+    """The comparison above can fail: a method missing, a parameter renamed,
+    a coroutine left on the sync face are all reported."""
+
+    class AsyncFace:
+        async def read(self, task_id: int, *, limit: int = 10) -> None: ...
+
+        async def close(self) -> None: ...
+
+        async def __aenter__(self) -> AsyncFace:
+            return self
+
+    class Face:
+        def read(self, task: int, *, limit: int = 10) -> None: ...
+
+        async def stop(self) -> None: ...
+
+    found = _face_differences(Face, AsyncFace)
+    assert any(d.startswith("close: only on the async") for d in found)
+    assert any(d.startswith("stop: only on the sync") for d in found)
+    assert any(d.startswith("__enter__: only on the async") for d in found)
+    assert any(d.startswith("read: parameters") for d in found)

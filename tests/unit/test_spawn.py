@@ -32,10 +32,21 @@ def test_threads_are_reused_one_job_after_another() -> None:
 
 def test_jobs_at_once_get_threads_of_their_own() -> None:
     gate = threading.Barrier(5, timeout=5)
-    handles = [_acompat.spawn(gate.wait, lambda: None) for _ in range(4)]
+    ran_on: list[int] = []
+    passed: list[bool] = []
+
+    def job() -> None:
+        ran_on.append(threading.get_ident())
+        gate.wait()  # raises BrokenBarrierError unless all four run at once
+        passed.append(True)
+
+    handles = [_acompat.spawn(job, lambda: None) for _ in range(4)]
     gate.wait()  # all four run at the same moment, or this times out
     for h in handles:
         h.join(5)
+    assert passed == [True] * 4
+    assert len(set(ran_on)) == 4, f"4 jobs at once ran on {len(set(ran_on))} threads"
+    assert threading.get_ident() not in ran_on
 
 
 def test_done_runs_and_join_returns_after_the_job() -> None:

@@ -41,6 +41,7 @@ from job_machine import (
     validate_queue,
 )
 
+from ..._validate import is_int
 from ._compat import (
     FAILED,
     READY,
@@ -125,9 +126,7 @@ class JobMachineBackend(BaseTaskBackend):  # type: ignore[misc, unused-ignore]  
         self.database: str = _text(alias, "DATABASE", options["DATABASE"])
         self.queue_prefix: str = _text(alias, "QUEUE_PREFIX", options["QUEUE_PREFIX"], empty=True)
         attempts = options["ATTEMPTS"]
-        if attempts is not None and (
-            isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1
-        ):
+        if attempts is not None and (not is_int(attempts) or attempts < 1):
             raise ImproperlyConfigured(
                 f"TASKS[{alias!r}]['OPTIONS']['ATTEMPTS'] must be a whole number >= 1 or None, "
                 f"not {attempts!r}"

@@ -1,7 +1,7 @@
 """In-process workers for the database tests: a recording worker, and
 running its receive() in a thread for the length of a ``with`` block.
 
-Tests about crashes and concurrency use real processes instead (tests/procs.py).
+Tests about crashes and concurrency use real processes instead (tests/support/procs.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,37 @@ from typing import Any
 import job_machine as jm
 
 
-class Base(jm.Worker):
+class Observed(jm.Worker):
+    """A worker that says when it is idle: ``idle_rounds`` counts the times
+    it went to sleep waiting for news (its queues drained, LISTENing), and
+    :meth:`wait_idle` waits for the next one, so that a test sends a task to
+    a worker it knows asleep instead of sleeping a guessed while itself."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.idle_rounds = 0
+        self._idle = threading.Condition()
+
+    def _next_wait(self) -> float:
+        # The serve loop asks how long to sleep right before it waits on its
+        # listening connection: the worker is idle from here.
+        wait = super()._next_wait()
+        with self._idle:
+            self.idle_rounds += 1
+            self._idle.notify_all()
+        return wait
+
+    def wait_idle(self, after: int | None = None, timeout: float = 10.0) -> int:
+        """Wait until the worker goes to sleep waiting for news more than
+        ``after`` times (default: once more than now); the count then."""
+        with self._idle:
+            target = self.idle_rounds if after is None else after
+            if not self._idle.wait_for(lambda: self.idle_rounds > target, timeout):
+                raise AssertionError(f"the worker did not go idle within {timeout} s")
+            return self.idle_rounds
+
+
+class Base(Observed):
     """A worker for tests: records what it saw; ``ready`` is set by startup()."""
 
     handle_signals = False
@@ -34,7 +64,13 @@ class Base(jm.Worker):
     def process(self, task: jm.Task) -> None:
         self.events.append(f"process {task.id}")
         self.seen.append(task)
+        self.rounds_at_last_task = self.idle_rounds
         self.handle(task)
+
+    def wait_drained(self, timeout: float = 10.0) -> int:
+        """Wait until the worker, after the last task it processed, looked
+        for more and went to sleep waiting for news."""
+        return self.wait_idle(after=getattr(self, "rounds_at_last_task", 0), timeout=timeout)
 
     def handle(self, task: jm.Task) -> None:
         self.reply({"echo": task.data})

@@ -1,5 +1,5 @@
 """A worker for tests/integration/test_logs.py, run as ``job-machine worker
-tests.log_workers:Chatty --log-format json`` from the repository root.
+tests.support.log_workers:Chatty --log-format json`` from the repository root.
 
 It logs ``said <data>`` through a logger of its own from inside process(),
 replies with its data, and raises ``RuntimeError(message)`` for data

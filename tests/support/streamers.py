@@ -1,7 +1,7 @@
 """Workers and task functions that stream parts, for
 tests/integration/test_parts.py, served in real worker processes
-(``job-machine worker tests.streamers:Streamer``, ``--app
-tests.streamers:app``...).
+(``job-machine worker tests.support.streamers:Streamer``, ``--app
+tests.support.streamers:app``...).
 
 Each sends ``n`` parts. With a ``gate`` (``{"dsn": ..., "channel": ...}``)
 it waits after part ``i`` until the test sends ``NOTIFY channel, 'i'``: the

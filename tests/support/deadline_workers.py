@@ -1,5 +1,5 @@
 """Workers for tests/integration/test_deadlines.py, run as real processes by
-``python -m job_machine.cli worker tests.deadline_workers:CLASS`` from the
+``python -m job_machine.cli worker tests.support.deadline_workers:CLASS`` from the
 repository root (alone, or as the children of ``--processes N``).
 
 Each notes on its task what it saw (``notes`` are not fenced, so a stopped

@@ -17,7 +17,7 @@ from typing import Any, Self
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from tests.procs import wait_until
+from tests.support.procs import wait_until
 
 _COUNT_SQL = (
     "SELECT count(*) FROM pg_stat_activity"

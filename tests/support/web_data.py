@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 
 import job_machine as jm
-from tests.workers import Base
+from tests.support.workers import Base
 
 #: Sets window.__pwned if a page ever lets it run.
 XSS_SCRIPT = "<script>window.__pwned=1</script>"

@@ -1,13 +1,13 @@
 """Real OS processes for the multi-process tests: workers and clients.
 
-Child side (run as ``python -m tests.procs ...`` from the repository root)::
+Child side (run as ``python -m tests.support.procs ...`` from the repository root)::
 
-    python -m tests.procs worker --dsn DSN --queue Q [--kind sync|async]
+    python -m tests.support.procs worker --dsn DSN --queue Q [--kind sync|async]
         [--timeout S] [--max-runtime S] [--dead-after S] [--shutdown-grace S]
         [--sleep S] [--barrier N] [--concurrency N] [--no-reply]
         [--retries N] [--remove-after DAYS] [--orphan-after S]
         [--housekeeping-interval S]
-    python -m tests.procs client --dsn DSN --queue Q --first SEQ --count N
+    python -m tests.support.procs client --dsn DSN --queue Q --first SEQ --count N
         [--wait-timeout S]
 
 A worker records what it does in tables the test creates (:func:`create_tables`):
@@ -17,6 +17,9 @@ A worker records what it does in tables the test creates (:func:`create_tables`)
 - ``processed``: one row per call of ``process()``, written at its start, before
   any sleep (task id, seq, attempt, pid, clock_timestamp()). Plain table, no
   unique constraint: a task processed twice shows up twice.
+
+It also logs ``idle round N`` each time it goes to sleep waiting for news
+(its queues drained, LISTENing): :meth:`Child.wait_idle` waits for one.
 
 Each task's data is ``{"seq": n, ...}``; the worker replies
 ``{"seq": n, "double": 2 * n}`` (see :func:`expected_reply`). A task's
@@ -53,7 +56,7 @@ import psycopg
 
 import job_machine as jm
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 TABLES_SQL = """
 CREATE TABLE worker_started (
@@ -78,6 +81,8 @@ _COUNT_STARTED_SQL = "SELECT count(*) FROM worker_started"
 RECORD_APP = "procs_record"
 #: How long a worker keeps trying to record a task through a lost connection.
 _RECORD_PATIENCE = 60.0
+#: What a worker logs each time it goes to sleep waiting for news.
+IDLE_LINE = "idle round"
 
 
 def create_tables(conn: psycopg.Connection[Any]) -> None:
@@ -121,6 +126,12 @@ class RecordingWorker(jm.Worker):
             if row is not None and row[0] >= self.barrier:
                 break
             time.sleep(0.01)
+
+    def _next_wait(self) -> float:
+        wait = super()._next_wait()
+        self.idle_rounds = getattr(self, "idle_rounds", 0) + 1
+        logging.info("%s %d", IDLE_LINE, self.idle_rounds)
+        return wait
 
     def process(self, task: jm.Task) -> None:
         seq = task.data.get("seq") if isinstance(task.data, dict) else None
@@ -174,6 +185,12 @@ class AsyncRecordingWorker(jm.AsyncWorker):
             if row is not None and row[0] >= self.barrier:
                 break
             await asyncio.sleep(0.01)
+
+    async def _next_wait(self) -> float:
+        wait = await super()._next_wait()
+        self.idle_rounds = getattr(self, "idle_rounds", 0) + 1
+        logging.info("%s %d", IDLE_LINE, self.idle_rounds)
+        return wait
 
     async def process(self, task: jm.Task) -> None:
         seq = task.data.get("seq") if isinstance(task.data, dict) else None
@@ -252,7 +269,7 @@ def run_client(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.procs")
+    parser = argparse.ArgumentParser(prog="python -m tests.support.procs")
     sub = parser.add_subparsers(dest="role", required=True)
     w = sub.add_parser("worker")
     w.add_argument("--dsn", required=True)
@@ -303,7 +320,7 @@ class Child:
         env["PYTHONUNBUFFERED"] = "1"
         with open(self.log_path, "wb") as err, open(self.out_path, "wb") as out:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "tests.procs", *args],
+                [sys.executable, "-m", "tests.support.procs", *args],
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -341,6 +358,23 @@ class Child:
         except OSError:
             return "<no log>"
         return text[-tail:]
+
+    def idle_rounds(self) -> int:
+        """How many times the worker went to sleep waiting for news (its log)."""
+        try:
+            return self.log_path.read_text(errors="replace").count(f"{IDLE_LINE} ")
+        except OSError:
+            return 0
+
+    def wait_idle(self, after: int = 0, timeout: float = 30.0) -> int:
+        """Wait until the worker went to sleep waiting for news more than
+        ``after`` times; the count then. Fails at once if it died."""
+        return wait_until(
+            lambda: (n := self.idle_rounds()) > after and n,
+            timeout,
+            f"{self.name} to go idle (more than {after} times)",
+            [self],
+        )
 
     def describe(self) -> str:
         return (
@@ -421,13 +455,15 @@ def describe_all(children: Iterable[Child]) -> str:
 
 def wait_until(
     predicate: Callable[[], Any],
-    timeout: float,
-    what: str,
+    timeout: float = 5.0,
+    what: str = "a condition",
     children: Iterable[Child] = (),
     interval: float = 0.02,
 ) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail with the
-    children's logs after ``timeout`` seconds, or as soon as one of them died."""
+    """Poll ``predicate`` until it returns something truthy, and return that;
+    fail (AssertionError) after ``timeout`` seconds, or as soon as one of
+    ``children`` died, with the children's logs. The tests' one way to wait
+    for a condition: never a bare sleep."""
     children = list(children)
     deadline = time.monotonic() + timeout
     while True:

@@ -310,11 +310,11 @@ class PgServer:
             raise RuntimeError(f"initdb failed ({result.returncode}):\n{self.log_tail()}")
         lines = "".join(f"{name} = {value}\n" for name, value in settings.items())
         with (self.datadir / "postgresql.conf").open("a") as conf:
-            conf.write("\n# tests/pgserver.py\n" + lines)
+            conf.write("\n# tests/support/pgserver.py\n" + lines)
         if self.host != "127.0.0.1":
             # initdb trusts loopback only; trust the clients of the host's subnet too.
             with (self.datadir / "pg_hba.conf").open("a") as hba:
-                hba.write("\n# tests/pgserver.py\nhost all all samenet trust\n")
+                hba.write("\n# tests/support/pgserver.py\nhost all all samenet trust\n")
 
     # ``subprocess`` arguments that drop root for the service user (None: stay who we are).
 
@@ -494,7 +494,7 @@ class PgServer:
             lines |= dict(settings or {})
             with (server.datadir / "postgresql.conf").open("a") as conf:
                 conf.write(
-                    f"\n# tests/pgserver.py: standby {name}\n"
+                    f"\n# tests/support/pgserver.py: standby {name}\n"
                     + "".join(f"{k} = {v}\n" for k, v in lines.items())
                 )
             (server.datadir / "standby.signal").touch()

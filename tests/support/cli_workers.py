@@ -1,6 +1,6 @@
 """Workers for tests/integration/test_cli.py, run by the ``worker`` command as
-``job-machine worker cli_workers:Echo`` from the tests folder (or
-``tests.cli_workers:AsyncEcho`` from the repository root).
+``job-machine worker cli_workers:Echo`` from tests/support (or
+``tests.support.cli_workers:AsyncEcho`` from the repository root).
 
 Both reply ``{"echo": data, "pid": pid, "kind": "sync"|"async"}``, and raise
 ``RuntimeError(message)`` for data ``{"fail": message}``.

@@ -1,5 +1,5 @@
 """An app with a cron task function, for tests/integration/test_schedules.py
-(its own App, so the task functions of tests/taskfns.py are left as they are)."""
+(its own App, so the task functions of tests/support/taskfns.py are left as they are)."""
 
 from __future__ import annotations
 

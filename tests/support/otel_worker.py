@@ -1,6 +1,6 @@
 """A worker process with its own OpenTelemetry SDK, for tests/integration/test_otel.py.
 
-Run as ``python -m tests.otel_worker DSN QUEUE OUT``: configures a global
+Run as ``python -m tests.support.otel_worker DSN QUEUE OUT``: configures a global
 tracer provider with an in-memory exporter, works one waiting task of QUEUE
 (replying ``{"double": 2 * n}``), and writes the spans it ended to OUT as
 JSON (one object per span: name, kind, trace and span ids, parent id,

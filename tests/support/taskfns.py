@@ -1,5 +1,5 @@
 """Task functions for tests/integration/test_tasks.py, served in worker
-processes by ``job-machine worker --app tests.taskfns:app`` (or ``:async_app``).
+processes by ``job-machine worker --app tests.support.taskfns:app`` (or ``:async_app``).
 
 Both apps find their database in ``$JOB_MACHINE_DSN`` (the worker command's
 ``--dsn``); the tests point them at their own with ``app.using(dsn)``.

@@ -1,0 +1,7 @@
+"""``python -m job_machine.cli`` is the ``job-machine`` command."""
+
+from __future__ import annotations
+
+from job_machine.cli import main
+
+main()
