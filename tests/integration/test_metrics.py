@@ -51,7 +51,8 @@ def _seed(dsn: str, client: jm.Client, conn: psycopg.Connection[Any]) -> None:
         (ids[0],),
     )
     row = conn.execute(
-        queries()["worker_register"], {"host": "h", "pid": 1, "queues": ["m.a"]}
+        queries()["worker_register"],
+        {"host": "h", "pid": 1, "queues": ["m.a"], "dead_after": None},
     ).fetchone()
     assert row is not None and row[1]  # alive: this session holds its lock
     conn.execute(

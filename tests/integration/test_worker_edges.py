@@ -54,7 +54,11 @@ def test_a_reply_after_a_lost_connection_is_stored_only_if_this_attempt_wrote_it
     max_runtime meanwhile, with this very attempt number and this worker's
     id; that is not this attempt's answer, so reply() raises TaskNotHeld."""
     tid = client.send("x")
-    w = GivenUpWhileReplying(dsn, reconnect_backoff=0.01, reconnect_backoff_cap=0.05)
+    # The task carries its worker's max_runtime and attempts (the giver's
+    # housekeeping judges it by them).
+    w = GivenUpWhileReplying(
+        dsn, reconnect_backoff=0.01, reconnect_backoff_cap=0.05, max_runtime=0.001, retries=0
+    )
     try:
         with serving(w):
             wait_until(lambda: w.outcome, 20, "the reply's outcome")
@@ -93,8 +97,10 @@ def test_a_failure_written_through_a_lost_connection_is_recorded_once(
 
 
 def _give_up_as_of(w: jm.Worker, conn: psycopg.Connection[Any], later: float, limit: float) -> int:
-    """Run the give-up chore as if ``later`` seconds had passed, with a
-    ``max_runtime`` of ``limit`` and no retries; how many tasks failed."""
+    """Run the give-up chore as if ``later`` seconds had passed; how many
+    tasks failed. The tasks carry their worker's ``max_runtime``, which must
+    be ``limit``, and attempts (the chore's own settings apply to none)."""
+    assert w.max_runtime == limit
     row = conn.execute("SELECT now() + make_interval(secs => %s)", (later,)).fetchone()
     assert row is not None
     counts = w._store.chores(
@@ -167,7 +173,7 @@ def test_max_runtime_counts_from_when_process_starts(
         def on_second(self, task: jm.Task) -> None:
             given_up.append(_give_up_as_of(self, self.look, later=0.5, limit=0.7))
 
-    w = Timed(dsn, prefetch=2, prefetch_seconds=0.1, retries=0)
+    w = Timed(dsn, prefetch=2, prefetch_seconds=0.1, retries=0, max_runtime=0.7)
     _batch_of(w, client, ["first", "second"])
     assert _statuses(conn) == {
         "warm-up": jm.Status.FINISHED,
@@ -191,7 +197,7 @@ def test_a_task_given_up_while_in_the_prefetch_buffer_is_not_run(
             given_up.append(_give_up_as_of(self, self.look, later=5, limit=1))
             threading.Event().wait(2 * self.prefetch_seconds)  # the task's own work
 
-    w = GivesUp(dsn, prefetch=2, prefetch_seconds=0.05, retries=0)
+    w = GivesUp(dsn, prefetch=2, prefetch_seconds=0.05, retries=0, max_runtime=1)
     _batch_of(w, client, ["first", "second"])
     assert given_up == [2]
     assert "second" not in [name for name, _ in w.ran], w.ran
