@@ -1282,7 +1282,9 @@ def test_a_title_search_reads_its_window_not_the_history(
         plan = _explain(conn, queries()["admin_search_tasks"], params)
         scans = [n for n in _nodes(plan) if n["Node Type"] == "Seq Scan"]
         assert [n.get("Relation Name") for n in scans if n.get("Relation Name") == "task"] == []
-        assert _max_rows(plan) <= 10_000, (params, plan)
+        # The window (scan), and the one row ahead that PostgreSQL 15's
+        # WindowAgg reads to close its frame (PostgreSQL 18's does not).
+        assert _max_rows(plan) <= 10_001, (params, plan)
     with jm.Admin(dsn) as admin:
         page = admin.search_tasks(title="NEEDLE")
         assert [t.title for t in page.tasks] == ["the needle"]
