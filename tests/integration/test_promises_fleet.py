@@ -1,0 +1,169 @@
+"""Fleet-level promises of docs/liveness.md and docs/asyncio.md, checked with
+real worker processes (tests/procs.py): the outage rule's fallback, the
+connections a worker holds, the housekeeping interval, and manual
+housekeeping beside the fleet's housekeeper."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+import job_machine as jm
+from tests.procs import RECORD_APP, Child, kill_all, start_worker, started_count, wait_until
+from tests.rows import error_types, task_state
+from tests.workers import Base, serving
+
+QUEUE = "fleet.q"
+
+
+def _ready(db: psycopg.Connection[Any], n: int, children: list[Child]) -> None:
+    wait_until(lambda: started_count(db) >= n, 30, f"{n} worker(s) to start", children)
+
+
+def _runner_of(db: psycopg.Connection[Any], tid: int, attempt: int) -> int | None:
+    """The pid that started ``attempt`` of the task, if one has."""
+    row = db.execute(
+        "SELECT pid FROM processed WHERE task_id = %s AND attempt = %s", (tid, attempt)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _worker_id(db: psycopg.Connection[Any], pid: int) -> int:
+    row = wait_until(
+        lambda: db.execute(
+            "SELECT worker_id FROM jobmachine.worker WHERE pid = %s", (pid,)
+        ).fetchone(),
+        10,
+        f"worker process {pid} to register",
+    )
+    return int(row[0])
+
+
+def _stale(db: psycopg.Connection[Any], worker_ids: list[int], seconds: float) -> bool:
+    row = db.execute(
+        "SELECT bool_and(seen < now() - make_interval(secs => %s)) FROM jobmachine.worker"
+        " WHERE worker_id = ANY(%s)",
+        (seconds, worker_ids),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def test_workers_that_died_together_are_rescued_by_the_outage_rules_fallback(
+    dsn: str, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """Two of a fleet of three die at once, each holding a long task: more than
+    half the fleet looks dead in one round, which the housekeeper takes for an
+    outage. Their tasks must not wait again before ``OUTAGE_GRACES`` graces
+    (``5 x dead_after``) since they were last seen, but must by then plus a
+    round (``WorkerDied`` recorded, their rows gone from the registry), and
+    the third worker takes them. Once the outage window has passed, a single
+    death is rescued within ``dead_after`` again.
+
+    The two are SIGSTOPped, left until their last heartbeat is older than the
+    grace, then SIGKILLed together: so both look dead in the same round
+    (killed by SIGKILL alone, their last heartbeats may fall into different
+    rounds, and the first is then judged a single death)."""
+    dead_after = 1.0
+    grace = dead_after / 2
+    outage_wait = 5 * dead_after  # as documented, not OUTAGE_GRACES: that is under test
+    children: list[Child] = []
+    client = jm.Client(dsn, queue=QUEUE)
+    try:
+        for name in ("w1", "w2", "w3"):
+            children.append(start_worker(dsn, QUEUE, tmp_path, name, dead_after=dead_after))
+        _ready(db, 3, children)
+        # One long task each for two of them, the third stays idle.
+        tids = [client.send({"seq": 1, "sleep": 120})]
+        first = wait_until(lambda: _runner_of(db, tids[0], 1), 10, "the first task", children)
+        tids.append(client.send({"seq": 2, "sleep": 120}))
+        second = wait_until(lambda: _runner_of(db, tids[1], 1), 10, "the second task", children)
+        assert first != second
+        doomed = [c for c in children if c.pid in (first, second)]
+        (survivor,) = [c for c in children if c.pid not in (first, second)]
+        doomed_ids = [_worker_id(db, c.pid) for c in doomed]
+
+        for c in doomed:
+            c.signal(signal.SIGSTOP)
+        wait_until(lambda: _stale(db, doomed_ids, grace + 0.1), 10, "the frozen to look stale")
+        row = db.execute(
+            "SELECT max(seen) FROM jobmachine.worker WHERE worker_id = ANY(%s)", (doomed_ids,)
+        ).fetchone()
+        assert row is not None
+        last_seen = row[0]
+        for c in doomed:
+            c.signal(signal.SIGKILL)
+        for c in doomed:
+            assert c.wait_exit(10) == -signal.SIGKILL
+
+        def rescued() -> float | None:
+            if not all(error_types(db, tid) == ["WorkerDied"] for tid in tids):
+                return None
+            row = db.execute(
+                "SELECT extract(epoch FROM max(created) - %s)::float8 FROM jobmachine.result"
+                " WHERE task_id = ANY(%s)",
+                (last_seen, tids),
+            ).fetchone()
+            assert row is not None
+            return float(row[0])
+
+        after = wait_until(
+            rescued, outage_wait + dead_after + 10, "the outage rule's rescue", [survivor]
+        )
+        assert outage_wait <= after <= outage_wait + dead_after + 1.0, (
+            f"rescued {after:.2f} s after the dead were last seen; the outage rule"
+            f" promises {outage_wait:.1f} s (and a round)"
+        )
+        gone = db.execute(
+            "SELECT count(*) FROM jobmachine.worker WHERE worker_id = ANY(%s)", (doomed_ids,)
+        ).fetchone()
+        assert gone == (0,)
+        # The survivor takes one; the other waits for it (the survivor is busy).
+        wait_until(
+            lambda: any(_runner_of(db, tid, 2) == survivor.pid for tid in tids),
+            10,
+            "the survivor to take a rescued task",
+            [survivor],
+        )
+        rescued_at = time.monotonic()
+
+        # A fourth worker takes the other rescued task, and dies alone once the
+        # housekeeper's outage window (OUTAGE_GRACES graces after the last
+        # round that saw the outage) is over: a single death again.
+        late = start_worker(dsn, QUEUE, tmp_path, "w4", dead_after=dead_after)
+        children.append(late)
+        wait_until(
+            lambda: all(_runner_of(db, tid, 2) is not None for tid in tids),
+            30,
+            "the fourth worker to take the other task",
+            [survivor, late],
+        )
+        (held,) = [tid for tid in tids if _runner_of(db, tid, 2) == late.pid]
+        wait_until(
+            lambda: time.monotonic() > rescued_at + outage_wait + 1.0,
+            outage_wait + 2,
+            "the outage window to pass",
+            [survivor, late],
+        )
+        late.signal(signal.SIGKILL)
+        killed = time.monotonic()
+        late.wait_exit(10)
+        wait_until(
+            lambda: error_types(db, held) == ["WorkerDied", "WorkerDied"],
+            dead_after + 1.0,
+            "a single death to be rescued within dead_after",
+            [survivor],
+        )
+        assert time.monotonic() - killed <= dead_after + 1.0
+        assert task_state(db, held)[0] == 0  # waiting; the survivor is busy
+    finally:
+        for c in children:
+            if c.alive():
+                c.signal(signal.SIGCONT)
+        kill_all(children)
+        client.close()
