@@ -157,3 +157,189 @@ def test_a_deadlock_between_two_callers_transactions_raises_transaction_conflict
         # The winner's second note came after the loser's first (it waited
         # for the loser's commit); the loser's failed note left nothing.
         assert [reader.task_info(tid).notes for tid in (a, b)] == [{"by": winner}] * 2
+
+
+# -- gap 9: an end that notifies nobody, and Perl's empty-payload wake -----------
+
+
+class _Reads:
+    """Counts the waiter's reads of the table (wrapping the real read), so a
+    test knows that a wait is subscribed and has read once before it acts."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from job_machine._sync.waiter import AnswerReader  # noqa: PLC0415
+
+        self.count = 0
+        original = AnswerReader.read
+
+        def read(reader: AnswerReader, task_ids: Any) -> Any:
+            found = original(reader, task_ids)
+            self.count += 1
+            return found
+
+        monkeypatch.setattr(AnswerReader, "read", read)
+
+
+class _Waiting:
+    """``client.wait(tid)`` in a thread; ``returned`` is when it came back."""
+
+    def __init__(self, client: jm.Client, tid: int, timeout: float) -> None:
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.returned: float | None = None
+        self.thread = threading.Thread(target=self._run, args=(client, tid, timeout))
+        self.thread.start()
+
+    def _run(self, client: jm.Client, tid: int, timeout: float) -> None:
+        try:
+            self.value = client.wait(tid, timeout=timeout)
+        except BaseException as ex:  # examined by the test thread
+            self.error = ex
+        self.returned = time.monotonic()
+
+    def join(self, timeout: float) -> Any:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the wait did not return"
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _perl_result(dsn: str, tid: int, data: Any, notify: bool) -> float:
+    """A Perl worker's ``result`` (notify False) or ``reply`` (True): its
+    statements, untyped, its NOTIFY with an empty payload. Returns when the
+    answer was committed."""
+    from tests.integration.test_perl_compat import Perl  # noqa: PLC0415
+
+    perl = Perl(dsn)
+    try:
+        if notify:
+            perl.reply(tid, data)
+        else:
+            perl._run('INSERT INTO "jobmachine".result (task_id,result) VALUES ($1,$2)', tid, '"x"')
+            perl._run('UPDATE "jobmachine".task SET status=$1 WHERE task_id=$2', 200, tid)
+        return time.monotonic()
+    finally:
+        perl.close()
+
+
+def test_an_end_that_notifies_nobody_is_seen_within_the_two_second_reread(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: a wait re-reads the table every 2 s, so an end that notifies
+    nobody (a Perl worker's ``result``) is seen within that, not at the
+    wait's timeout."""
+    reads = _Reads(monkeypatch)
+    with jm.Client(dsn, queue=QUEUE) as client:
+        tid = client.send("silent")
+        waiting = _Waiting(client, tid, timeout=10)
+        deadline = time.monotonic() + 10
+        while reads.count < 1:  # subscribed, and found no answer
+            assert time.monotonic() < deadline and waiting.returned is None
+            time.sleep(0.01)
+        answered = _perl_result(dsn, tid, "x", notify=False)
+        assert waiting.join(15) == "x"
+        assert waiting.returned is not None
+        assert waiting.returned - answered <= 2.5, (
+            f"a silent end was seen {waiting.returned - answered:.2f} s later (re-read: 2 s)"
+        )
+
+
+def test_a_perl_reply_wakes_a_wait_at_once_without_the_reread(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Perl worker's reply notifies ``jmr:<id>`` with an empty payload: it
+    wakes a wait at once. The re-read is put off to a minute, so only the
+    notification can answer in time."""
+    monkeypatch.setattr("job_machine._async.waiter.RECHECK", 60.0)
+    monkeypatch.setattr("job_machine._sync.waiter.RECHECK", 60.0)
+    reads = _Reads(monkeypatch)
+    with jm.Client(dsn, queue=QUEUE) as client:
+        tid = client.send("perl")
+        waiting = _Waiting(client, tid, timeout=10)
+        deadline = time.monotonic() + 10
+        while reads.count < 1:
+            assert time.monotonic() < deadline and waiting.returned is None
+            time.sleep(0.01)
+        answered = _perl_result(dsn, tid, {"data": "from perl"}, notify=True)
+        assert waiting.join(15) == {"data": "from perl"}
+        assert waiting.returned is not None
+        assert waiting.returned - answered <= 0.5
+
+
+# -- gap 10: what a Perl 0.19 client reads while Python attempts fail ------------
+
+
+class _FailsFirst(jm.Worker):
+    """Raises on a task's first attempt; on a later one, waits for
+    ``release`` (so a test can read in between), then replies ``{"data": x}``
+    as a worker answering a Perl 0.19 client does. ``{"always": ...}`` fails
+    every attempt."""
+
+    handle_signals = False
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.ready = threading.Event()
+        self.retrying = threading.Event()
+        self.release = threading.Event()
+
+    def startup(self) -> None:
+        self.ready.set()
+
+    def process(self, task: jm.Task) -> None:
+        if task.attempt == 1 or task.data == "always":
+            raise RuntimeError(f"attempt {task.attempt} fails")
+        self.retrying.set()
+        self.release.wait(30)
+        self.reply({"data": "ok"})
+
+
+def _perl_receive(perl_conn: psycopg.Connection[Any], tid: int) -> tuple[bool, Any]:
+    """Perl 0.19's ``receive``: the newest ``result`` row of the task (any
+    kind), and its ``data`` member (undef, None here, when it has none).
+    Returns (a row was there, what receive returns)."""
+    row = perl_conn.execute(
+        'SELECT * FROM "jobmachine".result WHERE task_id=%s ORDER BY result_id DESC', (tid,)
+    ).fetchone()
+    if row is None:
+        return False, None
+    import json  # noqa: PLC0415
+
+    stored = json.loads(row[2])
+    return True, stored.get("data") if isinstance(stored, dict) else None
+
+
+def test_a_perl_0_19_client_reads_a_failed_attempts_error_row_as_an_empty_reply(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """README (Perl compatibility) documents this: job_machine stores an
+    error row in ``result`` for a failed attempt (and for a task failed for
+    good). A Perl 0.19 client takes the newest ``result`` row, whatever its
+    ``resulttype``, for the reply: between the failed attempt and the
+    retry's reply it finds a row whose ``data`` is missing (undef, like an
+    empty reply); after the retry's reply it reads the reply. A Python
+    client never takes the error row for an answer."""
+    from tests.workers import serving  # noqa: PLC0415
+
+    w = _FailsFirst(dsn, queue=QUEUE, retry_backoff=0.01, timeout=1)
+    with jm.Client(dsn, queue=QUEUE) as client, serving(w):
+        tid = client.send("retried")
+        assert w.retrying.wait(10)
+        # Between the failed attempt and the retry's reply:
+        assert _perl_receive(conn, tid) == (True, None)
+        row = conn.execute(
+            "SELECT resulttype, result::json->>'type' FROM jobmachine.result WHERE task_id = %s"
+            " ORDER BY result_id DESC LIMIT 1",
+            (tid,),
+        ).fetchone()
+        assert row == ("error", "RuntimeError")
+        assert client.check(tid) is False  # not an answer for job_machine
+        w.release.set()
+        assert client.wait(tid, timeout=10) == {"data": "ok"}
+        assert _perl_receive(conn, tid) == (True, "ok")
+
+        failed = client.send("always", attempts=1)
+        with pytest.raises(jm.TaskFailed):
+            client.wait(failed, timeout=10)
+        assert _perl_receive(conn, failed) == (True, None)
