@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 import job_machine as jm
 from tests.procs import RECORD_APP, Child, kill_all, start_worker, started_count, wait_until
@@ -167,3 +168,65 @@ def test_workers_that_died_together_are_rescued_by_the_outage_rules_fallback(
                 c.signal(signal.SIGCONT)
         kill_all(children)
         client.close()
+
+
+# -- gap 11: the connections a worker holds (docs/asyncio.md) ---------------------
+
+
+def _connections(db: psycopg.Connection[Any], app: str) -> int:
+    row = db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+        " AND datname = current_database()",
+        (app,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _running_now(db: psycopg.Connection[Any]) -> int:
+    row = db.execute("SELECT count(*) FROM jobmachine.task WHERE status = 100").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_worker_holds_two_connections_at_concurrency_1_and_at_most_n_plus_2_at_n(
+    dsn: str, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """docs/asyncio.md: a ``dsn=`` worker uses 2 connections at
+    ``concurrency=1`` (idle or running a task) and at most N + 2 at
+    ``concurrency=N``, for ``max_connections`` planning. job_machine's own
+    connections carry the DSN's application_name (the recording
+    connection of tests/procs.py names itself otherwise)."""
+    children: list[Child] = []
+    try:
+        for n, kind in ((1, "sync"), (4, "async"), (4, "sync")):
+            app = f"budget_{kind}_{n}"
+            tagged = make_conninfo(dsn, application_name=app)
+            queue = f"budget.{kind}.{n}"
+            child = start_worker(tagged, queue, tmp_path, app, kind=kind, concurrency=n)
+            children.append(child)
+            _ready(db, len(children), [child])
+            # Idle: listening (also the work connection at 1, else the pool's
+            # first one) and registry connections; 3 with a pool of its own.
+            idle = 2 if n == 1 else 3
+            wait_until(lambda a=app, i=idle: _connections(db, a) == i, 10, f"{app} idle", [child])
+            counts: list[int] = []
+            busy: list[int] = []
+            with jm.Client(dsn, queue=queue) as client:
+                tids = client.send_many([{"seq": i, "sleep": 1.5} for i in range(2 * n)])
+
+                def all_done(tids: list[int] = tids, app: str = app) -> bool:
+                    counts.append(_connections(db, app))
+                    busy.append(_running_now(db))
+                    return all(task_state(db, t)[0] == 200 for t in tids)
+
+                wait_until(all_done, 30, f"{app}'s tasks", [child], interval=0.05)
+            assert max(counts) <= n + 2, f"{app}: up to {max(counts)} connections"
+            if n == 1:
+                assert set(counts) == {2}, counts
+            assert max(busy) == n, f"{app} never ran {n} tasks at once: {busy}"
+            assert child.alive()
+            child.signal(signal.SIGTERM)
+            assert child.wait_exit(10) == 0, child.describe()
+    finally:
+        kill_all(children)
