@@ -230,3 +230,81 @@ def test_a_worker_holds_two_connections_at_concurrency_1_and_at_most_n_plus_2_at
             assert child.wait_exit(10) == 0, child.describe()
     finally:
         kill_all(children)
+
+
+# -- gap 12: housekeeping_interval, and manual housekeeping beside the fleet's ----
+
+
+def _perl_orphan(dsn: str, queue: str, age: float) -> int:
+    """A task a Perl worker claimed (status 100, no job_machine worker) and
+    last touched ``age`` seconds ago: an orphan once older than orphan_after."""
+    from tests.integration.test_perl_compat import Perl  # noqa: PLC0415
+
+    perl = Perl(dsn)
+    try:
+        tid = perl.send(queue, "orphan")
+        claimed = perl.claim(queue)
+        assert claimed is not None and int(claimed["task_id"]) == tid
+        perl.conn.execute(
+            "UPDATE jobmachine.task SET modified = now() - make_interval(secs => %s)"
+            " WHERE task_id = %s",
+            (age, tid),
+        )
+        return tid
+    finally:
+        perl.close()
+
+
+def _revived(db: psycopg.Connection[Any], tid: int) -> bool:
+    return task_state(db, tid)[0] == 0
+
+
+def test_orphans_are_revived_every_housekeeping_interval_not_every_heartbeat(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """README: ``housekeeping_interval`` is how often the slower chores
+    (orphans, retention, queue removal) run; the heartbeat (every
+    ``dead_after / 4``) only rescues dead workers' tasks. The first round
+    runs at once and revives an old orphan; an orphan made just after it is
+    revived at the next round, ``housekeeping_interval`` later, not at the
+    next heartbeat. Then a ``housekeeping()`` called by hand beside the
+    serving housekeeper does nothing (``ran`` is False)."""
+    interval = 2.0
+    first = _perl_orphan(dsn, "perl.1", age=3600)
+    w = Base(
+        dsn,
+        queue="hk.q",
+        dead_after=1.0,
+        housekeeping_interval=interval,
+        orphan_after=0.1,
+    )
+    with serving(w):
+        wait_until(lambda: _revived(conn, first), 10, "the first round to revive the old orphan")
+        first_round = time.monotonic()
+        second = _perl_orphan(dsn, "perl.2", age=3600)
+        wait_until(lambda: _revived(conn, second), interval + 3, "the next round")
+        after = time.monotonic() - first_round
+        heartbeat = w.dead_after / 4
+        assert interval - heartbeat - 0.1 <= after <= interval + heartbeat + 1.0, (
+            f"revived {after:.2f} s after the first round; housekeeping_interval is {interval} s"
+        )
+        assert w.worker_id is not None
+        wait_until(lambda: _leader(conn), 5, "the serving worker to hold the housekeeper's lock")
+        other = jm.Worker(dsn, queue="hk.q", orphan_after=0.1)
+        try:
+            third = _perl_orphan(dsn, "perl.3", age=3600)
+            counts = other.housekeeping()
+            assert counts.ran is False, counts
+            assert task_state(conn, third)[0] == 100
+        finally:
+            other.close()
+
+
+def _leader(conn: psycopg.Connection[Any]) -> bool:
+    """Whether a session of this database holds the housekeeper's lock."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND objsubid = 1 AND database = (SELECT oid FROM pg_database"
+        " WHERE datname = current_database())"
+    ).fetchone()
+    return bool(row and row[0])
