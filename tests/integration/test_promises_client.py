@@ -343,3 +343,66 @@ def test_a_perl_0_19_client_reads_a_failed_attempts_error_row_as_an_empty_reply(
         with pytest.raises(jm.TaskFailed):
             client.wait(failed, timeout=10)
         assert _perl_receive(conn, failed) == (True, None)
+
+
+# -- gap 13: as_completed yields the first answered first -------------------------
+
+
+class _HoldsA(jm.Worker):
+    """Replies "B" at once; holds "A" until ``release``. ``answered_b`` is
+    when B's reply was committed (reply() of a lone task commits it)."""
+
+    handle_signals = False
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.ready = threading.Event()
+        self.holding_a = threading.Event()
+        self.release = threading.Event()
+        self.answered_b: float | None = None
+
+    def startup(self) -> None:
+        self.ready.set()
+
+    def process(self, task: jm.Task) -> None:
+        if task.data == "A":
+            self.holding_a.set()
+            self.release.wait(30)
+            self.reply("A")
+        else:
+            self.reply("B")
+            self.answered_b = time.monotonic()
+
+
+def test_as_completed_yields_the_first_answered_first_and_at_once(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """README: ``as_completed`` yields the first answered first. A is sent
+    before B, but B (a higher priority) is answered first while A runs:
+    ``as_completed([A, B])`` yields B within 0.5 s of its reply, with A
+    still running, then A once it is answered."""
+    from tests.workers import serving  # noqa: PLC0415
+
+    with jm.Client(dsn, queue=QUEUE) as client:
+        a = client.send("A")
+        b = client.send("B", priority=10)
+        w = _HoldsA(dsn, queue=QUEUE, prefetch=1)
+        with serving(w):
+            answers = client.as_completed([a, b], timeout=20)
+            first = next(answers)
+            got_first = time.monotonic()
+            assert first.task_id == b and first.value() == "B"
+            assert w.answered_b is not None
+            assert got_first - w.answered_b <= 0.5
+            assert w.holding_a.wait(10)
+            assert task_state_of(conn, a) == 100  # A still running
+            w.release.set()
+            second = next(answers)
+            assert second.task_id == a and second.value() == "A"
+            assert list(answers) == []
+
+
+def task_state_of(conn: psycopg.Connection[Any], tid: int) -> int:
+    row = conn.execute("SELECT status FROM jobmachine.task WHERE task_id = %s", (tid,)).fetchone()
+    assert row is not None
+    return int(row[0])
