@@ -5,9 +5,7 @@ housekeeping beside the fleet's housekeeper."""
 
 from __future__ import annotations
 
-import os
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 import job_machine as jm
-from tests.procs import RECORD_APP, Child, kill_all, start_worker, started_count, wait_until
+from tests.procs import Child, kill_all, start_worker, started_count, wait_until
 from tests.rows import error_types, task_state
 from tests.workers import Base, serving
 

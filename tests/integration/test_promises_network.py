@@ -128,4 +128,3 @@ def test_the_task_of_a_worker_whose_network_vanished_is_rescued(
         replies = [body for body, rtype in result_rows(conn, tid) if rtype != "error"]
         assert replies == ['"from the rescuer"']
     print(f"registry session dropped {dropped:.1f} s after the cut; task done at {done:.1f} s")
-

@@ -71,23 +71,25 @@ def test_worker_processes_stopped_by_stop_workers_are_not_replaced(
     does not replace them, and exits 0 once they are all gone."""
     dead_after = 2.0
     args = ("tests.cli_workers:Slow", "-q", QUEUE, "--processes", "2")
-    with supervisor(dsn, tmp_path, *args, "--dead-after", str(dead_after)) as sup:
-        with jm.Admin(dsn) as admin:
-            children = wait_until(
-                lambda: len(sup.alive_children(admin)) == 2 and sup.alive_children(admin),
-                30,
-                "two worker processes",
-            )
-            asked = time.monotonic()
-            admin.stop_workers()
-            wait_until(
-                lambda: all(_gone(pid) for pid in children),
-                dead_after / 4 + 5,
-                "the worker processes to stop",
-            )
-            assert sup.proc.wait(10) == 0, sup.log()
-            assert time.monotonic() - asked <= dead_after / 4 + 10
-            log = sup.log()
-            assert log.count("stopped gracefully; not replaced") == 2, log
-            assert "restarting" not in log, log
-            assert admin.workers() == [] or not any(w.alive for w in admin.workers())
+    with (
+        supervisor(dsn, tmp_path, *args, "--dead-after", str(dead_after)) as sup,
+        jm.Admin(dsn) as admin,
+    ):
+        children = wait_until(
+            lambda: len(sup.alive_children(admin)) == 2 and sup.alive_children(admin),
+            30,
+            "two worker processes",
+        )
+        asked = time.monotonic()
+        admin.stop_workers()
+        wait_until(
+            lambda: all(_gone(pid) for pid in children),
+            dead_after / 4 + 5,
+            "the worker processes to stop",
+        )
+        assert sup.proc.wait(10) == 0, sup.log()
+        assert time.monotonic() - asked <= dead_after / 4 + 10
+        log = sup.log()
+        assert log.count("stopped gracefully; not replaced") == 2, log
+        assert "restarting" not in log, log
+        assert admin.workers() == [] or not any(w.alive for w in admin.workers())
