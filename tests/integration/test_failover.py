@@ -60,6 +60,7 @@ from tests.support.procs import (
 pytestmark = pytest.mark.failover
 
 QUEUE = "failover.test"
+STANDBY_QUEUE = "failover.standby"  # no worker serves it
 #: grace 3 s: far shorter than the 20 s gap, so only the reaper's outage
 #: rules keep the workers from being reaped on the new primary.
 DEAD_AFTER = 6.0
@@ -140,8 +141,35 @@ async def _check_standby_dashboard(standby: PgServer) -> None:
         assert refused.status_code == 403, refused.text
 
 
+def _check_a_worker_refuses_to_start_on_a_standby(standby: PgServer) -> None:
+    """docs/ha.md: a worker refuses to start on a standby (it cannot
+    LISTEN or register there): its receive() raises, it neither hangs nor
+    serves."""
+    worker = jm.Worker(standby.dsn, queue=STANDBY_QUEUE, timeout=1, handle_signals=False)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.receive()
+        except BaseException as ex:  # examined below
+            raised.append(ex)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(15)
+    if thread.is_alive():
+        worker.stop()
+        thread.join(10)
+        pytest.fail("a worker on a standby neither refused to start nor stopped in 15 s")
+    assert raised, "a worker's receive() on a standby returned without an error"
+    assert isinstance(raised[0], jm.JobMachineError), repr(raised[0])
+    worker.close()
+
+
 def _check_standby_admin(standby: PgServer, primary: PgServer, pids: set[int]) -> None:
     """Admin and Client pointed at the standby (while the primary is up)."""
+    with jm.Client(primary.dsn, queue=STANDBY_QUEUE) as client:
+        parked = client.send("on a queue no worker serves")
     with jm.Admin(primary.dsn) as admin:
         assert admin.read_only() is False
     with jm.Admin(standby.dsn) as admin:
@@ -158,7 +186,20 @@ def _check_standby_admin(standby: PgServer, primary: PgServer, pids: set[int]) -
             admin.pause(QUEUE)
         with pytest.raises(jm.ServerReadOnly, match="read-only"):
             admin.stop_workers()
+        # Every other write docs/ha.md lists, on a task the standby has.
+        wait_until(lambda: admin.task_info(parked) is not None, 10, "the task to replicate")
+        for name, call in (
+            ("cancel", lambda: admin.cancel(parked)),
+            ("retry", lambda: admin.retry(parked)),
+            ("remove", lambda: admin.remove(parked)),
+            ("purge", lambda: admin.purge()),
+            ("resume", lambda: admin.resume(QUEUE)),
+        ):
+            with pytest.raises(jm.ServerReadOnly, match="read-only"):
+                call()
+                pytest.fail(f"{name} on a standby did not raise")
     asyncio.run(_check_standby_dashboard(standby))
+    _check_a_worker_refuses_to_start_on_a_standby(standby)
     with jm.Client(standby.dsn, queue=QUEUE) as client:
         with pytest.raises(jm.ServerReadOnly):
             client.send({"seq": -1})
