@@ -320,7 +320,7 @@ def test_a_perl_0_19_client_reads_a_failed_attempts_error_row_as_an_empty_reply(
     retry's reply it finds a row whose ``data`` is missing (undef, like an
     empty reply); after the retry's reply it reads the reply. A Python
     client never takes the error row for an answer."""
-    from tests.workers import serving  # noqa: PLC0415
+    from tests.support.workers import serving  # noqa: PLC0415
 
     w = _FailsFirst(dsn, queue=QUEUE, retry_backoff=0.01, timeout=1)
     with jm.Client(dsn, queue=QUEUE) as client, serving(w):
@@ -381,7 +381,7 @@ def test_as_completed_yields_the_first_answered_first_and_at_once(
     before B, but B (a higher priority) is answered first while A runs:
     ``as_completed([A, B])`` yields B within 0.5 s of its reply, with A
     still running, then A once it is answered."""
-    from tests.workers import serving  # noqa: PLC0415
+    from tests.support.workers import serving  # noqa: PLC0415
 
     with jm.Client(dsn, queue=QUEUE) as client:
         a = client.send("A")

@@ -1,5 +1,5 @@
 """Fleet-level promises of docs/liveness.md and docs/asyncio.md, checked with
-real worker processes (tests/procs.py): the outage rule's fallback, the
+real worker processes (tests/support/procs.py): the outage rule's fallback, the
 connections a worker holds, the housekeeping interval, and manual
 housekeeping beside the fleet's housekeeper."""
 
@@ -14,9 +14,9 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 import job_machine as jm
-from tests.procs import Child, kill_all, start_worker, started_count, wait_until
-from tests.rows import error_types, task_state
-from tests.workers import Base, serving
+from tests.support.procs import Child, kill_all, start_worker, started_count, wait_until
+from tests.support.rows import error_types, task_state
+from tests.support.workers import Base, serving
 
 QUEUE = "fleet.q"
 
@@ -194,7 +194,7 @@ def test_a_worker_holds_two_connections_at_concurrency_1_and_at_most_n_plus_2_at
     ``concurrency=1`` (idle or running a task) and at most N + 2 at
     ``concurrency=N``, for ``max_connections`` planning. job_machine's own
     connections carry the DSN's application_name (the recording
-    connection of tests/procs.py names itself otherwise)."""
+    connection of tests/support/procs.py names itself otherwise)."""
     children: list[Child] = []
     try:
         for n, kind in ((1, "sync"), (4, "async"), (4, "sync")):

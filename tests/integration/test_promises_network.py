@@ -26,9 +26,9 @@ from tests.integration.test_half_open import (  # the fixtures, used by name bel
     link,  # noqa: F401
     server,  # noqa: F401
 )
-from tests.procs import wait_until
-from tests.rows import error_types, result_rows, task_state
-from tests.workers import Base, serving
+from tests.support.procs import wait_until
+from tests.support.rows import error_types, result_rows, task_state
+from tests.support.workers import Base, serving
 
 QUEUE = "vanish.q"
 DEAD_AFTER = 2.0

@@ -12,9 +12,9 @@ import pytest
 
 import job_machine as jm
 from tests.integration.test_perl_compat import Perl
-from tests.procs import wait_until
-from tests.rows import task_state
-from tests.workers import Base, serving
+from tests.support.procs import wait_until
+from tests.support.rows import task_state
+from tests.support.workers import Base, serving
 
 TIMEOUT = 1.0
 

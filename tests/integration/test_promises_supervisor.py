@@ -13,13 +13,13 @@ from pathlib import Path
 
 import job_machine as jm
 from tests.integration.test_supervisor import QUEUE, _gone, _state, supervisor
-from tests.procs import wait_until
+from tests.support.procs import wait_until
 
 
 def test_sigint_stops_every_worker_process_after_the_task_in_hand(
     dsn: str, client: jm.Client, tmp_path: Path
 ) -> None:
-    args = ("tests.cli_workers:Slow", "-q", QUEUE, "--processes", "2")
+    args = ("tests.support.cli_workers:Slow", "-q", QUEUE, "--processes", "2")
     with supervisor(dsn, tmp_path, *args) as sup, jm.Admin(dsn) as admin:
         children = wait_until(
             lambda: len(sup.alive_children(admin)) == 2 and sup.alive_children(admin),
@@ -41,7 +41,7 @@ def test_a_slot_that_keeps_dying_is_restarted_after_a_doubling_backoff(
 ) -> None:
     """Killed three times in a row, one slot is restarted after 0.5, 1 and
     2 s (the log says so, and no replacement registers sooner)."""
-    args = ("tests.cli_workers:Slow", "-q", QUEUE, "--processes", "1")
+    args = ("tests.support.cli_workers:Slow", "-q", QUEUE, "--processes", "1")
     gaps: list[float] = []
     with supervisor(dsn, tmp_path, *args) as sup, jm.Admin(dsn) as admin:
         (child,) = wait_until(lambda: sup.alive_children(admin), 30, "the worker process")
@@ -70,7 +70,7 @@ def test_worker_processes_stopped_by_stop_workers_are_not_replaced(
     (exit 0, within ``dead_after / 4`` plus start-up slack); the supervisor
     does not replace them, and exits 0 once they are all gone."""
     dead_after = 2.0
-    args = ("tests.cli_workers:Slow", "-q", QUEUE, "--processes", "2")
+    args = ("tests.support.cli_workers:Slow", "-q", QUEUE, "--processes", "2")
     with (
         supervisor(dsn, tmp_path, *args, "--dead-after", str(dead_after)) as sup,
         jm.Admin(dsn) as admin,
