@@ -141,34 +141,80 @@ SELECT ids, pg_notify(%(channel)s, n::text),
 -- priority DESC, task_id) is read in index order (LATERAL), so a claim costs
 -- O(log n) however many tasks wait; the heads of several queues are then
 -- merged. SKIP LOCKED: concurrent workers each get different tasks, and
--- none waits for another.
-WITH next AS (
-    SELECT head.task_id, head.priority, c.name AS queue
+-- none waits for another. %(task_id)s (work_once(task_id=)): that task
+-- only, if it is one of these.
+WITH
+-- ---- fleet-wide limits (docs/limits.md): the room left ----------------
+-- Only when one of the queues has a limit (a one-time filter: otherwise
+-- queue_limit_room() is not called, and the claim costs one probe of
+-- queue_limit's key more). It locks the limit rows until this statement
+-- commits, so the limited claims of a queue run one at a time, each
+-- counting what the one before committed.
+room AS MATERIALIZED (
+    SELECT r.* FROM jobmachine.queue_limit_room(%(queues)s::text[], %(now)s::timestamptz) r
+     WHERE EXISTS (SELECT 1 FROM jobmachine.queue_limit l WHERE l.queue = ANY(%(queues)s::text[]))
+),
+-- ---- end of fleet-wide limits -------------------------------------------
+next AS (
+    SELECT head.task_id, head.priority, c.name AS queue, head.grouping
       FROM jobmachine.class c
      CROSS JOIN LATERAL (
-        SELECT t.task_id, t.priority
+        SELECT t.task_id, t.priority, t.grouping
           FROM jobmachine.task t
          WHERE t.class_id = c.class_id
            AND t.status = 0
            AND t.priority >= %(min_priority)s
            AND (t.run_after IS NULL OR t.run_after <= coalesce(%(now)s, now()))
            AND (t.retry_at IS NULL OR t.retry_at <= coalesce(%(now)s, now()))
+           AND (%(task_id)s::bigint IS NULL OR t.task_id = %(task_id)s::bigint)
+           -- limits: none of a grouping whose room is used up
+           AND NOT EXISTS (SELECT 1 FROM room r
+                            WHERE r.queue = c.name AND r.listed AND r.room = 0
+                              AND r.grp IS NOT DISTINCT FROM t.grouping)
          ORDER BY t.priority DESC, t.task_id
-         LIMIT %(limit)s
+         -- limits: no more than the room of a queue limited as a whole
+         LIMIT least(%(limit)s, (SELECT r.room FROM room r
+                                  WHERE r.queue = c.name AND NOT r.per_grouping))
            FOR UPDATE OF t SKIP LOCKED
      ) head
      WHERE c.name = ANY(%(queues)s) AND NOT c.paused
      ORDER BY head.priority DESC, head.task_id
      LIMIT %(limit)s
+),
+-- ---- fleet-wide limits: no grouping over its room ------------------------
+fits AS (
+    SELECT n.task_id, n.queue
+      FROM (SELECT next.*, row_number() OVER (PARTITION BY next.queue, next.grouping
+                                              ORDER BY next.priority DESC, next.task_id) AS nth
+              FROM next) n
+     WHERE n.nth <= coalesce(
+               (SELECT r.room FROM room r WHERE r.queue = n.queue AND r.per_grouping
+                   AND r.listed AND r.grp IS NOT DISTINCT FROM n.grouping),
+               (SELECT r.room FROM room r WHERE r.queue = n.queue AND r.per_grouping
+                   AND NOT r.listed),
+               n.nth)
+),
+-- ---- end of fleet-wide limits -------------------------------------------
+claimed AS (
+    UPDATE jobmachine.task t
+       SET status = 100, modified = coalesce(%(now)s, now()), started = coalesce(%(now)s, now()),
+           attempts = t.attempts + 1, worker_id = %(worker_id)s
+      FROM fits next
+     WHERE t.task_id = next.task_id
+    RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue, t.priority,
+              t.max_attempts, t.title, t.grouping, t.trace_context,
+              greatest(t.created, t.run_after, t.retry_at) AS due
+),
+-- ---- fleet-wide limits: the claims a rate counts -----------------------
+counted AS (
+    INSERT INTO jobmachine.queue_limit_start (queue, grouping, started, n)
+    SELECT c.queue, CASE WHEN r.per_grouping THEN c.grouping END, r.at, count(*)
+      FROM claimed c
+      JOIN room r ON r.queue = c.queue AND NOT r.listed AND r.rated
+     GROUP BY 1, 2, 3
 )
-UPDATE jobmachine.task t
-   SET status = 100, modified = coalesce(%(now)s, now()), started = coalesce(%(now)s, now()),
-       attempts = t.attempts + 1, worker_id = %(worker_id)s
-  FROM next
- WHERE t.task_id = next.task_id
-RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue, t.priority,
-          t.max_attempts, t.title, t.grouping, t.trace_context,
-          greatest(t.created, t.run_after, t.retry_at) AS due
+-- ---- end of fleet-wide limits -------------------------------------------
+SELECT * FROM claimed
 
 -- name: task_begin
 -- A task claimed ahead is about to run after waiting in the worker's

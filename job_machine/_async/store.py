@@ -288,14 +288,18 @@ class AsyncStore:
         worker_id: int | None = None,
         now: datetime | None = None,
         min_priority: int | None = None,
+        task_id: int | None = None,
     ) -> list[Task]:
-        """Claim up to ``limit`` waiting tasks of ``queues``, best first, for ``worker_id``."""
+        """Claim up to ``limit`` waiting tasks of ``queues``, best first, for
+        ``worker_id`` (only ``task_id``, when given), within the queues'
+        limits (``queue_limit``)."""
         params = {
             "queues": list(queues),
             "limit": limit,
             "worker_id": worker_id,
             "now": now,
             "min_priority": -(2**31) if min_priority is None else min_priority,
+            "task_id": task_id,
         }
         rows = await self._all("task_claim", params)
         return [

@@ -30,6 +30,7 @@ def test_a_claim_touches_only_the_head_of_each_queue(
         "worker_id": None,
         "now": None,
         "min_priority": -(2**31),
+        "task_id": None,
     }
     # Before and after the table's statistics catch up (the planner chose
     # differently for the old statement, and sorted every waiting task).
@@ -51,7 +52,13 @@ def test_a_claim_touches_only_the_head_of_each_queue(
 
 # -- helpers for the plans below ---------------------------------------------------------
 
-CLAIM_DEFAULTS = {"limit": 1, "worker_id": None, "now": None, "min_priority": -(2**31)}
+CLAIM_DEFAULTS = {
+    "limit": 1,
+    "worker_id": None,
+    "now": None,
+    "min_priority": -(2**31),
+    "task_id": None,
+}
 
 
 def _nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
