@@ -37,6 +37,7 @@ from typing import Any
 
 import psycopg
 
+from . import _codec
 from ._acompat import select_readable
 from ._backoff import Backoff
 from ._sync.connection import Connector
@@ -83,6 +84,8 @@ class Liveness:
     :param remove_after_days: days after which finished tasks are deleted.
     :param housekeeping_interval: seconds between the slower chores.
     :param on_command: called with a command left for the worker.
+    :param on_broadcast: called with each command sent to the worker by
+        ``Admin.broadcast`` and its args (decoded JSON), once, in order.
     """
 
     def __init__(
@@ -97,11 +100,13 @@ class Liveness:
         remove_after_days: float,
         housekeeping_interval: float,
         on_command: Callable[[str], None] | None = None,
+        on_broadcast: Callable[[str, Any], None] | None = None,
     ) -> None:
         self.queues = [str(q) for q in queues]
         #: Called in the liveness thread with a command an operator left for
         #: the worker (``Admin.stop_workers``).
         self.on_command = on_command
+        self.on_broadcast = on_broadcast
         self.dead_after = dead_after
         self.interval = dead_after / 4
         self.grace = dead_after / 2
@@ -277,6 +282,12 @@ class Liveness:
             logger.warning("worker %d: liveness lock is held elsewhere", self.worker_id)
         if command is not None and self.on_command is not None:
             self.on_command(command)
+        if self.on_broadcast is not None:
+            for name, args in self._store.worker_commands_take(self.worker_id, conn):
+                try:
+                    self.on_broadcast(name, _codec.decode(args))
+                except Exception:
+                    logger.exception("worker %s: command %r failed", self.worker_id, name)
         if not self._store.leader_lock(conn):
             self.leader = False
             return

@@ -910,6 +910,57 @@ UPDATE jobmachine.worker SET command = %(command)s
  WHERE %(worker_id)s::bigint IS NULL OR worker_id = %(worker_id)s::bigint
 RETURNING worker_id
 
+-- name: admin_broadcast
+-- Leave a command (Admin.broadcast) for each of the workers named (every
+-- registered worker when %(worker_ids)s is NULL); each takes it with its
+-- next heartbeat (worker_commands_take). Returns the workers that got it.
+INSERT INTO jobmachine.worker_command (worker_id, command, args)
+SELECT w.worker_id, %(command)s, %(args)s
+  FROM jobmachine.worker w
+ WHERE %(worker_ids)s::bigint[] IS NULL OR w.worker_id = ANY(%(worker_ids)s::bigint[])
+RETURNING worker_id
+
+-- name: worker_commands_take
+-- The commands left for this worker (Admin.broadcast), oldest first, taken:
+-- each is read once. Through worker_commands_take(), the schema owner's.
+SELECT c.command, c.args FROM jobmachine.worker_commands_take(%(worker_id)s) AS c
+
+-- name: admin_limits_set
+-- Set a queue's fleet-wide limits (docs/limits.md), replacing any it had,
+-- and wake its workers (a raised limit lets them claim more at once).
+-- Waits for a limited claim of the queue in progress (it holds the row).
+WITH set AS (
+    INSERT INTO jobmachine.queue_limit AS l (queue, concurrency, rate, per, per_grouping)
+    VALUES (%(queue)s, %(concurrency)s, %(rate)s, %(per)s, %(per_grouping)s)
+    ON CONFLICT (queue) DO UPDATE
+       SET concurrency = excluded.concurrency, rate = excluded.rate, per = excluded.per,
+           per_grouping = excluded.per_grouping, modified = now()
+    RETURNING l.queue
+)
+SELECT queue, pg_notify(jobmachine.queue_channel(queue), 'limits') FROM set
+
+-- name: admin_limits_clear
+-- Remove a queue's limits and the record of its claims that a rate
+-- counted (queue_limit_clear(), the schema owner's), and wake its
+-- workers. Returns no row when it had none.
+SELECT %(queue)s::text AS queue, pg_notify(jobmachine.queue_channel(%(queue)s::text), 'limits')
+ WHERE jobmachine.queue_limit_clear(%(queue)s::text)
+
+-- name: admin_limits
+-- Every queue's limits, by name, with how many of its tasks are started
+-- now (running or claimed ahead) and how many were claimed within the
+-- last `per` seconds, when it has a rate.
+SELECT l.queue, l.concurrency, l.rate, l.per, l.per_grouping,
+       (SELECT count(*) FROM jobmachine.task t
+         WHERE t.status = 100
+           AND t.class_id = (SELECT c.class_id FROM jobmachine.class c WHERE c.name = l.queue))
+           AS running,
+       (SELECT coalesce(sum(s.n), 0) FROM jobmachine.queue_limit_start s
+         WHERE l.rate IS NOT NULL AND s.queue = l.queue
+           AND s.started > now() - make_interval(secs => l.per)) AS recent
+  FROM jobmachine.queue_limit l
+ ORDER BY l.queue
+
 -- name: admin_remove
 -- Delete a task that is not running, with its results; a client waiting on
 -- it is told (it then finds no such task). Through jobmachine.task_delete()

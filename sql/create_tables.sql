@@ -836,6 +836,20 @@ END
 $$;
 REVOKE ALL ON FUNCTION jobmachine.queue_limit_room(text[], timestamptz) FROM PUBLIC;
 
+-- Remove a queue's limits (Admin.set_limits(queue)) and what its rate
+-- counted; whether it had limits. Runs as the schema's owner: an admin
+-- holds no DELETE on these tables, which would let it LOCK TABLE them (and
+-- hold up every claim).
+CREATE OR REPLACE FUNCTION jobmachine.queue_limit_clear(p_queue text)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM jobmachine.queue_limit_start WHERE queue = p_queue;
+    DELETE FROM jobmachine.queue_limit WHERE queue = p_queue;
+    RETURN FOUND;
+END
+$$;
+REVOKE ALL ON FUNCTION jobmachine.queue_limit_clear(text) FROM PUBLIC;
+
 -- Commands for running workers beyond 'stop' (Admin.broadcast): each row is
 -- read, and deleted, by its worker's next heartbeat (worker_commands_take),
 -- in order; they go with the worker's registration (ON DELETE CASCADE).

@@ -32,6 +32,7 @@ from ..task import (
     HourStats,
     LockInfo,
     Part,
+    QueueLimit,
     QueueStats,
     ScheduleInfo,
     Status,
@@ -288,6 +289,7 @@ class AsyncStore:
         worker_id: int | None = None,
         now: datetime | None = None,
         min_priority: int | None = None,
+        *,
         task_id: int | None = None,
     ) -> list[Task]:
         """Claim up to ``limit`` waiting tasks of ``queues``, best first, for
@@ -599,6 +601,62 @@ class AsyncStore:
         """Leave a command for one worker (or all); how many got it."""
         params = {"command": command, "worker_id": worker_id}
         return len(await self._all("admin_worker_command", params))
+
+    async def admin_broadcast(
+        self, command: str, args: str | None, worker_ids: Sequence[int] | None
+    ) -> int:
+        """Leave a command for the workers named (None: every registered
+        one); how many got it."""
+        params = {
+            "command": command,
+            "args": args,
+            "worker_ids": None if worker_ids is None else list(worker_ids),
+        }
+        return len(await self._all("admin_broadcast", params))
+
+    async def worker_commands_take(
+        self, worker_id: int, conn: AsyncConnection[Any] | None = None
+    ) -> list[tuple[str, str | None]]:
+        """Take the commands left for this worker, oldest first: (command, args JSON)."""
+        rows = await self._all("worker_commands_take", {"worker_id": worker_id}, conn)
+        return [(r["command"], r["args"]) for r in rows]
+
+    async def admin_limits_set(
+        self,
+        queue: str,
+        concurrency: int | None,
+        rate: int | None,
+        per: float,
+        per_grouping: bool,
+    ) -> None:
+        """Set (replace) a queue's limits."""
+        params = {
+            "queue": queue,
+            "concurrency": concurrency,
+            "rate": rate,
+            "per": per,
+            "per_grouping": per_grouping,
+        }
+        await self._all("admin_limits_set", params)
+
+    async def admin_limits_clear(self, queue: str) -> bool:
+        """Remove a queue's limits; False when it had none."""
+        return bool(await self._all("admin_limits_clear", {"queue": queue}))
+
+    async def admin_limits(self) -> list[QueueLimit]:
+        """Every queue's limits, by name."""
+        return [
+            QueueLimit(
+                queue=r["queue"],
+                concurrency=r["concurrency"],
+                rate=r["rate"],
+                per=float(r["per"]),
+                per_grouping=bool(r["per_grouping"]),
+                running=int(r["running"]),
+                recent=int(r["recent"]),
+            )
+            for r in await self._all("admin_limits", {})
+        ]
 
     async def admin_remove(self, task_id: int) -> bool:
         """Delete a task that is not running; False if there was none to delete."""

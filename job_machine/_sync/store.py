@@ -34,6 +34,7 @@ from ..task import (
     HourStats,
     LockInfo,
     Part,
+    QueueLimit,
     QueueStats,
     ScheduleInfo,
     Status,
@@ -290,6 +291,7 @@ class Store:
         worker_id: int | None = None,
         now: datetime | None = None,
         min_priority: int | None = None,
+        *,
         task_id: int | None = None,
     ) -> list[Task]:
         """Claim up to ``limit`` waiting tasks of ``queues``, best first, for
@@ -597,6 +599,62 @@ class Store:
         """Leave a command for one worker (or all); how many got it."""
         params = {"command": command, "worker_id": worker_id}
         return len(self._all("admin_worker_command", params))
+
+    def admin_broadcast(
+        self, command: str, args: str | None, worker_ids: Sequence[int] | None
+    ) -> int:
+        """Leave a command for the workers named (None: every registered
+        one); how many got it."""
+        params = {
+            "command": command,
+            "args": args,
+            "worker_ids": None if worker_ids is None else list(worker_ids),
+        }
+        return len(self._all("admin_broadcast", params))
+
+    def worker_commands_take(
+        self, worker_id: int, conn: Connection[Any] | None = None
+    ) -> list[tuple[str, str | None]]:
+        """Take the commands left for this worker, oldest first: (command, args JSON)."""
+        rows = self._all("worker_commands_take", {"worker_id": worker_id}, conn)
+        return [(r["command"], r["args"]) for r in rows]
+
+    def admin_limits_set(
+        self,
+        queue: str,
+        concurrency: int | None,
+        rate: int | None,
+        per: float,
+        per_grouping: bool,
+    ) -> None:
+        """Set (replace) a queue's limits."""
+        params = {
+            "queue": queue,
+            "concurrency": concurrency,
+            "rate": rate,
+            "per": per,
+            "per_grouping": per_grouping,
+        }
+        self._all("admin_limits_set", params)
+
+    def admin_limits_clear(self, queue: str) -> bool:
+        """Remove a queue's limits; False when it had none."""
+        return bool(self._all("admin_limits_clear", {"queue": queue}))
+
+    def admin_limits(self) -> list[QueueLimit]:
+        """Every queue's limits, by name."""
+        return [
+            QueueLimit(
+                queue=r["queue"],
+                concurrency=r["concurrency"],
+                rate=r["rate"],
+                per=float(r["per"]),
+                per_grouping=bool(r["per_grouping"]),
+                running=int(r["running"]),
+                recent=int(r["recent"]),
+            )
+            for r in self._all("admin_limits", {})
+        ]
 
     def admin_remove(self, task_id: int) -> bool:
         """Delete a task that is not running; False if there was none to delete."""

@@ -327,11 +327,11 @@ def test_a_bad_prefix_or_an_old_schema_is_refused_and_creates_nothing(
     count = "SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)"
     with psycopg.connect(empty_dsn, autocommit=True) as c:
         try:
-            # No schema, then a version 2 schema: the grants name version 7's column.
-            with pytest.raises(RaiseException, match="missing or older than version 7"):
+            # No schema, then a version 2 schema: the grants name version 10's tables.
+            with pytest.raises(RaiseException, match="missing or older than version 10"):
                 jm.install_roles(empty_dsn, prefix=roles.prefix)
             c.execute(V2_SCHEMA.read_text("utf-8"))
-            with pytest.raises(RaiseException, match=r"older than version 7 \(found 2\)"):
+            with pytest.raises(RaiseException, match=r"older than version 10 \(found 2\)"):
                 jm.install_roles(c, prefix=roles.prefix)
             assert c.execute("SELECT 1").fetchone() == (1,)  # the connection is usable
             assert one(c, count, list(roles.all)) == 0
