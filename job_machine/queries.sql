@@ -214,7 +214,7 @@ counted AS (
      GROUP BY 1, 2, 3
 )
 -- ---- end of fleet-wide limits -------------------------------------------
-SELECT * FROM claimed
+SELECT * FROM claimed ORDER BY priority DESC, task_id
 
 -- name: task_begin
 -- A task claimed ahead is about to run after waiting in the worker's

@@ -4,7 +4,7 @@ Child side (run as ``python -m tests.procs ...`` from the repository root)::
 
     python -m tests.procs worker --dsn DSN --queue Q [--kind sync|async]
         [--timeout S] [--max-runtime S] [--dead-after S] [--shutdown-grace S]
-        [--sleep S] [--barrier N] [--concurrency N] [--no-reply]
+        [--sleep S] [--barrier N] [--concurrency N] [--no-reply] [--record-end]
     python -m tests.procs client --dsn DSN --queue Q --first SEQ --count N
         [--wait-timeout S]
 
@@ -62,11 +62,17 @@ CREATE TABLE processed (
     seq         int,
     attempt     int,
     pid         int NOT NULL,
-    started_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+    started_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- With --record-end: when process() was about to answer.
+    ended_at    timestamptz
 );
 """
 
 _RECORD_SQL = "INSERT INTO processed (task_id, seq, attempt, pid) VALUES (%s, %s, %s, %s)"
+_ENDED_SQL = (
+    "UPDATE processed SET ended_at = clock_timestamp()"
+    " WHERE task_id = %s AND attempt = %s AND pid = %s"
+)
 _STARTED_SQL = "INSERT INTO worker_started (pid) VALUES (%s)"
 _COUNT_STARTED_SQL = "SELECT count(*) FROM worker_started"
 
@@ -100,6 +106,8 @@ class RecordingWorker(jm.Worker):
     barrier: int = 0
     #: False: return without a reply (the worker marks the task done).
     answer: bool = True
+    #: Record when process() ends too (processed.ended_at).
+    record_end: bool = False
 
     def startup(self) -> None:
         self.rec = psycopg.connect(self.record_dsn, autocommit=True, application_name=RECORD_APP)
@@ -118,6 +126,8 @@ class RecordingWorker(jm.Worker):
         if self.sleep:
             logging.info("task %d: sleeping %.1f s", task.id, self.sleep)
             time.sleep(self.sleep)
+        if self.record_end:
+            self.rec.execute(_ENDED_SQL, (task.id, task.attempt, os.getpid()))
         if self.answer:
             self.reply(expected_reply(seq) if seq is not None else None)
 
@@ -149,6 +159,8 @@ class AsyncRecordingWorker(jm.AsyncWorker):
     barrier: int = 0
     #: False: return without a reply (the worker marks the task done).
     answer: bool = True
+    #: Record when process() ends too (processed.ended_at).
+    record_end: bool = False
 
     async def startup(self) -> None:
         self.rec = await psycopg.AsyncConnection.connect(
@@ -170,6 +182,8 @@ class AsyncRecordingWorker(jm.AsyncWorker):
         if self.sleep:
             logging.info("task %d: sleeping %.1f s", task.id, self.sleep)
             await asyncio.sleep(self.sleep)
+        if self.record_end:
+            await self.rec.execute(_ENDED_SQL, (task.id, task.attempt, os.getpid()))
         if self.answer:
             await self.reply(expected_reply(seq) if seq is not None else None)
 
@@ -205,6 +219,7 @@ def run_worker(args: argparse.Namespace) -> int:
         "barrier": args.barrier,
         "concurrency": args.concurrency,
         "answer": not args.no_reply,
+        "record_end": args.record_end,
     }
     if args.kind == "async":
         aworker = AsyncRecordingWorker(args.dsn, **options)
@@ -251,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--barrier", type=int, default=0)
     w.add_argument("--concurrency", type=int, default=1)
     w.add_argument("--no-reply", action="store_true", help="return without replying")
+    w.add_argument("--record-end", action="store_true", help="record when process() ends")
     c = sub.add_parser("client")
     c.add_argument("--dsn", required=True)
     c.add_argument("--queue", required=True)
@@ -351,12 +367,15 @@ def start_worker(
     barrier: int = 0,
     concurrency: int = 1,
     reply: bool = True,
+    record_end: bool = False,
 ) -> Child:
     args = ["worker", "--dsn", dsn, "--queue", queue, "--kind", kind, "--timeout", str(timeout)]
     args += ["--sleep", str(sleep), "--barrier", str(barrier), "--dead-after", str(dead_after)]
     args += ["--shutdown-grace", str(shutdown_grace), "--concurrency", str(concurrency)]
     if not reply:
         args.append("--no-reply")
+    if record_end:
+        args.append("--record-end")
     if max_runtime is not None:
         args += ["--max-runtime", str(max_runtime)]
     return Child(args, log_dir, name)
