@@ -5,7 +5,9 @@ idempotent, and Perl Job::Machine and Python clients and workers working on
 it after. Likewise from version 3 (tests/fixtures/create_tables_v3.sql) to
 version 4, and from version 4 (tests/fixtures/create_tables_v4.sql) to
 version 5 (streamed parts), and from version 6
-(tests/fixtures/create_tables_v6.sql) to version 7 (task.trace_context)."""
+(tests/fixtures/create_tables_v6.sql) to version 7 (task.trace_context),
+and from version 7 (tests/fixtures/create_tables_v7.sql) to version 10
+(queue limits, worker commands)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ V2_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v2
 V3_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v3.sql"
 V4_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v4.sql"
 V6_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v6.sql"
+V7_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "create_tables_v7.sql"
 ALL_VERSIONS = [(v,) for v in range(1, SCHEMA_VERSION + 1)]
 
 TASK_V2_COLUMNS = (
@@ -386,7 +389,7 @@ def test_install_schema_upgrades_a_v6_database_with_the_trace_context(
 
         jm.install_schema(dsn)
 
-        assert rows(c, "SELECT max(version) FROM jobmachine.schema_version") == [(7,)]
+        assert rows(c, "SELECT max(version) FROM jobmachine.schema_version") == [(SCHEMA_VERSION,)]
         assert rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id") == [
             (*t, None) for t in tasks
         ]
@@ -405,3 +408,42 @@ def test_install_schema_upgrades_a_v6_database_with_the_trace_context(
         sent = client.send({"n": 2})
         assert w.work_once()
         assert client.wait(sent, timeout=5) == {"data": {"got": {"n": 2}, "by": "python"}}
+
+
+def test_install_schema_upgrades_a_v7_database_with_queue_limits_and_worker_commands(
+    empty_dsn: str, dsn: str
+) -> None:
+    """Version 10's tables (queue_limit, queue_limit_start, worker_command)
+    and functions are added beside a v7 database's tasks, which keep their
+    rows and run as before, now within a limit set on their queue."""
+    fresh_dsn, dsn = dsn, empty_dsn
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(V7_SCHEMA.read_text("utf-8"))
+        assert rows(c, "SELECT max(version) FROM jobmachine.schema_version") == [(7,)]
+        c.execute(
+            "WITH cls AS (INSERT INTO jobmachine.class (name) VALUES ('mig.q') RETURNING class_id)"
+            " INSERT INTO jobmachine.task (class_id, parameters, status)"
+            " SELECT class_id, '{\"n\": 1}', 0 FROM cls UNION ALL"
+            " SELECT class_id, '{\"n\": 2}', 0 FROM cls"
+        )
+        tasks = rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")
+
+        jm.install_schema(dsn)
+
+        assert rows(c, "SELECT max(version) FROM jobmachine.schema_version") == [(SCHEMA_VERSION,)]
+        assert rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id") == tasks
+        with psycopg.connect(fresh_dsn, autocommit=True) as f:
+            fresh = catalog(f)
+        got = catalog(c)
+        for part in ("columns", "indexes", "triggers", "functions"):
+            assert got[part] == fresh[part], part
+        before = catalog(c)
+        jm.install_schema(c)
+        assert catalog(c) == before
+
+    with jm.Admin(dsn) as admin, Answer(dsn, queue="mig.q") as w:
+        admin.set_limits("mig.q", concurrency=1)
+        (held,) = w._claim(5)
+        assert w._claim(5) == []
+        w._store.task_done(held.id, held.attempt)
+        assert w.work_once()
