@@ -142,12 +142,53 @@ SELECT ids, pg_notify(%(channel)s, n::text),
 -- O(log n) however many tasks wait; the heads of several queues are then
 -- merged. SKIP LOCKED: concurrent workers each get different tasks, and
 -- none waits for another. %(task_id)s (work_once(task_id=)): that task
--- only, if it is one of these.
+-- only, if it is one of these. A queue with fleet-wide limits is left to
+-- task_claim_limited (the Store runs it when queue_limited says one of the
+-- queues has limits): here it costs one probe of queue_limit's key.
+WITH next AS (
+    SELECT head.task_id, head.priority, c.name AS queue
+      FROM jobmachine.class c
+     CROSS JOIN LATERAL (
+        SELECT t.task_id, t.priority
+          FROM jobmachine.task t
+         WHERE t.class_id = c.class_id
+           AND t.status = 0
+           AND t.priority >= %(min_priority)s
+           AND (t.run_after IS NULL OR t.run_after <= coalesce(%(now)s, now()))
+           AND (t.retry_at IS NULL OR t.retry_at <= coalesce(%(now)s, now()))
+           AND (%(task_id)s::bigint IS NULL OR t.task_id = %(task_id)s::bigint)
+         ORDER BY t.priority DESC, t.task_id
+         LIMIT %(limit)s
+           FOR UPDATE OF t SKIP LOCKED
+     ) head
+     WHERE c.name = ANY(%(queues)s) AND NOT c.paused
+       -- fleet-wide limits: not a queue that has limits (task_claim_limited)
+       AND NOT EXISTS (SELECT 1 FROM jobmachine.queue_limit l WHERE l.queue = c.name)
+     ORDER BY head.priority DESC, head.task_id
+     LIMIT %(limit)s
+)
+UPDATE jobmachine.task t
+   SET status = 100, modified = coalesce(%(now)s, now()), started = coalesce(%(now)s, now()),
+       attempts = t.attempts + 1, worker_id = %(worker_id)s
+  FROM next
+ WHERE t.task_id = next.task_id
+RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue, t.priority,
+          t.max_attempts, t.title, t.grouping, t.trace_context,
+          greatest(t.created, t.run_after, t.retry_at) AS due
+
+-- name: task_claim_limited
+-- task_claim, for queues of which some have fleet-wide limits
+-- (docs/limits.md): the same tasks in the same order (keep the two in
+-- step), but of a queue with limits no more than its room, counted under
+-- a lock of its limit row (queue_limit_room()), and each claim a rate
+-- counts recorded in queue_limit_start in the same statement. Every row
+-- carries `limited`: whether any of the queues still has limits (a row of
+-- NULLs with it when none was claimed), so the Store knows when to go back
+-- to task_claim.
 WITH
 -- ---- fleet-wide limits (docs/limits.md): the room left ----------------
 -- Only when one of the queues has a limit (a one-time filter: otherwise
--- queue_limit_room() is not called, and the claim costs one probe of
--- queue_limit's key more). It locks the limit rows until this statement
+-- queue_limit_room() is not called). It locks the limit rows until this statement
 -- commits, so the limited claims of a queue run one at a time, each
 -- counting what the one before committed.
 room AS MATERIALIZED (
@@ -214,7 +255,17 @@ counted AS (
      GROUP BY 1, 2, 3
 )
 -- ---- end of fleet-wide limits -------------------------------------------
-SELECT * FROM claimed ORDER BY priority DESC, task_id
+SELECT c.*, lim.limited
+  FROM (SELECT EXISTS (SELECT 1 FROM jobmachine.queue_limit l
+                        WHERE l.queue = ANY(%(queues)s::text[])) AS limited) lim
+  LEFT JOIN claimed c ON true
+ ORDER BY c.priority DESC, c.task_id
+
+-- name: queue_limited
+-- Whether any of these queues has fleet-wide limits (the Store then claims
+-- with task_claim_limited).
+SELECT EXISTS (SELECT 1 FROM jobmachine.queue_limit l WHERE l.queue = ANY(%(queues)s::text[]))
+       AS limited
 
 -- name: task_begin
 -- A task claimed ahead is about to run after waiting in the worker's

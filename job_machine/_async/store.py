@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -74,6 +75,15 @@ QUEUE_PRUNE_AFTER = 86400.0
 #: takes their tasks: 5 x ``dead_after``, 75 s by default. docs/liveness.md.
 OUTAGE_GRACES = 10
 
+#: Seconds after which a claim looks again whether its queues have
+#: fleet-wide limits (queue_limited): a limit set on a queue is honoured at
+#: once, but a worker busy with other queues claims the limited queue's
+#: tasks only once it has noticed (docs/limits.md).
+LIMITS_RECHECK = 1.0
+#: The same after a claim that came back short (the worker is about to
+#: wait): soon, not at every claim of a worker that gets one task at a time.
+LIMITS_RECHECK_SHORT = 0.2
+
 #: Most schedules one dispatch round sends (the rest in the next round).
 SCHEDULES_PER_ROUND = 100
 
@@ -134,6 +144,9 @@ class AsyncStore:
         self._q = queries()
         #: Whether a missing schedule table (schema version 4) was reported.
         self._warned_schedules = False
+        #: Per list of queues claimed from: whether one of them had limits
+        #: when last looked up, and when (time.monotonic()).
+        self._limits_known: dict[tuple[str, ...], tuple[bool, float]] = {}
 
     @asynccontextmanager
     async def _cursor(
@@ -294,7 +307,16 @@ class AsyncStore:
     ) -> list[Task]:
         """Claim up to ``limit`` waiting tasks of ``queues``, best first, for
         ``worker_id`` (only ``task_id``, when given), within the queues'
-        limits (``queue_limit``)."""
+        fleet-wide limits.
+
+        task_claim leaves the queues that have limits alone, at the cost of
+        one key probe; whether any of ``queues`` has some is looked up when
+        a claim comes back short, and at least every :data:`LIMITS_RECHECK`
+        seconds, and then task_claim_limited claims from them (and from the
+        others, while they have limits). A limit set on a queue a worker is
+        busy with elsewhere is thus noticed within that time: until then its
+        tasks are left waiting, never claimed past the limit.
+        """
         params = {
             "queues": list(queues),
             "limit": limit,
@@ -303,7 +325,37 @@ class AsyncStore:
             "min_priority": -(2**31) if min_priority is None else min_priority,
             "task_id": task_id,
         }
-        rows = await self._all("task_claim", params)
+        key = tuple(queues)
+        limited, looked = self._limits_known.get(key, (False, -LIMITS_RECHECK))
+        if limited:
+            rows = await self._all("task_claim_limited", params)
+            if rows and not rows[0]["limited"]:
+                self._know_limits(key, False)
+            return self._claimed(rows)
+        tasks = self._claimed(await self._all("task_claim", params))
+        now_ = time.monotonic()
+        short = len(tasks) < limit
+        # One task asked for by id: looked up at once (a call of its own).
+        if (short and (task_id is not None or now_ - looked >= LIMITS_RECHECK_SHORT)) or (
+            now_ - looked >= LIMITS_RECHECK
+        ):
+            row = await self._one("queue_limited", {"queues": list(queues)})
+            limited = bool(row and row["limited"])
+            self._know_limits(key, limited)
+            if limited and short:
+                params["limit"] = limit - len(tasks)
+                tasks += self._claimed(await self._all("task_claim_limited", params))
+                tasks.sort(key=lambda t: (-t.priority, t.id))  # best first, as one claim
+        return tasks
+
+    def _know_limits(self, key: tuple[str, ...], limited: bool) -> None:
+        if len(self._limits_known) > 64:  # served queues come and go (patterns)
+            self._limits_known.clear()
+        self._limits_known[key] = (limited, time.monotonic())
+
+    @staticmethod
+    def _claimed(rows: list[dict[str, Any]]) -> list[Task]:
+        """The tasks of task_claim's rows (task_claim_limited's row of NULLs is none)."""
         return [
             Task(
                 id=int(r["task_id"]),
@@ -320,6 +372,7 @@ class AsyncStore:
                 due=r["due"],
             )
             for r in rows
+            if r["task_id"] is not None
         ]
 
     async def task_finish(self, task_id: int, attempt: int, result: str, notify: bool) -> bool:
