@@ -11,6 +11,7 @@ and ended).
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -288,3 +289,39 @@ def test_a_claim_waits_for_the_limit_row_and_counts_what_the_claim_before_commit
         t.join(10)
     # No task: its one row says only that the queue has limits.
     assert [[(row[0], row[-1]) for row in got] for got in results] == [[(None, True)]]
+
+
+def test_the_cli_sets_lists_and_clears_limits(dsn: str) -> None:
+    from tests.integration.test_cli import cli, failed, ok, tsv  # noqa: PLC0415
+
+    assert ok(cli("limits", "set", "cli.q", "--concurrency", "3", dsn=dsn)) == (
+        "queue cli.q limited\n"
+    )
+    ok(cli("limits", "set", "cli.r", "--rate", "10", "--per", "1m", "--per-grouping", dsn=dsn))
+    ok(cli("limits", "set", "cli.*", "--exact", "--concurrency", "1", dsn=dsn))
+    assert tsv(ok(cli("limits", "list", dsn=dsn))) == [
+        ["queue", "concurrency", "rate", "per", "per grouping", "running", "recent"],
+        ["cli.*", "1", "-", "-", "no", "0", "-"],
+        ["cli.q", "3", "-", "-", "no", "0", "-"],
+        ["cli.r", "-", "10", "60 s", "yes", "0", "0"],
+    ]
+    listed = json.loads(ok(cli("limits", "list", "--json", dsn=dsn)))
+    assert listed[2] == {
+        "queue": "cli.r",
+        "concurrency": None,
+        "rate": 10,
+        "per": 60.0,
+        "per_grouping": True,
+        "running": 0,
+        "recent": 0,
+    }
+    assert ok(cli("limits", "clear", "cli.q", dsn=dsn)) == "queue cli.q has no limits\n"
+    assert "is a pattern" in failed(cli("limits", "clear", "cli.*", dsn=dsn), 1)
+    ok(cli("limits", "clear", "cli.*", "--exact", dsn=dsn))
+    assert "give --concurrency, --rate or both" in failed(cli("limits", "set", "x", dsn=dsn), 2)
+    assert "per must be a positive number" in failed(
+        cli("limits", "set", "x", "--rate", "1", "--per", "0", dsn=dsn), 1
+    )
+    assert "--concurrency" in failed(cli("limits", "set", "x", "--concurrency", "0", dsn=dsn), 2)
+    with jm.Admin(dsn) as admin:
+        assert [x.queue for x in admin.limits()] == ["cli.r"]

@@ -153,3 +153,33 @@ def test_work_once_with_a_task_id_claims_that_task_only_if_it_waits(dsn: str) ->
         with pytest.raises(ValueError, match="task_id must be a task id"):
             w.work_once(task_id="1")  # type: ignore[arg-type]
         w.close()
+
+
+def test_the_cli_broadcasts_to_every_worker_or_those_named(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    from tests.integration.test_cli import cli, failed, ok  # noqa: PLC0415
+
+    ids = [
+        conn.execute(
+            "INSERT INTO jobmachine.worker (host, pid, queues) VALUES ('h', %s, '{q}')"
+            " RETURNING worker_id",
+            (pid,),
+        ).fetchone()[0]  # type: ignore[index]
+        for pid in (1, 2)
+    ]
+    assert ok(cli("workers", "broadcast", "reload", '{"a": 1}', dsn=dsn)) == (
+        "sent reload to 2 workers\n"
+    )
+    assert ok(cli("workers", "broadcast", "status", "--worker", str(ids[1]), dsn=dsn)) == (
+        "sent status to 1 worker\n"
+    )
+    assert "not valid JSON" in failed(cli("workers", "broadcast", "x", "{", dsn=dsn), 2)
+    rows = conn.execute(
+        "SELECT worker_id, command, args FROM jobmachine.worker_command ORDER BY command_id"
+    ).fetchall()
+    assert rows == [
+        (ids[0], "reload", '{"a":1}'),
+        (ids[1], "reload", '{"a":1}'),
+        (ids[1], "status", None),
+    ]
