@@ -568,6 +568,19 @@ async def schedules(request: Request) -> Response:
     return _page(request, "schedules.html", schedules=found)
 
 
+# ---- fleet-wide limits (issue 18 part 4): the page; its action is "set_limits" ----
+
+
+async def limits(request: Request) -> Response:
+    """The queues' fleet-wide limits."""
+    async with _db(request).use() as admin:
+        found = await admin.limits()
+    return _page(request, "limits.html", limits=found)
+
+
+# ---- end of fleet-wide limits ----
+
+
 # -- actions --------------------------------------------------------------------------
 
 
@@ -654,6 +667,15 @@ ACTIONS: dict[str, Action] = {
         "workers start again: pause it instead, or take cron= out of the code.",
         "Schedule {target} removed.",
         "/schedules",
+    ),
+    # set_limits(queue) with no limit clears them (fleet-wide limits).
+    "set_limits": Action(
+        "queue",
+        "Clear limits",
+        "Remove the queue's fleet-wide limits: workers claim its tasks as fast as "
+        "they run them. Set limits again with job-machine limits set or Admin.set_limits().",
+        "Queue {target} has no limits now.",
+        "/limits",
     ),
     "stop": Action(
         "worker",
@@ -881,6 +903,7 @@ def create_app(config: DashboardConfig) -> Starlette:
             Route("/workers", workers),
             Route("/locks", locks),
             Route("/schedules", schedules),
+            Route("/limits", limits),
             Route("/metrics", metrics),
             Route("/confirm/{action}", confirm),
             Route("/do/{action}", act, methods=["POST"]),

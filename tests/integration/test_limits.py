@@ -12,6 +12,7 @@ and ended).
 from __future__ import annotations
 
 import json
+import re
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -325,3 +326,22 @@ def test_the_cli_sets_lists_and_clears_limits(dsn: str) -> None:
     assert "--concurrency" in failed(cli("limits", "set", "x", "--concurrency", "0", dsn=dsn), 2)
     with jm.Admin(dsn) as admin:
         assert [x.queue for x in admin.limits()] == ["cli.r"]
+
+
+async def test_the_dashboard_lists_limits_and_clears_them(dsn: str) -> None:
+    from tests.integration.test_web import _act, dashboard  # noqa: PLC0415
+
+    async with jm.AsyncAdmin(dsn) as admin:
+        await admin.set_limits("web.q", concurrency=4, rate=100, per=60, per_grouping=True)
+    async with dashboard(dsn) as http:
+        page = (await http.get("/limits")).text
+        assert re.search(r"<td>web.q</td>\s*<td class=\"n\">4</td>", page), page
+        assert "100 per 60 s" in page
+        assert 'href="/confirm/set_limits?target=web.q"' in page
+        cleared = await _act(http, "set_limits", "web.q")
+        assert "Queue web.q has no limits now." in cleared.text
+        assert "No queue has limits" in cleared.text
+    async with jm.AsyncAdmin(dsn) as admin:
+        assert await admin.limits() == []
+    async with dashboard(dsn, read_only=True) as http:
+        assert "/confirm/set_limits" not in (await http.get("/limits")).text
