@@ -49,7 +49,8 @@ STANDBY_ALIVE_WITHIN = 15.0
 class Admin(ConnectorOwner):
     """Operations for operators and dashboards: counts, history, listings,
     workers, cancel / retry / remove / purge of tasks, pausing queues,
-    stopping workers, cron schedules, and resetting the whole machine.
+    stopping workers and sending them commands, fleet-wide limits of queues,
+    cron schedules, and resetting the whole machine.
 
     Takes ``dsn=``, ``conn=`` or ``pool=`` like :class:`Client`.
     """
@@ -302,8 +303,9 @@ class Admin(ConnectorOwner):
     def read_only(self) -> bool:
         """Whether the database this admin reads refuses writes: a streaming
         standby (a replica) or a read-only session. Reads answer there as
-        on the primary; cancel, retry, remove, purge, reset, pause, resume
-        and stop_workers raise :class:`~job_machine.ServerReadOnly`."""
+        on the primary; cancel, retry, remove, purge, reset, pause, resume,
+        stop_workers, broadcast and set_limits raise
+        :class:`~job_machine.ServerReadOnly`."""
         return (self._store.server_role())[1]
 
     def task_states(self, task_ids: Sequence[int]) -> dict[int, str]:
