@@ -805,10 +805,17 @@ BEGIN
         -- the queue: what is left under each limit, the smaller of the two.
         FOR grp, room IN
             SELECT u.g, least(l.concurrency - sum(u.running), l.rate - sum(u.claimed))::integer
-              FROM (SELECT CASE WHEN l.per_grouping THEN t.grouping END AS g,
+              FROM (SELECT CASE WHEN l.per_grouping THEN r.grouping END AS g,
                            count(*) AS running, 0 AS claimed
-                      FROM jobmachine.task t
-                     WHERE t.status = 100 AND t.class_id = cls AND l.concurrency IS NOT NULL
+                      -- The queue's running tasks, through an index of the
+                      -- running ones; of a queue limited as a whole, no more
+                      -- than its limit (enough to know the room), read in
+                      -- an index scan that marks the dead entries it meets.
+                      FROM (SELECT t.grouping
+                              FROM jobmachine.task t
+                             WHERE t.status = 100 AND t.class_id = cls
+                               AND l.concurrency IS NOT NULL
+                             LIMIT CASE WHEN NOT l.per_grouping THEN l.concurrency END) r
                      GROUP BY 1
                     UNION ALL
                     SELECT CASE WHEN l.per_grouping THEN s.grouping END, 0, sum(s.n)
