@@ -26,6 +26,7 @@ from typing import Any
 import job_machine as jm
 import psycopg
 from job_machine._queries import queries
+from job_machine._worker_config import TaskPolicy
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -42,6 +43,7 @@ def _claims(dsn: str, queue: str, limit: int, n: int, sync: str) -> float:
         "now": None,
         "min_priority": -(2**31),
         "task_id": None,
+        **TaskPolicy.NONE,
     }
     with psycopg.connect(dsn, autocommit=True, prepare_threshold=0) as conn:
         conn.execute(sql.SQL("SET synchronous_commit = {}").format(sql.Literal(sync)))

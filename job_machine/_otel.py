@@ -20,7 +20,9 @@ Spans follow OpenTelemetry's messaging semantic conventions:
   sender's trace, in whatever process it runs;
 - ``reply <queue>`` (PRODUCER) inside it, around ``reply``/``result``;
 - ``wait <queue>`` (CLIENT) around :meth:`Client.wait`, a child of the
-  send span when the same client sent the task.
+  send span when the same client sent the task; around
+  :meth:`Client.wait_all` and :meth:`Client.as_completed`, one span for
+  all the tasks, a child of the caller's span linked to each send span.
 
 Errors are recorded on the process span (an exception event, status
 ERROR, ``job_machine.task.will_retry``); a task answered as failed makes
@@ -334,6 +336,76 @@ class Remembered:
         if sent is not None:
             record("round_trip", queue, time.monotonic() - sent[1])
             self._contexts.pop(task_id, None)
+
+    def group_span(self, task_ids: list[int]) -> AbstractContextManager[Callable[..., None]]:
+        """A client span around a wait for several tasks' answers
+        (``wait_all``, ``as_completed``); yields the function to call with
+        each task id as it is answered (``failed=True`` for a failed one),
+        which records that task's round trip.
+
+        The span is a child of the caller's current span (a web request's),
+        linked to each task's send span: one wait gathers many traces. It is
+        never made the current span, so ``as_completed`` may yield inside it.
+        """
+        if _tracer is None and _instruments is None:
+            return _NO_GROUP_CONTEXT
+        return self._group_span(task_ids)
+
+    @contextmanager
+    def _group_span(self, task_ids: list[int]) -> Iterator[Callable[..., None]]:
+        sent = [self._contexts.get(t) for t in task_ids]
+        queues = {s[2] for s in sent if s is not None}
+        failures = 0
+
+        def answered(task_id: int, failed: bool = False) -> None:
+            nonlocal failures
+            failures += failed
+            mine = self._contexts.pop(task_id, None)
+            if mine is not None:
+                record("round_trip", mine[2], time.monotonic() - mine[1])
+
+        if _tracer is None:
+            yield answered
+            return
+        from opentelemetry import trace  # noqa: PLC0415
+        from opentelemetry.trace import Link, SpanKind, Status, StatusCode  # noqa: PLC0415
+
+        links: dict[int, Any] = {}  # one link per send span (send_many's tasks share one)
+        for s in sent:
+            if s is not None and s[0]:
+                context = trace.get_current_span(extract(s[0])).get_span_context()
+                if context.is_valid:
+                    links.setdefault(context.span_id, Link(context))
+        queue = queues.pop() if len(queues) == 1 else ""
+        attributes = _attributes(queue, "receive")
+        attributes["messaging.batch.message_count"] = len(task_ids)
+        span = _tracer.start_span(
+            f"wait {queue}".rstrip(),
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            links=list(links.values()),
+        )
+        try:
+            yield answered
+        except GeneratorExit:  # the caller stopped iterating: not an error
+            raise
+        except BaseException as ex:
+            span.record_exception(ex)
+            span.set_status(Status(StatusCode.ERROR, f"{type(ex).__qualname__}: {ex}"))
+            raise
+        else:
+            if failures:
+                span.set_status(Status(StatusCode.ERROR, f"{failures} of the tasks failed"))
+        finally:
+            span.set_attribute("job_machine.tasks.failed", failures)
+            span.end()
+
+
+def _ignore(task_id: int, failed: bool = False) -> None:
+    """What a grouped wait calls per answer when nothing is traced or measured."""
+
+
+_NO_GROUP_CONTEXT = nullcontext(_ignore)
 
 
 def _since(when: datetime) -> float:

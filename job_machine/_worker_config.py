@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from ._options import check_priority
 
@@ -170,3 +170,45 @@ class WorkerConfig:
             what = "a number >= 0" if zero_ok else "a positive number"
             raise ValueError(f"{name} must be {what} of seconds/days, not {value!r}")
         return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPolicy:
+    """The housekeeping settings a worker stamps on every task it claims, so
+    that the fleet's housekeeper, whichever worker it is, judges the task by
+    the settings of its own queue's worker, not by its own (docs/liveness.md,
+    "Whose settings apply").
+
+    ``retries`` and ``remove_after`` become the task's ``max_attempts`` and
+    ``keep_for`` where the sender gave none (the first claim's stay);
+    ``max_runtime`` and ``orphan_after`` are the limits of each attempt.
+    """
+
+    #: Retries after the first attempt: ``max_attempts = retries + 1``.
+    retries: int
+    #: Seconds a live worker's attempt may run before it is given up; None: never.
+    max_runtime: float | None
+    #: Seconds an attempt claimed outside receive() may go untouched.
+    orphan_after: float
+    #: Days a finished task is kept.
+    remove_after: float
+
+    def claim_params(self) -> dict[str, Any]:
+        """The claim statement's parameters (task_claim in queries.sql)."""
+        return {
+            "max_attempts": self.retries + 1,
+            "keep_for": self.remove_after * 86400.0,
+            # Infinity, not NULL: NULL would leave the task to the
+            # housekeeper's own max_runtime.
+            "max_runtime": float("inf") if self.max_runtime is None else self.max_runtime,
+            "orphan_after": self.orphan_after,
+        }
+
+    #: The claim's parameters when no policy is given (a claim outside a
+    #: worker): nothing stamped, the housekeeper's settings apply.
+    NONE: ClassVar[dict[str, Any]] = {
+        "max_attempts": None,
+        "keep_for": None,
+        "max_runtime": None,
+        "orphan_after": None,
+    }

@@ -76,12 +76,18 @@ class Liveness:
     :param queues: the worker's queues, shown in the registry.
     :param dead_after: seconds within which a dead worker's tasks are back
         to waiting.
-    :param retries: the worker's retries, applied to rescued tasks.
+    :param retries: the worker's retries.
     :param max_runtime: seconds after which a live worker's task is given up
         on; None never gives up.
     :param orphan_after: seconds after which a started task that no
         registered worker holds (a Perl worker's) is revived.
     :param remove_after_days: days after which finished tasks are deleted.
+
+    As the fleet's housekeeper it applies ``retries``, ``max_runtime``,
+    ``orphan_after``, ``remove_after_days`` and its own reconnect grace only
+    to tasks and workers that carry none of their own (claimed by Perl or by
+    an older job_machine): every task carries its claiming worker's, every
+    worker row its ``dead_after``.
     :param housekeeping_interval: seconds between the slower chores.
     :param on_command: called with a command left for the worker.
     :param on_broadcast: called with each command sent to the worker by
@@ -146,7 +152,9 @@ class Liveness:
         """
         conn = self._connect()
         try:
-            reg = self._store.worker_register(self.host, self.pid, self.queues, conn)
+            reg = self._store.worker_register(
+                self.host, self.pid, self.queues, conn, dead_after=self.dead_after
+            )
         except BaseException:
             # Not registered (no schema, or a role that may not register):
             # no thread will ever close what start() opened.
@@ -275,7 +283,7 @@ class Liveness:
         assert self.worker_id is not None
         conn = self._connect()
         locked, command, server_life = self._store.worker_heartbeat(
-            self.worker_id, self.host, self.pid, self.queues, conn
+            self.worker_id, self.host, self.pid, self.queues, conn, dead_after=self.dead_after
         )
         self._note_beat(server_life)
         if not locked:

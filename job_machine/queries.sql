@@ -169,7 +169,15 @@ WITH next AS (
 )
 UPDATE jobmachine.task t
    SET status = 100, modified = coalesce(%(now)s, now()), started = coalesce(%(now)s, now()),
-       attempts = t.attempts + 1, worker_id = %(worker_id)s
+       attempts = t.attempts + 1, worker_id = %(worker_id)s,
+       -- The claiming worker's policy, stamped on the task so that the
+       -- fleet's housekeeper, whoever it is, judges the task by it (schema
+       -- version 8): its attempts and retention where the sender gave none,
+       -- this attempt's time limits always (NULL: none given, the
+       -- housekeeper's own apply).
+       max_attempts = coalesce(t.max_attempts, %(max_attempts)s::int),
+       keep_for = coalesce(t.keep_for, make_interval(secs => %(keep_for)s::float8)),
+       max_runtime = %(max_runtime)s::float8, orphan_after = %(orphan_after)s::float8
   FROM next
  WHERE t.task_id = next.task_id
 RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue, t.priority,
@@ -239,7 +247,11 @@ fits AS (
 claimed AS (
     UPDATE jobmachine.task t
        SET status = 100, modified = coalesce(%(now)s, now()), started = coalesce(%(now)s, now()),
-           attempts = t.attempts + 1, worker_id = %(worker_id)s
+           attempts = t.attempts + 1, worker_id = %(worker_id)s,
+           -- The claiming worker's policy, as task_claim stamps it.
+           max_attempts = coalesce(t.max_attempts, %(max_attempts)s::int),
+           keep_for = coalesce(t.keep_for, make_interval(secs => %(keep_for)s::float8)),
+           max_runtime = %(max_runtime)s::float8, orphan_after = %(orphan_after)s::float8
       FROM fits next
      WHERE t.task_id = next.task_id
     RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue, t.priority,
@@ -442,16 +454,20 @@ SELECT t.status IN (200, 900)
 
 -- name: task_revive
 -- Housekeeping: started tasks that no job_machine worker holds (claimed by
--- a Perl worker, or by work_once() outside receive()) and that were untouched for %(max_runtime)s seconds go back to waiting, or to
--- failed when they have used all their attempts (and then the waiting
--- client is told, as when process() fails). A live worker's tasks are
+-- a Perl worker, or by work_once() outside receive()) and that were
+-- untouched for their own orphan_after seconds (the claiming worker's),
+-- else for %(orphan_after)s (a Perl worker's claim) go back to waiting, or to
+-- failed when they have used all their attempts (their own max_attempts,
+-- else %(retries)s + 1), and then the waiting
+-- client is told, as when process() fails. A live worker's tasks are
 -- never revived here: see worker_reap and task_give_up.
 WITH revived AS (
     UPDATE jobmachine.task t
        SET status = CASE WHEN t.attempts - t.uncounted_attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
            modified = coalesce(%(now)s, now())
      WHERE t.status = 100
-       AND t.modified < coalesce(%(now)s, now()) - make_interval(secs => %(max_runtime)s)
+       AND t.modified < coalesce(%(now)s, now())
+                        - make_interval(secs => coalesce(t.orphan_after, %(orphan_after)s))
        AND t.worker_id IS NULL
     RETURNING t.task_id, t.status, t.class_id
 )
@@ -463,23 +479,27 @@ SELECT task_id, status,
   FROM revived
 
 -- name: task_give_up
--- Housekeeping, only when the worker sets max_runtime: a live worker's task
--- started more than %(max_runtime)s seconds ago is given up on, as if the
--- attempt had raised: an error is stored, and the task waits again (the
--- worker still running it can no longer finish it) or fails.
+-- Housekeeping: a live worker's task started longer ago than its own
+-- max_runtime (the claiming worker's; 'Infinity': none), else than
+-- %(max_runtime)s seconds (claimed by an older job_machine; NULL: never),
+-- is given up on, as if the attempt had raised: an error is stored, and
+-- the task waits again (the worker still running it can no longer finish
+-- it) or fails. Reads the started tasks only (task_started_worker_idx).
 WITH given_up AS (
     UPDATE jobmachine.task t
        SET status = CASE WHEN t.attempts - t.uncounted_attempts >= coalesce(t.max_attempts, %(retries)s + 1) THEN 900 ELSE 0 END,
            modified = coalesce(%(now)s, now())
      WHERE t.status = 100 AND t.worker_id IS NOT NULL
-       AND t.started < coalesce(%(now)s, now()) - make_interval(secs => %(max_runtime)s)
-    RETURNING t.task_id, t.status, t.attempts, t.class_id
+       AND extract(epoch FROM coalesce(%(now)s, now()) - t.started)
+           > coalesce(t.max_runtime, %(max_runtime)s::float8)
+    RETURNING t.task_id, t.status, t.attempts, t.class_id,
+              coalesce(t.max_runtime, %(max_runtime)s::float8) AS max_runtime
 ), noted AS (
     INSERT INTO jobmachine.result (task_id, result, resulttype)
     SELECT task_id,
            json_build_object('type', 'MaxRuntimeExceeded',
                              'message', 'attempt ' || attempts || ' ran longer than max_runtime ('
-                                        || %(max_runtime)s::float8 || ' s)',
+                                        || max_runtime || ' s)',
                              'attempt', attempts)::text,
            'error'
       FROM given_up
@@ -494,12 +514,30 @@ SELECT task_id, status,
 -- name: task_remove_old
 -- Retention: delete one bounded batch of finished (done or failed) tasks,
 -- with their results (ON DELETE CASCADE), whose time has come: their own
--- remove_after time, their own keep_for after they finished, or else
--- %(remove_after_days)s days after they finished. Each branch reads an index
--- range (task_status_modified_idx, task_retention_idx), so a batch costs the
--- rows it deletes, not the size of the history. The delete itself is
--- jobmachine.task_delete_finished() (the schema's owner's: a worker holds
--- no DELETE on task, which would let it LOCK TABLE it).
+-- remove_after time, their own keep_for after they finished (the sender's,
+-- else the claiming worker's remove_after), or else (a task no job_machine
+-- worker claimed: cancelled, failed with its parent, run by Perl or by an
+-- older job_machine) %(remove_after_days)s days after they finished. Each
+-- branch reads index ranges, so a batch costs the rows it deletes, not the
+-- size of the history: task_remove_at_idx by remove_after; task_keep_idx
+-- (keep_for, modified) for the rest, its NULL keep_for range, then one
+-- range per distinct keep_for, found by a skip scan (a recursive walk of
+-- the index from one keep_for to the next: as many probes as there are
+-- distinct values); each of those ranges is read oldest first (ORDER BY),
+-- so the planner reads the index, not the table, whatever it guesses of
+-- how many are due. The delete itself is jobmachine.task_delete_finished()
+-- (the schema's owner's: a worker holds no DELETE on task, which would let
+-- it LOCK TABLE it).
+WITH RECURSIVE keeps (keep_for) AS (
+    SELECT min(t.keep_for) FROM jobmachine.task t
+     WHERE t.status IN (200, 900) AND t.remove_after IS NULL
+    UNION ALL
+    SELECT (SELECT min(t.keep_for) FROM jobmachine.task t
+             WHERE t.status IN (200, 900) AND t.remove_after IS NULL
+               AND t.keep_for > k.keep_for)
+      FROM keeps k
+     WHERE k.keep_for IS NOT NULL
+)
 SELECT d.task_id
   FROM jobmachine.task_delete_finished(ARRAY(
     (SELECT task_id FROM jobmachine.task
@@ -508,8 +546,20 @@ SELECT d.task_id
       LIMIT %(limit)s)
     UNION ALL
     (SELECT task_id FROM jobmachine.task
-      WHERE (remove_after IS NOT NULL OR keep_for IS NOT NULL) AND status IN (200, 900)
-        AND coalesce(remove_after, modified + keep_for) < coalesce(%(now)s, now())
+      WHERE status IN (200, 900) AND remove_after IS NOT NULL
+        AND remove_after < coalesce(%(now)s, now())
+      ORDER BY remove_after
+      LIMIT %(limit)s)
+    UNION ALL
+    (SELECT due.task_id
+       FROM keeps k
+      CROSS JOIN LATERAL (
+        SELECT t.task_id FROM jobmachine.task t
+         WHERE t.status IN (200, 900) AND t.remove_after IS NULL AND t.keep_for = k.keep_for
+           AND t.modified < coalesce(%(now)s, now()) - k.keep_for
+         ORDER BY t.modified
+         LIMIT %(limit)s) due
+      WHERE k.keep_for IS NOT NULL
       LIMIT %(limit)s))) AS d (task_id)
 
 -- name: chore_lock
@@ -636,9 +686,10 @@ SELECT name FROM jobmachine.class ORDER BY name
 -- name: worker_register
 -- A worker starts: register it and take its liveness lock, a session-level
 -- advisory lock (1785558891, worker_id mod 2^31) that PostgreSQL releases
--- the moment the worker's registry session ends, however it ends.
-INSERT INTO jobmachine.worker (host, pid, queues)
-VALUES (%(host)s, %(pid)s, %(queues)s)
+-- the moment the worker's registry session ends, however it ends. Its
+-- dead_after gives it its own reconnect grace in worker_reap.
+INSERT INTO jobmachine.worker (host, pid, queues, dead_after)
+VALUES (%(host)s, %(pid)s, %(queues)s, %(dead_after)s::float8)
 RETURNING worker_id, pg_try_advisory_lock(1785558891, (worker_id %% 2147483648)::int) AS locked
 
 -- name: worker_registered
@@ -654,8 +705,8 @@ SELECT EXISTS (SELECT 1 FROM jobmachine.worker WHERE worker_id = %(worker_id)s) 
 -- time of the tasks it holds, so a Perl worker's max_runtime revive never
 -- takes them. Returns the worker's lock state and any command for it.
 WITH upsert AS (
-    INSERT INTO jobmachine.worker (worker_id, host, pid, queues)
-    VALUES (%(worker_id)s, %(host)s, %(pid)s, %(queues)s)
+    INSERT INTO jobmachine.worker (worker_id, host, pid, queues, dead_after)
+    VALUES (%(worker_id)s, %(host)s, %(pid)s, %(queues)s, %(dead_after)s::float8)
     ON CONFLICT (worker_id) DO UPDATE SET seen = now()
     RETURNING worker_id, command
 ), touched AS (
@@ -676,13 +727,15 @@ SELECT pg_try_advisory_lock(1785558891, (worker_id %% 2147483648)::int) AS locke
 -- name: worker_reap
 -- Rescue the tasks of dead workers: a worker is dead when no session that
 -- may register a worker holds its liveness lock and it has not been seen
--- for %(grace)s seconds (time
--- for a live worker to reconnect). Right after the server started, nobody
--- is judged for %(grace)s seconds, since every worker lost its session at
--- once. When more than one worker and more than half of the registered ones
--- look dead at once, that is an outage (a partition, a proxy or failover
--- that cut them off), not deaths: then only those unseen for
--- %(outage_grace)s seconds are reaped. The dead workers' rows are removed; each of their started tasks
+-- for its own reconnect grace (half its dead_after; %(grace)s seconds for
+-- a worker registered by an older job_machine): time for a live worker to
+-- reconnect. Right after the server started, nobody is judged for that
+-- grace, since every worker lost its session at once. When more than one
+-- worker and more than half of the registered ones look dead at once,
+-- that is an outage (a partition, a proxy or failover that cut them off),
+-- not deaths: then only those unseen for %(outage_graces)s graces are
+-- reaped. A dead worker's tasks are judged by their own attempts
+-- (max_attempts, stamped by the claim), else by %(retries)s + 1. The dead workers' rows are removed; each of their started tasks
 -- gets an error result and waits again (its queue is notified, so an idle
 -- worker takes it at once), or fails when it has used all its attempts.
 -- Started tasks of a worker whose row is already gone are rescued the same
@@ -698,12 +751,13 @@ WITH live AS (
        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
        AND has_any_column_privilege(a.usesysid, 'jobmachine.worker', 'INSERT')
 ), looks_dead AS (
-    SELECT w.worker_id, w.seen
+    SELECT w.worker_id, w.seen, g.grace
       FROM jobmachine.worker w
+     CROSS JOIN LATERAL (SELECT coalesce(w.dead_after / 2, %(grace)s::float8) AS grace) g
      WHERE %(worker_id)s::bigint IS NULL
-       AND w.seen < coalesce(%(now)s, now()) - make_interval(secs => %(grace)s)
+       AND w.seen < coalesce(%(now)s, now()) - make_interval(secs => g.grace)
        AND pg_postmaster_start_time()
-           < coalesce(%(now)s, now()) - make_interval(secs => %(grace)s)
+           < coalesce(%(now)s, now()) - make_interval(secs => g.grace)
        AND w.worker_id %% 2147483648 NOT IN (SELECT lock_id FROM live)
 ), outage AS (
     -- Most of the fleet looking dead at once is an outage; so is any round
@@ -718,7 +772,8 @@ WITH live AS (
            ELSE w.worker_id IN (
                 SELECT d.worker_id FROM looks_dead d
                  WHERE NOT (SELECT yes FROM outage)
-                    OR d.seen < coalesce(%(now)s, now()) - make_interval(secs => %(outage_grace)s))
+                    OR d.seen < coalesce(%(now)s, now())
+                                - make_interval(secs => d.grace * %(outage_graces)s))
            END
     RETURNING w.worker_id, w.host, w.pid
 ), unregistered AS (

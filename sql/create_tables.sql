@@ -171,10 +171,8 @@ CREATE INDEX IF NOT EXISTS task_parents_idx
 CREATE UNIQUE INDEX IF NOT EXISTS task_unique_idx
     ON jobmachine.task (class_id, unique_key)
     WHERE unique_key IS NOT NULL AND status IN (0, 10, 100);
--- Retention of tasks with a removal time or a keep_for of their own.
-CREATE INDEX IF NOT EXISTS task_retention_idx
-    ON jobmachine.task (task_id)
-    WHERE remove_after IS NOT NULL OR keep_for IS NOT NULL;
+-- (Retention's indexes: version 8, which replaced this version's
+-- task_retention_idx.)
 
 -- Every function of the schema pins its search_path: it runs as its
 -- caller (a worker, an admin, a Perl client), and a function that found
@@ -384,6 +382,10 @@ BEGIN
     IF NEW.status IN (0, 10) THEN
         NEW.worker_id := NULL;
         NEW.started := NULL;
+        -- The time limits of the attempt that held it (version 8): a
+        -- Perl worker's claim comes next, perhaps, judged by the leader's.
+        NEW.max_runtime := NULL;
+        NEW.orphan_after := NULL;
     ELSE
         NEW.attempts := OLD.attempts + 1;
         NEW.started := now();
@@ -726,6 +728,48 @@ INSERT INTO jobmachine.schema_version (version, description)
     VALUES (7, 'trace context of the sender (task.trace_context)')
     ON CONFLICT (version) DO NOTHING;
 -- == end of version 7: trace context ========================================
+
+-- == Version 8: housekeeping policy travels with the task (docs/liveness.md) ==
+-- The fleet's housekeeper (whichever worker holds its lock) judges every
+-- task by the task's own policy, stamped on it by the worker of its queue
+-- that claims it (task_claim), not by the housekeeper's own settings:
+-- - max_attempts (version 3; the sender's, else the first claimer's
+--   retries + 1) and keep_for (version 3; the sender's, else the first
+--   claimer's remove_after), written only where the sender left them NULL;
+-- - max_runtime and orphan_after: the limits of the current attempt, in
+--   seconds, from the worker that claimed it ('Infinity': no max_runtime).
+--   task_give_up reads max_runtime (a registered worker's task),
+--   task_revive orphan_after (a task claimed outside receive()). Cleared
+--   whenever the task waits again (task_transition, version 4), so a
+--   Perl worker's claim has neither.
+-- - jobmachine.worker.dead_after: each worker's own, from its
+--   registration; worker_reap gives each worker its own reconnect grace
+--   (dead_after / 2).
+-- NULL in any of them (a task claimed by Perl Job::Machine or by an older
+-- job_machine, a worker registered by one): the housekeeper's own setting
+-- applies, as before. Perl never reads these columns.
+ALTER TABLE jobmachine.task ADD COLUMN IF NOT EXISTS max_runtime double precision;
+ALTER TABLE jobmachine.task ADD COLUMN IF NOT EXISTS orphan_after double precision;
+ALTER TABLE jobmachine.worker ADD COLUMN IF NOT EXISTS dead_after double precision;
+-- Retention by each task's own keep_for: most finished tasks now have one,
+-- so version 3's task_retention_idx (task_id, every task with a keep_for
+-- or a remove_after) would be scanned whole each round. task_keep_idx
+-- holds finished tasks by (keep_for, modified): one index range per
+-- distinct keep_for (a handful: one per queue's policy) reads only the
+-- tasks due, and keep_for IS NULL (the housekeeper's remove_after) is a
+-- range of it too. task_remove_at_idx: finished tasks with a removal time
+-- of their own (remove_after, Perl's column), by that time.
+CREATE INDEX IF NOT EXISTS task_keep_idx
+    ON jobmachine.task (keep_for, modified)
+    WHERE status IN (200, 900) AND remove_after IS NULL;
+CREATE INDEX IF NOT EXISTS task_remove_at_idx
+    ON jobmachine.task (remove_after)
+    WHERE status IN (200, 900) AND remove_after IS NOT NULL;
+DROP INDEX IF EXISTS jobmachine.task_retention_idx;
+INSERT INTO jobmachine.schema_version (version, description)
+    VALUES (8, 'housekeeping policy on the task (task.max_runtime, task.orphan_after, worker.dead_after, retention indexes)')
+    ON CONFLICT (version) DO NOTHING;
+-- == end of version 8: housekeeping policy travels with the task ===========
 
 -- == Version 10: fleet-wide limits and worker commands (docs/limits.md) =====
 -- Self-contained; Perl Job::Machine never reads these tables (a Perl

@@ -84,8 +84,9 @@ BEGIN
         SELECT max(v.version) INTO installed FROM jobmachine.schema_version v;
     END IF;
     -- The grants below name version 5's schedule table, version 6's
-    -- part table, version 7's task.trace_context and version 10's queue
-    -- limits and worker commands.
+    -- part table, version 7's task.trace_context, version 8's
+    -- task.max_runtime, task.orphan_after and worker.dead_after, and version
+    -- 10's queue limits and worker commands.
     IF installed IS NULL OR installed < 10 THEN
         RAISE EXCEPTION 'the jobmachine schema is missing or older than version 10 (found %)', coalesce(installed::text, 'none')
             USING HINT = 'install or upgrade it first: psql -f sql/create_tables.sql, or job_machine.install_schema()';
@@ -203,9 +204,12 @@ BEGIN
         -- task. Retention (task_remove_old) deletes finished tasks with
         -- task_delete_finished(), notes go through task_note(), both the
         -- schema owner's. Never INSERT: a worker does not send (grant
-        -- jobmachine_sender too for one that does).
+        -- jobmachine_sender too for one that does). The claim also stamps
+        -- the worker's policy (version 8): max_attempts and keep_for where
+        -- the sender set none, max_runtime and orphan_after.
         (worker, 'SELECT, UPDATE (status, modified, started, attempts, uncounted_attempts,'
-                 ' worker_id, run_after, retry_at)', 'TABLE jobmachine.task'),
+                 ' worker_id, run_after, retry_at, max_attempts, keep_for, max_runtime,'
+                 ' orphan_after)', 'TABLE jobmachine.task'),
         (worker, 'EXECUTE', 'FUNCTION jobmachine.task_delete_finished(bigint[])'),
         (worker, 'EXECUTE', 'FUNCTION jobmachine.queue_channel(text)'),
         -- Housekeeping removes empty, unused queues (queue_prune), with no
@@ -220,7 +224,7 @@ BEGIN
         -- worker_reap (deletes dead workers: the one table-level DELETE
         -- left, see docs/roles.md). Not command: a worker cannot stop the
         -- others.
-        (worker, 'SELECT, INSERT (worker_id, host, pid, queues), UPDATE (seen), DELETE',
+        (worker, 'SELECT, INSERT (worker_id, host, pid, queues, dead_after), UPDATE (seen), DELETE',
                  'TABLE jobmachine.worker'),
         (worker, 'EXECUTE', 'FUNCTION jobmachine.lock(text, double precision, integer)'),
         (worker, 'EXECUTE', 'FUNCTION jobmachine.unlock(text, bigint)'),

@@ -39,6 +39,8 @@ def span_json(span: Any) -> dict[str, Any]:
         "attributes": dict(span.attributes),
         "status": span.status.status_code.name,
         "events": [e.name for e in span.events],
+        "start": span.start_time,
+        "end": span.end_time,
     }
 
 

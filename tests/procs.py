@@ -5,6 +5,8 @@ Child side (run as ``python -m tests.procs ...`` from the repository root)::
     python -m tests.procs worker --dsn DSN --queue Q [--kind sync|async]
         [--timeout S] [--max-runtime S] [--dead-after S] [--shutdown-grace S]
         [--sleep S] [--barrier N] [--concurrency N] [--no-reply] [--record-end]
+        [--retries N] [--remove-after DAYS] [--orphan-after S]
+        [--housekeeping-interval S]
     python -m tests.procs client --dsn DSN --queue Q --first SEQ --count N
         [--wait-timeout S]
 
@@ -17,7 +19,8 @@ A worker records what it does in tables the test creates (:func:`create_tables`)
   unique constraint: a task processed twice shows up twice.
 
 Each task's data is ``{"seq": n, ...}``; the worker replies
-``{"seq": n, "double": 2 * n}`` (see :func:`expected_reply`).
+``{"seq": n, "double": 2 * n}`` (see :func:`expected_reply`). A task's
+``"sleep"`` (seconds) replaces the worker's ``--sleep`` for it.
 
 A client sends ``count`` tasks with seqs ``first .. first+count-1``, then waits
 for the reply of each of its tasks, and prints one JSON object on stdout:
@@ -98,6 +101,13 @@ def expected_reply(seq: int) -> dict[str, int]:
 # ---------------------------------------------------------------------------
 
 
+def _sleep_of(task: jm.Task, default: float) -> float:
+    """How long to sleep in ``process()``: the task's ``"sleep"``, else ``default``."""
+    if isinstance(task.data, dict) and "sleep" in task.data:
+        return float(task.data["sleep"])
+    return default
+
+
 class RecordingWorker(jm.Worker):
     """Sync worker: records startup and every task, optionally sleeps, replies."""
 
@@ -123,9 +133,10 @@ class RecordingWorker(jm.Worker):
     def process(self, task: jm.Task) -> None:
         seq = task.data.get("seq") if isinstance(task.data, dict) else None
         self._record(task, seq)
-        if self.sleep:
-            logging.info("task %d: sleeping %.1f s", task.id, self.sleep)
-            time.sleep(self.sleep)
+        sleep = _sleep_of(task, self.sleep)
+        if sleep:
+            logging.info("task %d: sleeping %.1f s", task.id, sleep)
+            time.sleep(sleep)
         if self.record_end:
             self.rec.execute(_ENDED_SQL, (task.id, task.attempt, os.getpid()))
         if self.answer:
@@ -179,9 +190,10 @@ class AsyncRecordingWorker(jm.AsyncWorker):
     async def process(self, task: jm.Task) -> None:
         seq = task.data.get("seq") if isinstance(task.data, dict) else None
         await self._record(task, seq)
-        if self.sleep:
-            logging.info("task %d: sleeping %.1f s", task.id, self.sleep)
-            await asyncio.sleep(self.sleep)
+        sleep = _sleep_of(task, self.sleep)
+        if sleep:
+            logging.info("task %d: sleeping %.1f s", task.id, sleep)
+            await asyncio.sleep(sleep)
         if self.record_end:
             await self.rec.execute(_ENDED_SQL, (task.id, task.attempt, os.getpid()))
         if self.answer:
@@ -221,6 +233,9 @@ def run_worker(args: argparse.Namespace) -> int:
         "answer": not args.no_reply,
         "record_end": args.record_end,
     }
+    for name in ("retries", "remove_after", "orphan_after", "housekeeping_interval"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
     if args.kind == "async":
         aworker = AsyncRecordingWorker(args.dsn, **options)
         asyncio.run(aworker.receive())
@@ -267,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--concurrency", type=int, default=1)
     w.add_argument("--no-reply", action="store_true", help="return without replying")
     w.add_argument("--record-end", action="store_true", help="record when process() ends")
+    w.add_argument("--retries", type=int, default=None)
+    w.add_argument("--remove-after", type=float, default=None, help="days")
+    w.add_argument("--orphan-after", type=float, default=None)
+    w.add_argument("--housekeeping-interval", type=float, default=None)
     c = sub.add_parser("client")
     c.add_argument("--dsn", required=True)
     c.add_argument("--queue", required=True)
@@ -367,8 +386,14 @@ def start_worker(
     barrier: int = 0,
     concurrency: int = 1,
     reply: bool = True,
+    retries: int | None = None,
+    remove_after: float | None = None,
+    orphan_after: float | None = None,
+    housekeeping_interval: float | None = None,
     record_end: bool = False,
 ) -> Child:
+    """Start a recording worker; the settings not given are the worker's
+    defaults (``remove_after`` in days)."""
     args = ["worker", "--dsn", dsn, "--queue", queue, "--kind", kind, "--timeout", str(timeout)]
     args += ["--sleep", str(sleep), "--barrier", str(barrier), "--dead-after", str(dead_after)]
     args += ["--shutdown-grace", str(shutdown_grace), "--concurrency", str(concurrency)]
@@ -378,6 +403,14 @@ def start_worker(
         args.append("--record-end")
     if max_runtime is not None:
         args += ["--max-runtime", str(max_runtime)]
+    for option, value in (
+        ("--retries", retries),
+        ("--remove-after", remove_after),
+        ("--orphan-after", orphan_after),
+        ("--housekeeping-interval", housekeeping_interval),
+    ):
+        if value is not None:
+            args += [option, str(value)]
     return Child(args, log_dir, name)
 
 

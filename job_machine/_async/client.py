@@ -189,6 +189,8 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
             options["trace_context"] = span.context
             ids = await self._store.task_insert_many(name, parameters, queue_channel(name), options)
             span.sent(ids)
+        for task_id in ids:
+            self._traced.add(task_id, span.context, name)
         self.id = ids[-1]
         return ids
 
@@ -262,9 +264,11 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
         """
         ids = [self._check_id(t) for t in task_ids]
         replies: dict[int, Any] = {}
-        async with aclosing(answers(self._reader, self._listener(), ids, timeout)) as answered:
-            async for tid, answer in answered:
-                replies[tid] = self._value(tid, answer)
+        with self._traced.group_span(ids) as traced:
+            async with aclosing(answers(self._reader, self._listener(), ids, timeout)) as answered:
+                async for tid, answer in answered:
+                    traced(tid, answer.status == Status.FAILED and answer.reply is None)
+                    replies[tid] = self._value(tid, answer)
         return [replies[t] for t in ids]
 
     async def as_completed(
@@ -280,15 +284,17 @@ class AsyncClient(AsyncLocksAndNotes, AsyncConnectorOwner):
         :raises UnknownTask: one of them does not exist.
         """
         ids = [self._check_id(t) for t in task_ids]
-        async with aclosing(answers(self._reader, self._listener(), ids, timeout)) as answered:
-            async for tid, answer in answered:
-                failed = answer.status == Status.FAILED and answer.reply is None
-                yield Answered(
-                    task_id=tid,
-                    reply=None if failed else self._value(tid, answer),
-                    error=_codec.decode(answer.error) if failed else None,
-                    failed=failed,
-                )
+        with self._traced.group_span(ids) as traced:
+            async with aclosing(answers(self._reader, self._listener(), ids, timeout)) as answered:
+                async for tid, answer in answered:
+                    failed = answer.status == Status.FAILED and answer.reply is None
+                    traced(tid, failed)
+                    yield Answered(
+                        task_id=tid,
+                        reply=None if failed else self._value(tid, answer),
+                        error=_codec.decode(answer.error) if failed else None,
+                        failed=failed,
+                    )
 
     def parts(
         self, task_id: int | str | None = None, timeout: float | None = 30.0

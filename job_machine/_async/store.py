@@ -17,6 +17,7 @@ from psycopg_pool import PoolTimeout
 
 from .. import _codec, _cron
 from .._queries import queries
+from .._worker_config import TaskPolicy
 from ..errors import (
     ConnectionLost,
     JobMachineError,
@@ -304,10 +305,13 @@ class AsyncStore:
         min_priority: int | None = None,
         *,
         task_id: int | None = None,
+        policy: TaskPolicy | None = None,
     ) -> list[Task]:
         """Claim up to ``limit`` waiting tasks of ``queues``, best first, for
         ``worker_id`` (only ``task_id``, when given), within the queues'
-        fleet-wide limits.
+        fleet-wide limits, stamping ``policy`` (the claiming worker's
+        housekeeping settings) on them; without one the housekeeper's
+        settings apply.
 
         task_claim leaves the queues that have limits alone, at the cost of
         one key probe; whether any of ``queues`` has some is looked up when
@@ -324,6 +328,7 @@ class AsyncStore:
             "now": now,
             "min_priority": -(2**31) if min_priority is None else min_priority,
             "task_id": task_id,
+            **(TaskPolicy.NONE if policy is None else policy.claim_params()),
         }
         key = tuple(queues)
         limited, looked = self._limits_known.get(key, (False, -LIMITS_RECHECK))
@@ -760,10 +765,17 @@ class AsyncStore:
     # -- workers ----------------------------------------------------------
 
     async def worker_register(
-        self, host: str, pid: int, queues: Sequence[str], conn: AsyncConnection[Any]
+        self,
+        host: str,
+        pid: int,
+        queues: Sequence[str],
+        conn: AsyncConnection[Any],
+        *,
+        dead_after: float | None = None,
     ) -> Registration:
-        """Register a worker and take its liveness lock on ``conn`` (its registry session)."""
-        params = {"host": host, "pid": pid, "queues": list(queues)}
+        """Register a worker and take its liveness lock on ``conn`` (its registry
+        session); ``dead_after`` gives it its own reconnect grace when reaped."""
+        params = {"host": host, "pid": pid, "queues": list(queues), "dead_after": dead_after}
         row = await self._one("worker_register", params, conn)
         assert row is not None
         return Registration(int(row["worker_id"]), bool(row["locked"]))
@@ -789,12 +801,25 @@ class AsyncStore:
         )
 
     async def worker_heartbeat(
-        self, worker_id: int, host: str, pid: int, queues: Sequence[str], conn: AsyncConnection[Any]
+        self,
+        worker_id: int,
+        host: str,
+        pid: int,
+        queues: Sequence[str],
+        conn: AsyncConnection[Any],
+        *,
+        dead_after: float | None = None,
     ) -> tuple[bool, str | None, str | None]:
         """Mark the worker seen and (re)take its liveness lock: whether ``conn``
         holds it, the command left for the worker, if any, and which life of
         the server this is (it changes with a restart or a promotion)."""
-        params = {"worker_id": worker_id, "host": host, "pid": pid, "queues": list(queues)}
+        params = {
+            "worker_id": worker_id,
+            "host": host,
+            "pid": pid,
+            "queues": list(queues),
+            "dead_after": dead_after,
+        }
         row = await self._one("worker_heartbeat", params, conn)
         if row is None:
             return False, None, None
@@ -832,12 +857,15 @@ class AsyncStore:
     ) -> tuple[int, int, int, bool]:
         """Remove dead workers (or the one given) and rescue their started tasks:
         (workers removed, tasks put back to waiting, tasks failed, whether
-        it was judged an outage). When most of the fleet looks dead at once,
-        or ``outage`` says an outage has just ended, only those unseen for
-        ``OUTAGE_GRACES * grace`` seconds are removed."""
+        it was judged an outage). Each worker is judged by its own reconnect
+        grace (``grace`` for one registered by an older job_machine), each
+        task by its own attempts (``retries`` + 1 where it has none). When
+        most of the fleet looks dead at once, or ``outage`` says an outage
+        has just ended, only those unseen for ``OUTAGE_GRACES`` graces are
+        removed."""
         params = {
             "grace": grace,
-            "outage_grace": grace * OUTAGE_GRACES,
+            "outage_graces": OUTAGE_GRACES,
             "retries": retries,
             "worker_id": worker_id,
             "now": now,
@@ -869,9 +897,14 @@ class AsyncStore:
     ) -> ChoreCounts:
         """One round of housekeeping, in one transaction, unless another worker is
         doing it right now: rescue dead workers' tasks, give up on tasks past
-        ``max_runtime`` (when set), and with ``cleanup`` also revive unowned tasks
-        untouched for ``orphan_after`` seconds; then remove finished tasks whose
-        time has come, in batches of ``remove_limit``. Without ``reap`` dead
+        their ``max_runtime``, and with ``cleanup`` also revive unowned tasks
+        untouched for their ``orphan_after``; then remove finished tasks whose
+        time has come, in batches of ``remove_limit``. Each task is judged by
+        the policy its claiming worker stamped on it; the settings given here
+        (``retries``, ``max_runtime``, ``orphan_after``, ``remove_after_days``,
+        and ``grace`` for workers) apply only where it has none: tasks
+        claimed by Perl Job::Machine or an older job_machine, finished tasks
+        no worker claimed (cancelled, failed with a parent). Without ``reap`` dead
         workers are not judged this round (the judge itself has not been
         connected long enough to tell an outage from deaths). Then send the
         tasks of the cron schedules whose tick has come
@@ -889,12 +922,10 @@ class AsyncStore:
                     reaped, revived, failed, in_outage = await self.worker_reap(
                         grace=grace, retries=retries, now=now, conn=conn, outage=outage
                     )
-                rows: list[dict[str, Any]] = []
-                if max_runtime is not None:
-                    params = {"max_runtime": max_runtime, "retries": retries, "now": now}
-                    rows += await self._all("task_give_up", params, conn)
+                params = {"max_runtime": max_runtime, "retries": retries, "now": now}
+                rows = await self._all("task_give_up", params, conn)
                 if cleanup:
-                    params = {"max_runtime": orphan_after, "retries": retries, "now": now}
+                    params = {"orphan_after": orphan_after, "retries": retries, "now": now}
                     rows += await self._all("task_revive", params, conn)
             failed += sum(1 for r in rows if r["status"] == Status.FAILED)
             revived += sum(1 for r in rows if r["status"] == Status.WAITING)

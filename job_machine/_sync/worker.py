@@ -22,7 +22,7 @@ from .._acompat import join_all, run_blocking, select_readable, spawn
 from .._backoff import Backoff, backoff_delay
 from .._shutdown import GracefulShutdown
 from .._waker import Waker
-from .._worker_config import WorkerConfig
+from .._worker_config import TaskPolicy, WorkerConfig
 from ..channels import (
     NEW_QUEUE_CHANNEL,
     is_pattern,
@@ -560,11 +560,15 @@ class Worker(LocksAndNotes, ConnectorOwner):
 
     def housekeeping(self) -> ChoreCounts:
         """Run the fleet's chores now: rescue the tasks of dead workers, give up
-        on tasks past :attr:`max_runtime` (when set), revive unowned tasks
-        untouched for :attr:`orphan_after`, remove finished tasks older than
-        :attr:`remove_after` days. A running worker fleet does this by itself
-        (one housekeeper at a time); this call does nothing when another
-        worker is doing it (``ran`` is False)."""
+        on tasks past their max_runtime, revive unowned tasks untouched for
+        their orphan_after, remove finished tasks whose time has come. Each
+        task is judged by the settings of the worker that claimed it (stamped
+        on it at the claim); this worker's :attr:`max_runtime`,
+        :attr:`orphan_after`, :attr:`retries` and :attr:`remove_after` apply
+        only to tasks that carry none (claimed by Perl Job::Machine or an
+        older job_machine, or finished without a claim). A running worker
+        fleet does this by itself (one housekeeper at a time); this call does
+        nothing when another worker is doing it (``ran`` is False)."""
         counts = self._store.chores(
             retries=self.retries,
             remove_after_days=self.remove_after,
@@ -610,6 +614,9 @@ class Worker(LocksAndNotes, ConnectorOwner):
             worker_id=self.worker_id,
             min_priority=self.min_priority,
             task_id=task_id,
+            # This worker's housekeeping settings travel with the tasks it
+            # claims: the fleet's housekeeper judges them by these.
+            policy=TaskPolicy(self.retries, self.max_runtime, self.orphan_after, self.remove_after),
         )
 
     def _subscribe(self, listener: Listener | None) -> None:

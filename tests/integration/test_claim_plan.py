@@ -11,6 +11,11 @@ import psycopg
 
 import job_machine as jm
 from job_machine._queries import queries
+from job_machine._worker_config import TaskPolicy
+
+#: What a worker with the default settings stamps on the tasks it claims.
+POLICY = TaskPolicy(retries=3, max_runtime=None, orphan_after=1800.0, remove_after=30.0)
+POLICY_PARAMS = POLICY.claim_params()
 
 
 def _max_rows(node: dict[str, Any]) -> int:
@@ -31,6 +36,7 @@ def test_a_claim_touches_only_the_head_of_each_queue(
         "now": None,
         "min_priority": -(2**31),
         "task_id": None,
+        **POLICY_PARAMS,
     }
     # Before and after the table's statistics catch up (the planner chose
     # differently for the old statement, and sorted every waiting task).
@@ -58,6 +64,7 @@ CLAIM_DEFAULTS = {
     "now": None,
     "min_priority": -(2**31),
     "task_id": None,
+    **POLICY_PARAMS,
 }
 
 

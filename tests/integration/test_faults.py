@@ -805,9 +805,10 @@ def test_claim_committed_but_its_answer_lost_is_not_stuck_forever(
     The cut is made by a TCP proxy that swallows the one server answer that
     contains the task's marker, which only the claim's RETURNING carries.
 
-    Fails with job_machine as of this test's writing: the task stays started
-    (status 100) until the worker stops and hands it back, since the rescue
-    only takes tasks of dead workers, and ``max_runtime`` is off by default."""
+    Before the worker handed back what it held on reconnect
+    (``task_release_held``), the task stayed started (status 100) until the
+    worker stopped, since the rescue only takes tasks of dead workers, and
+    ``max_runtime`` is off by default."""
     dead_after = 2.0
     marker = "lost-claim-answer-marker"
     server = PgServer.start_new(tmp_path)

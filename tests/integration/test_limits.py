@@ -23,6 +23,7 @@ import pytest
 
 import job_machine as jm
 from job_machine._queries import queries
+from job_machine._worker_config import TaskPolicy
 from job_machine.channels import Exact
 from tests.procs import Child, kill_all, start_worker, started_count, wait_until
 
@@ -261,6 +262,7 @@ def test_a_claim_waits_for_the_limit_row_and_counts_what_the_claim_before_commit
         "now": None,
         "min_priority": -(2**31),
         "task_id": None,
+        **TaskPolicy.NONE,
     }
     with psycopg.connect(dsn) as first, psycopg.connect(dsn, autocommit=True) as second:
         got = first.execute(queries()["task_claim_limited"], params).fetchall()

@@ -5,9 +5,10 @@ idempotent, and Perl Job::Machine and Python clients and workers working on
 it after. Likewise from version 3 (tests/fixtures/create_tables_v3.sql) to
 version 4, and from version 4 (tests/fixtures/create_tables_v4.sql) to
 version 5 (streamed parts), and from version 6
-(tests/fixtures/create_tables_v6.sql) to version 7 (task.trace_context),
-and from version 7 (tests/fixtures/create_tables_v7.sql) to version 10
-(queue limits, worker commands)."""
+(tests/fixtures/create_tables_v6.sql) to version 7 (task.trace_context), and
+from version 7 (tests/fixtures/create_tables_v7.sql) to version 8 (the
+housekeeping policy on the task) and version 10 (queue limits, worker
+commands)."""
 
 from __future__ import annotations
 
@@ -283,7 +284,8 @@ def test_install_schema_upgrades_a_v3_database_in_place(empty_dsn: str, dsn: str
 
         assert rows(c, "SELECT version FROM jobmachine.schema_version ORDER BY 1") == ALL_VERSIONS
         # The old columns untouched; the new ones 0 (nothing uncounted) and NULL.
-        assert [r[:-3] for r in rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")] == tasks
+        # (Versions 4, 7 and 8 append five columns.)
+        assert [r[:-5] for r in rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")] == tasks
         assert rows(
             c, "SELECT DISTINCT uncounted_attempts, retry_at, trace_context FROM jobmachine.task"
         ) == [(0, None, None)]
@@ -342,9 +344,10 @@ def test_install_schema_upgrades_a_v4_database_with_the_schedule_table(
         jm.install_schema(dsn)
 
         assert rows(c, "SELECT version FROM jobmachine.schema_version WHERE version = 5") == [(5,)]
-        # Version 7 appends task.trace_context, NULL for the tasks already there.
+        # Version 7 appends task.trace_context, version 8 task.max_runtime
+        # and task.orphan_after, NULL for the tasks already there.
         assert rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id") == [
-            (*t, None) for t in tasks
+            (*t, None, None, None) for t in tasks
         ]
         assert rows(c, "SELECT count(*) FROM jobmachine.schedule") == [(0,)]
         with psycopg.connect(fresh_dsn, autocommit=True) as f:
@@ -391,7 +394,7 @@ def test_install_schema_upgrades_a_v6_database_with_the_trace_context(
 
         assert rows(c, "SELECT max(version) FROM jobmachine.schema_version") == [(SCHEMA_VERSION,)]
         assert rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id") == [
-            (*t, None) for t in tasks
+            (*t, None, None, None) for t in tasks
         ]
         with psycopg.connect(fresh_dsn, autocommit=True) as f:
             fresh = catalog(f)
@@ -408,6 +411,75 @@ def test_install_schema_upgrades_a_v6_database_with_the_trace_context(
         sent = client.send({"n": 2})
         assert w.work_once()
         assert client.wait(sent, timeout=5) == {"data": {"got": {"n": 2}, "by": "python"}}
+
+
+def test_install_schema_upgrades_a_v7_database_whose_rows_carry_no_policy(
+    empty_dsn: str, dsn: str
+) -> None:
+    """Version 8 stamps each claimed task with its worker's housekeeping
+    policy (task.max_runtime, task.orphan_after; max_attempts and keep_for
+    where unset) and registers each worker's dead_after. Rows of a v7
+    database carry none: the housekeeper's own settings apply to them, as
+    before (its retries, grace, orphan_after and remove_after)."""
+    fresh_dsn, dsn = dsn, empty_dsn
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(V7_SCHEMA.read_text("utf-8"))
+        assert rows(c, "SELECT max(version) FROM jobmachine.schema_version") == [(7,)]
+        assert "task_retention_idx" in indexes(c)
+        # As a v7 fleet left them, three days ago: a worker registered (its
+        # session long gone) holding a started task, a task claimed by
+        # work_once(), and a done task.
+        (worker,) = c.execute(
+            "INSERT INTO jobmachine.worker (host, pid, queues, seen)"
+            " VALUES ('old-host', 4242, '{mig.q}', now() - interval '3 days') RETURNING worker_id"
+        ).fetchone()  # type: ignore[misc]
+        (class_id,) = c.execute(
+            "INSERT INTO jobmachine.class (name) VALUES ('mig.q') RETURNING class_id"
+        ).fetchone()  # type: ignore[misc]
+        old = "now() - interval '3 days'"
+        held, orphan, done = (
+            r[0]
+            for r in rows(
+                c,
+                "INSERT INTO jobmachine.task (class_id, parameters, status, attempts, worker_id,"
+                f" started, modified) VALUES ({class_id}, '1', 100, 1, {worker}, {old}, {old}),"
+                f" ({class_id}, '2', 100, 1, NULL, {old}, {old}),"
+                f" ({class_id}, '3', 200, 1, NULL, {old}, {old}) RETURNING task_id",
+            )
+        )
+        tasks = rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")
+
+        jm.install_schema(dsn)
+
+        assert rows(c, "SELECT max(version) FROM jobmachine.schema_version") == [(SCHEMA_VERSION,)]
+        assert rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id") == [
+            (*t, None, None) for t in tasks
+        ]
+        assert rows(c, "SELECT dead_after FROM jobmachine.worker") == [(None,)]
+        assert "task_retention_idx" not in indexes(c)
+        with psycopg.connect(fresh_dsn, autocommit=True) as f:
+            fresh = catalog(f)
+        got = catalog(c)
+        for part in ("columns", "indexes", "triggers", "functions"):
+            assert got[part] == fresh[part], part
+        before = catalog(c)
+        jm.install_schema(c)
+        assert catalog(c) == before
+
+        # The housekeeper's own settings judge them: its grace (1 s) the
+        # old worker, its retries (1) the tasks, its orphan_after (60 s)
+        # the orphan, its remove_after (1 day) the done task.
+        keeper = jm.Worker(
+            dsn, queue="mig.other", dead_after=2, retries=1, orphan_after=60, remove_after=1
+        )
+        with keeper:
+            counts = keeper.housekeeping()
+        assert (counts.reaped, counts.revived, counts.failed, counts.removed) == (1, 2, 0, 1)
+        assert rows(c, "SELECT task_id, status FROM jobmachine.task ORDER BY task_id") == [
+            (held, 0),
+            (orphan, 0),
+        ]
+        assert done not in {r[0] for r in rows(c, "SELECT task_id FROM jobmachine.task")}
 
 
 def test_install_schema_upgrades_a_v7_database_with_queue_limits_and_worker_commands(

@@ -5,14 +5,17 @@ span exporter and metric reader."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import psycopg
 import pytest
@@ -99,20 +102,27 @@ def test_send_process_reply_wait_is_one_trace_across_processes(dsn: str, tmp_pat
     a child of the send span through task.trace_context."""
     sdk = SDK()
     _otel.configure(sdk.tracer_provider, sdk.meter_provider)
+    tracer = sdk.tracer_provider.get_tracer("test")
     try:
-        with jm.Client(dsn, queue="otel.q") as client:
+        with (
+            jm.Client(dsn, queue="otel.q") as client,
+            tracer.start_as_current_span("GET /double", kind=SpanKind.SERVER) as request,
+        ):
             task_id = client.send({"n": 21})
             out = tmp_path / "spans.json"
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-            subprocess.run(
+            worker = subprocess.Popen(
                 [sys.executable, "-m", "tests.otel_worker", dsn, "otel.q", str(out)],
                 cwd=ROOT,
                 env=env,
-                check=True,
-                timeout=60,
             )
-            assert client.wait(task_id, timeout=10) == {"double": 42}
+            try:
+                assert client.wait(task_id, timeout=30) == {"double": 42}
+            except BaseException:
+                worker.kill()
+                raise
+        assert worker.wait(timeout=60) == 0
     finally:
         _otel.refresh()
     child = json.loads(out.read_text("utf-8"))
@@ -159,12 +169,49 @@ def test_send_process_reply_wait_is_one_trace_across_processes(dsn: str, tmp_pat
     assert wait.parent is not None and wait.parent.span_id == send.context.span_id
     assert _messaging(wait)["messaging.message.id"] == str(task_id)
 
+    assert send.parent is not None
+    assert send.parent.span_id == request.get_span_context().span_id
+    _draw(sdk.spans.get_finished_spans(), child["spans"])
+
     points = sdk.metrics()
     assert [p.value for p in points["job_machine.tasks.sent"]] == [1]
     (round_trip,) = points["job_machine.wait.duration"]
     assert round_trip.count == 1 and dict(round_trip.attributes) == {
         "messaging.destination.name": "otel.q"
     }
+
+
+def _draw(web: Sequence[ReadableSpan], worker: list[dict[str, Any]]) -> None:
+    """Draw the trace (tools/trace_svg.py) and check the picture: every span,
+    in the tree's order; written to $JOB_MACHINE_TRACE_SVG when set (that is
+    how docs/img/trace.svg was made)."""
+    spec = importlib.util.spec_from_file_location("trace_svg", ROOT / "tools/trace_svg.py")
+    assert spec is not None and spec.loader is not None
+    trace_svg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trace_svg)
+    spans = [
+        {
+            "name": s.name,
+            "kind": s.kind.name,
+            "service": "web app",
+            "span_id": f"{s.context.span_id:016x}",
+            "parent_id": f"{s.parent.span_id:016x}" if s.parent else None,
+            "start": s.start_time,
+            "end": s.end_time,
+        }
+        for s in web
+    ] + [{**s, "service": "worker"} for s in worker]
+    picture = trace_svg.waterfall(spans, "One request: the web app sends; a worker answers")
+    labels = [t.text for t in ElementTree.fromstring(picture).findall(".//{*}text")]
+    assert [t for t in labels if t and t.startswith(("web app: ", "worker: "))] == [
+        "web app: GET /double",
+        "web app: send otel.q",
+        "web app: wait otel.q",
+        "worker: process otel.q",
+        "worker: reply otel.q",
+    ]
+    if os.environ.get("JOB_MACHINE_TRACE_SVG"):
+        Path(os.environ["JOB_MACHINE_TRACE_SVG"]).write_text(picture, "utf-8")
 
 
 def test_a_failed_attempt_and_its_retry_on_the_spans_and_metrics(dsn: str, sdk: SDK) -> None:
@@ -274,3 +321,63 @@ def test_concurrent_traced_sends_share_a_statement_each_with_its_context(
     for task_id, span in by_task.items():
         expected = f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-"
         assert stored[task_id].startswith(expected)
+
+
+class HalfFail(jm.Worker):
+    """Answers even numbers, fails odd ones (no retries)."""
+
+    handle_signals = False
+    retries = 0
+
+    def process(self, task: jm.Task) -> None:
+        if task.data % 2:
+            raise ValueError("odd")
+        self.reply(task.data)
+
+
+def test_wait_all_is_one_span_linked_to_every_send(dsn: str, sdk: SDK) -> None:
+    tracer = sdk.tracer_provider.get_tracer("test")
+    with (
+        jm.Client(dsn, queue="otel.all") as client,
+        Doubler(dsn, queue="otel.all") as w,
+        tracer.start_as_current_span("request") as request,
+    ):
+        ids = [client.send({"n": n}) for n in range(3)]
+        for _ in ids:
+            assert w.work_once()
+        assert client.wait_all(ids, timeout=10) == [{"double": 2 * n} for n in range(3)]
+    sends = sdk.finished("send otel.all")
+    assert len(sends) == 3
+    (wait,) = sdk.finished("wait otel.all")
+    assert wait.kind == SpanKind.CLIENT
+    assert wait.parent is not None and wait.parent.span_id == request.get_span_context().span_id
+    assert {link.context.span_id for link in wait.links} == {s.context.span_id for s in sends}
+    assert wait.attributes is not None
+    assert wait.attributes["messaging.batch.message_count"] == 3
+    assert wait.attributes["job_machine.tasks.failed"] == 0
+    assert wait.status.status_code == StatusCode.UNSET
+    assert sum(p.count for p in sdk.metrics()["job_machine.wait.duration"]) == 3
+
+
+async def test_as_completed_span_counts_failures_and_survives_an_early_stop(
+    dsn: str, sdk: SDK
+) -> None:
+    async with jm.AsyncClient(dsn, queue="otel.some") as client:
+        ids = await client.send_many([0, 1, 2, 4])
+        more = await client.send_many([6, 8])
+        with HalfFail(dsn, queue="otel.some") as w:
+            for _ in ids + more:
+                assert w.work_once()
+        seen = [a async for a in client.as_completed(ids, timeout=10)]
+        assert sorted(a.failed for a in seen) == [False, False, False, True]
+        # Stopping early ends the span without calling it an error.
+        async with aclosing(client.as_completed(more, timeout=10)) as answers:
+            async for _ in answers:
+                break
+    first, early = sorted(sdk.finished("wait otel.some"), key=lambda s: s.start_time or 0)
+    assert first.attributes is not None and early.attributes is not None
+    assert first.attributes["job_machine.tasks.failed"] == 1
+    assert first.status.status_code == StatusCode.ERROR
+    assert len(first.links) == 1  # send_many: one send span for the four
+    assert early.status.status_code == StatusCode.UNSET
+    assert early.attributes["messaging.batch.message_count"] == 2
