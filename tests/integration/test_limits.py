@@ -347,3 +347,19 @@ async def test_the_dashboard_lists_limits_and_clears_them(dsn: str) -> None:
         assert await admin.limits() == []
     async with dashboard(dsn, read_only=True) as http:
         assert "/confirm/set_limits" not in (await http.get("/limits")).text
+
+
+def test_a_limited_claim_stamps_the_workers_policy_as_any_claim(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    with jm.Admin(dsn) as admin, jm.Client(dsn) as client:
+        admin.set_limits("limits.p", concurrency=5)
+        client.send_many([1, 2], queue="limits.p")
+        client.send_many([1, 2], queue="limits.free")
+        w = jm.Worker(dsn, queue=["limits.p", "limits.free"], max_runtime=30, orphan_after=90)
+        with w:
+            assert len(w._claim(10)) == 4
+    stamped = conn.execute(
+        "SELECT DISTINCT max_runtime, orphan_after FROM jobmachine.task WHERE status = 100"
+    ).fetchall()
+    assert stamped == [(30.0, 90.0)]
