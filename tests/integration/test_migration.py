@@ -503,7 +503,9 @@ def test_install_schema_upgrades_a_v7_database_with_queue_limits_and_worker_comm
         jm.install_schema(dsn)
 
         assert rows(c, "SELECT max(version) FROM jobmachine.schema_version") == [(SCHEMA_VERSION,)]
-        assert rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id") == tasks
+        # Their columns as they were (version 8 adds two after them).
+        got_tasks = rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")
+        assert [t[: len(tasks[0])] for t in got_tasks] == tasks
         with psycopg.connect(fresh_dsn, autocommit=True) as f:
             fresh = catalog(f)
         got = catalog(c)
