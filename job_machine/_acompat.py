@@ -18,7 +18,10 @@ import select
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from .task import StopFlag
 
 T = TypeVar("T")
 
@@ -284,3 +287,93 @@ def join_all(handles: Sequence[Handle]) -> None:
 async def ajoin_all(handles: Sequence[AHandle]) -> None:
     """Wait until every spawned task has finished."""
     await asyncio.gather(*handles, return_exceptions=True)
+
+
+def run_stoppable(fn: Callable[[], None], stop: StopFlag) -> None:
+    """Run ``fn``. A thread cannot be interrupted safely: a stop is seen by
+    the code itself (``task.cancelled``, ``task.check_cancelled()``), and
+    the caller reads ``stop`` once ``fn`` returns."""
+    fn()
+
+
+async def arun_stoppable(fn: Callable[[], Awaitable[None]], stop: StopFlag) -> None:
+    """Await ``fn()``; a stop (from any thread) cancels the asyncio task
+    awaiting it, at the ``await`` inside ``fn`` where it is suspended, and
+    only while ``fn`` runs: never the caller's own writes after it. The
+    cancellation it caused is not raised (the caller reads ``stop``); a
+    cancellation of the task by anyone else goes on as ever. (Not a task of
+    its own for ``fn``: that would cost two turns of the event loop per task.)"""
+    loop = asyncio.get_running_loop()
+    current = asyncio.current_task()
+    state = _Stoppable()
+
+    def interrupt() -> None:  # in the loop, between two steps of the tasks
+        if state.running and current is not None and not current.done():
+            state.cancelled = True
+            current.cancel()
+
+    def on_stop() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs
+            loop.call_soon_threadsafe(interrupt)
+
+    stop.on_stop(on_stop)
+    try:
+        await fn()
+    except asyncio.CancelledError:
+        state.running = False
+        if not state.cancelled or current is None or current.uncancel() > 0:
+            raise
+        return
+    finally:
+        state.running = False
+    if state.cancelled and current is not None and current.cancelling() > 0:
+        current.uncancel()  # fn swallowed the cancellation
+
+
+class _Stoppable:
+    __slots__ = ("cancelled", "running")
+
+    def __init__(self) -> None:
+        self.running = True
+        self.cancelled = False
+
+
+class Timer:
+    """Calls ``fn`` in a thread of its own after ``seconds``, unless
+    :meth:`finish` came first."""
+
+    __slots__ = ("_thread",)
+
+    def __init__(self, seconds: float, fn: Callable[[], None]) -> None:
+        self._thread = threading.Timer(seconds, fn)
+        self._thread.name = "job_machine-time-limit"
+        self._thread.daemon = True
+        self._thread.start()
+
+    def finish(self) -> None:
+        """Cancel it, or, when ``fn`` has started, wait for its end."""
+        self._thread.cancel()
+        self._thread.join()
+
+
+class ATimer:
+    """Runs the coroutine ``fn()`` as an asyncio task after ``seconds``,
+    unless :meth:`finish` came first."""
+
+    __slots__ = ("_handle", "_task")
+
+    def __init__(self, seconds: float, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._task: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_later(seconds, self._fire, loop, fn)
+
+    def _fire(
+        self, loop: asyncio.AbstractEventLoop, fn: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        self._task = loop.create_task(fn())
+
+    async def finish(self) -> None:
+        """Cancel it, or, when ``fn`` has started, wait for its end."""
+        self._handle.cancel()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -20,6 +20,9 @@ def send_options(
     remove_after: float | timedelta | datetime | None = None,
     unique_key: str | None = None,
     parents: Iterable[int] | None = None,
+    time_limit: float | timedelta | None = None,
+    expire_after: float | timedelta | None = None,
+    expires_at: datetime | None = None,
 ) -> dict[str, Any]:
     """Check the options of a task and return them as query parameters.
 
@@ -48,6 +51,13 @@ def send_options(
     elif remove_after is not None:
         keep_for = _seconds("remove_after", remove_after)
     ids = _task_ids(parents) if parents is not None else None
+    limit = _seconds("time_limit", time_limit) if time_limit is not None else None
+    if limit == 0:
+        raise ValueError("time_limit must be more than 0 seconds")
+    if expire_after is not None and expires_at is not None:
+        raise ValueError("give expire_after or expires_at, not both")
+    expiry = _seconds("expire_after", expire_after) if expire_after is not None else None
+    _aware("expires_at", expires_at)
     return {
         "priority": priority,
         "run_after": run_after,
@@ -59,6 +69,9 @@ def send_options(
         "keep_for": keep_for,
         "unique_key": unique_key,
         "parents": ids or None,
+        "time_limit": limit,
+        "expire_after": expiry,
+        "expires_at": expires_at,
     }
 
 

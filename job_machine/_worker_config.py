@@ -77,6 +77,13 @@ class WorkerConfig:
             "started)",
         ),
         Setting(
+            "time_limit",
+            "seconds",
+            None,
+            "Stop an attempt that runs longer than this many seconds (TimeLimitExceeded; "
+            "a task's own send(time_limit=) wins)",
+        ),
+        Setting(
             "orphan_after",
             "seconds",
             1800.0,

@@ -29,6 +29,9 @@ QUEUE_PREFIX = "jm:"
 #: subscribed to a branch of queues.
 NEW_QUEUE_CHANNEL = "jmq"
 REPLY_PREFIX = "jmr:"
+#: The prefix of a worker's own channel, ``jmw:<worker_id>``: the cancel of
+#: a task it runs (Admin.cancel) is announced there.
+WORKER_PREFIX = "jmw:"
 #: The payload on ``jmr:<task_id>`` that announces a streamed part (not an
 #: answer: a waiter for the answer is not woken by it).
 PART_PAYLOAD = "part"
@@ -153,3 +156,9 @@ def subscription(
         dropped=[q for q in served if q not in chosen],
         unservable=unservable,
     )
+
+
+def worker_channel(worker_id: int) -> str:
+    """The channel a registered worker LISTENs on for cancels of its tasks
+    and for the commands of Admin.broadcast (a wake-up: it then takes them)."""
+    return f"{WORKER_PREFIX}{worker_id}"

@@ -672,7 +672,9 @@ def worker(
             grace=instance.shutdown_grace,
         )
         return
-    _supervisor.watch_supervisor()
+    # A supervisor's worker process ends itself to stop a task's attempt
+    # (time limit, cancel); a fresh one follows.
+    instance.exit_on_stop = _supervisor.watch_supervisor()
     _log_worker_context(instance, log_format)
     logger.info(
         "starting %s (%s) on %s, pid %d, database %s",
@@ -1336,12 +1338,26 @@ def tasks_retry(task_id: int, queue: str | None, priority: int | None, dsn: str 
 
 @tasks.command("cancel")
 @click.argument("task_id", metavar="ID", type=_TASK_ID)
+@click.option("-y", "--yes", is_flag=True, help="Cancel a running task without asking.")
 @_dsn_option
-def tasks_cancel(task_id: int, dsn: str | None) -> None:
-    """Cancel a waiting or blocked task: it fails with a Cancelled error, a
-    client waiting for it is told, and the tasks blocked on it fail too. A
-    running or finished task is left alone (exit 1)."""
+def tasks_cancel(task_id: int, yes: bool, dsn: str | None) -> None:
+    """Cancel a waiting, blocked or running task: it fails with a Cancelled
+    error (not retried), a client waiting for it is told, and the tasks
+    blocked on it fail too. A running task's worker stops it (docs/deadlines.md);
+    that is asked first (--yes does not ask; any answer but y or yes
+    cancels nothing, exit 1). A finished task is left alone (exit 1)."""
     with jm.Admin(_need_dsn(dsn)) as admin:
+        if not yes and admin.task_info(task_id).state == "running":
+            click.echo(
+                f"Task {task_id} is running: stop it and cancel it? [y/N]: ", nl=False, err=True
+            )
+            answer = sys.stdin.readline()  # asked once: anything but y is no
+            if not sys.stdin.isatty():
+                click.echo(err=True)  # the answer was not echoed: end the prompt's line
+            if answer.strip().lower() not in ("y", "yes"):
+                raise click.ClickException(
+                    f"task {task_id} not cancelled (--yes cancels without asking)"
+                )
         admin.cancel(task_id)
     click.echo(f"task {task_id} cancelled")
 
@@ -2056,8 +2072,9 @@ def limits_clear(queue: str, exact: bool, dsn: str | None) -> None:
 def workers_broadcast(
     command: str, data: str | None, worker_ids: tuple[int, ...], dsn: str | None
 ) -> None:
-    """Send COMMAND, with JSON as its args, to the workers: each runs its
-    handler for it with its next heartbeat (dead_after / 4), once. Built in:
+    """Send COMMAND, with JSON as its args, to the workers: each is woken
+    and runs its handler for it once (at the latest with its next
+    heartbeat, dead_after / 4). Built in:
     `concurrency N` (tasks at once from now on), `status` (the worker logs
     what it is doing), `stop`; others are the workers' own
     (Worker.on_command). Prints how many workers it was left for.

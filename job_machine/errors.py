@@ -75,6 +75,50 @@ class TaskFailed(JobMachineError):
         super().__init__(f"task {task_id} failed: {detail}")
 
 
+class TaskCancelled(TaskFailed):
+    """The task was cancelled (:meth:`Admin.cancel`, :meth:`Client.cancel`):
+    it ended failed with an error of type ``Cancelled``, without retries."""
+
+    __module__ = "job_machine"
+
+
+class TaskExpired(TaskFailed):
+    """The task was not started before it expired (``send(expire_after=...)``
+    or ``expires_at=``): it never ran, and ended failed with an error of
+    type ``TaskExpired``."""
+
+    __module__ = "job_machine"
+
+
+def task_failed(task_id: int, error: object) -> TaskFailed:
+    """The exception for a failed task: :class:`TaskCancelled` or
+    :class:`TaskExpired` when its newest error says so, else :class:`TaskFailed`."""
+    kind = error.get("type") if isinstance(error, dict) else None
+    if kind == "Cancelled":
+        return TaskCancelled(task_id, error)
+    if kind == "TaskExpired":
+        return TaskExpired(task_id, error)
+    return TaskFailed(task_id, error)
+
+
+class TimeLimitExceeded(JobMachineError):
+    """The attempt ran longer than its time limit (``send(time_limit=...)`` or
+    the worker's ``time_limit``). The worker stops it (the async worker
+    cancels its coroutine; in a thread, ``task.check_cancelled()`` raises
+    it) and stores it as the attempt's error: retried or failed like any."""
+
+    __module__ = "job_machine"
+
+
+class Cancelled(JobMachineError):
+    """The task was cancelled while it ran (:meth:`Admin.cancel`): the
+    worker stops the attempt (the async worker cancels its coroutine; in a
+    thread, ``task.check_cancelled()`` raises it). The task has already
+    failed, and is not retried."""
+
+    __module__ = "job_machine"
+
+
 class TaskRejected(JobMachineError):
     """A task function's worker cannot run the task: its data names no task
     function the worker knows, or its arguments do not fit the function. The

@@ -92,6 +92,11 @@ class Liveness:
     :param on_command: called with a command left for the worker.
     :param on_broadcast: called with each command sent to the worker by
         ``Admin.broadcast`` and its args (decoded JSON), once, in order.
+    :param held: the (task id, attempt) of the tasks whose process() runs.
+    :param on_cancel: called with the id and attempt of a task it holds
+        that was cancelled: heard on channel ``jmw:<worker_id>`` (LISTENed on the
+        registry connection, whose readable socket wakes the thread), or
+        found by the heartbeat among ``held()`` (the fallback).
     """
 
     def __init__(
@@ -107,7 +112,11 @@ class Liveness:
         housekeeping_interval: float,
         on_command: Callable[[str], None] | None = None,
         on_broadcast: Callable[[str, Any], None] | None = None,
+        held: Callable[[], list[tuple[int, int]]] | None = None,
+        on_cancel: Callable[[int, int], None] | None = None,
     ) -> None:
+        self.held = held
+        self.on_cancel = on_cancel
         self.queues = [str(q) for q in queues]
         #: Called in the liveness thread with a command an operator left for
         #: the worker (``Admin.stop_workers``).
@@ -155,13 +164,15 @@ class Liveness:
             reg = self._store.worker_register(
                 self.host, self.pid, self.queues, conn, dead_after=self.dead_after
             )
+            self.worker_id = reg.worker_id
+            self._listen(conn)
         except BaseException:
-            # Not registered (no schema, or a role that may not register):
-            # no thread will ever close what start() opened.
+            # Not registered (no schema, or a role that may not register), or
+            # the session ended at once (PostgreSQL releases the liveness
+            # lock): no thread will ever close what start() opened.
             self._connector.close()
             self._waker.close()
             raise
-        self.worker_id = reg.worker_id
         if not reg.locked:  # only if a stale session of a reused id holds it
             logger.warning("worker %d: liveness lock is held elsewhere", reg.worker_id)
         self._thread = threading.Thread(
@@ -211,7 +222,27 @@ class Liveness:
         conn = self._connector.own()
         if conn is not before:
             self._store.session_set(SERVER_KEEPALIVES, conn)
+            if self.worker_id is not None:
+                self._listen(conn)
         return conn
+
+    def _listen(self, conn: psycopg.Connection[Any]) -> None:
+        """LISTEN on the worker's channel: cancels of the tasks it runs, and
+        the wake-up of a broadcast command (the readable socket ends the
+        thread's sleep; its next round takes the command)."""
+        if self.on_cancel is None or self.worker_id is None:
+            return
+        conn.add_notify_handler(self._heard)
+        self._store.worker_listen(self.worker_id, conn)
+
+    def _heard(self, notify: psycopg.Notify) -> None:
+        """A notification on the registry connection
+        ('cancel:<task_id>:<attempt>'), delivered while a statement of this
+        thread runs."""
+        kind, _, arg = notify.payload.partition(":")
+        task_id, _, attempt = arg.partition(":")
+        if kind == "cancel" and task_id.isdigit() and attempt.isdigit() and self.on_cancel:
+            self.on_cancel(int(task_id), int(attempt))
 
     def _run(self) -> None:
         delay = self.interval
@@ -296,6 +327,11 @@ class Liveness:
                     self.on_broadcast(name, _codec.decode(args))
                 except Exception:
                     logger.exception("worker %s: command %r failed", self.worker_id, name)
+        held = self.held() if self.held is not None else []
+        if held and self.on_cancel is not None:
+            # The fallback of a lost jmw:<worker_id> notification.
+            for task_id, attempt in self._store.task_cancelled_held(held, conn):
+                self.on_cancel(task_id, attempt)
         if not self._store.leader_lock(conn):
             self.leader = False
             return

@@ -27,11 +27,15 @@ WITH found AS (
     SELECT class_id FROM found UNION ALL SELECT class_id FROM created LIMIT 1
 ), task AS (
     INSERT INTO jobmachine.task (class_id, parameters, status, priority, run_after, max_attempts,
-                                 title, grouping, remove_after, keep_for, trace_context)
+                                 title, grouping, remove_after, keep_for, trace_context,
+                                 time_limit, expires_at)
     SELECT cls.class_id, %(parameters)s, 0, %(priority)s::int,
            coalesce(%(run_after)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
            %(max_attempts)s::int, %(title)s::text, %(grouping)s::text, %(remove_after)s::timestamptz,
-           make_interval(secs => %(keep_for)s::float8), %(trace_context)s::text
+           make_interval(secs => %(keep_for)s::float8), %(trace_context)s::text,
+           make_interval(secs => %(time_limit)s::float8),
+           coalesce(%(expires_at)s::timestamptz,
+                    now() + make_interval(secs => %(expire_after)s::float8))
       FROM cls
     RETURNING task_id
 )
@@ -72,14 +76,17 @@ WITH found AS (
 ), task AS (
     INSERT INTO jobmachine.task (class_id, parameters, status, priority, run_after, max_attempts,
                                  title, grouping, remove_after, keep_for, unique_key, parents,
-                                 trace_context)
+                                 trace_context, time_limit, expires_at)
     SELECT cls.class_id, %(parameters)s,
            CASE WHEN v.failed_parent IS NOT NULL THEN 900 WHEN v.pending > 0 THEN 10 ELSE 0 END,
            %(priority)s::int,
            coalesce(%(run_after)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
            %(max_attempts)s::int, %(title)s::text, %(grouping)s::text, %(remove_after)s::timestamptz,
            make_interval(secs => %(keep_for)s::float8), %(unique_key)s::text,
-           %(parents)s::bigint[], %(trace_context)s::text
+           %(parents)s::bigint[], %(trace_context)s::text,
+           make_interval(secs => %(time_limit)s::float8),
+           coalesce(%(expires_at)s::timestamptz,
+                    now() + make_interval(secs => %(expire_after)s::float8))
       FROM cls, verdict v
      WHERE coalesce(cardinality(v.found), 0) = coalesce(cardinality(%(parents)s::bigint[]), 0)
     ON CONFLICT (class_id, unique_key)
@@ -117,12 +124,16 @@ WITH found AS (
     SELECT class_id FROM found UNION ALL SELECT class_id FROM created LIMIT 1
 ), task AS (
     INSERT INTO jobmachine.task (class_id, parameters, status, priority, run_after, max_attempts,
-                                 title, grouping, remove_after, keep_for, trace_context)
+                                 title, grouping, remove_after, keep_for, trace_context,
+                                 time_limit, expires_at)
     SELECT cls.class_id, u.p, 0, %(priority)s::int,
            coalesce(%(run_after)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
            %(max_attempts)s::int, %(title)s::text, %(grouping)s::text, %(remove_after)s::timestamptz,
            make_interval(secs => %(keep_for)s::float8),
-           coalesce((%(trace_contexts)s::text[])[u.n], %(trace_context)s::text)
+           coalesce((%(trace_contexts)s::text[])[u.n], %(trace_context)s::text),
+           make_interval(secs => %(time_limit)s::float8),
+           coalesce(%(expires_at)s::timestamptz,
+                    now() + make_interval(secs => %(expire_after)s::float8))
       FROM cls, unnest(%(parameters)b::text[]) WITH ORDINALITY AS u (p, n)
      ORDER BY u.n
     RETURNING task_id
@@ -157,6 +168,9 @@ WITH next AS (
            AND (t.run_after IS NULL OR t.run_after <= coalesce(%(now)s, now()))
            AND (t.retry_at IS NULL OR t.retry_at <= coalesce(%(now)s, now()))
            AND (%(task_id)s::bigint IS NULL OR t.task_id = %(task_id)s::bigint)
+           -- Deadlines (version 9): an expired task never runs; the
+           -- housekeeper fails it (task_expire).
+           AND (t.expires_at IS NULL OR t.expires_at > coalesce(%(now)s, now()))
          ORDER BY t.priority DESC, t.task_id
          LIMIT %(limit)s
            FOR UPDATE OF t SKIP LOCKED
@@ -182,7 +196,9 @@ UPDATE jobmachine.task t
  WHERE t.task_id = next.task_id
 RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue, t.priority,
           t.max_attempts, t.title, t.grouping, t.trace_context,
-          greatest(t.created, t.run_after, t.retry_at) AS due
+          greatest(t.created, t.run_after, t.retry_at) AS due,
+          -- Deadlines (version 9): the attempt's own time limit, seconds.
+          extract(epoch FROM t.time_limit)::float8 AS time_limit
 
 -- name: task_claim_limited
 -- task_claim, for queues of which some have fleet-wide limits
@@ -216,6 +232,8 @@ next AS (
            AND (t.run_after IS NULL OR t.run_after <= coalesce(%(now)s, now()))
            AND (t.retry_at IS NULL OR t.retry_at <= coalesce(%(now)s, now()))
            AND (%(task_id)s::bigint IS NULL OR t.task_id = %(task_id)s::bigint)
+           -- Deadlines (version 9), as in task_claim.
+           AND (t.expires_at IS NULL OR t.expires_at > coalesce(%(now)s, now()))
            -- limits: none of a grouping whose room is used up
            AND NOT EXISTS (SELECT 1 FROM room r
                             WHERE r.queue = c.name AND r.listed AND r.room = 0
@@ -256,7 +274,8 @@ claimed AS (
      WHERE t.task_id = next.task_id
     RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue, t.priority,
               t.max_attempts, t.title, t.grouping, t.trace_context,
-              greatest(t.created, t.run_after, t.retry_at) AS due
+              greatest(t.created, t.run_after, t.retry_at) AS due,
+              extract(epoch FROM t.time_limit)::float8 AS time_limit
 ),
 -- ---- fleet-wide limits: the claims a rate counts -----------------------
 counted AS (
@@ -511,6 +530,45 @@ SELECT task_id, status,
        END
   FROM given_up
 
+-- name: task_expire
+-- Housekeeping, every round: waiting or blocked tasks whose expires_at has
+-- passed never started and never will (the claim skips them): they fail
+-- with a TaskExpired error, their waiting clients are told, and their
+-- blocked children fail in turn. Up to %(limit)s a round, oldest deadline
+-- first (task_expiring_idx).
+WITH due AS (
+    SELECT task_id FROM jobmachine.task
+     WHERE expires_at IS NOT NULL AND status IN (0, 10)
+       AND expires_at <= coalesce(%(now)s, now())
+     ORDER BY expires_at
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+), expired AS (
+    UPDATE jobmachine.task t SET status = 900, modified = coalesce(%(now)s, now())
+      FROM due
+     WHERE t.task_id = due.task_id AND t.status IN (0, 10)
+    RETURNING t.task_id, t.expires_at
+), noted AS (
+    INSERT INTO jobmachine.result (task_id, result, resulttype)
+    SELECT task_id,
+           json_build_object('type', 'TaskExpired',
+                             'message', 'not started before it expired at ' || expires_at)::text,
+           'error'
+      FROM expired
+)
+SELECT task_id, 900 AS status, pg_notify('jmr:' || task_id::text, 'failed') FROM expired
+
+-- name: task_cancelled_held
+-- A worker's heartbeat, while process() runs: which of the attempts it runs
+-- (task ids and their attempt numbers) were cancelled (Admin.cancel), so
+-- that the worker stops them: the fallback of the jmw:<worker_id>
+-- notification, which may be lost. An attempt given up or revived is not
+-- stopped (its answer is refused when it comes, as ever).
+SELECT t.task_id, h.attempt
+  FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[]) AS h (task_id, attempt)
+  JOIN jobmachine.task t ON t.task_id = h.task_id
+ WHERE t.cancelled_at IS NOT NULL AND t.status <> 100 AND t.attempts = h.attempt
+
 -- name: task_remove_old
 -- Retention: delete one bounded batch of finished (done or failed) tasks,
 -- with their results (ON DELETE CASCADE), whose time has come: their own
@@ -647,6 +705,8 @@ SELECT t.task_id, c.name AS queue, t.status, t.attempts, t.parameters,
        t.created, t.modified, greatest(t.run_after, t.retry_at) AS run_after, t.started, t.worker_id,
        t.priority, t.max_attempts, t.title, t.grouping, t.unique_key, t.notes::text AS notes,
        t.parents, t.remove_after, extract(epoch FROM t.keep_for)::float8 AS keep_for,
+       -- Deadlines (version 9).
+       extract(epoch FROM t.time_limit)::float8 AS time_limit, t.expires_at, t.cancelled_at,
        w.host AS worker_host, w.pid AS worker_pid,
        ARRAY(SELECT r.result FROM jobmachine.result r
               WHERE r.task_id = t.task_id AND r.resulttype = 'error'
@@ -947,19 +1007,36 @@ SELECT t.task_id, c.name AS queue, t.status, t.attempts, t.created, t.modified,
  LIMIT %(limit)s
 
 -- name: admin_cancel
--- Cancel a waiting or blocked task: it fails (900) with an error saying so,
--- and a waiting client is told (and its blocked children fail in turn). A
--- task that is running or finished is left alone.
-WITH cancelled AS (
-    UPDATE jobmachine.task SET status = 900, modified = now()
-     WHERE task_id = %(task_id)s AND status IN (0, 10)
-    RETURNING task_id
+-- Cancel a waiting, blocked or running task: it fails (900) at once with a
+-- Cancelled error, whatever attempts it has left, and cancelled_at records
+-- when; a waiting client is told (and its blocked children fail in turn).
+-- A running task's attempt is thereby fenced out (status is no longer
+-- 100): whatever its worker writes later is refused. The worker holding it
+-- is told on channel jmw:<worker_id> (payload 'cancel:<task_id>:<attempt>') to stop
+-- the attempt; its heartbeat finds it too (task_cancelled_held). A task that
+-- is finished is left alone. running: whether it was running, and who held it.
+WITH old AS (
+    SELECT task_id, status, worker_id FROM jobmachine.task
+     WHERE task_id = %(task_id)s AND status IN (0, 10, 100)
+       FOR UPDATE
+), cancelled AS (
+    UPDATE jobmachine.task t SET status = 900, modified = now(), cancelled_at = now()
+      FROM old
+     WHERE t.task_id = old.task_id
+    RETURNING t.task_id, old.status = 100 AS running, old.worker_id, t.attempts
 ), noted AS (
     INSERT INTO jobmachine.result (task_id, result, resulttype)
-    SELECT task_id, '{"type": "Cancelled", "message": "cancelled by hand"}', 'error'
+    SELECT task_id,
+           CASE WHEN running THEN '{"type": "Cancelled", "message": "cancelled by hand while running"}'
+                ELSE '{"type": "Cancelled", "message": "cancelled by hand"}' END,
+           'error'
       FROM cancelled
 )
-SELECT task_id, pg_notify('jmr:' || task_id::text, 'failed') FROM cancelled
+SELECT task_id, running, worker_id, pg_notify('jmr:' || task_id::text, 'failed'),
+       CASE WHEN worker_id IS NOT NULL
+            THEN pg_notify('jmw:' || worker_id::text,
+                           'cancel:' || task_id::text || ':' || attempts::text) END
+  FROM cancelled
 
 -- name: admin_retry
 -- Send a failed or done task again with a fresh budget of attempts (the
@@ -983,6 +1060,8 @@ WITH target AS (
                                        WHERE p.task_id = ANY(t.parents) AND p.status <> 200)
                          THEN 10 ELSE 0 END,
            uncounted_attempts = t.attempts, run_after = NULL, retry_at = NULL, modified = now(),
+           -- Deadlines (version 9): a fresh start has neither.
+           expires_at = NULL, cancelled_at = NULL,
            priority = coalesce(%(priority)s::int, t.priority),
            class_id = coalesce((SELECT class_id FROM target UNION ALL SELECT class_id FROM created
                                 LIMIT 1), t.class_id)
@@ -1018,13 +1097,18 @@ RETURNING worker_id
 
 -- name: admin_broadcast
 -- Leave a command (Admin.broadcast) for each of the workers named (every
--- registered worker when %(worker_ids)s is NULL); each takes it with its
--- next heartbeat (worker_commands_take). Returns the workers that got it.
-INSERT INTO jobmachine.worker_command (worker_id, command, args)
-SELECT w.worker_id, %(command)s, %(args)s
-  FROM jobmachine.worker w
- WHERE %(worker_ids)s::bigint[] IS NULL OR w.worker_id = ANY(%(worker_ids)s::bigint[])
-RETURNING worker_id
+-- registered worker when %(worker_ids)s is NULL), and wake each on its
+-- channel jmw:<worker_id>: it takes its commands (worker_commands_take) at
+-- once, or with its next heartbeat if the notification is lost. Returns
+-- the workers that got it.
+WITH left_for AS (
+    INSERT INTO jobmachine.worker_command (worker_id, command, args)
+    SELECT w.worker_id, %(command)s, %(args)s
+      FROM jobmachine.worker w
+     WHERE %(worker_ids)s::bigint[] IS NULL OR w.worker_id = ANY(%(worker_ids)s::bigint[])
+    RETURNING worker_id
+)
+SELECT worker_id, pg_notify('jmw:' || worker_id::text, 'command') FROM left_for
 
 -- name: worker_commands_take
 -- The commands left for this worker (Admin.broadcast), oldest first, taken:

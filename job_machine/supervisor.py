@@ -4,6 +4,10 @@ A supervisor starts N worker processes, each the plain one-process
 ``job-machine worker`` command (run as ``python -m job_machine.cli worker``
 with the same arguments, less ``--processes``), and:
 
+- enforces ``time_limit`` and cancellation: a child that must stop a
+  task's attempt ends itself (after writing the attempt's end and handing
+  back what else it holds) with :data:`EXIT_TASK_STOPPED`, and a fresh
+  child is started at once, without backoff;
 - restarts a child that dies (killed, crashed, exited non-zero), after a
   backoff that doubles while the same slot keeps dying; a child that
   stopped gracefully (exit 0: ``job-machine workers stop`` asked it) is not
@@ -56,6 +60,10 @@ ENV_SUPERVISOR = "JOB_MACHINE_SUPERVISOR_PID"
 
 #: The exit code of a usage error of the ``job-machine`` command.
 _EXIT_USAGE = 2
+#: The exit code of a worker process that ended itself to stop a task's
+#: attempt (its time limit passed, or it was cancelled; see
+#: ``AsyncWorker.exit_on_stop``): replaced at once, not counted as a death.
+EXIT_TASK_STOPPED = 3
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -223,6 +231,15 @@ class Supervisor:
                     pid,
                 )
                 continue
+            if code == EXIT_TASK_STOPPED:
+                logger.info(
+                    "worker process %d (pid %d) ended to stop a task (time limit or cancel); "
+                    "starting a fresh one",
+                    slot.number,
+                    pid,
+                )
+                slot.restart_at = now
+                continue
             if code == _EXIT_USAGE:
                 slot.retired = True
                 return (
@@ -337,13 +354,13 @@ def child_command(args: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "job_machine.cli", "worker", *args]
 
 
-def watch_supervisor() -> None:
+def watch_supervisor() -> bool:
     """In a worker process a supervisor started: stop gracefully (SIGTERM to
     ourselves) when the supervisor is gone, or exit 0 at once if it is gone
-    already. Does nothing in a worker started any other way."""
+    already; True. Does nothing in a worker started any other way: False."""
     value = os.environ.pop(ENV_SUPERVISOR, None)  # not for the worker's own children
     if not value or not value.isdigit():
-        return
+        return False
     parent = int(value)
     if os.getppid() != parent:  # gone already: serve nothing
         logger.warning("the supervisor (pid %d) is gone: not starting", parent)
@@ -356,3 +373,4 @@ def watch_supervisor() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="job_machine-supervisor-watch", daemon=True).start()
+    return True

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 from typing import Any
 
-from .errors import TaskFailed
+from .errors import task_failed
 
 
 class Status(IntEnum):
@@ -26,6 +28,50 @@ class Status(IntEnum):
     STARTED = 100  #: a worker claimed it and is processing it
     FINISHED = 200  #: done: replied, stored a result, or returned
     FAILED = 900  #: given up after its last attempt raised
+
+
+class StopFlag:
+    """Whether the attempt running a task must stop, and why: raised once,
+    from any thread (the worker's time-limit timer, a cancel heard from the
+    database), by the first of :meth:`stop` and :meth:`settle`."""
+
+    __slots__ = ("_callbacks", "_lock", "_settled", "reason")
+
+    def __init__(self) -> None:
+        #: Why the attempt must stop (TimeLimitExceeded, Cancelled), or None.
+        self.reason: Exception | None = None
+        self._settled = False
+        self._callbacks: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    def stop(self, reason: Exception) -> bool:
+        """Ask the attempt to stop; False when it was stopped or had ended
+        already (then nothing happens)."""
+        with self._lock:
+            if self._settled or self.reason is not None:
+                return False
+            self.reason = reason
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            callback()
+        return True
+
+    def settle(self) -> bool:
+        """The attempt ended by itself: a later :meth:`stop` does nothing.
+        False when it had been stopped first."""
+        with self._lock:
+            self._settled = True
+            return self.reason is None
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (in the thread that stops it) when stopped; at
+        once if it is already."""
+        with self._lock:
+            stopped = self.reason is not None
+            if not stopped:
+                self._callbacks.append(callback)
+        if stopped:
+            callback()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +102,29 @@ class Task:
     #: When it became due: the latest of its sending, its ``run_after`` and
     #: its retry time (None when not read from a claim).
     due: datetime | None = field(repr=False, default=None)
+    #: Seconds this attempt may run, as sent (None: the worker's
+    #: ``time_limit``, if any).
+    time_limit: float | None = None
+    #: Set by the worker when this attempt must stop (see :attr:`cancelled`).
+    stop: StopFlag = field(repr=False, compare=False, default_factory=StopFlag)
+
+    @property
+    def cancelled(self) -> Exception | None:
+        """Why this attempt must stop, or None while it may go on: a
+        :class:`~job_machine.TimeLimitExceeded` past its time limit, a
+        :class:`~job_machine.Cancelled` when it was cancelled. The async
+        worker cancels the coroutine itself; code running in a thread (the
+        sync worker) cannot be interrupted and should look at this (or call
+        :meth:`check_cancelled`) between steps of long work."""
+        return self.stop.reason
+
+    def check_cancelled(self) -> None:
+        """Raise :attr:`cancelled` if this attempt must stop, else return.
+        Either way the attempt is already ended in the database: what it
+        writes from now on is refused."""
+        reason = self.stop.reason
+        if reason is not None:
+            raise reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +145,7 @@ class Answered:
     def value(self) -> Any:
         """The reply, or raise :class:`~job_machine.TaskFailed` for a failed task."""
         if self.failed:
-            raise TaskFailed(self.task_id, self.error)
+            raise task_failed(self.task_id, self.error)
         return self.reply
 
 
@@ -177,6 +246,12 @@ class TaskInfo:
     #: When it is removed: its own time, or seconds kept once finished.
     remove_after: datetime | None = None
     keep_for: float | None = None
+    #: Its deadlines (docs/deadlines.md): seconds an attempt may run (None:
+    #: the worker's), when it expires unless started, and when it was
+    #: cancelled.
+    time_limit: float | None = None
+    expires_at: datetime | None = None
+    cancelled_at: datetime | None = None
 
     @property
     def state(self) -> str:

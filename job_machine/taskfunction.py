@@ -46,7 +46,8 @@ class _Keep(enum.Enum):
 
 KEEP = _Keep.KEEP
 
-#: The options of Client.send a task function passes on; send_many takes the first seven.
+#: The options of Client.send a task function passes on; send_many takes
+#: all but the last two.
 _SEND = (
     "priority",
     "run_after",
@@ -55,10 +56,13 @@ _SEND = (
     "title",
     "grouping",
     "remove_after",
+    "time_limit",
+    "expire_after",
+    "expires_at",
     "unique_key",
     "parents",
 )
-_SEND_MANY = _SEND[:7]
+_SEND_MANY = _SEND[:-2]
 
 
 class TaskArgs:
@@ -124,6 +128,9 @@ class TaskFunctionBase(Generic[P, R]):
         remove_after: float | timedelta | datetime | None = None,
         unique_key: str | None = None,
         parents: Iterable[int] | None = None,
+        time_limit: float | timedelta | None = None,
+        expire_after: float | timedelta | None = None,
+        expires_at: datetime | None = None,
         timeout: float | _Keep | None = KEEP,
     ) -> Self:
         """The same function with other options for what it sends: every
@@ -143,6 +150,9 @@ class TaskFunctionBase(Generic[P, R]):
             "remove_after": remove_after,
             "unique_key": unique_key,
             "parents": list(parents) if parents is not None else None,
+            "time_limit": time_limit,
+            "expire_after": expire_after,
+            "expires_at": expires_at,
         }
         options = self._options | {k: v for k, v in given.items() if v is not None}
         if queue is not None:

@@ -771,6 +771,32 @@ INSERT INTO jobmachine.schema_version (version, description)
     ON CONFLICT (version) DO NOTHING;
 -- == end of version 8: housekeeping policy travels with the task ===========
 
+-- == Version 9: deadlines and cancelling a running task (docs/deadlines.md) ==
+-- Every column has a default (NULL), so a Perl client's insert of
+-- (class_id, parameters, status) is unchanged; no new status: an expired or
+-- cancelled task is failed (900), which Perl reads as "finished with error".
+--
+-- time_limit: how long one attempt may run (NULL: the worker's
+-- time_limit, if any); the worker stops an attempt that runs longer and
+-- stores a TimeLimitExceeded error (retried or failed like any error).
+ALTER TABLE jobmachine.task ADD COLUMN IF NOT EXISTS time_limit interval;
+-- expires_at: a task not started by then never runs. The claim skips it;
+-- the fleet's housekeeper fails it (TaskExpired) and tells its client.
+-- (A Perl worker, which claims any waiting task, does not look at it.)
+ALTER TABLE jobmachine.task ADD COLUMN IF NOT EXISTS expires_at timestamptz;
+-- cancelled_at: when Admin.cancel / Client.cancel cancelled it. A running
+-- task is failed at once (its attempt fenced out) and its worker told on
+-- channel jmw:<worker_id>; the worker's heartbeat finds it too.
+ALTER TABLE jobmachine.task ADD COLUMN IF NOT EXISTS cancelled_at timestamptz;
+-- The housekeeper's scan for expired tasks: only tasks with a deadline
+-- that have not started.
+CREATE INDEX IF NOT EXISTS task_expiring_idx
+    ON jobmachine.task (expires_at) WHERE expires_at IS NOT NULL AND status IN (0, 10);
+INSERT INTO jobmachine.schema_version (version, description)
+    VALUES (9, 'deadlines and cancelling running tasks (task.time_limit, expires_at, cancelled_at)')
+    ON CONFLICT (version) DO NOTHING;
+-- == end of version 9: deadlines and cancelling a running task ==============
+
 -- == Version 10: fleet-wide limits and worker commands (docs/limits.md) =====
 -- Self-contained; Perl Job::Machine never reads these tables (a Perl
 -- worker does not honour the limits).

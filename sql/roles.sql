@@ -85,8 +85,9 @@ BEGIN
     END IF;
     -- The grants below name version 5's schedule table, version 6's
     -- part table, version 7's task.trace_context, version 8's
-    -- task.max_runtime, task.orphan_after and worker.dead_after, and version
-    -- 10's queue limits and worker commands.
+    -- task.max_runtime, task.orphan_after and worker.dead_after, version
+    -- 9's task.time_limit, expires_at and cancelled_at, and version 10's
+    -- queue limits and worker commands.
     IF installed IS NULL OR installed < 10 THEN
         RAISE EXCEPTION 'the jobmachine schema is missing or older than version 10 (found %)', coalesce(installed::text, 'none')
             USING HINT = 'install or upgrade it first: psql -f sql/create_tables.sql, or job_machine.install_schema()';
@@ -162,10 +163,11 @@ BEGIN
         -- task_insert*, task_info, task_answer(ed), task_unique_holder.
         -- Only the columns send() sets: not task_id, worker_id, attempts,
         -- started, has_children or notes. trace_context: the sender's
-        -- span (version 7).
+        -- span (version 7); time_limit, expires_at: its deadlines
+        -- (version 9). Not cancelled_at: a sender cancels nothing.
         (sender, 'SELECT, INSERT (class_id, parameters, status, priority, run_after,'
                  ' max_attempts, title, grouping, remove_after, keep_for, unique_key,'
-                 ' parents, trace_context)', 'TABLE jobmachine.task'),
+                 ' parents, trace_context, time_limit, expires_at)', 'TABLE jobmachine.task'),
         -- No UPDATE at all (it could SELECT ... FOR UPDATE any task row
         -- and hold it): task_insert_full marks the parents of a child with
         -- task_mark_parents(), and task_note merges notes with task_note(),
@@ -257,13 +259,14 @@ BEGIN
         (admin, 'INSERT (name), UPDATE (paused, modified)', 'TABLE jobmachine.class'),
         (admin, 'EXECUTE', 'FUNCTION jobmachine.queue_find(text)'),
         (admin, 'EXECUTE', 'FUNCTION jobmachine.queue_channel(text)'),
-        -- admin_cancel, admin_retry (a fresh start, maybe elsewhere or
-        -- at another priority). Only columns, no DELETE (LOCK TABLE):
+        -- admin_cancel (cancelled_at, version 9), admin_retry (a fresh
+        -- start, maybe elsewhere or at another priority; its deadline and
+        -- cancel cleared). Only columns, no DELETE (LOCK TABLE):
         -- admin_remove and admin_purge delete through task_delete() and
         -- task_delete_finished(), notes (the CLI's tasks note) through
         -- task_note(), the schema owner's.
         (admin, 'UPDATE (status, modified, attempts, uncounted_attempts, run_after, retry_at,'
-                ' priority, class_id)', 'TABLE jobmachine.task'),
+                ' priority, class_id, expires_at, cancelled_at)', 'TABLE jobmachine.task'),
         (admin, 'EXECUTE', 'FUNCTION jobmachine.task_delete(bigint[])'),
         (admin, 'EXECUTE', 'FUNCTION jobmachine.task_delete_finished(bigint[])'),
         (admin, 'EXECUTE', 'FUNCTION jobmachine.task_note(bigint, jsonb, text[])'),

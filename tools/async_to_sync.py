@@ -99,6 +99,8 @@ NAMES = {
     "AsyncPartGroup": "PartGroup",
     "ashield": "shield",
     "ajoin_all": "join_all",
+    "arun_stoppable": "run_stoppable",
+    "ATimer": "Timer",
     "ainstall_schema": "install_schema",
     "ainstall_roles": "install_roles",
 }

@@ -11,13 +11,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection, errors
+from psycopg import AsyncConnection, errors, sql
 from psycopg.rows import dict_row
 from psycopg_pool import PoolTimeout
 
 from .. import _codec, _cron
 from .._queries import queries
 from .._worker_config import TaskPolicy
+from ..channels import worker_channel
 from ..errors import (
     ConnectionLost,
     JobMachineError,
@@ -56,6 +57,9 @@ _MANY_OPTIONS = (
     "grouping",
     "remove_after",
     "keep_for",
+    "time_limit",
+    "expire_after",
+    "expires_at",
 )
 
 #: The send options only task_insert_full takes.
@@ -111,6 +115,7 @@ class ChoreCounts:
     reaped: int = 0  #: dead workers whose tasks were rescued
     pruned: int = 0  #: empty, unused queues removed
     scheduled: int = 0  #: tasks sent by cron schedules
+    expired: int = 0  #: tasks failed because they were not started before they expired
     outage: bool = False  #: most of the fleet looked dead at once (an outage)
 
 
@@ -375,6 +380,7 @@ class AsyncStore:
                 grouping=r["grouping"],
                 trace_context=r["trace_context"],
                 due=r["due"],
+                time_limit=r["time_limit"],
             )
             for r in rows
             if r["task_id"] is not None
@@ -538,6 +544,9 @@ class AsyncStore:
             results=[_codec.decode(r) for r in row["results"]],
             remove_after=row["remove_after"],
             keep_for=row["keep_for"],
+            time_limit=row["time_limit"],
+            expires_at=row["expires_at"],
+            cancelled_at=row["cancelled_at"],
         )
 
     async def task_note(self, task_id: int, notes: dict[str, str | None]) -> bool:
@@ -625,8 +634,28 @@ class AsyncStore:
         rows = await self._all("admin_list_tasks", params, prepare=False)
         return [self._task_summary(r) for r in rows]
 
+    async def task_cancelled_held(
+        self,
+        held: Sequence[tuple[int, int]],
+        conn: AsyncConnection[Any] | None = None,
+    ) -> list[tuple[int, int]]:
+        """Of the attempts ``held`` ((task id, attempt) pairs a worker runs),
+        those whose task was cancelled meanwhile."""
+        params = {"task_ids": [h[0] for h in held], "attempts": [h[1] for h in held]}
+        rows = await self._all("task_cancelled_held", params, conn)
+        return [(int(r["task_id"]), int(r["attempt"])) for r in rows]
+
+    async def worker_listen(self, worker_id: int, conn: AsyncConnection[Any]) -> None:
+        """LISTEN on the worker's own channel ``jmw:<worker_id>`` (cancels of
+        the tasks it runs), on its registry connection."""
+        async with self._cursor(conn) as cur:
+            await cur.execute(
+                sql.SQL("LISTEN {}").format(sql.Identifier(worker_channel(worker_id)))
+            )
+
     async def admin_cancel(self, task_id: int) -> bool:
-        """Fail a waiting task as cancelled; False if it was not waiting."""
+        """Fail a waiting, blocked or running task as cancelled (telling the
+        worker holding it); False if it had finished (or does not exist)."""
         return await self._one("admin_cancel", {"task_id": task_id}) is not None
 
     async def admin_retry(self, task_id: int, queue: str | None, priority: int | None) -> bool:
@@ -892,6 +921,7 @@ class AsyncStore:
         outage: bool = False,
         remove_limit: int = 1000,
         max_batches: int = 50,
+        expire_limit: int = 1000,
         now: datetime | None = None,
         conn: AsyncConnection[Any] | None = None,
     ) -> ChoreCounts:
@@ -908,7 +938,8 @@ class AsyncStore:
         workers are not judged this round (the judge itself has not been
         connected long enough to tell an outage from deaths). Then send the
         tasks of the cron schedules whose tick has come
-        (:meth:`schedules_dispatch`)."""
+        (:meth:`schedules_dispatch`). Every round also fails up to
+        ``expire_limit`` waiting tasks whose ``expires_at`` has passed."""
         async with AsyncExitStack() as stack:
             if conn is None:
                 conn = await stack.enter_async_context(self.connector.connection())
@@ -927,6 +958,11 @@ class AsyncStore:
                 if cleanup:
                     params = {"orphan_after": orphan_after, "retries": retries, "now": now}
                     rows += await self._all("task_revive", params, conn)
+                # Deadlines: every round, so that a client waiting on an
+                # expired task hears of it within a heartbeat.
+                expired = len(
+                    await self._all("task_expire", {"now": now, "limit": expire_limit}, conn)
+                )
             failed += sum(1 for r in rows if r["status"] == Status.FAILED)
             revived += sum(1 for r in rows if r["status"] == Status.WAITING)
             removed = 0
@@ -955,6 +991,7 @@ class AsyncStore:
             reaped=reaped,
             pruned=pruned,
             scheduled=scheduled,
+            expired=expired,
             outage=in_outage,
         )
 

@@ -27,7 +27,7 @@ from collections.abc import AsyncGenerator, Sequence
 from .. import _codec
 from .._acompat import AMutex, AWakeup
 from ..channels import PART_PAYLOAD
-from ..errors import TaskFailed, UnknownTask, WaitTimeout
+from ..errors import UnknownTask, WaitTimeout, task_failed
 from ..replies import ReplyListener
 from ..task import Part, Status
 from .store import Answer, AsyncStore
@@ -195,7 +195,7 @@ async def read_parts(
                 continue  # more stored than one read takes
             if answered:
                 if answer.reply is None and answer.status == Status.FAILED:
-                    raise TaskFailed(task_id, _codec.decode(answer.error))
+                    raise task_failed(task_id, _codec.decode(answer.error))
                 return
             wait = _bounded(recheck, deadline)
             if wait <= 0:

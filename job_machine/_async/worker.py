@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -36,6 +38,7 @@ from ..errors import (
 )
 from ..liveness import CLIENT_KEEPALIVES, Liveness
 from ..logging import task_extra
+from ..supervisor import EXIT_TASK_STOPPED
 from ..task import Task
 from .completer import AsyncCompleter
 from .connection import AsyncConnector, AsyncConnectorOwner, AsyncPinnedConnection, aconnect
@@ -114,6 +117,19 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
     #: is given up on (an error is stored and it is retried or failed; the
     #: worker running it can no longer finish it). None: never.
     max_runtime: float | None = WorkerConfig.default("max_runtime")
+    #: Optional limit: seconds one attempt may run; a task's own
+    #: ``send(time_limit=...)`` wins. Past it the attempt is stopped (the
+    #: async worker cancels the coroutine; a thread sees ``task.cancelled``)
+    #: and ends with a :class:`~job_machine.TimeLimitExceeded` error,
+    #: retried or failed like any error. None: no limit.
+    time_limit: float | None = WorkerConfig.default("time_limit")
+    #: Whether stopping an attempt (time limit, cancel) ends this process
+    #: (exit code :data:`job_machine.supervisor.EXIT_TASK_STOPPED`), after
+    #: handing back the other tasks it holds: set in the worker processes of
+    #: ``job-machine worker --processes N``, whose supervisor starts a
+    #: fresh one at once. Code that never looks at ``task.cancelled`` (a
+    #: CPU-bound loop, a blocking call) is thus stopped too.
+    exit_on_stop: bool = False
     #: Seconds after which a started task that no registered worker holds (a
     #: Perl worker's, or one claimed by work_once()) is revived, as Perl does.
     orphan_after: float = WorkerConfig.default("orphan_after")
@@ -162,6 +178,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         timeout: float | None = None,
         dead_after: float | None = None,
         max_runtime: float | None = None,
+        time_limit: float | None = None,
         orphan_after: float | None = None,
         retries: int | None = None,
         retry_backoff: float | None = None,
@@ -184,6 +201,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             "timeout": timeout,
             "dead_after": dead_after,
             "max_runtime": max_runtime,
+            "time_limit": time_limit,
             "orphan_after": orphan_after,
             "retries": retries,
             "retry_backoff": retry_backoff,
@@ -260,6 +278,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             can_reconnect=lambda: self._connector.reconnects,
             must_reclaim=self._producer.must_reclaim,
             name=f"job_machine_task_{id(self)}",
+            time_limit=lambda: self.time_limit,
+            on_stopped=self._on_stopped,
         )
         #: Writes the parts of tasks streaming at the same moment together.
         self._parts = AsyncPartGroup(self._store)
@@ -385,6 +405,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             housekeeping_interval=self.housekeeping_interval,
             on_command=self._on_command,
             on_broadcast=self.handle_command,
+            held=self._executor.held,
+            on_cancel=self._on_cancel,
         )
         try:
             await self._open_own_pool()
@@ -657,7 +679,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             def reload(args): ...
 
         The handler runs in the worker's registry thread, once per command,
-        within ``dead_after / 4`` seconds of the broadcast: it must be quick
+        as soon as the broadcast wakes it (at the latest within ``dead_after
+        / 4`` seconds): it must be quick
         and thread-safe (set a flag, wake something); what it raises is
         logged. Returns the handler.
         """
@@ -741,6 +764,37 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             await pool.resize(pool.min_size, wanted)
         logger.info("worker %s: concurrency %d (was %d)", self.worker_id, wanted, self.concurrency)
         self.concurrency = wanted
+
+    def _on_cancel(self, task_id: int, attempt: int) -> None:
+        """From the liveness thread: a task this worker holds was cancelled."""
+        self._executor.cancel(task_id, attempt)
+
+    def _on_stopped(self, task: Task, reason: Exception) -> None:
+        """An attempt was stopped and its end written (any thread). In a
+        worker process of a supervisor (:attr:`exit_on_stop`), end the
+        process: hand back what it holds, then exit with
+        EXIT_TASK_STOPPED; the supervisor starts a fresh one."""
+        if not self.exit_on_stop:
+            return
+        logger.warning(
+            "worker %s: ending this worker process to stop task %d (%s)",
+            self.worker_id,
+            task.id,
+            type(reason).__name__,
+            extra=task_extra(task, self.worker_id),
+        )
+        self.stop()  # claim nothing more meanwhile
+        # In a thread of its own: the liveness thread (a cancel's caller)
+        # cannot wait for itself to stop.
+        threading.Thread(target=self._exit_now, name="job_machine-exit", daemon=True).start()
+
+    def _exit_now(self) -> None:
+        liveness = self._liveness
+        if liveness is not None:
+            with contextlib.suppress(Exception):
+                liveness.stop(unclaim=self._producer.forget())
+        logging.shutdown()
+        os._exit(EXIT_TASK_STOPPED)
 
     async def _drain(self) -> None:
         await self._apply_concurrency()

@@ -186,16 +186,23 @@ class Admin(ConnectorOwner):
         return info
 
     def cancel(self, task_id: int) -> None:
-        """Cancel a waiting (or blocked) task: it fails with a ``Cancelled``
-        error, a waiting client is told, and its blocked children fail too.
+        """Cancel a waiting, blocked or running task: it fails at once with a
+        ``Cancelled`` error and is not retried, a waiting client gets
+        :class:`~job_machine.TaskCancelled`, and its blocked children fail
+        too. A running task's attempt is fenced out (what its worker writes
+        from now on is refused) and its worker is told to stop it, on
+        channel ``jmw:<worker_id>`` or else at its next heartbeat: the async
+        worker cancels the coroutine, a thread sees ``task.cancelled``, a
+        worker process (``--processes``) is terminated and replaced
+        (docs/deadlines.md). A Perl worker running it is not told.
 
         :raises UnknownTask: there is no such task.
-        :raises ValueError: the task is running, done or failed.
+        :raises ValueError: the task is done or failed already.
         """
         if not self._store.admin_cancel(task_id):
             raise ValueError(
                 f"task {task_id} is {self._state(task_id)}: "
-                "only a waiting or blocked task can be cancelled"
+                "only a waiting, blocked or running task can be cancelled"
             )
 
     def retry(self, task_id: int, queue: str | None = None, priority: int | None = None) -> None:
@@ -347,9 +354,10 @@ class Admin(ConnectorOwner):
         self, command: str, args: Any = None, worker_ids: Sequence[int] | None = None
     ) -> int:
         """Send ``command`` with ``args`` (any JSON value) to the workers
-        ``worker_ids`` (None: every registered worker); each takes it with
-        its next heartbeat (within ``dead_after / 4`` seconds), once, in the
-        order sent, and runs its handler for ``command``: built in are
+        ``worker_ids`` (None: every registered worker); each is woken on its
+        channel and takes it at once (at the latest with its next heartbeat,
+        ``dead_after / 4`` seconds, if the notification is lost), once, in
+        the order sent, and runs its handler for ``command``: built in are
         ``"concurrency"`` (``args``: the new number of tasks at once),
         ``"status"`` (log what the worker is doing) and ``"stop"``; others
         are registered with ``Worker.on_command`` (docs/features.md, Worker

@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool
 from .. import _codec, _otel
 from .._options import send_options
 from ..channels import queue_channel, validate_queue
-from ..errors import NoCurrentTask, TaskFailed, UnknownTask
+from ..errors import NoCurrentTask, UnknownTask, task_failed
 from ..replies import ReplyListener, reply_listener
 from ..task import Answered, Part, Status, TaskInfo
 from .connection import Connector, ConnectorOwner
@@ -90,6 +90,9 @@ class Client(LocksAndNotes, ConnectorOwner):
         remove_after: float | timedelta | datetime | None = None,
         unique_key: str | None = None,
         parents: Iterable[int] | None = None,
+        time_limit: float | timedelta | None = None,
+        expire_after: float | timedelta | None = None,
+        expires_at: datetime | None = None,
     ) -> int:
         """Send ``data`` (any JSON value) as a new task and return its id.
 
@@ -111,6 +114,16 @@ class Client(LocksAndNotes, ConnectorOwner):
         :param parents: ids of tasks that must be done before this one runs;
             if one of them fails, this one fails without running (its error
             says which parent).
+        :param time_limit: seconds (or a timedelta) one attempt may run,
+            overriding the worker's ``time_limit``: the worker stops an
+            attempt that runs longer, which ends with a
+            :class:`~job_machine.TimeLimitExceeded` error (retried or
+            failed like any error). docs/deadlines.md.
+        :param expire_after: seconds (or a timedelta) from now within which
+            the task must start: if no worker has started it by then, it
+            never runs, and ends failed; a waiting client gets
+            :class:`~job_machine.TaskExpired`.
+        :param expires_at: the same as a (timezone-aware) time.
         :raises InvalidData: ``data`` cannot be encoded as JSON (nothing is written).
         :raises InvalidQueueName: the queue name is empty or contains NUL.
         :raises UnknownTask: a parent does not exist (nothing is written).
@@ -127,6 +140,9 @@ class Client(LocksAndNotes, ConnectorOwner):
             remove_after=remove_after,
             unique_key=unique_key,
             parents=parents,
+            time_limit=time_limit,
+            expire_after=expire_after,
+            expires_at=expires_at,
         )
         parameters = _codec.encode(data)
         channel = queue_channel(name)
@@ -158,6 +174,9 @@ class Client(LocksAndNotes, ConnectorOwner):
         title: str | None = None,
         grouping: str | None = None,
         remove_after: float | timedelta | datetime | None = None,
+        time_limit: float | timedelta | None = None,
+        expire_after: float | timedelta | None = None,
+        expires_at: datetime | None = None,
     ) -> list[int]:
         """Send each of ``items`` as a task of one queue, in one statement and
         one transaction, and return their ids in the same order.
@@ -181,6 +200,9 @@ class Client(LocksAndNotes, ConnectorOwner):
             title=title,
             grouping=grouping,
             remove_after=remove_after,
+            time_limit=time_limit,
+            expire_after=expire_after,
+            expires_at=expires_at,
         )
         parameters = [_codec.encode(item, f"item {n}") for n, item in enumerate(items)]
         if not parameters:
@@ -193,6 +215,24 @@ class Client(LocksAndNotes, ConnectorOwner):
             self._traced.add(task_id, span.context, name)
         self.id = ids[-1]
         return ids
+
+    def cancel(self, task_id: int | None = None) -> bool:
+        """Cancel a task (default: the current one) that has not finished:
+        waiting, blocked or running. It fails at once with a ``Cancelled``
+        error, is not retried, its waiting client gets
+        :class:`~job_machine.TaskCancelled`, and its blocked children fail.
+        A running attempt is stopped by its worker (docs/deadlines.md).
+        False when the task had finished already (nothing changes). Under the
+        least-privilege roles this needs the admin role (jobmachine_admin).
+
+        :raises UnknownTask: there is no such task.
+        """
+        tid = self._task_id("reply" if task_id is None else task_id)
+        if self._store.admin_cancel(tid):
+            return True
+        if self._store.task_answered(tid) is None:
+            raise UnknownTask(f"there is no task {tid}")
+        return False
 
     # -- replies ----------------------------------------------------------
 
@@ -406,5 +446,5 @@ class Client(LocksAndNotes, ConnectorOwner):
         if answer.reply is not None:
             return _codec.decode(answer.reply)
         if answer.status == Status.FAILED:
-            raise TaskFailed(tid, _codec.decode(answer.error))
+            raise task_failed(tid, _codec.decode(answer.error))
         return None

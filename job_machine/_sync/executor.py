@@ -11,6 +11,15 @@ with the retry delay. An outcome goes to the completer while it collects
 (written with the group), else it is written at once, retried through a
 lost connection or a failed statement until it reaches the database
 (:meth:`Executor.persist`).
+
+An attempt is stopped when it passes its time limit (the task's own, else
+the worker's) or when its task is cancelled (:meth:`Executor.cancel`):
+the async worker cancels the coroutine, a thread sees ``task.cancelled``.
+Past the time limit the executor writes the attempt's
+:class:`~job_machine.TimeLimitExceeded` error at once (fenced by the
+attempt, retried or failed like any error), whether or not the code has
+stopped yet; a cancel was written by whoever cancelled. Either way what the
+attempt writes afterwards is refused.
 """
 
 from __future__ import annotations
@@ -20,11 +29,20 @@ import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from .. import _codec, _otel
+from .._acompat import Timer, run_stoppable
 from .._backoff import Backoff
-from ..errors import ConnectionFailed, NoCurrentTask, StatementFailed, TaskNotHeld
+from ..errors import (
+    Cancelled,
+    ConnectionFailed,
+    NoCurrentTask,
+    StatementFailed,
+    TaskNotHeld,
+    TimeLimitExceeded,
+)
 from ..logging import task_extra
 from ..task import DONE, ERROR, REPLY, RESULT, Status, Task, TaskEnd
 from .completer import Completer
@@ -33,6 +51,10 @@ from .store import Store
 T = TypeVar("T")
 
 logger = logging.getLogger("job_machine.worker")
+
+#: Most cancels of attempts not started yet that an executor remembers (a
+#: cancel of an attempt that ended meanwhile is never looked up again).
+_CANCELLED_AHEAD = 1000
 
 
 @dataclass(slots=True)
@@ -65,6 +87,8 @@ class Executor:
         can_reconnect: Callable[[], bool],
         must_reclaim: Callable[[float], bool],
         name: str,
+        time_limit: Callable[[], float | None] = lambda: None,
+        on_stopped: Callable[[Task, Exception], None] | None = None,
     ) -> None:
         self._store = store
         self._completer = completer
@@ -76,6 +100,15 @@ class Executor:
         self._can_reconnect = can_reconnect
         self._must_reclaim = must_reclaim
         self._in_hand: ContextVar[_InHand | None] = ContextVar(name, default=None)
+        self._time_limit = time_limit
+        #: Called (in any thread) once an attempt was stopped and its end
+        #: written: a worker process ends itself there.
+        self._on_stopped = on_stopped
+        #: The tasks whose process() runs, by id (for cancel(), from any thread).
+        self._running: dict[int, Task] = {}
+        #: Attempts cancelled before their process() started (claimed ahead):
+        #: (task id, attempt), never run.
+        self._cancelled_ahead: set[tuple[int, int]] = set()
         # Look for an OpenTelemetry provider now (importing the package, about
         # 10 ms), not on the first task.
         _otel.enabled()
@@ -88,6 +121,36 @@ class Executor:
         if in_hand is None:
             raise NoCurrentTask("no task is being processed (call this from process())")
         return in_hand.task
+
+    def held(self) -> list[tuple[int, int]]:
+        """The (task id, attempt) of every task whose process() runs now."""
+        return [(t.id, t.attempt) for t in list(self._running.values())]
+
+    def cancel(self, task_id: int, attempt: int) -> bool:
+        """Stop ``attempt`` of ``task_id`` (from any thread), cancelled by an
+        operator (the task has failed already): the async worker cancels its
+        coroutine, a thread sees ``task.cancelled``. An attempt claimed
+        ahead and not started yet will not start. False when it does not
+        run here (or was stopped or had ended already)."""
+        task = self._running.get(task_id)
+        if task is None or task.attempt != attempt:
+            self._cancelled_ahead.add((task_id, attempt))
+            while len(self._cancelled_ahead) > _CANCELLED_AHEAD:
+                self._cancelled_ahead.pop()
+            return False
+        reason = Cancelled(f"task {task_id} was cancelled")
+        if not task.stop.stop(reason):
+            return False
+        logger.warning(
+            "task %d attempt %d: %s; stopping it",
+            task.id,
+            task.attempt,
+            reason,
+            extra=task_extra(task),
+        )
+        if self._on_stopped is not None:
+            self._on_stopped(task, reason)
+        return True
 
     def current_id(self) -> int | None:
         """The id of the task being processed here, if any."""
@@ -166,6 +229,14 @@ class Executor:
 
     def run(self, task: Task, waited: float = 0.0) -> None:
         """Run ``task`` with ``process()`` and record how it ended."""
+        if self._cancelled_ahead and (task.id, task.attempt) in self._cancelled_ahead:
+            self._cancelled_ahead.discard((task.id, task.attempt))
+            logger.warning(
+                "task %d was cancelled while it waited in the worker; not run",
+                task.id,
+                extra=task_extra(task),
+            )
+            return
         if not self.begin(task, waited):
             logger.warning(
                 "task %d was given up or revived while it waited in the worker; not run",
@@ -175,11 +246,33 @@ class Executor:
             return
         in_hand = _InHand(task)
         token = self._in_hand.set(in_hand)
+        self._running[task.id] = task
+        limit = task.time_limit if task.time_limit is not None else self._time_limit()
+        timer = None if limit is None else Timer(limit, partial(self._time_out, task, limit))
         try:
             with _otel.process_span(task, lambda: self._will_retry(task)):
-                self._process(task)
+                try:
+                    run_stoppable(lambda: self._process(task), task.stop)
+                finally:
+                    self._running.pop(task.id, None)
+                    stopped = None if task.stop.settle() else task.stop.reason
+                    if timer is not None:
+                        timer.finish()  # a time-out being written: its end
+                if stopped is not None:
+                    raise stopped
         except Exception as ex:
-            self._record_failure(task, ex)
+            if task.stop.reason is not None:
+                # Stopped: its end is written (the time-out's error, or the
+                # cancel); whatever the code raised or answered since is not.
+                logger.info(
+                    "task %d attempt %d stopped (%s)",
+                    task.id,
+                    task.attempt,
+                    type(task.stop.reason).__name__,
+                    extra=task_extra(task),
+                )
+            else:
+                self._record_failure(task, ex)
         else:
             unmarked = not in_hand.answered and not self._completer.add(
                 TaskEnd(task.id, task.attempt, DONE, queue=task.queue)
@@ -203,8 +296,21 @@ class Executor:
         budget = task.max_attempts if task.max_attempts is not None else self._retries() + 1
         return task.attempt < budget
 
-    def _record_failure(self, task: Task, ex: Exception) -> None:
-        if isinstance(ex, TaskNotHeld):
+    def _time_out(self, task: Task, limit: float) -> None:
+        """The attempt passed its time limit: stop it, and write its
+        TimeLimitExceeded error at once (the code may not stop soon: a
+        thread only stops when it looks)."""
+        error = TimeLimitExceeded(
+            f"attempt {task.attempt} of task {task.id} ran longer than its time limit ({limit:g} s)"
+        )
+        if not task.stop.stop(error):
+            return  # it ended (or was cancelled) meanwhile
+        self._record_failure(task, error, grouped=False)
+        if self._on_stopped is not None:
+            self._on_stopped(task, error)
+
+    def _record_failure(self, task: Task, ex: Exception, grouped: bool = True) -> None:
+        if isinstance(ex, TaskNotHeld | Cancelled):
             logger.warning("%s", ex, extra=task_extra(task))
             return
         error = {
@@ -216,7 +322,7 @@ class Executor:
         delay = self._retry_delay(task, ex)
         text = _codec.encode(error, "error")
         end = TaskEnd(task.id, task.attempt, ERROR, text, delay, repr(ex), task.queue)
-        if self._completer.add(end):
+        if grouped and self._completer.add(end):
             return
         retries = self._retries()
         status = self.persist(

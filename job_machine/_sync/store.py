@@ -13,13 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from psycopg import Connection, errors
+from psycopg import Connection, errors, sql
 from psycopg.rows import dict_row
 from psycopg_pool import PoolTimeout
 
 from .. import _codec, _cron
 from .._queries import queries
 from .._worker_config import TaskPolicy
+from ..channels import worker_channel
 from ..errors import (
     ConnectionLost,
     JobMachineError,
@@ -58,6 +59,9 @@ _MANY_OPTIONS = (
     "grouping",
     "remove_after",
     "keep_for",
+    "time_limit",
+    "expire_after",
+    "expires_at",
 )
 
 #: The send options only task_insert_full takes.
@@ -113,6 +117,7 @@ class ChoreCounts:
     reaped: int = 0  #: dead workers whose tasks were rescued
     pruned: int = 0  #: empty, unused queues removed
     scheduled: int = 0  #: tasks sent by cron schedules
+    expired: int = 0  #: tasks failed because they were not started before they expired
     outage: bool = False  #: most of the fleet looked dead at once (an outage)
 
 
@@ -377,6 +382,7 @@ class Store:
                 grouping=r["grouping"],
                 trace_context=r["trace_context"],
                 due=r["due"],
+                time_limit=r["time_limit"],
             )
             for r in rows
             if r["task_id"] is not None
@@ -538,6 +544,9 @@ class Store:
             results=[_codec.decode(r) for r in row["results"]],
             remove_after=row["remove_after"],
             keep_for=row["keep_for"],
+            time_limit=row["time_limit"],
+            expires_at=row["expires_at"],
+            cancelled_at=row["cancelled_at"],
         )
 
     def task_note(self, task_id: int, notes: dict[str, str | None]) -> bool:
@@ -623,8 +632,26 @@ class Store:
         rows = self._all("admin_list_tasks", params, prepare=False)
         return [self._task_summary(r) for r in rows]
 
+    def task_cancelled_held(
+        self,
+        held: Sequence[tuple[int, int]],
+        conn: Connection[Any] | None = None,
+    ) -> list[tuple[int, int]]:
+        """Of the attempts ``held`` ((task id, attempt) pairs a worker runs),
+        those whose task was cancelled meanwhile."""
+        params = {"task_ids": [h[0] for h in held], "attempts": [h[1] for h in held]}
+        rows = self._all("task_cancelled_held", params, conn)
+        return [(int(r["task_id"]), int(r["attempt"])) for r in rows]
+
+    def worker_listen(self, worker_id: int, conn: Connection[Any]) -> None:
+        """LISTEN on the worker's own channel ``jmw:<worker_id>`` (cancels of
+        the tasks it runs), on its registry connection."""
+        with self._cursor(conn) as cur:
+            cur.execute(sql.SQL("LISTEN {}").format(sql.Identifier(worker_channel(worker_id))))
+
     def admin_cancel(self, task_id: int) -> bool:
-        """Fail a waiting task as cancelled; False if it was not waiting."""
+        """Fail a waiting, blocked or running task as cancelled (telling the
+        worker holding it); False if it had finished (or does not exist)."""
         return self._one("admin_cancel", {"task_id": task_id}) is not None
 
     def admin_retry(self, task_id: int, queue: str | None, priority: int | None) -> bool:
@@ -890,6 +917,7 @@ class Store:
         outage: bool = False,
         remove_limit: int = 1000,
         max_batches: int = 50,
+        expire_limit: int = 1000,
         now: datetime | None = None,
         conn: Connection[Any] | None = None,
     ) -> ChoreCounts:
@@ -906,7 +934,8 @@ class Store:
         workers are not judged this round (the judge itself has not been
         connected long enough to tell an outage from deaths). Then send the
         tasks of the cron schedules whose tick has come
-        (:meth:`schedules_dispatch`)."""
+        (:meth:`schedules_dispatch`). Every round also fails up to
+        ``expire_limit`` waiting tasks whose ``expires_at`` has passed."""
         with ExitStack() as stack:
             if conn is None:
                 conn = stack.enter_context(self.connector.connection())
@@ -925,6 +954,9 @@ class Store:
                 if cleanup:
                     params = {"orphan_after": orphan_after, "retries": retries, "now": now}
                     rows += self._all("task_revive", params, conn)
+                # Deadlines: every round, so that a client waiting on an
+                # expired task hears of it within a heartbeat.
+                expired = len(self._all("task_expire", {"now": now, "limit": expire_limit}, conn))
             failed += sum(1 for r in rows if r["status"] == Status.FAILED)
             revived += sum(1 for r in rows if r["status"] == Status.WAITING)
             removed = 0
@@ -953,6 +985,7 @@ class Store:
             reaped=reaped,
             pruned=pruned,
             scheduled=scheduled,
+            expired=expired,
             outage=in_outage,
         )
 

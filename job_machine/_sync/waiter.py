@@ -29,7 +29,7 @@ from collections.abc import Generator, Sequence
 from .. import _codec
 from .._acompat import Mutex, Wakeup
 from ..channels import PART_PAYLOAD
-from ..errors import TaskFailed, UnknownTask, WaitTimeout
+from ..errors import UnknownTask, WaitTimeout, task_failed
 from ..replies import ReplyListener
 from ..task import Part, Status
 from .store import Answer, Store
@@ -197,7 +197,7 @@ def read_parts(
                 continue  # more stored than one read takes
             if answered:
                 if answer.reply is None and answer.status == Status.FAILED:
-                    raise TaskFailed(task_id, _codec.decode(answer.error))
+                    raise task_failed(task_id, _codec.decode(answer.error))
                 return
             wait = _bounded(recheck, deadline)
             if wait <= 0:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +40,7 @@ from ..errors import (
 )
 from ..liveness import CLIENT_KEEPALIVES, Liveness
 from ..logging import task_extra
+from ..supervisor import EXIT_TASK_STOPPED
 from ..task import Task
 from .completer import Completer
 from .connection import Connector, ConnectorOwner, PinnedConnection, connect
@@ -116,6 +119,19 @@ class Worker(LocksAndNotes, ConnectorOwner):
     #: is given up on (an error is stored and it is retried or failed; the
     #: worker running it can no longer finish it). None: never.
     max_runtime: float | None = WorkerConfig.default("max_runtime")
+    #: Optional limit: seconds one attempt may run; a task's own
+    #: ``send(time_limit=...)`` wins. Past it the attempt is stopped (the
+    #: async worker cancels the coroutine; a thread sees ``task.cancelled``)
+    #: and ends with a :class:`~job_machine.TimeLimitExceeded` error,
+    #: retried or failed like any error. None: no limit.
+    time_limit: float | None = WorkerConfig.default("time_limit")
+    #: Whether stopping an attempt (time limit, cancel) ends this process
+    #: (exit code :data:`job_machine.supervisor.EXIT_TASK_STOPPED`), after
+    #: handing back the other tasks it holds: set in the worker processes of
+    #: ``job-machine worker --processes N``, whose supervisor starts a
+    #: fresh one at once. Code that never looks at ``task.cancelled`` (a
+    #: CPU-bound loop, a blocking call) is thus stopped too.
+    exit_on_stop: bool = False
     #: Seconds after which a started task that no registered worker holds (a
     #: Perl worker's, or one claimed by work_once()) is revived, as Perl does.
     orphan_after: float = WorkerConfig.default("orphan_after")
@@ -164,6 +180,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
         timeout: float | None = None,
         dead_after: float | None = None,
         max_runtime: float | None = None,
+        time_limit: float | None = None,
         orphan_after: float | None = None,
         retries: int | None = None,
         retry_backoff: float | None = None,
@@ -186,6 +203,7 @@ class Worker(LocksAndNotes, ConnectorOwner):
             "timeout": timeout,
             "dead_after": dead_after,
             "max_runtime": max_runtime,
+            "time_limit": time_limit,
             "orphan_after": orphan_after,
             "retries": retries,
             "retry_backoff": retry_backoff,
@@ -262,6 +280,8 @@ class Worker(LocksAndNotes, ConnectorOwner):
             can_reconnect=lambda: self._connector.reconnects,
             must_reclaim=self._producer.must_reclaim,
             name=f"job_machine_task_{id(self)}",
+            time_limit=lambda: self.time_limit,
+            on_stopped=self._on_stopped,
         )
         #: Writes the parts of tasks streaming at the same moment together.
         self._parts = PartGroup(self._store)
@@ -387,6 +407,8 @@ class Worker(LocksAndNotes, ConnectorOwner):
             housekeeping_interval=self.housekeeping_interval,
             on_command=self._on_command,
             on_broadcast=self.handle_command,
+            held=self._executor.held,
+            on_cancel=self._on_cancel,
         )
         try:
             self._open_own_pool()
@@ -659,7 +681,8 @@ class Worker(LocksAndNotes, ConnectorOwner):
             def reload(args): ...
 
         The handler runs in the worker's registry thread, once per command,
-        within ``dead_after / 4`` seconds of the broadcast: it must be quick
+        as soon as the broadcast wakes it (at the latest within ``dead_after
+        / 4`` seconds): it must be quick
         and thread-safe (set a flag, wake something); what it raises is
         logged. Returns the handler.
         """
@@ -743,6 +766,37 @@ class Worker(LocksAndNotes, ConnectorOwner):
             pool.resize(pool.min_size, wanted)
         logger.info("worker %s: concurrency %d (was %d)", self.worker_id, wanted, self.concurrency)
         self.concurrency = wanted
+
+    def _on_cancel(self, task_id: int, attempt: int) -> None:
+        """From the liveness thread: a task this worker holds was cancelled."""
+        self._executor.cancel(task_id, attempt)
+
+    def _on_stopped(self, task: Task, reason: Exception) -> None:
+        """An attempt was stopped and its end written (any thread). In a
+        worker process of a supervisor (:attr:`exit_on_stop`), end the
+        process: hand back what it holds, then exit with
+        EXIT_TASK_STOPPED; the supervisor starts a fresh one."""
+        if not self.exit_on_stop:
+            return
+        logger.warning(
+            "worker %s: ending this worker process to stop task %d (%s)",
+            self.worker_id,
+            task.id,
+            type(reason).__name__,
+            extra=task_extra(task, self.worker_id),
+        )
+        self.stop()  # claim nothing more meanwhile
+        # In a thread of its own: the liveness thread (a cancel's caller)
+        # cannot wait for itself to stop.
+        threading.Thread(target=self._exit_now, name="job_machine-exit", daemon=True).start()
+
+    def _exit_now(self) -> None:
+        liveness = self._liveness
+        if liveness is not None:
+            with contextlib.suppress(Exception):
+                liveness.stop(unclaim=self._producer.forget())
+        logging.shutdown()
+        os._exit(EXIT_TASK_STOPPED)
 
     def _drain(self) -> None:
         self._apply_concurrency()

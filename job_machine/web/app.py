@@ -616,8 +616,9 @@ ACTIONS: dict[str, Action] = {
     "cancel": Action(
         "task",
         "Cancel task",
-        "The waiting task fails with a Cancelled error; a client waiting for it is "
-        "told, and the tasks blocked on it fail too.",
+        "The task fails with a Cancelled error and is not retried; a client waiting "
+        "for it is told, and the tasks blocked on it fail too. A running task is "
+        "stopped by its worker.",
         "Task {target} cancelled.",
         "/tasks/{target}",
     ),

@@ -130,9 +130,10 @@ def test_cancel_fails_a_waiting_task_and_tells_its_client(
     admin.cancel(tid)
     t.join(10)
     assert len(got) == 1 and got[0].error["type"] == "Cancelled"  # type: ignore[attr-defined]
+    assert isinstance(got[0], jm.TaskCancelled)
     assert admin.task_info(tid).state == "failed"
     with pytest.raises(
-        ValueError, match="is 'failed': only a waiting or blocked task can be cancelled"
+        ValueError, match="is 'failed': only a waiting, blocked or running task can be cancelled"
     ):
         admin.cancel(tid)
     with pytest.raises(jm.UnknownTask):

@@ -306,8 +306,9 @@ def test_install_prints_versions_and_is_idempotent(empty_dsn: str) -> None:
     assert again.startswith(f"the jobmachine schema is up to date: version {v} -> {v} ("), again
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM jobmachine.schema_version WHERE version = %s", [v])
+        [(before,)] = conn.execute("SELECT max(version) FROM jobmachine.schema_version")
     upgraded = ok(cli("migrate", dsn=empty_dsn))
-    assert upgraded.startswith(f"upgraded the jobmachine schema: version {v - 1} -> {v} ("), (
+    assert upgraded.startswith(f"upgraded the jobmachine schema: version {before} -> {v} ("), (
         upgraded
     )
     assert ok(cli("status", dsn=empty_dsn)).startswith("W=0 D=0 B=0 R=0 F=0 done=0 workers=0/0\n")
@@ -448,6 +449,21 @@ def test_status_and_tasks_list_and_show(dsn: str) -> None:
     assert json.loads(fields["reply"])["echo"] == {"n": 3}
 
 
+def test_tasks_cancel_of_a_running_task_asks_first(dsn: str) -> None:
+    with jm.Client(dsn, queue="q.one") as client:
+        tid = client.send({"n": 1})
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE jobmachine.task SET status = 100 WHERE task_id = %s", [tid])
+    refused = failed(cli("tasks", "cancel", str(tid), dsn=dsn, stdin="n\n"), 1, notes=1)
+    assert "not cancelled (--yes cancels without asking)" in refused
+    assert _task(dsn, tid).state == "running"
+    asked = cli("tasks", "cancel", str(tid), dsn=dsn, stdin="y\n")
+    assert f"Task {tid} is running: stop it and cancel it? [y/N]" in asked.stderr
+    assert ok(asked) == f"task {tid} cancelled\n"
+    info = _task(dsn, tid)
+    assert (info.state, info.last_error["message"]) == ("failed", "cancelled by hand while running")
+
+
 def test_tasks_cancel_retry_remove(dsn: str) -> None:
     with jm.Client(dsn, queue="q.one") as client:
         a = client.send({"n": 1})
@@ -459,7 +475,7 @@ def test_tasks_cancel_retry_remove(dsn: str) -> None:
     shown = ok(cli("tasks", "show", str(a), dsn=dsn)).splitlines()
     assert shown[-2:] == ["errors        1", "  Cancelled: cancelled by hand"]  # no attempt
     again = failed(cli("tasks", "cancel", str(a), dsn=dsn), 1)
-    assert "only a waiting or blocked task can be cancelled" in again
+    assert "only a waiting, blocked or running task can be cancelled" in again
 
     retried = ok(cli("tasks", "retry", str(a), "--queue", "q.other", dsn=dsn))
     assert retried == f"task {a} is waiting again on queue q.other\n"

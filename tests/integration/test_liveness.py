@@ -55,7 +55,10 @@ def test_a_serving_worker_is_registered_and_holds_its_liveness_lock(
         # The lock PostgreSQL will release when the worker's session ends.
         held = conn.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            " AND classid = 1785558891 AND objid = %s AND objsubid = 2",
+            " AND classid = 1785558891 AND objid = %s AND objsubid = 2"
+            # Advisory locks are per database; other sessions' tests may
+            # hold the same key in theirs.
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             (w.worker_id,),
         ).fetchone()
         assert held == (1,)

@@ -284,11 +284,13 @@ def test_install_schema_upgrades_a_v3_database_in_place(empty_dsn: str, dsn: str
 
         assert rows(c, "SELECT version FROM jobmachine.schema_version ORDER BY 1") == ALL_VERSIONS
         # The old columns untouched; the new ones 0 (nothing uncounted) and NULL.
-        # (Versions 4, 7 and 8 append five columns.)
-        assert [r[:-5] for r in rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")] == tasks
+        # (Versions 4, 7, 8 and 9 append eight columns.)
+        assert [r[:-8] for r in rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")] == tasks
         assert rows(
-            c, "SELECT DISTINCT uncounted_attempts, retry_at, trace_context FROM jobmachine.task"
-        ) == [(0, None, None)]
+            c,
+            "SELECT DISTINCT uncounted_attempts, retry_at, trace_context, max_runtime,"
+            " orphan_after, time_limit, expires_at, cancelled_at FROM jobmachine.task",
+        ) == [(0, None, None, None, None, None, None, None)]
         with psycopg.connect(fresh_dsn, autocommit=True) as f:
             fresh = catalog(f)
         got = catalog(c)
@@ -345,9 +347,10 @@ def test_install_schema_upgrades_a_v4_database_with_the_schedule_table(
 
         assert rows(c, "SELECT version FROM jobmachine.schema_version WHERE version = 5") == [(5,)]
         # Version 7 appends task.trace_context, version 8 task.max_runtime
-        # and task.orphan_after, NULL for the tasks already there.
+        # and task.orphan_after, version 9 task.time_limit, expires_at and
+        # cancelled_at: NULL for the tasks already there.
         assert rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id") == [
-            (*t, None, None, None) for t in tasks
+            (*t, None, None, None, None, None, None) for t in tasks
         ]
         assert rows(c, "SELECT count(*) FROM jobmachine.schedule") == [(0,)]
         with psycopg.connect(fresh_dsn, autocommit=True) as f:
@@ -393,8 +396,10 @@ def test_install_schema_upgrades_a_v6_database_with_the_trace_context(
         jm.install_schema(dsn)
 
         assert rows(c, "SELECT max(version) FROM jobmachine.schema_version") == [(SCHEMA_VERSION,)]
+        # trace_context (7), max_runtime, orphan_after (8), time_limit,
+        # expires_at, cancelled_at (9): NULL.
         assert rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id") == [
-            (*t, None, None, None) for t in tasks
+            (*t, None, None, None, None, None, None) for t in tasks
         ]
         with psycopg.connect(fresh_dsn, autocommit=True) as f:
             fresh = catalog(f)
@@ -411,6 +416,15 @@ def test_install_schema_upgrades_a_v6_database_with_the_trace_context(
         sent = client.send({"n": 2})
         assert w.work_once()
         assert client.wait(sent, timeout=5) == {"data": {"got": {"n": 2}, "by": "python"}}
+        # Version 9's deadlines work on the upgraded schema.
+        limited = client.send({"n": 3}, time_limit=5, expire_after=3600)
+        assert w.work_once()
+        assert client.wait(limited, timeout=5)["data"]["got"] == {"n": 3}
+        client.send({"n": 4})
+        with jm.Admin(dsn) as admin:
+            admin.cancel(client.id)  # type: ignore[arg-type]
+        with pytest.raises(jm.TaskCancelled):
+            client.receive()
 
 
 def test_install_schema_upgrades_a_v7_database_whose_rows_carry_no_policy(
@@ -453,7 +467,7 @@ def test_install_schema_upgrades_a_v7_database_whose_rows_carry_no_policy(
 
         assert rows(c, "SELECT max(version) FROM jobmachine.schema_version") == [(SCHEMA_VERSION,)]
         assert rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id") == [
-            (*t, None, None) for t in tasks
+            (*t, None, None, None, None, None) for t in tasks
         ]
         assert rows(c, "SELECT dead_after FROM jobmachine.worker") == [(None,)]
         assert "task_retention_idx" not in indexes(c)

@@ -404,6 +404,8 @@ def test_a_sender_sends_with_every_option_and_reads_what_a_worker_process_replie
             grouping="g1",
             remove_after=later + timedelta(days=1),
             unique_key="k1",
+            time_limit=30,
+            expires_at=later + timedelta(hours=1),
         )
         assert client.send({"n": "keyed again"}, unique_key="k1") == keyed
         # A parent due in a moment: its child waits for it, then runs.
@@ -547,12 +549,33 @@ def test_a_worker_process_does_the_fleets_housekeeping(
         " FROM jobmachine.class WHERE name = %s RETURNING task_id",
         q,
     )
+    expired = one(
+        conn,
+        "INSERT INTO jobmachine.task (class_id, parameters, expires_at)"
+        " SELECT class_id, '{}', now() - interval '1 second'"
+        " FROM jobmachine.class WHERE name = %s RETURNING task_id",
+        q,
+    )
     with Answer(logins.worker, queue=q, max_runtime=60) as worker:
         counts = worker.housekeeping()
-        assert counts.ran and counts.revived == 1
+        assert counts.ran and counts.revived == 1 and counts.expired == 1
         assert worker.work_once()
     with jm.Client(logins.sender) as client:
         assert client.receive(stuck) == {}
+        with pytest.raises(jm.TaskExpired):
+            client.receive(expired)
+    # The admin cancels a running task (the worker holding it is told).
+    running = one(
+        conn,
+        "INSERT INTO jobmachine.task (class_id, parameters, status, attempts, worker_id, started)"
+        " SELECT class_id, '{}', 100, 1, 424242, now()"
+        " FROM jobmachine.class WHERE name = %s RETURNING task_id",
+        q,
+    )
+    with jm.Admin(logins.admin) as admin:
+        admin.cancel(running)
+    with jm.Client(logins.sender) as client, pytest.raises(jm.TaskCancelled):
+        client.receive(running)
 
 
 # -- and nothing more ---------------------------------------------------------------------

@@ -433,9 +433,19 @@ async def test_cancel_remove_pause_resume_and_their_refusals(
         assert f"Task {seeded.waiting} cancelled." in cancelled.text
         assert _status(conn, seeded.waiting) == 900
 
+        # A running task is offered for cancelling too, confirmed first.
+        conn.execute("UPDATE jobmachine.task SET status = 100 WHERE task_id = %s", (seeded.parent,))
+        running = (await http.get(f"/tasks/{seeded.parent}")).text
+        assert 'href="/confirm/cancel?target=' in running
+        confirm = await http.get("/confirm/cancel", params={"target": str(seeded.parent)})
+        assert "A running task is stopped by its worker" in confirm.text
+        stopped = await _act(http, "cancel", seeded.parent)
+        assert f"Task {seeded.parent} cancelled." in stopped.text
+        assert _status(conn, seeded.parent) == 900
+
         refused = await _act(http, "cancel", seeded.done)
         assert 'class="flash flash-error"' in refused.text
-        assert "only a waiting or blocked task can be cancelled" in refused.text
+        assert "only a waiting, blocked or running task can be cancelled" in refused.text
         assert _status(conn, seeded.done) == 200
 
         removed = await _act(http, "remove", seeded.done)
