@@ -363,3 +363,15 @@ def test_a_limited_claim_stamps_the_workers_policy_as_any_claim(
         "SELECT DISTINCT max_runtime, orphan_after FROM jobmachine.task WHERE status = 100"
     ).fetchall()
     assert stamped == [(30.0, 90.0)]
+
+
+def test_a_limited_claim_leaves_an_expired_task_as_any_claim(dsn: str) -> None:
+    later = datetime.now().astimezone() + timedelta(minutes=10)
+    with jm.Admin(dsn) as admin, jm.Client(dsn, queue="limits.e") as client:
+        admin.set_limits("limits.e", concurrency=5)
+        expiring = client.send(1, expire_after=60)
+        kept = client.send(2)
+        with jm.Worker(dsn, queue="limits.e") as w:
+            got = w._store.task_claim(w.queues, 5, now=later)
+    assert [t.id for t in got] == [kept]
+    assert expiring != kept
