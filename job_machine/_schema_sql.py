@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import LiteralString
 
 #: The newest version recorded in jobmachine.schema_version by create_tables.sql.
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 #: The prefix of the role names of sql/roles.sql when none is given.
 DEFAULT_ROLE_PREFIX = "jobmachine"

@@ -159,5 +159,6 @@ def subscription(
 
 
 def worker_channel(worker_id: int) -> str:
-    """The channel a registered worker LISTENs on for cancels of its tasks."""
+    """The channel a registered worker LISTENs on for cancels of its tasks
+    and for the commands of Admin.broadcast (a wake-up: it then takes them)."""
     return f"{WORKER_PREFIX}{worker_id}"

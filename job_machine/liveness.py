@@ -37,6 +37,7 @@ from typing import Any
 
 import psycopg
 
+from . import _codec
 from ._acompat import select_readable
 from ._backoff import Backoff
 from ._format import first_line
@@ -90,6 +91,8 @@ class Liveness:
     worker row its ``dead_after``.
     :param housekeeping_interval: seconds between the slower chores.
     :param on_command: called with a command left for the worker.
+    :param on_broadcast: called with each command sent to the worker by
+        ``Admin.broadcast`` and its args (decoded JSON), once, in order.
     :param held: the (task id, attempt) of the tasks whose process() runs.
     :param on_cancel: called with the id and attempt of a task it holds
         that was cancelled: heard on channel ``jmw:<worker_id>`` (LISTENed on the
@@ -109,6 +112,7 @@ class Liveness:
         remove_after_days: float,
         housekeeping_interval: float,
         on_command: Callable[[str], None] | None = None,
+        on_broadcast: Callable[[str, Any], None] | None = None,
         held: Callable[[], list[tuple[int, int]]] | None = None,
         on_cancel: Callable[[int, int], None] | None = None,
     ) -> None:
@@ -118,6 +122,7 @@ class Liveness:
         #: Called in the liveness thread with a command an operator left for
         #: the worker (``Admin.stop_workers``).
         self.on_command = on_command
+        self.on_broadcast = on_broadcast
         self.dead_after = dead_after
         self.interval = dead_after / 4
         self.grace = dead_after / 2
@@ -223,7 +228,9 @@ class Liveness:
         return conn
 
     def _listen(self, conn: psycopg.Connection[Any]) -> None:
-        """LISTEN on the worker's channel: cancels of the tasks it runs."""
+        """LISTEN on the worker's channel: cancels of the tasks it runs, and
+        the wake-up of a broadcast command (the readable socket ends the
+        thread's sleep; its next round takes the command)."""
         if self.on_cancel is None or self.worker_id is None:
             return
         conn.add_notify_handler(self._heard)
@@ -315,6 +322,12 @@ class Liveness:
             logger.warning("worker %d: liveness lock is held elsewhere", self.worker_id)
         if command is not None and self.on_command is not None:
             self.on_command(command)
+        if self.on_broadcast is not None:
+            for name, args in self._store.worker_commands_take(self.worker_id, conn):
+                try:
+                    self.on_broadcast(name, _codec.decode(args))
+                except Exception:
+                    logger.exception("worker %s: command %r failed", self.worker_id, name)
         held = self.held() if self.held is not None else []
         if held and self.on_cancel is not None:
             # The fallback of a lost jmw:<worker_id> notification.

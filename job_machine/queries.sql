@@ -152,7 +152,10 @@ SELECT ids, pg_notify(%(channel)s, n::text),
 -- priority DESC, task_id) is read in index order (LATERAL), so a claim costs
 -- O(log n) however many tasks wait; the heads of several queues are then
 -- merged. SKIP LOCKED: concurrent workers each get different tasks, and
--- none waits for another.
+-- none waits for another. %(task_id)s (work_once(task_id=)): that task
+-- only, if it is one of these. A queue with fleet-wide limits is left to
+-- task_claim_limited (the Store runs it when queue_limited says one of the
+-- queues has limits): here it costs one probe of queue_limit's key.
 WITH next AS (
     SELECT head.task_id, head.priority, c.name AS queue
       FROM jobmachine.class c
@@ -164,6 +167,7 @@ WITH next AS (
            AND t.priority >= %(min_priority)s
            AND (t.run_after IS NULL OR t.run_after <= coalesce(%(now)s, now()))
            AND (t.retry_at IS NULL OR t.retry_at <= coalesce(%(now)s, now()))
+           AND (%(task_id)s::bigint IS NULL OR t.task_id = %(task_id)s::bigint)
            -- Deadlines (version 9): an expired task never runs; the
            -- housekeeper fails it (task_expire).
            AND (t.expires_at IS NULL OR t.expires_at > coalesce(%(now)s, now()))
@@ -172,6 +176,8 @@ WITH next AS (
            FOR UPDATE OF t SKIP LOCKED
      ) head
      WHERE c.name = ANY(%(queues)s) AND NOT c.paused
+       -- fleet-wide limits: not a queue that has limits (task_claim_limited)
+       AND NOT EXISTS (SELECT 1 FROM jobmachine.queue_limit l WHERE l.queue = c.name)
      ORDER BY head.priority DESC, head.task_id
      LIMIT %(limit)s
 )
@@ -193,6 +199,104 @@ RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue, t.priority
           greatest(t.created, t.run_after, t.retry_at) AS due,
           -- Deadlines (version 9): the attempt's own time limit, seconds.
           extract(epoch FROM t.time_limit)::float8 AS time_limit
+
+-- name: task_claim_limited
+-- task_claim, for queues of which some have fleet-wide limits
+-- (docs/limits.md): the same tasks in the same order (keep the two in
+-- step), but of a queue with limits no more than its room, counted under
+-- a lock of its limit row (queue_limit_room()), and each claim a rate
+-- counts recorded in queue_limit_start in the same statement. Every row
+-- carries `limited`: whether any of the queues still has limits (a row of
+-- NULLs with it when none was claimed), so the Store knows when to go back
+-- to task_claim.
+WITH
+-- ---- fleet-wide limits (docs/limits.md): the room left ----------------
+-- Only when one of the queues has a limit (a one-time filter: otherwise
+-- queue_limit_room() is not called). It locks the limit rows until this statement
+-- commits, so the limited claims of a queue run one at a time, each
+-- counting what the one before committed.
+room AS MATERIALIZED (
+    SELECT r.* FROM jobmachine.queue_limit_room(%(queues)s::text[], %(now)s::timestamptz) r
+     WHERE EXISTS (SELECT 1 FROM jobmachine.queue_limit l WHERE l.queue = ANY(%(queues)s::text[]))
+),
+-- ---- end of fleet-wide limits -------------------------------------------
+next AS (
+    SELECT head.task_id, head.priority, c.name AS queue, head.grouping
+      FROM jobmachine.class c
+     CROSS JOIN LATERAL (
+        SELECT t.task_id, t.priority, t.grouping
+          FROM jobmachine.task t
+         WHERE t.class_id = c.class_id
+           AND t.status = 0
+           AND t.priority >= %(min_priority)s
+           AND (t.run_after IS NULL OR t.run_after <= coalesce(%(now)s, now()))
+           AND (t.retry_at IS NULL OR t.retry_at <= coalesce(%(now)s, now()))
+           AND (%(task_id)s::bigint IS NULL OR t.task_id = %(task_id)s::bigint)
+           -- Deadlines (version 9), as in task_claim.
+           AND (t.expires_at IS NULL OR t.expires_at > coalesce(%(now)s, now()))
+           -- limits: none of a grouping whose room is used up
+           AND NOT EXISTS (SELECT 1 FROM room r
+                            WHERE r.queue = c.name AND r.listed AND r.room = 0
+                              AND r.grp IS NOT DISTINCT FROM t.grouping)
+         ORDER BY t.priority DESC, t.task_id
+         -- limits: no more than the room of a queue limited as a whole
+         LIMIT least(%(limit)s, (SELECT r.room FROM room r
+                                  WHERE r.queue = c.name AND NOT r.per_grouping))
+           FOR UPDATE OF t SKIP LOCKED
+     ) head
+     WHERE c.name = ANY(%(queues)s) AND NOT c.paused
+     ORDER BY head.priority DESC, head.task_id
+     LIMIT %(limit)s
+),
+-- ---- fleet-wide limits: no grouping over its room ------------------------
+fits AS (
+    SELECT n.task_id, n.queue
+      FROM (SELECT next.*, row_number() OVER (PARTITION BY next.queue, next.grouping
+                                              ORDER BY next.priority DESC, next.task_id) AS nth
+              FROM next) n
+     WHERE n.nth <= coalesce(
+               (SELECT r.room FROM room r WHERE r.queue = n.queue AND r.per_grouping
+                   AND r.listed AND r.grp IS NOT DISTINCT FROM n.grouping),
+               (SELECT r.room FROM room r WHERE r.queue = n.queue AND r.per_grouping
+                   AND NOT r.listed),
+               n.nth)
+),
+-- ---- end of fleet-wide limits -------------------------------------------
+claimed AS (
+    UPDATE jobmachine.task t
+       SET status = 100, modified = coalesce(%(now)s, now()), started = coalesce(%(now)s, now()),
+           attempts = t.attempts + 1, worker_id = %(worker_id)s,
+           -- The claiming worker's policy, as task_claim stamps it.
+           max_attempts = coalesce(t.max_attempts, %(max_attempts)s::int),
+           keep_for = coalesce(t.keep_for, make_interval(secs => %(keep_for)s::float8)),
+           max_runtime = %(max_runtime)s::float8, orphan_after = %(orphan_after)s::float8
+      FROM fits next
+     WHERE t.task_id = next.task_id
+    RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue, t.priority,
+              t.max_attempts, t.title, t.grouping, t.trace_context,
+              greatest(t.created, t.run_after, t.retry_at) AS due,
+              extract(epoch FROM t.time_limit)::float8 AS time_limit
+),
+-- ---- fleet-wide limits: the claims a rate counts -----------------------
+counted AS (
+    INSERT INTO jobmachine.queue_limit_start (queue, grouping, started, n)
+    SELECT c.queue, CASE WHEN r.per_grouping THEN c.grouping END, r.at, count(*)
+      FROM claimed c
+      JOIN room r ON r.queue = c.queue AND NOT r.listed AND r.rated
+     GROUP BY 1, 2, 3
+)
+-- ---- end of fleet-wide limits -------------------------------------------
+SELECT c.*, lim.limited
+  FROM (SELECT EXISTS (SELECT 1 FROM jobmachine.queue_limit l
+                        WHERE l.queue = ANY(%(queues)s::text[])) AS limited) lim
+  LEFT JOIN claimed c ON true
+ ORDER BY c.priority DESC, c.task_id
+
+-- name: queue_limited
+-- Whether any of these queues has fleet-wide limits (the Store then claims
+-- with task_claim_limited).
+SELECT EXISTS (SELECT 1 FROM jobmachine.queue_limit l WHERE l.queue = ANY(%(queues)s::text[]))
+       AS limited
 
 -- name: task_begin
 -- A task claimed ahead is about to run after waiting in the worker's
@@ -990,6 +1094,62 @@ SELECT name,
 UPDATE jobmachine.worker SET command = %(command)s
  WHERE %(worker_id)s::bigint IS NULL OR worker_id = %(worker_id)s::bigint
 RETURNING worker_id
+
+-- name: admin_broadcast
+-- Leave a command (Admin.broadcast) for each of the workers named (every
+-- registered worker when %(worker_ids)s is NULL), and wake each on its
+-- channel jmw:<worker_id>: it takes its commands (worker_commands_take) at
+-- once, or with its next heartbeat if the notification is lost. Returns
+-- the workers that got it.
+WITH left_for AS (
+    INSERT INTO jobmachine.worker_command (worker_id, command, args)
+    SELECT w.worker_id, %(command)s, %(args)s
+      FROM jobmachine.worker w
+     WHERE %(worker_ids)s::bigint[] IS NULL OR w.worker_id = ANY(%(worker_ids)s::bigint[])
+    RETURNING worker_id
+)
+SELECT worker_id, pg_notify('jmw:' || worker_id::text, 'command') FROM left_for
+
+-- name: worker_commands_take
+-- The commands left for this worker (Admin.broadcast), oldest first, taken:
+-- each is read once. Through worker_commands_take(), the schema owner's.
+SELECT c.command, c.args FROM jobmachine.worker_commands_take(%(worker_id)s) AS c
+
+-- name: admin_limits_set
+-- Set a queue's fleet-wide limits (docs/limits.md), replacing any it had,
+-- and wake its workers (a raised limit lets them claim more at once).
+-- Waits for a limited claim of the queue in progress (it holds the row).
+WITH set AS (
+    INSERT INTO jobmachine.queue_limit AS l (queue, concurrency, rate, per, per_grouping)
+    VALUES (%(queue)s, %(concurrency)s, %(rate)s, %(per)s, %(per_grouping)s)
+    ON CONFLICT (queue) DO UPDATE
+       SET concurrency = excluded.concurrency, rate = excluded.rate, per = excluded.per,
+           per_grouping = excluded.per_grouping, modified = now()
+    RETURNING l.queue
+)
+SELECT queue, pg_notify(jobmachine.queue_channel(queue), 'limits') FROM set
+
+-- name: admin_limits_clear
+-- Remove a queue's limits and the record of its claims that a rate
+-- counted (queue_limit_clear(), the schema owner's), and wake its
+-- workers. Returns no row when it had none.
+SELECT %(queue)s::text AS queue, pg_notify(jobmachine.queue_channel(%(queue)s::text), 'limits')
+ WHERE jobmachine.queue_limit_clear(%(queue)s::text)
+
+-- name: admin_limits
+-- Every queue's limits, by name, with how many of its tasks are started
+-- now (running or claimed ahead) and how many were claimed within the
+-- last `per` seconds, when it has a rate.
+SELECT l.queue, l.concurrency, l.rate, l.per, l.per_grouping,
+       (SELECT count(*) FROM jobmachine.task t
+         WHERE t.status = 100
+           AND t.class_id = (SELECT c.class_id FROM jobmachine.class c WHERE c.name = l.queue))
+           AS running,
+       (SELECT coalesce(sum(s.n), 0) FROM jobmachine.queue_limit_start s
+         WHERE l.rate IS NOT NULL AND s.queue = l.queue
+           AND s.started > now() - make_interval(secs => l.per)) AS recent
+  FROM jobmachine.queue_limit l
+ ORDER BY l.queue
 
 -- name: admin_remove
 -- Delete a task that is not running, with its results; a client waiting on

@@ -363,6 +363,24 @@ class WorkerInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueLimit:
+    """A queue's fleet-wide limits (:meth:`Admin.set_limits`, :meth:`Admin.limits`)."""
+
+    queue: str
+    #: At most this many of its tasks started at once across the fleet (None: no limit).
+    concurrency: int | None
+    #: At most this many claimed per :attr:`per` seconds (None: no limit).
+    rate: int | None
+    per: float
+    #: Whether the limits apply to each ``grouping`` of its tasks on its own.
+    per_grouping: bool
+    #: Its tasks started now (running, or claimed ahead by a worker).
+    running: int = 0
+    #: Its tasks claimed within the last :attr:`per` seconds (0 without a rate).
+    recent: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class TaskPage:
     """One page of :meth:`Admin.search_tasks`, and where the next one starts."""
 

@@ -797,4 +797,167 @@ INSERT INTO jobmachine.schema_version (version, description)
     ON CONFLICT (version) DO NOTHING;
 -- == end of version 9: deadlines and cancelling a running task ==============
 
+-- == Version 10: fleet-wide limits and worker commands (docs/limits.md) =====
+-- Self-contained; Perl Job::Machine never reads these tables (a Perl
+-- worker does not honour the limits).
+--
+-- A queue's limits (Admin.set_limits): at most `concurrency` of its tasks
+-- started (status 100: running, or claimed ahead by a worker) at once, and
+-- at most `rate` claimed per `per` seconds; with per_grouping, each value
+-- of task.grouping (NULL is one value) gets these limits of its own. Keyed
+-- by the queue's exact name, not its class row: a limit may be set before
+-- the first send, and outlives housekeeping's removal of an empty queue.
+-- No row: no limit (the claim pays one probe of this small table's key).
+CREATE TABLE IF NOT EXISTS jobmachine.queue_limit (
+    queue         text PRIMARY KEY,
+    concurrency   integer CHECK (concurrency > 0),
+    rate          integer CHECK (rate > 0),
+    per           double precision NOT NULL DEFAULT 1 CHECK (per > 0),
+    per_grouping  boolean NOT NULL DEFAULT false,
+    created       timestamptz NOT NULL DEFAULT now(),
+    modified      timestamptz NOT NULL DEFAULT now(),
+    CHECK (concurrency IS NOT NULL OR rate IS NOT NULL)
+);
+-- The claims of the last `per` seconds of a queue with a rate: one row per
+-- claim statement (and grouping, with per_grouping), written by the claim
+-- itself (task_claim) and dropped by the next limited claim once older
+-- than `per`. The exact sliding window the rate is counted over.
+CREATE TABLE IF NOT EXISTS jobmachine.queue_limit_start (
+    queue     text NOT NULL,
+    grouping  text,
+    started   timestamptz NOT NULL,
+    n         integer NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_limit_start_idx
+    ON jobmachine.queue_limit_start (queue, started);
+
+-- The room left under the limits of those of p_queues that have limits,
+-- for task_claim: one row per queue (listed = false: the room of the whole
+-- queue, or, with per_grouping, of a grouping not listed) and, with
+-- per_grouping, one per grouping that has tasks started or claims in the
+-- window (listed = true). `at` is when the room was counted, the time the
+-- claim records its starts under; rated: the queue has a rate.
+--
+-- Race-free: the limit rows are locked FOR UPDATE (in name order, so two
+-- claims never deadlock), so the limited claims of a queue run one at a
+-- time, and the counts are read after the lock is granted, by statements
+-- of their own: each sees, in a fresh snapshot, what the claim that held
+-- the lock before committed. (A count in the claim statement's own
+-- snapshot, taken before the wait, would miss it: pgqueuer#761.) VOLATILE
+-- plpgsql, so each statement takes that fresh snapshot. Runs as the
+-- schema's owner: the worker needs no UPDATE on queue_limit (which would
+-- let it lock the rows at will) nor DELETE on queue_limit_start.
+CREATE OR REPLACE FUNCTION jobmachine.queue_limit_room(p_queues text[], p_now timestamptz)
+RETURNS TABLE (queue text, per_grouping boolean, listed boolean, grp text, room integer,
+               at timestamptz, rated boolean)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    l record;
+    cls bigint;
+BEGIN
+    FOR l IN
+        SELECT q.queue, q.concurrency, q.rate, q.per, q.per_grouping
+          FROM jobmachine.queue_limit q
+         WHERE q.queue = ANY(p_queues)
+         ORDER BY q.queue
+           FOR UPDATE
+    LOOP
+        queue := l.queue;
+        per_grouping := l.per_grouping;
+        at := coalesce(p_now, clock_timestamp());
+        rated := l.rate IS NOT NULL;
+        SELECT c.class_id INTO cls FROM jobmachine.class c WHERE c.name = l.queue;
+        IF rated THEN
+            DELETE FROM jobmachine.queue_limit_start s
+             WHERE s.queue = l.queue AND s.started <= at - make_interval(secs => l.per);
+        END IF;
+        -- The room of each grouping that used some (per_grouping), or of
+        -- the queue: what is left under each limit, the smaller of the two.
+        FOR grp, room IN
+            SELECT u.g, least(l.concurrency - sum(u.running), l.rate - sum(u.claimed))::integer
+              FROM (SELECT CASE WHEN l.per_grouping THEN r.grouping END AS g,
+                           count(*) AS running, 0 AS claimed
+                      -- The queue's running tasks, through an index of the
+                      -- running ones; of a queue limited as a whole, no more
+                      -- than its limit (enough to know the room), read in
+                      -- an index scan that marks the dead entries it meets.
+                      FROM (SELECT t.grouping
+                              FROM jobmachine.task t
+                             WHERE t.status = 100 AND t.class_id = cls
+                               AND l.concurrency IS NOT NULL
+                             LIMIT CASE WHEN NOT l.per_grouping THEN l.concurrency END) r
+                     GROUP BY 1
+                    UNION ALL
+                    SELECT CASE WHEN l.per_grouping THEN s.grouping END, 0, sum(s.n)
+                      FROM jobmachine.queue_limit_start s
+                     WHERE s.queue = l.queue AND l.rate IS NOT NULL
+                     GROUP BY 1) u
+             GROUP BY u.g
+        LOOP
+            listed := l.per_grouping;
+            room := greatest(room, 0);
+            RETURN NEXT;
+            IF NOT l.per_grouping THEN
+                EXIT;  -- one group: the whole queue
+            END IF;
+        END LOOP;
+        IF l.per_grouping OR NOT FOUND THEN
+            -- The room of a grouping (or queue) that used none.
+            listed := false;
+            grp := NULL;
+            room := least(l.concurrency, l.rate);
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION jobmachine.queue_limit_room(text[], timestamptz) FROM PUBLIC;
+
+-- Remove a queue's limits (Admin.set_limits(queue)) and what its rate
+-- counted; whether it had limits. Runs as the schema's owner: an admin
+-- holds no DELETE on these tables, which would let it LOCK TABLE them (and
+-- hold up every claim).
+CREATE OR REPLACE FUNCTION jobmachine.queue_limit_clear(p_queue text)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM jobmachine.queue_limit_start WHERE queue = p_queue;
+    DELETE FROM jobmachine.queue_limit WHERE queue = p_queue;
+    RETURN FOUND;
+END
+$$;
+REVOKE ALL ON FUNCTION jobmachine.queue_limit_clear(text) FROM PUBLIC;
+
+-- Commands for running workers beyond 'stop' (Admin.broadcast): each row is
+-- read, and deleted, by its worker's next heartbeat (worker_commands_take),
+-- in order; they go with the worker's registration (ON DELETE CASCADE).
+CREATE TABLE IF NOT EXISTS jobmachine.worker_command (
+    command_id  bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    worker_id   bigint NOT NULL REFERENCES jobmachine.worker (worker_id) ON DELETE CASCADE,
+    command     text NOT NULL,
+    args        text,
+    created     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS worker_command_worker_idx
+    ON jobmachine.worker_command (worker_id, command_id);
+
+-- A worker takes the commands left for it, oldest first. Runs as the
+-- schema's owner: a worker holds no DELETE on worker_command (it could
+-- LOCK TABLE it, or drop the commands of the others).
+CREATE OR REPLACE FUNCTION jobmachine.worker_commands_take(p_worker_id bigint)
+RETURNS TABLE (command text, args text)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    WITH taken AS (
+        DELETE FROM jobmachine.worker_command c
+         WHERE c.worker_id = p_worker_id
+        RETURNING c.command_id, c.command, c.args
+    )
+    SELECT t.command, t.args FROM taken t ORDER BY t.command_id
+$$;
+REVOKE ALL ON FUNCTION jobmachine.worker_commands_take(bigint) FROM PUBLIC;
+
+INSERT INTO jobmachine.schema_version (version, description)
+    VALUES (10, 'fleet-wide queue limits (jobmachine.queue_limit), worker commands (jobmachine.worker_command)')
+    ON CONFLICT (version) DO NOTHING;
+-- == end of version 10: fleet-wide limits and worker commands ===============
+
 COMMIT;

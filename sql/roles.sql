@@ -85,10 +85,11 @@ BEGIN
     END IF;
     -- The grants below name version 5's schedule table, version 6's
     -- part table, version 7's task.trace_context, version 8's
-    -- task.max_runtime, task.orphan_after and worker.dead_after, and
-    -- version 9's task.time_limit, expires_at and cancelled_at.
-    IF installed IS NULL OR installed < 9 THEN
-        RAISE EXCEPTION 'the jobmachine schema is missing or older than version 9 (found %)', coalesce(installed::text, 'none')
+    -- task.max_runtime, task.orphan_after and worker.dead_after, version
+    -- 9's task.time_limit, expires_at and cancelled_at, and version 10's
+    -- queue limits and worker commands.
+    IF installed IS NULL OR installed < 10 THEN
+        RAISE EXCEPTION 'the jobmachine schema is missing or older than version 10 (found %)', coalesce(installed::text, 'none')
             USING HINT = 'install or upgrade it first: psql -f sql/create_tables.sql, or job_machine.install_schema()';
     END IF;
 
@@ -238,6 +239,18 @@ BEGIN
         (worker, 'SELECT', 'TABLE jobmachine.schedule'),
         (worker, 'EXECUTE', 'FUNCTION jobmachine.schedule_fire(bigint, timestamptz, text, text,'
                  ' timestamptz, timestamptz)'),
+        -- Fleet-wide limits (version 10): task_claim reads whether its
+        -- queues have limits, takes their room with queue_limit_room()
+        -- (the schema owner's: it locks the limit rows, which no role may
+        -- do at will) and records what a rate counts. Never UPDATE or
+        -- DELETE: a worker does not set limits.
+        (worker, 'SELECT', 'TABLE jobmachine.queue_limit'),
+        (worker, 'EXECUTE', 'FUNCTION jobmachine.queue_limit_room(text[], timestamptz)'),
+        (worker, 'INSERT (queue, grouping, started, n)', 'TABLE jobmachine.queue_limit_start'),
+        -- Commands of Admin.broadcast (version 10), taken with each
+        -- heartbeat through worker_commands_take() (the schema owner's):
+        -- a worker neither sends commands nor drops the others'.
+        (worker, 'EXECUTE', 'FUNCTION jobmachine.worker_commands_take(bigint)'),
 
         -- admin: reader's SELECTs (role membership, above), and
         (admin, 'USAGE', 'SCHEMA jobmachine'),
@@ -272,7 +285,15 @@ BEGIN
         (admin, 'INSERT (name, cron, timezone, queue, parameters, priority, max_attempts, title,'
                 ' grouping, keep_for, paused, next_run), UPDATE (cron, timezone, queue, parameters,'
                 ' priority, max_attempts, title, grouping, keep_for, paused, next_run, modified),'
-                ' DELETE', 'TABLE jobmachine.schedule')
+                ' DELETE', 'TABLE jobmachine.schedule'),
+        -- Fleet-wide limits (version 10): admin_limits_set (an upsert);
+        -- admin_limits_clear through queue_limit_clear() (the schema
+        -- owner's: no DELETE, which would let it LOCK TABLE them).
+        (admin, 'INSERT (queue, concurrency, rate, per, per_grouping), UPDATE (concurrency, rate,'
+                ' per, per_grouping, modified)', 'TABLE jobmachine.queue_limit'),
+        (admin, 'EXECUTE', 'FUNCTION jobmachine.queue_limit_clear(text)'),
+        -- admin_broadcast (Admin.broadcast): commands for the workers.
+        (admin, 'INSERT (worker_id, command, args)', 'TABLE jobmachine.worker_command')
         ) AS m (grantee, privileges, object)
         -- A column without a sequence (none in a schema made by
         -- create_tables.sql or by Perl) has nothing to grant.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from ..task import (
     HourStats,
     LockInfo,
     Part,
+    QueueLimit,
     QueueStats,
     ScheduleInfo,
     Status,
@@ -76,6 +78,15 @@ QUEUE_PRUNE_AFTER = 86400.0
 #: reaper waits this many reconnect graces (``dead_after / 2``) before it
 #: takes their tasks: 5 x ``dead_after``, 75 s by default. docs/liveness.md.
 OUTAGE_GRACES = 10
+
+#: Seconds after which a claim looks again whether its queues have
+#: fleet-wide limits (queue_limited): a limit set on a queue is honoured at
+#: once, but a worker busy with other queues claims the limited queue's
+#: tasks only once it has noticed (docs/limits.md).
+LIMITS_RECHECK = 1.0
+#: The same after a claim that came back short (the worker is about to
+#: wait): soon, not at every claim of a worker that gets one task at a time.
+LIMITS_RECHECK_SHORT = 0.2
 
 #: Most schedules one dispatch round sends (the rest in the next round).
 SCHEDULES_PER_ROUND = 100
@@ -138,6 +149,9 @@ class AsyncStore:
         self._q = queries()
         #: Whether a missing schedule table (schema version 4) was reported.
         self._warned_schedules = False
+        #: Per list of queues claimed from: whether one of them had limits
+        #: when last looked up, and when (time.monotonic()).
+        self._limits_known: dict[tuple[str, ...], tuple[bool, float]] = {}
 
     @asynccontextmanager
     async def _cursor(
@@ -294,20 +308,63 @@ class AsyncStore:
         now: datetime | None = None,
         min_priority: int | None = None,
         *,
+        task_id: int | None = None,
         policy: TaskPolicy | None = None,
     ) -> list[Task]:
         """Claim up to ``limit`` waiting tasks of ``queues``, best first, for
-        ``worker_id``, stamping ``policy`` (the claiming worker's housekeeping
-        settings) on them; without one the housekeeper's settings apply."""
+        ``worker_id`` (only ``task_id``, when given), within the queues'
+        fleet-wide limits, stamping ``policy`` (the claiming worker's
+        housekeeping settings) on them; without one the housekeeper's
+        settings apply.
+
+        task_claim leaves the queues that have limits alone, at the cost of
+        one key probe; whether any of ``queues`` has some is looked up when
+        a claim comes back short, and at least every :data:`LIMITS_RECHECK`
+        seconds, and then task_claim_limited claims from them (and from the
+        others, while they have limits). A limit set on a queue a worker is
+        busy with elsewhere is thus noticed within that time: until then its
+        tasks are left waiting, never claimed past the limit.
+        """
         params = {
             "queues": list(queues),
             "limit": limit,
             "worker_id": worker_id,
             "now": now,
             "min_priority": -(2**31) if min_priority is None else min_priority,
+            "task_id": task_id,
             **(TaskPolicy.NONE if policy is None else policy.claim_params()),
         }
-        rows = await self._all("task_claim", params)
+        key = tuple(queues)
+        limited, looked = self._limits_known.get(key, (False, -LIMITS_RECHECK))
+        if limited:
+            rows = await self._all("task_claim_limited", params)
+            if rows and not rows[0]["limited"]:
+                self._know_limits(key, False)
+            return self._claimed(rows)
+        tasks = self._claimed(await self._all("task_claim", params))
+        now_ = time.monotonic()
+        short = len(tasks) < limit
+        # One task asked for by id: looked up at once (a call of its own).
+        if (short and (task_id is not None or now_ - looked >= LIMITS_RECHECK_SHORT)) or (
+            now_ - looked >= LIMITS_RECHECK
+        ):
+            row = await self._one("queue_limited", {"queues": list(queues)})
+            limited = bool(row and row["limited"])
+            self._know_limits(key, limited)
+            if limited and short:
+                params["limit"] = limit - len(tasks)
+                tasks += self._claimed(await self._all("task_claim_limited", params))
+                tasks.sort(key=lambda t: (-t.priority, t.id))  # best first, as one claim
+        return tasks
+
+    def _know_limits(self, key: tuple[str, ...], limited: bool) -> None:
+        if len(self._limits_known) > 64:  # served queues come and go (patterns)
+            self._limits_known.clear()
+        self._limits_known[key] = (limited, time.monotonic())
+
+    @staticmethod
+    def _claimed(rows: list[dict[str, Any]]) -> list[Task]:
+        """The tasks of task_claim's rows (task_claim_limited's row of NULLs is none)."""
         return [
             Task(
                 id=int(r["task_id"]),
@@ -325,6 +382,7 @@ class AsyncStore:
                 time_limit=r["time_limit"],
             )
             for r in rows
+            if r["task_id"] is not None
         ]
 
     async def task_finish(self, task_id: int, attempt: int, result: str, notify: bool) -> bool:
@@ -629,6 +687,62 @@ class AsyncStore:
         """Leave a command for one worker (or all); how many got it."""
         params = {"command": command, "worker_id": worker_id}
         return len(await self._all("admin_worker_command", params))
+
+    async def admin_broadcast(
+        self, command: str, args: str | None, worker_ids: Sequence[int] | None
+    ) -> int:
+        """Leave a command for the workers named (None: every registered
+        one); how many got it."""
+        params = {
+            "command": command,
+            "args": args,
+            "worker_ids": None if worker_ids is None else list(worker_ids),
+        }
+        return len(await self._all("admin_broadcast", params))
+
+    async def worker_commands_take(
+        self, worker_id: int, conn: AsyncConnection[Any] | None = None
+    ) -> list[tuple[str, str | None]]:
+        """Take the commands left for this worker, oldest first: (command, args JSON)."""
+        rows = await self._all("worker_commands_take", {"worker_id": worker_id}, conn)
+        return [(r["command"], r["args"]) for r in rows]
+
+    async def admin_limits_set(
+        self,
+        queue: str,
+        concurrency: int | None,
+        rate: int | None,
+        per: float,
+        per_grouping: bool,
+    ) -> None:
+        """Set (replace) a queue's limits."""
+        params = {
+            "queue": queue,
+            "concurrency": concurrency,
+            "rate": rate,
+            "per": per,
+            "per_grouping": per_grouping,
+        }
+        await self._all("admin_limits_set", params)
+
+    async def admin_limits_clear(self, queue: str) -> bool:
+        """Remove a queue's limits; False when it had none."""
+        return bool(await self._all("admin_limits_clear", {"queue": queue}))
+
+    async def admin_limits(self) -> list[QueueLimit]:
+        """Every queue's limits, by name."""
+        return [
+            QueueLimit(
+                queue=r["queue"],
+                concurrency=r["concurrency"],
+                rate=r["rate"],
+                per=float(r["per"]),
+                per_grouping=bool(r["per_grouping"]),
+                running=int(r["running"]),
+                recent=int(r["recent"]),
+            )
+            for r in await self._all("admin_limits", {})
+        ]
 
     async def admin_remove(self, task_id: int) -> bool:
         """Delete a task that is not running; False if there was none to delete."""

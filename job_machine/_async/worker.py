@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from functools import partial
@@ -286,6 +286,13 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         self._parts = AsyncPartGroup(self._store)
         self._started = False
         self._stopping = False
+        #: Whether tasks run in slots (concurrency > 1 when receive() started):
+        #: fixed while serving, whatever concurrency a command sets.
+        self._slotted = self.concurrency > 1
+        #: Handlers of the commands of Admin.broadcast, by name (on_command).
+        self._command_handlers: dict[str, Callable[[Any], object]] = {}
+        #: A concurrency asked for by a command, applied by the serving loop.
+        self._wanted_concurrency: int | None = None
         for name, value in extra.items():
             setattr(self, name, value)
 
@@ -384,6 +391,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         code 128 + the signal) and the unfinished task goes back to waiting.
         """
         self._waker = Waker()
+        self._slotted = self.concurrency > 1
         if self._stopping:  # stop() was called before receive()
             self._waker.wake()
         restore = self._shutdown.install(self.shutdown_grace, enabled=self.handle_signals)
@@ -397,6 +405,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             remove_after_days=self.remove_after,
             housekeeping_interval=self.housekeeping_interval,
             on_command=self._on_command,
+            on_broadcast=self.handle_command,
             held=self._executor.held,
             on_cancel=self._on_cancel,
         )
@@ -474,7 +483,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         backend never blocks on a full socket, holding the cluster's NOTIFY
         queue tail, however long process() takes. At concurrency > 1 the
         serving loop waits on the listener while tasks run."""
-        if self.concurrency > 1:
+        if self._slotted:
             yield
             return
         stop = Waker()
@@ -539,17 +548,26 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         if self._waker is not None:
             self._waker.wake()
 
-    async def work_once(self) -> bool:
+    async def work_once(self, task_id: int | None = None) -> bool:
         """Claim and process one waiting task, if there is one; True if there was.
+
+        With ``task_id``, that task only: it is claimed if it waits (due,
+        not blocked, of a queue this worker serves and that is not paused,
+        within the queue's limits, at :attr:`min_priority` or above), else
+        nothing is done and False returned (Minion's ``dequeue(id => ...)``).
 
         Useful in tests and scripts; :meth:`receive` is the service loop.
         Outside :meth:`receive` the worker is not registered, so a task it
         claims is judged by :attr:`orphan_after` like a Perl worker's.
+
+        :raises ValueError: ``task_id`` is not a whole number.
         """
+        if task_id is not None and (isinstance(task_id, bool) or not isinstance(task_id, int)):
+            raise ValueError(f"task_id must be a task id (a whole number), not {task_id!r}")
         if self._patterns:
             await self._subscribe(None)
         await self._open_own_pool()
-        tasks = await self._claim(1)
+        tasks = await self._claim(1, task_id)
         for task in tasks:
             await self._run(task)
         await self._completer.flush()
@@ -599,7 +617,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         task falls due, or the timeout. A task due already was skipped by the
         claim because a transaction held its row: look again soon, backing
         off (10 ms doubling to 1.28 s) while that transaction stays open."""
-        if self.concurrency > 1 and self._slots.free(self.concurrency) <= 0:
+        if self._slotted and self._slots.free(self.concurrency) <= 0:
             # No free slot: a finishing task wakes the wait; done marks
             # still pending are written within prefetch_seconds.
             return self.prefetch_seconds if self._completer.pending else self.timeout
@@ -610,12 +628,13 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         self._locked_polls = min(self._locked_polls + 1, 8)
         return min(self.timeout, 0.005 * 2.0**self._locked_polls)
 
-    async def _claim(self, limit: int) -> list[Task]:
+    async def _claim(self, limit: int, task_id: int | None = None) -> list[Task]:
         return await self._store.task_claim(
             self._served,
             limit=limit,
             worker_id=self.worker_id,
             min_priority=self.min_priority,
+            task_id=task_id,
             # This worker's housekeeping settings travel with the tasks it
             # claims: the fleet's housekeeper judges them by these.
             policy=TaskPolicy(self.retries, self.max_runtime, self.orphan_after, self.remove_after),
@@ -647,6 +666,105 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             self.stop()
         else:
             logger.warning("worker %s: unknown command %r ignored", self.worker_id, command)
+
+    # -- commands of Admin.broadcast ------------------------------------------
+
+    def on_command(
+        self, name: str, handler: Callable[[Any], object] | None = None
+    ) -> Callable[[Any], object]:
+        """Run ``handler(args)`` when :meth:`AsyncAdmin.broadcast` sends this
+        worker the command ``name`` (while :meth:`receive` runs), instead of
+        the built-in handler of that name, if any. Usable as a decorator::
+
+            @worker.on_command("reload")
+            def reload(args): ...
+
+        The handler runs in the worker's registry thread, once per command,
+        as soon as the broadcast wakes it (at the latest within ``dead_after
+        / 4`` seconds): it must be quick
+        and thread-safe (set a flag, wake something); what it raises is
+        logged. Returns the handler.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a command name is a non-empty string, not {name!r}")
+
+        def register(fn: Callable[[Any], object]) -> Callable[[Any], object]:
+            self._command_handlers[name] = fn
+            return fn
+
+        return register if handler is None else register(handler)
+
+    def handle_command(self, name: str, args: Any) -> None:
+        """Called in the worker's registry thread with each command that
+        :meth:`AsyncAdmin.broadcast` sent this worker, and its args (a JSON
+        value). Runs the handler registered with :meth:`on_command`, else a
+        built-in one: ``"concurrency"`` (args: how many tasks at once from
+        now on; see :meth:`set_concurrency`), ``"status"`` (logs what the
+        worker is doing, at INFO), ``"stop"`` (as :meth:`stop`); an unknown
+        command is logged and ignored. Override it to dispatch otherwise."""
+        handler = self._command_handlers.get(name)
+        if handler is not None:
+            handler(args)
+        elif name == "concurrency":
+            try:
+                self.set_concurrency(args)
+            except ValueError as ex:
+                logger.warning("worker %s: command concurrency: %s", self.worker_id, ex)
+        elif name == "status":
+            logger.info("worker %s: status %s", self.worker_id, _codec.encode(self.status()))
+        elif name == "stop":
+            self._on_command("stop")
+        else:
+            logger.warning("worker %s: unknown command %r ignored", self.worker_id, name)
+
+    def set_concurrency(self, concurrency: int) -> None:
+        """Run up to ``concurrency`` tasks at once from now on (the serving
+        loop applies it at its next turn; tasks already running go on). A
+        worker started with ``concurrency`` above 1 takes any number from 1
+        (its own pool grows to match); one started with 1 runs its tasks one
+        by one on its one connection and stays at 1. Safe from any thread.
+
+        :raises ValueError: not a whole number >= 1, or above 1 for a worker
+            started with 1.
+        """
+        wanted = WorkerConfig.check("concurrency", concurrency)
+        if wanted > 1 and not self._slotted:
+            raise ValueError(
+                f"concurrency {wanted} refused: this worker was started with concurrency 1 "
+                "and runs its tasks one by one; start it with more to change it while it runs"
+            )
+        self._wanted_concurrency = wanted
+        if self._waker is not None:
+            self._waker.wake()
+
+    def status(self) -> dict[str, Any]:
+        """What the worker is doing now (the ``"status"`` command logs it):
+        its id, the queues it serves, its concurrency, the tasks it runs,
+        how many it holds claimed ahead, whether it is stopping."""
+        running = self._slots.ids()
+        current = self._executor.current_id()
+        if current is not None and current not in running:
+            running.append(current)
+        return {
+            "worker_id": self.worker_id,
+            "queues": list(self._served),
+            "concurrency": self.concurrency,
+            "running": sorted(running),
+            "claimed_ahead": len(self._producer.ahead),
+            "stopping": self._stopping,
+        }
+
+    async def _apply_concurrency(self) -> None:
+        """Apply a concurrency set by a command: grow the worker's own pool
+        first (a pool given by the caller is left as it is)."""
+        wanted, self._wanted_concurrency = self._wanted_concurrency, None
+        if wanted is None or wanted == self.concurrency:
+            return
+        pool = self._own_pool
+        if pool is not None and wanted > pool.max_size:
+            await pool.resize(pool.min_size, wanted)
+        logger.info("worker %s: concurrency %d (was %d)", self.worker_id, wanted, self.concurrency)
+        self.concurrency = wanted
 
     def _on_cancel(self, task_id: int, attempt: int) -> None:
         """From the liveness thread: a task this worker holds was cancelled."""
@@ -680,7 +798,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         os._exit(EXIT_TASK_STOPPED)
 
     async def _drain(self) -> None:
-        if self.concurrency == 1:
+        await self._apply_concurrency()
+        if not self._slotted:
             await self._drain_one_by_one()
             return
         while self._running():

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -14,13 +15,14 @@ from psycopg_pool import ConnectionPool
 from .. import _codec, _cron
 from .._options import check_priority
 from .._validate import is_int, is_number
-from ..channels import validate_queue
+from ..channels import is_pattern, validate_queue
 from ..errors import SchemaMissing, UnknownTask
 from ..task import (
     COUNTED_STATES,
     STATE_NAMES,
     HourStats,
     LockInfo,
+    QueueLimit,
     ScheduleInfo,
     Stats,
     Status,
@@ -49,7 +51,8 @@ STANDBY_ALIVE_WITHIN = 15.0
 class Admin(ConnectorOwner):
     """Operations for operators and dashboards: counts, history, listings,
     workers, cancel / retry / remove / purge of tasks, pausing queues,
-    stopping workers, cron schedules, and resetting the whole machine.
+    stopping workers and sending them commands, fleet-wide limits of queues,
+    cron schedules, and resetting the whole machine.
 
     Takes ``dsn=``, ``conn=`` or ``pool=`` like :class:`Client`.
     """
@@ -304,8 +307,9 @@ class Admin(ConnectorOwner):
     def read_only(self) -> bool:
         """Whether the database this admin reads refuses writes: a streaming
         standby (a replica) or a read-only session. Reads answer there as
-        on the primary; cancel, retry, remove, purge, reset, pause, resume
-        and stop_workers raise :class:`~job_machine.ServerReadOnly`."""
+        on the primary; cancel, retry, remove, purge, reset, pause, resume,
+        stop_workers, broadcast and set_limits raise
+        :class:`~job_machine.ServerReadOnly`."""
         return (self._store.server_role())[1]
 
     def task_states(self, task_ids: Sequence[int]) -> dict[int, str]:
@@ -342,6 +346,93 @@ class Admin(ConnectorOwner):
         hand, as SIGTERM would; each reads it with its next heartbeat (within
         ``dead_after / 4`` seconds). Returns how many workers were asked."""
         return self._store.admin_worker_command("stop", worker_id)
+
+    def broadcast(
+        self, command: str, args: Any = None, worker_ids: Sequence[int] | None = None
+    ) -> int:
+        """Send ``command`` with ``args`` (any JSON value) to the workers
+        ``worker_ids`` (None: every registered worker); each is woken on its
+        channel and takes it at once (at the latest with its next heartbeat,
+        ``dead_after / 4`` seconds, if the notification is lost), once, in
+        the order sent, and runs its handler for ``command``: built in are
+        ``"concurrency"`` (``args``: the new number of tasks at once),
+        ``"status"`` (log what the worker is doing) and ``"stop"``; others
+        are registered with ``Worker.on_command`` (docs/features.md, Worker
+        commands). A worker that has no handler for it logs a warning.
+        Returns how many workers it was left for (a worker id that is not
+        registered gets nothing).
+
+        :raises ValueError: an empty command, or one longer than 200 characters.
+        :raises InvalidData: ``args`` cannot be encoded as JSON.
+        """
+        if not isinstance(command, str) or not command or len(command) > 200:
+            raise ValueError(
+                f"command must be a non-empty string of up to 200 characters, not {command!r}"
+            )
+        if "\x00" in command:
+            raise ValueError(f"command {command!r} contains NUL")
+        ids = None
+        if worker_ids is not None:
+            if isinstance(worker_ids, str | bytes) or not all(is_int(i) for i in worker_ids):
+                raise ValueError(f"worker_ids must be a list of worker ids, not {worker_ids!r}")
+            ids = [int(i) for i in worker_ids]
+        text = None if args is None else _codec.encode(args, "the command's args")
+        return self._store.admin_broadcast(command, text, ids)
+
+    # -- fleet-wide limits (docs/limits.md) ----------------------------------------
+
+    def set_limits(
+        self,
+        queue: str,
+        concurrency: int | None = None,
+        rate: int | None = None,
+        per: float = 1.0,
+        per_grouping: bool = False,
+    ) -> QueueLimit | None:
+        """Limit ``queue`` across every worker: at most ``concurrency`` of
+        its tasks started at once (running, or claimed ahead by a worker),
+        at most ``rate`` claimed per ``per`` seconds (a sliding window);
+        with ``per_grouping``, each ``grouping`` value of its tasks (None is
+        one value) gets these limits of its own, so one tenant cannot take
+        the others' turn. Replaces the queue's limits; with neither
+        ``concurrency`` nor ``rate`` it removes them. The queue need not
+        exist yet. Enforced by the claim, race-free across workers; only
+        the queue of exactly this name (not the queues below it). Perl
+        workers do not honour limits. The limits set, or None when removed.
+
+        :raises ValueError: a number that is not a whole number >= 1, a
+            ``per`` that is not a positive number of seconds, ``per``
+            or ``per_grouping`` without a limit, a queue name that is a
+            pattern (pass ``Exact(name)`` for a queue named so).
+        :raises InvalidQueueName: an empty queue name, or one with NUL.
+        """
+        name = validate_queue(queue)
+        if is_pattern(name):
+            raise ValueError(
+                f"limits apply to one queue by its exact name, and {name!r} is a pattern: "
+                "set each queue's limits, or pass Exact(name) for a queue named so"
+            )
+        for what, value in (("concurrency", concurrency), ("rate", rate)):
+            if value is not None and (not is_int(value) or not 1 <= value < 2**31):
+                raise ValueError(f"{what} must be a whole number >= 1 or None, not {value!r}")
+        if not is_number(per) or not math.isfinite(per) or per <= 0:
+            raise ValueError(f"per must be a positive number of seconds, not {per!r}")
+        if not isinstance(per_grouping, bool):
+            raise ValueError(f"per_grouping must be True or False, not {per_grouping!r}")
+        if rate is None and per != 1.0:
+            raise ValueError("per is the window of rate: give rate too")
+        if concurrency is None and rate is None:
+            if per_grouping:
+                raise ValueError("per_grouping needs a limit: give concurrency or rate")
+            self._store.admin_limits_clear(name)
+            return None
+        self._store.admin_limits_set(name, concurrency, rate, float(per), per_grouping)
+        return QueueLimit(name, concurrency, rate, float(per), per_grouping)
+
+    def limits(self) -> list[QueueLimit]:
+        """Every queue's limits, by name, with how many of its tasks are
+        started now and, for a rate, how many were claimed in the window."""
+        return self._store.admin_limits()
 
     # -- cron schedules (docs/schedules.md) ----------------------------------------
     # A schedule's pause and resume are pause_schedule()/resume_schedule(),

@@ -31,6 +31,7 @@ from ._common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE
 from .admin import purge, reset, workers
 from .demo import demo
 from .install import install, migrate, roles
+from .limits import limits
 from .queues import queues
 from .schedules import schedules
 from .send import send
@@ -73,6 +74,7 @@ COMMANDS: tuple[click.Command, ...] = (
     tasks,
     queues,
     schedules,
+    limits,
     workers,
     purge,
     reset,

@@ -12,6 +12,7 @@ import click
 import job_machine as jm
 
 from .._dsn import describe_target
+from .._printable import printable
 from ..task import COUNTED_STATES, WorkerInfo
 from ._common import (
     _PURGE_STATES,
@@ -21,6 +22,7 @@ from ._common import (
     _duration,
     _json_option,
     _need_dsn,
+    _parse_json,
     _print_json,
     _print_table,
 )
@@ -168,3 +170,31 @@ def reset(yes: bool, dsn: str | None) -> None:
         removed = admin.reset(confirm=True)
     counts = ", ".join(f"{n} {what}" for what, n in removed.items())
     click.echo(f"reset: removed {counts}")
+
+
+@workers.command("broadcast")
+@click.argument("command")
+@click.argument("data", metavar="[JSON]", required=False)
+@click.option(
+    "--worker",
+    "worker_ids",
+    type=_TASK_ID,
+    multiple=True,
+    metavar="WORKER_ID",
+    help="Only this worker (repeat for more) [every registered worker].",
+)
+@_dsn_option
+def workers_broadcast(
+    command: str, data: str | None, worker_ids: tuple[int, ...], dsn: str | None
+) -> None:
+    """Send COMMAND, with JSON as its args, to the workers: each is woken
+    and runs its handler for it once (at the latest with its next
+    heartbeat, dead_after / 4). Built in:
+    `concurrency N` (tasks at once from now on), `status` (the worker logs
+    what it is doing), `stop`; others are the workers' own
+    (Worker.on_command). Prints how many workers it was left for.
+    """
+    args = None if data is None else _parse_json(data)
+    with jm.Admin(_need_dsn(dsn)) as admin:
+        sent = admin.broadcast(command, args, list(worker_ids) if worker_ids else None)
+    click.echo(f"sent {printable(command)} to {sent} worker{'' if sent == 1 else 's'}")

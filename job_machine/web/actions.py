@@ -23,6 +23,11 @@ from .task_page import task_page
 Do = Callable[[AsyncAdmin, Any], Awaitable[Mapping[str, object] | None]]
 
 
+async def _clear_limits(admin: AsyncAdmin, queue: str) -> None:
+    """Remove the queue's fleet-wide limits (set_limits with none)."""
+    await admin.set_limits(queue)
+
+
 async def _retry(admin: AsyncAdmin, task_id: int) -> Mapping[str, object]:
     """Retry, then say where the task stands (blocked or waiting, and its queue)."""
     await admin.retry(task_id)
@@ -101,6 +106,16 @@ ACTIONS: dict[str, Action] = {
         "Queue {target} resumed.",
         "/",
         do=AsyncAdmin.resume,
+    ),
+    # set_limits(queue) with no limit clears them (fleet-wide limits).
+    "set_limits": Action(
+        "queue",
+        "Clear limits",
+        "Remove the queue's fleet-wide limits: workers claim its tasks as fast as "
+        "they run them. Set limits again with job-machine limits set or Admin.set_limits().",
+        "Queue {target} has no limits now.",
+        "/limits",
+        do=_clear_limits,
     ),
     "pause_schedule": Action(
         "schedule",

@@ -29,7 +29,7 @@ from .config import DashboardConfig
 from .database import Busy, _Database
 from .errors import _busy, _http_error, _machine_error
 from .login import login, logout
-from .pages import locks, metrics, overview, schedules, task, task_result, tasks, workers
+from .pages import limits, locks, metrics, overview, schedules, task, task_result, tasks, workers
 from .render import STATIC_DIR
 from .security import Access, Guard, Scrubber
 
@@ -66,6 +66,7 @@ def create_app(config: DashboardConfig) -> Starlette:
             Route("/workers", workers),
             Route("/locks", locks),
             Route("/schedules", schedules),
+            Route("/limits", limits),
             Route("/metrics", metrics),
             Route("/confirm/{action}", confirm),
             Route("/do/{action}", act, methods=["POST"]),

@@ -160,3 +160,10 @@ async def schedules(request: Request) -> Response:
     async with _db(request).use() as admin:
         found = await admin.schedules()
     return _page(request, "schedules.html", schedules=found)
+
+
+async def limits(request: Request) -> Response:
+    """The queues' fleet-wide limits (its action is "set_limits": clear)."""
+    async with _db(request).use() as admin:
+        found = await admin.limits()
+    return _page(request, "limits.html", limits=found)

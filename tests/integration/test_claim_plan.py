@@ -35,6 +35,7 @@ def test_a_claim_touches_only_the_head_of_each_queue(
         "worker_id": None,
         "now": None,
         "min_priority": -(2**31),
+        "task_id": None,
         **POLICY_PARAMS,
     }
     # Before and after the table's statistics catch up (the planner chose
@@ -62,6 +63,7 @@ CLAIM_DEFAULTS = {
     "worker_id": None,
     "now": None,
     "min_priority": -(2**31),
+    "task_id": None,
     **POLICY_PARAMS,
 }
 

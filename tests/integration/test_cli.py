@@ -166,6 +166,10 @@ COMMANDS = [
     ["workers"],
     ["workers", "list"],
     ["workers", "stop"],
+    ["workers", "broadcast"],
+    ["limits", "list"],
+    ["limits", "set"],
+    ["limits", "clear"],
     ["purge"],
     ["reset"],
 ]
@@ -181,7 +185,7 @@ def test_help_on_every_command() -> None:
         assert "--dsn" in r.stdout and "JOB_MACHINE_DSN" in r.stdout, (command, r.stdout)
     top = results[0].stdout
     names = ["install", "migrate", "worker", "send", "status", "history", "tasks", "queues"]
-    for name in [*names, "schedules", "workers", "purge", "reset", "demo"]:
+    for name in [*names, "schedules", "workers", "limits", "purge", "reset", "demo"]:
         assert re.search(rf"^  {name} ", top, re.MULTILINE), top
     # A group alone prints its help, listing its subcommands.
     tasks_help, queues_help = (r.stdout for r in results[2 : 2 + len(GROUPS)])

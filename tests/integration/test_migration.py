@@ -7,7 +7,8 @@ version 4, and from version 4 (tests/fixtures/create_tables_v4.sql) to
 version 5 (streamed parts), and from version 6
 (tests/fixtures/create_tables_v6.sql) to version 7 (task.trace_context), and
 from version 7 (tests/fixtures/create_tables_v7.sql) to version 8 (the
-housekeeping policy on the task)."""
+housekeeping policy on the task) and version 10 (queue limits, worker
+commands)."""
 
 from __future__ import annotations
 
@@ -493,3 +494,44 @@ def test_install_schema_upgrades_a_v7_database_whose_rows_carry_no_policy(
             (orphan, 0),
         ]
         assert done not in {r[0] for r in rows(c, "SELECT task_id FROM jobmachine.task")}
+
+
+def test_install_schema_upgrades_a_v7_database_with_queue_limits_and_worker_commands(
+    empty_dsn: str, dsn: str
+) -> None:
+    """Version 10's tables (queue_limit, queue_limit_start, worker_command)
+    and functions are added beside a v7 database's tasks, which keep their
+    rows and run as before, now within a limit set on their queue."""
+    fresh_dsn, dsn = dsn, empty_dsn
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(V7_SCHEMA.read_text("utf-8"))
+        assert rows(c, "SELECT max(version) FROM jobmachine.schema_version") == [(7,)]
+        c.execute(
+            "WITH cls AS (INSERT INTO jobmachine.class (name) VALUES ('mig.q') RETURNING class_id)"
+            " INSERT INTO jobmachine.task (class_id, parameters, status)"
+            " SELECT class_id, '{\"n\": 1}', 0 FROM cls UNION ALL"
+            " SELECT class_id, '{\"n\": 2}', 0 FROM cls"
+        )
+        tasks = rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")
+
+        jm.install_schema(dsn)
+
+        assert rows(c, "SELECT max(version) FROM jobmachine.schema_version") == [(SCHEMA_VERSION,)]
+        # Their columns as they were (version 8 adds two after them).
+        got_tasks = rows(c, "SELECT * FROM jobmachine.task ORDER BY task_id")
+        assert [t[: len(tasks[0])] for t in got_tasks] == tasks
+        with psycopg.connect(fresh_dsn, autocommit=True) as f:
+            fresh = catalog(f)
+        got = catalog(c)
+        for part in ("columns", "indexes", "triggers", "functions"):
+            assert got[part] == fresh[part], part
+        before = catalog(c)
+        jm.install_schema(c)
+        assert catalog(c) == before
+
+    with jm.Admin(dsn) as admin, Answer(dsn, queue="mig.q") as w:
+        admin.set_limits("mig.q", concurrency=1)
+        (held,) = w._claim(5)
+        assert w._claim(5) == []
+        w._store.task_done(held.id, held.attempt)
+        assert w.work_once()

@@ -38,6 +38,7 @@ from job_machine._sync.connection import connect as jm_connect
 from tests.integration.test_perl_compat import PERL_FETCH_RESULT, Perl
 from tests.integration.test_perl_compat import run_psql as _run_psql_file
 from tests.support.procs import wait_until
+from tests.support.workers import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES_SQL = ROOT / "sql" / "roles.sql"
@@ -328,11 +329,11 @@ def test_a_bad_prefix_or_an_old_schema_is_refused_and_creates_nothing(
     count = "SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)"
     with psycopg.connect(empty_dsn, autocommit=True) as c:
         try:
-            # No schema, then a version 2 schema: the grants name version 9's columns.
-            with pytest.raises(RaiseException, match="missing or older than version 9"):
+            # No schema, then a version 2 schema: the grants name version 10's tables.
+            with pytest.raises(RaiseException, match="missing or older than version 10"):
                 jm.install_roles(empty_dsn, prefix=roles.prefix)
             c.execute(V2_SCHEMA.read_text("utf-8"))
-            with pytest.raises(RaiseException, match=r"older than version 9 \(found 2\)"):
+            with pytest.raises(RaiseException, match=r"older than version 10 \(found 2\)"):
                 jm.install_roles(c, prefix=roles.prefix)
             assert c.execute("SELECT 1").fetchone() == (1,)  # the connection is usable
             assert one(c, count, list(roles.all)) == 0
@@ -1434,3 +1435,65 @@ def test_a_worker_streams_parts_that_senders_and_readers_read_and_nobody_forges(
         logins.worker, "UPDATE jobmachine.part SET data = '1'", "DELETE FROM jobmachine.part"
     )
     assert one(conn, "SELECT count(*) FROM jobmachine.part WHERE task_id = %s", tid) == 2
+
+
+def test_an_admin_sets_limits_and_broadcasts_that_workers_honour_and_nobody_else_can(
+    logins: Logins, conn: psycopg.Connection[Any]
+) -> None:
+    """Version 10 as the roles: the admin sets a queue's limits (and clears
+    them) and broadcasts commands; a worker claims within them (recording
+    what a rate counts) and takes its commands; neither a worker nor a
+    sender sets limits, broadcasts, or takes another worker's commands."""
+    q = "roles.limits"
+    with jm.Admin(logins.admin) as admin:
+        admin.set_limits(q, concurrency=1, rate=10, per=60)
+        admin.set_limits(q, concurrency=1, rate=10, per=60, per_grouping=True)
+    with jm.Client(logins.sender, queue=q) as client:
+        client.send_many([1, 2])
+    # A dead worker with a command it never took: the reaper's DELETE of
+    # its registration (as the worker role) takes the command with it.
+    gone = one(
+        conn,
+        "INSERT INTO jobmachine.worker (host, pid, queues, seen)"
+        " VALUES ('gone', 1, '{q}', now() - interval '1 hour') RETURNING worker_id",
+    )
+    with jm.Admin(logins.admin) as admin:
+        assert admin.broadcast("note", "never", worker_ids=[gone]) == 1
+    got: list[Any] = []
+    worker = Answer(logins.worker, queue=q, dead_after=1)
+    worker.on_command("note", got.append)
+    with serving(worker, wait_ready=False), jm.Admin(logins.admin) as admin:
+        wait_until(lambda: worker.worker_id is not None, 10, "the worker registered")
+        assert admin.broadcast("note", {"n": 1}) == 2  # the dead one too, until reaped
+        wait_until(lambda: got == [{"n": 1}], 10, "the command taken")
+        wait_until(
+            lambda: one(conn, "SELECT count(*) FROM jobmachine.worker_command") == 0,
+            10,
+            "the dead worker's command gone with it",
+        )
+        wait_until(
+            lambda: one(conn, "SELECT count(*) FROM jobmachine.task WHERE status = 200") == 2,
+            10,
+            "both tasks done",
+        )
+        assert [x.recent for x in admin.limits()] == [2]
+        for who in (logins.worker, logins.sender):
+            with jm.Admin(who) as other:
+                denied(lambda other=other: other.set_limits(q, concurrency=5))  # type: ignore[misc]
+                denied(lambda other=other: other.set_limits(q))  # type: ignore[misc]
+                denied(lambda other=other: other.broadcast("stop"))  # type: ignore[misc]
+        denied_sql(
+            logins.worker,
+            "UPDATE jobmachine.queue_limit SET concurrency = 9",
+            "DELETE FROM jobmachine.queue_limit_start",
+            "DELETE FROM jobmachine.worker_command",
+            "SELECT * FROM jobmachine.queue_limit FOR UPDATE",
+            "INSERT INTO jobmachine.worker_command (worker_id, command) VALUES (1, 'stop')",
+        )
+        denied_sql(
+            logins.sender,
+            "SELECT * FROM jobmachine.queue_limit_room(ARRAY['roles.limits'], NULL)",
+            "SELECT * FROM jobmachine.worker_commands_take(1)",
+        )
+        admin.set_limits(q)
+        assert admin.limits() == []

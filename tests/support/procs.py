@@ -4,7 +4,7 @@ Child side (run as ``python -m tests.support.procs ...`` from the repository roo
 
     python -m tests.support.procs worker --dsn DSN --queue Q [--kind sync|async]
         [--timeout S] [--max-runtime S] [--dead-after S] [--shutdown-grace S]
-        [--sleep S] [--barrier N] [--concurrency N] [--no-reply]
+        [--sleep S] [--barrier N] [--concurrency N] [--no-reply] [--record-end]
         [--retries N] [--remove-after DAYS] [--orphan-after S]
         [--housekeeping-interval S]
     python -m tests.support.procs client --dsn DSN --queue Q --first SEQ --count N
@@ -68,11 +68,17 @@ CREATE TABLE processed (
     seq         int,
     attempt     int,
     pid         int NOT NULL,
-    started_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+    started_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- With --record-end: when process() was about to answer.
+    ended_at    timestamptz
 );
 """
 
 _RECORD_SQL = "INSERT INTO processed (task_id, seq, attempt, pid) VALUES (%s, %s, %s, %s)"
+_ENDED_SQL = (
+    "UPDATE processed SET ended_at = clock_timestamp()"
+    " WHERE task_id = %s AND attempt = %s AND pid = %s"
+)
 _STARTED_SQL = "INSERT INTO worker_started (pid) VALUES (%s)"
 _COUNT_STARTED_SQL = "SELECT count(*) FROM worker_started"
 
@@ -115,6 +121,8 @@ class RecordingWorker(jm.Worker):
     barrier: int = 0
     #: False: return without a reply (the worker marks the task done).
     answer: bool = True
+    #: Record when process() ends too (processed.ended_at).
+    record_end: bool = False
 
     def startup(self) -> None:
         self.rec = psycopg.connect(self.record_dsn, autocommit=True, application_name=RECORD_APP)
@@ -140,6 +148,8 @@ class RecordingWorker(jm.Worker):
         if sleep:
             logging.info("task %d: sleeping %.1f s", task.id, sleep)
             time.sleep(sleep)
+        if self.record_end:
+            self.rec.execute(_ENDED_SQL, (task.id, task.attempt, os.getpid()))
         if self.answer:
             self.reply(expected_reply(seq) if seq is not None else None)
 
@@ -171,6 +181,8 @@ class AsyncRecordingWorker(jm.AsyncWorker):
     barrier: int = 0
     #: False: return without a reply (the worker marks the task done).
     answer: bool = True
+    #: Record when process() ends too (processed.ended_at).
+    record_end: bool = False
 
     async def startup(self) -> None:
         self.rec = await psycopg.AsyncConnection.connect(
@@ -199,6 +211,8 @@ class AsyncRecordingWorker(jm.AsyncWorker):
         if sleep:
             logging.info("task %d: sleeping %.1f s", task.id, sleep)
             await asyncio.sleep(sleep)
+        if self.record_end:
+            await self.rec.execute(_ENDED_SQL, (task.id, task.attempt, os.getpid()))
         if self.answer:
             await self.reply(expected_reply(seq) if seq is not None else None)
 
@@ -234,6 +248,7 @@ def run_worker(args: argparse.Namespace) -> int:
         "barrier": args.barrier,
         "concurrency": args.concurrency,
         "answer": not args.no_reply,
+        "record_end": args.record_end,
     }
     for name in ("retries", "remove_after", "orphan_after", "housekeeping_interval"):
         if getattr(args, name) is not None:
@@ -283,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--barrier", type=int, default=0)
     w.add_argument("--concurrency", type=int, default=1)
     w.add_argument("--no-reply", action="store_true", help="return without replying")
+    w.add_argument("--record-end", action="store_true", help="record when process() ends")
     w.add_argument("--retries", type=int, default=None)
     w.add_argument("--remove-after", type=float, default=None, help="days")
     w.add_argument("--orphan-after", type=float, default=None)
@@ -408,6 +424,7 @@ def start_worker(
     remove_after: float | None = None,
     orphan_after: float | None = None,
     housekeeping_interval: float | None = None,
+    record_end: bool = False,
 ) -> Child:
     """Start a recording worker; the settings not given are the worker's
     defaults (``remove_after`` in days)."""
@@ -416,6 +433,8 @@ def start_worker(
     args += ["--shutdown-grace", str(shutdown_grace), "--concurrency", str(concurrency)]
     if not reply:
         args.append("--no-reply")
+    if record_end:
+        args.append("--record-end")
     if max_runtime is not None:
         args += ["--max-runtime", str(max_runtime)]
     for option, value in (
