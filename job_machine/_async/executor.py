@@ -150,6 +150,43 @@ class AsyncExecutor:
             self._on_stopped(task, reason)
         return True
 
+    async def hand_back(self, store: AsyncStore, reason: Exception) -> int:
+        """Stop every attempt whose process() runs here and hand its task
+        back at once through ``store``: waiting again, due now, with
+        ``reason`` as the attempt's error (failed when it has used its
+        attempts). What the attempt writes afterwards is refused. How many
+        were handed back."""
+        handed = 0
+        for task in list(self._running.values()):
+            if not task.stop.stop(reason):
+                continue  # it ended (or was stopped) meanwhile
+            error = {"type": type(reason).__qualname__, "message": str(reason)}
+            text = _codec.encode(error | {"attempt": task.attempt}, "error")
+            try:
+                status = await store.task_fail_attempt(
+                    task.id, task.attempt, text, self._retries(), 0.0
+                )
+            except (ConnectionFailed, StatementFailed) as ex:
+                # The worker's deregistration hands it back instead.
+                logger.warning(
+                    "task %d: could not hand it back now (%s)",
+                    task.id,
+                    _first_line(ex),
+                    extra=task_extra(task),
+                )
+                continue
+            if status is not None:
+                handed += 1
+                logger.warning(
+                    "task %d attempt %d: %s; handed back (%s)",
+                    task.id,
+                    task.attempt,
+                    reason,
+                    "failed" if status == Status.FAILED else "waiting again",
+                    extra=task_extra(task),
+                )
+        return handed
+
     def current_id(self) -> int | None:
         """The id of the task being processed here, if any."""
         in_hand = self._in_hand.get()
@@ -269,6 +306,17 @@ class AsyncExecutor:
                     task.id,
                     task.attempt,
                     type(task.stop.reason).__name__,
+                    extra=task_extra(task),
+                )
+            elif in_hand.answered:
+                # Answered, then raised: the answer stands, whether it was
+                # written at once or queued for the group's commit (which
+                # must not also get an error end for the same attempt).
+                logger.warning(
+                    "task %d attempt %d raised %r after it was answered; the answer stands",
+                    task.id,
+                    task.attempt,
+                    ex,
                     extra=task_extra(task),
                 )
             else:
