@@ -193,11 +193,19 @@ class AsyncExecutor:
         return None if in_hand is None else in_hand.task.id
 
     def _unanswered(self) -> Task:
-        """The task in hand, which must not have been answered yet."""
+        """The task in hand, which must not have been answered yet, nor
+        stopped (its attempt is ended in the database already)."""
         in_hand = self._in_hand.get()
         if in_hand is not None and in_hand.answered:
             raise TaskNotHeld(f"task {in_hand.task.id} is answered already")
-        return self.current()
+        task = self.current()
+        stopped = task.stop.reason
+        if stopped is not None:
+            raise TaskNotHeld(
+                f"task {task.id} attempt {task.attempt} was stopped "
+                f"({type(stopped).__name__}): it is no longer held by this worker"
+            )
+        return task
 
     async def finish(self, data: Any, notify: bool) -> None:
         """Store ``data`` as the answer of the task in hand and mark it done

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 import job_machine as jm
+from job_machine.task import TaskEnd
 from tests.procs import (
     expected_reply,
     kill_all,
@@ -238,6 +239,16 @@ def test_reply_then_raise_ends_done_with_the_reply_batched_or_not(
 
     w = ReplyThenRaise(dsn, queue=QUEUE, prefetch=prefetch, prefetch_seconds=5)
     w._producer.budget.avg_runtime = 0.001
+    # What each group statement was given (the database's own join of two
+    # ends of one task to its row picks one at random, though often the first).
+    groups: list[list[tuple[int, int, str]]] = []
+    write = w._store.task_complete_many
+
+    def recording(ends: list[TaskEnd], retries: int) -> dict[int, jm.Status]:
+        groups.append([(e.task_id, e.attempt, e.kind) for e in ends])
+        return write(ends, retries)
+
+    w._store.task_complete_many = recording  # type: ignore[method-assign]
     with jm.Client(dsn, queue=QUEUE) as sender:
         tids = [sender.send(n, attempts=1) for n in range(20)]
     with serving(w):
@@ -252,3 +263,8 @@ def test_reply_then_raise_ends_done_with_the_reply_batched_or_not(
         (tids,),
     ).fetchone()
     assert errors == (0,)
+    if prefetch > 1:
+        assert sum(len(g) for g in groups) >= 10, groups  # answers were grouped
+    for group in groups:  # one end per attempt: the reply, no error beside it
+        assert len({(tid, attempt) for tid, attempt, _ in group}) == len(group), group
+        assert {kind for _, _, kind in group} == {"reply"}, group
