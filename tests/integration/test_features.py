@@ -29,6 +29,7 @@ import pytest
 from psycopg import sql
 
 import job_machine as jm
+from tests.procs import wait_until
 from tests.workers import Base, serving
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -1198,7 +1199,12 @@ def test_a_busy_pattern_worker_finds_a_queue_created_silently_within_its_timeout
     with serving(w):
         feeder.start()
         try:
-            time.sleep(1.5)  # the stream has begun: notifications keep coming
+            # The stream has gone on for longer than the timeout.
+            wait_until(
+                lambda: sum(t.queue == "gl.busy" for t in w.seen) >= 6,
+                10,
+                "the worker busy with the stream",
+            )
             perl = Perl(dsn)
             try:
                 tid = perl.send("gl.new", {"data": "from perl"})
