@@ -239,8 +239,10 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         #: At concurrency 1, the side loop's connection (opened when first
         #: needed): it writes while process() may hold the worker's own.
         self._side: AsyncStore | None = None
-        #: Wakes the side loop (a group's first end, a stop).
+        #: Wakes the side loop (a group's first end, a stop); the lock keeps
+        #: stop() from writing to it while it is closed.
         self._side_poke: Waker | None = None
+        self._side_lock = threading.Lock()
         self.listen_dsn = listen_dsn
         #: This worker's id in jobmachine.worker while :meth:`receive` runs.
         self.worker_id: int | None = None
@@ -518,9 +520,10 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             stop.wake()
             await ajoin_all([reader])
             self._completer.on_group = None
-            self._side_poke = None
+            with self._side_lock:
+                self._side_poke = None
+                poke.close()
             stop.close()
-            poke.close()
             side, self._side = self._side, None
             if side is not None:
                 await side.connector.close()
@@ -623,8 +626,14 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         if self._stop_since is None:
             self._stop_since = time.monotonic()
         self._request_stop()
-        if not self._shutdown.begin_grace(self.shutdown_grace) and self._side_poke is not None:
-            self._side_poke.wake()  # it keeps the grace
+        if not self._shutdown.begin_grace(self.shutdown_grace) and self._side_lock.acquire(
+            blocking=False  # busy: the side loop is being closed
+        ):
+            try:
+                if self._side_poke is not None:
+                    self._side_poke.wake()  # it keeps the grace
+            finally:
+                self._side_lock.release()
 
     def _request_stop(self) -> None:
         """Stop claiming; return after the task in hand (safe from a signal handler)."""

@@ -76,6 +76,10 @@ class Completer:
         self._since = 0.0
         #: Ends taken by :meth:`flush_aged` and not written yet.
         self._in_flight: list[TaskEnd] = []
+        #: :meth:`flush_aged`'s own backoff after a failed write, and when
+        #: it may try again.
+        self._aged_backoff = Backoff(reconnect_backoff.base, reconnect_backoff.cap)
+        self._aged_retry_at = 0.0
         #: Whether ends are collected (True) or written at once by their caller.
         self.collecting = False
         #: Called (in the caller's thread) when a group's first end is
@@ -109,12 +113,14 @@ class Completer:
             return [e.task_id for e in self._pending + self._in_flight]
 
     def due_in(self) -> float | None:
-        """Seconds until the oldest collected end has waited :attr:`max_age`
-        (0 or less: it has), or None when none is collected."""
+        """Seconds until :meth:`flush_aged` has something to write: the
+        oldest collected end has waited :attr:`max_age` (and a failed try's
+        backoff is over); 0 or less: now. None when none is collected."""
         with self._lock:
             if not self._pending:
                 return None
-            return self._since + self.max_age - time.monotonic()
+            due = max(self._since + self.max_age, self._aged_retry_at)
+            return due - time.monotonic()
 
     def aged(self, now: float | None = None) -> bool:
         """Whether the oldest collected end has waited :attr:`max_age`."""
@@ -151,22 +157,33 @@ class Completer:
         :attr:`max_age`: one try (from the worker's side loop, while a task
         runs). Ends that could not be written are collected again, for the
         serving loop's own write with its retries."""
+        now = time.monotonic()
         with self._lock:
-            if not self._pending or time.monotonic() - self._since < self.max_age:
+            if not self._pending or now - self._since < self.max_age or now < self._aged_retry_at:
                 return
             ends, since, self._pending = self._pending, self._since, []
             self._in_flight = ends
         try:
             written = store.task_complete_many(ends, self._retries())
         except (ConnectionFailed, StatementFailed) as ex:
+            delay = self._aged_backoff.next()
             with self._lock:
                 self._pending[:0] = ends
                 self._since = since
                 self._in_flight = []
-            logger.info("%d task(s): storing how they ended failed (%s); later", len(ends), ex)
+                self._aged_retry_at = time.monotonic() + delay
+            text = str(ex).strip()
+            logger.warning(
+                "%d task(s): could not store how they ended (%s); trying again within %.1f s",
+                len(ends),
+                text.splitlines()[0] if text else type(ex).__name__,
+                delay,
+            )
             return
+        self._aged_backoff.reset()
         with self._lock:
             self._in_flight = []
+            self._aged_retry_at = 0.0
         self._report(ends, written)
 
     def write(self, ends: list[TaskEnd]) -> dict[int, Status]:
