@@ -172,13 +172,7 @@ class Completer:
                 self._since = since
                 self._in_flight = []
                 self._aged_retry_at = time.monotonic() + delay
-            text = str(ex).strip()
-            logger.warning(
-                "%d task(s): could not store how they ended (%s); trying again within %.1f s",
-                len(ends),
-                text.splitlines()[0] if text else type(ex).__name__,
-                delay,
-            )
+            _log_retry(len(ends), ex, delay)
             return
         self._aged_backoff.reset()
         with self._lock:
@@ -200,13 +194,7 @@ class Completer:
                 if isinstance(ex, ConnectionFailed) and not self._can_reconnect():
                     raise
                 delay = self._backoff.next()
-                text = str(ex).strip()
-                logger.warning(
-                    "%d task(s): could not store how they ended (%s); trying again in %.1f s",
-                    len(ends),
-                    text.splitlines()[0] if text else type(ex).__name__,
-                    delay,
-                )
+                _log_retry(len(ends), ex, delay)
                 self._pause(delay)
         self._backoff.reset()
         self._report(ends, written)
@@ -227,6 +215,16 @@ class Completer:
                 )
             elif end.kind == ERROR:
                 _log_failure(end, status)
+
+
+def _log_retry(n: int, ex: Exception, delay: float) -> None:
+    text = str(ex).strip()
+    logger.warning(
+        "%d task(s): could not store how they ended (%s); trying again in %.1f s",
+        n,
+        text.splitlines()[0] if text else type(ex).__name__,
+        delay,
+    )
 
 
 def _log_failure(end: TaskEnd, status: Status) -> None:
