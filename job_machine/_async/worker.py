@@ -243,6 +243,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         #: stop() from writing to it while it is closed.
         self._side_poke: Waker | None = None
         self._side_lock = threading.Lock()
+        #: When the side loop wakes next by itself.
+        self._side_wakes_at = 0.0
         self.listen_dsn = listen_dsn
         #: This worker's id in jobmachine.worker while :meth:`receive` runs.
         self.worker_id: int | None = None
@@ -512,7 +514,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             return
         stop, poke = Waker(), Waker()
         self._side_poke = poke
-        self._completer.on_group = poke.wake
+        self._completer.on_group = partial(self._group_begun, poke)
         reader = aspawn(partial(self._read_while_busy, stop, poke), lambda: None)
         try:
             yield
@@ -527,6 +529,13 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             side, self._side = self._side, None
             if side is not None:
                 await side.connector.close()
+
+    def _group_begun(self, poke: Waker) -> None:
+        """A group's first end was collected: make sure the side loop looks
+        at it within prefetch_seconds (while a batch runs it wakes that
+        often by itself, so a drain of short tasks costs no wake-up each)."""
+        if self._side_wakes_at > time.monotonic() + self.prefetch_seconds:
+            poke.wake()
 
     def _side_store(self) -> AsyncStore:
         """Where the side loop writes: a pool hands it a connection of its
@@ -544,13 +553,17 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         handed_back = False
         while True:
             wait = _READ_WHILE_BUSY
+            if self._completer.collecting:
+                wait = min(wait, self.prefetch_seconds)  # a group may begin meanwhile
             due = self._completer.due_in()
             if due is not None:
                 wait = min(wait, due)
             grace = None if handed_back else self._grace_left()
             if grace is not None:
                 wait = min(wait, grace)
-            ready = await aselect_readable([stop.fd, poke.fd], max(0.001, wait))
+            wait = max(0.001, wait)
+            self._side_wakes_at = time.monotonic() + wait
+            ready = await aselect_readable([stop.fd, poke.fd], wait)
             if stop.fd in ready:
                 return
             if poke.fd in ready:
