@@ -44,6 +44,7 @@ from .errors import (
     TransactionConflict,
     UnknownTask,
     WaitTimeout,
+    WorkerStopped,
 )
 from .task import (
     HourStats,
@@ -122,6 +123,7 @@ __all__ = [
     "WaitTimeout",
     "Worker",
     "WorkerInfo",
+    "WorkerStopped",
     "__version__",
     "ainstall_roles",
     "ainstall_schema",

@@ -278,15 +278,27 @@ def aspawn(fn: Callable[[], Coroutine[Any, Any, None]], done: Callable[[], None]
     return task
 
 
-def join_all(handles: Sequence[Handle]) -> None:
-    """Wait until every spawned thread has finished."""
+def join_all(handles: Sequence[Handle], timeout: float | None = None) -> bool:
+    """Wait until every spawned thread has finished (True), or ``timeout``
+    seconds have passed (False)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     for thread in handles:
-        thread.join()
+        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if not thread._finished.is_set():
+            return False
+    return True
 
 
-async def ajoin_all(handles: Sequence[AHandle]) -> None:
-    """Wait until every spawned task has finished."""
-    await asyncio.gather(*handles, return_exceptions=True)
+async def ajoin_all(handles: Sequence[AHandle], timeout: float | None = None) -> bool:
+    """Wait until every spawned task has finished (True), or ``timeout``
+    seconds have passed (False)."""
+    if timeout is None:
+        await asyncio.gather(*handles, return_exceptions=True)
+        return True
+    if not handles:
+        return True
+    _, pending = await asyncio.wait(handles, timeout=timeout)
+    return not pending
 
 
 def run_stoppable(fn: Callable[[], None], stop: StopFlag) -> None:

@@ -8,6 +8,9 @@ hand) and starts a timer of ``grace`` seconds. A second signal, or the
 timer's end (which sends the first signal again to the main thread), raises
 ``SystemExit(128 + signal)`` there: the worker leaves at once, exiting as a
 shell reports death by that signal, and hands the unfinished task back.
+:meth:`GracefulShutdown.begin_grace` starts the same grace for a stop asked
+otherwise (``stop()``, the ``stop`` command) while the handlers are
+installed; without them the worker keeps the grace itself.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ class GracefulShutdown:
         self.signals_seen = 0
         #: Whether the grace period ran out (the second "signal" is the timer's).
         self.grace_expired = False
+        #: Whether the handlers are installed (receive() on the main thread).
+        self.installed = False
 
     def install(self, grace: float, enabled: bool = True) -> Callable[[], None]:
         """Handle SIGTERM/SIGINT with ``grace`` seconds for the task in hand;
@@ -49,6 +54,7 @@ class GracefulShutdown:
         if not enabled or threading.current_thread() is not threading.main_thread():
             return lambda: None
         previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+        self.installed = True
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             self.signals_seen += 1
@@ -75,10 +81,27 @@ class GracefulShutdown:
             signal.signal(sig, on_signal)
 
         def restore() -> None:
+            self.installed = False
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
         return restore
+
+    def begin_grace(self, grace: float) -> bool:
+        """A stop asked otherwise than by a signal (``stop()`` from another
+        thread, the ``stop`` command): start the grace as the first SIGTERM
+        does, whose end raises ``SystemExit(143)`` in the main thread. False
+        when the handlers are not installed (the worker keeps the grace
+        itself); a grace already running is left as it is."""
+        with self._lock:
+            if not self.installed:
+                return False
+            if self.signals_seen or self._timer is not None:
+                return True
+            self.signals_seen = 1
+        logger.info("finishing the task in hand (up to %.0f s), then stopping", grace)
+        self._start_timer(signal.SIGTERM, grace)
+        return True
 
     def _start_timer(self, signum: int, grace: float) -> None:
         main = threading.main_thread().ident

@@ -110,6 +110,17 @@ class TimeLimitExceeded(JobMachineError):
     __module__ = "job_machine"
 
 
+class WorkerStopped(JobMachineError):
+    """The worker was stopped (:meth:`Worker.stop`, ``Admin.stop_workers``,
+    a signal) and the attempt did not finish within its ``shutdown_grace``:
+    the worker stops it (the async worker cancels its coroutine; in a
+    thread, ``task.check_cancelled()`` raises it) and hands the task back,
+    waiting again with this error (failed when it has used its attempts).
+    What the attempt writes afterwards is refused."""
+
+    __module__ = "job_machine"
+
+
 class Cancelled(JobMachineError):
     """The task was cancelled while it ran (:meth:`Admin.cancel`): the
     worker stops the attempt (the async worker cancels its coroutine; in a

@@ -438,10 +438,14 @@ SELECT held.task_id, pg_notify('jmr:' || held.task_id::text, 'failed')
 
 -- name: task_answer
 -- What a client needs to answer check()/receive(): the status, the newest
--- reply (any result that is not an error) and the newest error.
+-- reply (any result that is not an error) and the newest error. A task
+-- sent again (admin_retry, or a claim given back uncounted) counts only the
+-- replies of its current run: those stored since its current attempt
+-- started (none while it waits); the earlier ones stay for the record.
 SELECT t.status,
        (SELECT r.result FROM jobmachine.result r
          WHERE r.task_id = t.task_id AND r.resulttype IS DISTINCT FROM 'error'
+           AND (t.uncounted_attempts = 0 OR r.created >= t.started)
          ORDER BY r.result_id DESC LIMIT 1) AS reply,
        (SELECT r.result FROM jobmachine.result r
          WHERE r.task_id = t.task_id AND r.resulttype = 'error'
@@ -455,6 +459,7 @@ SELECT t.status,
 SELECT t.task_id, t.status,
        (SELECT r.result FROM jobmachine.result r
          WHERE r.task_id = t.task_id AND r.resulttype IS DISTINCT FROM 'error'
+           AND (t.uncounted_attempts = 0 OR r.created >= t.started)
          ORDER BY r.result_id DESC LIMIT 1) AS reply,
        (SELECT r.result FROM jobmachine.result r
          WHERE r.task_id = t.task_id AND r.resulttype = 'error'
@@ -463,11 +468,13 @@ SELECT t.task_id, t.status,
  WHERE t.task_id = ANY(%(task_ids)s::bigint[])
 
 -- name: task_answered
--- check(): has the task got a reply, or has it finished (done or failed)?
+-- check(): has the task got a reply (of its current run: see task_answer),
+-- or has it finished (done or failed)?
 -- NULL (no row) when there is no such task.
 SELECT t.status IN (200, 900)
        OR EXISTS (SELECT 1 FROM jobmachine.result r
-                   WHERE r.task_id = t.task_id AND r.resulttype IS DISTINCT FROM 'error') AS answered
+                   WHERE r.task_id = t.task_id AND r.resulttype IS DISTINCT FROM 'error'
+                     AND (t.uncounted_attempts = 0 OR r.created >= t.started)) AS answered
   FROM jobmachine.task t
  WHERE t.task_id = %(task_id)s
 
@@ -1367,6 +1374,7 @@ RETURNING task_id, pg_notify('jmr:' || task_id::text, 'part')
 SELECT t.status, t.attempts,
        (SELECT r.result FROM jobmachine.result r
          WHERE r.task_id = t.task_id AND r.resulttype IS DISTINCT FROM 'error'
+           AND (t.uncounted_attempts = 0 OR r.created >= t.started)
          ORDER BY r.result_id DESC LIMIT 1) AS reply,
        (SELECT r.result FROM jobmachine.result r
          WHERE r.task_id = t.task_id AND r.resulttype = 'error'

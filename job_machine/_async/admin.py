@@ -213,7 +213,10 @@ class AsyncAdmin(AsyncConnectorOwner):
         (numbered on from the earlier ones: the attempt count is the
         fencing token, so a late answer of an earlier attempt is refused),
         optionally to another queue or with another priority. A task whose
-        parents are not all done is blocked again until they are.
+        parents are not all done is blocked again until they are. Its
+        earlier replies stay (``task_info().results``) but no longer answer
+        it: ``check()`` is False and ``wait()`` waits until the new run
+        answers.
 
         :raises UnknownTask: there is no such task.
         :raises ValueError: the task is waiting, blocked or running; another

@@ -56,8 +56,9 @@ class AsyncSlots:
         with self._lock:
             self.running[task_id] = aspawn(in_slot, finished)
 
-    async def join(self) -> None:
-        """Wait until every task running now has ended."""
+    async def join(self, timeout: float | None = None) -> bool:
+        """Wait until every task running now has ended (True), or ``timeout``
+        seconds have passed (False)."""
         with self._lock:
             handles = list(self.running.values())
-        await ajoin_all(handles)
+        return await ajoin_all(handles, timeout)

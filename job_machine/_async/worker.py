@@ -36,6 +36,7 @@ from ..errors import (
     Retry,
     StatementFailed,
     TaskNotHeld,
+    WorkerStopped,
 )
 from ..liveness import CLIENT_KEEPALIVES, Liveness
 from ..logging import task_extra
@@ -220,6 +221,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             if value is not None:
                 setattr(self, name, WorkerConfig.check(name, value))
         kwargs = CLIENT_KEEPALIVES | (connect_kwargs or {})
+        self._connect_kwargs = kwargs
         #: The pool the worker makes for itself to run several tasks at once.
         self._own_pool: AsyncConnectionPool | None = None
         if dsn and self.concurrency > 1:
@@ -235,13 +237,24 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             dsn, pool = None, self._own_pool
         self._connector = AsyncConnector(dsn=dsn, conn=conn, pool=pool, connect_kwargs=kwargs)
         self._store = AsyncStore(self._connector)
+        #: At concurrency 1, the side loop's connection (opened when first
+        #: needed): it writes while process() may hold the worker's own.
+        self._side: AsyncStore | None = None
+        #: Wakes the side loop (a group's first end, a stop); the lock keeps
+        #: stop() from writing to it while it is closed.
+        self._side_poke: Waker | None = None
+        self._side_lock = threading.Lock()
+        #: When the side loop wakes next by itself.
+        self._side_wakes_at = 0.0
         self.listen_dsn = listen_dsn
         #: This worker's id in jobmachine.worker while :meth:`receive` runs.
         self.worker_id: int | None = None
         self._liveness: Liveness | None = None
         self._waker: Waker | None = None
         #: The shutdown room: stop signals and the grace timer.
-        self._shutdown = GracefulShutdown(self.stop)
+        self._shutdown = GracefulShutdown(self._request_stop)
+        #: When stop() was first asked during this receive(): the grace's start.
+        self._stop_since: float | None = None
         self._listener: AsyncListener | None = None
         #: Tasks running concurrently (concurrency > 1), by task id.
         self._slots = AsyncSlots()
@@ -389,6 +402,13 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         gives the task in hand :attr:`shutdown_grace` seconds; a second
         signal, or the end of the grace period, exits at once (SystemExit,
         code 128 + the signal) and the unfinished task goes back to waiting.
+        :meth:`stop` and the ``stop`` command (``Admin.stop_workers``) start
+        the same grace: with the signal handlers installed its end exits as
+        SIGTERM's does (code 143); otherwise (a worker off the main thread)
+        the worker stops the attempts still running and hands their tasks
+        back, waiting again with a :class:`~job_machine.WorkerStopped`
+        error, and returns once their process() has returned (the async
+        worker cancels it; a thread sees ``task.cancelled``).
         """
         self._waker = Waker()
         self._slotted = self.concurrency > 1
@@ -424,7 +444,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                     self._started = True
                 await self._serve_reconnecting()
                 # A graceful stop: let the tasks in hand finish.
-                await self._slots.join()
+                await self._join_within_grace()
                 await self._completer.flush()
         finally:
             self._shutdown.cancel_timer()
@@ -446,6 +466,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             self._waker.close()
             self._waker = None
             self._stopping = False  # a later receive() serves again
+            self._stop_since = None
 
     async def _serve_reconnecting(self) -> None:
         backoff = Backoff(self.reconnect_backoff, self.reconnect_backoff_cap)
@@ -477,29 +498,104 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
 
     @asynccontextmanager
     async def _reading_while_busy(self) -> AsyncIterator[None]:
-        """For the block: at concurrency 1, while one task runs longer than
-        a second, read the listening connection every second (in a thread of
-        its own, or an asyncio task under asyncio), so its
-        backend never blocks on a full socket, holding the cluster's NOTIFY
-        queue tail, however long process() takes. At concurrency > 1 the
-        serving loop waits on the listener while tasks run."""
+        """For the block, at concurrency 1, a side loop (a thread of its own,
+        or an asyncio task under asyncio) that looks after the worker while
+        one task runs, since the serving loop cannot:
+
+        - it reads the listening connection every second while a task runs
+          longer than that, so its backend never blocks on a full socket,
+          holding the cluster's NOTIFY queue tail, however long process()
+          takes;
+        - it writes the ends of a group's earlier tasks once the oldest has
+          waited ``prefetch_seconds``, however long the task running now
+          takes;
+        - past the grace of a :meth:`stop` (kept by the worker: no signal
+          handlers), it stops the task in hand and hands it back.
+
+        Its writes go through a connection of its own (opened when first
+        needed, closed at the end), never the worker's: that one may be in a
+        transaction of process() (psycopg's connection lock only keeps
+        statements from interleaving, not a statement from landing inside
+        another's transaction). At concurrency > 1 the serving loop does all
+        this itself (it waits on the listener while tasks run, for at most
+        ``prefetch_seconds`` while ends are pending)."""
         if self._slotted:
             yield
             return
-        stop = Waker()
-        reader = aspawn(partial(self._read_while_busy, stop), lambda: None)
+        stop, poke = Waker(), Waker()
+        self._side_poke = poke
+        self._completer.on_group = partial(self._group_begun, poke)
+        reader = aspawn(partial(self._read_while_busy, stop, poke), lambda: None)
         try:
             yield
         finally:
             stop.wake()
             await ajoin_all([reader])
+            self._completer.on_group = None
+            with self._side_lock:
+                self._side_poke = None
+                poke.close()
             stop.close()
+            side, self._side = self._side, None
+            if side is not None:
+                await side.connector.close()
 
-    async def _read_while_busy(self, stop: Waker) -> None:
-        while stop.fd not in await aselect_readable([stop.fd], _READ_WHILE_BUSY):
-            since, listener = self._busy_since, self._listener
-            if since is None or listener is None or time.monotonic() - since < _READ_WHILE_BUSY:
+    def _group_begun(self, poke: Waker) -> None:
+        """A group's first end was collected: make sure the side loop looks
+        at it within prefetch_seconds (while a batch runs it wakes that
+        often by itself, so a drain of short tasks costs no wake-up each)."""
+        if self._side_wakes_at > time.monotonic() + self.prefetch_seconds:
+            poke.wake()
+
+    def _side_store(self) -> AsyncStore:
+        """Where the side loop writes: a pool hands it a connection of its
+        own; otherwise a connection of its own, like the worker's."""
+        if self._connector.pool is not None:
+            return self._store
+        if self._side is None:
+            self._side = AsyncStore(
+                AsyncConnector(dsn=self._connector.conninfo, connect_kwargs=self._connect_kwargs)
+            )
+        return self._side
+
+    async def _read_while_busy(self, stop: Waker, poke: Waker) -> None:
+        read = time.monotonic()
+        handed_back = False
+        while True:
+            wait = _READ_WHILE_BUSY
+            if self._completer.collecting:
+                wait = min(wait, self.prefetch_seconds)  # a group may begin meanwhile
+            due = self._completer.due_in()
+            if due is not None:
+                wait = min(wait, due)
+            grace = None if handed_back else self._grace_left()
+            if grace is not None:
+                wait = min(wait, grace)
+            wait = max(0.001, wait)
+            self._side_wakes_at = time.monotonic() + wait
+            ready = await aselect_readable([stop.fd, poke.fd], wait)
+            if stop.fd in ready:
+                return
+            if poke.fd in ready:
+                poke.clear()
+            try:
+                if self._completer.aged():
+                    await self._completer.flush_aged(self._side_store())
+                grace = None if handed_back else self._grace_left()
+                if grace is not None and grace <= 0:
+                    handed_back = True
+                    await self._hand_back_running(self._side_store())
+            except Exception as ex:  # logged; the serving loop writes what is left
+                logger.warning("worker %s: %s", self.worker_id, first_line(ex))
+            since, listener, now = self._busy_since, self._listener, time.monotonic()
+            if (
+                since is None
+                or listener is None
+                or now - since < _READ_WHILE_BUSY
+                or now - read < _READ_WHILE_BUSY
+            ):
                 continue
+            read = now
             try:
                 await listener.read_meanwhile()
             except Exception as ex:  # the serving loop finds a broken connection itself
@@ -525,6 +621,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                 await self._pause(delay)
 
     async def _serve(self, listener: AsyncListener, backoff: Backoff | None = None) -> None:
+        looked = time.monotonic()
         while self._running():
             await self._drain()
             if backoff is not None:
@@ -532,21 +629,69 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             if not self._running():
                 break
             heard = await listener.wait(await self._next_wait())
-            if heard is None:
-                # Nothing heard for a while: prove the listening connection
-                # still works (a half-open one raises here), then look again
-                # (at the queues too: a Perl sender creates them silently).
+            now = time.monotonic()
+            if heard is None or now - looked >= self.timeout:
+                # Nothing heard for a while, or a steady stream of
+                # notifications for `timeout` seconds: prove the listening
+                # connection still works (a half-open one raises here), then
+                # look again (at the queues too: a Perl sender creates them
+                # silently). At least every `timeout`, however busy.
+                looked = now
                 await listener.ping()
                 await self._subscribe(listener)
             elif self._patterns and any(n.channel == NEW_QUEUE_CHANNEL for n in heard):
                 await self._subscribe(listener)
 
     def stop(self) -> None:
-        """Ask :meth:`receive` to return after the task in hand. Safe from any
-        thread and from signal handlers."""
+        """Ask :meth:`receive` to return after the task in hand, which gets
+        :attr:`shutdown_grace` seconds to finish (as on SIGTERM: see
+        :meth:`receive`). Safe from any thread."""
+        if self._stop_since is None:
+            self._stop_since = time.monotonic()
+        self._request_stop()
+        if not self._shutdown.begin_grace(self.shutdown_grace) and self._side_lock.acquire(
+            blocking=False  # busy: the side loop is being closed
+        ):
+            try:
+                if self._side_poke is not None:
+                    self._side_poke.wake()  # it keeps the grace
+            finally:
+                self._side_lock.release()
+
+    def _request_stop(self) -> None:
+        """Stop claiming; return after the task in hand (safe from a signal handler)."""
         self._stopping = True
         if self._waker is not None:
             self._waker.wake()
+
+    def _grace_left(self) -> float | None:
+        """Seconds of the grace the worker keeps itself (a stop() without
+        the signal handlers) left for the tasks in hand, or None when none runs."""
+        since = self._stop_since
+        if since is None or not self._stopping or self._shutdown.installed:
+            return None
+        return since + self.shutdown_grace - time.monotonic()
+
+    async def _hand_back_running(self, store: AsyncStore) -> None:
+        """The grace is over: stop the attempts still running, hand their tasks back."""
+        await self._executor.hand_back(
+            store,
+            WorkerStopped(
+                f"worker {self.worker_id} was stopped and the attempt did not finish "
+                f"within its shutdown_grace ({self.shutdown_grace:g} s)"
+            ),
+        )
+
+    async def _join_within_grace(self) -> None:
+        """Wait for the tasks running in slots; past the grace (kept by the
+        worker), hand back those still running and wait a little more."""
+        left = self._grace_left()
+        if left is None or not self._slots:
+            await self._slots.join()
+            return
+        if not await self._slots.join(max(0.0, left)):
+            await self._hand_back_running(self._store)
+            await self._slots.join(_READ_WHILE_BUSY)
 
     async def work_once(self, task_id: int | None = None) -> bool:
         """Claim and process one waiting task, if there is one; True if there was.

@@ -18,7 +18,12 @@ What that means for the promises (docs/worker.md has the user's version):
 - ``reply()`` returns once the answer is committed, or, while tasks are in
   hand, once it is queued for the group's commit, which comes before the
   worker claims again and at most ``prefetch_seconds`` after the group's
-  first end was queued.
+  first end was queued. At concurrency 1 the serving loop cannot write
+  while the next task of the group runs, so a side loop of the worker
+  writes the group once it has aged (:meth:`flush_aged`), on a connection
+  of its own: the worker's connection may be in a transaction of
+  ``process()`` (a ``conn=`` caller's, a note being written) and a
+  statement slipped into it would commit or roll back with that.
 - A crash between a queued end and its commit leaves the task started; it
   is rescued and runs again (at least once, as before).
 - A queued end the database refuses because the attempt was fenced out
@@ -70,8 +75,17 @@ class Completer:
         self._lock = threading.Lock()
         self._pending: list[TaskEnd] = []
         self._since = 0.0
+        #: Ends taken by :meth:`flush_aged` and not written yet.
+        self._in_flight: list[TaskEnd] = []
+        #: :meth:`flush_aged`'s own backoff after a failed write, and when
+        #: it may try again.
+        self._aged_backoff = Backoff(reconnect_backoff.base, reconnect_backoff.cap)
+        self._aged_retry_at = 0.0
         #: Whether ends are collected (True) or written at once by their caller.
         self.collecting = False
+        #: Called (in the caller's thread) when a group's first end is
+        #: collected: the worker's side loop starts watching its age.
+        self.on_group: Callable[[], None] | None = None
 
     # -- collecting -----------------------------------------------------------
 
@@ -80,10 +94,13 @@ class Completer:
         with self._lock:
             if not self.collecting:
                 return False
-            if not self._pending:
+            first = not self._pending
+            if first:
                 self._since = time.monotonic()
             self._pending.append(end)
-            return True
+        if first and self.on_group is not None:
+            self.on_group()
+        return True
 
     @property
     def pending(self) -> int:
@@ -94,7 +111,17 @@ class Completer:
     def pending_ids(self) -> list[int]:
         """The tasks whose ends wait to be written (still held by this worker)."""
         with self._lock:
-            return [e.task_id for e in self._pending]
+            return [e.task_id for e in self._pending + self._in_flight]
+
+    def due_in(self) -> float | None:
+        """Seconds until :meth:`flush_aged` has something to write: the
+        oldest collected end has waited :attr:`max_age` (and a failed try's
+        backoff is over); 0 or less: now. None when none is collected."""
+        with self._lock:
+            if not self._pending:
+                return None
+            due = max(self._since + self.max_age, self._aged_retry_at)
+            return due - time.monotonic()
 
     def aged(self, now: float | None = None) -> bool:
         """Whether the oldest collected end has waited :attr:`max_age`."""
@@ -126,6 +153,34 @@ class Completer:
         if ends:
             self.write(ends)
 
+    def flush_aged(self, store: Store) -> None:
+        """Write the collected ends through ``store`` if the oldest has waited
+        :attr:`max_age`: one try (from the worker's side loop, while a task
+        runs). Ends that could not be written are collected again, for the
+        serving loop's own write with its retries."""
+        now = time.monotonic()
+        with self._lock:
+            if not self._pending or now - self._since < self.max_age or now < self._aged_retry_at:
+                return
+            ends, since, self._pending = self._pending, self._since, []
+            self._in_flight = ends
+        try:
+            written = store.task_complete_many(ends, self._retries())
+        except (ConnectionFailed, StatementFailed) as ex:
+            delay = self._aged_backoff.next()
+            with self._lock:
+                self._pending[:0] = ends
+                self._since = since
+                self._in_flight = []
+                self._aged_retry_at = time.monotonic() + delay
+            _log_retry(len(ends), ex, delay)
+            return
+        self._aged_backoff.reset()
+        with self._lock:
+            self._in_flight = []
+            self._aged_retry_at = 0.0
+        self._report(ends, written)
+
     def write(self, ends: list[TaskEnd]) -> dict[int, Status]:
         """Write ``ends`` in one statement; the new status of each task written.
         A task missing was fenced out (revived while it ran) and is logged."""
@@ -140,14 +195,15 @@ class Completer:
                 if isinstance(ex, ConnectionFailed) and not self._can_reconnect():
                     raise
                 delay = self._backoff.next()
-                logger.warning(
-                    "%d task(s): could not store how they ended (%s); trying again in %.1f s",
-                    len(ends),
-                    first_line(ex),
-                    delay,
-                )
+                _log_retry(len(ends), ex, delay)
                 self._pause(delay)
         self._backoff.reset()
+        self._report(ends, written)
+        return written
+
+    @staticmethod
+    def _report(ends: list[TaskEnd], written: dict[int, Status]) -> None:
+        """Log the ends the database refused, and the failures."""
         for end in ends:
             status = written.get(end.task_id)
             if status is None:
@@ -160,7 +216,15 @@ class Completer:
                 )
             elif end.kind == ERROR:
                 _log_failure(end, status)
-        return written
+
+
+def _log_retry(n: int, ex: Exception, delay: float) -> None:
+    logger.warning(
+        "%d task(s): could not store how they ended (%s); trying again in %.1f s",
+        n,
+        first_line(ex),
+        delay,
+    )
 
 
 def _log_failure(end: TaskEnd, status: Status) -> None:

@@ -153,17 +153,60 @@ class Executor:
             self._on_stopped(task, reason)
         return True
 
+    def hand_back(self, store: Store, reason: Exception) -> int:
+        """Stop every attempt whose process() runs here and hand its task
+        back at once through ``store``: waiting again, due now, with
+        ``reason`` as the attempt's error (failed when it has used its
+        attempts). What the attempt writes afterwards is refused. How many
+        were handed back."""
+        handed = 0
+        for task in list(self._running.values()):
+            if not task.stop.stop(reason):
+                continue  # it ended (or was stopped) meanwhile
+            error = {"type": type(reason).__qualname__, "message": str(reason)}
+            text = _codec.encode(error | {"attempt": task.attempt}, "error")
+            try:
+                status = store.task_fail_attempt(task.id, task.attempt, text, self._retries(), 0.0)
+            except (ConnectionFailed, StatementFailed) as ex:
+                # The worker's deregistration hands it back instead.
+                logger.warning(
+                    "task %d: could not hand it back now (%s)",
+                    task.id,
+                    first_line(ex),
+                    extra=task_extra(task),
+                )
+                continue
+            if status is not None:
+                handed += 1
+                logger.warning(
+                    "task %d attempt %d: %s; handed back (%s)",
+                    task.id,
+                    task.attempt,
+                    reason,
+                    "failed" if status == Status.FAILED else "waiting again",
+                    extra=task_extra(task),
+                )
+        return handed
+
     def current_id(self) -> int | None:
         """The id of the task being processed here, if any."""
         in_hand = self._in_hand.get()
         return None if in_hand is None else in_hand.task.id
 
     def _unanswered(self) -> Task:
-        """The task in hand, which must not have been answered yet."""
+        """The task in hand, which must not have been answered yet, nor
+        stopped (its attempt is ended in the database already)."""
         in_hand = self._in_hand.get()
         if in_hand is not None and in_hand.answered:
             raise TaskNotHeld(f"task {in_hand.task.id} is answered already")
-        return self.current()
+        task = self.current()
+        stopped = task.stop.reason
+        if stopped is not None:
+            raise TaskNotHeld(
+                f"task {task.id} attempt {task.attempt} was stopped "
+                f"({type(stopped).__name__}): it is no longer held by this worker"
+            )
+        return task
 
     def finish(self, data: Any, notify: bool) -> None:
         """Store ``data`` as the answer of the task in hand and mark it done
@@ -270,6 +313,17 @@ class Executor:
                     task.id,
                     task.attempt,
                     type(task.stop.reason).__name__,
+                    extra=task_extra(task),
+                )
+            elif in_hand.answered:
+                # Answered, then raised: the answer stands, whether it was
+                # written at once or queued for the group's commit (which
+                # must not also get an error end for the same attempt).
+                logger.warning(
+                    "task %d attempt %d raised %r after it was answered; the answer stands",
+                    task.id,
+                    task.attempt,
+                    ex,
                     extra=task_extra(task),
                 )
             else:

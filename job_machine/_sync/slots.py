@@ -58,8 +58,9 @@ class Slots:
         with self._lock:
             self.running[task_id] = spawn(in_slot, finished)
 
-    def join(self) -> None:
-        """Wait until every task running now has ended."""
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every task running now has ended (True), or ``timeout``
+        seconds have passed (False)."""
         with self._lock:
             handles = list(self.running.values())
-        join_all(handles)
+        return join_all(handles, timeout)

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -1164,3 +1165,43 @@ def test_retention_removes_in_bounded_batches_per_round(
     while left():
         assert 0 < round_removes() <= 24
     assert status_of(conn, waiting) == jm.Status.WAITING  # never a waiting task
+
+
+def test_a_busy_pattern_worker_finds_a_queue_created_silently_within_its_timeout(
+    dsn: str, client: jm.Client
+) -> None:
+    """A pattern worker kept busy by a steady stream of notifications (a
+    task every 0.3 s, timeout 1 s) still reads its queue list every
+    ``timeout``: a queue a Perl client creates (no ``jmq`` notification) is
+    served within about twice the timeout. Before, only a quiet timeout
+    made it look, and the stream postponed that forever."""
+    from tests.integration.test_perl_compat import Perl  # noqa: PLC0415
+
+    client.send("first", queue="gl.busy")  # the queue exists: the worker listens on it
+    w = Recorder(dsn, queue="gl.*", timeout=1)
+    stop = threading.Event()
+
+    def feed() -> None:
+        with jm.Client(dsn, queue="gl.busy") as feeder:
+            while not stop.wait(0.3):
+                feeder.send("busy")
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    with serving(w):
+        feeder.start()
+        try:
+            # The stream has gone on for longer than the timeout.
+            wait_until(
+                lambda: sum(t.queue == "gl.busy" for t in w.seen) >= 6,
+                10,
+                "the worker busy with the stream",
+            )
+            perl = Perl(dsn)
+            try:
+                tid = perl.send("gl.new", {"data": "from perl"})
+            finally:
+                perl.close()
+            assert client.wait(tid, timeout=2.5) == {"data": "from perl"}
+        finally:
+            stop.set()
+            feeder.join(5)

@@ -8,7 +8,11 @@ worker's lone task is answered at once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,7 @@ import psycopg
 import pytest
 
 import job_machine as jm
+from job_machine.task import TaskEnd
 from tests.support.procs import (
     expected_reply,
     kill_all,
@@ -142,3 +147,124 @@ def test_a_worker_killed_in_the_middle_of_a_group_loses_no_answer(
         " HAVING count(DISTINCT attempt) > 1) r"
     ).fetchone()
     assert rerun is not None and rerun[0] >= caught
+
+
+# -- the bound: at most prefetch_seconds after the first, however long the next task -----
+
+
+def _send_short_long_short(dsn: str) -> list[int]:
+    with jm.Client(dsn, queue=QUEUE) as sender:
+        return sender.send_many(["short", "long", "short2"])
+
+
+def test_a_grouped_reply_is_committed_while_a_long_task_of_the_group_runs(
+    dsn: str, client: jm.Client, conn: psycopg.Connection[Any]
+) -> None:
+    """Concurrency 1, a batch of three: "short" replies, then "long" runs for
+    seconds. The reply of "short" is committed within prefetch_seconds (the
+    worker's side loop writes it on a connection of its own), not when
+    "long" ends: its client has it at once and another session sees it done."""
+    release = threading.Event()
+    long_started = threading.Event()
+
+    class Mixed(Base):
+        def handle(self, task: jm.Task) -> None:
+            if task.data == "long":
+                long_started.set()
+                release.wait(5)
+            self.reply(task.data)
+
+    w = Mixed(dsn, queue=QUEUE, prefetch_seconds=0.2)
+    w._producer.budget.avg_runtime = 0.001  # warmed up: short tasks, claimed in batches
+    with serving(w):
+        short, long, short2 = _send_short_long_short(dsn)
+        t0 = time.monotonic()
+        assert client.wait(short, timeout=5) == "short"
+        assert time.monotonic() - t0 < 1.0
+        assert long_started.is_set()  # the same batch: "long" runs meanwhile
+        assert _status(conn, short) == jm.Status.FINISHED
+        assert _status(conn, long) == jm.Status.STARTED
+        release.set()
+        assert client.wait_all([long, short2], timeout=10) == ["long", "short2"]
+
+
+async def test_an_async_grouped_reply_is_committed_while_a_long_task_of_the_group_runs(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """The same bound for the asyncio worker (its side loop is an asyncio task)."""
+    release = asyncio.Event()
+
+    class Mixed(jm.AsyncWorker):
+        async def process(self, task: jm.Task) -> None:
+            if task.data == "long":
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(release.wait(), 5)
+            await self.reply(task.data)
+
+    w = Mixed(dsn, queue=QUEUE, prefetch_seconds=0.2, handle_signals=False)
+    w._producer.budget.avg_runtime = 0.001
+    serving_task = asyncio.create_task(w.receive())
+    try:
+        async with jm.AsyncClient(dsn, queue=QUEUE) as client:
+            short, long, short2 = await client.send_many(["short", "long", "short2"])
+            t0 = time.monotonic()
+            assert await client.wait(short, timeout=5) == "short"
+            assert time.monotonic() - t0 < 1.0
+            assert _status(conn, short) == jm.Status.FINISHED
+            assert _status(conn, long) == jm.Status.STARTED
+            release.set()
+            assert await client.wait_all([long, short2], timeout=10) == ["long", "short2"]
+    finally:
+        w.stop()
+        await asyncio.wait_for(serving_task, 10)
+
+
+# -- reply() then an exception: the answer stands, batched or not ------------------------
+
+
+@pytest.mark.parametrize("prefetch", [10, 1])
+def test_reply_then_raise_ends_done_with_the_reply_batched_or_not(
+    dsn: str, client: jm.Client, conn: psycopg.Connection[Any], prefetch: int
+) -> None:
+    """process() replies, then raises: the task ends done with its reply,
+    whether the reply was queued in a group (prefetch 10, warmed up) or
+    written at once (prefetch 1). Before, a group got both a reply end and
+    an error end for the same attempt, and which one the database applied
+    was arbitrary."""
+
+    class ReplyThenRaise(Base):
+        def handle(self, task: jm.Task) -> None:
+            self.reply({"n": task.data})
+            raise RuntimeError("after the reply")
+
+    w = ReplyThenRaise(dsn, queue=QUEUE, prefetch=prefetch, prefetch_seconds=5)
+    w._producer.budget.avg_runtime = 0.001
+    # What each group statement was given (the database's own join of two
+    # ends of one task to its row picks one at random, though often the first).
+    groups: list[list[tuple[int, int, str]]] = []
+    write = w._store.task_complete_many
+
+    def recording(ends: list[TaskEnd], retries: int) -> dict[int, jm.Status]:
+        groups.append([(e.task_id, e.attempt, e.kind) for e in ends])
+        return write(ends, retries)
+
+    w._store.task_complete_many = recording  # type: ignore[method-assign]
+    with jm.Client(dsn, queue=QUEUE) as sender:
+        tids = [sender.send(n, attempts=1) for n in range(20)]
+    with serving(w):
+        assert client.wait_all(tids, timeout=30) == [{"n": n} for n in range(20)]
+    rows = conn.execute(
+        "SELECT status, attempts FROM jobmachine.task WHERE task_id = ANY(%s) ORDER BY task_id",
+        (tids,),
+    ).fetchall()
+    assert rows == [(jm.Status.FINISHED, 1)] * 20
+    errors = conn.execute(
+        "SELECT count(*) FROM jobmachine.result WHERE task_id = ANY(%s) AND resulttype = 'error'",
+        (tids,),
+    ).fetchone()
+    assert errors == (0,)
+    if prefetch > 1:
+        assert sum(len(g) for g in groups) >= 10, groups  # answers were grouped
+    for group in groups:  # one end per attempt: the reply, no error beside it
+        assert len({(tid, attempt) for tid, attempt, _ in group}) == len(group), group
+        assert {kind for _, _, kind in group} == {"reply"}, group

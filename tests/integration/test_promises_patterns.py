@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import psycopg
-import pytest
 
 import job_machine as jm
 from tests.integration.test_perl_compat import Perl
@@ -41,12 +40,6 @@ def test_an_idle_pattern_worker_serves_a_queue_a_perl_sender_created(
         assert time.monotonic() - sent <= 2 * TIMEOUT + 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a pattern worker re-reads its queue list only after a quiet `timeout`;"
-    " a steady stream of notifications keeps it from ever serving a queue a Perl"
-    " sender created (AsyncWorker._serve, job_machine/_async/worker.py)",
-)
 def test_a_busy_pattern_worker_serves_a_queue_a_perl_sender_created(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:

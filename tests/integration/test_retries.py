@@ -145,3 +145,36 @@ def test_retry_rejects_a_bad_delay(after: Any) -> None:
 def test_worker_rejects_bad_backoff_and_liveness_settings(dsn: str, name: str, value: Any) -> None:
     with pytest.raises(ValueError, match=name):
         Base(dsn, **{name: value})
+
+
+def test_a_retried_done_task_is_not_answered_by_its_previous_reply(
+    dsn: str, client: jm.Client, conn: psycopg.Connection[Any]
+) -> None:
+    """Admin.retry of a done task: its old reply stays for the record, but
+    it is not the answer of the new run: check() is False until the re-run
+    ends, and wait() returns the new reply."""
+    answers = iter(["A", "B"])
+
+    class Answering(Base):
+        def handle(self, task: jm.Task) -> None:
+            self.reply(next(answers))
+
+    tid = client.send("x")
+    with Answering(dsn) as w:
+        assert w.work_once()
+    assert client.wait(tid, timeout=5) == "A"
+    with jm.Admin(dsn) as admin:
+        admin.retry(tid)
+    assert not client.check(tid)
+    with jm.Client(dsn) as other:
+        assert not other.check(tid)
+        with pytest.raises(jm.WaitTimeout):
+            other.wait(tid, timeout=0.3)
+    with serving(Answering(dsn)):
+        assert client.wait(tid, timeout=10) == "B"
+    assert client.check(tid)
+    assert client.receive(tid) == "B"
+    rows = conn.execute(
+        "SELECT result FROM jobmachine.result WHERE task_id = %s ORDER BY result_id", (tid,)
+    ).fetchall()
+    assert [r[0] for r in rows] == ['"A"', '"B"']  # the old reply kept for the record
