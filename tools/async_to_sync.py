@@ -94,6 +94,7 @@ NAMES = {
     "AsyncPinnedConnection": "PinnedConnection",
     "AsyncExecutor": "Executor",
     "AsyncProducer": "Producer",
+    "AsyncSideLoop": "SideLoop",
     "AsyncSlots": "Slots",
     "AsyncSendGroup": "SendGroup",
     "AsyncPartGroup": "PartGroup",

@@ -18,7 +18,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from .. import _codec
-from .._acompat import ajoin_all, arun_blocking, aselect_readable, aspawn
+from .._acompat import arun_blocking, aselect_readable
 from .._backoff import Backoff, backoff_delay
 from .._format import first_line
 from .._shutdown import GracefulShutdown
@@ -49,6 +49,7 @@ from .listener import AsyncListener
 from .locks import AsyncLocksAndNotes
 from .parts import AsyncPartGroup
 from .producer import AsyncProducer
+from .sideloop import READ_WHILE_BUSY, AsyncSideLoop
 from .slots import AsyncSlots
 from .store import AsyncStore, ChoreCounts
 
@@ -60,10 +61,6 @@ _CONNECTION_ERRORS = (ConnectionFailed, psycopg.OperationalError, psycopg.Interf
 
 
 logger = logging.getLogger("job_machine.worker")
-
-#: Seconds between reads of the listening connection while one task runs
-#: (concurrency 1: nobody waits on it meanwhile).
-_READ_WHILE_BUSY = 1.0
 
 
 class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
@@ -237,15 +234,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             dsn, pool = None, self._own_pool
         self._connector = AsyncConnector(dsn=dsn, conn=conn, pool=pool, connect_kwargs=kwargs)
         self._store = AsyncStore(self._connector)
-        #: At concurrency 1, the side loop's connection (opened when first
-        #: needed): it writes while process() may hold the worker's own.
-        self._side: AsyncStore | None = None
-        #: Wakes the side loop (a group's first end, a stop); the lock keeps
-        #: stop() from writing to it while it is closed.
-        self._side_poke: Waker | None = None
-        self._side_lock = threading.Lock()
-        #: When the side loop wakes next by itself.
-        self._side_wakes_at = 0.0
+        #: At concurrency 1, what looks after the worker while a task runs.
+        self._side_loop = AsyncSideLoop(self)
         self.listen_dsn = listen_dsn
         #: This worker's id in jobmachine.worker while :meth:`receive` runs.
         self.worker_id: int | None = None
@@ -436,7 +426,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             # The caller's connection (conn=) in autocommit while serving:
             # the loop commits each claim and answer (outside receive(),
             # calls on it join the caller's transaction instead).
-            async with self._connector.serving(), self._reading_while_busy():
+            async with self._connector.serving(), self._side_loop.running():
                 if self.listen_dsn:
                     await self._store.check_registered_here(self.worker_id, self.listen_dsn)
                 if not self._started:
@@ -496,111 +486,6 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                 )
                 await self._pause(delay)
 
-    @asynccontextmanager
-    async def _reading_while_busy(self) -> AsyncIterator[None]:
-        """For the block, at concurrency 1, a side loop (a thread of its own,
-        or an asyncio task under asyncio) that looks after the worker while
-        one task runs, since the serving loop cannot:
-
-        - it reads the listening connection every second while a task runs
-          longer than that, so its backend never blocks on a full socket,
-          holding the cluster's NOTIFY queue tail, however long process()
-          takes;
-        - it writes the ends of a group's earlier tasks once the oldest has
-          waited ``prefetch_seconds``, however long the task running now
-          takes;
-        - past the grace of a :meth:`stop` (kept by the worker: no signal
-          handlers), it stops the task in hand and hands it back.
-
-        Its writes go through a connection of its own (opened when first
-        needed, closed at the end), never the worker's: that one may be in a
-        transaction of process() (psycopg's connection lock only keeps
-        statements from interleaving, not a statement from landing inside
-        another's transaction). At concurrency > 1 the serving loop does all
-        this itself (it waits on the listener while tasks run, for at most
-        ``prefetch_seconds`` while ends are pending)."""
-        if self._slotted:
-            yield
-            return
-        stop, poke = Waker(), Waker()
-        self._side_poke = poke
-        self._completer.on_group = partial(self._group_begun, poke)
-        reader = aspawn(partial(self._read_while_busy, stop, poke), lambda: None)
-        try:
-            yield
-        finally:
-            stop.wake()
-            await ajoin_all([reader])
-            self._completer.on_group = None
-            with self._side_lock:
-                self._side_poke = None
-                poke.close()
-            stop.close()
-            side, self._side = self._side, None
-            if side is not None:
-                await side.connector.close()
-
-    def _group_begun(self, poke: Waker) -> None:
-        """A group's first end was collected: make sure the side loop looks
-        at it within prefetch_seconds (while a batch runs it wakes that
-        often by itself, so a drain of short tasks costs no wake-up each)."""
-        if self._side_wakes_at > time.monotonic() + self.prefetch_seconds:
-            poke.wake()
-
-    def _side_store(self) -> AsyncStore:
-        """Where the side loop writes: a pool hands it a connection of its
-        own; otherwise a connection of its own, like the worker's."""
-        if self._connector.pool is not None:
-            return self._store
-        if self._side is None:
-            self._side = AsyncStore(
-                AsyncConnector(dsn=self._connector.conninfo, connect_kwargs=self._connect_kwargs)
-            )
-        return self._side
-
-    async def _read_while_busy(self, stop: Waker, poke: Waker) -> None:
-        read = time.monotonic()
-        handed_back = False
-        while True:
-            wait = _READ_WHILE_BUSY
-            if self._completer.collecting:
-                wait = min(wait, self.prefetch_seconds)  # a group may begin meanwhile
-            due = self._completer.due_in()
-            if due is not None:
-                wait = min(wait, due)
-            grace = None if handed_back else self._grace_left()
-            if grace is not None:
-                wait = min(wait, grace)
-            wait = max(0.001, wait)
-            self._side_wakes_at = time.monotonic() + wait
-            ready = await aselect_readable([stop.fd, poke.fd], wait)
-            if stop.fd in ready:
-                return
-            if poke.fd in ready:
-                poke.clear()
-            try:
-                if self._completer.aged():
-                    await self._completer.flush_aged(self._side_store())
-                grace = None if handed_back else self._grace_left()
-                if grace is not None and grace <= 0:
-                    handed_back = True
-                    await self._hand_back_running(self._side_store())
-            except Exception as ex:  # logged; the serving loop writes what is left
-                logger.warning("worker %s: %s", self.worker_id, first_line(ex))
-            since, listener, now = self._busy_since, self._listener, time.monotonic()
-            if (
-                since is None
-                or listener is None
-                or now - since < _READ_WHILE_BUSY
-                or now - read < _READ_WHILE_BUSY
-            ):
-                continue
-            read = now
-            try:
-                await listener.read_meanwhile()
-            except Exception as ex:  # the serving loop finds a broken connection itself
-                logger.debug("worker %s: reading notifications: %s", self.worker_id, ex)
-
     async def _serve_through_failures(self, listener: AsyncListener) -> None:
         """Serve; a statement that failed on a live connection (a timeout or
         cancel, a deadlock, no pooled connection free) is tried again after a
@@ -649,14 +534,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         if self._stop_since is None:
             self._stop_since = time.monotonic()
         self._request_stop()
-        if not self._shutdown.begin_grace(self.shutdown_grace) and self._side_lock.acquire(
-            blocking=False  # busy: the side loop is being closed
-        ):
-            try:
-                if self._side_poke is not None:
-                    self._side_poke.wake()  # it keeps the grace
-            finally:
-                self._side_lock.release()
+        if not self._shutdown.begin_grace(self.shutdown_grace):
+            self._side_loop.poke()  # it keeps the grace
 
     def _request_stop(self) -> None:
         """Stop claiming; return after the task in hand (safe from a signal handler)."""
@@ -691,7 +570,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             return
         if not await self._slots.join(max(0.0, left)):
             await self._hand_back_running(self._store)
-            await self._slots.join(_READ_WHILE_BUSY)
+            await self._slots.join(READ_WHILE_BUSY)
 
     async def work_once(self, task_id: int | None = None) -> bool:
         """Claim and process one waiting task, if there is one; True if there was.
