@@ -106,9 +106,11 @@ async def test_a_send_given_up_before_its_turn_is_never_written(
 async def test_a_writer_cancelled_mid_statement_still_writes_for_the_others(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
-    """The writer's caller gives up while its statement waits: the statement
-    finishes (its task is written, as a send cancelled after being sent may
-    be), and a waiting send takes over the queue."""
+    """The writer's caller gives up while its statement waits: a waiting
+    send takes over the queue and every queued send is written once. The
+    cancelled send's own task may or may not be written (psycopg asks the
+    server to cancel the statement, which races with the lock's release), as
+    with any send cancelled after its statement went out."""
     blocker, client, first, queued = await _blocked_sends(dsn, conn)
     try:
         first.cancel()
@@ -121,4 +123,5 @@ async def test_a_writer_cancelled_mid_statement_still_writes_for_the_others(
         await client.close()
     stored = _tasks(conn)
     assert [stored[t] for t in ids] == ["a", "b", "c"]
-    assert sorted(stored.values()) == ["a", "b", "c", "first", "warm-up"]
+    assert sorted(v for v in stored.values() if v != "first") == ["a", "b", "c", "warm-up"]
+    assert list(stored.values()).count("first") <= 1
