@@ -47,6 +47,20 @@ from ._common import (
     metavar="N",
     help="How many times it may run in all [the worker's --retries + 1].",
 )
+@click.option(
+    "--time-limit",
+    metavar="DURATION",
+    callback=_optional_duration,
+    help="How long one attempt may run before the worker stops it "
+    "(seconds, or 90s, 15m, 2h) [the worker's --time-limit].",
+)
+@click.option(
+    "--expire-after",
+    metavar="DURATION",
+    callback=_optional_duration,
+    help="Fail it as expired unless a worker starts it within this long from now "
+    "(seconds, or 15m, 2h, 7d).",
+)
 @click.option("--title", metavar="TEXT", help="Free text to recognise it by.")
 @click.option(
     "--grouping", metavar="TEXT", help="A key to find related tasks by (tasks list --grouping)."
@@ -84,6 +98,8 @@ def send(
     priority: int,
     delay: float | None,
     attempts: int | None,
+    time_limit: float | None,
+    expire_after: float | None,
     title: str | None,
     grouping: str | None,
     unique_key: str | None,
@@ -110,6 +126,8 @@ def send(
             priority=priority,
             delay=delay,
             attempts=attempts,
+            time_limit=time_limit,
+            expire_after=expire_after,
             title=title,
             grouping=grouping,
             unique_key=unique_key,

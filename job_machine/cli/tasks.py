@@ -169,6 +169,9 @@ def _info_json(info: TaskInfo) -> dict[str, Any]:
         "started": info.started,
         "remove_after": info.remove_after,
         "keep_for": info.keep_for,
+        "time_limit": info.time_limit,
+        "expires_at": info.expires_at,
+        "cancelled_at": info.cancelled_at,
         "worker": worker,
         "worker_id": info.worker_id,
     }
@@ -190,6 +193,13 @@ def _kept(info: TaskInfo) -> str:
     if info.keep_for is not None:
         return f"{info.keep_for:g} s after it finishes"
     return "- (the worker's remove_after)"
+
+
+def _limit(info: TaskInfo) -> str:
+    """How long one attempt may run, by the task's own option or the worker's."""
+    if info.time_limit is not None:
+        return f"{info.time_limit:g} s an attempt"
+    return "- (the worker's time_limit)"
 
 
 def _task_ids(ids: Sequence[int], states: dict[int, str] | None = None) -> str:
@@ -232,6 +242,9 @@ def _print_info(info: TaskInfo, tracebacks: bool, parent_states: dict[int, str])
         ("run_after", _when(info.run_after)),
         ("started", _when(info.started)),
         ("remove_after", _kept(info)),
+        ("time_limit", _limit(info)),
+        ("expires_at", _when(info.expires_at)),
+        ("cancelled_at", _when(info.cancelled_at)),
         ("worker", _worker_of(info)),
         ("data", _json_text(info.data)),
         ("notes", _json_text(info.notes) if info.notes else "-"),

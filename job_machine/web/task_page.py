@@ -49,6 +49,7 @@ SELECT t.task_id, c.name AS queue, t.status, t.attempts,
        t.parents[1:%(max_parents)s] AS parents,
        coalesce(cardinality(t.parents), 0) AS parents_count,
        t.remove_after, extract(epoch FROM t.keep_for)::float8 AS keep_for,
+       extract(epoch FROM t.time_limit)::float8 AS time_limit, t.expires_at, t.cancelled_at,
        w.host AS worker_host, w.pid AS worker_pid,
        ARRAY(SELECT k.task_id FROM jobmachine.task k
               WHERE t.has_children AND k.parents @> ARRAY[t.task_id::bigint]
@@ -218,6 +219,9 @@ async def task_page(
         results=[v.value for v in reversed(shown[False])],
         remove_after=row["remove_after"],
         keep_for=row["keep_for"],
+        time_limit=row["time_limit"],
+        expires_at=row["expires_at"],
+        cancelled_at=row["cancelled_at"],
     )
     here = {
         "children_after": children_after or None,

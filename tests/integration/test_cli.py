@@ -923,3 +923,45 @@ def test_send_list_pause_resume_and_serve_any_queue_name(dsn: str, tmp_path: Pat
     # A control character in a name is shown escaped, never sent to the terminal.
     ok(cli("send", "bell\x07", "{}", dsn=dsn))
     assert ok(cli("queues", "pause", "bell\x07", dsn=dsn)) == "queue bell\\x07 paused\n"
+
+
+def test_send_deadlines_and_tasks_show_them(dsn: str) -> None:
+    """``send --time-limit/--expire-after`` store the task's deadlines, and
+    ``tasks show`` prints them (text and JSON); a bad duration sends nothing."""
+    limited = int(
+        ok(cli("send", "q.deadline", "1", "--time-limit", "90s", "--expire-after", "2h", dsn=dsn))
+    )
+    plain = int(ok(cli("send", "q.deadline", "2", dsn=dsn)))
+    info = _task(dsn, limited)
+    assert info.time_limit == 90
+    assert info.expires_at is not None
+    assert 7100 < (info.expires_at - info.created).total_seconds() < 7300
+    assert _task(dsn, plain).time_limit is None and _task(dsn, plain).expires_at is None
+
+    shown, shown_plain, as_json, zero, bad = cli_many(
+        [
+            ["tasks", "show", str(limited)],
+            ["tasks", "show", str(plain)],
+            ["tasks", "show", str(limited), "--json"],
+            ["send", "q.deadline", "3", "--time-limit", "0"],
+            ["send", "q.deadline", "4", "--expire-after", "soon"],
+        ],
+        dsn=dsn,
+    )
+    fields = _fields(ok(shown))
+    assert fields["time_limit"] == "90 s an attempt"
+    assert fields["expires_at"] != "-" and fields["cancelled_at"] == "-"
+    plain_fields = _fields(ok(shown_plain))
+    assert plain_fields["time_limit"] == "- (the worker's time_limit)"
+    assert plain_fields["expires_at"] == "-"
+    data = json.loads(ok(as_json))
+    assert data["time_limit"] == 90
+    assert datetime.fromisoformat(data["expires_at"]) == info.expires_at
+    assert data["cancelled_at"] is None
+    assert "time_limit must be more than 0 seconds" in failed(zero, 1)
+    assert "'soon' is not a duration" in bad.stderr and bad.returncode == 2
+    with jm.Admin(dsn) as admin:
+        assert [t.id for t in admin.list_tasks(queue="q.deadline")] in (
+            [limited, plain],
+            [plain, limited],
+        )

@@ -294,6 +294,29 @@ async def test_a_task_page_shows_data_results_errors_notes_and_relatives(
     assert missing.status_code == 404 and "there is no task 999999" in missing.text
 
 
+async def test_a_task_page_shows_its_deadlines(dsn: str, client: jm.Client) -> None:
+    limited = client.send(1, queue="deadline.q", time_limit=90, expire_after=7200)
+    plain = client.send(2, queue="deadline.q")
+    with jm.Admin(dsn) as admin:
+        admin.cancel(plain)
+        cancelled_at = admin.task_info(plain).cancelled_at
+    assert cancelled_at is not None
+    async with dashboard(dsn) as http:
+        shown = (await http.get(f"/tasks/{limited}")).text
+        other = (await http.get(f"/tasks/{plain}")).text
+
+    def cell(html: str, name: str) -> str | None:
+        found = re.search(rf'<td id="task-{name}">(.*?)</td>', html)
+        return None if found is None else found[1]
+
+    assert cell(shown, "time-limit") == "1.5 min an attempt"
+    assert (cell(shown, "expires") or "").endswith(" unless started")
+    assert cell(shown, "cancelled") is None
+    assert cell(other, "time-limit") == "the worker's time_limit"
+    assert cell(other, "expires") == "\N{EN DASH}"
+    assert cell(other, "cancelled") is not None
+
+
 async def test_a_task_page_is_paged_and_its_values_cut(
     dsn: str, client: jm.Client, conn: psycopg.Connection[Any]
 ) -> None:
