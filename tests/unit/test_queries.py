@@ -9,7 +9,8 @@ import pytest
 
 from job_machine._queries import parse, queries
 
-STORE = Path(__file__).resolve().parents[2] / "job_machine" / "_async" / "store.py"
+#: The Store: store.py and the files of its statements (store_*.py).
+STORE = sorted((Path(__file__).resolve().parents[2] / "job_machine" / "_async").glob("store*.py"))
 
 
 def test_parse_splits_named_blocks_and_drops_comments() -> None:
@@ -28,8 +29,9 @@ def test_parse_rejects_an_empty_block() -> None:
 
 
 def test_every_query_the_store_runs_exists_and_every_query_is_used() -> None:
-    used = set(re.findall(r'self\._(?:one|all)\(\s*"(\w+)"', STORE.read_text()))
-    assert used, "found no query names in store.py"
+    text = "".join(path.read_text() for path in STORE)
+    used = set(re.findall(r'self\._(?:one|all)\(\s*"(\w+)"', text))
+    assert used, "found no query names in the Store's files"
     assert used <= set(queries()), f"missing from queries.sql: {used - set(queries())}"
     assert set(queries()) <= used, f"unused queries: {set(queries()) - used}"
 
