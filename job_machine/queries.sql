@@ -1,5 +1,5 @@
 -- Every statement job_machine runs at run time, one named block each.
--- Loaded by job_machine/_queries.py; the Store (job_machine/_async/store.py)
+-- Loaded by job_machine/_queries.py; the Store (job_machine/_async/store*.py)
 -- is the only code that executes them. Each state change is one statement,
 -- so one round trip and atomic even in autocommit.
 -- Parameters are %(name)s placeholders; times compare with
