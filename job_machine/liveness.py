@@ -42,6 +42,7 @@ from ._acompat import select_readable
 from ._backoff import Backoff
 from ._format import first_line
 from ._sync.connection import Connector
+from ._sync.housekeeper import Housekeeper
 from ._sync.store import OUTAGE_GRACES, Store
 from ._waker import Waker
 from .errors import ConnectionFailed
@@ -340,7 +341,7 @@ class Liveness:
             logger.info("worker %d is now the fleet's housekeeper", self.worker_id)
             self.leader = True
         cleanup = time.monotonic() >= self._next_cleanup
-        counts = self._store.chores(
+        counts = Housekeeper(self._store).run(
             reap=self.may_judge(),
             outage=time.monotonic() < self._outage_until,
             retries=self.retries,
@@ -357,12 +358,3 @@ class Liveness:
             self._outage_until = time.monotonic() + self.grace * OUTAGE_GRACES
         if cleanup:
             self._next_cleanup = time.monotonic() + self.housekeeping_interval
-        if counts.reaped or counts.revived or counts.failed or counts.removed:
-            logger.info(
-                "housekeeping: %d dead worker(s) reaped, %d task(s) back to waiting, "
-                "%d failed, %d removed",
-                counts.reaped,
-                counts.revived,
-                counts.failed,
-                counts.removed,
-            )

@@ -1,9 +1,11 @@
 -- Every statement job_machine runs at run time, one named block each.
--- Loaded by job_machine/_queries.py; the Store (job_machine/_async/store.py)
+-- Loaded by job_machine/_queries.py; the Store (job_machine/_async/store*.py)
 -- is the only code that executes them. Each state change is one statement,
 -- so one round trip and atomic even in autocommit.
 -- Parameters are %(name)s placeholders; times compare with
 -- coalesce(%(now)s, now()) so tests can move the clock without sleeping.
+-- A `-- part: y` block is SQL that several statements share: their line
+-- `-- include: y` stands for it (job_machine/_queries.py).
 
 -- name: task_insert
 -- Insert a waiting task into a queue (creating the queue's class row when
@@ -144,6 +146,41 @@ SELECT ids, pg_notify(%(channel)s, n::text),
        (SELECT count(pg_notify('jmq', %(queue)s)) FROM created) AS new_queue
   FROM batch WHERE n > 0
 
+-- part: claim_ready
+-- The claims (task_claim, task_claim_limited): the conditions under which
+-- a task of a queue (t) is claimable now: waiting, at or above
+-- %(min_priority)s, due, the one asked for if %(task_id)s is given.
+AND t.status = 0
+AND t.priority >= %(min_priority)s
+AND (t.run_after IS NULL OR t.run_after <= coalesce(%(now)s, now()))
+AND (t.retry_at IS NULL OR t.retry_at <= coalesce(%(now)s, now()))
+AND (%(task_id)s::bigint IS NULL OR t.task_id = %(task_id)s::bigint)
+-- Deadlines (version 9): an expired task never runs; the
+-- housekeeper fails it (task_expire).
+AND (t.expires_at IS NULL OR t.expires_at > coalesce(%(now)s, now()))
+
+-- part: claim_set
+-- The claims: a claimed task (t) is started by this worker (NULL outside
+-- receive()), its attempt counted.
+SET status = 100, modified = coalesce(%(now)s, now()), started = coalesce(%(now)s, now()),
+    attempts = t.attempts + 1, worker_id = %(worker_id)s,
+    -- The claiming worker's policy, stamped on the task so that the
+    -- fleet's housekeeper, whoever it is, judges the task by it (schema
+    -- version 8): its attempts and retention where the sender gave none,
+    -- this attempt's time limits always (NULL: none given, the
+    -- housekeeper's own apply).
+    max_attempts = coalesce(t.max_attempts, %(max_attempts)s::int),
+    keep_for = coalesce(t.keep_for, make_interval(secs => %(keep_for)s::float8)),
+    max_runtime = %(max_runtime)s::float8, orphan_after = %(orphan_after)s::float8
+
+-- part: claim_returning
+-- The claims: what a worker needs of a claimed task (t; its queue from next).
+RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue, t.priority,
+          t.max_attempts, t.title, t.grouping, t.trace_context,
+          greatest(t.created, t.run_after, t.retry_at) AS due,
+          -- Deadlines (version 9): the attempt's own time limit, seconds.
+          extract(epoch FROM t.time_limit)::float8 AS time_limit
+
 -- name: task_claim
 -- Take the best waiting, due tasks of any of the given queues (highest
 -- priority, then oldest; none below %(min_priority)s; none of a paused
@@ -163,14 +200,7 @@ WITH next AS (
         SELECT t.task_id, t.priority
           FROM jobmachine.task t
          WHERE t.class_id = c.class_id
-           AND t.status = 0
-           AND t.priority >= %(min_priority)s
-           AND (t.run_after IS NULL OR t.run_after <= coalesce(%(now)s, now()))
-           AND (t.retry_at IS NULL OR t.retry_at <= coalesce(%(now)s, now()))
-           AND (%(task_id)s::bigint IS NULL OR t.task_id = %(task_id)s::bigint)
-           -- Deadlines (version 9): an expired task never runs; the
-           -- housekeeper fails it (task_expire).
-           AND (t.expires_at IS NULL OR t.expires_at > coalesce(%(now)s, now()))
+           -- include: claim_ready
          ORDER BY t.priority DESC, t.task_id
          LIMIT %(limit)s
            FOR UPDATE OF t SKIP LOCKED
@@ -182,28 +212,15 @@ WITH next AS (
      LIMIT %(limit)s
 )
 UPDATE jobmachine.task t
-   SET status = 100, modified = coalesce(%(now)s, now()), started = coalesce(%(now)s, now()),
-       attempts = t.attempts + 1, worker_id = %(worker_id)s,
-       -- The claiming worker's policy, stamped on the task so that the
-       -- fleet's housekeeper, whoever it is, judges the task by it (schema
-       -- version 8): its attempts and retention where the sender gave none,
-       -- this attempt's time limits always (NULL: none given, the
-       -- housekeeper's own apply).
-       max_attempts = coalesce(t.max_attempts, %(max_attempts)s::int),
-       keep_for = coalesce(t.keep_for, make_interval(secs => %(keep_for)s::float8)),
-       max_runtime = %(max_runtime)s::float8, orphan_after = %(orphan_after)s::float8
+   -- include: claim_set
   FROM next
  WHERE t.task_id = next.task_id
-RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue, t.priority,
-          t.max_attempts, t.title, t.grouping, t.trace_context,
-          greatest(t.created, t.run_after, t.retry_at) AS due,
-          -- Deadlines (version 9): the attempt's own time limit, seconds.
-          extract(epoch FROM t.time_limit)::float8 AS time_limit
+-- include: claim_returning
 
 -- name: task_claim_limited
 -- task_claim, for queues of which some have fleet-wide limits
--- (docs/limits.md): the same tasks in the same order (keep the two in
--- step), but of a queue with limits no more than its room, counted under
+-- (docs/limits.md): the same tasks in the same order (the parts
+-- claim_ready, claim_set and claim_returning keep the two in step), but of a queue with limits no more than its room, counted under
 -- a lock of its limit row (queue_limit_room()), and each claim a rate
 -- counts recorded in queue_limit_start in the same statement. Every row
 -- carries `limited`: whether any of the queues still has limits (a row of
@@ -227,13 +244,7 @@ next AS (
         SELECT t.task_id, t.priority, t.grouping
           FROM jobmachine.task t
          WHERE t.class_id = c.class_id
-           AND t.status = 0
-           AND t.priority >= %(min_priority)s
-           AND (t.run_after IS NULL OR t.run_after <= coalesce(%(now)s, now()))
-           AND (t.retry_at IS NULL OR t.retry_at <= coalesce(%(now)s, now()))
-           AND (%(task_id)s::bigint IS NULL OR t.task_id = %(task_id)s::bigint)
-           -- Deadlines (version 9), as in task_claim.
-           AND (t.expires_at IS NULL OR t.expires_at > coalesce(%(now)s, now()))
+           -- include: claim_ready
            -- limits: none of a grouping whose room is used up
            AND NOT EXISTS (SELECT 1 FROM room r
                             WHERE r.queue = c.name AND r.listed AND r.room = 0
@@ -264,18 +275,10 @@ fits AS (
 -- ---- end of fleet-wide limits -------------------------------------------
 claimed AS (
     UPDATE jobmachine.task t
-       SET status = 100, modified = coalesce(%(now)s, now()), started = coalesce(%(now)s, now()),
-           attempts = t.attempts + 1, worker_id = %(worker_id)s,
-           -- The claiming worker's policy, as task_claim stamps it.
-           max_attempts = coalesce(t.max_attempts, %(max_attempts)s::int),
-           keep_for = coalesce(t.keep_for, make_interval(secs => %(keep_for)s::float8)),
-           max_runtime = %(max_runtime)s::float8, orphan_after = %(orphan_after)s::float8
+       -- include: claim_set
       FROM fits next
      WHERE t.task_id = next.task_id
-    RETURNING t.task_id, t.parameters, t.attempts, t.created, next.queue, t.priority,
-              t.max_attempts, t.title, t.grouping, t.trace_context,
-              greatest(t.created, t.run_after, t.retry_at) AS due,
-              extract(epoch FROM t.time_limit)::float8 AS time_limit
+    -- include: claim_returning
 ),
 -- ---- fleet-wide limits: the claims a rate counts -----------------------
 counted AS (

@@ -45,6 +45,7 @@ from ..task import Task
 from .completer import AsyncCompleter
 from .connection import AsyncConnector, AsyncConnectorOwner, AsyncPinnedConnection, aconnect
 from .executor import AsyncExecutor
+from .housekeeper import AsyncHousekeeper
 from .listener import AsyncListener
 from .locks import AsyncLocksAndNotes
 from .parts import AsyncPartGroup
@@ -614,22 +615,13 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         older job_machine, or finished without a claim). A running worker
         fleet does this by itself (one housekeeper at a time); this call does
         nothing when another worker is doing it (``ran`` is False)."""
-        counts = await self._store.chores(
+        return await AsyncHousekeeper(self._store).run(
             retries=self.retries,
             remove_after_days=self.remove_after,
             grace=self.dead_after / 2,
             max_runtime=self.max_runtime,
             orphan_after=self.orphan_after,
         )
-        if counts.reaped or counts.revived or counts.failed or counts.removed:
-            logger.info(
-                "housekeeping: reaped %d, revived %d, failed %d, removed %d",
-                counts.reaped,
-                counts.revived,
-                counts.failed,
-                counts.removed,
-            )
-        return counts
 
     # -- internals -----------------------------------------------------------
 

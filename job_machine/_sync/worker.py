@@ -47,6 +47,7 @@ from ..task import Task
 from .completer import Completer
 from .connection import Connector, ConnectorOwner, PinnedConnection, connect
 from .executor import Executor
+from .housekeeper import Housekeeper
 from .listener import Listener
 from .locks import LocksAndNotes
 from .parts import PartGroup
@@ -616,22 +617,13 @@ class Worker(LocksAndNotes, ConnectorOwner):
         older job_machine, or finished without a claim). A running worker
         fleet does this by itself (one housekeeper at a time); this call does
         nothing when another worker is doing it (``ran`` is False)."""
-        counts = self._store.chores(
+        return Housekeeper(self._store).run(
             retries=self.retries,
             remove_after_days=self.remove_after,
             grace=self.dead_after / 2,
             max_runtime=self.max_runtime,
             orphan_after=self.orphan_after,
         )
-        if counts.reaped or counts.revived or counts.failed or counts.removed:
-            logger.info(
-                "housekeeping: reaped %d, revived %d, failed %d, removed %d",
-                counts.reaped,
-                counts.revived,
-                counts.failed,
-                counts.removed,
-            )
-        return counts
 
     # -- internals -----------------------------------------------------------
 

@@ -29,6 +29,7 @@ import pytest
 from psycopg import sql
 
 import job_machine as jm
+from job_machine._sync.housekeeper import Housekeeper
 from tests.support.procs import wait_until
 from tests.support.workers import Base, serving
 
@@ -1067,7 +1068,7 @@ def test_remove_after_per_task(dsn: str, client: jm.Client, conn: psycopg.Connec
         assert status_of(conn, unfinished) == jm.Status.WAITING
 
         def chores_at(later: timedelta) -> int:
-            counts = w._store.chores(
+            counts = Housekeeper(w._store).run(
                 retries=w.retries,
                 remove_after_days=w.remove_after,
                 grace=w.dead_after / 2,
@@ -1141,7 +1142,7 @@ def test_retention_removes_in_bounded_batches_per_round(
     store = client._store
 
     def round_removes() -> int:
-        return store.chores(
+        counts = Housekeeper(store).run(
             retries=3,
             remove_after_days=30,
             grace=1.0,
@@ -1149,7 +1150,8 @@ def test_retention_removes_in_bounded_batches_per_round(
             orphan_after=1800,
             remove_limit=4,
             max_batches=3,
-        ).removed
+        )
+        return counts.removed
 
     def left() -> int:
         row = conn.execute(

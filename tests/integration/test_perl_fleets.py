@@ -24,6 +24,7 @@ import pytest
 import job_machine as jm
 from job_machine._codec import encode
 from job_machine._sync.connection import Connector
+from job_machine._sync.housekeeper import Housekeeper
 from job_machine._sync.store import Store
 from tests.integration.test_perl_compat import Perl
 from tests.support.rows import error_types, task_state
@@ -95,7 +96,7 @@ def _perl_revive(dsn: str) -> None:
 
 
 def _chores(store: Store, max_runtime: float | None, orphan_after: float) -> None:
-    store.chores(
+    Housekeeper(store).run(
         retries=3,
         remove_after_days=30,
         grace=1,

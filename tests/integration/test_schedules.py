@@ -19,6 +19,7 @@ import pytest
 
 import job_machine as jm
 from job_machine._sync.connection import Connector
+from job_machine._sync.housekeeper import Housekeeper
 from job_machine._sync.store import Store
 from tests.integration.test_cli import cli, failed, ok, tsv
 from tests.integration.test_roles import Logins, denied, drop_roles, make_logins
@@ -193,7 +194,7 @@ def test_each_tick_once_missed_ticks_run_once_paused_skip_removed_never(
         assert len(cron_tasks(conn, "hourly")) == 3
         # The housekeeping round dispatches too.
         admin.schedule("daily", "@daily", "cron.q")
-    counts = s.chores(
+    counts = Housekeeper(s).run(
         retries=3,
         remove_after_days=30,
         grace=1,

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 
 import job_machine as jm
+from job_machine._sync.housekeeper import Housekeeper
 from tests.support.procs import wait_until
 from tests.support.workers import Base, serving
 
@@ -103,7 +104,7 @@ def _give_up_as_of(w: jm.Worker, conn: psycopg.Connection[Any], later: float, li
     assert w.max_runtime == limit
     row = conn.execute("SELECT now() + make_interval(secs => %s)", (later,)).fetchone()
     assert row is not None
-    counts = w._store.chores(
+    counts = Housekeeper(w._store).run(
         retries=0,
         remove_after_days=30,
         grace=60,

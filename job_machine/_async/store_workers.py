@@ -1,0 +1,139 @@
+"""The Store's statements of the worker registry (jobmachine.worker): a
+worker's registration, heartbeat, commands, the tasks it gives back; and
+the named locks a task takes (jobmachine.lock)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+
+from .._dsn import describe_target
+from .._lock_keys import CHORE_LOCK_KEY
+from ..channels import worker_channel
+from ..errors import JobMachineError
+from .store_base import AsyncStoreBase, Registration
+
+
+class AsyncWorkerStatements(AsyncStoreBase):
+    """Workers: registration, liveness, commands; and named locks."""
+
+    async def worker_register(
+        self,
+        host: str,
+        pid: int,
+        queues: Sequence[str],
+        conn: AsyncConnection[Any],
+        *,
+        dead_after: float | None = None,
+    ) -> Registration:
+        """Register a worker and take its liveness lock on ``conn`` (its registry
+        session); ``dead_after`` gives it its own reconnect grace when reaped."""
+        params = {"host": host, "pid": pid, "queues": list(queues), "dead_after": dead_after}
+        row = await self._one("worker_register", params, conn)
+        assert row is not None
+        return Registration(int(row["worker_id"]), bool(row["locked"]))
+
+    async def check_registered_here(self, worker_id: int, registry: str) -> None:
+        """Check that the worker registered through ``registry`` (its
+        ``listen_dsn``) is in the database this store works on.
+
+        :raises JobMachineError: it is not: ``registry`` reaches another
+            database, where the worker's liveness lock and heartbeat mean
+            nothing to the housekeeping of the database its tasks are in
+            (they would be rescued from under it), and where it listens for
+            notifications the work database never sends.
+        """
+        row = await self._one("worker_registered", {"worker_id": worker_id})
+        if row is not None and row["registered"]:
+            return
+        raise JobMachineError(
+            f"listen_dsn ({describe_target(registry)}) reaches another database than the "
+            f"work connection ({describe_target(self.connector.conninfo)}): worker "
+            f"{worker_id}, registered through listen_dsn, is not in the work database; "
+            "point listen_dsn at the same database (directly, past the pooler)"
+        )
+
+    async def worker_heartbeat(
+        self,
+        worker_id: int,
+        host: str,
+        pid: int,
+        queues: Sequence[str],
+        conn: AsyncConnection[Any],
+        *,
+        dead_after: float | None = None,
+    ) -> tuple[bool, str | None, str | None]:
+        """Mark the worker seen and (re)take its liveness lock: whether ``conn``
+        holds it, the command left for the worker, if any, and which life of
+        the server this is (it changes with a restart or a promotion)."""
+        params = {
+            "worker_id": worker_id,
+            "host": host,
+            "pid": pid,
+            "queues": list(queues),
+            "dead_after": dead_after,
+        }
+        row = await self._one("worker_heartbeat", params, conn)
+        if row is None:
+            return False, None, None
+        return bool(row["locked"]), row["command"], row["server_life"]
+
+    async def worker_listen(self, worker_id: int, conn: AsyncConnection[Any]) -> None:
+        """LISTEN on the worker's own channel ``jmw:<worker_id>`` (cancels of
+        the tasks it runs), on its registry connection."""
+        async with self._cursor(conn) as cur:
+            await cur.execute(
+                sql.SQL("LISTEN {}").format(sql.Identifier(worker_channel(worker_id)))
+            )
+
+    async def worker_commands_take(
+        self, worker_id: int, conn: AsyncConnection[Any] | None = None
+    ) -> list[tuple[str, str | None]]:
+        """Take the commands left for this worker, oldest first: (command, args JSON)."""
+        rows = await self._all("worker_commands_take", {"worker_id": worker_id}, conn)
+        return [(r["command"], r["args"]) for r in rows]
+
+    async def task_cancelled_held(
+        self,
+        held: Sequence[tuple[int, int]],
+        conn: AsyncConnection[Any] | None = None,
+    ) -> list[tuple[int, int]]:
+        """Of the attempts ``held`` ((task id, attempt) pairs a worker runs),
+        those whose task was cancelled meanwhile."""
+        params = {"task_ids": [h[0] for h in held], "attempts": [h[1] for h in held]}
+        rows = await self._all("task_cancelled_held", params, conn)
+        return [(int(r["task_id"]), int(r["attempt"])) for r in rows]
+
+    async def task_release_held(self, worker_id: int, keep: Sequence[int] = ()) -> int:
+        """Put back to waiting the started tasks of ``worker_id`` other than ``keep``;
+        how many there were."""
+        params = {"worker_id": worker_id, "keep": list(keep)}
+        return len(await self._all("task_release_held", params))
+
+    async def task_unclaim(
+        self, task_ids: Sequence[int], worker_id: int, conn: AsyncConnection[Any] | None = None
+    ) -> int:
+        """Give back claimed tasks that never started; how many there were."""
+        if not task_ids:
+            return 0
+        params = {"task_ids": list(task_ids), "worker_id": worker_id}
+        return len(await self._all("task_unclaim", params, conn))
+
+    async def leader_lock(self, conn: AsyncConnection[Any]) -> bool:
+        """Try to become (or stay) the fleet's housekeeper on ``conn``'s session."""
+        row = await self._one("leader_lock", {"key": CHORE_LOCK_KEY}, conn)
+        return bool(row and row["got"])
+
+    # -- named locks (locks.py) ---------------------------------------------
+
+    async def lock_take(self, name: str, expire: float, limit: int) -> int | None:
+        """Take a hold of a named lock: its id (0 for a check), None if all are held."""
+        row = await self._one("lock_take", {"name": name, "expire": expire, "limit": limit})
+        return None if row is None or row["lock_id"] is None else int(row["lock_id"])
+
+    async def lock_release(self, name: str, lock_id: int | None) -> bool:
+        """Release a hold of a named lock; False if there was none."""
+        row = await self._one("lock_release", {"name": name, "lock_id": lock_id})
+        return row is not None and row["lock_id"] is not None

@@ -1,0 +1,180 @@
+# DO NOT EDIT: generated from job_machine/_async/store_schedules.py by tools/async_to_sync.py.
+# Change the async source and run `python tools/async_to_sync.py`.
+"""The Store's statements of cron schedules (jobmachine.schedule,
+docs/schedules.md): making, pausing and listing them, and sending the
+tasks whose tick has come."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg import Connection
+
+from .. import _codec, _cron
+from .._lock_keys import CHORE_LOCK_KEY
+from ..errors import SchemaMissing
+from ..task import STATE_NAMES, ScheduleInfo, Status
+from .connection import Connector
+from .store_base import StoreBase
+
+#: Most schedules one dispatch round sends (the rest in the next round).
+SCHEDULES_PER_ROUND = 100
+
+schedule_logger = logging.getLogger("job_machine.schedules")
+
+
+class ScheduleStatements(StoreBase):
+    """Cron schedules."""
+
+    def __init__(self, connector: Connector) -> None:
+        super().__init__(connector)
+        #: Whether a missing schedule table (schema version 4) was reported.
+        self._warned_schedules = False
+
+    def schedule_upsert(
+        self,
+        name: str,
+        *,
+        cron: str,
+        timezone: str,
+        queue: str,
+        parameters: str,
+        options: dict[str, object],
+    ) -> None:
+        """Make a schedule, or replace the one of that name (its paused state
+        kept, and its next run unless the cron or zone changed)."""
+        params = {
+            "name": name,
+            "cron": cron,
+            "timezone": timezone,
+            "queue": queue,
+            "parameters": parameters,
+            "next_run": _cron.next_tick(cron, timezone, self._db_now()),
+            **options,
+        }
+        self._one("schedule_upsert", params)
+
+    def schedule_delete(self, name: str) -> bool:
+        """Remove a schedule; False if there was none."""
+        return self._one("schedule_delete", {"name": name}) is not None
+
+    def schedule_pause(self, name: str) -> bool:
+        """Pause a schedule; False if there is none."""
+        return self._one("schedule_pause", {"name": name}) is not None
+
+    def schedule_resume(self, name: str) -> bool:
+        """Resume a paused schedule from its next tick after now (and after
+        the last tick it sent); False if there is none."""
+        for _ in range(5):
+            found = self.schedule_list(name)
+            if not found:
+                return False
+            s = found[0]
+            # Never a tick at or before the last one sent (a clock set back).
+            after = max(self._db_now(), s.last_run or datetime.min.replace(tzinfo=UTC))
+            params = {
+                "name": name,
+                "cron": s.cron,
+                "timezone": s.timezone,
+                "next_run": _cron.next_tick(s.cron, s.timezone, after),
+            }
+            if self._one("schedule_resume", params) is not None:
+                return True
+            # Its cron or zone changed since it was read: read it again.
+        raise RuntimeError(f"schedule {name!r} changed under every try to resume it")
+
+    def schedule_list(self, name: str | None = None) -> list[ScheduleInfo]:
+        """Every schedule (or the one named), by name."""
+        return [
+            ScheduleInfo(
+                name=r["name"],
+                cron=r["cron"],
+                timezone=r["timezone"],
+                queue=r["queue"],
+                data=_codec.decode(r["parameters"]),
+                priority=int(r["priority"]),
+                max_attempts=r["max_attempts"],
+                title=r["title"],
+                grouping=r["grouping"],
+                remove_after=r["keep_for"],
+                paused=bool(r["paused"]),
+                next_run=r["next_run"],
+                last_run=r["last_run"],
+                last_task_id=r["last_task_id"],
+                last_state=(
+                    STATE_NAMES.get(Status(r["last_status"]))
+                    if r["last_status"] is not None
+                    else None
+                ),
+                created=r["created"],
+                modified=r["modified"],
+            )
+            for r in self._all("schedule_list", {"name": name})
+        ]
+
+    def schedules_dispatch(
+        self, *, now: datetime | None = None, conn: Connection[Any] | None = None
+    ) -> int:
+        """Send the task of every schedule whose tick has come, and advance
+        each to its next tick after now, in one transaction under the
+        housekeeping lock (nothing when another worker holds it); how many
+        tasks were sent. Ticks missed while no worker ran are run once: one
+        task, for the earliest. Each row is locked and checked again by
+        schedule_fire, so a tick is sent once even when dispatchers race.
+
+        :param now: the clock, for tests (None: the database's).
+        """
+        try:
+            return self._dispatch(now, conn)
+        except SchemaMissing as ex:
+            if not self._warned_schedules:
+                self._warned_schedules = True
+                schedule_logger.warning("cron schedules are not dispatched: %s", ex)
+            return 0
+
+    def _dispatch(self, now: datetime | None, conn: Connection[Any] | None) -> int:
+        sent = 0
+        with ExitStack() as stack:
+            if conn is None:
+                conn = stack.enter_context(self.connector.connection())
+            with self.connector.unit(conn):
+                got = self._one("chore_lock", {"key": CHORE_LOCK_KEY}, conn)
+                if not (got and got["got"]):
+                    return 0
+                params = {"now": now, "limit": SCHEDULES_PER_ROUND}
+                for row in self._all("schedule_due", params, conn):
+                    try:
+                        following = _cron.next_tick(row["cron"], row["timezone"], row["now"])
+                    except ValueError as ex:
+                        # Only a row edited by hand can hold a bad expression or zone.
+                        schedule_logger.error("schedule %s cannot run: %s", row["name"], ex)
+                        continue
+                    fire = {
+                        "schedule_id": row["schedule_id"],
+                        "tick": row["next_run"],
+                        "cron": row["cron"],
+                        "timezone": row["timezone"],
+                        "next_run": following,
+                        "now": now,
+                    }
+                    fired = self._one("schedule_fire", fire, conn)
+                    task_id = fired["task_id"] if fired else None
+                    if task_id:
+                        sent += 1
+                        schedule_logger.info(
+                            "schedule %s: task %d sent for %s; next at %s",
+                            row["name"],
+                            task_id,
+                            row["next_run"].isoformat(),
+                            following.isoformat(),
+                        )
+        return sent
+
+    def _db_now(self) -> datetime:
+        """The database's clock (ticks are computed from it, as the dispatcher does)."""
+        row = self._one("schedule_now", {})
+        assert row is not None
+        return row["now"]  # type: ignore[no-any-return]
