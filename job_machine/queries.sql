@@ -1418,3 +1418,48 @@ SELECT d.task_id, d.attempt, d.seq, d.data
   FROM d JOIN held h ON h.task_id = d.task_id AND h.attempts = d.attempt
  ORDER BY d.task_id, d.seq
 RETURNING task_id, attempt, seq, pg_notify('jmr:' || task_id::text, 'part')
+
+-- name: admin_task_page
+-- One task for the dashboard's task page, every value cut to a bound
+-- (%(max_text)s characters of its data and notes, %(max_label)s of a label,
+-- %(max_parents)s parents) and %(children)s of its children after the id
+-- %(children_after)s, by id: a task holding megabytes or a million
+-- children reads a bounded row.
+SELECT t.task_id, c.name AS queue, t.status, t.attempts,
+       left(t.parameters, %(max_text)s) AS parameters,
+       length(t.parameters) AS parameters_length,
+       t.created, t.modified, t.run_after, t.started, t.worker_id,
+       t.priority, t.max_attempts,
+       left(t.title, %(max_label)s) AS title, left(t.grouping, %(max_label)s) AS grouping,
+       left(t.unique_key, %(max_label)s) AS unique_key,
+       left(t.notes::text, %(max_text)s) AS notes, length(t.notes::text) AS notes_length,
+       t.parents[1:%(max_parents)s] AS parents,
+       coalesce(cardinality(t.parents), 0) AS parents_count,
+       t.remove_after, extract(epoch FROM t.keep_for)::float8 AS keep_for,
+       extract(epoch FROM t.time_limit)::float8 AS time_limit, t.expires_at, t.cancelled_at,
+       w.host AS worker_host, w.pid AS worker_pid,
+       ARRAY(SELECT k.task_id FROM jobmachine.task k
+              WHERE t.has_children AND k.parents @> ARRAY[t.task_id::bigint]
+                AND k.task_id > %(children_after)s
+              ORDER BY k.task_id LIMIT %(children)s) AS children
+  FROM jobmachine.task t
+  LEFT JOIN jobmachine.class c ON c.class_id = t.class_id
+  LEFT JOIN jobmachine.worker w ON w.worker_id = t.worker_id
+ WHERE t.task_id = %(task_id)s
+
+-- name: admin_task_page_results
+-- A task's results (or with %(errors)s its errors) below the result id
+-- %(before)s, newest first, %(limit)s of them, each cut at %(max_text)s
+-- characters with its whole length.
+SELECT r.result_id, left(r.result, %(max_text)s) AS result, length(r.result) AS length
+  FROM jobmachine.result r
+ WHERE r.task_id = %(task_id)s AND r.result_id < %(before)s
+   AND (r.resulttype IS NOT DISTINCT FROM 'error') = %(errors)s
+ ORDER BY r.result_id DESC
+ LIMIT %(limit)s
+
+-- name: admin_result_text
+-- The text of one result or error of a task, at most %(max_raw)s characters.
+SELECT left(r.result, %(max_raw)s) AS result
+  FROM jobmachine.result r
+ WHERE r.task_id = %(task_id)s AND r.result_id = %(result_id)s

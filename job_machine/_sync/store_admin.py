@@ -98,6 +98,49 @@ class AdminStatements(TaskStatements):
         edge = next((int(r["task_id"]) for r in rows if r["n"] == scan), None)
         return [self._task_summary(r) for r in rows if r["hit"]], edge
 
+    def admin_task_page(
+        self,
+        task_id: int,
+        *,
+        max_text: int,
+        max_label: int,
+        max_parents: int,
+        children_after: int,
+        children: int,
+    ) -> dict[str, Any] | None:
+        """The row of one task for the dashboard's task page, every value cut
+        to the bounds given (web/task_page.py reads it); None if there is none."""
+        params = {
+            "task_id": task_id,
+            "max_text": max_text,
+            "max_label": max_label,
+            "max_parents": max_parents,
+            "children_after": children_after,
+            "children": children,
+        }
+        return self._one("admin_task_page", params)
+
+    def admin_task_page_results(
+        self, task_id: int, *, errors: bool, before: int, max_text: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """Up to ``limit`` results (or errors) of a task below the result id
+        ``before``, newest first, each cut at ``max_text`` characters."""
+        params = {
+            "task_id": task_id,
+            "errors": errors,
+            "before": before,
+            "max_text": max_text,
+            "limit": limit,
+        }
+        return self._all("admin_task_page_results", params)
+
+    def admin_result_text(self, task_id: int, result_id: int, max_raw: int) -> str | None:
+        """The text of one result or error of a task (at most ``max_raw``
+        characters); None if the task has no such result."""
+        params = {"task_id": task_id, "result_id": result_id, "max_raw": max_raw}
+        row = self._one("admin_result_text", params)
+        return None if row is None else str(row["result"] or "")
+
     @staticmethod
     def _task_summary(r: dict[str, Any]) -> TaskSummary:
         """A TaskSummary from a row of admin_list_tasks or admin_search_tasks."""

@@ -37,43 +37,6 @@ MAX_LABEL = 2_000
 #: The most characters of one value served as plain text.
 MAX_RAW = 10_000_000
 
-_TASK = """
-SELECT t.task_id, c.name AS queue, t.status, t.attempts,
-       left(t.parameters, %(max_text)s) AS parameters,
-       length(t.parameters) AS parameters_length,
-       t.created, t.modified, t.run_after, t.started, t.worker_id,
-       t.priority, t.max_attempts,
-       left(t.title, %(max_label)s) AS title, left(t.grouping, %(max_label)s) AS grouping,
-       left(t.unique_key, %(max_label)s) AS unique_key,
-       left(t.notes::text, %(max_text)s) AS notes, length(t.notes::text) AS notes_length,
-       t.parents[1:%(max_parents)s] AS parents,
-       coalesce(cardinality(t.parents), 0) AS parents_count,
-       t.remove_after, extract(epoch FROM t.keep_for)::float8 AS keep_for,
-       extract(epoch FROM t.time_limit)::float8 AS time_limit, t.expires_at, t.cancelled_at,
-       w.host AS worker_host, w.pid AS worker_pid,
-       ARRAY(SELECT k.task_id FROM jobmachine.task k
-              WHERE t.has_children AND k.parents @> ARRAY[t.task_id::bigint]
-                AND k.task_id > %(children_after)s
-              ORDER BY k.task_id LIMIT %(children)s) AS children
-  FROM jobmachine.task t
-  LEFT JOIN jobmachine.class c ON c.class_id = t.class_id
-  LEFT JOIN jobmachine.worker w ON w.worker_id = t.worker_id
- WHERE t.task_id = %(task_id)s
-"""
-_RESULTS = """
-SELECT r.result_id, left(r.result, %(max_text)s) AS result, length(r.result) AS length
-  FROM jobmachine.result r
- WHERE r.task_id = %(task_id)s AND r.result_id < %(before)s
-   AND (r.resulttype IS NOT DISTINCT FROM 'error') = %(errors)s
- ORDER BY r.result_id DESC
- LIMIT %(limit)s
-"""
-_RAW = """
-SELECT left(r.result, %(max_raw)s) AS result
-  FROM jobmachine.result r
- WHERE r.task_id = %(task_id)s AND r.result_id = %(result_id)s
-"""
-
 
 @dataclass(frozen=True)
 class Value:
@@ -156,36 +119,27 @@ async def task_page(
 
     :raises UnknownTask: there is no such task.
     """
-    params = {
-        "task_id": task_id,
-        "max_text": MAX_TEXT,
-        "max_label": MAX_LABEL,
-        "max_parents": MAX_PARENTS,
-        "children_after": children_after,
-        "children": children + 1,
-    }
-    # The Store's cursor: psycopg's errors become job_machine's (a timeout
-    # is StatementTimeout, a dropped connection ConnectionLost).
-    async with admin._store._cursor() as cur:
-        await cur.execute(_TASK, params)
-        row = await cur.fetchone()
-        if row is None:
-            raise UnknownTask(f"there is no task {task_id}")
-        found: dict[bool, list[dict[str, Any]]] = {}
-        for errors, before in ((False, results_before), (True, errors_before)):
-            found[errors] = []
-            if results:
-                await cur.execute(
-                    _RESULTS,
-                    {
-                        "task_id": task_id,
-                        "max_text": MAX_ERROR_TEXT if errors else MAX_TEXT,
-                        "before": before or 2**63 - 1,
-                        "errors": errors,
-                        "limit": results + 1,
-                    },
-                )
-                found[errors] = await cur.fetchall()
+    store = admin._store
+    row = await store.admin_task_page(
+        task_id,
+        max_text=MAX_TEXT,
+        max_label=MAX_LABEL,
+        max_parents=MAX_PARENTS,
+        children_after=children_after,
+        children=children + 1,
+    )
+    if row is None:
+        raise UnknownTask(f"there is no task {task_id}")
+    found: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    for errors, before in ((False, results_before), (True, errors_before)):
+        if results:
+            found[errors] = await store.admin_task_page_results(
+                task_id,
+                errors=errors,
+                before=before or 2**63 - 1,
+                max_text=MAX_ERROR_TEXT if errors else MAX_TEXT,
+                limit=results + 1,
+            )
     status = Status(row["status"])
     worker = None
     if status == Status.STARTED and row["worker_host"] is not None:
@@ -258,9 +212,4 @@ async def task_page(
 async def raw_result(admin: AsyncAdmin, task_id: int, result_id: int) -> str | None:
     """The text of one result or error of a task (at most MAX_RAW
     characters); None if the task has no such result."""
-    # The Store's cursor: psycopg's errors become job_machine's (a timeout
-    # is StatementTimeout, a dropped connection ConnectionLost).
-    async with admin._store._cursor() as cur:
-        await cur.execute(_RAW, {"task_id": task_id, "result_id": result_id, "max_raw": MAX_RAW})
-        row = await cur.fetchone()
-    return None if row is None else str(row["result"] or "")
+    return await admin._store.admin_result_text(task_id, result_id, MAX_RAW)
