@@ -44,7 +44,7 @@ from ._format import first_line
 from ._sync.connection import Connector
 from ._sync.store import OUTAGE_GRACES, Store
 from ._waker import Waker
-from .errors import ConnectionFailed
+from .errors import ConnectionFailed, DatabaseUnavailable, JobMachineError
 
 logger = logging.getLogger("job_machine.liveness")
 
@@ -210,7 +210,7 @@ class Liveness:
                         revived,
                         failed,
                     )
-        except (psycopg.Error, ConnectionFailed) as ex:
+        except JobMachineError as ex:
             logger.warning("could not deregister worker %s: %s", self.worker_id, ex)
         finally:
             self._connector.close()
@@ -255,7 +255,7 @@ class Liveness:
                 self._tick()
                 delay = self.interval
                 self._backoff.reset()
-            except (psycopg.OperationalError, ConnectionFailed) as ex:
+            except (ConnectionFailed, DatabaseUnavailable) as ex:
                 self.leader = False
                 self._cut_off = True
                 self._connector.close()

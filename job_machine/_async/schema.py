@@ -7,6 +7,7 @@ from typing import Any, LiteralString
 from psycopg import AsyncConnection
 from psycopg.pq import TransactionStatus
 
+from .._db_errors import translated
 from .._schema_sql import (
     DEFAULT_ROLE_PREFIX,
     ROLE_PREFIX_SETTING,
@@ -58,24 +59,30 @@ async def _run_file(
     settings: dict[str, str],
 ) -> None:
     """Run one of the files of sql/ (each has its own BEGIN/COMMIT), with
-    ``settings`` set for the session while it runs."""
+    ``settings`` set for the session while it runs.
+
+    :raises DatabaseError: the file failed (a ``RAISE`` of its own checks:
+        its SQLSTATE is P0001, its message says what to do).
+    """
     if isinstance(target, str):
         conn = await aconnect(target)
         try:
-            await _run_on(conn, text, settings)
+            with translated(conn):
+                await _run_on(conn, text, settings)
         finally:
             await conn.close()
         return
     if target.info.transaction_status != TransactionStatus.IDLE:
         raise JobMachineError(f"{what} on a connection outside a transaction")
-    was_autocommit = target.autocommit
-    if not was_autocommit:
-        await target.set_autocommit(True)
-    try:
-        await _run_on(target, text, settings)
-    finally:
+    with translated(target):
+        was_autocommit = target.autocommit
         if not was_autocommit:
-            await target.set_autocommit(False)
+            await target.set_autocommit(True)
+        try:
+            await _run_on(target, text, settings)
+        finally:
+            if not was_autocommit:
+                await target.set_autocommit(False)
 
 
 async def _run_on(

@@ -9,6 +9,7 @@ from typing import Any, LiteralString
 from psycopg import Connection
 from psycopg.pq import TransactionStatus
 
+from .._db_errors import translated
 from .._schema_sql import (
     DEFAULT_ROLE_PREFIX,
     ROLE_PREFIX_SETTING,
@@ -58,24 +59,30 @@ def _run_file(
     settings: dict[str, str],
 ) -> None:
     """Run one of the files of sql/ (each has its own BEGIN/COMMIT), with
-    ``settings`` set for the session while it runs."""
+    ``settings`` set for the session while it runs.
+
+    :raises DatabaseError: the file failed (a ``RAISE`` of its own checks:
+        its SQLSTATE is P0001, its message says what to do).
+    """
     if isinstance(target, str):
         conn = connect(target)
         try:
-            _run_on(conn, text, settings)
+            with translated(conn):
+                _run_on(conn, text, settings)
         finally:
             conn.close()
         return
     if target.info.transaction_status != TransactionStatus.IDLE:
         raise JobMachineError(f"{what} on a connection outside a transaction")
-    was_autocommit = target.autocommit
-    if not was_autocommit:
-        target.set_autocommit(True)
-    try:
-        _run_on(target, text, settings)
-    finally:
+    with translated(target):
+        was_autocommit = target.autocommit
         if not was_autocommit:
-            target.set_autocommit(False)
+            target.set_autocommit(True)
+        try:
+            _run_on(target, text, settings)
+        finally:
+            if not was_autocommit:
+                target.set_autocommit(False)
 
 
 def _run_on(conn: Connection[Any], text: LiteralString, settings: dict[str, str]) -> None:

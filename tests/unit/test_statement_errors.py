@@ -9,7 +9,7 @@ from psycopg import errors
 from psycopg_pool import PoolTimeout
 
 import job_machine as jm
-from job_machine._async.store import _statement_failed
+from job_machine._db_errors import statement_failed as _statement_failed
 
 
 @pytest.mark.parametrize(
