@@ -26,6 +26,9 @@ async def ainstall_schema(target: AsyncConnection[Any] | str) -> None:
     the schema already (job_machine's or Perl Job::Machine's), losing no data.
 
     :param target: a connection (not inside a transaction) or a DSN.
+    :raises DatabaseError: the file refused to run (a check of its own, such
+        as duplicate queue names a Perl client left: SQLSTATE P0001, its
+        message and HINT say what to do); nothing was changed.
     """
     await _run_file(target, create_tables_sql(), "install the schema", {})
 
@@ -46,6 +49,9 @@ async def ainstall_roles(
     :return: the names of the roles.
     :raises ValueError: a prefix that is not a lower-case identifier of up
         to 56 characters.
+    :raises DatabaseError: the file refused to run (no schema, or one older
+        than the roles need: SQLSTATE P0001; a role that may not create
+        roles: 42501); nothing was changed.
     """
     roles = Roles(prefix)
     await _run_file(target, roles_sql(), "install the roles", {ROLE_PREFIX_SETTING: prefix})
@@ -59,11 +65,8 @@ async def _run_file(
     settings: dict[str, str],
 ) -> None:
     """Run one of the files of sql/ (each has its own BEGIN/COMMIT), with
-    ``settings`` set for the session while it runs.
-
-    :raises DatabaseError: the file failed (a ``RAISE`` of its own checks:
-        its SQLSTATE is P0001, its message says what to do).
-    """
+    ``settings`` set for the session while it runs; psycopg's errors raised
+    as job_machine's."""
     if isinstance(target, str):
         conn = await aconnect(target)
         try:
