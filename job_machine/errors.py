@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._validate import is_number
 
 
@@ -193,6 +195,45 @@ class TransactionConflict(StatementFailed):
 class PoolExhausted(StatementFailed):
     """No connection of the pool became free in time (psycopg_pool's
     ``PoolTimeout``); the statement did not run."""
+
+    __module__ = "job_machine"
+
+
+class DatabaseError(JobMachineError):
+    """PostgreSQL refused a statement, or psycopg failed, for a reason
+    job_machine has no error of its own for: a privilege the role lacks
+    (SQLSTATE 42501), a check, trigger or rule of your own on its tables, a
+    value out of range. :attr:`sqlstate` names it (None when psycopg raised
+    it itself), :attr:`message_primary` is the server's message, and
+    ``__cause__`` is psycopg's exception. Nothing the statement did was
+    committed; the same call will most likely fail the same way."""
+
+    __module__ = "job_machine"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        sqlstate: str | None = None,
+        message_primary: str | None = None,
+    ) -> None:
+        #: The five-character SQLSTATE code (``"42501"``), None for an
+        #: error psycopg raised without the server.
+        self.sqlstate = sqlstate
+        #: The server's primary message (without DETAIL, HINT or CONTEXT).
+        self.message_primary = message_primary
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.sqlstate, self.message_primary))
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database could not run the statement for a reason of its own, not
+    the statement's: out of disk or memory, an I/O error, shutting down, an
+    object in use (psycopg's ``OperationalError`` on a connection that still
+    works, SQLSTATE classes 53, 55, 57, 58 among others). It may pass by
+    itself: a worker that meets it reconnects with backoff and carries on,
+    as after a lost connection."""
 
     __module__ = "job_machine"
 

@@ -45,7 +45,7 @@ from ._sync.connection import Connector
 from ._sync.housekeeper import Housekeeper
 from ._sync.store import OUTAGE_GRACES, Store
 from ._waker import Waker
-from .errors import ConnectionFailed
+from .errors import ConnectionFailed, DatabaseUnavailable, JobMachineError
 
 logger = logging.getLogger("job_machine.liveness")
 
@@ -211,7 +211,7 @@ class Liveness:
                         revived,
                         failed,
                     )
-        except (psycopg.Error, ConnectionFailed) as ex:
+        except JobMachineError as ex:
             logger.warning("could not deregister worker %s: %s", self.worker_id, ex)
         finally:
             self._connector.close()
@@ -256,7 +256,7 @@ class Liveness:
                 self._tick()
                 delay = self.interval
                 self._backoff.reset()
-            except (psycopg.OperationalError, ConnectionFailed) as ex:
+            except (ConnectionFailed, DatabaseUnavailable) as ex:
                 self.leader = False
                 self._cut_off = True
                 self._connector.close()

@@ -43,10 +43,12 @@ from psycopg import sql
 
 from ._acompat import select_readable
 from ._backoff import Backoff
+from ._db_errors import connect_failed, translated
 from ._dsn import pinned_options
 from ._format import first_line
 from ._waker import Waker
 from .channels import reply_channel
+from .errors import ConnectionFailed, JobMachineError
 from .liveness import CLIENT_KEEPALIVES
 
 logger = logging.getLogger("job_machine.replies")
@@ -191,7 +193,7 @@ class ReplyListener:
                 try:
                     self._serve_once()
                     backoff.reset()
-                except psycopg.Error as ex:
+                except JobMachineError as ex:
                     self._close()
                     with self._lock:
                         if not self._subs:
@@ -213,6 +215,9 @@ class ReplyListener:
             self._close()
 
     def _serve_once(self) -> None:
+        """Connect if need be, LISTEN and UNLISTEN, route what was heard,
+        then wait for the next notification or wake-up. psycopg's errors are
+        raised as job_machine's (a dead connection as ConnectionLost)."""
         reconnected = False
         if self._conn is None:
             self._conn = self._connect()
@@ -220,33 +225,43 @@ class ReplyListener:
             reconnected = self.connects > 1
         conn = self._conn
         self._waker.clear()
-        self._sync_channels(conn)
-        if reconnected:
-            # Answers may have been sent while no connection listened.
-            with self._lock:
-                everyone = {s for subs in self._subs.values() for s in subs}
-            for sub in everyone:
-                sub.on_wake()
-        self._route(conn.notifies(timeout=0))
-        ready = select_readable([conn.pgconn.socket, self._waker.fd], None)
-        if conn.pgconn.socket in ready:
+        with translated(conn):
+            self._sync_channels(conn)
+            if reconnected:
+                # Answers may have been sent while no connection listened.
+                with self._lock:
+                    everyone = {s for subs in self._subs.values() for s in subs}
+                for sub in everyone:
+                    sub.on_wake()
             self._route(conn.notifies(timeout=0))
+            ready = select_readable([conn.pgconn.socket, self._waker.fd], None)
+            if conn.pgconn.socket in ready:
+                self._route(conn.notifies(timeout=0))
 
     def _connect(self) -> psycopg.Connection[Any]:
         """The listening connection, with the search_path job_machine pins
         on every connection (asked again without it from a server that
-        refuses the ``options`` parameter, as PgBouncer does)."""
+        refuses the ``options`` parameter, as PgBouncer does).
+
+        :raises ConnectionFailed: naming where it tried, never the password.
+        """
         kwargs = dict(self._connect_kwargs)
         options = pinned_options(self.conninfo, kwargs)
         if options is not None:
             try:
-                return psycopg.Connection.connect(
-                    self.conninfo, autocommit=True, **{**kwargs, "options": options}
-                )
-            except psycopg.OperationalError as ex:
+                return self._open(**{**kwargs, "options": options})
+            except ConnectionFailed as ex:
                 if "unsupported startup parameter" not in str(ex):
                     raise
-        return psycopg.Connection.connect(self.conninfo, autocommit=True, **kwargs)
+        return self._open(**kwargs)
+
+    def _open(self, **kwargs: Any) -> psycopg.Connection[Any]:
+        try:
+            return psycopg.Connection.connect(self.conninfo, autocommit=True, **kwargs)
+        except psycopg.Error as ex:
+            failed = connect_failed(ex, self.conninfo)
+        # Out of the except block: libpq's error may quote the password.
+        raise failed
 
     def _sync_channels(self, conn: psycopg.Connection[Any]) -> None:
         """LISTEN to the channels newly awaited, UNLISTEN the abandoned ones,

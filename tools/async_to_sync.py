@@ -85,6 +85,7 @@ NAMES = {
     "AsyncIterator": "Iterator",
     "AsyncGenerator": "Generator",
     "AsyncExitStack": "ExitStack",
+    "AbstractAsyncContextManager": "AbstractContextManager",
     "asynccontextmanager": "contextmanager",
     "aclosing": "closing",
     "enter_async_context": "enter_context",

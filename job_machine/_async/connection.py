@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection
@@ -15,10 +15,13 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 from .._acompat import AMutex
-from .._dsn import SEARCH_PATH, UNPARSABLE_DSN, describe_target, pinned_options
+from .._db_errors import connect_failed, reraise, translated
+from .._dsn import SEARCH_PATH, describe_target, pinned_options
 from ..errors import ConnectionFailed, JobMachineError
 
 logger = logging.getLogger("job_machine")
+
+_T = TypeVar("_T")
 
 #: Servers (by describe_target) that refused the options startup parameter:
 #: PgBouncer does, unless told to ignore it.
@@ -48,9 +51,10 @@ async def aconnect(dsn: str, **kwargs: Any) -> AsyncConnection[Any]:
     _NO_OPTIONS.add(target)
     conn = await _open(dsn, **kwargs)
     try:
-        cur = await conn.execute("SELECT current_setting('search_path')")
-        row = await cur.fetchone()
-    except psycopg.Error:
+        with translated(conn):
+            cur = await conn.execute("SELECT current_setting('search_path')")
+            row = await cur.fetchone()
+    except JobMachineError:
         await conn.close()
         raise
     path = str(row[0]) if row else ""
@@ -84,20 +88,12 @@ async def _open(dsn: str, **kwargs: Any) -> AsyncConnection[Any]:
     """Open an autocommit connection, or raise ConnectionFailed naming where it tried."""
     try:
         return await AsyncConnection.connect(dsn, autocommit=True, **kwargs)
-    except psycopg.OperationalError as ex:
-        # libpq: 'connection failed: connection to server at "h", port p failed:
-        # Connection refused\n\tIs the server running...': keep the cause.
-        lines = str(ex).strip().splitlines()
-        reason = lines[0].rsplit("failed: ", 1)[-1].strip() if lines else type(ex).__name__
-        raise ConnectionFailed(
-            f"could not connect to PostgreSQL at {describe_target(dsn)}: {reason}"
-        ) from None
-    except psycopg.ProgrammingError:
-        pass
+    except psycopg.Error as ex:
+        failed = connect_failed(ex, dsn)
     # libpq's parse errors quote the part they stumbled on, which may be the
     # password ('invalid percent-encoded token: "s3cr%ZZet"'): raised here, out
     # of the except block, so that error is not even the __context__.
-    raise ConnectionFailed(UNPARSABLE_DSN)
+    raise failed
 
 
 class AsyncConnector:
@@ -184,7 +180,7 @@ class AsyncConnector:
             async with self.unit(self._user_conn):
                 yield self._user_conn
         elif self.pool is not None:
-            async with self.pool.connection() as conn:
+            async with _entered(self.pool.connection()) as conn:
                 yield conn
         else:
             yield await self.own()
@@ -203,7 +199,7 @@ class AsyncConnector:
         ):
             yield
             return
-        async with conn.transaction():
+        async with _entered(conn.transaction(), conn):
             yield
 
     def require_no_transaction(self) -> None:
@@ -230,11 +226,12 @@ class AsyncConnector:
         rolls back what the unit did, leaving the connection idle as it was.
         """
         if conn is not self._user_conn or conn.autocommit:
-            async with conn.transaction():
+            async with _entered(conn.transaction(), conn):
                 yield
             return
         if conn.info.transaction_status != TransactionStatus.IDLE:
-            async with conn.transaction():  # a savepoint in the caller's transaction
+            # A savepoint in the caller's transaction.
+            async with _entered(conn.transaction(), conn):
                 yield
             return
         try:
@@ -244,7 +241,8 @@ class AsyncConnector:
             if not (conn.broken or conn.closed) and (
                 conn.info.transaction_status != TransactionStatus.IDLE
             ):
-                await conn.rollback()
+                with translated(conn):
+                    await conn.rollback()
             raise
 
     @asynccontextmanager
@@ -283,7 +281,7 @@ class AsyncConnector:
             async with _autocommit(conn):
                 yield conn
         elif self.pool is not None:
-            async with self.pool.connection() as conn, _autocommit(conn):
+            async with _entered(self.pool.connection()) as conn, _autocommit(conn):
                 yield conn
         else:
             yield await self.own()
@@ -300,12 +298,36 @@ async def _autocommit(conn: AsyncConnection[Any]) -> AsyncIterator[None]:
     """``conn`` in autocommit for the block, then back to its previous setting."""
     was = conn.autocommit
     if not was:
-        await conn.set_autocommit(True)
+        with translated(conn):
+            await conn.set_autocommit(True)
     try:
         yield
     finally:
         if not was and not (conn.closed or conn.broken):
-            await conn.set_autocommit(False)
+            with translated(conn):
+                await conn.set_autocommit(False)
+
+
+@asynccontextmanager
+async def _entered(
+    cm: AbstractAsyncContextManager[_T], conn: AsyncConnection[Any] | None = None
+) -> AsyncIterator[_T]:
+    """``cm`` (a transaction of ``conn``, a pool's connection) entered and
+    left with psycopg's errors of its own statements (BEGIN, COMMIT, RELEASE
+    SAVEPOINT) or of the pool's wait raised as job_machine's; the block's
+    own errors pass unchanged (the Store translates them itself)."""
+    inside = False
+    try:
+        async with cm as value:
+            if conn is None and isinstance(value, AsyncConnection):
+                conn = value
+            inside = True
+            yield value
+            inside = False
+    except psycopg.Error as ex:
+        if inside:
+            raise
+        reraise(ex, conn)
 
 
 class AsyncConnectorOwner:

@@ -2,7 +2,8 @@
 
 Notifications are only a wake-up hint: whoever waits re-reads the table after
 every wake-up and every timeout, so a lost notification delays work, never
-loses it.
+loses it. psycopg's errors on the connection are raised as job_machine's
+(a dead connection as ConnectionLost), as the Store's are.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from psycopg import AsyncConnection, Notify, sql
 
 from .._acompat import aselect_readable
+from .._db_errors import translated
 from .._waker import Waker
 
 
@@ -38,13 +40,15 @@ class AsyncListener:
     async def listen(self, channel: str) -> None:
         """Start receiving ``channel``'s notifications (a no-op if already listening)."""
         if channel not in self.channels:
-            await self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            with translated(self.conn):
+                await self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
             self.channels.add(channel)
 
     async def unlisten(self, channel: str) -> None:
         """Stop receiving ``channel``'s notifications."""
         if channel in self.channels:
-            await self.conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
+            with translated(self.conn):
+                await self.conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
             self.channels.discard(channel)
 
     async def pending(self) -> list[Notify]:
@@ -52,7 +56,8 @@ class AsyncListener:
         :meth:`read_meanwhile` first)."""
         with self._meanwhile_lock:
             kept, self._meanwhile = list(self._meanwhile.values()), {}
-        return kept + [n async for n in self.conn.notifies(timeout=0)]
+        with translated(self.conn):
+            return kept + [n async for n in self.conn.notifies(timeout=0)]
 
     async def read_meanwhile(self, quiet: float = 0.01, limit: float = 0.5) -> None:
         """Read the notifications the connection receives until none came
@@ -64,7 +69,8 @@ class AsyncListener:
         connection (they wait for it, ``quiet`` seconds when nothing comes)."""
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
-            got = [n async for n in self.conn.notifies(timeout=quiet)]
+            with translated(self.conn):
+                got = [n async for n in self.conn.notifies(timeout=quiet)]
             if not got:
                 return
             with self._meanwhile_lock:
@@ -80,7 +86,8 @@ class AsyncListener:
         got = await self.pending()
         if got:
             return got
-        sock = self.conn.pgconn.socket
+        with translated(self.conn):
+            sock = self.conn.pgconn.socket
         ready = await aselect_readable([sock, self.waker.fd], timeout)
         if self.waker.fd in ready:
             self.waker.clear()
@@ -94,7 +101,8 @@ class AsyncListener:
         """A trivial round trip, to find a connection that died silently: it
         raises when the server is gone (client-side TCP keepalives and
         ``tcp_user_timeout`` bound how long that takes on a half-open link)."""
-        await self.conn.execute("SELECT 1")
+        with translated(self.conn):
+            await self.conn.execute("SELECT 1")
 
     def close(self) -> None:
         """Release the wake-up pipe if it is the listener's own (the connection

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from .._lock_keys import CHORE_LOCK_KEY
 from .store_admin import AsyncAdminStatements
-from .store_base import Answer, Registration, _statement_failed
+from .store_base import Answer, Registration
 from .store_housekeeping import (
     OUTAGE_GRACES,
     QUEUE_PRUNE_AFTER,
@@ -39,7 +39,6 @@ __all__ = [
     "Answer",
     "ChoreCounts",
     "Registration",
-    "_statement_failed",
 ]
 
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from psycopg import errors
-
+from ..errors import DatabaseError
 from ..task import (
     HourStats,
     LockInfo,
@@ -19,6 +18,10 @@ from ..task import (
     WorkerInfo,
 )
 from .store_tasks import AsyncTaskStatements
+
+#: The SQLSTATE of a unique index refusing a row (a retry whose unique key
+#: another task holds).
+_UNIQUE_VIOLATION = "23505"
 
 
 class AsyncAdminStatements(AsyncTaskStatements):
@@ -179,7 +182,9 @@ class AsyncAdminStatements(AsyncTaskStatements):
         params = {"task_id": task_id, "queue": queue, "priority": priority}
         try:
             return await self._one("admin_retry", params) is not None
-        except errors.UniqueViolation:
+        except DatabaseError as ex:
+            if ex.sqlstate != _UNIQUE_VIOLATION:
+                raise
             info = await self.task_info(task_id)
             holder = None
             if info is not None and info.unique_key is not None:

@@ -8,14 +8,13 @@ from collections.abc import Generator, Sequence
 from functools import partial
 from typing import Any
 
-from psycopg import errors
-
 from .. import _codec, _cron
 from .._acompat import ARUNS_COROUTINES, arun_blocking
 from .._convert import to_json
+from .._db_errors import INSUFFICIENT_PRIVILEGE
 from .._taskdef import TaskDef, TaskTable
 from ..channels import Exact
-from ..errors import TaskNotHeld, TaskRejected
+from ..errors import DatabaseError, TaskNotHeld, TaskRejected
 from ..logging import task_extra
 from ..task import Task
 from .worker import AsyncWorker
@@ -96,7 +95,9 @@ class AsyncTaskWorker(AsyncWorker):
                     parameters=_codec.encode(spec.data),
                     options=_cron.schedule_options(**spec.options),
                 )
-            except errors.InsufficientPrivilege:
+            except DatabaseError as ex:
+                if ex.sqlstate != INSUFFICIENT_PRIVILEGE:
+                    raise
                 logger.warning(
                     "this worker's role may not define cron schedules: %d schedule(s) of the "
                     "app not registered; run app.register_schedules() as the admin role",

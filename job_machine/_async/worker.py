@@ -13,7 +13,6 @@ from datetime import timedelta
 from functools import partial
 from typing import Any, ClassVar
 
-import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -33,6 +32,7 @@ from ..channels import (
 )
 from ..errors import (
     ConnectionFailed,
+    DatabaseUnavailable,
     Retry,
     StatementFailed,
     TaskNotHeld,
@@ -54,11 +54,12 @@ from .sideloop import READ_WHILE_BUSY, AsyncSideLoop
 from .slots import AsyncSlots
 from .store import AsyncStore, ChoreCounts
 
-#: What a lost or unreachable database raises: reconnect and carry on. A
-#: statement that failed on a live connection (StatementFailed: a timeout or
+#: What a lost or unreachable database raises, or one that cannot serve for
+#: now (DatabaseUnavailable: out of disk, shutting down): reconnect and carry
+#: on. A statement that failed on a live connection (StatementFailed: a timeout or
 #: cancel, a deadlock, no pooled connection in time) is not one of them: it
 #: is tried again on the same connections, and no claimed task is dropped.
-_CONNECTION_ERRORS = (ConnectionFailed, psycopg.OperationalError, psycopg.InterfaceError)
+_CONNECTION_ERRORS = (ConnectionFailed, DatabaseUnavailable)
 
 
 logger = logging.getLogger("job_machine.worker")

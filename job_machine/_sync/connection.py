@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import psycopg
 from psycopg import Connection
@@ -17,10 +17,13 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from .._acompat import Mutex
-from .._dsn import SEARCH_PATH, UNPARSABLE_DSN, describe_target, pinned_options
+from .._db_errors import connect_failed, reraise, translated
+from .._dsn import SEARCH_PATH, describe_target, pinned_options
 from ..errors import ConnectionFailed, JobMachineError
 
 logger = logging.getLogger("job_machine")
+
+_T = TypeVar("_T")
 
 #: Servers (by describe_target) that refused the options startup parameter:
 #: PgBouncer does, unless told to ignore it.
@@ -50,9 +53,10 @@ def connect(dsn: str, **kwargs: Any) -> Connection[Any]:
     _NO_OPTIONS.add(target)
     conn = _open(dsn, **kwargs)
     try:
-        cur = conn.execute("SELECT current_setting('search_path')")
-        row = cur.fetchone()
-    except psycopg.Error:
+        with translated(conn):
+            cur = conn.execute("SELECT current_setting('search_path')")
+            row = cur.fetchone()
+    except JobMachineError:
         conn.close()
         raise
     path = str(row[0]) if row else ""
@@ -86,20 +90,12 @@ def _open(dsn: str, **kwargs: Any) -> Connection[Any]:
     """Open an autocommit connection, or raise ConnectionFailed naming where it tried."""
     try:
         return Connection.connect(dsn, autocommit=True, **kwargs)
-    except psycopg.OperationalError as ex:
-        # libpq: 'connection failed: connection to server at "h", port p failed:
-        # Connection refused\n\tIs the server running...': keep the cause.
-        lines = str(ex).strip().splitlines()
-        reason = lines[0].rsplit("failed: ", 1)[-1].strip() if lines else type(ex).__name__
-        raise ConnectionFailed(
-            f"could not connect to PostgreSQL at {describe_target(dsn)}: {reason}"
-        ) from None
-    except psycopg.ProgrammingError:
-        pass
+    except psycopg.Error as ex:
+        failed = connect_failed(ex, dsn)
     # libpq's parse errors quote the part they stumbled on, which may be the
     # password ('invalid percent-encoded token: "s3cr%ZZet"'): raised here, out
     # of the except block, so that error is not even the __context__.
-    raise ConnectionFailed(UNPARSABLE_DSN)
+    raise failed
 
 
 class Connector:
@@ -186,7 +182,7 @@ class Connector:
             with self.unit(self._user_conn):
                 yield self._user_conn
         elif self.pool is not None:
-            with self.pool.connection() as conn:
+            with _entered(self.pool.connection()) as conn:
                 yield conn
         else:
             yield self.own()
@@ -205,7 +201,7 @@ class Connector:
         ):
             yield
             return
-        with conn.transaction():
+        with _entered(conn.transaction(), conn):
             yield
 
     def require_no_transaction(self) -> None:
@@ -232,11 +228,12 @@ class Connector:
         rolls back what the unit did, leaving the connection idle as it was.
         """
         if conn is not self._user_conn or conn.autocommit:
-            with conn.transaction():
+            with _entered(conn.transaction(), conn):
                 yield
             return
         if conn.info.transaction_status != TransactionStatus.IDLE:
-            with conn.transaction():  # a savepoint in the caller's transaction
+            # A savepoint in the caller's transaction.
+            with _entered(conn.transaction(), conn):
                 yield
             return
         try:
@@ -246,7 +243,8 @@ class Connector:
             if not (conn.broken or conn.closed) and (
                 conn.info.transaction_status != TransactionStatus.IDLE
             ):
-                conn.rollback()
+                with translated(conn):
+                    conn.rollback()
             raise
 
     @contextmanager
@@ -285,7 +283,7 @@ class Connector:
             with _autocommit(conn):
                 yield conn
         elif self.pool is not None:
-            with self.pool.connection() as conn, _autocommit(conn):
+            with _entered(self.pool.connection()) as conn, _autocommit(conn):
                 yield conn
         else:
             yield self.own()
@@ -302,12 +300,34 @@ def _autocommit(conn: Connection[Any]) -> Iterator[None]:
     """``conn`` in autocommit for the block, then back to its previous setting."""
     was = conn.autocommit
     if not was:
-        conn.set_autocommit(True)
+        with translated(conn):
+            conn.set_autocommit(True)
     try:
         yield
     finally:
         if not was and not (conn.closed or conn.broken):
-            conn.set_autocommit(False)
+            with translated(conn):
+                conn.set_autocommit(False)
+
+
+@contextmanager
+def _entered(cm: AbstractContextManager[_T], conn: Connection[Any] | None = None) -> Iterator[_T]:
+    """``cm`` (a transaction of ``conn``, a pool's connection) entered and
+    left with psycopg's errors of its own statements (BEGIN, COMMIT, RELEASE
+    SAVEPOINT) or of the pool's wait raised as job_machine's; the block's
+    own errors pass unchanged (the Store translates them itself)."""
+    inside = False
+    try:
+        with cm as value:
+            if conn is None and isinstance(value, Connection):
+                conn = value
+            inside = True
+            yield value
+            inside = False
+    except psycopg.Error as ex:
+        if inside:
+            raise
+        reraise(ex, conn)
 
 
 class ConnectorOwner:

@@ -4,7 +4,8 @@
 
 Notifications are only a wake-up hint: whoever waits re-reads the table after
 every wake-up and every timeout, so a lost notification delays work, never
-loses it.
+loses it. psycopg's errors on the connection are raised as job_machine's
+(a dead connection as ConnectionLost), as the Store's are.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from psycopg import Connection, Notify, sql
 
 from .._acompat import select_readable
+from .._db_errors import translated
 from .._waker import Waker
 
 
@@ -40,13 +42,15 @@ class Listener:
     def listen(self, channel: str) -> None:
         """Start receiving ``channel``'s notifications (a no-op if already listening)."""
         if channel not in self.channels:
-            self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            with translated(self.conn):
+                self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
             self.channels.add(channel)
 
     def unlisten(self, channel: str) -> None:
         """Stop receiving ``channel``'s notifications."""
         if channel in self.channels:
-            self.conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
+            with translated(self.conn):
+                self.conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
             self.channels.discard(channel)
 
     def pending(self) -> list[Notify]:
@@ -54,7 +58,8 @@ class Listener:
         :meth:`read_meanwhile` first)."""
         with self._meanwhile_lock:
             kept, self._meanwhile = list(self._meanwhile.values()), {}
-        return kept + [n for n in self.conn.notifies(timeout=0)]
+        with translated(self.conn):
+            return kept + [n for n in self.conn.notifies(timeout=0)]
 
     def read_meanwhile(self, quiet: float = 0.01, limit: float = 0.5) -> None:
         """Read the notifications the connection receives until none came
@@ -66,7 +71,8 @@ class Listener:
         connection (they wait for it, ``quiet`` seconds when nothing comes)."""
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
-            got = [n for n in self.conn.notifies(timeout=quiet)]
+            with translated(self.conn):
+                got = [n for n in self.conn.notifies(timeout=quiet)]
             if not got:
                 return
             with self._meanwhile_lock:
@@ -82,7 +88,8 @@ class Listener:
         got = self.pending()
         if got:
             return got
-        sock = self.conn.pgconn.socket
+        with translated(self.conn):
+            sock = self.conn.pgconn.socket
         ready = select_readable([sock, self.waker.fd], timeout)
         if self.waker.fd in ready:
             self.waker.clear()
@@ -96,7 +103,8 @@ class Listener:
         """A trivial round trip, to find a connection that died silently: it
         raises when the server is gone (client-side TCP keepalives and
         ``tcp_user_timeout`` bound how long that takes on a half-open link)."""
-        self.conn.execute("SELECT 1")
+        with translated(self.conn):
+            self.conn.execute("SELECT 1")
 
     def close(self) -> None:
         """Release the wake-up pipe if it is the listener's own (the connection

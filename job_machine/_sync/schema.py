@@ -9,6 +9,7 @@ from typing import Any, LiteralString
 from psycopg import Connection
 from psycopg.pq import TransactionStatus
 
+from .._db_errors import translated
 from .._schema_sql import (
     DEFAULT_ROLE_PREFIX,
     ROLE_PREFIX_SETTING,
@@ -27,6 +28,9 @@ def install_schema(target: Connection[Any] | str) -> None:
     the schema already (job_machine's or Perl Job::Machine's), losing no data.
 
     :param target: a connection (not inside a transaction) or a DSN.
+    :raises DatabaseError: the file refused to run (a check of its own, such
+        as duplicate queue names a Perl client left: SQLSTATE P0001, its
+        message and HINT say what to do); nothing was changed.
     """
     _run_file(target, create_tables_sql(), "install the schema", {})
 
@@ -45,6 +49,9 @@ def install_roles(target: Connection[Any] | str, prefix: str = DEFAULT_ROLE_PREF
     :return: the names of the roles.
     :raises ValueError: a prefix that is not a lower-case identifier of up
         to 56 characters.
+    :raises DatabaseError: the file refused to run (no schema, or one older
+        than the roles need: SQLSTATE P0001; a role that may not create
+        roles: 42501); nothing was changed.
     """
     roles = Roles(prefix)
     _run_file(target, roles_sql(), "install the roles", {ROLE_PREFIX_SETTING: prefix})
@@ -58,24 +65,27 @@ def _run_file(
     settings: dict[str, str],
 ) -> None:
     """Run one of the files of sql/ (each has its own BEGIN/COMMIT), with
-    ``settings`` set for the session while it runs."""
+    ``settings`` set for the session while it runs; psycopg's errors raised
+    as job_machine's."""
     if isinstance(target, str):
         conn = connect(target)
         try:
-            _run_on(conn, text, settings)
+            with translated(conn):
+                _run_on(conn, text, settings)
         finally:
             conn.close()
         return
     if target.info.transaction_status != TransactionStatus.IDLE:
         raise JobMachineError(f"{what} on a connection outside a transaction")
-    was_autocommit = target.autocommit
-    if not was_autocommit:
-        target.set_autocommit(True)
-    try:
-        _run_on(target, text, settings)
-    finally:
+    with translated(target):
+        was_autocommit = target.autocommit
         if not was_autocommit:
-            target.set_autocommit(False)
+            target.set_autocommit(True)
+        try:
+            _run_on(target, text, settings)
+        finally:
+            if not was_autocommit:
+                target.set_autocommit(False)
 
 
 def _run_on(conn: Connection[Any], text: LiteralString, settings: dict[str, str]) -> None:

@@ -19,20 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import Connection, errors
+from psycopg import Connection
 from psycopg.rows import dict_row
-from psycopg_pool import PoolTimeout
 
+from .._db_errors import translate
 from .._queries import queries
-from ..errors import (
-    ConnectionLost,
-    PoolExhausted,
-    SchemaMissing,
-    ServerReadOnly,
-    StatementFailed,
-    StatementTimeout,
-    TransactionConflict,
-)
+from ..errors import ServerReadOnly
 from ..task import Status
 from .connection import Connector
 
@@ -54,21 +46,6 @@ class Registration:
     locked: bool  #: whether this session holds the worker's liveness lock
 
 
-def _statement_failed(ex: psycopg.OperationalError) -> StatementFailed | None:
-    """Our error for a statement that failed on a live connection, or None."""
-    kind: type[StatementFailed]
-    if isinstance(ex, errors.QueryCanceled | errors.LockNotAvailable):
-        kind = StatementTimeout
-    elif isinstance(ex, errors.DeadlockDetected | errors.SerializationFailure):
-        kind = TransactionConflict
-    elif isinstance(ex, PoolTimeout):
-        kind = PoolExhausted
-    else:
-        return None
-    what = " ".join((kind.__doc__ or kind.__name__).split())
-    return kind(f"{what} ({str(ex).strip() or type(ex).__name__})")
-
-
 class StoreBase:
     """Runs job_machine's named statements on connections from a Connector."""
 
@@ -80,11 +57,9 @@ class StoreBase:
     def _cursor(
         self, conn: Connection[Any] | None = None
     ) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
-        """A dict-row cursor, with a missing schema reported as SchemaMissing, a
-        connection that died under the call as ConnectionLost, and a statement
-        that failed on a live connection for a passing reason (a timeout or
-        cancel, a deadlock, a serialization failure, no pooled connection in
-        time) as a StatementFailed: the one place psycopg's errors become ours."""
+        """A dict-row cursor whose psycopg errors are raised as job_machine's
+        (job_machine/_db_errors.py: ConnectionLost, ServerReadOnly,
+        SchemaMissing, a StatementFailed kind, DatabaseError)."""
         used: list[Connection[Any]] = []
         try:
             if conn is not None:
@@ -95,42 +70,19 @@ class StoreBase:
                 with self.connector.connection() as c, c.cursor(row_factory=dict_row) as cur:
                     used.append(c)
                     yield cur
-        except psycopg.OperationalError as ex:
-            if used and (used[0].broken or used[0].closed):
-                raise ConnectionLost(
-                    f"{ConnectionLost.__doc__} ({str(ex).strip() or type(ex).__name__})"
-                ) from ex
-            failed = _statement_failed(ex)
-            if failed is None:
-                raise
-            raise failed from ex
-        except errors.ReadOnlySqlTransaction as ex:
-            # A standby, or a primary demoted or made read-only: a lost
-            # connection for us. Ours is dropped, so the next call connects
-            # again (to the new primary, given target_session_attrs=read-write).
-            if used and self.connector.reconnects and not used[0].closed:
+        except psycopg.Error as ex:
+            ours = translate(ex, used[0] if used else None)
+            if (
+                isinstance(ours, ServerReadOnly)
+                and used
+                and self.connector.reconnects
+                and not used[0].closed
+            ):
+                # A standby, or a primary demoted or made read-only: a lost
+                # connection for us. Ours is dropped, so the next call connects
+                # again (to the new primary, given target_session_attrs=read-write).
                 used[0].close()
-            raise ServerReadOnly(
-                f"the server is read-only ({ex.diag.message_primary}): a standby, or a "
-                "primary demoted or made read-only; a DSN listing every node with "
-                "target_session_attrs=read-write finds the primary on reconnect"
-            ) from ex
-        except (errors.UndefinedTable, errors.InvalidSchemaName) as ex:
-            raise SchemaMissing(f"{SchemaMissing.__doc__} ({ex.diag.message_primary})") from None
-        except (
-            errors.UndefinedColumn,
-            errors.InvalidColumnReference,
-            errors.UndefinedFunction,
-        ) as ex:
-            # A Perl Job::Machine database that job_machine's install has not
-            # upgraded yet: no attempts column, no unique class name; or a
-            # schema that this release's create_tables.sql has not run on:
-            # no jobmachine.queue_find() and the other functions.
-            raise SchemaMissing(
-                "the jobmachine schema is not upgraded for job_machine (a Perl Job::Machine "
-                "schema?): run `psql -f sql/create_tables.sql` or job_machine.install_schema() "
-                f"({ex.diag.message_primary})"
-            ) from None
+            raise ours from ours.__cause__
 
     def _one(
         self, name: str, params: dict[str, Any], conn: Connection[Any] | None = None

@@ -15,7 +15,6 @@ from datetime import timedelta
 from functools import partial
 from typing import Any, ClassVar
 
-import psycopg
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
@@ -35,6 +34,7 @@ from ..channels import (
 )
 from ..errors import (
     ConnectionFailed,
+    DatabaseUnavailable,
     Retry,
     StatementFailed,
     TaskNotHeld,
@@ -56,11 +56,12 @@ from .sideloop import READ_WHILE_BUSY, SideLoop
 from .slots import Slots
 from .store import ChoreCounts, Store
 
-#: What a lost or unreachable database raises: reconnect and carry on. A
-#: statement that failed on a live connection (StatementFailed: a timeout or
+#: What a lost or unreachable database raises, or one that cannot serve for
+#: now (DatabaseUnavailable: out of disk, shutting down): reconnect and carry
+#: on. A statement that failed on a live connection (StatementFailed: a timeout or
 #: cancel, a deadlock, no pooled connection in time) is not one of them: it
 #: is tried again on the same connections, and no claimed task is dropped.
-_CONNECTION_ERRORS = (ConnectionFailed, psycopg.OperationalError, psycopg.InterfaceError)
+_CONNECTION_ERRORS = (ConnectionFailed, DatabaseUnavailable)
 
 
 logger = logging.getLogger("job_machine.worker")

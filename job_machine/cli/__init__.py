@@ -22,7 +22,6 @@ import sys
 from collections.abc import Sequence
 
 import click
-import psycopg
 
 import job_machine as jm
 
@@ -109,7 +108,7 @@ def _run(command: click.Command, argv: Sequence[str] | None, prog_name: str) -> 
         return _error(one_line(Exception(ex.format_message())), ex.exit_code)
     except click.Abort:
         return _error("interrupted", EXIT_INTERRUPTED)
-    except (jm.JobMachineError, ValueError, psycopg.Error) as ex:
+    except (jm.JobMachineError, ValueError) as ex:
         return _error(one_line(ex), EXIT_FAILURE)
     return rv if isinstance(rv, int) else 0
 

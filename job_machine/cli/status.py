@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 
 import click
-import psycopg
 from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.text import Text
@@ -90,14 +89,14 @@ def _watch(admin: jm.Admin, interval: float, as_json: bool) -> None:
                 click.echo()
             try:
                 _print_status(admin, as_json, stamp=True)
-            except (jm.JobMachineError, psycopg.Error) as ex:
+            except jm.JobMachineError as ex:
                 click.echo(f"Error: {one_line(ex)}", err=True)
     with Live(_status_screen(admin), auto_refresh=False) as live:
         while True:
             time.sleep(interval)
             try:
                 screen = _status_screen(admin)
-            except (jm.JobMachineError, psycopg.Error) as ex:
+            except jm.JobMachineError as ex:
                 screen = Text(f"{datetime.now():%H:%M:%S}  Error: {one_line(ex)}", style="red")
             live.update(screen, refresh=True)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import psycopg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -79,7 +78,6 @@ def create_app(config: DashboardConfig) -> Starlette:
             HTTPException: _http_error,
             Busy: _busy,
             JobMachineError: _machine_error,
-            psycopg.Error: _machine_error,
         },
         lifespan=lifespan,
     )

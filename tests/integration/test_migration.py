@@ -198,7 +198,7 @@ def test_psql_style_upgrade_is_one_transaction(v2: dict[str, Any]) -> None:
         c.execute("DROP INDEX jobmachine.class_name_key")
         c.execute("INSERT INTO jobmachine.class (name) VALUES ('mig.q')")
         before = catalog(c)
-        with pytest.raises(psycopg.Error, match="duplicate queue names"):
+        with pytest.raises(jm.DatabaseError, match="duplicate queue names"):
             jm.install_schema(dsn)
         assert catalog(c) == before
         assert "task_waiting_idx" in indexes(c)

@@ -324,7 +324,7 @@ def test_install_refuses_duplicate_queue_names_and_changes_nothing(perl_dsn: str
     install must say so and change nothing."""
     with psycopg.connect(perl_dsn, autocommit=True) as c:
         c.execute("INSERT INTO jobmachine.class (name) VALUES ('dup'), ('dup')")
-    with pytest.raises(psycopg.Error, match="duplicate queue names"):
+    with pytest.raises(jm.DatabaseError, match="duplicate queue names"):
         jm.install_schema(perl_dsn)
     with psycopg.connect(perl_dsn, autocommit=True) as c:
         assert column_types(c).get(("task", "attempts")) is None
@@ -337,7 +337,7 @@ def test_failed_install_leaves_an_autocommit_connection_usable(perl_dsn: str) ->
     inside the aborted transaction the schema file opened."""
     with psycopg.connect(perl_dsn, autocommit=True) as c:
         c.execute("INSERT INTO jobmachine.class (name) VALUES ('dup'), ('dup')")
-        with pytest.raises(psycopg.Error, match="duplicate queue names"):
+        with pytest.raises(jm.DatabaseError, match="duplicate queue names"):
             jm.install_schema(c)
         assert c.execute("SELECT count(*) FROM jobmachine.class").fetchone() == (2,)
         assert column_types(c).get(("task", "attempts")) is None
@@ -352,7 +352,7 @@ def test_failed_install_on_a_transactional_connection_reports_the_real_error(
     with psycopg.connect(perl_dsn, autocommit=True) as c:
         c.execute("INSERT INTO jobmachine.class (name) VALUES ('dup'), ('dup')")
     with psycopg.connect(perl_dsn) as c2:
-        with pytest.raises(psycopg.Error, match="duplicate queue names"):
+        with pytest.raises(jm.DatabaseError, match="duplicate queue names"):
             jm.install_schema(c2)
         assert c2.autocommit is False
         assert c2.execute("SELECT count(*) FROM jobmachine.class").fetchone() == (2,)

@@ -131,9 +131,12 @@ class Answer(jm.Worker):
 
 
 def denied(call: Callable[[], Any]) -> None:
-    """``call`` fails for want of a privilege."""
-    with pytest.raises(InsufficientPrivilege):
+    """``call`` fails for want of a privilege: job_machine's DatabaseError
+    with SQLSTATE 42501, psycopg's InsufficientPrivilege as its cause."""
+    with pytest.raises(jm.DatabaseError) as raised:
         call()
+    assert raised.value.sqlstate == "42501", raised.value
+    assert isinstance(raised.value.__cause__, InsufficientPrivilege)
 
 
 def denied_sql(dsn: str, *statements: str) -> None:
@@ -330,10 +333,11 @@ def test_a_bad_prefix_or_an_old_schema_is_refused_and_creates_nothing(
     with psycopg.connect(empty_dsn, autocommit=True) as c:
         try:
             # No schema, then a version 2 schema: the grants name version 10's tables.
-            with pytest.raises(RaiseException, match="missing or older than version 10"):
+            with pytest.raises(jm.DatabaseError, match="missing or older than version 10") as no:
                 jm.install_roles(empty_dsn, prefix=roles.prefix)
+            assert no.value.sqlstate == "P0001" and isinstance(no.value.__cause__, RaiseException)
             c.execute(V2_SCHEMA.read_text("utf-8"))
-            with pytest.raises(RaiseException, match=r"older than version 10 \(found 2\)"):
+            with pytest.raises(jm.DatabaseError, match=r"older than version 10 \(found 2\)"):
                 jm.install_roles(c, prefix=roles.prefix)
             assert c.execute("SELECT 1").fetchone() == (1,)  # the connection is usable
             assert one(c, count, list(roles.all)) == 0

@@ -36,6 +36,7 @@ from starlette.applications import Starlette
 
 import job_machine as jm
 from job_machine._async.admin import AsyncAdmin
+from job_machine._db_errors import reraise
 from job_machine._dsn import describe_target, redact
 from job_machine._queries import queries
 from job_machine.cli import web as cli_web
@@ -1017,7 +1018,11 @@ async def test_a_failed_query_is_an_internal_error_logged_without_secrets(
     error, which goes to the log, scrubbed."""
 
     async def failing(self: AsyncAdmin) -> None:
-        raise psycopg.errors.NumericValueOutOfRange(f"bigint out of range near {SECRET}")
+        # As the Store raises it: job_machine's DatabaseError, psycopg's its cause.
+        try:
+            raise psycopg.errors.NumericValueOutOfRange(f"bigint out of range near {SECRET}")
+        except psycopg.Error as ex:
+            reraise(ex)
 
     monkeypatch.setattr(AsyncAdmin, "locks", failing)
     caplog.set_level(logging.ERROR, logger="job_machine.web")
