@@ -183,8 +183,15 @@ class WorkerConfig:
 
     @classmethod
     def check_given(cls, given: dict[str, Any]) -> dict[str, Any]:
-        """The settings of ``given`` that are not None, checked (see :meth:`check`)."""
-        return {name: cls.check(name, value) for name, value in given.items() if value is not None}
+        """The settings a worker's constructor was given (``given``: its
+        arguments by name, settings among them), those that are not None,
+        checked (see :meth:`check`). ``listen_dsn`` is left to the caller
+        (an attribute of the worker, set even when None)."""
+        return {
+            s.name: cls.check(s.name, given[s.name])
+            for s in cls.settings
+            if s.kind != "dsn" and given.get(s.name) is not None
+        }
 
     @staticmethod
     def check_queues(names: str | Sequence[str] | None) -> list[str]:

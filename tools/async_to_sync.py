@@ -98,6 +98,7 @@ NAMES = {
     "AsyncCommands": "Commands",
     "AsyncStopper": "Stopper",
     "AsyncSubscriber": "Subscriber",
+    "AsyncOwnPool": "OwnPool",
     "AsyncSlots": "Slots",
     "AsyncSendGroup": "SendGroup",
     "AsyncPartGroup": "PartGroup",

@@ -121,9 +121,7 @@ class AsyncCommands:
         wanted, self.wanted_concurrency = self.wanted_concurrency, None
         if wanted is None or wanted == worker.concurrency:
             return
-        pool = worker._own_pool
-        if pool is not None and wanted > pool.max_size:
-            await pool.resize(pool.min_size, wanted)
+        await worker._own_pool.grow(wanted)
         logger.info(
             "worker %s: concurrency %d (was %d)", worker.worker_id, wanted, worker.concurrency
         )

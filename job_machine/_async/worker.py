@@ -27,10 +27,11 @@ from ..logging import task_extra
 from ..task import Task
 from .commands import AsyncCommands
 from .completer import AsyncCompleter
-from .connection import AsyncConnector, AsyncConnectorOwner, AsyncPinnedConnection
+from .connection import AsyncConnector, AsyncConnectorOwner
 from .executor import AsyncExecutor
 from .listener import AsyncListener
 from .locks import AsyncLocksAndNotes
+from .ownpool import AsyncOwnPool
 from .parts import AsyncPartGroup
 from .producer import AsyncProducer
 from .sideloop import AsyncSideLoop
@@ -120,42 +121,16 @@ class AsyncWorker(WorkerSettings, AsyncLocksAndNotes, AsyncConnectorOwner):
         self.queues: list[str] = WorkerConfig.check_queues(
             queue if queue is not None else type(self).queue
         )
-        given = {
-            "min_priority": min_priority,
-            "timeout": timeout,
-            "dead_after": dead_after,
-            "max_runtime": max_runtime,
-            "time_limit": time_limit,
-            "orphan_after": orphan_after,
-            "retries": retries,
-            "retry_backoff": retry_backoff,
-            "retry_backoff_cap": retry_backoff_cap,
-            "reconnect_backoff": reconnect_backoff,
-            "reconnect_backoff_cap": reconnect_backoff_cap,
-            "shutdown_grace": shutdown_grace,
-            "housekeeping_interval": housekeeping_interval,
-            "remove_after": remove_after,
-            "concurrency": concurrency,
-            "prefetch": prefetch,
-            "prefetch_seconds": prefetch_seconds,
-        }
-        for name, value in WorkerConfig.check_given(given).items():
+        # The constructor's parameters are named as WorkerConfig's settings
+        # (tests/unit/test_worker_config.py holds them to it).
+        for name, value in WorkerConfig.check_given(locals()).items():
             setattr(self, name, value)
         kwargs = CLIENT_KEEPALIVES | (connect_kwargs or {})
         self._connect_kwargs = kwargs
         #: The pool the worker makes for itself to run several tasks at once.
-        self._own_pool: AsyncConnectionPool | None = None
-        if dsn and self.concurrency > 1:
-            self._own_pool = AsyncConnectionPool(
-                dsn,
-                connection_class=AsyncPinnedConnection,
-                min_size=1,
-                max_size=self.concurrency,
-                kwargs={"autocommit": True, **kwargs},
-                open=False,
-                name="job_machine-worker",
-            )
-            dsn, pool = None, self._own_pool
+        self._own_pool = AsyncOwnPool(dsn, self.concurrency, kwargs)
+        if self._own_pool.pool is not None:
+            dsn, pool = None, self._own_pool.pool
         self._connector = AsyncConnector(dsn=dsn, conn=conn, pool=pool, connect_kwargs=kwargs)
         self._store = AsyncStore(self._connector)
         #: The queues served (patterns resolved), and the listener.
@@ -181,8 +156,6 @@ class AsyncWorker(WorkerSettings, AsyncLocksAndNotes, AsyncConnectorOwner):
         )
         #: When the task in hand of a one-at-a-time worker started, if one runs.
         self._busy_since: float | None = None
-        #: Sleeps in a row cut short because a due task was locked.
-        self._locked_polls = 0
         #: Writes how tasks ended, in groups while more work is in hand.
         self._completer = AsyncCompleter(
             self._store,
@@ -342,7 +315,7 @@ class AsyncWorker(WorkerSettings, AsyncLocksAndNotes, AsyncConnectorOwner):
             on_cancel=self._stopper.on_cancel,
         )
         try:
-            await self._open_own_pool()
+            await self._own_pool.open(self._connector)
             self.worker_id = await arun_blocking(liveness.start)
             self._liveness = liveness
             # The caller's connection (conn=) in autocommit while serving:
@@ -373,8 +346,7 @@ class AsyncWorker(WorkerSettings, AsyncLocksAndNotes, AsyncConnectorOwner):
                 self._liveness = None
             self.worker_id = None
             await self._connector.close()
-            if self._own_pool is not None:
-                await self._own_pool.close()
+            await self._own_pool.close()
             self._waker.close()
             self._waker = None
             self._stopper.reset()  # a later receive() serves again
@@ -386,7 +358,10 @@ class AsyncWorker(WorkerSettings, AsyncLocksAndNotes, AsyncConnectorOwner):
                 async with self._subscriber.listening(self.listen_dsn, self._waker) as listener:
                     if backoff.failures:
                         logger.info("worker %s: reconnected; draining", self.worker_id)
-                        await self._release_lost_claims()
+                        # Finished tasks whose ends are not written yet are
+                        # still ours to write.
+                        keep = self._running_ids() + self._completer.pending_ids()
+                        await self._producer.release_lost(self.worker_id, keep)
                     backoff.reset()
                     await self._serve_through_failures(listener)
             except _CONNECTION_ERRORS as ex:
@@ -467,7 +442,7 @@ class AsyncWorker(WorkerSettings, AsyncLocksAndNotes, AsyncConnectorOwner):
         if task_id is not None and (isinstance(task_id, bool) or not isinstance(task_id, int)):
             raise ValueError(f"task_id must be a task id (a whole number), not {task_id!r}")
         await self._subscriber.subscribe(None)
-        await self._open_own_pool()
+        await self._own_pool.open(self._connector)
         tasks = await self._claim(1, task_id)
         for task in tasks:
             await self._run(task)
@@ -477,8 +452,7 @@ class AsyncWorker(WorkerSettings, AsyncLocksAndNotes, AsyncConnectorOwner):
     async def close(self) -> None:
         """Close the connections this worker opened itself (its pool too)."""
         await super().close()
-        if self._own_pool is not None:
-            await self._own_pool.close()
+        await self._own_pool.close()
 
     async def housekeeping(self) -> ChoreCounts:
         """Run the fleet's chores now: rescue the tasks of dead workers, give up
@@ -515,19 +489,13 @@ class AsyncWorker(WorkerSettings, AsyncLocksAndNotes, AsyncConnectorOwner):
 
     async def _next_wait(self) -> float:
         """How long to sleep when the queues gave nothing: until the next
-        task falls due, or the timeout. A task due already was skipped by the
-        claim because a transaction held its row: look again soon, backing
-        off (10 ms doubling to 1.28 s) while that transaction stays open."""
+        task falls due, or the timeout (see AsyncProducer.idle_wait)."""
         if self._slotted and self._slots.free(self.concurrency) <= 0:
             # No free slot: a finishing task wakes the wait; done marks
             # still pending are written within prefetch_seconds.
             return self.prefetch_seconds if self._completer.pending else self.timeout
         due = await self._store.task_next_due(self._subscriber.served, self.min_priority)
-        if due is None or due > 0:
-            self._locked_polls = 0
-            return self.timeout if due is None else min(self.timeout, due + 0.005)
-        self._locked_polls = min(self._locked_polls + 1, 8)
-        return min(self.timeout, 0.005 * 2.0**self._locked_polls)
+        return self._producer.idle_wait(due, self.timeout)
 
     async def _claim(self, limit: int, task_id: int | None = None) -> list[Task]:
         return await self._store.task_claim(
@@ -675,44 +643,6 @@ class AsyncWorker(WorkerSettings, AsyncLocksAndNotes, AsyncConnectorOwner):
             return
         if self._waker.fd in await aselect_readable([self._waker.fd], seconds):
             self._waker.clear()
-
-    async def _open_own_pool(self) -> None:
-        """Open the pool made for ``concurrency`` > 1, if any. A closed pool
-        cannot be opened again, so a later receive() gets a new one."""
-        pool = self._own_pool
-        if pool is None:
-            return
-        if pool.closed:
-            pool = AsyncConnectionPool(
-                pool.conninfo,
-                connection_class=AsyncPinnedConnection,
-                min_size=pool.min_size,
-                max_size=pool.max_size,
-                kwargs=pool.kwargs,
-                open=False,
-                name=pool.name,
-            )
-            self._own_pool = self._connector.pool = pool
-        await pool.open(wait=True)
-
-    async def _release_lost_claims(self) -> None:
-        """After a lost connection: a claim may have committed while its answer
-        was lost, leaving a task started by this worker that it never saw."""
-        if self.worker_id is None:
-            return
-        keep = self._running_ids()
-        # Tasks claimed ahead were claimed on the lost connection but are
-        # known: keep them, they are processed next.
-        keep += self._producer.ids()
-        # Finished, how they ended not written yet: still ours to write.
-        keep += self._completer.pending_ids()
-        released = await self._store.task_release_held(self.worker_id, keep)
-        if released:
-            logger.warning(
-                "worker %s: handed back %d task(s) whose claim was lost with the connection",
-                self.worker_id,
-                released,
-            )
 
     async def _run(self, task: Task, waited: float = 0.0) -> None:
         await self._executor.run(task, waited)

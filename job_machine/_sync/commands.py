@@ -123,9 +123,7 @@ class Commands:
         wanted, self.wanted_concurrency = self.wanted_concurrency, None
         if wanted is None or wanted == worker.concurrency:
             return
-        pool = worker._own_pool
-        if pool is not None and wanted > pool.max_size:
-            pool.resize(pool.min_size, wanted)
+        worker._own_pool.grow(wanted)
         logger.info(
             "worker %s: concurrency %d (was %d)", worker.worker_id, wanted, worker.concurrency
         )

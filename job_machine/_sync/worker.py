@@ -29,10 +29,11 @@ from ..logging import task_extra
 from ..task import Task
 from .commands import Commands
 from .completer import Completer
-from .connection import Connector, ConnectorOwner, PinnedConnection
+from .connection import Connector, ConnectorOwner
 from .executor import Executor
 from .listener import Listener
 from .locks import LocksAndNotes
+from .ownpool import OwnPool
 from .parts import PartGroup
 from .producer import Producer
 from .sideloop import SideLoop
@@ -122,42 +123,16 @@ class Worker(WorkerSettings, LocksAndNotes, ConnectorOwner):
         self.queues: list[str] = WorkerConfig.check_queues(
             queue if queue is not None else type(self).queue
         )
-        given = {
-            "min_priority": min_priority,
-            "timeout": timeout,
-            "dead_after": dead_after,
-            "max_runtime": max_runtime,
-            "time_limit": time_limit,
-            "orphan_after": orphan_after,
-            "retries": retries,
-            "retry_backoff": retry_backoff,
-            "retry_backoff_cap": retry_backoff_cap,
-            "reconnect_backoff": reconnect_backoff,
-            "reconnect_backoff_cap": reconnect_backoff_cap,
-            "shutdown_grace": shutdown_grace,
-            "housekeeping_interval": housekeeping_interval,
-            "remove_after": remove_after,
-            "concurrency": concurrency,
-            "prefetch": prefetch,
-            "prefetch_seconds": prefetch_seconds,
-        }
-        for name, value in WorkerConfig.check_given(given).items():
+        # The constructor's parameters are named as WorkerConfig's settings
+        # (tests/unit/test_worker_config.py holds them to it).
+        for name, value in WorkerConfig.check_given(locals()).items():
             setattr(self, name, value)
         kwargs = CLIENT_KEEPALIVES | (connect_kwargs or {})
         self._connect_kwargs = kwargs
         #: The pool the worker makes for itself to run several tasks at once.
-        self._own_pool: ConnectionPool | None = None
-        if dsn and self.concurrency > 1:
-            self._own_pool = ConnectionPool(
-                dsn,
-                connection_class=PinnedConnection,
-                min_size=1,
-                max_size=self.concurrency,
-                kwargs={"autocommit": True, **kwargs},
-                open=False,
-                name="job_machine-worker",
-            )
-            dsn, pool = None, self._own_pool
+        self._own_pool = OwnPool(dsn, self.concurrency, kwargs)
+        if self._own_pool.pool is not None:
+            dsn, pool = None, self._own_pool.pool
         self._connector = Connector(dsn=dsn, conn=conn, pool=pool, connect_kwargs=kwargs)
         self._store = Store(self._connector)
         #: The queues served (patterns resolved), and the listener.
@@ -183,8 +158,6 @@ class Worker(WorkerSettings, LocksAndNotes, ConnectorOwner):
         )
         #: When the task in hand of a one-at-a-time worker started, if one runs.
         self._busy_since: float | None = None
-        #: Sleeps in a row cut short because a due task was locked.
-        self._locked_polls = 0
         #: Writes how tasks ended, in groups while more work is in hand.
         self._completer = Completer(
             self._store,
@@ -344,7 +317,7 @@ class Worker(WorkerSettings, LocksAndNotes, ConnectorOwner):
             on_cancel=self._stopper.on_cancel,
         )
         try:
-            self._open_own_pool()
+            self._own_pool.open(self._connector)
             self.worker_id = run_blocking(liveness.start)
             self._liveness = liveness
             # The caller's connection (conn=) in autocommit while serving:
@@ -375,8 +348,7 @@ class Worker(WorkerSettings, LocksAndNotes, ConnectorOwner):
                 self._liveness = None
             self.worker_id = None
             self._connector.close()
-            if self._own_pool is not None:
-                self._own_pool.close()
+            self._own_pool.close()
             self._waker.close()
             self._waker = None
             self._stopper.reset()  # a later receive() serves again
@@ -388,7 +360,10 @@ class Worker(WorkerSettings, LocksAndNotes, ConnectorOwner):
                 with self._subscriber.listening(self.listen_dsn, self._waker) as listener:
                     if backoff.failures:
                         logger.info("worker %s: reconnected; draining", self.worker_id)
-                        self._release_lost_claims()
+                        # Finished tasks whose ends are not written yet are
+                        # still ours to write.
+                        keep = self._running_ids() + self._completer.pending_ids()
+                        self._producer.release_lost(self.worker_id, keep)
                     backoff.reset()
                     self._serve_through_failures(listener)
             except _CONNECTION_ERRORS as ex:
@@ -469,7 +444,7 @@ class Worker(WorkerSettings, LocksAndNotes, ConnectorOwner):
         if task_id is not None and (isinstance(task_id, bool) or not isinstance(task_id, int)):
             raise ValueError(f"task_id must be a task id (a whole number), not {task_id!r}")
         self._subscriber.subscribe(None)
-        self._open_own_pool()
+        self._own_pool.open(self._connector)
         tasks = self._claim(1, task_id)
         for task in tasks:
             self._run(task)
@@ -479,8 +454,7 @@ class Worker(WorkerSettings, LocksAndNotes, ConnectorOwner):
     def close(self) -> None:
         """Close the connections this worker opened itself (its pool too)."""
         super().close()
-        if self._own_pool is not None:
-            self._own_pool.close()
+        self._own_pool.close()
 
     def housekeeping(self) -> ChoreCounts:
         """Run the fleet's chores now: rescue the tasks of dead workers, give up
@@ -517,19 +491,13 @@ class Worker(WorkerSettings, LocksAndNotes, ConnectorOwner):
 
     def _next_wait(self) -> float:
         """How long to sleep when the queues gave nothing: until the next
-        task falls due, or the timeout. A task due already was skipped by the
-        claim because a transaction held its row: look again soon, backing
-        off (10 ms doubling to 1.28 s) while that transaction stays open."""
+        task falls due, or the timeout (see Producer.idle_wait)."""
         if self._slotted and self._slots.free(self.concurrency) <= 0:
             # No free slot: a finishing task wakes the wait; done marks
             # still pending are written within prefetch_seconds.
             return self.prefetch_seconds if self._completer.pending else self.timeout
         due = self._store.task_next_due(self._subscriber.served, self.min_priority)
-        if due is None or due > 0:
-            self._locked_polls = 0
-            return self.timeout if due is None else min(self.timeout, due + 0.005)
-        self._locked_polls = min(self._locked_polls + 1, 8)
-        return min(self.timeout, 0.005 * 2.0**self._locked_polls)
+        return self._producer.idle_wait(due, self.timeout)
 
     def _claim(self, limit: int, task_id: int | None = None) -> list[Task]:
         return self._store.task_claim(
@@ -677,44 +645,6 @@ class Worker(WorkerSettings, LocksAndNotes, ConnectorOwner):
             return
         if self._waker.fd in select_readable([self._waker.fd], seconds):
             self._waker.clear()
-
-    def _open_own_pool(self) -> None:
-        """Open the pool made for ``concurrency`` > 1, if any. A closed pool
-        cannot be opened again, so a later receive() gets a new one."""
-        pool = self._own_pool
-        if pool is None:
-            return
-        if pool.closed:
-            pool = ConnectionPool(
-                pool.conninfo,
-                connection_class=PinnedConnection,
-                min_size=pool.min_size,
-                max_size=pool.max_size,
-                kwargs=pool.kwargs,
-                open=False,
-                name=pool.name,
-            )
-            self._own_pool = self._connector.pool = pool
-        pool.open(wait=True)
-
-    def _release_lost_claims(self) -> None:
-        """After a lost connection: a claim may have committed while its answer
-        was lost, leaving a task started by this worker that it never saw."""
-        if self.worker_id is None:
-            return
-        keep = self._running_ids()
-        # Tasks claimed ahead were claimed on the lost connection but are
-        # known: keep them, they are processed next.
-        keep += self._producer.ids()
-        # Finished, how they ended not written yet: still ours to write.
-        keep += self._completer.pending_ids()
-        released = self._store.task_release_held(self.worker_id, keep)
-        if released:
-            logger.warning(
-                "worker %s: handed back %d task(s) whose claim was lost with the connection",
-                self.worker_id,
-                released,
-            )
 
     def _run(self, task: Task, waited: float = 0.0) -> None:
         self._executor.run(task, waited)
