@@ -1,20 +1,23 @@
 """The worker's settings, written once: default, check and help text of each.
 
-``AsyncWorker`` and ``Worker`` take their class defaults and check their
-constructor arguments here; the ``job-machine worker`` command builds its
-options from :data:`WorkerConfig.settings` (so a setting cannot be missing
-there, nor typed as seconds when it counts days). Neither sync nor async:
+``AsyncWorker`` and ``Worker`` take their class defaults from
+:class:`WorkerSettings` and check their constructor arguments here; the
+``job-machine worker`` command builds its options from
+:data:`WorkerConfig.settings` (so a setting cannot be missing there, nor
+typed as seconds when it counts days). Neither sync nor async:
 hand-written once for both faces.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
 from ._options import check_priority
 from ._validate import is_int, is_number
+from .channels import validate_subscription
 
 #: How a setting's value is checked (and typed on the command line):
 #: ``seconds`` > 0, ``seconds0`` >= 0, ``days`` > 0 (or a timedelta),
@@ -177,6 +180,100 @@ class WorkerConfig:
             what = "a number >= 0" if zero_ok else "a positive number"
             raise ValueError(f"{name} must be {what} of seconds/days, not {value!r}")
         return float(value)
+
+    @classmethod
+    def check_given(cls, given: dict[str, Any]) -> dict[str, Any]:
+        """The settings a worker's constructor was given (``given``: its
+        arguments by name, settings among them), those that are not None,
+        checked (see :meth:`check`). ``listen_dsn`` is left to the caller
+        (an attribute of the worker, set even when None)."""
+        return {
+            s.name: cls.check(s.name, given[s.name])
+            for s in cls.settings
+            if s.kind != "dsn" and given.get(s.name) is not None
+        }
+
+    @staticmethod
+    def check_queues(names: str | Sequence[str] | None) -> list[str]:
+        """The queues and patterns a worker is to serve, checked.
+
+        :raises ValueError: none given, or an empty list.
+        :raises InvalidQueueName: a name or pattern that is not one.
+        """
+        if names is None:
+            raise ValueError("no queue: pass queue= to the worker or set it on the class")
+        if isinstance(names, str):
+            names = [names]
+        queues = [validate_subscription(q) for q in names]
+        if not queues:
+            raise ValueError("queue list is empty")
+        return queues
+
+
+class WorkerSettings:
+    """The settings of ``AsyncWorker`` and ``Worker`` as class attributes,
+    with their defaults: each can be given to the constructor or set as a
+    class attribute of a subclass."""
+
+    #: The queue(s) to serve when none is given to the constructor.
+    queue: ClassVar[str | Sequence[str] | None] = None
+    #: Claim only tasks of at least this priority (None: any).
+    min_priority: int | None = WorkerConfig.default("min_priority")
+    #: Seconds without a notification after which the worker pings its
+    #: listening connection and reads its queues again: a lost notification
+    #: delays a task by at most this long.
+    timeout: float = WorkerConfig.default("timeout")
+    #: Seconds within which a dead worker's tasks go back to waiting
+    #: (liveness is judged by PostgreSQL: see docs/liveness.md).
+    dead_after: float = WorkerConfig.default("dead_after")
+    #: Optional limit: seconds after which a task a *live* worker still runs
+    #: is given up on (an error is stored and it is retried or failed; the
+    #: worker running it can no longer finish it). None: never.
+    max_runtime: float | None = WorkerConfig.default("max_runtime")
+    #: Optional limit: seconds one attempt may run; a task's own
+    #: ``send(time_limit=...)`` wins. Past it the attempt is stopped (the
+    #: async worker cancels the coroutine; a thread sees ``task.cancelled``)
+    #: and ends with a :class:`~job_machine.TimeLimitExceeded` error,
+    #: retried or failed like any error. None: no limit.
+    time_limit: float | None = WorkerConfig.default("time_limit")
+    #: Whether stopping an attempt (time limit, cancel) ends this process
+    #: (exit code :data:`job_machine.supervisor.EXIT_TASK_STOPPED`), after
+    #: handing back the other tasks it holds: set in the worker processes of
+    #: ``job-machine worker --processes N``, whose supervisor starts a
+    #: fresh one at once. Code that never looks at ``task.cancelled`` (a
+    #: CPU-bound loop, a blocking call) is thus stopped too.
+    exit_on_stop: bool = False
+    #: Seconds after which a started task that no registered worker holds (a
+    #: Perl worker's, or one claimed by work_once()) is revived, as Perl does.
+    orphan_after: float = WorkerConfig.default("orphan_after")
+    #: Retries after the first attempt before a task fails.
+    retries: int = WorkerConfig.default("retries")
+    #: Backoff of a retry: ``retry_backoff * 2 ** (attempt - 1)`` seconds,
+    #: capped at ``retry_backoff_cap``, with jitter.
+    retry_backoff: float = WorkerConfig.default("retry_backoff")
+    retry_backoff_cap: float = WorkerConfig.default("retry_backoff_cap")
+    #: Backoff of reconnects after the database went away.
+    reconnect_backoff: float = WorkerConfig.default("reconnect_backoff")
+    reconnect_backoff_cap: float = WorkerConfig.default("reconnect_backoff_cap")
+    #: Seconds the task in hand may take to finish after SIGTERM/SIGINT.
+    shutdown_grace: float = WorkerConfig.default("shutdown_grace")
+    #: Seconds between the fleet's slower chores (orphans, old finished tasks).
+    housekeeping_interval: float = WorkerConfig.default("housekeeping_interval")
+    #: Days after which finished tasks are removed.
+    remove_after: float = WorkerConfig.default("remove_after")
+    #: Whether receive() installs SIGTERM/SIGINT handlers (main thread only).
+    handle_signals: bool = True
+    #: How many tasks to process at once.
+    concurrency: int = WorkerConfig.default("concurrency")
+    #: Most tasks a worker claims in one statement. It claims as many as
+    #: its slots get through in ``prefetch_seconds`` by the average run time
+    #: of its tasks so far: with concurrency 1, 100 tasks of 1 ms, 10 of
+    #: 20 ms, long tasks one by one (with concurrency > 1, at least one per
+    #: free slot). The tasks claimed ahead wait in the worker, not for
+    #: other workers. 1 turns it off.
+    prefetch: int = WorkerConfig.default("prefetch")
+    #: Seconds of work a worker may hold claimed ahead.
+    prefetch_seconds: float = WorkerConfig.default("prefetch_seconds")
 
 
 @dataclass(frozen=True, slots=True)

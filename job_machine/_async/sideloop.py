@@ -130,7 +130,7 @@ class AsyncSideLoop:
             due = completer.due_in()
             if due is not None:
                 wait = min(wait, due)
-            grace = None if handed_back else worker._grace_left()
+            grace = None if handed_back else worker._stopper.grace_left()
             if grace is not None:
                 wait = min(wait, grace)
             wait = max(0.001, wait)
@@ -143,13 +143,13 @@ class AsyncSideLoop:
             try:
                 if completer.aged():
                     await completer.flush_aged(self._store())
-                grace = None if handed_back else worker._grace_left()
+                grace = None if handed_back else worker._stopper.grace_left()
                 if grace is not None and grace <= 0:
                     handed_back = True
-                    await worker._hand_back_running(self._store())
+                    await worker._stopper.hand_back_running(self._store())
             except Exception as ex:  # logged; the serving loop writes what is left
                 logger.warning("worker %s: %s", worker.worker_id, first_line(ex))
-            since, listener, now = worker._busy_since, worker._listener, time.monotonic()
+            since, listener, now = worker._busy_since, worker._subscriber.listener, time.monotonic()
             if (
                 since is None
                 or listener is None

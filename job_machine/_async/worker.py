@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -20,39 +17,28 @@ from .. import _codec
 from .._acompat import arun_blocking, aselect_readable
 from .._backoff import Backoff, backoff_delay
 from .._format import first_line
-from .._shutdown import GracefulShutdown
 from .._waker import Waker
-from .._worker_config import TaskPolicy, WorkerConfig
-from ..channels import (
-    NEW_QUEUE_CHANNEL,
-    is_pattern,
-    queue_channel,
-    subscription,
-    validate_subscription,
-)
-from ..errors import (
-    ConnectionFailed,
-    DatabaseUnavailable,
-    Retry,
-    StatementFailed,
-    TaskNotHeld,
-    WorkerStopped,
-)
+from .._worker_config import TaskPolicy, WorkerConfig, WorkerSettings
+from ..channels import NEW_QUEUE_CHANNEL
+from ..errors import ConnectionFailed, DatabaseUnavailable, Retry, StatementFailed, TaskNotHeld
 from ..liveness import CLIENT_KEEPALIVES, Liveness
 from ..logging import task_extra
-from ..supervisor import EXIT_TASK_STOPPED
 from ..task import Task
+from .commands import AsyncCommands
 from .completer import AsyncCompleter
-from .connection import AsyncConnector, AsyncConnectorOwner, AsyncPinnedConnection, aconnect
+from .connection import AsyncConnector, AsyncConnectorOwner
 from .executor import AsyncExecutor
 from .housekeeper import AsyncHousekeeper
 from .listener import AsyncListener
 from .locks import AsyncLocksAndNotes
+from .ownpool import AsyncOwnPool
 from .parts import AsyncPartGroup
 from .producer import AsyncProducer
-from .sideloop import READ_WHILE_BUSY, AsyncSideLoop
+from .sideloop import AsyncSideLoop
 from .slots import AsyncSlots
+from .stopper import AsyncStopper
 from .store import AsyncStore, ChoreCounts
+from .subscriber import AsyncSubscriber
 
 #: What a lost or unreachable database raises, or one that cannot serve for
 #: now (DatabaseUnavailable: out of disk, shutting down): reconnect and carry
@@ -65,7 +51,7 @@ _CONNECTION_ERRORS = (ConnectionFailed, DatabaseUnavailable)
 logger = logging.getLogger("job_machine.worker")
 
 
-class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
+class AsyncWorker(WorkerSettings, AsyncLocksAndNotes, AsyncConnectorOwner):
     """A service that takes tasks from one or more queues and answers them.
 
     Subclass it and override :meth:`process`; in it, call :meth:`reply`
@@ -99,69 +85,10 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         graceful stop waits for every task in hand.
     :param extra: other keyword arguments become attributes of the worker.
 
-    Every setting below can be given to the constructor or set as a class
-    attribute of the subclass.
+    Every setting of :class:`~job_machine._worker_config.WorkerSettings`
+    (``timeout``, ``retries``, ``shutdown_grace``...) can be given to the
+    constructor or set as a class attribute of the subclass.
     """
-
-    #: The queue(s) to serve when none is given to the constructor.
-    queue: ClassVar[str | Sequence[str] | None] = None
-    #: Claim only tasks of at least this priority (None: any).
-    min_priority: int | None = WorkerConfig.default("min_priority")
-    #: Seconds without a notification after which the worker pings its
-    #: listening connection and reads its queues again: a lost notification
-    #: delays a task by at most this long.
-    timeout: float = WorkerConfig.default("timeout")
-    #: Seconds within which a dead worker's tasks go back to waiting
-    #: (liveness is judged by PostgreSQL: see docs/liveness.md).
-    dead_after: float = WorkerConfig.default("dead_after")
-    #: Optional limit: seconds after which a task a *live* worker still runs
-    #: is given up on (an error is stored and it is retried or failed; the
-    #: worker running it can no longer finish it). None: never.
-    max_runtime: float | None = WorkerConfig.default("max_runtime")
-    #: Optional limit: seconds one attempt may run; a task's own
-    #: ``send(time_limit=...)`` wins. Past it the attempt is stopped (the
-    #: async worker cancels the coroutine; a thread sees ``task.cancelled``)
-    #: and ends with a :class:`~job_machine.TimeLimitExceeded` error,
-    #: retried or failed like any error. None: no limit.
-    time_limit: float | None = WorkerConfig.default("time_limit")
-    #: Whether stopping an attempt (time limit, cancel) ends this process
-    #: (exit code :data:`job_machine.supervisor.EXIT_TASK_STOPPED`), after
-    #: handing back the other tasks it holds: set in the worker processes of
-    #: ``job-machine worker --processes N``, whose supervisor starts a
-    #: fresh one at once. Code that never looks at ``task.cancelled`` (a
-    #: CPU-bound loop, a blocking call) is thus stopped too.
-    exit_on_stop: bool = False
-    #: Seconds after which a started task that no registered worker holds (a
-    #: Perl worker's, or one claimed by work_once()) is revived, as Perl does.
-    orphan_after: float = WorkerConfig.default("orphan_after")
-    #: Retries after the first attempt before a task fails.
-    retries: int = WorkerConfig.default("retries")
-    #: Backoff of a retry: ``retry_backoff * 2 ** (attempt - 1)`` seconds,
-    #: capped at ``retry_backoff_cap``, with jitter.
-    retry_backoff: float = WorkerConfig.default("retry_backoff")
-    retry_backoff_cap: float = WorkerConfig.default("retry_backoff_cap")
-    #: Backoff of reconnects after the database went away.
-    reconnect_backoff: float = WorkerConfig.default("reconnect_backoff")
-    reconnect_backoff_cap: float = WorkerConfig.default("reconnect_backoff_cap")
-    #: Seconds the task in hand may take to finish after SIGTERM/SIGINT.
-    shutdown_grace: float = WorkerConfig.default("shutdown_grace")
-    #: Seconds between the fleet's slower chores (orphans, old finished tasks).
-    housekeeping_interval: float = WorkerConfig.default("housekeeping_interval")
-    #: Days after which finished tasks are removed.
-    remove_after: float = WorkerConfig.default("remove_after")
-    #: Whether receive() installs SIGTERM/SIGINT handlers (main thread only).
-    handle_signals: bool = True
-    #: How many tasks to process at once.
-    concurrency: int = WorkerConfig.default("concurrency")
-    #: Most tasks a worker claims in one statement. It claims as many as
-    #: its slots get through in ``prefetch_seconds`` by the average run time
-    #: of its tasks so far: with concurrency 1, 100 tasks of 1 ms, 10 of
-    #: 20 ms, long tasks one by one (with concurrency > 1, at least one per
-    #: free slot). The tasks claimed ahead wait in the worker, not for
-    #: other workers. 1 turns it off.
-    prefetch: int = WorkerConfig.default("prefetch")
-    #: Seconds of work a worker may hold claimed ahead.
-    prefetch_seconds: float = WorkerConfig.default("prefetch_seconds")
 
     def __init__(
         self,
@@ -192,50 +119,25 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         **extra: Any,
     ) -> None:
         #: The queues and patterns served, as given.
-        self.queues: list[str] = _subscriptions(queue if queue is not None else type(self).queue)
-        self._patterns = [q for q in self.queues if is_pattern(q)]
-        #: The queue names served: the exact ones, and those the patterns
-        #: match among the queues that exist.
-        self._served: list[str] = [str(q) for q in self.queues if not is_pattern(q)]
-        given = {
-            "min_priority": min_priority,
-            "timeout": timeout,
-            "dead_after": dead_after,
-            "max_runtime": max_runtime,
-            "time_limit": time_limit,
-            "orphan_after": orphan_after,
-            "retries": retries,
-            "retry_backoff": retry_backoff,
-            "retry_backoff_cap": retry_backoff_cap,
-            "reconnect_backoff": reconnect_backoff,
-            "reconnect_backoff_cap": reconnect_backoff_cap,
-            "shutdown_grace": shutdown_grace,
-            "housekeeping_interval": housekeeping_interval,
-            "remove_after": remove_after,
-            "concurrency": concurrency,
-            "prefetch": prefetch,
-            "prefetch_seconds": prefetch_seconds,
-        }
-        for name, value in given.items():
-            if value is not None:
-                setattr(self, name, WorkerConfig.check(name, value))
+        self.queues: list[str] = WorkerConfig.check_queues(
+            queue if queue is not None else type(self).queue
+        )
+        # The constructor's parameters are named as WorkerConfig's settings
+        # (tests/unit/test_worker_config.py holds them to it).
+        for name, value in WorkerConfig.check_given(locals()).items():
+            setattr(self, name, value)
         kwargs = CLIENT_KEEPALIVES | (connect_kwargs or {})
         self._connect_kwargs = kwargs
         #: The pool the worker makes for itself to run several tasks at once.
-        self._own_pool: AsyncConnectionPool | None = None
-        if dsn and self.concurrency > 1:
-            self._own_pool = AsyncConnectionPool(
-                dsn,
-                connection_class=AsyncPinnedConnection,
-                min_size=1,
-                max_size=self.concurrency,
-                kwargs={"autocommit": True, **kwargs},
-                open=False,
-                name="job_machine-worker",
-            )
-            dsn, pool = None, self._own_pool
+        self._own_pool = AsyncOwnPool(dsn, self.concurrency, kwargs)
+        if self._own_pool.pool is not None:
+            dsn, pool = None, self._own_pool.pool
         self._connector = AsyncConnector(dsn=dsn, conn=conn, pool=pool, connect_kwargs=kwargs)
         self._store = AsyncStore(self._connector)
+        #: The queues served (patterns resolved), and the listener.
+        self._subscriber = AsyncSubscriber(
+            self.queues, self._store, self._connector, worker_id=lambda: self.worker_id
+        )
         #: At concurrency 1, what looks after the worker while a task runs.
         self._side_loop = AsyncSideLoop(self)
         self.listen_dsn = listen_dsn
@@ -243,11 +145,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         self.worker_id: int | None = None
         self._liveness: Liveness | None = None
         self._waker: Waker | None = None
-        #: The shutdown room: stop signals and the grace timer.
-        self._shutdown = GracefulShutdown(self._request_stop)
-        #: When stop() was first asked during this receive(): the grace's start.
-        self._stop_since: float | None = None
-        self._listener: AsyncListener | None = None
+        #: Stopping: stop(), the stop signals, the grace of the tasks in hand.
+        self._stopper = AsyncStopper(self)
         #: Tasks running concurrently (concurrency > 1), by task id.
         self._slots = AsyncSlots()
         #: Claims, and holds the tasks claimed ahead (prefetch).
@@ -258,8 +157,6 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         )
         #: When the task in hand of a one-at-a-time worker started, if one runs.
         self._busy_since: float | None = None
-        #: Sleeps in a row cut short because a due task was locked.
-        self._locked_polls = 0
         #: Writes how tasks ended, in groups while more work is in hand.
         self._completer = AsyncCompleter(
             self._store,
@@ -285,19 +182,16 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             must_reclaim=self._producer.must_reclaim,
             name=f"job_machine_task_{id(self)}",
             time_limit=lambda: self.time_limit,
-            on_stopped=self._on_stopped,
+            on_stopped=self._stopper.on_stopped,
         )
         #: Writes the parts of tasks streaming at the same moment together.
         self._parts = AsyncPartGroup(self._store)
         self._started = False
-        self._stopping = False
         #: Whether tasks run in slots (concurrency > 1 when receive() started):
         #: fixed while serving, whatever concurrency a command sets.
         self._slotted = self.concurrency > 1
-        #: Handlers of the commands of Admin.broadcast, by name (on_command).
-        self._command_handlers: dict[str, Callable[[Any], object]] = {}
-        #: A concurrency asked for by a command, applied by the serving loop.
-        self._wanted_concurrency: int | None = None
+        #: The commands of Admin.broadcast and stop_workers, and live tuning.
+        self._commands = AsyncCommands(self)
         for name, value in extra.items():
             setattr(self, name, value)
 
@@ -404,9 +298,9 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         """
         self._waker = Waker()
         self._slotted = self.concurrency > 1
-        if self._stopping:  # stop() was called before receive()
+        if self._stopper.stopping:  # stop() was called before receive()
             self._waker.wake()
-        restore = self._shutdown.install(self.shutdown_grace, enabled=self.handle_signals)
+        restore = self._stopper.signals.install(self.shutdown_grace, enabled=self.handle_signals)
         liveness = Liveness(
             self.listen_dsn or self._connector.conninfo,
             self.queues,
@@ -416,13 +310,13 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             orphan_after=self.orphan_after,
             remove_after_days=self.remove_after,
             housekeeping_interval=self.housekeeping_interval,
-            on_command=self._on_command,
+            on_command=self._commands.from_registry,
             on_broadcast=self.handle_command,
             held=self._executor.held,
-            on_cancel=self._on_cancel,
+            on_cancel=self._stopper.on_cancel,
         )
         try:
-            await self._open_own_pool()
+            await self._own_pool.open(self._connector)
             self.worker_id = await arun_blocking(liveness.start)
             self._liveness = liveness
             # The caller's connection (conn=) in autocommit while serving:
@@ -436,10 +330,10 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                     self._started = True
                 await self._serve_reconnecting()
                 # A graceful stop: let the tasks in hand finish.
-                await self._join_within_grace()
+                await self._stopper.join_within_grace()
                 await self._completer.flush()
         finally:
-            self._shutdown.cancel_timer()
+            self._stopper.signals.cancel_timer()
             restore()
             if self._liveness is not None:
                 # Leaving in a hurry: one try to record the tasks that did
@@ -453,27 +347,24 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                 self._liveness = None
             self.worker_id = None
             await self._connector.close()
-            if self._own_pool is not None:
-                await self._own_pool.close()
+            await self._own_pool.close()
             self._waker.close()
             self._waker = None
-            self._stopping = False  # a later receive() serves again
-            self._stop_since = None
+            self._stopper.reset()  # a later receive() serves again
 
     async def _serve_reconnecting(self) -> None:
         backoff = Backoff(self.reconnect_backoff, self.reconnect_backoff_cap)
         while self._running():
             try:
-                async with self._listening_connection() as conn:
-                    listener = await self._open_listener(conn)
-                    try:
-                        if backoff.failures:
-                            logger.info("worker %s: reconnected; draining", self.worker_id)
-                            await self._release_lost_claims()
-                        backoff.reset()
-                        await self._serve_through_failures(listener)
-                    finally:
-                        self._close_listener()
+                async with self._subscriber.listening(self.listen_dsn, self._waker) as listener:
+                    if backoff.failures:
+                        logger.info("worker %s: reconnected; draining", self.worker_id)
+                        # Finished tasks whose ends are not written yet are
+                        # still ours to write.
+                        keep = self._running_ids() + self._completer.pending_ids()
+                        await self._producer.release_lost(self.worker_id, keep)
+                    backoff.reset()
+                    await self._serve_through_failures(listener)
             except _CONNECTION_ERRORS as ex:
                 if not self._running():
                     break
@@ -525,54 +416,15 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                 # silently). At least every `timeout`, however busy.
                 looked = now
                 await listener.ping()
-                await self._subscribe(listener)
-            elif self._patterns and any(n.channel == NEW_QUEUE_CHANNEL for n in heard):
-                await self._subscribe(listener)
+                await self._subscriber.subscribe(listener)
+            elif self._subscriber.patterns and any(n.channel == NEW_QUEUE_CHANNEL for n in heard):
+                await self._subscriber.subscribe(listener)
 
     def stop(self) -> None:
         """Ask :meth:`receive` to return after the task in hand, which gets
         :attr:`shutdown_grace` seconds to finish (as on SIGTERM: see
         :meth:`receive`). Safe from any thread."""
-        if self._stop_since is None:
-            self._stop_since = time.monotonic()
-        self._request_stop()
-        if not self._shutdown.begin_grace(self.shutdown_grace):
-            self._side_loop.poke()  # it keeps the grace
-
-    def _request_stop(self) -> None:
-        """Stop claiming; return after the task in hand (safe from a signal handler)."""
-        self._stopping = True
-        if self._waker is not None:
-            self._waker.wake()
-
-    def _grace_left(self) -> float | None:
-        """Seconds of the grace the worker keeps itself (a stop() without
-        the signal handlers) left for the tasks in hand, or None when none runs."""
-        since = self._stop_since
-        if since is None or not self._stopping or self._shutdown.installed:
-            return None
-        return since + self.shutdown_grace - time.monotonic()
-
-    async def _hand_back_running(self, store: AsyncStore) -> None:
-        """The grace is over: stop the attempts still running, hand their tasks back."""
-        await self._executor.hand_back(
-            store,
-            WorkerStopped(
-                f"worker {self.worker_id} was stopped and the attempt did not finish "
-                f"within its shutdown_grace ({self.shutdown_grace:g} s)"
-            ),
-        )
-
-    async def _join_within_grace(self) -> None:
-        """Wait for the tasks running in slots; past the grace (kept by the
-        worker), hand back those still running and wait a little more."""
-        left = self._grace_left()
-        if left is None or not self._slots:
-            await self._slots.join()
-            return
-        if not await self._slots.join(max(0.0, left)):
-            await self._hand_back_running(self._store)
-            await self._slots.join(READ_WHILE_BUSY)
+        self._stopper.stop()
 
     async def work_once(self, task_id: int | None = None) -> bool:
         """Claim and process one waiting task, if there is one; True if there was.
@@ -590,9 +442,8 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         """
         if task_id is not None and (isinstance(task_id, bool) or not isinstance(task_id, int)):
             raise ValueError(f"task_id must be a task id (a whole number), not {task_id!r}")
-        if self._patterns:
-            await self._subscribe(None)
-        await self._open_own_pool()
+        await self._subscriber.subscribe(None)
+        await self._own_pool.open(self._connector)
         tasks = await self._claim(1, task_id)
         for task in tasks:
             await self._run(task)
@@ -602,8 +453,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
     async def close(self) -> None:
         """Close the connections this worker opened itself (its pool too)."""
         await super().close()
-        if self._own_pool is not None:
-            await self._own_pool.close()
+        await self._own_pool.close()
 
     async def housekeeping(self) -> ChoreCounts:
         """Run the fleet's chores now: rescue the tasks of dead workers, give up
@@ -627,27 +477,21 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
     # -- internals -----------------------------------------------------------
 
     def _running(self) -> bool:
-        return not self._stopping and self.keep_running()
+        return not self._stopper.stopping and self.keep_running()
 
     async def _next_wait(self) -> float:
         """How long to sleep when the queues gave nothing: until the next
-        task falls due, or the timeout. A task due already was skipped by the
-        claim because a transaction held its row: look again soon, backing
-        off (10 ms doubling to 1.28 s) while that transaction stays open."""
+        task falls due, or the timeout (see AsyncProducer.idle_wait)."""
         if self._slotted and self._slots.free(self.concurrency) <= 0:
             # No free slot: a finishing task wakes the wait; done marks
             # still pending are written within prefetch_seconds.
             return self.prefetch_seconds if self._completer.pending else self.timeout
-        due = await self._store.task_next_due(self._served, self.min_priority)
-        if due is None or due > 0:
-            self._locked_polls = 0
-            return self.timeout if due is None else min(self.timeout, due + 0.005)
-        self._locked_polls = min(self._locked_polls + 1, 8)
-        return min(self.timeout, 0.005 * 2.0**self._locked_polls)
+        due = await self._store.task_next_due(self._subscriber.served, self.min_priority)
+        return self._producer.idle_wait(due, self.timeout)
 
     async def _claim(self, limit: int, task_id: int | None = None) -> list[Task]:
         return await self._store.task_claim(
-            self._served,
+            self._subscriber.served,
             limit=limit,
             worker_id=self.worker_id,
             min_priority=self.min_priority,
@@ -656,33 +500,6 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             # claims: the fleet's housekeeper judges them by these.
             policy=TaskPolicy(self.retries, self.max_runtime, self.orphan_after, self.remove_after),
         )
-
-    async def _subscribe(self, listener: AsyncListener | None) -> None:
-        """Serve (and LISTEN on) every existing queue the patterns match, and
-        no longer those of them that housekeeping removed."""
-        if not self._patterns:
-            return
-        sub = subscription(self.queues, self._served, await self._store.queue_names())
-        for name in sub.added:
-            if listener is not None:
-                await listener.listen(queue_channel(name))
-            logger.info("worker %s: now serving queue %s", self.worker_id, name)
-        # Long names may share a channel (truncated to 63 bytes): keep it
-        # while a queue still served is announced on it.
-        kept = {queue_channel(q) for q in sub.served}
-        for name in sub.dropped:
-            if listener is not None and queue_channel(name) not in kept:
-                await listener.unlisten(queue_channel(name))
-        self._served = sub.served
-
-    def _on_command(self, command: str) -> None:
-        """From the liveness thread: an operator left a command for this worker."""
-        if command == "stop":
-            if not self._stopping:
-                logger.info("worker %s: asked to stop; finishing the task in hand", self.worker_id)
-            self.stop()
-        else:
-            logger.warning("worker %s: unknown command %r ignored", self.worker_id, command)
 
     # -- commands of Admin.broadcast ------------------------------------------
 
@@ -702,13 +519,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         and thread-safe (set a flag, wake something); what it raises is
         logged. Returns the handler.
         """
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"a command name is a non-empty string, not {name!r}")
-
-        def register(fn: Callable[[Any], object]) -> Callable[[Any], object]:
-            self._command_handlers[name] = fn
-            return fn
-
+        register = self._commands.register(name)
         return register if handler is None else register(handler)
 
     def handle_command(self, name: str, args: Any) -> None:
@@ -719,20 +530,7 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         now on; see :meth:`set_concurrency`), ``"status"`` (logs what the
         worker is doing, at INFO), ``"stop"`` (as :meth:`stop`); an unknown
         command is logged and ignored. Override it to dispatch otherwise."""
-        handler = self._command_handlers.get(name)
-        if handler is not None:
-            handler(args)
-        elif name == "concurrency":
-            try:
-                self.set_concurrency(args)
-            except ValueError as ex:
-                logger.warning("worker %s: command concurrency: %s", self.worker_id, ex)
-        elif name == "status":
-            logger.info("worker %s: status %s", self.worker_id, _codec.encode(self.status()))
-        elif name == "stop":
-            self._on_command("stop")
-        else:
-            logger.warning("worker %s: unknown command %r ignored", self.worker_id, name)
+        self._commands.handle(name, args)
 
     def set_concurrency(self, concurrency: int) -> None:
         """Run up to ``concurrency`` tasks at once from now on (the serving
@@ -744,78 +542,16 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         :raises ValueError: not a whole number >= 1, or above 1 for a worker
             started with 1.
         """
-        wanted = WorkerConfig.check("concurrency", concurrency)
-        if wanted > 1 and not self._slotted:
-            raise ValueError(
-                f"concurrency {wanted} refused: this worker was started with concurrency 1 "
-                "and runs its tasks one by one; start it with more to change it while it runs"
-            )
-        self._wanted_concurrency = wanted
-        if self._waker is not None:
-            self._waker.wake()
+        self._commands.want_concurrency(concurrency)
 
     def status(self) -> dict[str, Any]:
         """What the worker is doing now (the ``"status"`` command logs it):
         its id, the queues it serves, its concurrency, the tasks it runs,
         how many it holds claimed ahead, whether it is stopping."""
-        running = self._slots.ids()
-        current = self._executor.current_id()
-        if current is not None and current not in running:
-            running.append(current)
-        return {
-            "worker_id": self.worker_id,
-            "queues": list(self._served),
-            "concurrency": self.concurrency,
-            "running": sorted(running),
-            "claimed_ahead": len(self._producer.ahead),
-            "stopping": self._stopping,
-        }
-
-    async def _apply_concurrency(self) -> None:
-        """Apply a concurrency set by a command: grow the worker's own pool
-        first (a pool given by the caller is left as it is)."""
-        wanted, self._wanted_concurrency = self._wanted_concurrency, None
-        if wanted is None or wanted == self.concurrency:
-            return
-        pool = self._own_pool
-        if pool is not None and wanted > pool.max_size:
-            await pool.resize(pool.min_size, wanted)
-        logger.info("worker %s: concurrency %d (was %d)", self.worker_id, wanted, self.concurrency)
-        self.concurrency = wanted
-
-    def _on_cancel(self, task_id: int, attempt: int) -> None:
-        """From the liveness thread: a task this worker holds was cancelled."""
-        self._executor.cancel(task_id, attempt)
-
-    def _on_stopped(self, task: Task, reason: Exception) -> None:
-        """An attempt was stopped and its end written (any thread). In a
-        worker process of a supervisor (:attr:`exit_on_stop`), end the
-        process: hand back what it holds, then exit with
-        EXIT_TASK_STOPPED; the supervisor starts a fresh one."""
-        if not self.exit_on_stop:
-            return
-        logger.warning(
-            "worker %s: ending this worker process to stop task %d (%s)",
-            self.worker_id,
-            task.id,
-            type(reason).__name__,
-            extra=task_extra(task, self.worker_id),
-        )
-        self.stop()  # claim nothing more meanwhile
-        # In a thread of its own: the liveness thread (a cancel's caller)
-        # cannot wait for itself to stop.
-        threading.Thread(target=self._exit_now, name="job_machine-exit", daemon=True).start()
-
-    def _exit_now(self) -> None:
-        liveness = self._liveness
-        if liveness is not None:
-            with contextlib.suppress(Exception):
-                liveness.stop(unclaim=self._producer.forget())
-        logging.shutdown()
-        os._exit(EXIT_TASK_STOPPED)
+        return self._commands.status()
 
     async def _drain(self) -> None:
-        await self._apply_concurrency()
+        await self._commands.apply_concurrency()
         if not self._slotted:
             await self._drain_one_by_one()
             return
@@ -830,9 +566,9 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
             exhausted = await self._producer.fill(free)
             starting, waited = self._producer.take(free)
             for task in starting:
-                self._slots.start(
-                    task.id, partial(self._run_concurrently, task, waited), self._one_finished
-                )
+                # A slot that frees wakes the wait: look at the queues again.
+                run = partial(self._run_concurrently, task, waited)
+                self._slots.start(task.id, run, self._wake)
             if exhausted or not starting:
                 return
 
@@ -888,9 +624,10 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
                 extra=task_extra(task, self.worker_id),
             )
 
-    def _one_finished(self) -> None:
+    def _wake(self) -> None:
+        """Wake the serving loop's wait, if it serves (any thread, a signal handler)."""
         if self._waker is not None:
-            self._waker.wake()  # a slot is free: look at the queues again
+            self._waker.wake()
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but return at once when stop() is called."""
@@ -899,87 +636,13 @@ class AsyncWorker(AsyncLocksAndNotes, AsyncConnectorOwner):
         if self._waker.fd in await aselect_readable([self._waker.fd], seconds):
             self._waker.clear()
 
-    async def _open_own_pool(self) -> None:
-        """Open the pool made for ``concurrency`` > 1, if any. A closed pool
-        cannot be opened again, so a later receive() gets a new one."""
-        pool = self._own_pool
-        if pool is None:
-            return
-        if pool.closed:
-            pool = AsyncConnectionPool(
-                pool.conninfo,
-                connection_class=AsyncPinnedConnection,
-                min_size=pool.min_size,
-                max_size=pool.max_size,
-                kwargs=pool.kwargs,
-                open=False,
-                name=pool.name,
-            )
-            self._own_pool = self._connector.pool = pool
-        await pool.open(wait=True)
-
-    async def _release_lost_claims(self) -> None:
-        """After a lost connection: a claim may have committed while its answer
-        was lost, leaving a task started by this worker that it never saw."""
-        if self.worker_id is None:
-            return
-        keep = self._slots.ids()
-        current = self._executor.current_id()
-        if current is not None:
-            keep.append(current)
-        # Tasks claimed ahead were claimed on the lost connection but are
-        # known: keep them, they are processed next.
-        keep += self._producer.ids()
-        # Finished, how they ended not written yet: still ours to write.
-        keep += self._completer.pending_ids()
-        released = await self._store.task_release_held(self.worker_id, keep)
-        if released:
-            logger.warning(
-                "worker %s: handed back %d task(s) whose claim was lost with the connection",
-                self.worker_id,
-                released,
-            )
-
     async def _run(self, task: Task, waited: float = 0.0) -> None:
         await self._executor.run(task, waited)
 
-    @asynccontextmanager
-    async def _listening_connection(self) -> AsyncIterator[AsyncConnection[Any]]:
-        if self._connector.pool is not None or self.listen_dsn:
-            # Work goes through the pool (or elsewhere); listening needs a
-            # connection that is never handed to anyone else.
-            conn = await aconnect(self.listen_dsn or self._connector.conninfo, **CLIENT_KEEPALIVES)
-            try:
-                yield conn
-            finally:
-                await conn.close()
-        else:
-            async with self._connector.listening() as conn:
-                yield conn
-
-    async def _open_listener(self, conn: AsyncConnection[Any]) -> AsyncListener:
-        listener = AsyncListener(conn, self._waker)
-        if self._patterns:
-            # First, so a queue created from now on is heard of.
-            await listener.listen(NEW_QUEUE_CHANNEL)
-        for name in self._served:
-            await listener.listen(queue_channel(name))
-        await self._subscribe(listener)
-        self._listener = listener
-        return listener
-
-    def _close_listener(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-
-
-def _subscriptions(names: str | Sequence[str] | None) -> list[str]:
-    if names is None:
-        raise ValueError("no queue: pass queue= to the worker or set it on the class")
-    if isinstance(names, str):
-        names = [names]
-    queues = [validate_subscription(q) for q in names]
-    if not queues:
-        raise ValueError("queue list is empty")
-    return queues
+    def _running_ids(self) -> list[int]:
+        """The tasks whose process() runs now: in slots, or the one in hand."""
+        running = self._slots.ids()
+        current = self._executor.current_id()
+        if current is not None and current not in running:
+            running.append(current)
+        return running

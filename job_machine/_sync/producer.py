@@ -8,11 +8,15 @@ worker's slots get through in ``prefetch_seconds``, see
 once wait here, in claim order, and are handed to the slots or run one by
 one. A new claim is made only when none is left: a claimed task is never
 dropped for a newer claim. On a stop, the ones not started are handed back
-as never claimed.
+as never claimed; after a lost connection, the tasks a claim may have taken
+without the worker seeing them are handed back (:meth:`Producer.release_lost`).
+When the queues gave nothing, :meth:`Producer.idle_wait` says how long
+to sleep.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -20,8 +24,14 @@ from .._prefetch import PrefetchBudget
 from ..task import Task
 from .store import Store
 
+logger = logging.getLogger("job_machine.worker")
+
 #: What one claim returns: the tasks claimed, best first.
 Claimed = list[Task]
+
+#: Most doublings of the short sleep while a due task's row is locked:
+#: 10 ms doubling to 1.28 s.
+LOCKED_POLLS_MAX = 8
 
 
 class Producer:
@@ -48,6 +58,8 @@ class Producer:
         self.since = 0.0
         #: The average run time, which decides how many to claim.
         self.budget = PrefetchBudget()
+        #: Sleeps in a row cut short because a due task was locked.
+        self._locked_polls = 0
 
     def batch_size(self) -> int:
         """How many tasks to claim at once (see PrefetchBudget)."""
@@ -93,3 +105,31 @@ class Producer:
         if self.ahead and worker_id is not None:
             self._store.task_unclaim(self.ids(), worker_id)
         self.ahead = []
+
+    def release_lost(self, worker_id: int | None, keep: list[int]) -> None:
+        """After a lost connection: a claim may have committed while its
+        answer was lost, leaving a task started by this worker that it never
+        saw. Hand back every task the worker holds but ``keep`` (the tasks
+        in hand, or finished with their end not written yet) and those
+        claimed ahead here (known, so processed next)."""
+        if worker_id is None:
+            return
+        released = self._store.task_release_held(worker_id, keep + self.ids())
+        if released:
+            logger.warning(
+                "worker %s: handed back %d task(s) whose claim was lost with the connection",
+                worker_id,
+                released,
+            )
+
+    def idle_wait(self, due: float | None, timeout: float) -> float:
+        """How long to sleep when the queues gave nothing, given when the
+        next task falls ``due`` (seconds; None: none waits): until then, or
+        ``timeout``. A task due already was skipped by the claim because a
+        transaction held its row: look again soon, backing off (10 ms
+        doubling to 1.28 s) while that transaction stays open."""
+        if due is None or due > 0:
+            self._locked_polls = 0
+            return timeout if due is None else min(timeout, due + 0.005)
+        self._locked_polls = min(self._locked_polls + 1, LOCKED_POLLS_MAX)
+        return min(timeout, 0.005 * 2.0**self._locked_polls)

@@ -500,7 +500,7 @@ def test_a_wildcard_only_in_the_last_segment_makes_a_pattern(name: str) -> None:
     """Anything else is a queue name, as Perl allows (issue 14, item 8)."""
     # The constructor connects to nothing: no database needed.
     w = Recorder(NO_DB, queue=["gl.a", name])
-    assert w._served == ["gl.a", name] and w._patterns == []
+    assert w._subscriber.served == ["gl.a", name] and w._subscriber.patterns == []
     with pytest.raises(jm.InvalidQueueName):
         Recorder(NO_DB, queue=["gl.a", ""])
 

@@ -99,7 +99,10 @@ def test_client_worker_and_admin_serve_any_name(
         w = Base(dsn, queue=jm.Exact(name) if name.endswith("*") else name, timeout=300)
         with serving(w):
             wait_until(
-                lambda: w._listener is not None and queue_channel(name) in w._listener.channels,
+                lambda: (
+                    w._subscriber.listener is not None
+                    and queue_channel(name) in w._subscriber.listener.channels
+                ),
                 10,
                 "the worker LISTENs",
             )
@@ -143,7 +146,10 @@ def test_a_long_name_wakes_job_machine_and_perl_listeners_on_the_truncated_chann
         w = Base(dsn, queue=LONG, timeout=300)
         with serving(w):
             wait_until(
-                lambda: w._listener is not None and queue_channel(LONG) in w._listener.channels,
+                lambda: (
+                    w._subscriber.listener is not None
+                    and queue_channel(LONG) in w._subscriber.listener.channels
+                ),
                 10,
                 "the worker LISTENs",
             )

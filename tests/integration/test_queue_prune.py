@@ -150,11 +150,11 @@ def test_a_worker_serving_every_queue_drops_a_removed_one_and_takes_it_back(
     add_queue(conn, "gone.soon", "2 days")
     with Base(dsn, queue="**", handle_signals=False) as worker:
         assert not worker.work_once()
-        assert worker._served == ["gone.soon"]
+        assert worker._subscriber.served == ["gone.soon"]
         assert worker.housekeeping().pruned == 1
         assert not worker.work_once()
-        assert worker._served == []
+        assert worker._subscriber.served == []
         with jm.Client(dsn) as client:
             client.send({"n": 1}, "gone.soon")
         assert worker.work_once()
-        assert worker._served == ["gone.soon"]
+        assert worker._subscriber.served == ["gone.soon"]

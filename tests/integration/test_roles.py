@@ -1325,9 +1325,9 @@ def test_every_function_of_the_schema_and_every_connection_pin_the_search_path(
     # reply listener.
     w = jm.Worker(dsn, queue="roles.path", concurrency=2)
     try:
-        w._open_own_pool()
-        assert w._own_pool is not None
-        with w._own_pool.connection() as c:
+        w._own_pool.open(w._connector)
+        assert w._own_pool.pool is not None
+        with w._own_pool.pool.connection() as c:
             assert one(c, "SHOW search_path") == "pg_catalog,pg_temp"
     finally:
         w.close()

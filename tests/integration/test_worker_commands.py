@@ -76,7 +76,7 @@ def test_the_concurrency_command_lets_a_running_worker_run_more_at_once(dsn: str
         for task_id in ids:
             client.wait(task_id, timeout=10)
         assert w.most == 3
-        assert w._own_pool is not None and w._own_pool.max_size == 3
+        assert w._own_pool.pool is not None and w._own_pool.pool.max_size == 3
         # Down again, to one at a time: still in slots.
         admin.broadcast("concurrency", 1)
         wait_until(lambda: w.concurrency == 1, 10, "concurrency 1")

@@ -77,8 +77,8 @@ def test_exact_serves_a_queue_named_like_a_pattern() -> None:
     worker = jm.Worker(
         "postgresql://nowhere/db", queue=[Exact("gl.*"), "x.**"], handle_signals=False
     )
-    assert worker._served == ["gl.*"] and worker._patterns == ["x.**"]
-    assert type(worker._served[0]) is str
+    assert worker._subscriber.served == ["gl.*"] and worker._subscriber.patterns == ["x.**"]
+    assert type(worker._subscriber.served[0]) is str
 
 
 def test_a_pattern_matches_below_its_stem_whatever_the_names() -> None:
@@ -116,13 +116,13 @@ def test_a_workers_subscription_to_every_queue_is_linear_in_the_queues(
     worker = jm.Worker("postgresql://nowhere/db", queue="**", handle_signals=False)
     monkeypatch.setattr(worker._store, "queue_names", lambda conn=None: names)
     started = time.perf_counter()
-    worker._subscribe(None)
-    worker._subscribe(None)  # nothing new: the second look costs the same
+    worker._subscriber.subscribe(None)
+    worker._subscriber.subscribe(None)  # nothing new: the second look costs the same
     assert time.perf_counter() - started < 1.5
-    assert worker._served == names
+    assert worker._subscriber.served == names
     monkeypatch.setattr(worker._store, "queue_names", lambda conn=None: names[1:])
-    worker._subscribe(None)
-    assert worker._served == names[1:]
+    worker._subscriber.subscribe(None)
+    assert worker._subscriber.served == names[1:]
 
 
 def test_a_task_functions_queue_is_served_by_name_even_if_it_looks_like_a_pattern() -> None:
@@ -135,8 +135,13 @@ def test_a_task_functions_queue_is_served_by_name_even_if_it_looks_like_a_patter
     def mail() -> None: ...
 
     worker = app.worker(dsn="postgresql://nowhere/db", handle_signals=False)
-    assert worker._served == ["reports.*", "Email Sender"] and worker._patterns == []
-    assert app.worker("reports.*", dsn="postgresql://nowhere/db")._patterns == ["reports.*"]
+    assert (
+        worker._subscriber.served == ["reports.*", "Email Sender"]
+        and worker._subscriber.patterns == []
+    )
+    assert app.worker("reports.*", dsn="postgresql://nowhere/db")._subscriber.patterns == [
+        "reports.*"
+    ]
 
 
 def test_a_channel_two_long_names_share_is_kept_while_one_is_served(
@@ -158,10 +163,10 @@ def test_a_channel_two_long_names_share_is_kept_while_one_is_served(
     listener = Listener()
     worker = jm.Worker("postgresql://nowhere/db", queue="**", handle_signals=False)
     monkeypatch.setattr(worker._store, "queue_names", lambda conn=None: [a, b])
-    worker._subscribe(listener)  # type: ignore[arg-type]
+    worker._subscriber.subscribe(listener)  # type: ignore[arg-type]
     monkeypatch.setattr(worker._store, "queue_names", lambda conn=None: [b])
-    worker._subscribe(listener)  # type: ignore[arg-type]
+    worker._subscriber.subscribe(listener)  # type: ignore[arg-type]
     assert ("unlisten", queue_channel(a)) not in listener.calls
     monkeypatch.setattr(worker._store, "queue_names", lambda conn=None: [])
-    worker._subscribe(listener)  # type: ignore[arg-type]
+    worker._subscriber.subscribe(listener)  # type: ignore[arg-type]
     assert listener.calls[-1] == ("unlisten", queue_channel(b))
