@@ -163,8 +163,8 @@ class Liveness:
         """
         conn = self._connect()
         try:
-            reg = self._store.worker_register(
-                self.host, self.pid, self.queues, conn, dead_after=self.dead_after
+            reg = self._store.on(conn).worker_register(
+                self.host, self.pid, self.queues, dead_after=self.dead_after
             )
             self.worker_id = reg.worker_id
             self._listen(conn)
@@ -195,13 +195,10 @@ class Liveness:
             self._thread = None
         try:
             if unclaim and self.worker_id is not None:
-                self._store.task_unclaim(unclaim, self.worker_id, conn=self._connect())
+                self._store.on(self._connect()).task_unclaim(unclaim, self.worker_id)
             if hand_back and self.worker_id is not None:
-                _, revived, failed, _ = self._store.worker_reap(
-                    grace=self.grace,
-                    retries=self.retries,
-                    worker_id=self.worker_id,
-                    conn=self._connect(),
+                _, revived, failed, _ = self._store.on(self._connect()).worker_reap(
+                    grace=self.grace, retries=self.retries, worker_id=self.worker_id
                 )
                 if revived or failed:
                     logger.warning(
@@ -223,7 +220,7 @@ class Liveness:
         before = self._connector.opened
         conn = self._connector.own()
         if conn is not before:
-            self._store.session_set(SERVER_KEEPALIVES, conn)
+            self._store.on(conn).session_set(SERVER_KEEPALIVES)
             if self.worker_id is not None:
                 self._listen(conn)
         return conn
@@ -235,7 +232,7 @@ class Liveness:
         if self.on_cancel is None or self.worker_id is None:
             return
         conn.add_notify_handler(self._heard)
-        self._store.worker_listen(self.worker_id, conn)
+        self._store.on(conn).worker_listen(self.worker_id)
 
     def _heard(self, notify: psycopg.Notify) -> None:
         """A notification on the registry connection
@@ -315,8 +312,9 @@ class Liveness:
     def _tick(self) -> None:
         assert self.worker_id is not None
         conn = self._connect()
-        locked, command, server_life = self._store.worker_heartbeat(
-            self.worker_id, self.host, self.pid, self.queues, conn, dead_after=self.dead_after
+        session = self._store.on(conn)
+        locked, command, server_life = session.worker_heartbeat(
+            self.worker_id, self.host, self.pid, self.queues, dead_after=self.dead_after
         )
         self._note_beat(server_life)
         if not locked:
@@ -324,7 +322,7 @@ class Liveness:
         if command is not None and self.on_command is not None:
             self.on_command(command)
         if self.on_broadcast is not None:
-            for name, args in self._store.worker_commands_take(self.worker_id, conn):
+            for name, args in session.worker_commands_take(self.worker_id):
                 try:
                     self.on_broadcast(name, _codec.decode(args))
                 except Exception:
@@ -332,9 +330,9 @@ class Liveness:
         held = self.held() if self.held is not None else []
         if held and self.on_cancel is not None:
             # The fallback of a lost jmw:<worker_id> notification.
-            for task_id, attempt in self._store.task_cancelled_held(held, conn):
+            for task_id, attempt in session.task_cancelled_held(held):
                 self.on_cancel(task_id, attempt)
-        if not self._store.leader_lock(conn):
+        if not session.leader_lock():
             self.leader = False
             return
         if not self.leader:

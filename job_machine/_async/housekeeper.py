@@ -85,7 +85,7 @@ class AsyncHousekeeper:
             if conn is None:
                 conn = await stack.enter_async_context(store.connector.connection())
             async with store.connector.unit(conn):
-                if not await store.chore_lock(conn):
+                if not await store.on(conn).chore_lock():
                     return ChoreCounts(ran=False)
                 reaped, revived, failed, in_outage = 0, 0, 0, False
                 if reap:
@@ -141,8 +141,8 @@ class AsyncHousekeeper:
         """Remove dead workers and rescue their started tasks: (workers
         removed, tasks put back to waiting, tasks failed, whether it was
         judged an outage). See :meth:`AsyncStore.worker_reap`."""
-        return await self.store.worker_reap(
-            grace=grace, retries=retries, now=now, conn=conn, outage=outage
+        return await self.store.on(conn).worker_reap(
+            grace=grace, retries=retries, now=now, outage=outage
         )
 
     async def give_up(
@@ -155,8 +155,8 @@ class AsyncHousekeeper:
     ) -> tuple[int, int]:
         """Give up on a live worker's tasks past their max_runtime: (tasks
         put back to waiting, tasks failed)."""
-        return await self.store.task_give_up(
-            max_runtime=max_runtime, retries=retries, now=now, conn=conn
+        return await self.store.on(conn).task_give_up(
+            max_runtime=max_runtime, retries=retries, now=now
         )
 
     async def revive_orphans(
@@ -170,15 +170,15 @@ class AsyncHousekeeper:
         """Put back to waiting the started tasks no job_machine worker holds,
         untouched for their orphan_after: (tasks put back to waiting, tasks
         failed)."""
-        return await self.store.task_revive(
-            orphan_after=orphan_after, retries=retries, now=now, conn=conn
+        return await self.store.on(conn).task_revive(
+            orphan_after=orphan_after, retries=retries, now=now
         )
 
     async def expire(self, conn: AsyncConnection[Any], *, limit: int, now: datetime | None) -> int:
         """Fail up to ``limit`` tasks whose deadline passed before they
         started; how many. Every round, so that a client waiting on an
         expired task hears of it within a heartbeat."""
-        return await self.store.task_expire(limit=limit, now=now, conn=conn)
+        return await self.store.on(conn).task_expire(limit=limit, now=now)
 
     async def remove_finished(
         self,
@@ -194,8 +194,8 @@ class AsyncHousekeeper:
         (the rest next round); how many."""
         return await self._in_batches(
             conn,
-            lambda: self.store.task_remove_old(
-                remove_after_days=remove_after_days, limit=limit, now=now, conn=conn
+            lambda: self.store.on(conn).task_remove_old(
+                remove_after_days=remove_after_days, limit=limit, now=now
             ),
             limit=limit,
             max_batches=max_batches,
@@ -214,7 +214,7 @@ class AsyncHousekeeper:
         ``limit``, each its own short transaction; how many."""
         return await self._in_batches(
             conn,
-            lambda: self.store.queue_prune(limit=limit, now=now, conn=conn),
+            lambda: self.store.on(conn).queue_prune(limit=limit, now=now),
             limit=limit,
             max_batches=max_batches,
         )
@@ -222,7 +222,7 @@ class AsyncHousekeeper:
     async def dispatch_schedules(self, conn: AsyncConnection[Any], *, now: datetime | None) -> int:
         """Send the tasks of the cron schedules whose tick has come (in a
         transaction of their own, under the housekeeping lock); how many."""
-        return await self.store.schedules_dispatch(now=now, conn=conn)
+        return await self.store.on(conn).schedules_dispatch(now=now)
 
     async def _in_batches(
         self,

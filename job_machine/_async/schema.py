@@ -92,8 +92,8 @@ async def _run_on(
     conn: AsyncConnection[Any], text: LiteralString, settings: dict[str, str]
 ) -> None:
     """Run the file on ``conn`` (in autocommit), and leave no transaction open."""
-    store = AsyncStore(AsyncConnector(conn=conn))
-    await store.session_set(settings, conn)
+    store = AsyncStore(AsyncConnector(conn=conn)).on(conn)
+    await store.session_set(settings)
     try:
         # No parameters, so the file is sent as one simple query.
         await conn.execute(text)
@@ -106,4 +106,4 @@ async def _run_on(
                 await conn.execute("ROLLBACK")
             # Leave the caller's session as it was (sql/roles.sql reads an
             # empty setting as unset).
-            await store.session_set(dict.fromkeys(settings, ""), conn)
+            await store.session_set(dict.fromkeys(settings, ""))

@@ -11,10 +11,11 @@ the one Store the rest of job_machine uses.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 from psycopg import AsyncConnection
@@ -50,15 +51,29 @@ class AsyncStoreBase:
     def __init__(self, connector: AsyncConnector) -> None:
         self.connector = connector
         self._q = queries()
+        #: The connection every statement runs on, in a Store from :meth:`on`.
+        self._session: AsyncConnection[Any] | None = None
+        #: The warnings given once (shared with the Stores from :meth:`on`).
+        self._warned: set[str] = set()
+
+    def on(self, conn: AsyncConnection[Any]) -> Self:
+        """This Store with every statement run on ``conn``, a connection its
+        connector handed out or a session of its own: a worker's registry
+        session (its advisory lock, LISTEN and keepalive settings are the
+        session's), a housekeeping round inside the transaction it holds
+        the chore lock in. The statements are not made a transaction of
+        their own; wrap them in ``connector.unit(conn)`` for that."""
+        bound = copy.copy(self)
+        bound._session = conn
+        return bound
 
     @asynccontextmanager
-    async def _cursor(
-        self, conn: AsyncConnection[Any] | None = None
-    ) -> AsyncIterator[psycopg.AsyncCursor[dict[str, Any]]]:
+    async def _cursor(self) -> AsyncIterator[psycopg.AsyncCursor[dict[str, Any]]]:
         """A dict-row cursor whose psycopg errors are raised as job_machine's
         (job_machine/_db_errors.py: ConnectionLost, ServerReadOnly,
         SchemaMissing, a StatementFailed kind, DatabaseError)."""
         used: list[AsyncConnection[Any]] = []
+        conn = self._session
         try:
             if conn is not None:
                 used.append(conn)
@@ -82,10 +97,8 @@ class AsyncStoreBase:
                 await used[0].close()
             raise ours from ours.__cause__
 
-    async def _one(
-        self, name: str, params: dict[str, Any], conn: AsyncConnection[Any] | None = None
-    ) -> dict[str, Any] | None:
-        async with self._cursor(conn) as cur:
+    async def _one(self, name: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        async with self._cursor() as cur:
             await cur.execute(self._q[name], params)
             return await cur.fetchone()
 
@@ -93,19 +106,19 @@ class AsyncStoreBase:
         self,
         name: str,
         params: dict[str, Any],
-        conn: AsyncConnection[Any] | None = None,
         prepare: bool | None = None,
     ) -> list[dict[str, Any]]:
-        async with self._cursor(conn) as cur:
+        async with self._cursor() as cur:
             await cur.execute(self._q[name], params, prepare=prepare)
             return await cur.fetchall()
 
     # -- the session and the server ----------------------------------------
 
-    async def session_set(self, settings: dict[str, str], conn: AsyncConnection[Any]) -> None:
-        """Set configuration parameters for the rest of ``conn``'s session."""
+    async def session_set(self, settings: dict[str, str]) -> None:
+        """Set configuration parameters for the rest of the session (of a
+        Store from :meth:`on`)."""
         for name, value in settings.items():
-            await self._one("session_set", {"name": name, "value": value}, conn)
+            await self._one("session_set", {"name": name, "value": value})
 
     async def schema_version(self) -> int | None:
         """The installed schema version; raises SchemaMissing when there is none."""

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
-
 from .._lock_keys import CHORE_LOCK_KEY
 from ..task import Status
 from .store_base import AsyncStoreBase
@@ -53,10 +51,11 @@ def _ends(rows: list[dict[str, Any]]) -> tuple[int, int]:
 class AsyncHousekeepingStatements(AsyncStoreBase):
     """The statements of a housekeeping round."""
 
-    async def chore_lock(self, conn: AsyncConnection[Any]) -> bool:
-        """Take the housekeeping lock for the transaction open on ``conn``;
+    async def chore_lock(self) -> bool:
+        """Take the housekeeping lock for the transaction open on this
+        Store's session (a Store from ``on(conn)``);
         False when another session holds it (a round runs elsewhere)."""
-        got = await self._one("chore_lock", {"key": CHORE_LOCK_KEY}, conn)
+        got = await self._one("chore_lock", {"key": CHORE_LOCK_KEY})
         return bool(got and got["got"])
 
     async def worker_reap(
@@ -66,7 +65,6 @@ class AsyncHousekeepingStatements(AsyncStoreBase):
         retries: int,
         worker_id: int | None = None,
         now: datetime | None = None,
-        conn: AsyncConnection[Any] | None = None,
         outage: bool = False,
     ) -> tuple[int, int, int, bool]:
         """Remove dead workers (or the one given) and rescue their started tasks:
@@ -85,7 +83,7 @@ class AsyncHousekeepingStatements(AsyncStoreBase):
             "now": now,
             "outage": outage,
         }
-        rows = await self._all("worker_reap", params, conn)
+        rows = await self._all("worker_reap", params)
         workers = sum(1 for r in rows if r["task_id"] is None and r["worker_id"] is not None)
         failed = sum(1 for r in rows if r["status"] == Status.FAILED)
         revived = sum(1 for r in rows if r["status"] == Status.WAITING)
@@ -97,13 +95,12 @@ class AsyncHousekeepingStatements(AsyncStoreBase):
         max_runtime: float | None,
         retries: int,
         now: datetime | None = None,
-        conn: AsyncConnection[Any] | None = None,
     ) -> tuple[int, int]:
         """Give up on a live worker's tasks started longer ago than their
         own max_runtime (else ``max_runtime``; None: never), as if the
         attempt had raised: (tasks put back to waiting, tasks failed)."""
         params = {"max_runtime": max_runtime, "retries": retries, "now": now}
-        return _ends(await self._all("task_give_up", params, conn))
+        return _ends(await self._all("task_give_up", params))
 
     async def task_revive(
         self,
@@ -111,20 +108,17 @@ class AsyncHousekeepingStatements(AsyncStoreBase):
         orphan_after: float,
         retries: int,
         now: datetime | None = None,
-        conn: AsyncConnection[Any] | None = None,
     ) -> tuple[int, int]:
         """Put back to waiting (or fail, out of attempts) the started tasks
         no job_machine worker holds, untouched for their own orphan_after
         (else ``orphan_after``): (tasks put back to waiting, tasks failed)."""
         params = {"orphan_after": orphan_after, "retries": retries, "now": now}
-        return _ends(await self._all("task_revive", params, conn))
+        return _ends(await self._all("task_revive", params))
 
-    async def task_expire(
-        self, *, limit: int, now: datetime | None = None, conn: AsyncConnection[Any] | None = None
-    ) -> int:
+    async def task_expire(self, *, limit: int, now: datetime | None = None) -> int:
         """Fail up to ``limit`` waiting or blocked tasks whose expires_at has
         passed; how many."""
-        return len(await self._all("task_expire", {"now": now, "limit": limit}, conn))
+        return len(await self._all("task_expire", {"now": now, "limit": limit}))
 
     async def task_remove_old(
         self,
@@ -132,13 +126,12 @@ class AsyncHousekeepingStatements(AsyncStoreBase):
         remove_after_days: float,
         limit: int,
         now: datetime | None = None,
-        conn: AsyncConnection[Any] | None = None,
     ) -> int:
         """Delete one batch of up to ``limit`` finished tasks whose time has
         come (their own retention, else ``remove_after_days`` after they
         finished); how many."""
         params = {"remove_after_days": remove_after_days, "limit": limit, "now": now}
-        return len(await self._all("task_remove_old", params, conn))
+        return len(await self._all("task_remove_old", params))
 
     async def queue_prune(
         self,
@@ -146,10 +139,9 @@ class AsyncHousekeepingStatements(AsyncStoreBase):
         older_than: float = QUEUE_PRUNE_AFTER,
         limit: int,
         now: datetime | None = None,
-        conn: AsyncConnection[Any] | None = None,
     ) -> int:
         """Remove one batch of up to ``limit`` queues without a task, not
         paused, created and last paused or resumed more than ``older_than``
         seconds ago; how many. A send to a removed queue creates it again."""
         params = {"older_than": older_than, "limit": limit, "now": now}
-        return len(await self._all("queue_prune", params, conn))
+        return len(await self._all("queue_prune", params))

@@ -5,9 +5,6 @@ a task streams (jobmachine.part)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-from psycopg import AsyncConnection
 
 from .. import _codec
 from ..task import Part, Status, TaskEnd
@@ -72,15 +69,9 @@ class AsyncOutcomeStatements(AsyncStoreBase):
         params = {"task_id": task_id, "attempt": attempt, "result": error}
         return await self._one("task_fail_now", params) is not None
 
-    async def task_answer(
-        self, task_id: int, conn: AsyncConnection[Any] | None = None
-    ) -> Answer | None:
-        """Status, newest reply and newest error of a task; None if there is no such task.
-
-        :param conn: read on this connection (the one a waiting client listens
-            on) instead of taking another.
-        """
-        row = await self._one("task_answer", {"task_id": task_id}, conn)
+    async def task_answer(self, task_id: int) -> Answer | None:
+        """Status, newest reply and newest error of a task; None if there is no such task."""
+        row = await self._one("task_answer", {"task_id": task_id})
         if row is None:
             return None
         return Answer(Status(row["status"]), row["reply"], row["error"])

@@ -5,17 +5,12 @@ tasks whose tick has come."""
 from __future__ import annotations
 
 import logging
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime
-from typing import Any
-
-from psycopg import AsyncConnection
 
 from .. import _codec, _cron
 from .._lock_keys import CHORE_LOCK_KEY
 from ..errors import SchemaMissing
 from ..task import STATE_NAMES, ScheduleInfo, Status
-from .connection import AsyncConnector
 from .store_base import AsyncStoreBase
 
 #: Most schedules one dispatch round sends (the rest in the next round).
@@ -26,11 +21,6 @@ schedule_logger = logging.getLogger("job_machine.schedules")
 
 class AsyncScheduleStatements(AsyncStoreBase):
     """Cron schedules."""
-
-    def __init__(self, connector: AsyncConnector) -> None:
-        super().__init__(connector)
-        #: Whether a missing schedule table (schema version 4) was reported.
-        self._warned_schedules = False
 
     async def schedule_upsert(
         self,
@@ -113,9 +103,7 @@ class AsyncScheduleStatements(AsyncStoreBase):
             for r in await self._all("schedule_list", {"name": name})
         ]
 
-    async def schedules_dispatch(
-        self, *, now: datetime | None = None, conn: AsyncConnection[Any] | None = None
-    ) -> int:
+    async def schedules_dispatch(self, *, now: datetime | None = None) -> int:
         """Send the task of every schedule whose tick has come, and advance
         each to its next tick after now, in one transaction under the
         housekeeping lock (nothing when another worker holds it); how many
@@ -123,52 +111,62 @@ class AsyncScheduleStatements(AsyncStoreBase):
         task, for the earliest. Each row is locked and checked again by
         schedule_fire, so a tick is sent once even when dispatchers race.
 
+        On a Store from ``on(conn)`` it runs on that connection (the
+        housekeeper's).
+
         :param now: the clock, for tests (None: the database's).
         """
         try:
-            return await self._dispatch(now, conn)
+            return await self._dispatch(now)
         except SchemaMissing as ex:
-            if not self._warned_schedules:
-                self._warned_schedules = True
+            if "schedules" not in self._warned:
+                self._warned.add("schedules")
                 schedule_logger.warning("cron schedules are not dispatched: %s", ex)
             return 0
 
-    async def _dispatch(self, now: datetime | None, conn: AsyncConnection[Any] | None) -> int:
-        sent = 0
-        async with AsyncExitStack() as stack:
-            if conn is None:
-                conn = await stack.enter_async_context(self.connector.connection())
+    async def _dispatch(self, now: datetime | None) -> int:
+        if self._session is not None:
+            async with self.connector.unit(self._session):
+                return await self._fire_due(now)
+        async with self.connector.connection() as conn:
+            bound = self.on(conn)
             async with self.connector.unit(conn):
-                got = await self._one("chore_lock", {"key": CHORE_LOCK_KEY}, conn)
-                if not (got and got["got"]):
-                    return 0
-                params = {"now": now, "limit": SCHEDULES_PER_ROUND}
-                for row in await self._all("schedule_due", params, conn):
-                    try:
-                        following = _cron.next_tick(row["cron"], row["timezone"], row["now"])
-                    except ValueError as ex:
-                        # Only a row edited by hand can hold a bad expression or zone.
-                        schedule_logger.error("schedule %s cannot run: %s", row["name"], ex)
-                        continue
-                    fire = {
-                        "schedule_id": row["schedule_id"],
-                        "tick": row["next_run"],
-                        "cron": row["cron"],
-                        "timezone": row["timezone"],
-                        "next_run": following,
-                        "now": now,
-                    }
-                    fired = await self._one("schedule_fire", fire, conn)
-                    task_id = fired["task_id"] if fired else None
-                    if task_id:
-                        sent += 1
-                        schedule_logger.info(
-                            "schedule %s: task %d sent for %s; next at %s",
-                            row["name"],
-                            task_id,
-                            row["next_run"].isoformat(),
-                            following.isoformat(),
-                        )
+                return await bound._fire_due(now)
+
+    async def _fire_due(self, now: datetime | None) -> int:
+        """Under the housekeeping lock (in the transaction open on this
+        Store's session), send the due schedules' tasks; how many."""
+        got = await self._one("chore_lock", {"key": CHORE_LOCK_KEY})
+        if not (got and got["got"]):
+            return 0
+        sent = 0
+        params = {"now": now, "limit": SCHEDULES_PER_ROUND}
+        for row in await self._all("schedule_due", params):
+            try:
+                following = _cron.next_tick(row["cron"], row["timezone"], row["now"])
+            except ValueError as ex:
+                # Only a row edited by hand can hold a bad expression or zone.
+                schedule_logger.error("schedule %s cannot run: %s", row["name"], ex)
+                continue
+            fire = {
+                "schedule_id": row["schedule_id"],
+                "tick": row["next_run"],
+                "cron": row["cron"],
+                "timezone": row["timezone"],
+                "next_run": following,
+                "now": now,
+            }
+            fired = await self._one("schedule_fire", fire)
+            task_id = fired["task_id"] if fired else None
+            if task_id:
+                sent += 1
+                schedule_logger.info(
+                    "schedule %s: task %d sent for %s; next at %s",
+                    row["name"],
+                    task_id,
+                    row["next_run"].isoformat(),
+                    following.isoformat(),
+                )
         return sent
 
     async def _db_now(self) -> datetime:

@@ -8,8 +8,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
-
 from .. import _codec
 from .._worker_config import TaskPolicy
 from ..errors import UnknownTask
@@ -227,9 +225,9 @@ class AsyncTaskStatements(AsyncStoreBase):
         row = await self._one("task_next_due", params)
         return None if row is None or row["wait"] is None else max(0.0, float(row["wait"]))
 
-    async def queue_names(self, conn: AsyncConnection[Any] | None = None) -> list[str]:
+    async def queue_names(self) -> list[str]:
         """Every known queue name."""
-        return [r["name"] for r in await self._all("queue_names", {}, conn)]
+        return [r["name"] for r in await self._all("queue_names", {})]
 
     async def task_info(self, task_id: int) -> TaskInfo | None:
         """Everything about a task; None if there is no such task."""

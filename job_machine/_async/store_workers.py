@@ -5,9 +5,8 @@ the named locks a task takes (jobmachine.lock)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from psycopg import AsyncConnection, sql
+from psycopg import sql
 
 from .._dsn import describe_target
 from .._lock_keys import CHORE_LOCK_KEY
@@ -24,14 +23,14 @@ class AsyncWorkerStatements(AsyncStoreBase):
         host: str,
         pid: int,
         queues: Sequence[str],
-        conn: AsyncConnection[Any],
         *,
         dead_after: float | None = None,
     ) -> Registration:
-        """Register a worker and take its liveness lock on ``conn`` (its registry
-        session); ``dead_after`` gives it its own reconnect grace when reaped."""
+        """Register a worker and take its liveness lock (on its registry
+        session: a Store from ``on(conn)``); ``dead_after`` gives it its own
+        reconnect grace when reaped."""
         params = {"host": host, "pid": pid, "queues": list(queues), "dead_after": dead_after}
-        row = await self._one("worker_register", params, conn)
+        row = await self._one("worker_register", params)
         assert row is not None
         return Registration(int(row["worker_id"]), bool(row["locked"]))
 
@@ -61,12 +60,11 @@ class AsyncWorkerStatements(AsyncStoreBase):
         host: str,
         pid: int,
         queues: Sequence[str],
-        conn: AsyncConnection[Any],
         *,
         dead_after: float | None = None,
     ) -> tuple[bool, str | None, str | None]:
-        """Mark the worker seen and (re)take its liveness lock: whether ``conn``
-        holds it, the command left for the worker, if any, and which life of
+        """Mark the worker seen and (re)take its liveness lock: whether the
+        session holds it, the command left for the worker, if any, and which life of
         the server this is (it changes with a restart or a promotion)."""
         params = {
             "worker_id": worker_id,
@@ -75,35 +73,32 @@ class AsyncWorkerStatements(AsyncStoreBase):
             "queues": list(queues),
             "dead_after": dead_after,
         }
-        row = await self._one("worker_heartbeat", params, conn)
+        row = await self._one("worker_heartbeat", params)
         if row is None:
             return False, None, None
         return bool(row["locked"]), row["command"], row["server_life"]
 
-    async def worker_listen(self, worker_id: int, conn: AsyncConnection[Any]) -> None:
+    async def worker_listen(self, worker_id: int) -> None:
         """LISTEN on the worker's own channel ``jmw:<worker_id>`` (cancels of
         the tasks it runs), on its registry connection."""
-        async with self._cursor(conn) as cur:
+        async with self._cursor() as cur:
             await cur.execute(
                 sql.SQL("LISTEN {}").format(sql.Identifier(worker_channel(worker_id)))
             )
 
-    async def worker_commands_take(
-        self, worker_id: int, conn: AsyncConnection[Any] | None = None
-    ) -> list[tuple[str, str | None]]:
+    async def worker_commands_take(self, worker_id: int) -> list[tuple[str, str | None]]:
         """Take the commands left for this worker, oldest first: (command, args JSON)."""
-        rows = await self._all("worker_commands_take", {"worker_id": worker_id}, conn)
+        rows = await self._all("worker_commands_take", {"worker_id": worker_id})
         return [(r["command"], r["args"]) for r in rows]
 
     async def task_cancelled_held(
         self,
         held: Sequence[tuple[int, int]],
-        conn: AsyncConnection[Any] | None = None,
     ) -> list[tuple[int, int]]:
         """Of the attempts ``held`` ((task id, attempt) pairs a worker runs),
         those whose task was cancelled meanwhile."""
         params = {"task_ids": [h[0] for h in held], "attempts": [h[1] for h in held]}
-        rows = await self._all("task_cancelled_held", params, conn)
+        rows = await self._all("task_cancelled_held", params)
         return [(int(r["task_id"]), int(r["attempt"])) for r in rows]
 
     async def task_release_held(self, worker_id: int, keep: Sequence[int] = ()) -> int:
@@ -112,18 +107,17 @@ class AsyncWorkerStatements(AsyncStoreBase):
         params = {"worker_id": worker_id, "keep": list(keep)}
         return len(await self._all("task_release_held", params))
 
-    async def task_unclaim(
-        self, task_ids: Sequence[int], worker_id: int, conn: AsyncConnection[Any] | None = None
-    ) -> int:
+    async def task_unclaim(self, task_ids: Sequence[int], worker_id: int) -> int:
         """Give back claimed tasks that never started; how many there were."""
         if not task_ids:
             return 0
         params = {"task_ids": list(task_ids), "worker_id": worker_id}
-        return len(await self._all("task_unclaim", params, conn))
+        return len(await self._all("task_unclaim", params))
 
-    async def leader_lock(self, conn: AsyncConnection[Any]) -> bool:
-        """Try to become (or stay) the fleet's housekeeper on ``conn``'s session."""
-        row = await self._one("leader_lock", {"key": CHORE_LOCK_KEY}, conn)
+    async def leader_lock(self) -> bool:
+        """Try to become (or stay) the fleet's housekeeper on this session
+        (a Store from ``on(conn)``)."""
+        row = await self._one("leader_lock", {"key": CHORE_LOCK_KEY})
         return bool(row and row["got"])
 
     # -- named locks (locks.py) ---------------------------------------------

@@ -87,7 +87,7 @@ class Housekeeper:
             if conn is None:
                 conn = stack.enter_context(store.connector.connection())
             with store.connector.unit(conn):
-                if not store.chore_lock(conn):
+                if not store.on(conn).chore_lock():
                     return ChoreCounts(ran=False)
                 reaped, revived, failed, in_outage = 0, 0, 0, False
                 if reap:
@@ -143,9 +143,7 @@ class Housekeeper:
         """Remove dead workers and rescue their started tasks: (workers
         removed, tasks put back to waiting, tasks failed, whether it was
         judged an outage). See :meth:`Store.worker_reap`."""
-        return self.store.worker_reap(
-            grace=grace, retries=retries, now=now, conn=conn, outage=outage
-        )
+        return self.store.on(conn).worker_reap(grace=grace, retries=retries, now=now, outage=outage)
 
     def give_up(
         self,
@@ -157,7 +155,7 @@ class Housekeeper:
     ) -> tuple[int, int]:
         """Give up on a live worker's tasks past their max_runtime: (tasks
         put back to waiting, tasks failed)."""
-        return self.store.task_give_up(max_runtime=max_runtime, retries=retries, now=now, conn=conn)
+        return self.store.on(conn).task_give_up(max_runtime=max_runtime, retries=retries, now=now)
 
     def revive_orphans(
         self,
@@ -170,15 +168,13 @@ class Housekeeper:
         """Put back to waiting the started tasks no job_machine worker holds,
         untouched for their orphan_after: (tasks put back to waiting, tasks
         failed)."""
-        return self.store.task_revive(
-            orphan_after=orphan_after, retries=retries, now=now, conn=conn
-        )
+        return self.store.on(conn).task_revive(orphan_after=orphan_after, retries=retries, now=now)
 
     def expire(self, conn: Connection[Any], *, limit: int, now: datetime | None) -> int:
         """Fail up to ``limit`` tasks whose deadline passed before they
         started; how many. Every round, so that a client waiting on an
         expired task hears of it within a heartbeat."""
-        return self.store.task_expire(limit=limit, now=now, conn=conn)
+        return self.store.on(conn).task_expire(limit=limit, now=now)
 
     def remove_finished(
         self,
@@ -194,8 +190,8 @@ class Housekeeper:
         (the rest next round); how many."""
         return self._in_batches(
             conn,
-            lambda: self.store.task_remove_old(
-                remove_after_days=remove_after_days, limit=limit, now=now, conn=conn
+            lambda: self.store.on(conn).task_remove_old(
+                remove_after_days=remove_after_days, limit=limit, now=now
             ),
             limit=limit,
             max_batches=max_batches,
@@ -214,7 +210,7 @@ class Housekeeper:
         ``limit``, each its own short transaction; how many."""
         return self._in_batches(
             conn,
-            lambda: self.store.queue_prune(limit=limit, now=now, conn=conn),
+            lambda: self.store.on(conn).queue_prune(limit=limit, now=now),
             limit=limit,
             max_batches=max_batches,
         )
@@ -222,7 +218,7 @@ class Housekeeper:
     def dispatch_schedules(self, conn: Connection[Any], *, now: datetime | None) -> int:
         """Send the tasks of the cron schedules whose tick has come (in a
         transaction of their own, under the housekeeping lock); how many."""
-        return self.store.schedules_dispatch(now=now, conn=conn)
+        return self.store.on(conn).schedules_dispatch(now=now)
 
     def _in_batches(
         self,

@@ -90,8 +90,8 @@ def _run_file(
 
 def _run_on(conn: Connection[Any], text: LiteralString, settings: dict[str, str]) -> None:
     """Run the file on ``conn`` (in autocommit), and leave no transaction open."""
-    store = Store(Connector(conn=conn))
-    store.session_set(settings, conn)
+    store = Store(Connector(conn=conn)).on(conn)
+    store.session_set(settings)
     try:
         # No parameters, so the file is sent as one simple query.
         conn.execute(text)
@@ -104,4 +104,4 @@ def _run_on(conn: Connection[Any], text: LiteralString, settings: dict[str, str]
                 conn.execute("ROLLBACK")
             # Leave the caller's session as it was (sql/roles.sql reads an
             # empty setting as unset).
-            store.session_set(dict.fromkeys(settings, ""), conn)
+            store.session_set(dict.fromkeys(settings, ""))

@@ -13,10 +13,11 @@ the one Store the rest of job_machine uses.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 from psycopg import Connection
@@ -52,15 +53,29 @@ class StoreBase:
     def __init__(self, connector: Connector) -> None:
         self.connector = connector
         self._q = queries()
+        #: The connection every statement runs on, in a Store from :meth:`on`.
+        self._session: Connection[Any] | None = None
+        #: The warnings given once (shared with the Stores from :meth:`on`).
+        self._warned: set[str] = set()
+
+    def on(self, conn: Connection[Any]) -> Self:
+        """This Store with every statement run on ``conn``, a connection its
+        connector handed out or a session of its own: a worker's registry
+        session (its advisory lock, LISTEN and keepalive settings are the
+        session's), a housekeeping round inside the transaction it holds
+        the chore lock in. The statements are not made a transaction of
+        their own; wrap them in ``connector.unit(conn)`` for that."""
+        bound = copy.copy(self)
+        bound._session = conn
+        return bound
 
     @contextmanager
-    def _cursor(
-        self, conn: Connection[Any] | None = None
-    ) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
+    def _cursor(self) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
         """A dict-row cursor whose psycopg errors are raised as job_machine's
         (job_machine/_db_errors.py: ConnectionLost, ServerReadOnly,
         SchemaMissing, a StatementFailed kind, DatabaseError)."""
         used: list[Connection[Any]] = []
+        conn = self._session
         try:
             if conn is not None:
                 used.append(conn)
@@ -84,10 +99,8 @@ class StoreBase:
                 used[0].close()
             raise ours from ours.__cause__
 
-    def _one(
-        self, name: str, params: dict[str, Any], conn: Connection[Any] | None = None
-    ) -> dict[str, Any] | None:
-        with self._cursor(conn) as cur:
+    def _one(self, name: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        with self._cursor() as cur:
             cur.execute(self._q[name], params)
             return cur.fetchone()
 
@@ -95,19 +108,19 @@ class StoreBase:
         self,
         name: str,
         params: dict[str, Any],
-        conn: Connection[Any] | None = None,
         prepare: bool | None = None,
     ) -> list[dict[str, Any]]:
-        with self._cursor(conn) as cur:
+        with self._cursor() as cur:
             cur.execute(self._q[name], params, prepare=prepare)
             return cur.fetchall()
 
     # -- the session and the server ----------------------------------------
 
-    def session_set(self, settings: dict[str, str], conn: Connection[Any]) -> None:
-        """Set configuration parameters for the rest of ``conn``'s session."""
+    def session_set(self, settings: dict[str, str]) -> None:
+        """Set configuration parameters for the rest of the session (of a
+        Store from :meth:`on`)."""
         for name, value in settings.items():
-            self._one("session_set", {"name": name, "value": value}, conn)
+            self._one("session_set", {"name": name, "value": value})
 
     def schema_version(self) -> int | None:
         """The installed schema version; raises SchemaMissing when there is none."""

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import Connection
-
 from .._lock_keys import CHORE_LOCK_KEY
 from ..task import Status
 from .store_base import StoreBase
@@ -55,10 +53,11 @@ def _ends(rows: list[dict[str, Any]]) -> tuple[int, int]:
 class HousekeepingStatements(StoreBase):
     """The statements of a housekeeping round."""
 
-    def chore_lock(self, conn: Connection[Any]) -> bool:
-        """Take the housekeeping lock for the transaction open on ``conn``;
+    def chore_lock(self) -> bool:
+        """Take the housekeeping lock for the transaction open on this
+        Store's session (a Store from ``on(conn)``);
         False when another session holds it (a round runs elsewhere)."""
-        got = self._one("chore_lock", {"key": CHORE_LOCK_KEY}, conn)
+        got = self._one("chore_lock", {"key": CHORE_LOCK_KEY})
         return bool(got and got["got"])
 
     def worker_reap(
@@ -68,7 +67,6 @@ class HousekeepingStatements(StoreBase):
         retries: int,
         worker_id: int | None = None,
         now: datetime | None = None,
-        conn: Connection[Any] | None = None,
         outage: bool = False,
     ) -> tuple[int, int, int, bool]:
         """Remove dead workers (or the one given) and rescue their started tasks:
@@ -87,7 +85,7 @@ class HousekeepingStatements(StoreBase):
             "now": now,
             "outage": outage,
         }
-        rows = self._all("worker_reap", params, conn)
+        rows = self._all("worker_reap", params)
         workers = sum(1 for r in rows if r["task_id"] is None and r["worker_id"] is not None)
         failed = sum(1 for r in rows if r["status"] == Status.FAILED)
         revived = sum(1 for r in rows if r["status"] == Status.WAITING)
@@ -99,13 +97,12 @@ class HousekeepingStatements(StoreBase):
         max_runtime: float | None,
         retries: int,
         now: datetime | None = None,
-        conn: Connection[Any] | None = None,
     ) -> tuple[int, int]:
         """Give up on a live worker's tasks started longer ago than their
         own max_runtime (else ``max_runtime``; None: never), as if the
         attempt had raised: (tasks put back to waiting, tasks failed)."""
         params = {"max_runtime": max_runtime, "retries": retries, "now": now}
-        return _ends(self._all("task_give_up", params, conn))
+        return _ends(self._all("task_give_up", params))
 
     def task_revive(
         self,
@@ -113,20 +110,17 @@ class HousekeepingStatements(StoreBase):
         orphan_after: float,
         retries: int,
         now: datetime | None = None,
-        conn: Connection[Any] | None = None,
     ) -> tuple[int, int]:
         """Put back to waiting (or fail, out of attempts) the started tasks
         no job_machine worker holds, untouched for their own orphan_after
         (else ``orphan_after``): (tasks put back to waiting, tasks failed)."""
         params = {"orphan_after": orphan_after, "retries": retries, "now": now}
-        return _ends(self._all("task_revive", params, conn))
+        return _ends(self._all("task_revive", params))
 
-    def task_expire(
-        self, *, limit: int, now: datetime | None = None, conn: Connection[Any] | None = None
-    ) -> int:
+    def task_expire(self, *, limit: int, now: datetime | None = None) -> int:
         """Fail up to ``limit`` waiting or blocked tasks whose expires_at has
         passed; how many."""
-        return len(self._all("task_expire", {"now": now, "limit": limit}, conn))
+        return len(self._all("task_expire", {"now": now, "limit": limit}))
 
     def task_remove_old(
         self,
@@ -134,13 +128,12 @@ class HousekeepingStatements(StoreBase):
         remove_after_days: float,
         limit: int,
         now: datetime | None = None,
-        conn: Connection[Any] | None = None,
     ) -> int:
         """Delete one batch of up to ``limit`` finished tasks whose time has
         come (their own retention, else ``remove_after_days`` after they
         finished); how many."""
         params = {"remove_after_days": remove_after_days, "limit": limit, "now": now}
-        return len(self._all("task_remove_old", params, conn))
+        return len(self._all("task_remove_old", params))
 
     def queue_prune(
         self,
@@ -148,10 +141,9 @@ class HousekeepingStatements(StoreBase):
         older_than: float = QUEUE_PRUNE_AFTER,
         limit: int,
         now: datetime | None = None,
-        conn: Connection[Any] | None = None,
     ) -> int:
         """Remove one batch of up to ``limit`` queues without a task, not
         paused, created and last paused or resumed more than ``older_than``
         seconds ago; how many. A send to a removed queue creates it again."""
         params = {"older_than": older_than, "limit": limit, "now": now}
-        return len(self._all("queue_prune", params, conn))
+        return len(self._all("queue_prune", params))

@@ -7,9 +7,6 @@ a task streams (jobmachine.part)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-from psycopg import Connection
 
 from .. import _codec
 from ..task import Part, Status, TaskEnd
@@ -74,13 +71,9 @@ class OutcomeStatements(StoreBase):
         params = {"task_id": task_id, "attempt": attempt, "result": error}
         return self._one("task_fail_now", params) is not None
 
-    def task_answer(self, task_id: int, conn: Connection[Any] | None = None) -> Answer | None:
-        """Status, newest reply and newest error of a task; None if there is no such task.
-
-        :param conn: read on this connection (the one a waiting client listens
-            on) instead of taking another.
-        """
-        row = self._one("task_answer", {"task_id": task_id}, conn)
+    def task_answer(self, task_id: int) -> Answer | None:
+        """Status, newest reply and newest error of a task; None if there is no such task."""
+        row = self._one("task_answer", {"task_id": task_id})
         if row is None:
             return None
         return Answer(Status(row["status"]), row["reply"], row["error"])

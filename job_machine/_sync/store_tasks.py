@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from psycopg import Connection
-
 from .. import _codec
 from .._worker_config import TaskPolicy
 from ..errors import UnknownTask
@@ -227,9 +225,9 @@ class TaskStatements(StoreBase):
         row = self._one("task_next_due", params)
         return None if row is None or row["wait"] is None else max(0.0, float(row["wait"]))
 
-    def queue_names(self, conn: Connection[Any] | None = None) -> list[str]:
+    def queue_names(self) -> list[str]:
         """Every known queue name."""
-        return [r["name"] for r in self._all("queue_names", {}, conn)]
+        return [r["name"] for r in self._all("queue_names", {})]
 
     def task_info(self, task_id: int) -> TaskInfo | None:
         """Everything about a task; None if there is no such task."""

@@ -1141,9 +1141,9 @@ def test_a_sender_holding_the_housekeepers_key_does_not_stop_housekeeping(
     with jm.Worker(logins.worker, queue="roles.key", handle_signals=False) as worker:
         store = worker._store
         with hold_key(logins.sender, CHORE_LOCK_KEY), jm_connect(logins.worker) as c:
-            assert store.leader_lock(c)
+            assert store.on(c).leader_lock()
         with hold_key(logins.worker, CHORE_LOCK_KEY), jm_connect(logins.worker) as c:
-            assert not store.leader_lock(c)
+            assert not store.on(c).leader_lock()
 
 
 def test_a_workers_liveness_key_held_by_a_sender_does_not_stop_its_rescue(

@@ -6,6 +6,7 @@ test_queue_prune, test_perl_fleets, test_liveness, ...)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,13 +68,21 @@ class Store:
         self.expire, self.scheduled = expire, scheduled
         self.remove, self.prune = list(remove or [0]), list(prune or [0])
         self.calls: dict[str, dict[str, Any]] = {}
+        self.session: str | None = None
+
+    def on(self, conn: str) -> Store:
+        """The statements on ``conn`` (recorded with each call), sharing the
+        log and the canned answers."""
+        bound = copy.copy(self)
+        bound.session = conn
+        return bound
 
     def _called(self, name: str, **kwargs: Any) -> None:
         self.log.append(name)
-        self.calls[name] = kwargs
+        self.calls[name] = {**kwargs, "conn": self.session}
 
-    def chore_lock(self, conn: str) -> bool:
-        self._called("chore_lock", conn=conn)
+    def chore_lock(self) -> bool:
+        self._called("chore_lock")
         return self.lock
 
     def worker_reap(self, **kwargs: Any) -> tuple[int, int, int, bool]:
