@@ -76,6 +76,7 @@ NAMES = {
     "AsyncHousekeeper": "Housekeeper",
     "AsyncListener": "Listener",
     "AsyncCompleter": "Completer",
+    "AsyncOutcome": "Outcome",
     "AsyncConnector": "Connector",
     "AsyncConnectorOwner": "ConnectorOwner",
     "AsyncLocksAndNotes": "LocksAndNotes",

@@ -10,7 +10,7 @@ worker's ``process()``, and records the outcome: the answer ``reply()`` or
 with the retry delay. An outcome goes to the completer while it collects
 (written with the group), else it is written at once, retried through a
 lost connection or a failed statement until it reaches the database
-(:meth:`Executor.persist`).
+(outcome.py).
 
 An attempt is stopped when it passes its time limit (the task's own, else
 the worker's) or when its task is cancelled (:meth:`Executor.cancel`):
@@ -25,7 +25,6 @@ attempt writes afterwards is refused.
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -35,18 +34,16 @@ from typing import Any, TypeVar
 from .. import _codec, _otel
 from .._acompat import Timer, run_stoppable
 from .._backoff import Backoff
-from .._format import first_line
 from ..errors import (
     Cancelled,
-    ConnectionFailed,
     NoCurrentTask,
-    StatementFailed,
     TaskNotHeld,
     TimeLimitExceeded,
 )
 from ..logging import task_extra
-from ..task import DONE, ERROR, REPLY, RESULT, Status, Task, TaskEnd
+from ..task import Task
 from .completer import Completer
+from .outcome import Outcome
 from .store import Store
 
 T = TypeVar("T")
@@ -92,13 +89,17 @@ class Executor:
         on_stopped: Callable[[Task, Exception], None] | None = None,
     ) -> None:
         self._store = store
-        self._completer = completer
+        self._outcome = Outcome(
+            store,
+            completer,
+            retry_delay=retry_delay,
+            retries=retries,
+            backoff=backoff,
+            pause=pause,
+            can_reconnect=can_reconnect,
+        )
         self._process = process
-        self._retry_delay = retry_delay
         self._retries = retries
-        self._backoff = backoff
-        self._pause = pause
-        self._can_reconnect = can_reconnect
         self._must_reclaim = must_reclaim
         self._in_hand: ContextVar[_InHand | None] = ContextVar(name, default=None)
         self._time_limit = time_limit
@@ -161,31 +162,8 @@ class Executor:
         were handed back."""
         handed = 0
         for task in list(self._running.values()):
-            if not task.stop.stop(reason):
-                continue  # it ended (or was stopped) meanwhile
-            error = {"type": type(reason).__qualname__, "message": str(reason)}
-            text = _codec.encode(error | {"attempt": task.attempt}, "error")
-            try:
-                status = store.task_fail_attempt(task.id, task.attempt, text, self._retries(), 0.0)
-            except (ConnectionFailed, StatementFailed) as ex:
-                # The worker's deregistration hands it back instead.
-                logger.warning(
-                    "task %d: could not hand it back now (%s)",
-                    task.id,
-                    first_line(ex),
-                    extra=task_extra(task),
-                )
-                continue
-            if status is not None:
-                handed += 1
-                logger.warning(
-                    "task %d attempt %d: %s; handed back (%s)",
-                    task.id,
-                    task.attempt,
-                    reason,
-                    "failed" if status == Status.FAILED else "waiting again",
-                    extra=task_extra(task),
-                )
+            if task.stop.stop(reason):  # else it ended (or was stopped) meanwhile
+                handed += self._outcome.hand_back(store, task, reason)
         return handed
 
     def current_id(self) -> int | None:
@@ -216,16 +194,9 @@ class Executor:
         """
         task = self._unanswered()
         text = _codec.encode(data, "reply data")
-        end = TaskEnd(task.id, task.attempt, REPLY if notify else RESULT, text, queue=task.queue)
         with _otel.reply_span(task):
-            if not self._completer.add(end):
-                done = self.persist(
-                    lambda: self._store.task_finish(task.id, task.attempt, text, notify),
-                    task,
-                    lambda: self._finished_by(task),
-                )
-                if not done:
-                    raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
+            if not self._outcome.answered(task, text, notify):
+                raise TaskNotHeld(f"task {task.id} is no longer held by this worker")
         in_hand = self._in_hand.get()
         if in_hand is not None:
             in_hand.answered = True
@@ -269,7 +240,7 @@ class Executor:
         earlier."""
         if not self._must_reclaim(waited):
             return True
-        return self.persist(lambda: self._store.task_begin(task.id, task.attempt), task, _not_held)
+        return self._outcome.begin(task)
 
     def run(self, task: Task, waited: float = 0.0) -> None:
         """Run ``task`` with ``process()`` and record how it ended."""
@@ -327,21 +298,10 @@ class Executor:
                     extra=task_extra(task),
                 )
             else:
-                self._record_failure(task, ex)
+                self._outcome.failed(task, ex)
         else:
-            unmarked = not in_hand.answered and not self._completer.add(
-                TaskEnd(task.id, task.attempt, DONE, queue=task.queue)
-            )
-            if unmarked and not self.persist(
-                lambda: self._store.task_done(task.id, task.attempt),
-                task,
-                lambda: self._finished_by(task),
-            ):
-                logger.warning(
-                    "task %d was revived while it ran; not marked done",
-                    task.id,
-                    extra=task_extra(task),
-                )
+            if not in_hand.answered:
+                self._outcome.done(task)
         finally:
             self._in_hand.reset(token)
 
@@ -360,113 +320,6 @@ class Executor:
         )
         if not task.stop.stop(error):
             return  # it ended (or was cancelled) meanwhile
-        self._record_failure(task, error, grouped=False)
+        self._outcome.failed(task, error, grouped=False)
         if self._on_stopped is not None:
             self._on_stopped(task, error)
-
-    def _record_failure(self, task: Task, ex: Exception, grouped: bool = True) -> None:
-        if isinstance(ex, TaskNotHeld | Cancelled):
-            logger.warning("%s", ex, extra=task_extra(task))
-            return
-        error = {
-            "type": type(ex).__qualname__,
-            "message": str(ex),
-            "traceback": "".join(traceback.format_exception(ex)),
-            "attempt": task.attempt,
-        }
-        delay = self._retry_delay(task, ex)
-        text = _codec.encode(error, "error")
-        end = TaskEnd(task.id, task.attempt, ERROR, text, delay, repr(ex), task.queue)
-        if grouped and self._completer.add(end):
-            return
-        retries = self._retries()
-        status = self.persist(
-            lambda: self._store.task_fail_attempt(task.id, task.attempt, text, retries, delay),
-            task,
-            lambda: self._failure_recorded(task, _codec.decode(text)),
-        )
-        if status is None:
-            logger.warning(
-                "task %d raised %r but was revived meanwhile", task.id, ex, extra=task_extra(task)
-            )
-        elif status == Status.WAITING:
-            logger.warning(
-                "task %d attempt %d raised %r; retrying in %.1f s",
-                task.id,
-                task.attempt,
-                ex,
-                delay,
-                extra=task_extra(task),
-            )
-        else:
-            logger.error(
-                "task %d failed after %d attempts: %r",
-                task.id,
-                task.attempt,
-                ex,
-                extra=task_extra(task),
-            )
-
-    # -- persisting an outcome -----------------------------------------------------------
-
-    def persist(
-        self,
-        write: Callable[[], T],
-        task: Task,
-        recovered: Callable[[], T],
-    ) -> T:
-        """Run a write about ``task`` until it reaches the database: a finished
-        task's outcome is kept through a lost connection or a statement that
-        failed on a live one (a timeout or cancel, a deadlock, no pooled
-        connection free), retried with backoff (the task stays held
-        meanwhile, so nobody else takes it). When a try
-        committed but its answer was lost, the next finds the task no longer
-        held: ``recovered()`` then reads what the database shows of this very
-        attempt's write (its result, or a falsy value when it is not there)."""
-        backoff = self._backoff()
-        lost = False
-        while True:
-            try:
-                result = write()
-            except (ConnectionFailed, StatementFailed) as ex:
-                if isinstance(ex, ConnectionFailed):
-                    if not self._can_reconnect():
-                        raise
-                    lost = True  # the write may have committed, its answer lost
-                delay = backoff.next()
-                logger.warning(
-                    "task %d: could not store its outcome (%s); trying again in %.1f s",
-                    task.id,
-                    first_line(ex),
-                    delay,
-                )
-                self._pause(delay)
-                continue
-            if not result and lost:
-                return recovered()
-            return result
-
-    def _finished_by(self, task: Task) -> bool:
-        """Whether ``task`` was marked done by this attempt: finished with
-        this attempt number (the fencing token grows with every claim, and
-        only the holder of an attempt can finish it). A task given up or
-        revived meanwhile, failed or waiting again, was not."""
-        info = self._store.task_info(task.id)
-        return bool(info and info.status == Status.FINISHED and info.attempts == task.attempt)
-
-    def _failure_recorded(self, task: Task, error: Any) -> Status | None:
-        """The status this attempt's failure left the task in, when the
-        database holds the very error it wrote (a give-up or a rescue stores
-        an error of its own for the same attempt); else None."""
-        info = self._store.task_info(task.id)
-        if info is None or error not in info.errors:
-            return None
-        if info.status == Status.FAILED and info.attempts == task.attempt:
-            return Status.FAILED
-        return Status.WAITING
-
-
-def _not_held() -> bool:
-    """What a re-claim whose answer was lost found, when its retry finds the
-    task not held: not held (the re-claim only restarts a clock)."""
-    return False

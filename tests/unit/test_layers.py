@@ -27,7 +27,7 @@ FLOORS: list[tuple[str, str]] = [
     (
         "rooms",
         r"_(?:a)?sync\.(?:commands|completer|executor|housekeeper|listener|locks|ownpool"
-        r"|parts|producer|sender|sideloop|slots|stopper|subscriber|waiter)|liveness|replies",
+        r"|outcome|parts|producer|sender|sideloop|slots|stopper|subscriber|waiter)|liveness|replies",
     ),
     ("faces", r"_(?:a)?sync(?:\.(?:client|admin|worker|taskworker|schema))?"),
     ("the package", r"|app|taskfunction|testing|metrics|demo"),
