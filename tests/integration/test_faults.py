@@ -44,10 +44,10 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 import job_machine as jm
+from tests.support.appconns import terminate
 from tests.support.pgserver import PgServer
 from tests.support.procs import (
     Child,
-    create_tables,
     describe_all,
     expected_reply,
     kill_all,
@@ -104,13 +104,7 @@ def _sessions(conn: psycopg.Connection[Any], workers: Iterable[Child]) -> int:
 
 def _terminate(conn: psycopg.Connection[Any], workers: Iterable[Child]) -> int:
     """pg_terminate_backend every job_machine session of these workers; how many went."""
-    rows = conn.execute(
-        """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-            WHERE datname = current_database() AND application_name = ANY(%s)
-              AND pid <> pg_backend_pid()""",
-        ([_app(w) for w in workers],),
-    ).fetchall()
-    return sum(1 for (ok,) in rows if ok)
+    return terminate(conn, *(_app(w) for w in workers))
 
 
 def _full_log(child: Child) -> str:
@@ -489,7 +483,11 @@ def _cut_idle_and_send(
     ids=["restart", "crash", "crash-down-2s"],
 )
 def test_server_restart_or_crash_while_tasks_flow(
-    tmp_path: Path, outage: str, down_for: float, record_property: RecordProperty
+    tmp_path: Path,
+    private_server: PgServer,
+    outage: str,
+    down_for: float,
+    record_property: RecordProperty,
 ) -> None:
     """A private server is restarted (``PgServer.restart()``: fast shutdown,
     then start) or crashed (SIGKILL of every server process, then crash
@@ -501,7 +499,7 @@ def test_server_restart_or_crash_while_tasks_flow(
     ConnectionFailed/ConnectionLost meanwhile, and that nothing is lost: every
     task done with exactly one reply."""
     n = 400
-    server = PgServer.start_new(tmp_path)
+    server = private_server
     workers: list[Child] = []
 
     def logs() -> str:
@@ -512,8 +510,6 @@ def test_server_restart_or_crash_while_tasks_flow(
             return fn(c)
 
     try:
-        jm.install_schema(server.dsn)
-        query(create_tables)
         workers = [
             _start(server.dsn, tmp_path, "w0-sync", "sync", sleep=0.02, dead_after=4),
             _start(server.dsn, tmp_path, "w1-async", "async", sleep=0.02, dead_after=4),
@@ -580,7 +576,6 @@ def test_server_restart_or_crash_while_tasks_flow(
         terminate_and_check(workers, timeout=10)
     finally:
         kill_all(workers)
-        server.cleanup()
 
 
 # ---------------------------------------------------------------------------
@@ -794,7 +789,7 @@ class _CuttingProxy:
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_claim_committed_but_its_answer_lost_is_not_stuck_forever(
-    tmp_path: Path, kind: str
+    tmp_path: Path, private_server: PgServer, kind: str
 ) -> None:
     """The connection of a worker dies after its claim committed but before
     the claimed row reached the worker (a network cut, or a server crash,
@@ -811,7 +806,7 @@ def test_claim_committed_but_its_answer_lost_is_not_stuck_forever(
     ``max_runtime`` is off by default."""
     dead_after = 2.0
     marker = "lost-claim-answer-marker"
-    server = PgServer.start_new(tmp_path)
+    server = private_server
     proxy = _CuttingProxy(server.host, server.port, marker.encode())
     worker: Child | None = None
 
@@ -819,9 +814,7 @@ def test_claim_committed_but_its_answer_lost_is_not_stuck_forever(
         return describe_all([worker] if worker else [])
 
     try:
-        jm.install_schema(server.dsn)
         with psycopg.connect(server.dsn, autocommit=True) as db:
-            create_tables(db)
             worker = _start(
                 proxy.dsn(), tmp_path, f"w-{kind}", kind, dead_after=dead_after, timeout=1
             )
@@ -852,7 +845,6 @@ def test_claim_committed_but_its_answer_lost_is_not_stuck_forever(
         if worker is not None:
             worker.kill()
         proxy.close()
-        server.cleanup()
 
 
 def _processed_rows(conn: psycopg.Connection[Any], tid: int) -> list[tuple[Any, ...]]:

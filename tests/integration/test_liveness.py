@@ -21,6 +21,7 @@ import pytest
 
 import job_machine as jm
 from job_machine._lock_keys import WORKER_KEY
+from tests.support.appconns import terminate
 from tests.support.procs import (
     Child,
     expected_reply,
@@ -254,13 +255,7 @@ def test_the_end_of_the_grace_period_hands_the_task_back(
 def _terminate_backends_of(conn: psycopg.Connection[Any], pid: int) -> int:
     """pg_terminate_backend on every session of this test's database opened by
     the client process ``pid`` (in-process workers: the test's own pid)."""
-    rows = conn.execute(
-        "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a"
-        " WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()"
-        "   AND a.application_name = %s",
-        (f"jm-victim-{pid}",),
-    ).fetchall()
-    return len(rows)
+    return terminate(conn, f"jm-victim-{pid}")
 
 
 def test_an_idle_worker_whose_connections_are_killed_reconnects_and_drains(

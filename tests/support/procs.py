@@ -50,7 +50,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
@@ -463,12 +463,22 @@ def start_client(
     return Child(args, log_dir, name)
 
 
+class Watched(Protocol):
+    """What :func:`wait_until` watches while it waits: a :class:`Child`
+    process, or an in-process worker of tests/support/workers.py (not
+    alive once an assert failed inside its process())."""
+
+    def alive(self) -> bool: ...
+
+    def describe(self) -> str: ...
+
+
 def kill_all(children: Iterable[Child]) -> None:
     for child in children:
         child.kill()
 
 
-def describe_all(children: Iterable[Child]) -> str:
+def describe_all(children: Iterable[Watched]) -> str:
     return "\n".join(child.describe() for child in children)
 
 
@@ -476,13 +486,15 @@ def wait_until(
     predicate: Callable[[], Any],
     timeout: float = 5.0,
     what: str = "a condition",
-    children: Iterable[Child] = (),
+    children: Iterable[Watched] = (),
     interval: float = 0.02,
 ) -> Any:
     """Poll ``predicate`` until it returns something truthy, and return that;
     fail (AssertionError) after ``timeout`` seconds, or as soon as one of
-    ``children`` died, with the children's logs. The tests' one way to wait
-    for a condition: never a bare sleep."""
+    ``children`` died (or, for an in-process worker, failed an assert), with
+    their logs. An AssertionError that ``predicate`` raises ends the wait
+    too. The tests' one way to wait for a condition: never a bare sleep
+    (asyncio tests: ``await asyncio.to_thread(wait_until, ...)``)."""
     children = list(children)
     deadline = time.monotonic() + timeout
     while True:
@@ -491,7 +503,9 @@ def wait_until(
             return value
         dead = [c for c in children if not c.alive()]
         if dead:
-            raise AssertionError(f"while waiting for {what}, a child exited:\n{describe_all(dead)}")
+            raise AssertionError(
+                f"while waiting for {what}, a child exited or failed:\n{describe_all(dead)}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"timed out after {timeout} s waiting for {what}\n{describe_all(children)}"
