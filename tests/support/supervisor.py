@@ -34,16 +34,19 @@ class Supervised:
         """The registered, alive worker processes: pid -> tasks running."""
         return {w.pid: w.running for w in admin.workers() if w.alive}
 
-    def wait_children(self, admin: jm.Admin, n: int, timeout: float = 30) -> dict[int, list[int]]:
+    def wait_children(
+        self, admin: jm.Admin, n: int, timeout: float = 30, without: int | None = None
+    ) -> dict[int, list[int]]:
         """Wait until exactly ``n`` worker processes are registered and
-        alive, and return them; fails at once if the supervisor exited."""
+        alive (none of them ``without``, a pid), and return them; fails at
+        once if the supervisor exited."""
 
         def ready() -> dict[int, list[int]] | None:
             assert self.proc.poll() is None, (
                 f"the supervisor exited {self.proc.returncode}:\n{self.log()}"
             )
             children = self.alive_children(admin)
-            return children if len(children) == n else None
+            return children if len(children) == n and without not in children else None
 
         return wait_until(ready, timeout, f"{n} worker process(es)")  # type: ignore[no-any-return]
 
