@@ -310,10 +310,12 @@ def running(*workers: SyncEcho | AsyncEcho) -> Iterator[list[Running]]:
         r.thread.start()
     try:
         for r in runs:
-            deadline = time.monotonic() + 10
-            while not r.worker.ready.wait(0.05):
+
+            def started(r: Running = r) -> bool:
                 assert not r.errors, r.errors
-                assert time.monotonic() < deadline, f"{r.worker} did not start"
+                return r.worker.ready.is_set()
+
+            wait_until(started, 10, f"{r.worker} to start")
         yield runs
     finally:
         for r in runs:

@@ -14,13 +14,13 @@ Tests about crashes and concurrency use real processes instead (tests/support/pr
 from __future__ import annotations
 
 import threading
-import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import job_machine as jm
+from tests.support.procs import wait_until
 
 
 class Observed(jm.Worker):
@@ -146,11 +146,13 @@ def serving(w: jm.Worker, wait_ready: bool = True) -> Iterator[threading.Thread]
         if wait_ready:
             # Only stop() after receive() is listening: a stop() that comes
             # before receive() starts is forgotten (receive resets it).
-            deadline = time.monotonic() + 10
             ready: threading.Event = w.ready  # type: ignore[attr-defined]
-            while not ready.wait(0.05):
+
+            def started() -> bool:
                 assert not errors, errors
-                assert time.monotonic() < deadline, "worker did not start"
+                return ready.is_set()
+
+            wait_until(started, 10, "the worker to start")
         yield t
     finally:
         w.stop()
