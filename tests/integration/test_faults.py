@@ -450,7 +450,14 @@ def _cut_idle_and_send(
     until it has reconnected and listens again, then send task ``seq``: the
     worker must answer it at once. Returns the next seq."""
     reconnects = _full_log(worker).count("reconnected; draining")
-    wait_until(worker.idle_now, 10, f"{worker.name} back in its wait for notifications", [worker])
+    # Both its sessions there (a termination of the chaos above may not be
+    # noticed yet), and asleep since its last task or reconnect.
+    wait_until(
+        lambda: _sessions(db, [worker]) >= 2 and worker.idle_now(),
+        10,
+        f"{worker.name} connected and back in its wait for notifications",
+        [worker],
+    )
     assert _terminate(db, [worker]) >= 1, f"no session of {worker.name}\n{logs()}"
     wait_until(
         lambda: _full_log(worker).count("reconnected; draining") > reconnects,
