@@ -284,7 +284,7 @@ class _Sender(threading.Thread):
                     self._send(client, seq)
                     self.sent += 1
                     if self.pace:
-                        time.sleep(self.pace)
+                        time.sleep(self.pace)  # the load's shape, not a wait
         except BaseException as ex:
             self.error = ex
         self.elapsed = time.monotonic() - t0
@@ -313,7 +313,7 @@ class _Sender(threading.Thread):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not send seq {seq} within {self.patience} s")
             self.waits += 1
-            time.sleep(0.05)
+            time.sleep(0.05)  # an application's pause before it tries again
 
     def _exists(self, seq: int) -> bool:
         with psycopg.connect(self.dsn, autocommit=True, connect_timeout=2) as c:
@@ -382,7 +382,7 @@ def test_worker_sessions_terminated_again_and_again_while_300_tasks_flow(
         ]
         rounds = terminated = 0
         while any(c.alive() for c in clients) and time.monotonic() - t0 < 60:
-            time.sleep(rng.uniform(0.1, 0.3))
+            time.sleep(rng.uniform(0.1, 0.3))  # the faults' schedule, not a wait
             assert all(w.alive() for w in workers), f"a worker died\n{logs()}"
             terminated += _terminate(db, workers)
             rounds += 1
@@ -538,7 +538,7 @@ def test_server_restart_or_crash_while_tasks_flow(
             server.restart()
         else:
             server.kill()
-            time.sleep(down_for)
+            time.sleep(down_for)  # the outage itself
             server.start()
         down = time.monotonic() - t_down
 
@@ -622,7 +622,7 @@ def test_chaos_killed_workers_and_terminated_sessions_3000_tasks(
         next_kill = t0 + rng.uniform(0.3, 1.0)
         chaos_limit = 60.0
         while (sender.is_alive() or _undone(db)) and time.monotonic() - t0 < chaos_limit:
-            time.sleep(rng.uniform(0.05, 0.3))
+            time.sleep(rng.uniform(0.05, 0.3))  # the faults' schedule, not a wait
             dead = [w for w in fleet if not w.alive()]
             assert not dead, f"a worker died on its own\n{describe_all(dead)}\n{logs()}"
             if time.monotonic() >= next_kill:
