@@ -20,7 +20,8 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -29,6 +30,9 @@ from psycopg.conninfo import make_conninfo
 
 import job_machine
 import job_machine.pytest_plugin as _plugin
+
+if TYPE_CHECKING:
+    from tests.support.pgserver import PgServer
 
 #: One template per test session, so several sessions can share one server.
 TEMPLATE = f"jm_test_template_{os.getpid()}"
@@ -153,6 +157,22 @@ def db(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
 
     create_tables(conn)
     return conn
+
+
+@pytest.fixture
+def private_server(tmp_path: Path) -> Iterator[PgServer]:
+    """A PostgreSQL server of this test's own (tests/support/pgserver.py's
+    ``PgServer``), which the test may stop, restart, crash or make a standby
+    of; its ``postgres`` database (``private_server.dsn``) has job_machine's
+    schema and the tables of tests/support/procs.py. Cleaned up at the end."""
+    from tests.support.pgserver import PgServer  # noqa: PLC0415
+    from tests.support.procs import create_tables  # noqa: PLC0415
+
+    with PgServer.start_new(tmp_path) as server:
+        job_machine.install_schema(server.dsn)
+        with psycopg.connect(server.dsn, autocommit=True) as c:
+            create_tables(c)
+        yield server
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ import pytest
 import job_machine as jm
 from job_machine._schema_sql import SCHEMA_VERSION
 from tests.support.cli_workers import Echo
+from tests.support.procs import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests" / "support"
@@ -112,12 +112,13 @@ def cli_worker(
     with out.open("wb") as stdout, err.open("wb") as stderr:
         proc = subprocess.Popen([*command, "--dsn", dsn], cwd=cwd, stdout=stdout, stderr=stderr)
     try:
-        deadline = time.monotonic() + 30
         with jm.Admin(dsn) as admin:
-            while not any(w.pid == proc.pid and w.alive for w in admin.workers()):
+
+            def registered() -> bool:
                 assert proc.poll() is None, f"worker exited {proc.returncode}:\n{err.read_text()}"
-                assert time.monotonic() < deadline, f"worker did not register:\n{err.read_text()}"
-                time.sleep(0.05)
+                return any(w.pid == proc.pid and w.alive for w in admin.workers())
+
+            wait_until(registered, 30, "the worker to register", interval=0.05)
         yield proc
     finally:
         if proc.poll() is None:

@@ -18,6 +18,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 import job_machine as jm
+from tests.support.procs import wait_until
+from tests.support.workers import waiting
 
 # -- helpers ------------------------------------------------------------------
 
@@ -76,13 +78,17 @@ def count(conn: psycopg.Connection[Any], table: str) -> int:
 
 
 @contextmanager
-def later(delay: float, fn: Any, *args: Any) -> Iterator[None]:
-    """Run fn(*args) in a thread after ``delay`` seconds; re-raise its error at the end."""
+def once_waiting(client: jm.Client, tid: int, fn: Any, *args: Any) -> Iterator[list[float]]:
+    """Run fn(*args) in a thread once ``client`` waits for the task (listens
+    for its answer); yields a list that gets when fn started. Re-raises
+    fn's error at the end."""
     errors: list[BaseException] = []
+    ran: list[float] = []
 
     def run() -> None:
         try:
-            time.sleep(delay)
+            wait_until(lambda: waiting(client, tid), 10, f"the client's wait for task {tid}")
+            ran.append(time.monotonic())
             fn(*args)
         except BaseException as ex:  # surfaced in the test thread below
             errors.append(ex)
@@ -90,7 +96,7 @@ def later(delay: float, fn: Any, *args: Any) -> Iterator[None]:
     t = threading.Thread(target=run, daemon=True)
     t.start()
     try:
-        yield
+        yield ran
     finally:
         t.join(30)
     assert not t.is_alive()
@@ -385,16 +391,18 @@ def test_wait_returns_a_reply_committed_before_it_began_at_once(
 def test_wait_is_woken_by_the_reply_notification(dsn: str, client: jm.Client) -> None:
     tid = client.send("wake me")
     t0 = time.monotonic()
-    with later(0.4, work_all, dsn):
+    with once_waiting(client, tid, work_all, dsn) as ran:
         assert client.wait(tid, timeout=20) == {"echo": "wake me"}
-        elapsed = time.monotonic() - t0
-    assert 0.35 <= elapsed < 3, elapsed
+        returned = time.monotonic()
+    # The wait listened before the worker started, and returned after that.
+    assert ran and ran[0] <= returned, (ran, returned)
+    assert returned - t0 < 3, returned - t0
 
 
 def test_wait_is_woken_when_the_task_fails(dsn: str, client: jm.Client) -> None:
     tid = client.send({"raise": "no luck"})
     t0 = time.monotonic()
-    with later(0.4, lambda: work_all(dsn, retries=0)):
+    with once_waiting(client, tid, lambda: work_all(dsn, retries=0)):
         with pytest.raises(jm.TaskFailed, match="no luck"):
             client.wait(tid, timeout=20)
         elapsed = time.monotonic() - t0
@@ -487,7 +495,7 @@ def test_client_with_a_pool_sends_checks_and_waits(dsn: str) -> None:
         c = jm.Client(pool=pool, queue="job.task")
         tid = c.send({"via": "pool"})
         assert c.check(tid) is False
-        with later(0.3, work_all, dsn):
+        with once_waiting(c, tid, work_all, dsn):
             assert c.wait(tid, timeout=10) == {"echo": {"via": "pool"}}
         assert c.receive(tid) == {"echo": {"via": "pool"}}
         assert c.check(tid) is True
@@ -502,10 +510,11 @@ def test_client_with_a_pool_waits_for_a_reply_it_hears(dsn: str) -> None:
         c = jm.Client(pool=pool, queue="job.task")
         tid = c.send("pool wait")
         t0 = time.monotonic()
-        with later(0.3, work_all, dsn):
+        with once_waiting(c, tid, work_all, dsn) as ran:
             assert c.wait(tid, timeout=10) == {"echo": "pool wait"}
-            elapsed = time.monotonic() - t0
-        assert elapsed < 3
+            returned = time.monotonic()
+        assert ran and ran[0] <= returned, (ran, returned)
+        assert returned - t0 < 3
 
 
 def test_client_waits_with_a_pool_of_one_connection(dsn: str) -> None:
@@ -541,11 +550,13 @@ def test_ten_megabyte_payload_round_trip(dsn: str, client: jm.Client) -> None:
 
         def process(self, task: jm.Task) -> None:
             seen.append(len(task.data["blob"]))
-            assert task.data == big
+            intact.append(task.data == big)
             self.reply(task.data)
 
+    intact: list[bool] = []
     assert work_all(dsn, Big) == 1
     assert seen == [10 * 1024 * 1024]
+    assert intact == [True]
     assert client.wait(tid, timeout=10) == big
 
 
@@ -566,10 +577,7 @@ def test_client_as_context_manager_closes_its_connection(
         tid = c.send("ctx")
         assert c.check(tid) is False
         assert backends() == 1
-    deadline = time.monotonic() + 5
-    while backends() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert backends() == 0
+    wait_until(lambda: backends() == 0, 5, "the client's connection to close", interval=0.05)
 
 
 def test_client_with_a_callers_connection_leaves_it_open(dsn: str) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 import job_machine as jm
 from job_machine.task import DONE, TaskEnd
+from tests.support.procs import wait_until
 from tests.support.workers import serving
 
 
@@ -129,10 +130,7 @@ async def test_a_graceful_stop_waits_for_every_task_in_hand(
     async with jm.AsyncClient(dsn, queue="conc.q") as client:
         tids = [await client.send(n) for n in range(5)]
         serving = asyncio.create_task(w.receive())
-        deadline = time.monotonic() + 10
-        while w.overlap.now < 3:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
+        await asyncio.to_thread(wait_until, lambda: w.overlap.now >= 3, 10, "three tasks in hand")
         w.stop()
         await asyncio.wait_for(serving, 10)
     states = _claims(conn)
@@ -195,14 +193,17 @@ def test_many_instant_tasks_never_leave_a_slot_taken(
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
-    deadline = time.monotonic() + 60
+
+    def all_done() -> bool:
+        assert not errors, errors
+        row = conn.execute("SELECT count(*) FROM jobmachine.task WHERE status <> 200").fetchone()
+        return row == (0,)
+
     try:
-        while conn.execute(
-            "SELECT count(*) FROM jobmachine.task WHERE status <> 200"
-        ).fetchone() != (0,):
-            assert not errors, errors
-            assert time.monotonic() < deadline, f"stalled; slots held: {w._slots.ids()}"
-            time.sleep(0.05)
+        try:
+            wait_until(all_done, 60, "every task done", interval=0.05)
+        except AssertionError as ex:
+            raise AssertionError(f"{ex}; slots held: {w._slots.ids()}") from None
     finally:
         w.stop()
         t.join(10)

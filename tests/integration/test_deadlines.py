@@ -18,8 +18,8 @@ import psycopg
 import pytest
 
 import job_machine as jm
-from tests.integration.test_supervisor import Supervised, supervisor
 from tests.support.procs import wait_until
+from tests.support.supervisor import supervisor
 from tests.support.workers import Base, serving
 
 QUEUE = "deadline.q"
@@ -78,13 +78,6 @@ async def _serving(w: Sleeper) -> AsyncIterator[Sleeper]:
         await asyncio.wait_for(serving_task, 15)
 
 
-async def _until(check: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 def _error_types(info: jm.TaskInfo) -> list[str]:
     return [e["type"] for e in info.errors]
 
@@ -110,7 +103,9 @@ async def test_async_worker_cancels_an_attempt_past_its_time_limit_retries_then_
         assert (info.state, info.attempts) == ("failed", 2)
         assert _error_types(info) == ["TimeLimitExceeded", "TimeLimitExceeded"]
         assert "time limit (0.3 s)" in info.errors[0]["message"]
-        await _until(lambda: w.cancelled == [tid, tid])
+        await asyncio.to_thread(
+            wait_until, lambda: w.cancelled == [tid, tid], 15, "w.cancelled == [tid, tid]"
+        )
         # The worker's own time_limit applies to a task sent without one.
         w.time_limit = 0.3
         other = await client.send("slow", attempts=1)
@@ -126,7 +121,7 @@ def test_sync_worker_task_sees_its_time_limit_cooperatively(
 ) -> None:
     args = ("tests.support.deadline_workers:Cooperative", "--queue", QUEUE, "--retry-backoff", "0")
     with supervisor(dsn, tmp_path, *args) as s:
-        _wait_for_workers(s, admin, 1)
+        s.wait_children(admin, 1)
         begun = time.monotonic()
         tid = client.send("long", time_limit=0.5, attempts=2)
         with pytest.raises(jm.TaskFailed) as raised:
@@ -136,7 +131,11 @@ def test_sync_worker_task_sees_its_time_limit_cooperatively(
         info = client.task_info(tid)
         assert (info.state, info.attempts) == ("failed", 2)
         assert _error_types(info) == ["TimeLimitExceeded", "TimeLimitExceeded"]
-        _wait(lambda: client.task_info(tid).notes.get("stopped_by") == "TimeLimitExceeded")
+        wait_until(
+            lambda: client.task_info(tid).notes.get("stopped_by") == "TimeLimitExceeded",
+            15,
+            "the time limit noted",
+        )
 
 
 def test_a_late_answer_of_a_timed_out_attempt_is_refused(
@@ -146,13 +145,15 @@ def test_a_late_answer_of_a_timed_out_attempt_is_refused(
     its client told) at the limit, and its reply, when it comes, is refused."""
     args = ("tests.support.deadline_workers:Oblivious", "--queue", QUEUE, "--time-limit", "0.5")
     with supervisor(dsn, tmp_path, *args) as s:
-        _wait_for_workers(s, admin, 1)
+        s.wait_children(admin, 1)
         begun = time.monotonic()
         tid = client.send({"sleep": 4}, attempts=1)
         with pytest.raises(jm.TaskFailed, match="time limit"):
             client.wait(tid, timeout=30)
         assert time.monotonic() - begun < 3.5, s.log()  # at the limit, not when it returned
-        _wait(lambda: client.task_info(tid).notes.get("refused") is True, timeout=15)
+        wait_until(
+            lambda: client.task_info(tid).notes.get("refused") is True, 15, "the refusal noted"
+        )
         info = client.task_info(tid)
         assert (info.state, info.results) == ("failed", [])
         assert _error_types(info) == ["TimeLimitExceeded"]
@@ -165,12 +166,12 @@ def test_process_mode_ends_the_child_past_the_time_limit_and_a_fresh_one_serves(
     itself, and the supervisor starts a fresh one at once."""
     args = ("tests.support.deadline_workers:Spin", "--queue", QUEUE, "--processes", "1")
     with supervisor(dsn, tmp_path, *args) as s:
-        [old] = _wait_for_workers(s, admin, 1)
+        [old] = s.wait_children(admin, 1)
         tid = client.send("spin", time_limit=0.5, attempts=1)
         with pytest.raises(jm.TaskFailed, match="time limit"):
             client.wait(tid, timeout=30)
         assert client.task_info(tid).notes["pid"] == old
-        [new] = _wait_for_workers(s, admin, 1, not_pid=old)
+        [new] = s.wait_children(admin, 1, without=old)
         quick = client.send({"quick": True})
         assert client.wait(quick, timeout=20) == {"pid": new}
         assert "ended to stop a task" in s.log()
@@ -253,12 +254,14 @@ async def test_cancel_of_a_running_async_task_cancels_its_coroutine(dsn: str) ->
     ):
         tid = await client.send("slow", attempts=3)
         child = await client.send("after", parents=[tid])
-        await _until(lambda: w.started == [tid])
+        await asyncio.to_thread(wait_until, lambda: w.started == [tid], 15, "w.started == [tid]")
         begun = time.monotonic()
         assert await client.cancel(tid)
         with pytest.raises(jm.TaskCancelled):
             await client.wait(tid, timeout=30)
-        await _until(lambda: w.cancelled == [tid])
+        await asyncio.to_thread(
+            wait_until, lambda: w.cancelled == [tid], 15, "w.cancelled == [tid]"
+        )
         assert time.monotonic() - begun < 0.4  # the notification, not the heartbeat
         info = await client.task_info(tid)
         assert (info.state, info.attempts, _error_types(info)) == ("failed", 1, ["Cancelled"])
@@ -279,15 +282,19 @@ async def test_cancel_stops_only_its_own_task_among_concurrent_ones(dsn: str) ->
     ):
         a = await client.send("slow")
         b = await client.send("slow")
-        await _until(lambda: sorted(w.started) == [a, b])
+        await asyncio.to_thread(
+            wait_until, lambda: sorted(w.started) == [a, b], 15, "sorted(w.started) == [a, b]"
+        )
         assert await client.cancel(a)
-        await _until(lambda: w.cancelled == [a])
+        await asyncio.to_thread(wait_until, lambda: w.cancelled == [a], 15, "w.cancelled == [a]")
         assert (await client.task_info(b)).state == "running"
         quick = await client.send("quick")  # a's slot is free again
         assert await client.wait(quick, timeout=10) == "quick"
         assert w.cancelled == [a]
         assert await client.cancel(b)
-        await _until(lambda: w.cancelled == [a, b])
+        await asyncio.to_thread(
+            wait_until, lambda: w.cancelled == [a, b], 15, "w.cancelled == [a, b]"
+        )
 
 
 async def test_a_lost_cancel_notification_is_made_up_for_by_the_heartbeat(dsn: str) -> None:
@@ -296,14 +303,16 @@ async def test_a_lost_cancel_notification_is_made_up_for_by_the_heartbeat(dsn: s
         jm.AsyncClient(dsn, queue=QUEUE) as client,
     ):
         tid = await client.send("slow")
-        await _until(lambda: w.started == [tid])
+        await asyncio.to_thread(wait_until, lambda: w.started == [tid], 15, "w.started == [tid]")
         # Cancelled without the notification (as if it were lost).
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as c:
             await c.execute(
                 "UPDATE jobmachine.task SET status = 900, cancelled_at = now() WHERE task_id = %s",
                 (tid,),
             )
-        await _until(lambda: w.cancelled == [tid], timeout=10)
+        await asyncio.to_thread(
+            wait_until, lambda: w.cancelled == [tid], 10, "w.cancelled == [tid]"
+        )
 
 
 def test_cancel_of_a_running_sync_task_is_seen_by_the_task(
@@ -311,14 +320,18 @@ def test_cancel_of_a_running_sync_task_is_seen_by_the_task(
 ) -> None:
     args = ("tests.support.deadline_workers:Cooperative", "--queue", QUEUE)
     with supervisor(dsn, tmp_path, *args) as s:
-        [pid] = _wait_for_workers(s, admin, 1)
+        [pid] = s.wait_children(admin, 1)
         tid = client.send("long", attempts=3)
         child = client.send("after", parents=[tid])
-        _wait(lambda: client.task_info(tid).state == "running")
+        wait_until(lambda: client.task_info(tid).state == "running", 15, "the task to run")
         admin.cancel(tid)
         with pytest.raises(jm.TaskCancelled):
             client.wait(tid, timeout=10)
-        _wait(lambda: client.task_info(tid).notes.get("stopped_by") == "Cancelled")
+        wait_until(
+            lambda: client.task_info(tid).notes.get("stopped_by") == "Cancelled",
+            15,
+            "the cancel noted",
+        )
         info = client.task_info(tid)
         assert (info.state, info.attempts, _error_types(info)) == ("failed", 1, ["Cancelled"])
         with pytest.raises(jm.TaskFailed, match="parent task"):
@@ -332,38 +345,22 @@ def test_cancel_in_process_mode_ends_the_child_and_a_fresh_one_serves(
 ) -> None:
     args = ("tests.support.deadline_workers:Spin", "--queue", QUEUE, "--processes", "1")
     with supervisor(dsn, tmp_path, *args) as s:
-        [old] = _wait_for_workers(s, admin, 1)
+        [old] = s.wait_children(admin, 1)
         tid = client.send("spin", attempts=3)
         child = client.send("after", parents=[tid])
-        _wait(lambda: client.task_info(tid).notes.get("pid") == old)
+        wait_until(
+            lambda: client.task_info(tid).notes.get("pid") == old,
+            15,
+            "the old worker to start the task",
+        )
         admin.cancel(tid)
         with pytest.raises(jm.TaskCancelled):
             client.wait(tid, timeout=10)
         with pytest.raises(jm.TaskFailed, match="parent task"):
             client.wait(child, timeout=10)
-        [new] = _wait_for_workers(s, admin, 1, not_pid=old)
+        [new] = s.wait_children(admin, 1, without=old)
         quick = client.send({"quick": True})
         assert client.wait(quick, timeout=20) == {"pid": new}
         info = client.task_info(tid)
         assert (info.state, info.attempts, _error_types(info)) == ("failed", 1, ["Cancelled"])
         assert "ended to stop a task" in s.log()
-
-
-def _wait_for_workers(
-    s: Supervised, admin: jm.Admin, n: int, not_pid: int | None = None
-) -> list[int]:
-    """The pids of the ``n`` alive registered workers, once there are that
-    many (and none is ``not_pid``)."""
-    pids: list[int] = []
-
-    def ready() -> bool:
-        assert s.proc.poll() is None, s.log()
-        pids[:] = [w.pid for w in admin.workers() if w.alive]
-        return len(pids) == n and not_pid not in pids
-
-    wait_until(ready, 30, f"{n} worker process(es)")
-    return pids
-
-
-def _wait(predicate: Any, timeout: float = 15.0) -> None:
-    wait_until(predicate, timeout, "the task's state or notes")

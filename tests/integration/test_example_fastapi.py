@@ -42,12 +42,16 @@ class Served(ReportWorker):
         self.ready = threading.Event()
         self.gate = threading.Event()
         self.gate.set()
+        #: What went wrong inside process(), raised by the test (serving()).
+        self.failures: list[str] = []
 
     async def startup(self) -> None:
         self.ready.set()
 
     async def process(self, task: jm.Task) -> None:
-        assert await asyncio.to_thread(self.gate.wait, 30), "the gate never opened"
+        if not await asyncio.to_thread(self.gate.wait, 30):
+            self.failures.append(f"task {task.id}: the gate never opened")
+            raise RuntimeError(self.failures[-1])
         await super().process(task)
 
 
@@ -75,6 +79,7 @@ async def serving(worker: Served) -> AsyncIterator[None]:
         await asyncio.to_thread(thread.join, 10)
         if errors:
             raise errors[0]
+        assert not worker.failures, worker.failures
     assert not thread.is_alive(), "receive() did not return after stop()"
 
 

@@ -46,12 +46,16 @@ class Served(ReportWorker):
         self.ready = threading.Event()
         self.gate = threading.Event()
         self.gate.set()
+        #: What went wrong inside process(), raised by the test (serving()).
+        self.failures: list[str] = []
 
     def startup(self) -> None:
         self.ready.set()
 
     def process(self, task: jm.Task) -> None:
-        assert self.gate.wait(30), "the gate never opened"
+        if not self.gate.wait(30):
+            self.failures.append(f"task {task.id}: the gate never opened")
+            raise RuntimeError(self.failures[-1])
         super().process(task)
 
 

@@ -47,7 +47,6 @@ from job_machine.web import DashboardConfig, create_app
 from tests.support.pgserver import PgServer
 from tests.support.procs import (
     Child,
-    create_tables,
     describe_all,
     expected_reply,
     kill_all,
@@ -56,6 +55,7 @@ from tests.support.procs import (
     terminate_and_check,
     wait_until,
 )
+from tests.support.rows import registrations
 
 pytestmark = pytest.mark.failover
 
@@ -111,13 +111,6 @@ def _both_back(db: psycopg.Connection[Any]) -> bool:
         " WHERE application_name LIKE 'jm_failover_%' GROUP BY 1"
     ).fetchall()
     return len(rows) == 2 and all(n >= 2 for _, n in rows)
-
-
-def _registrations(db: psycopg.Connection[Any]) -> dict[int, Any]:
-    return {
-        int(pid): started
-        for pid, started in db.execute("SELECT pid, started FROM jobmachine.worker")
-    }
 
 
 async def _check_standby_dashboard(standby: PgServer) -> None:
@@ -209,9 +202,9 @@ def _check_standby_admin(standby: PgServer, primary: PgServer, pids: set[int]) -
 
 @pytest.mark.parametrize("gap", [0.0, 20.0], ids=["promoted at once", "promoted after 20 s"])
 def test_failover_to_a_synchronous_standby_keeps_every_acknowledged_task(
-    tmp_path: Path, gap: float, record_property: Any
+    tmp_path: Path, private_server: PgServer, gap: float, record_property: Any
 ) -> None:
-    primary = PgServer.start_new(tmp_path)
+    primary = private_server
     standby: PgServer | None = None
     children: list[Child] = []
     sender: Sender | None = None
@@ -224,9 +217,6 @@ def test_failover_to_a_synchronous_standby_keeps_every_acknowledged_task(
         return text
 
     try:
-        jm.install_schema(primary.dsn)
-        with psycopg.connect(primary.dsn, autocommit=True) as db:
-            create_tables(db)
         standby = PgServer.standby_of(primary, tmp_path, name="standby1")
         with psycopg.connect(primary.dsn, autocommit=True) as db:
             db.execute("ALTER SYSTEM SET synchronous_standby_names = 'standby1'")
@@ -261,7 +251,7 @@ def test_failover_to_a_synchronous_standby_keeps_every_acknowledged_task(
             )
         with psycopg.connect(primary.dsn, autocommit=True) as db:
             wait_until(lambda: started_count(db) == 2, 30, "the workers' startup()", children)
-            before = _registrations(db)
+            before = registrations(db)
         assert set(before) == {c.pid for c in children}, before
         _check_standby_admin(standby, primary, set(before))
 
@@ -329,7 +319,7 @@ def test_failover_to_a_synchronous_standby_keeps_every_acknowledged_task(
                 " WHERE resulttype = 'error' AND result::jsonb ->> 'type' = 'WorkerDied'"
             ).fetchall()
             assert died == [], f"live workers reaped: {died}\n{logs()}"
-            assert _registrations(db) == before, logs()
+            assert registrations(db) == before, logs()
             took = db.execute(
                 "SELECT pid, count(*) FROM processed WHERE started_at > %s GROUP BY pid",
                 (promoted_at,),
@@ -348,4 +338,3 @@ def test_failover_to_a_synchronous_standby_keeps_every_acknowledged_task(
         kill_all(children)
         if standby is not None:
             standby.cleanup()
-        primary.cleanup()

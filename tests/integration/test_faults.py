@@ -44,10 +44,10 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 import job_machine as jm
+from tests.support.appconns import terminate
 from tests.support.pgserver import PgServer
 from tests.support.procs import (
     Child,
-    create_tables,
     describe_all,
     expected_reply,
     kill_all,
@@ -104,13 +104,7 @@ def _sessions(conn: psycopg.Connection[Any], workers: Iterable[Child]) -> int:
 
 def _terminate(conn: psycopg.Connection[Any], workers: Iterable[Child]) -> int:
     """pg_terminate_backend every job_machine session of these workers; how many went."""
-    rows = conn.execute(
-        """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-            WHERE datname = current_database() AND application_name = ANY(%s)
-              AND pid <> pg_backend_pid()""",
-        ([_app(w) for w in workers],),
-    ).fetchall()
-    return sum(1 for (ok,) in rows if ok)
+    return terminate(conn, *(_app(w) for w in workers))
 
 
 def _full_log(child: Child) -> str:
@@ -290,7 +284,7 @@ class _Sender(threading.Thread):
                     self._send(client, seq)
                     self.sent += 1
                     if self.pace:
-                        time.sleep(self.pace)
+                        time.sleep(self.pace)  # the load's shape, not a wait
         except BaseException as ex:
             self.error = ex
         self.elapsed = time.monotonic() - t0
@@ -319,7 +313,7 @@ class _Sender(threading.Thread):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not send seq {seq} within {self.patience} s")
             self.waits += 1
-            time.sleep(0.05)
+            time.sleep(0.05)  # an application's pause before it tries again
 
     def _exists(self, seq: int) -> bool:
         with psycopg.connect(self.dsn, autocommit=True, connect_timeout=2) as c:
@@ -388,7 +382,7 @@ def test_worker_sessions_terminated_again_and_again_while_300_tasks_flow(
         ]
         rounds = terminated = 0
         while any(c.alive() for c in clients) and time.monotonic() - t0 < 60:
-            time.sleep(rng.uniform(0.1, 0.3))
+            time.sleep(rng.uniform(0.1, 0.3))  # the faults' schedule, not a wait
             assert all(w.alive() for w in workers), f"a worker died\n{logs()}"
             terminated += _terminate(db, workers)
             rounds += 1
@@ -456,7 +450,14 @@ def _cut_idle_and_send(
     until it has reconnected and listens again, then send task ``seq``: the
     worker must answer it at once. Returns the next seq."""
     reconnects = _full_log(worker).count("reconnected; draining")
-    time.sleep(0.2)  # back in its wait for notifications
+    # Both its sessions there (a termination of the chaos above may not be
+    # noticed yet), and asleep since its last task or reconnect.
+    wait_until(
+        lambda: _sessions(db, [worker]) >= 2 and worker.idle_now(),
+        10,
+        f"{worker.name} connected and back in its wait for notifications",
+        [worker],
+    )
     assert _terminate(db, [worker]) >= 1, f"no session of {worker.name}\n{logs()}"
     wait_until(
         lambda: _full_log(worker).count("reconnected; draining") > reconnects,
@@ -489,7 +490,11 @@ def _cut_idle_and_send(
     ids=["restart", "crash", "crash-down-2s"],
 )
 def test_server_restart_or_crash_while_tasks_flow(
-    tmp_path: Path, outage: str, down_for: float, record_property: RecordProperty
+    tmp_path: Path,
+    private_server: PgServer,
+    outage: str,
+    down_for: float,
+    record_property: RecordProperty,
 ) -> None:
     """A private server is restarted (``PgServer.restart()``: fast shutdown,
     then start) or crashed (SIGKILL of every server process, then crash
@@ -501,7 +506,7 @@ def test_server_restart_or_crash_while_tasks_flow(
     ConnectionFailed/ConnectionLost meanwhile, and that nothing is lost: every
     task done with exactly one reply."""
     n = 400
-    server = PgServer.start_new(tmp_path)
+    server = private_server
     workers: list[Child] = []
 
     def logs() -> str:
@@ -512,8 +517,6 @@ def test_server_restart_or_crash_while_tasks_flow(
             return fn(c)
 
     try:
-        jm.install_schema(server.dsn)
-        query(create_tables)
         workers = [
             _start(server.dsn, tmp_path, "w0-sync", "sync", sleep=0.02, dead_after=4),
             _start(server.dsn, tmp_path, "w1-async", "async", sleep=0.02, dead_after=4),
@@ -535,7 +538,7 @@ def test_server_restart_or_crash_while_tasks_flow(
             server.restart()
         else:
             server.kill()
-            time.sleep(down_for)
+            time.sleep(down_for)  # the outage itself
             server.start()
         down = time.monotonic() - t_down
 
@@ -580,7 +583,6 @@ def test_server_restart_or_crash_while_tasks_flow(
         terminate_and_check(workers, timeout=10)
     finally:
         kill_all(workers)
-        server.cleanup()
 
 
 # ---------------------------------------------------------------------------
@@ -620,7 +622,7 @@ def test_chaos_killed_workers_and_terminated_sessions_3000_tasks(
         next_kill = t0 + rng.uniform(0.3, 1.0)
         chaos_limit = 60.0
         while (sender.is_alive() or _undone(db)) and time.monotonic() - t0 < chaos_limit:
-            time.sleep(rng.uniform(0.05, 0.3))
+            time.sleep(rng.uniform(0.05, 0.3))  # the faults' schedule, not a wait
             dead = [w for w in fleet if not w.alive()]
             assert not dead, f"a worker died on its own\n{describe_all(dead)}\n{logs()}"
             if time.monotonic() >= next_kill:
@@ -794,7 +796,7 @@ class _CuttingProxy:
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_claim_committed_but_its_answer_lost_is_not_stuck_forever(
-    tmp_path: Path, kind: str
+    tmp_path: Path, private_server: PgServer, kind: str
 ) -> None:
     """The connection of a worker dies after its claim committed but before
     the claimed row reached the worker (a network cut, or a server crash,
@@ -811,7 +813,7 @@ def test_claim_committed_but_its_answer_lost_is_not_stuck_forever(
     ``max_runtime`` is off by default."""
     dead_after = 2.0
     marker = "lost-claim-answer-marker"
-    server = PgServer.start_new(tmp_path)
+    server = private_server
     proxy = _CuttingProxy(server.host, server.port, marker.encode())
     worker: Child | None = None
 
@@ -819,9 +821,7 @@ def test_claim_committed_but_its_answer_lost_is_not_stuck_forever(
         return describe_all([worker] if worker else [])
 
     try:
-        jm.install_schema(server.dsn)
         with psycopg.connect(server.dsn, autocommit=True) as db:
-            create_tables(db)
             worker = _start(
                 proxy.dsn(), tmp_path, f"w-{kind}", kind, dead_after=dead_after, timeout=1
             )
@@ -835,9 +835,13 @@ def test_claim_committed_but_its_answer_lost_is_not_stuck_forever(
                 assert worker.alive(), logs()
 
                 bound = 5 * dead_after
-                deadline = time.monotonic() + bound
-                while client.task_info(stuck).state != "done" and time.monotonic() < deadline:
-                    time.sleep(0.1)
+                with contextlib.suppress(AssertionError):  # the assert below tells more
+                    wait_until(
+                        lambda: client.task_info(stuck).state == "done",
+                        bound,
+                        f"task {stuck} done",
+                        interval=0.1,
+                    )
                 info = client.task_info(stuck)
                 assert info.state == "done", (
                     f"task {stuck}, whose claim committed but whose answer was lost, is still "
@@ -852,7 +856,6 @@ def test_claim_committed_but_its_answer_lost_is_not_stuck_forever(
         if worker is not None:
             worker.kill()
         proxy.close()
-        server.cleanup()
 
 
 def _processed_rows(conn: psycopg.Connection[Any], tid: int) -> list[tuple[Any, ...]]:

@@ -979,9 +979,12 @@ def _run_senders(
             except AssertionError:
                 raise AssertionError("\n".join(c.describe() for c in children)) from None
         # The gate is open: all four send at once. Watch the table meanwhile.
-        while any(c.popen.poll() is None for c in children):
+
+        def finished_without_duplicates() -> bool:
             assert conn.execute(_LIVE_DUPLICATES).fetchall() == []
-            time.sleep(0.005)
+            return all(c.popen.poll() is not None for c in children)
+
+        wait_until(finished_without_duplicates, 120, "the senders to finish", interval=0.005)
         return [[(k, int(i)) for k, i in json.loads(c.finish())] for c in children]
 
 

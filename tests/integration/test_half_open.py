@@ -44,6 +44,7 @@ import pytest
 import job_machine as jm
 from job_machine.liveness import CLIENT_KEEPALIVES
 from tests.support.pgserver import PgServer
+from tests.support.procs import wait_until
 from tests.support.workers import Base
 
 #: The pinging workers' ``timeout``: after this long without a notification
@@ -265,12 +266,22 @@ class AsyncEcho(jm.AsyncWorker):
         super().__init__(*args, **kw)
         self.ready = threading.Event()
         self.seen: list[jm.Task] = []
+        # As tests/support/workers.py's Base counts them: the times it went
+        # to sleep waiting for news, and that count when its last task began.
+        self.idle_rounds = 0
+        self.rounds_at_last_task = 0
 
     async def startup(self) -> None:
         self.ready.set()
 
+    async def _next_wait(self) -> float:
+        wait = await super()._next_wait()
+        self.idle_rounds += 1
+        return wait
+
     async def process(self, task: jm.Task) -> None:
         self.seen.append(task)
+        self.rounds_at_last_task = self.idle_rounds
         await self.reply({"echo": task.data, "at": time.monotonic()})
 
 
@@ -299,10 +310,12 @@ def running(*workers: SyncEcho | AsyncEcho) -> Iterator[list[Running]]:
         r.thread.start()
     try:
         for r in runs:
-            deadline = time.monotonic() + 10
-            while not r.worker.ready.wait(0.05):
+
+            def started(r: Running = r) -> bool:
                 assert not r.errors, r.errors
-                assert time.monotonic() < deadline, f"{r.worker} did not start"
+                return r.worker.ready.is_set()
+
+            wait_until(started, 10, f"{r.worker} to start")
         yield runs
     finally:
         for r in runs:
@@ -355,7 +368,13 @@ def test_workers_notice_a_half_open_link_reconnect_and_take_the_task_sent_meanwh
             tid = client.send({"before": name}, queue=w.queues[0])
             assert client.wait(tid, timeout=10)["echo"] == {"before": name}, logs()
         canary = _half_open_canary(link, server.pg.port)
-        time.sleep(0.5)
+        wait_until(
+            lambda: all(
+                w.idle_rounds > getattr(w, "rounds_at_last_task", 0) for w in workers.values()
+            ),
+            10,
+            "every worker asleep again after its task",
+        )
 
         t0 = time.monotonic()
         link.cut()
@@ -366,16 +385,24 @@ def test_workers_notice_a_half_open_link_reconnect_and_take_the_task_sent_meanwh
         report.append(f"+{time.monotonic() - t0:.2f} s: tasks sent over the Unix socket: {sent}")
         report.append(f"a bare TCP connection after the cut: {canary()}")
 
+        def all_detected() -> bool:
+            for name, w in workers.items():
+                at = timeline.first(t0, "job_machine.worker", "connection lost", w.worker_id)
+                if at is not None and name not in detected:
+                    detected[name] = at - t0
+                    report.append(f"+{at - t0:.2f} s: {name} noticed the loss")
+            return len(detected) == len(workers)
+
         try:
-            deadline = t0 + max(DETECT_WITHIN.values())
-            while len(detected) < len(workers) and time.monotonic() < deadline:
-                for name, w in workers.items():
-                    at = timeline.first(t0, "job_machine.worker", "connection lost", w.worker_id)
-                    if at is not None and name not in detected:
-                        detected[name] = at - t0
-                        report.append(f"+{at - t0:.2f} s: {name} noticed the loss")
-                time.sleep(0.05)
-            # Down a moment longer: the first reconnect attempts go nowhere.
+            with contextlib.suppress(AssertionError):  # the assert on `missing` tells more
+                wait_until(
+                    all_detected,
+                    t0 + max(DETECT_WITHIN.values()) - time.monotonic(),
+                    "every worker to notice the loss",
+                    interval=0.05,
+                )
+            # Down a moment longer, so that the first reconnect attempts go
+            # nowhere: this wait is the outage itself, not a wait for an event.
             time.sleep(1.0)
         finally:
             restored = time.monotonic()

@@ -21,6 +21,7 @@ import pytest
 
 import job_machine as jm
 from job_machine._lock_keys import WORKER_KEY
+from tests.support.appconns import count, terminate
 from tests.support.procs import (
     Child,
     expected_reply,
@@ -254,13 +255,7 @@ def test_the_end_of_the_grace_period_hands_the_task_back(
 def _terminate_backends_of(conn: psycopg.Connection[Any], pid: int) -> int:
     """pg_terminate_backend on every session of this test's database opened by
     the client process ``pid`` (in-process workers: the test's own pid)."""
-    rows = conn.execute(
-        "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a"
-        " WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()"
-        "   AND a.application_name = %s",
-        (f"jm-victim-{pid}",),
-    ).fetchall()
-    return len(rows)
+    return terminate(conn, f"jm-victim-{pid}")
 
 
 def test_an_idle_worker_whose_connections_are_killed_reconnects_and_drains(
@@ -286,12 +281,13 @@ def test_a_reply_survives_the_connection_dying_inside_process(
     """The worker's connection dies while process() runs: reply() reconnects
     and stores the answer (the task stays held meanwhile), so the work is
     neither lost nor done twice."""
-    victim = psycopg.conninfo.make_conninfo(dsn, application_name=f"jm-victim-{os.getpid()}")
+    victim_app = f"jm-victim-{os.getpid()}"
+    victim = psycopg.conninfo.make_conninfo(dsn, application_name=victim_app)
 
     class CutOff(Base):
         def handle(self, task: jm.Task) -> None:
             assert _terminate_backends_of(conn, os.getpid()) >= 2  # work + registry
-            time.sleep(0.2)
+            wait_until(lambda: count(conn, victim_app) == 0, 5, "the sessions to end")
             self.reply({"survived": task.data})
 
     w = CutOff(victim, dead_after=1, reconnect_backoff=0.05, reconnect_backoff_cap=0.5)
@@ -330,11 +326,12 @@ def test_a_task_whose_notification_was_lost_is_found_within_the_timeout(
 def test_a_client_whose_connection_died_raises_connection_lost_then_works_again(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
-    victim = psycopg.conninfo.make_conninfo(dsn, application_name=f"jm-victim-{os.getpid()}")
+    victim_app = f"jm-victim-{os.getpid()}"
+    victim = psycopg.conninfo.make_conninfo(dsn, application_name=victim_app)
     with jm.Client(victim, queue="job.task") as c:
         tid = c.send("one")
         assert _terminate_backends_of(conn, os.getpid()) == 1
-        time.sleep(0.1)
+        wait_until(lambda: count(conn, victim_app) == 0, 5, "the session to end")
         with pytest.raises(jm.ConnectionLost, match="connection to PostgreSQL was lost"):
             c.check(tid)
         assert c.check(tid) is False  # reconnected by itself

@@ -8,7 +8,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import psycopg
 import pytest
 
 import job_machine as jm
+from tests.support.procs import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,8 +96,7 @@ def test_a_hold_expires(client: jm.Client, conn: psycopg.Connection[Any]) -> Non
     short = client.lock("exp", 0.3)
     assert short is not None
     assert client.lock("exp", 10) is None
-    time.sleep(0.45)
-    assert holds(conn, "exp") == []
+    wait_until(lambda: holds(conn, "exp") == [], 5, "the 0.3 s hold to expire")
     assert client.unlock("exp", short) is False  # an expired hold is not released
     assert client.unlock("exp") is False
     longer = client.lock("exp", 10)
@@ -106,11 +105,14 @@ def test_a_hold_expires(client: jm.Client, conn: psycopg.Connection[Any]) -> Non
     assert [r[0] for r in conn.execute("SELECT lock_id FROM jobmachine.lock")] == [longer]
 
 
-def test_an_expiring_hold_makes_room_under_a_limit(client: jm.Client) -> None:
+def test_an_expiring_hold_makes_room_under_a_limit(
+    client: jm.Client, conn: psycopg.Connection[Any]
+) -> None:
     assert client.lock("lim", 0.3, limit=2) is not None
-    assert client.lock("lim", 10, limit=2) is not None
+    held = client.lock("lim", 10, limit=2)
+    assert held is not None
     assert client.lock("lim", 10, limit=2) is None
-    time.sleep(0.45)
+    wait_until(lambda: holds(conn, "lim") == [held], 5, "the 0.3 s hold to expire")
     assert client.lock("lim", 10, limit=2) is not None
     assert client.lock("lim", 10, limit=2) is None
 

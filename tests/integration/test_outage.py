@@ -41,7 +41,6 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 import job_machine as jm
 from job_machine._lock_keys import CHORE_LOCK_KEY
 from job_machine.liveness import Liveness
-from tests.support.pgserver import PgServer
 from tests.support.procs import (
     Child,
     create_tables,
@@ -53,6 +52,7 @@ from tests.support.procs import (
     terminate_and_check,
     wait_until,
 )
+from tests.support.rows import registrations
 
 QUEUE = "outage.test"
 #: How long the proxy keeps everyone out.
@@ -128,15 +128,6 @@ class OutageProxy:
         self._server.close()
 
 
-def _registrations(db: psycopg.Connection[Any]) -> dict[int, Any]:
-    """pid -> when the worker registered (a reaped worker that comes back
-    registers anew, with a new ``started``)."""
-    return {
-        int(pid): started
-        for pid, started in db.execute("SELECT pid, started FROM jobmachine.worker")
-    }
-
-
 def _leader_sessions(db: psycopg.Connection[Any]) -> list[str]:
     """application_name of the session that holds the housekeeper lock."""
     rows = db.execute(
@@ -151,25 +142,18 @@ def _leader_sessions(db: psycopg.Connection[Any]) -> list[str]:
 
 @pytest.fixture
 def tcp_db(
-    dsn: str, tmp_path_factory: pytest.TempPathFactory
+    dsn: str, request: pytest.FixtureRequest
 ) -> Iterator[tuple[str, psycopg.Connection[Any]]]:
     """A database the proxy can reach over TCP, with the tables of
-    tests/support/procs.py: the test's own when its server listens on TCP, else one
-    on a private server (the embedded server listens on a Unix socket)."""
-    server: PgServer | None = None
-    if str(conninfo_to_dict(dsn).get("host") or "").startswith("/"):
-        server = PgServer.start_new(tmp_path_factory.mktemp("outage"))
-        with psycopg.connect(server.dsn, autocommit=True) as c:
-            c.execute("CREATE DATABASE jm")
-        dsn = server.dsn_for("jm")
-        jm.install_schema(dsn)
-    try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
+    tests/support/procs.py: the test's own when its server listens on TCP, else
+    the ``private_server``'s (the embedded server listens on a Unix socket)."""
+    private = str(conninfo_to_dict(dsn).get("host") or "").startswith("/")
+    if private:
+        dsn = request.getfixturevalue("private_server").dsn
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if not private:
             create_tables(conn)
-            yield dsn, conn
-    finally:
-        if server is not None:
-            server.cleanup()
+        yield dsn, conn
 
 
 @pytest.mark.parametrize("layout", ["fleet behind the proxy", "housekeeper outside"])
@@ -226,7 +210,7 @@ def test_a_20s_outage_reaps_no_live_worker_and_runs_no_task_twice(
                 "each worker behind the proxy to run a long task",
                 children,
             )
-            before = _registrations(db)
+            before = registrations(db)
             assert set(before) == {c.pid for c in children}, before
 
             proxy.cut()
@@ -249,7 +233,7 @@ def test_a_20s_outage_reaps_no_live_worker_and_runs_no_task_twice(
                 "SELECT task_id, result FROM jobmachine.result"
                 " WHERE resulttype = 'error' AND result::jsonb ->> 'type' = 'WorkerDied'"
             ).fetchall()
-            after = _registrations(db)
+            after = registrations(db)
         assert runs == [(tid, 1) for tid in tids], f"tasks run twice: {runs}\n{logs()}"
         assert died == [], f"live workers reaped: {died}\n{logs()}"
         assert after == before, f"registrations before {before}, after {after}\n{logs()}"

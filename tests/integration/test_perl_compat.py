@@ -23,7 +23,8 @@ from psycopg.rows import dict_row
 
 import job_machine as jm
 from job_machine._schema_sql import SCHEMA_VERSION
-from tests.support.workers import Observed
+from tests.support.procs import wait_until
+from tests.support.workers import Observed, waiting
 
 #: Every schema version create_tables.sql records, as rows.
 ALL_VERSIONS = [(v,) for v in range(1, SCHEMA_VERSION + 1)]
@@ -396,10 +397,12 @@ def test_perl_worker_claims_the_oldest_waiting_task_only(client: jm.Client, perl
 def test_perl_reply_wakes_a_waiting_python_client(dsn: str, client: jm.Client, perl: Perl) -> None:
     tid = client.send({"wait": "for perl"})
     errors: list[BaseException] = []
+    claimed: list[float] = []
 
     def perl_worker() -> None:
         try:
-            time.sleep(0.4)
+            wait_until(lambda: waiting(client, tid), 10, "the client's wait")
+            claimed.append(time.monotonic())
             task = perl.claim("job.task")
             assert task is not None
             perl.reply(task["task_id"], {"data": json.loads(task["parameters"])})
@@ -411,11 +414,13 @@ def test_perl_reply_wakes_a_waiting_python_client(dsn: str, client: jm.Client, p
     t0 = time.monotonic()
     try:
         assert client.wait(tid, timeout=20) == {"data": {"wait": "for perl"}}
-        elapsed = time.monotonic() - t0
+        returned = time.monotonic()
     finally:
         t.join(10)
     assert not errors
-    assert 0.35 <= elapsed < 3, elapsed
+    # The client waited before the Perl worker claimed, and heard its reply.
+    assert claimed and claimed[0] <= returned, (claimed, returned)
+    assert returned - t0 < 3, returned - t0
 
 
 def test_python_and_perl_workers_never_take_the_same_task(

@@ -16,6 +16,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.pq import TransactionStatus
 
 import job_machine as jm
+from tests.support.procs import wait_until
 
 QUEUE = "prom.q"
 APP = "prom_client"
@@ -133,13 +134,14 @@ def test_a_deadlock_between_two_callers_transactions_raises_transaction_conflict
         t = threading.Thread(target=finish, args=("one", c1, one, b))
         t.start()
         # one's note of b waits for two's lock before two notes a.
-        deadline = time.monotonic() + 10
-        while not conn.execute(
-            "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            " AND datname = current_database()"
-        ).fetchone()[0]:  # type: ignore[index]
-            assert time.monotonic() < deadline, "one's note never waited for two's lock"
-            time.sleep(0.02)
+        wait_until(
+            lambda: conn.execute(
+                "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()"
+            ).fetchone()[0],  # type: ignore[index]
+            10,
+            "one's note to wait for two's lock",
+        )
         finish("two", c2, two, a)
         t.join(10)
         assert not t.is_alive()
@@ -178,6 +180,15 @@ class _Reads:
             return found
 
         monkeypatch.setattr(AnswerReader, "read", read)
+
+    def wait_first(self, waiting: _Waiting) -> None:
+        """Wait for the first read of ``waiting``'s wait, which must not have returned."""
+
+        def read_once() -> bool:
+            assert waiting.returned is None, "the wait returned before reading"
+            return self.count >= 1
+
+        wait_until(read_once, 10, "the wait's first read", interval=0.01)
 
 
 class _Waiting:
@@ -233,10 +244,7 @@ def test_an_end_that_notifies_nobody_is_seen_within_the_two_second_reread(
     with jm.Client(dsn, queue=QUEUE) as client:
         tid = client.send("silent")
         waiting = _Waiting(client, tid, timeout=10)
-        deadline = time.monotonic() + 10
-        while reads.count < 1:  # subscribed, and found no answer
-            assert time.monotonic() < deadline and waiting.returned is None
-            time.sleep(0.01)
+        reads.wait_first(waiting)  # subscribed, and found no answer
         answered = _perl_result(dsn, tid, "x", notify=False)
         assert waiting.join(15) == "x"
         assert waiting.returned is not None
@@ -257,10 +265,7 @@ def test_a_perl_reply_wakes_a_wait_at_once_without_the_reread(
     with jm.Client(dsn, queue=QUEUE) as client:
         tid = client.send("perl")
         waiting = _Waiting(client, tid, timeout=10)
-        deadline = time.monotonic() + 10
-        while reads.count < 1:
-            assert time.monotonic() < deadline and waiting.returned is None
-            time.sleep(0.01)
+        reads.wait_first(waiting)
         answered = _perl_result(dsn, tid, {"data": "from perl"}, notify=True)
         assert waiting.join(15) == {"data": "from perl"}
         assert waiting.returned is not None

@@ -1,7 +1,7 @@
-"""README, "--processes N": the supervisor passes on SIGINT as it does
-SIGTERM, restarts a slot that keeps dying after a doubling backoff, and a
-worker process stopped by ``Admin.stop_workers()`` is not replaced. Real
-processes (``python -m job_machine.cli worker``), as in test_supervisor.py."""
+"""README, "--processes N": the supervisor restarts a slot that keeps dying
+after a doubling backoff, and a worker process stopped by
+``Admin.stop_workers()`` is not replaced. Real processes (tests/support/supervisor.py),
+as in test_supervisor.py."""
 
 from __future__ import annotations
 
@@ -12,28 +12,8 @@ import time
 from pathlib import Path
 
 import job_machine as jm
-from tests.integration.test_supervisor import QUEUE, _gone, _state, supervisor
 from tests.support.procs import wait_until
-
-
-def test_sigint_stops_every_worker_process_after_the_task_in_hand(
-    dsn: str, client: jm.Client, tmp_path: Path
-) -> None:
-    args = ("tests.support.cli_workers:Slow", "-q", QUEUE, "--processes", "2")
-    with supervisor(dsn, tmp_path, *args) as sup, jm.Admin(dsn) as admin:
-        children = wait_until(
-            lambda: len(sup.alive_children(admin)) == 2 and sup.alive_children(admin),
-            30,
-            "two worker processes",
-        )
-        tid = client.send({"sleep": 1.5}, queue=QUEUE)
-        wait_until(lambda: _state(admin, tid) == "running", 15, "the task to start")
-        sup.proc.send_signal(signal.SIGINT)
-        assert sup.proc.wait(20) == 0, sup.log()
-        assert _state(admin, tid) == "done", sup.log()
-        assert client.receive(tid)["attempt"] == 1
-        assert all(_gone(pid) for pid in children), sup.log()
-        assert "every worker process stopped gracefully" in sup.log()
+from tests.support.supervisor import QUEUE, gone, supervisor
 
 
 def test_a_slot_that_keeps_dying_is_restarted_after_a_doubling_backoff(
@@ -44,7 +24,7 @@ def test_a_slot_that_keeps_dying_is_restarted_after_a_doubling_backoff(
     args = ("tests.support.cli_workers:Slow", "-q", QUEUE, "--processes", "1")
     gaps: list[float] = []
     with supervisor(dsn, tmp_path, *args) as sup, jm.Admin(dsn) as admin:
-        (child,) = wait_until(lambda: sup.alive_children(admin), 30, "the worker process")
+        (child,) = sup.wait_children(admin, 1)
         for _ in range(3):
             os.kill(child, signal.SIGKILL)
             killed = time.monotonic()
@@ -75,15 +55,11 @@ def test_worker_processes_stopped_by_stop_workers_are_not_replaced(
         supervisor(dsn, tmp_path, *args, "--dead-after", str(dead_after)) as sup,
         jm.Admin(dsn) as admin,
     ):
-        children = wait_until(
-            lambda: len(sup.alive_children(admin)) == 2 and sup.alive_children(admin),
-            30,
-            "two worker processes",
-        )
+        children = sup.wait_children(admin, 2)
         asked = time.monotonic()
         admin.stop_workers()
         wait_until(
-            lambda: all(_gone(pid) for pid in children),
+            lambda: all(gone(pid) for pid in children),
             dead_after / 4 + 5,
             "the worker processes to stop",
         )

@@ -25,6 +25,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import job_machine as jm
+from tests.support.appconns import terminate
 from tests.support.procs import (
     expected_reply,
     kill_all,
@@ -61,11 +62,7 @@ def test_a_read_only_server_is_a_lost_connection_not_a_crash(
             assert client.wait(warm, timeout=10) == expected_reply(0)
             _set_read_only(db, dbname, True)
             try:
-                db.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND application_name = %s",
-                    (APP,),
-                )
+                terminate(db, APP)
                 tid = client.send({"seq": 1})
                 wait_until(
                     lambda: worker.log(tail=1 << 20).count("the server is read-only") >= 3,

@@ -159,10 +159,14 @@ def _listener(client: jm.AsyncClient) -> ReplyListener:
 
 
 async def _until_listening(client: jm.AsyncClient, tid: int) -> None:
-    deadline = time.monotonic() + 10
-    while not _listener(client).listening_to(tid):
-        assert time.monotonic() < deadline, "the reply listener never LISTENed"
-        await asyncio.sleep(0.01)
+    listener = _listener(client)
+    await asyncio.to_thread(
+        wait_until,
+        lambda: listener.listening_to(tid),
+        10,
+        f"the reply listener to LISTEN for task {tid}",
+        interval=0.01,
+    )
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 import job_machine as jm
+from tests.support.procs import wait_until
 from tests.support.workers import Base, serving
 
 
@@ -30,16 +31,15 @@ def _due_in(conn: psycopg.Connection[Any], tid: int) -> float:
 
 def _wait_due(conn: psycopg.Connection[Any], tid: int) -> None:
     """Wait until the database's clock passes the task's retry_at."""
-    deadline = time.monotonic() + 5
-    while True:
+
+    def due() -> bool:
         row = conn.execute(
             "SELECT retry_at > now() FROM jobmachine.task WHERE task_id = %s", (tid,)
         ).fetchone()
-        assert row is not None
-        if not row[0]:
-            return
-        assert time.monotonic() < deadline, "the task never fell due"
-        time.sleep(0.02)
+        assert row is not None, f"task {tid} is gone"
+        return not row[0]
+
+    wait_until(due, 5, f"task {tid} to fall due")
 
 
 def test_failed_attempts_back_off_exponentially_then_the_task_fails(

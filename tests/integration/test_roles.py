@@ -17,7 +17,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from job_machine._sync.connection import connect as jm_connect
 from tests.integration.test_perl_compat import PERL_FETCH_RESULT, Perl
 from tests.integration.test_perl_compat import run_psql as _run_psql_file
 from tests.support.procs import wait_until
-from tests.support.workers import serving
+from tests.support.workers import Base, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES_SQL = ROOT / "sql" / "roles.sql"
@@ -117,12 +116,11 @@ def logins(conn: psycopg.Connection[Any], dsn: str, cleanup: list[str]) -> Login
     return make_logins(conn, dsn, cleanup)
 
 
-class Answer(jm.Worker):
-    """Notes the task, holds a named lock while it works, and replies with its data."""
+class Answer(Base):
+    """Notes the task, holds a named lock while it works, and replies with its
+    data (an assert that fails here is raised by work_once() and serving())."""
 
-    handle_signals = False
-
-    def process(self, task: jm.Task) -> None:
+    def handle(self, task: jm.Task) -> None:
         self.note(by="answer")
         hold = self.lock("answer", expire=10)
         assert hold and not self.lock_free("answer")
@@ -175,11 +173,12 @@ def echo_worker(
             stderr=err,
         )
     try:
-        deadline = time.monotonic() + 30
-        while not one(conn, "SELECT count(*) FROM jobmachine.worker WHERE pid = %s", proc.pid):
+
+        def registered() -> Any:
             assert proc.poll() is None, f"worker exited {proc.returncode}:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"worker did not register:\n{log.read_text()}"
-            time.sleep(0.05)
+            return one(conn, "SELECT count(*) FROM jobmachine.worker WHERE pid = %s", proc.pid)
+
+        wait_until(registered, 30, "the worker to register", interval=0.05)
         yield proc
         assert "InsufficientPrivilege" not in log.read_text(), log.read_text()
     finally:

@@ -80,8 +80,9 @@ async def _blocked_sends(dsn: str, conn: psycopg.Connection[Any]) -> Any:
         "the first send waiting for the table",
     )
     queued = [asyncio.create_task(client.send(name)) for name in ("a", "b", "c")]
-    while len(client._sends._queue) < 3:
-        await asyncio.sleep(0)
+    await asyncio.to_thread(
+        wait_until, lambda: len(client._sends._queue) >= 3, 10, "three sends queued", interval=0.005
+    )
     return blocker, client, first, queued
 
 

@@ -110,7 +110,14 @@ def test_second_sigterm_during_task_exits_promptly_and_leaves_it_started(
         wait_until(lambda: processed(db), 10, "the slow task's 'started' marker", [child])
         t0 = time.monotonic()
         child.signal(signal.SIGTERM)
-        time.sleep(0.3)
+        # Its handler ran (a worker that stopped on it anyway would not exit
+        # 128 + SIGTERM on the second one, below).
+        wait_until(
+            lambda: "SIGTERM: finishing the task in hand" in child.log(),
+            5,
+            "the first SIGTERM's handler",
+            [child],
+        )
         assert child.alive(), (
             f"the first SIGTERM alone stopped the worker mid-task\n{child.describe()}"
         )

@@ -7,11 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,68 +15,7 @@ import pytest
 import job_machine as jm
 from job_machine.supervisor import Supervisor, describe_exit
 from tests.support.procs import wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
-QUEUE = "sup.test"
-
-
-class Supervised:
-    """A supervisor process and its log."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
-        self.proc = proc
-        self.log_path = log
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def alive_children(self, admin: jm.Admin) -> dict[int, list[int]]:
-        """The registered, alive worker processes: pid -> tasks running."""
-        return {w.pid: w.running for w in admin.workers() if w.alive}
-
-
-@contextmanager
-def supervisor(dsn: str, tmp_path: Path, *args: str) -> Iterator[Supervised]:
-    env = {k: v for k, v in os.environ.items() if k != "JOB_MACHINE_DSN"}
-    env["JOB_MACHINE_DSN"] = dsn
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    log = tmp_path / "supervisor.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "job_machine.cli", "worker", *args],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=err,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield Supervised(proc, log)
-    finally:
-        if proc.poll() is None:
-            # SIGKILL would orphan the children (they stop within a second
-            # when they see it): two SIGTERMs stop them at once instead.
-            proc.send_signal(signal.SIGTERM)
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-
-def _gone(pid: int) -> bool:
-    """Whether the process has exited (a zombie not reaped yet counts)."""
-    try:
-        os.kill(pid, 0)
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (ProcessLookupError, FileNotFoundError):
-        return True
-    return stat.rpartition(")")[2].split()[0] == "Z"
-
-
-def _state(admin: jm.Admin, task_id: int) -> str:
-    return admin.task_info(task_id).state
+from tests.support.supervisor import QUEUE, gone, supervisor, task_state
 
 
 def test_a_killed_worker_process_is_replaced_and_its_task_rescued(
@@ -88,11 +23,7 @@ def test_a_killed_worker_process_is_replaced_and_its_task_rescued(
 ) -> None:
     args = ("tests.support.cli_workers:Slow", "-q", QUEUE, "--processes", "2", "--dead-after", "2")
     with supervisor(dsn, tmp_path, *args) as sup, jm.Admin(dsn) as admin:
-        first = wait_until(
-            lambda: len(sup.alive_children(admin)) == 2 and sup.alive_children(admin),
-            30,
-            "two worker processes",
-        )
+        first = sup.wait_children(admin, 2)
         assert sup.proc.pid not in first
         tid = client.send({"sleep": 120}, queue=QUEUE)
         victim = wait_until(
@@ -116,26 +47,24 @@ def test_a_killed_worker_process_is_replaced_and_its_task_rescued(
 
         sup.proc.send_signal(signal.SIGTERM)
         assert sup.proc.wait(15) == 0, sup.log()
-        assert all(_gone(pid) for pid in now), sup.log()
+        assert all(gone(pid) for pid in now), sup.log()
 
 
-def test_sigterm_stops_every_worker_process_after_the_task_in_hand(
-    dsn: str, client: jm.Client, tmp_path: Path
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_every_worker_process_after_the_task_in_hand(
+    dsn: str, client: jm.Client, tmp_path: Path, sig: signal.Signals
 ) -> None:
+    """SIGTERM, and SIGINT passed on as SIGTERM (README, "--processes N")."""
     args = ("tests.support.cli_workers:Slow", "-q", QUEUE, "--processes", "2")
     with supervisor(dsn, tmp_path, *args) as sup, jm.Admin(dsn) as admin:
-        children = wait_until(
-            lambda: len(sup.alive_children(admin)) == 2 and sup.alive_children(admin),
-            30,
-            "two worker processes",
-        )
+        children = sup.wait_children(admin, 2)
         tid = client.send({"sleep": 1.5}, queue=QUEUE)
-        wait_until(lambda: _state(admin, tid) == "running", 15, "the task to start")
-        sup.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: task_state(admin, tid) == "running", 15, "the task to start")
+        sup.proc.send_signal(sig)
         assert sup.proc.wait(20) == 0, sup.log()
-        assert _state(admin, tid) == "done", sup.log()
+        assert task_state(admin, tid) == "done", sup.log()
         assert client.receive(tid)["attempt"] == 1
-        assert all(_gone(pid) for pid in children), sup.log()
+        assert all(gone(pid) for pid in children), sup.log()
         assert "every worker process stopped gracefully" in sup.log()
 
 
@@ -144,9 +73,9 @@ def test_a_second_sigterm_stops_them_at_once_and_the_task_waits_again(
 ) -> None:
     args = ("tests.support.cli_workers:Slow", "-q", QUEUE, "--processes", "2")
     with supervisor(dsn, tmp_path, *args) as sup, jm.Admin(dsn) as admin:
-        wait_until(lambda: len(sup.alive_children(admin)) == 2, 30, "two worker processes")
+        sup.wait_children(admin, 2)
         tid = client.send({"sleep": 60}, queue=QUEUE)
-        wait_until(lambda: _state(admin, tid) == "running", 15, "the task to start")
+        wait_until(lambda: task_state(admin, tid) == "running", 15, "the task to start")
         sup.proc.send_signal(signal.SIGTERM)
         wait_until(lambda: "finish their tasks in hand" in sup.log(), 5, "the first SIGTERM")
         sup.proc.send_signal(signal.SIGTERM)
@@ -179,10 +108,10 @@ def test_worker_processes_stop_by_themselves_when_the_supervisor_is_killed(
 ) -> None:
     args = ("tests.support.cli_workers:Slow", "-q", QUEUE, "--processes", "1")
     with supervisor(dsn, tmp_path, *args) as sup, jm.Admin(dsn) as admin:
-        (child,) = wait_until(lambda: sup.alive_children(admin), 30, "the worker process")
+        (child,) = sup.wait_children(admin, 1)
         sup.proc.kill()
         sup.proc.wait(5)
-        wait_until(lambda: _gone(child), 10, "the orphaned worker process to stop")
+        wait_until(lambda: gone(child), 10, "the orphaned worker process to stop")
         assert "the supervisor (pid" in sup.log() and "is gone: stopping" in sup.log()
 
 

@@ -49,6 +49,7 @@ from job_machine.web.security import (
     Scrubber,
 )
 from tests.integration.test_claim_plan import _explain, _insert_history, _max_rows, _nodes
+from tests.support.procs import wait_until
 from tests.support.rows import task_state
 from tests.support.web_data import XSS, XSS_IMG, XSS_QUEUE, XSS_SCRIPT, Seeded, seed
 from tests.support.workers import Holding, serving
@@ -1148,15 +1149,16 @@ def web_process(
     )
     url = f"http://{host}:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def answers() -> bool:
             assert proc.poll() is None, proc.communicate()[0]
             try:
                 httpx.get(url + "/login", timeout=1)
-                break
             except httpx.TransportError:
-                assert time.monotonic() < deadline, "the dashboard did not start"
-                time.sleep(0.1)
+                return False
+            return True
+
+        wait_until(answers, 30, "the dashboard to start", interval=0.1)
         yield url, proc, secret
     finally:
         proc.terminate()
@@ -1268,11 +1270,16 @@ def test_admin_locks_and_task_states(dsn: str, client: jm.Client) -> None:
     first = client.lock("smtp", expire=60, limit=3)
     client.lock("smtp", expire=120, limit=3)
     client.lock("gone", expire=0.05)
-    time.sleep(0.1)
     parent = client.send("p")
     child = client.send("c", parents=[parent])
     with jm.Admin(dsn) as admin:
-        locks = {lock.name: lock for lock in admin.locks()}
+        locks = wait_until(
+            lambda: (
+                (found := {lock.name: lock for lock in admin.locks()})["gone"].held == 0 and found
+            ),
+            5,
+            "the 0.05 s hold to expire",
+        )
         assert locks["smtp"].held == 2 and locks["smtp"].expired == 0
         assert locks["smtp"].next_expiry is not None and locks["smtp"].last_expiry is not None
         assert locks["smtp"].next_expiry < locks["smtp"].last_expiry

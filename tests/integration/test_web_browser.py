@@ -19,7 +19,6 @@ import shutil
 import socket
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import uvicorn
 
 import job_machine as jm
 from job_machine.web import DashboardConfig, create_app
+from tests.support.procs import wait_until
 from tests.support.rows import task_state
 from tests.support.web_data import XSS, XSS_QUEUE, XSS_SCRIPT, seed
 from tests.support.workers import Base, Holding, serving
@@ -136,11 +136,12 @@ def serve(dsn: str, browser: Any) -> Iterator[Callable[..., str]]:
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         servers.append((server, thread))
-        deadline = time.monotonic() + 10
-        while not server.started:
+
+        def started() -> bool:
             assert thread.is_alive(), "uvicorn stopped"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
+            return bool(server.started)
+
+        wait_until(started, 10, "uvicorn to start")
         url = f"http://127.0.0.1:{port}"
         if dashboard.token_generated:
             browser.get(f"{url}/login?{urlencode({'token': dashboard.token})}")

@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool
 
 import job_machine as jm
 from tests.support.procs import wait_until
-from tests.support.workers import Base, serving
+from tests.support.workers import Base, serving, waiting
 
 # -- helpers ------------------------------------------------------------------
 
@@ -629,10 +629,16 @@ def test_housekeeping_that_fails_a_task_wakes_its_waiting_client(
     tid = client.send("abandoned")
     make_stale(conn, tid, tries=4)
 
+    failed: list[int] = []
+    errors: list[BaseException] = []
+
     def chores() -> None:
-        time.sleep(0.3)
-        with Base(dsn, orphan_after=60, retries=3) as w:
-            assert w.housekeeping().failed == 1
+        try:
+            wait_until(lambda: waiting(client, tid), 10, "the client's wait")
+            with Base(dsn, orphan_after=60, retries=3) as w:
+                failed.append(w.housekeeping().failed)
+        except BaseException as ex:  # raised in the test below
+            errors.append(ex)
 
     t = threading.Thread(target=chores)
     t.start()
@@ -643,6 +649,9 @@ def test_housekeeping_that_fails_a_task_wakes_its_waiting_client(
         elapsed = time.monotonic() - t0
     finally:
         t.join(10)
+    if errors:
+        raise errors[0]
+    assert failed == [1]
     assert status(conn, tid) == 900
     assert isinstance(info.value, jm.TaskFailed)
     assert elapsed < 1.5, f"the client learnt of the failure only after {elapsed:.1f} s"

@@ -96,3 +96,16 @@ def wait_closed(dsn: str, application_name: str, timeout: float = 10.0) -> int:
         with contextlib.suppress(AssertionError):
             wait_until(lambda: count(conn, application_name) == 0, timeout, "no connection left")
         return count(conn, application_name)
+
+
+def terminate(conn: psycopg.Connection[Any], *application_names: str) -> int:
+    """pg_terminate_backend every session of ``conn``'s database with one of
+    these names (never ``conn``'s own, as a server restart or a network cut
+    would end them); how many went."""
+    rows = conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name = ANY(%s)"
+        "   AND pid <> pg_backend_pid()",
+        (list(application_names),),
+    ).fetchall()
+    return sum(1 for (ok,) in rows if ok)

@@ -19,7 +19,8 @@ A worker records what it does in tables the test creates (:func:`create_tables`)
   unique constraint: a task processed twice shows up twice.
 
 It also logs ``idle round N`` each time it goes to sleep waiting for news
-(its queues drained, LISTENing): :meth:`Child.wait_idle` waits for one.
+(its queues drained, LISTENing): :meth:`Child.wait_idle` waits for one, and
+:meth:`Child.idle_now` tells whether it sleeps now (no task started since).
 
 Each task's data is ``{"seq": n, ...}``; the worker replies
 ``{"seq": n, "double": 2 * n}`` (see :func:`expected_reply`). A task's
@@ -50,7 +51,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
@@ -89,6 +90,11 @@ RECORD_APP = "procs_record"
 _RECORD_PATIENCE = 60.0
 #: What a worker logs each time it goes to sleep waiting for news.
 IDLE_LINE = "idle round"
+#: What a worker logs as process() begins (then the task id).
+STARTED_LINE = "processing task"
+#: What a worker logs when it wakes otherwise than for news: its working
+#: connection lost, or back after that (job_machine's own lines).
+_WOKEN_LINES = ("database connection lost", "reconnected; draining")
 
 
 def create_tables(conn: psycopg.Connection[Any]) -> None:
@@ -143,6 +149,7 @@ class RecordingWorker(jm.Worker):
 
     def process(self, task: jm.Task) -> None:
         seq = task.data.get("seq") if isinstance(task.data, dict) else None
+        logging.info("%s %d", STARTED_LINE, task.id)
         self._record(task, seq)
         sleep = _sleep_of(task, self.sleep)
         if sleep:
@@ -206,6 +213,7 @@ class AsyncRecordingWorker(jm.AsyncWorker):
 
     async def process(self, task: jm.Task) -> None:
         seq = task.data.get("seq") if isinstance(task.data, dict) else None
+        logging.info("%s %d", STARTED_LINE, task.id)
         await self._record(task, seq)
         sleep = _sleep_of(task, self.sleep)
         if sleep:
@@ -382,6 +390,21 @@ class Child:
         except OSError:
             return 0
 
+    def idle_now(self) -> bool:
+        """Whether the worker is asleep waiting for news now: of the lines it
+        logs when it goes to sleep, starts a task, or loses or regains its
+        connection, the last is a going to sleep."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return False
+        for line in reversed(text.splitlines()):
+            if f"{IDLE_LINE} " in line:
+                return True
+            if f"{STARTED_LINE} " in line or any(woken in line for woken in _WOKEN_LINES):
+                return False
+        return False
+
     def wait_idle(self, after: int = 0, timeout: float = 30.0) -> int:
         """Wait until the worker went to sleep waiting for news more than
         ``after`` times; the count then. Fails at once if it died."""
@@ -463,12 +486,22 @@ def start_client(
     return Child(args, log_dir, name)
 
 
+class Watched(Protocol):
+    """What :func:`wait_until` watches while it waits: a :class:`Child`
+    process, or an in-process worker of tests/support/workers.py (not
+    alive once an assert failed inside its process())."""
+
+    def alive(self) -> bool: ...
+
+    def describe(self) -> str: ...
+
+
 def kill_all(children: Iterable[Child]) -> None:
     for child in children:
         child.kill()
 
 
-def describe_all(children: Iterable[Child]) -> str:
+def describe_all(children: Iterable[Watched]) -> str:
     return "\n".join(child.describe() for child in children)
 
 
@@ -476,13 +509,15 @@ def wait_until(
     predicate: Callable[[], Any],
     timeout: float = 5.0,
     what: str = "a condition",
-    children: Iterable[Child] = (),
+    children: Iterable[Watched] = (),
     interval: float = 0.02,
 ) -> Any:
     """Poll ``predicate`` until it returns something truthy, and return that;
     fail (AssertionError) after ``timeout`` seconds, or as soon as one of
-    ``children`` died, with the children's logs. The tests' one way to wait
-    for a condition: never a bare sleep."""
+    ``children`` died (or, for an in-process worker, failed an assert), with
+    their logs. An AssertionError that ``predicate`` raises ends the wait
+    too. The tests' one way to wait for a condition: never a bare sleep
+    (asyncio tests: ``await asyncio.to_thread(wait_until, ...)``)."""
     children = list(children)
     deadline = time.monotonic() + timeout
     while True:
@@ -491,7 +526,9 @@ def wait_until(
             return value
         dead = [c for c in children if not c.alive()]
         if dead:
-            raise AssertionError(f"while waiting for {what}, a child exited:\n{describe_all(dead)}")
+            raise AssertionError(
+                f"while waiting for {what}, a child exited or failed:\n{describe_all(dead)}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"timed out after {timeout} s waiting for {what}\n{describe_all(children)}"

@@ -42,3 +42,12 @@ def processed(conn: psycopg.Connection[Any]) -> list[tuple[int, int]]:
 def processed_by(conn: psycopg.Connection[Any], tid: int) -> list[int]:
     """The pids that ran process() on a task, in order."""
     return [pid for task_id, pid in processed(conn) if task_id == tid]
+
+
+def registrations(conn: psycopg.Connection[Any]) -> dict[int, Any]:
+    """pid -> when each registered worker registered (a reaped worker that
+    comes back registers anew, with a new ``started``)."""
+    return {
+        int(pid): started
+        for pid, started in conn.execute("SELECT pid, started FROM jobmachine.worker")
+    }

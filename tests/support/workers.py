@@ -1,18 +1,26 @@
 """In-process workers for the database tests: a recording worker, and
 running its receive() in a thread for the length of a ``with`` block.
 
+A failed assert inside a worker's ``process()`` only fails the task (or
+leaves it for a retry), so the test would see it late, as a timeout. A
+:class:`Base` worker records it instead, and the test raises it where it
+stands: :func:`serving` at the end of its block, :meth:`Observed.wait_idle`,
+:meth:`Base.work_once`, and :func:`tests.support.procs.wait_until` given the
+worker among its ``children``.
+
 Tests about crashes and concurrency use real processes instead (tests/support/procs.py).
 """
 
 from __future__ import annotations
 
 import threading
-import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import job_machine as jm
+from tests.support.procs import wait_until
 
 
 class Observed(jm.Worker):
@@ -25,6 +33,29 @@ class Observed(jm.Worker):
         super().__init__(*args, **kw)
         self.idle_rounds = 0
         self._idle = threading.Condition()
+        #: The asserts that failed inside process(), for the test to raise.
+        self.failures: list[AssertionError] = []
+
+    def alive(self) -> bool:
+        """False once an assert failed inside process(): ``wait_until``
+        stops waiting at once for a worker among its ``children``."""
+        return not self.failures
+
+    def describe(self) -> str:
+        """The asserts that failed inside process(), with their tracebacks."""
+        return "\n".join("".join(traceback.format_exception(failure)) for failure in self.failures)
+
+    def raise_failure(self) -> None:
+        """Raise the first assert that failed inside process(), if any."""
+        if self.failures:
+            raise AssertionError(
+                f"an assert failed inside process():\n{self.describe()}"
+            ) from self.failures[0]
+
+    def _failed(self, failure: AssertionError) -> None:
+        with self._idle:
+            self.failures.append(failure)
+            self._idle.notify_all()
 
     def _next_wait(self) -> float:
         # The serve loop asks how long to sleep right before it waits on its
@@ -40,7 +71,9 @@ class Observed(jm.Worker):
         ``after`` times (default: once more than now); the count then."""
         with self._idle:
             target = self.idle_rounds if after is None else after
-            if not self._idle.wait_for(lambda: self.idle_rounds > target, timeout):
+            went = self._idle.wait_for(lambda: self.idle_rounds > target or self.failures, timeout)
+            self.raise_failure()
+            if not went:
                 raise AssertionError(f"the worker did not go idle within {timeout} s")
             return self.idle_rounds
 
@@ -65,7 +98,17 @@ class Base(Observed):
         self.events.append(f"process {task.id}")
         self.seen.append(task)
         self.rounds_at_last_task = self.idle_rounds
-        self.handle(task)
+        try:
+            self.handle(task)
+        except AssertionError as failure:
+            self._failed(failure)
+            raise
+
+    def work_once(self, task_id: int | None = None) -> bool:
+        """The worker's ``work_once()``; raises an assert that failed inside process()."""
+        worked = super().work_once(task_id)
+        self.raise_failure()
+        return worked
 
     def wait_drained(self, timeout: float = 10.0) -> int:
         """Wait until the worker, after the last task it processed, looked
@@ -74,6 +117,14 @@ class Base(Observed):
 
     def handle(self, task: jm.Task) -> None:
         self.reply({"echo": task.data})
+
+
+def waiting(client: jm.Client | jm.AsyncClient, task_id: int) -> bool:
+    """Whether a wait of ``client`` for the task listens for its answer now,
+    so that an answer from then on is heard by the notification, not found
+    by the wait's first read of the table."""
+    replies = client._replies
+    return replies is not None and replies.listening_to(task_id)
 
 
 @contextmanager
@@ -95,11 +146,13 @@ def serving(w: jm.Worker, wait_ready: bool = True) -> Iterator[threading.Thread]
         if wait_ready:
             # Only stop() after receive() is listening: a stop() that comes
             # before receive() starts is forgotten (receive resets it).
-            deadline = time.monotonic() + 10
             ready: threading.Event = w.ready  # type: ignore[attr-defined]
-            while not ready.wait(0.05):
+
+            def started() -> bool:
                 assert not errors, errors
-                assert time.monotonic() < deadline, "worker did not start"
+                return ready.is_set()
+
+            wait_until(started, 10, "the worker to start")
         yield t
     finally:
         w.stop()
@@ -107,6 +160,10 @@ def serving(w: jm.Worker, wait_ready: bool = True) -> Iterator[threading.Thread]
         if errors:
             # What broke receive() matters more than the test's own symptom.
             raise errors[0]
+        # So does what failed inside process().
+        if isinstance(w, Observed):
+            w.raise_failure()
+        assert not getattr(w, "failures", None), f"inside process(): {w.failures}"  # type: ignore[attr-defined]
     assert not t.is_alive(), "receive() did not return after stop()"
 
 

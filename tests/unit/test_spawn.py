@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import contextvars
 import threading
-import time
 
 import pytest
 
 from job_machine import _acompat
+from tests.support.procs import wait_until
 
 WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
 
@@ -25,7 +25,11 @@ def test_threads_are_reused_one_job_after_another() -> None:
     for _ in range(50):
         h = _acompat.spawn(lambda: seen.add(threading.get_ident()), lambda: None)
         h.join(5)
-        time.sleep(0.001)  # the thread is idle again before the next job
+        # join() returns as the job ends, a moment before its thread counts
+        # itself idle: the next job is for that thread once it has.
+        wait_until(
+            lambda: _acompat._idle_threads > 0, 5, "the task thread idle again", interval=0.001
+        )
     started = seen - before
     assert len(started) <= 1, f"{len(started)} new threads for 50 jobs in a row"
 
@@ -98,10 +102,8 @@ def test_idle_threads_end(monkeypatch: pytest.MonkeyPatch) -> None:
         h.join(5)
     started = ran_on - before
     assert started, "no new thread: nothing to see end"
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        alive = started & {t.ident for t in threading.enumerate()}
-        if not alive:
-            break
-        time.sleep(0.02)
-    assert not alive, f"{len(alive)} idle task threads did not end"
+    wait_until(
+        lambda: not started & {t.ident for t in threading.enumerate()},
+        5,
+        f"the {len(started)} idle task threads to end",
+    )
