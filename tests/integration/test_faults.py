@@ -646,13 +646,16 @@ def test_chaos_killed_workers_and_terminated_sessions_3000_tasks(
         sender.join(30)
         sender.check(logs)
         # No more faults: what is left (rescues of the last kills) must finish.
-        wait_until(
-            lambda: _undone(db) == 0,
-            30,
-            "every task to be done after the chaos",
-            fleet,
-            interval=0.1,
-        )
+        try:
+            wait_until(
+                lambda: _undone(db) == 0,
+                30,
+                "every task to be done after the chaos",
+                fleet,
+                interval=0.1,
+            )
+        except AssertionError as ex:
+            raise AssertionError(f"{ex}\n{_not_done_report(db)}") from None
         elapsed = time.monotonic() - t0
         assert all(w.alive() for w in fleet), logs()
         outcome = _check_outcome(db, n, logs)

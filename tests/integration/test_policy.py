@@ -319,7 +319,14 @@ def test_each_worker_gets_its_own_reconnect_grace(
                 assert (_db_now(db) - seen).total_seconds() < 20, describe(children)
             reaped_after = (_db_now(db) - seen).total_seconds()
             assert reaped_after < 8, reaped_after
-            wait_until(lambda: error_types(db, tid) == ["WorkerDied"], 5, "the rescue", [])
+            try:
+                wait_until(lambda: error_types(db, tid) == ["WorkerDied"], 5, "the rescue", [])
+            except AssertionError as ex:
+                raise AssertionError(
+                    f"{ex}: task {tid} is {task_state(db, tid)} with errors "
+                    f"{error_types(db, tid)}, its worker reaped {reaped_after:.1f} s after "
+                    f"it was last seen\n{describe(children)}"
+                ) from None
             assert task_state(db, tid) == (jm.Status.FAILED, 1)  # one attempt, its own
     finally:
         for child in children.values():
