@@ -268,11 +268,12 @@ def test_each_worker_gets_its_own_reconnect_grace(
         # No max_runtime: the task is to outlive the freeze.
         overrides = {q: {"dead_after": dead_after[q], "max_runtime": None} for q in dead_after}
         _start_fleet(dsn, db, tmp_path, order, children, overrides)
-        tid = client.send({"seq": 6, "sleep": 8}, queue=victim)
-        wait_until(lambda: processed_by(db, tid), 10, "the task to start", [*children.values()])
         leader_pid, victim_pid = children[leader].pid, children[victim].pid
         # The housekeeper judges nobody until it has been connected for its
-        # own grace (docs/liveness.md, outages).
+        # own grace (docs/liveness.md, outages). The task is sent after
+        # that, so that it still runs when its worker is frozen: sent
+        # before, an 8 s task ended first whenever the housekeeper took its
+        # lock at once (10.5 s for the lenient one).
         wait_until(
             lambda: (
                 db.execute(
@@ -286,6 +287,8 @@ def test_each_worker_gets_its_own_reconnect_grace(
             "the housekeeper to judge",
             [*children.values()],
         )
+        tid = client.send({"seq": 6, "sleep": 8}, queue=victim)
+        wait_until(lambda: processed_by(db, tid), 10, "the task to start", [*children.values()])
         children[victim].signal(signal.SIGSTOP)
         last_seen = _seen(db, victim_pid)
         db.execute(
