@@ -901,11 +901,13 @@ SELECT NULL, NULL, NULL, NULL, true
 -- A worker that lost its connection hands back the started tasks it holds
 -- but is not processing (those in %(keep)s it is): a claim that committed
 -- while its answer was lost with the connection left the worker unaware
--- of them. They wait again at once, their queue notified; the attempt stays
--- counted, so the fencing token only grows.
+-- of them. They wait again at once, their queue notified. Never run, as
+-- tasks given back by task_unclaim: the claim's number stays used (the
+-- fencing token only grows) but is not counted against the task's
+-- attempts (uncounted_attempts), so lost connections use up no budget.
 WITH released AS (
     UPDATE jobmachine.task t
-       SET status = 0, modified = now()
+       SET status = 0, uncounted_attempts = t.uncounted_attempts + 1, modified = now()
      WHERE t.worker_id = %(worker_id)s AND t.status = 100
        AND NOT (t.task_id = ANY(%(keep)s))
     RETURNING t.task_id, t.class_id

@@ -146,3 +146,27 @@ def test_tasks_handed_back_unstarted_keep_their_attempt_numbers_but_not_the_budg
     assert conn.execute("SELECT count(*) FROM jobmachine.task WHERE status <> 200").fetchone() == (
         0,
     )
+
+
+def test_a_claim_lost_with_the_connection_uses_no_attempt(
+    client: jm.Client, conn: psycopg.Connection[Any]
+) -> None:
+    """A claim that committed while its answer was lost with the connection
+    is handed back on reconnect (task_release_held) like a task claimed
+    ahead and never started: its number stays used, its attempt is not
+    counted. A task sent with attempts=2 whose first claim was lost so
+    still has a retry after its first real run fails."""
+    store = client._store
+    tid = client.send("lost", queue=QUEUE, attempts=2)
+    [lost] = store.task_claim([QUEUE], worker_id=4242)
+    assert (lost.id, lost.attempt) == (tid, 1)
+    assert store.task_release_held(4242) == 1  # on reconnect: held, unknown to the worker
+    [run] = store.task_claim([QUEUE], worker_id=4242)
+    assert run.attempt == 2  # the fencing token only grows
+    status = store.task_fail_attempt(tid, run.attempt, '{"type": "ValueError"}', retries=0)
+    assert status == jm.Status.WAITING, "the lost claim used up an attempt"
+    [last] = store.task_claim([QUEUE], worker_id=4242)
+    assert last.attempt == 3
+    status = store.task_fail_attempt(tid, last.attempt, '{"type": "ValueError"}', retries=0)
+    assert status == jm.Status.FAILED  # two runs: its budget
+    assert task_state(conn, tid) == (jm.Status.FAILED, 3)
