@@ -263,6 +263,55 @@ class TaskInfo:
         """The newest error, None when there is none."""
         return self.errors[-1] if self.errors else None
 
+    @classmethod
+    def from_row(
+        cls,
+        row: dict[str, Any],
+        *,
+        data: Any,
+        notes: dict[str, Any],
+        errors: list[Any],
+        results: list[Any],
+        children: list[int],
+    ) -> TaskInfo:
+        """A TaskInfo from a row of the task statements (``task_info``, the
+        dashboard's ``admin_task_page``), given the values its reader
+        decoded (whole, or cut to a page's bounds); results oldest first,
+        the newest being the reply."""
+        status = Status(row["status"])
+        worker = None
+        if status == Status.STARTED and row["worker_host"] is not None:
+            worker = (int(row["worker_id"]), row["worker_host"], int(row["worker_pid"]))
+        return cls(
+            id=int(row["task_id"]),
+            queue=row["queue"],
+            status=status,
+            attempts=int(row["attempts"]),
+            data=data,
+            errors=errors,
+            reply=results[-1] if results else None,
+            created=row["created"],
+            modified=row["modified"],
+            run_after=row["run_after"],
+            started=row["started"],
+            worker=worker,
+            worker_id=row["worker_id"],
+            priority=int(row["priority"]),
+            max_attempts=row["max_attempts"],
+            title=row["title"],
+            grouping=row["grouping"],
+            unique_key=row["unique_key"],
+            notes=notes,
+            parents=[int(p) for p in row["parents"] or []],
+            children=children,
+            results=results,
+            remove_after=row["remove_after"],
+            keep_for=row["keep_for"],
+            time_limit=row["time_limit"],
+            expires_at=row["expires_at"],
+            cancelled_at=row["cancelled_at"],
+        )
+
 
 #: The states :class:`QueueStats` counts, in the order tables show them:
 #: every state but done (and the order of its fields).

@@ -13,7 +13,7 @@ from typing import Any
 from .. import _codec
 from .._worker_config import TaskPolicy
 from ..errors import UnknownTask
-from ..task import Status, Task, TaskInfo
+from ..task import Task, TaskInfo
 from .connection import Connector
 from .store_base import StoreBase
 
@@ -234,38 +234,13 @@ class TaskStatements(StoreBase):
         row = self._one("task_info", {"task_id": task_id})
         if row is None:
             return None
-        status = Status(row["status"])
-        worker = None
-        if status == Status.STARTED and row["worker_host"] is not None:
-            worker = (int(row["worker_id"]), row["worker_host"], int(row["worker_pid"]))
-        return TaskInfo(
-            id=int(row["task_id"]),
-            queue=row["queue"],
-            status=status,
-            attempts=int(row["attempts"]),
+        return TaskInfo.from_row(
+            row,
             data=_codec.decode(row["parameters"]),
-            errors=[_codec.decode(e) for e in row["errors"]],
-            reply=_codec.decode(row["results"][-1]) if row["results"] else None,
-            created=row["created"],
-            modified=row["modified"],
-            run_after=row["run_after"],
-            started=row["started"],
-            worker=worker,
-            worker_id=row["worker_id"],
-            priority=int(row["priority"]),
-            max_attempts=row["max_attempts"],
-            title=row["title"],
-            grouping=row["grouping"],
-            unique_key=row["unique_key"],
             notes=_codec.decode(row["notes"]) or {},
-            parents=[int(p) for p in row["parents"] or []],
-            children=[int(c) for c in row["children"]],
+            errors=[_codec.decode(e) for e in row["errors"]],
             results=[_codec.decode(r) for r in row["results"]],
-            remove_after=row["remove_after"],
-            keep_for=row["keep_for"],
-            time_limit=row["time_limit"],
-            expires_at=row["expires_at"],
-            cancelled_at=row["cancelled_at"],
+            children=[int(c) for c in row["children"]],
         )
 
     def task_note(self, task_id: int, notes: dict[str, str | None]) -> bool:

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 from .._async.admin import AsyncAdmin
 from ..errors import UnknownTask
-from ..task import Status, TaskInfo
+from ..task import TaskInfo
 
 #: Children listed on one page of a task.
 CHILDREN_PAGE = 100
@@ -140,42 +140,17 @@ async def task_page(
                 max_text=MAX_ERROR_TEXT if errors else MAX_TEXT,
                 limit=results + 1,
             )
-    status = Status(row["status"])
-    worker = None
-    if status == Status.STARTED and row["worker_host"] is not None:
-        worker = (int(row["worker_id"]), row["worker_host"], int(row["worker_pid"]))
     data, data_cut = _decode(row["parameters"], row["parameters_length"])
     notes, notes_cut = _decode(row["notes"], row["notes_length"])
     kids = [int(c) for c in row["children"]]
     shown = {e: [_value(r, e) for r in found[e][:results]] for e in (False, True)}
-    info = TaskInfo(
-        id=int(row["task_id"]),
-        queue=row["queue"],
-        status=status,
-        attempts=int(row["attempts"]),
+    info = TaskInfo.from_row(
+        row,
         data=data,
-        errors=[v.value for v in reversed(shown[True])],
-        reply=shown[False][0].value if shown[False] else None,
-        created=row["created"],
-        modified=row["modified"],
-        run_after=row["run_after"],
-        started=row["started"],
-        worker=worker,
-        worker_id=row["worker_id"],
-        priority=int(row["priority"]),
-        max_attempts=row["max_attempts"],
-        title=row["title"],
-        grouping=row["grouping"],
-        unique_key=row["unique_key"],
         notes=notes or {},
-        parents=[int(p) for p in row["parents"] or []],
-        children=kids[:children],
+        errors=[v.value for v in reversed(shown[True])],
         results=[v.value for v in reversed(shown[False])],
-        remove_after=row["remove_after"],
-        keep_for=row["keep_for"],
-        time_limit=row["time_limit"],
-        expires_at=row["expires_at"],
-        cancelled_at=row["cancelled_at"],
+        children=kids[:children],
     )
     here = {
         "children_after": children_after or None,
